@@ -1,0 +1,41 @@
+# holocell: set-up, demo, tests, benchmarks. Works on a fresh machine with Python >= 3.11.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# CPU build of torch, pinned here only (pyproject keeps torch>=2.3 unpinned)
+TORCH  ?= torch==2.13.0
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/holocell demo --out demo_output
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check src tests scripts benchmarks
+
+test: $(VENV)/.test-installed
+	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(VENV)/.installed
+	$(BIN)/holocell demo --out benchmarks/results/demo --no-progress
+	cp benchmarks/results/demo/results.md benchmarks/results/demo.md
+	cp benchmarks/results/demo/results.json benchmarks/results/demo.json
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache

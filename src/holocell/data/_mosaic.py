@@ -1,0 +1,135 @@
+"""Mosaic MuData -> per-modality count matrices aligned to the global cell order, and a torch dataset.
+
+Cells a modality lacks get an empty row and ``present = False``; the row is never read as data.
+The user's MuData is only read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from mudata import MuData
+
+from ..vocab import MODALITIES
+
+
+@dataclass
+class MosaicArrays:
+    """Counts of every registered modality in global ``mdata.obs`` order.
+
+    Attributes
+    ----------
+    counts
+        Modality (``"rna"``/``"atac"``/``"protein"``) -> CSR ``(n_cells, n_features)``.
+    present
+        ``(n_cells, 3)`` bool, modality observed (order of :data:`~holocell.vocab.MODALITIES`).
+    batch, species
+        ``(n_cells,)`` integer codes.
+    """
+
+    counts: dict[str, sp.csr_matrix]
+    present: np.ndarray
+    batch: np.ndarray
+    species: np.ndarray
+
+    @property
+    def n_cells(self) -> int:
+        """Number of cells."""
+        return self.present.shape[0]
+
+    def take(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        """Mini-batch dict of dense tensors for cells ``idx``."""
+        out = {m: torch.from_numpy(x[idx].toarray().astype(np.float32)) for m, x in self.counts.items()}
+        out["present"] = torch.from_numpy(self.present[idx])
+        out["batch"] = torch.from_numpy(self.batch[idx].astype(np.int64))
+        out["species"] = torch.from_numpy(self.species[idx].astype(np.int64))
+        return out
+
+
+class MosaicDataset(torch.utils.data.Dataset):
+    """Torch dataset whose items are whole mini-batches (use with :class:`IndexBatchSampler`)."""
+
+    def __init__(self, arrays: MosaicArrays, indices: np.ndarray | None = None) -> None:
+        self.arrays = arrays
+        self.indices = np.arange(arrays.n_cells) if indices is None else np.asarray(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
+        return self.arrays.take(self.indices[np.asarray(positions)])
+
+
+def make_loader(
+    arrays: MosaicArrays,
+    indices: np.ndarray | None = None,
+    *,
+    batch_size: int = 128,
+    shuffle: bool = False,
+    seed: int = 0,
+    drop_last: bool = False,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``indices`` that slices sparse rows once per mini-batch."""
+    dataset = MosaicDataset(arrays, indices)
+    if shuffle:
+        sampler: torch.utils.data.Sampler = torch.utils.data.RandomSampler(
+            dataset, generator=torch.Generator().manual_seed(seed)
+        )
+    else:
+        sampler = torch.utils.data.SequentialSampler(dataset)
+    batches = torch.utils.data.BatchSampler(sampler, batch_size=batch_size, drop_last=drop_last)
+    return torch.utils.data.DataLoader(dataset, sampler=batches, batch_size=None)
+
+
+def collect_arrays(
+    mdata: MuData,
+    modalities: Mapping[str, str],
+    layers: Mapping[str, str | None],
+    features: Mapping[str, np.ndarray],
+    batch_codes: np.ndarray,
+    species_code: int,
+) -> MosaicArrays:
+    """Read the registered modalities of ``mdata`` into :class:`MosaicArrays`.
+
+    Parameters
+    ----------
+    mdata
+        The MuData (mosaic allowed).
+    modalities
+        holocell modality -> modality name in ``mdata.mod``.
+    layers
+        holocell modality -> layer holding counts (``None`` = ``.X``).
+    features
+        holocell modality -> feature names in the order the model expects. Features are
+        looked up by name, so the MuData may order them differently.
+    batch_codes
+        ``(n_cells,)`` batch code of every cell in ``mdata.obs`` order.
+    species_code
+        Species index of all cells.
+    """
+    n = mdata.n_obs
+    present = np.zeros((n, len(MODALITIES)), dtype=bool)
+    counts = {}
+    for m, mod_name in modalities.items():
+        adata = mdata.mod[mod_name]
+        x = adata.X if layers.get(m) is None else adata.layers[layers[m]]
+        x = sp.csr_matrix(x, dtype=np.float32)
+        order = adata.var_names.get_indexer(features[m])
+        missing = order < 0
+        if missing.any():
+            names = ", ".join(map(str, np.asarray(features[m])[missing][:5]))
+            raise ValueError(
+                f"Modality {mod_name!r} lacks {int(missing.sum())} features the model was set up with "
+                f"(e.g. {names}). Use the same features as at setup, or set up a new model."
+            )
+        x = x[:, order]
+        rows = np.asarray(mdata.obsmap[mod_name]).astype(np.int64)  # 1-based, 0 = absent
+        present[:, MODALITIES.index(m)] = rows > 0
+        padded = sp.vstack([x, sp.csr_matrix((1, x.shape[1]), dtype=np.float32)], format="csr")
+        counts[m] = padded[np.where(rows > 0, rows - 1, x.shape[0])]
+    species = np.full(n, species_code, dtype=np.int64)
+    return MosaicArrays(counts, present, np.asarray(batch_codes, dtype=np.int64), species)

@@ -1,0 +1,33 @@
+"""Evaluation metrics, transforms and honest baseline predictors."""
+
+from __future__ import annotations
+
+from holocell.evaluation._baselines import mean_predict, pca_knn_predict, pca_ridge_predict, shared_pca
+from holocell.evaluation._metrics import (
+    knn_label_transfer_accuracy,
+    nmi_ari,
+    per_feature_auroc,
+    per_feature_pearson,
+    rmse,
+    silhouette_batch,
+    silhouette_label,
+)
+from holocell.evaluation._tables import format_table
+from holocell.evaluation._transforms import clr, log_normalize
+
+__all__ = [
+    "clr",
+    "format_table",
+    "knn_label_transfer_accuracy",
+    "log_normalize",
+    "mean_predict",
+    "nmi_ari",
+    "pca_knn_predict",
+    "pca_ridge_predict",
+    "per_feature_auroc",
+    "per_feature_pearson",
+    "rmse",
+    "shared_pca",
+    "silhouette_batch",
+    "silhouette_label",
+]

@@ -1,0 +1,246 @@
+"""Prediction, label-transfer and embedding metrics.
+
+All functions take cells in rows. Sparse inputs are densified; these helpers
+are meant for evaluation-sized data (thousands to tens of thousands of cells).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.stats import rankdata
+from sklearn.cluster import KMeans
+from sklearn.metrics import (
+    adjusted_rand_score,
+    normalized_mutual_info_score,
+    silhouette_samples,
+    silhouette_score,
+)
+from sklearn.neighbors import KNeighborsClassifier
+
+from holocell.evaluation._transforms import to_dense
+
+__all__ = [
+    "knn_label_transfer_accuracy",
+    "nmi_ari",
+    "per_feature_auroc",
+    "per_feature_pearson",
+    "rmse",
+    "silhouette_batch",
+    "silhouette_label",
+]
+
+
+def _paired(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    a, b = to_dense(y_true), to_dense(y_pred)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+    return a, b
+
+
+def per_feature_pearson(y_true: ArrayLike, y_pred: ArrayLike, min_std: float = 1e-6) -> np.ndarray:
+    """Pearson correlation between truth and prediction for every feature (column).
+
+    Parameters
+    ----------
+    y_true, y_pred
+        Cells x features matrices of equal shape, dense or sparse.
+    min_std
+        Columns whose standard deviation (over cells) is below this in
+        ``y_true`` or ``y_pred`` get ``NaN``: the correlation is undefined.
+
+    Returns
+    -------
+    np.ndarray
+        Shape ``(n_features,)``. Summarise with ``np.nanmean`` so the average
+        runs only over features that vary in both truth and prediction. Note a
+        constant prediction (e.g. :func:`~holocell.evaluation.mean_predict`)
+        is therefore all-``NaN``; callers reporting such a baseline should
+        treat ``NaN`` as ``0`` (no signal) for features that vary in the truth.
+    """
+    a, b = _paired(y_true, y_pred)
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    sa, sb = a.std(axis=0), b.std(axis=0)
+    valid = (sa >= min_std) & (sb >= min_std)
+    out = np.full(a.shape[1], np.nan)
+    denom = a.shape[0] * sa[valid] * sb[valid]
+    out[valid] = (a[:, valid] * b[:, valid]).sum(axis=0) / denom
+    return np.clip(out, -1.0, 1.0)
+
+
+def per_feature_auroc(
+    y_true_binary: ArrayLike, scores: ArrayLike, min_positive_frac: float = 0.01
+) -> np.ndarray:
+    """Area under the ROC curve for every feature (column).
+
+    Computed with the Mann-Whitney rank statistic (ties get half credit), which
+    equals :func:`sklearn.metrics.roc_auc_score` per column.
+
+    Parameters
+    ----------
+    y_true_binary
+        Cells x features truth; non-zero entries are positives.
+    scores
+        Cells x features predicted scores, higher meaning more likely positive.
+    min_positive_frac
+        Columns where the fraction of positives or of negatives is below this
+        (or where either class is empty) get ``NaN``.
+
+    Returns
+    -------
+    np.ndarray
+        Shape ``(n_features,)``; summarise with ``np.nanmean``.
+    """
+    truth, s = _paired(y_true_binary, scores)
+    truth = truth != 0
+    n = truth.shape[0]
+    n_pos = truth.sum(axis=0)
+    n_neg = n - n_pos
+    min_count = max(1.0, min_positive_frac * n)
+    valid = (n_pos >= min_count) & (n_neg >= min_count)
+    out = np.full(truth.shape[1], np.nan)
+    if not valid.any():
+        return out
+    ranks = rankdata(s[:, valid], axis=0)
+    pos_rank_sum = (ranks * truth[:, valid]).sum(axis=0)
+    npv, nnv = n_pos[valid], n_neg[valid]
+    out[valid] = (pos_rank_sum - npv * (npv + 1) / 2) / (npv * nnv)
+    return out
+
+
+def rmse(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Root mean squared error over all entries.
+
+    Parameters
+    ----------
+    y_true, y_pred
+        Matrices of equal shape, dense or sparse.
+
+    Returns
+    -------
+    float
+        ``sqrt(mean((y_true - y_pred) ** 2))``.
+    """
+    a, b = _paired(y_true, y_pred)
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+def knn_label_transfer_accuracy(
+    emb_ref: ArrayLike,
+    labels_ref: ArrayLike,
+    emb_query: ArrayLike,
+    labels_query: ArrayLike,
+    k: int = 15,
+) -> float:
+    """Accuracy of majority-vote kNN label transfer from reference to query cells.
+
+    Parameters
+    ----------
+    emb_ref, emb_query
+        Cells x dims embeddings of reference and query cells (same space).
+    labels_ref, labels_query
+        Labels per cell; query labels are the truth to score against.
+    k
+        Neighbours (Euclidean) used for the vote; capped at the reference size.
+
+    Returns
+    -------
+    float
+        Fraction of query cells whose transferred label equals the truth.
+    """
+    labels_ref = np.asarray(labels_ref).astype(str)
+    labels_query = np.asarray(labels_query).astype(str)
+    clf = KNeighborsClassifier(n_neighbors=min(k, len(labels_ref)))
+    clf.fit(to_dense(emb_ref), labels_ref)
+    return float(np.mean(clf.predict(to_dense(emb_query)) == labels_query))
+
+
+def nmi_ari(embedding: ArrayLike, labels: ArrayLike, seed: int = 0) -> dict[str, float]:
+    """NMI and ARI between a clustering of the embedding and the labels.
+
+    The clustering is KMeans with ``k`` equal to the number of distinct labels
+    (``n_init=10``, fixed ``seed``) rather than scib's Leiden resolution
+    search: it needs no graph library, is deterministic, and gives the
+    clustering the true number of groups, so it is an optimistic but
+    method-neutral reading of label structure.
+
+    Parameters
+    ----------
+    embedding
+        Cells x dims embedding.
+    labels
+        Label per cell.
+    seed
+        KMeans random state.
+
+    Returns
+    -------
+    dict
+        ``{"nmi": float, "ari": float}``.
+    """
+    labels = np.asarray(labels).astype(str)
+    n_clusters = len(np.unique(labels))
+    clusters = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(to_dense(embedding))
+    return {
+        "nmi": float(normalized_mutual_info_score(labels, clusters)),
+        "ari": float(adjusted_rand_score(labels, clusters)),
+    }
+
+
+def silhouette_label(embedding: ArrayLike, labels: ArrayLike) -> float:
+    """Label silhouette scaled to ``[0, 1]`` as in scib: ``(asw + 1) / 2``.
+
+    Parameters
+    ----------
+    embedding
+        Cells x dims embedding.
+    labels
+        Label per cell (at least two distinct labels).
+
+    Returns
+    -------
+    float
+        1 means tight, well-separated label groups; 0.5 means no structure.
+    """
+    labels = np.asarray(labels).astype(str)
+    asw = silhouette_score(to_dense(embedding), labels, metric="euclidean")
+    return float((asw + 1.0) / 2.0)
+
+
+def silhouette_batch(embedding: ArrayLike, batch: ArrayLike, labels: ArrayLike) -> float:
+    """Batch mixing score in the style of scib's ``silhouette_batch``.
+
+    For each label, the silhouette of its cells with respect to *batch* is
+    computed; per cell the score is ``1 - |s|`` and it is averaged within the
+    label, then across labels. Labels present in a single batch, or with too
+    few cells for a silhouette, are skipped.
+
+    Parameters
+    ----------
+    embedding
+        Cells x dims embedding.
+    batch
+        Batch per cell.
+    labels
+        Label (cell type) per cell.
+
+    Returns
+    -------
+    float
+        Near 1 for well-mixed batches, near 0 for batch-separated ones;
+        ``NaN`` when no label qualifies.
+    """
+    emb = to_dense(embedding)
+    batch = np.asarray(batch).astype(str)
+    labels = np.asarray(labels).astype(str)
+    per_label = []
+    for lab in np.unique(labels):
+        mask = labels == lab
+        b = batch[mask]
+        n_batches = len(np.unique(b))
+        if n_batches < 2 or mask.sum() <= n_batches:
+            continue
+        s = silhouette_samples(emb[mask], b, metric="euclidean")
+        per_label.append(np.mean(1.0 - np.abs(s)))
+    return float(np.mean(per_label)) if per_label else float("nan")

@@ -1,0 +1,5 @@
+"""The user-facing model class."""
+
+from ._holocell import HoloCell
+
+__all__ = ["HoloCell"]

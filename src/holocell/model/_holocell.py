@@ -1,0 +1,530 @@
+"""HoloCell: the scvi-tools style user class (setup, train, embed, generate, save/load)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import anndata as ad
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from mudata import MuData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager, AnnDataManagerValidationCheck
+from scvi.data.fields import MuDataCategoricalObsField
+from scvi.model.base import BaseModelClass
+from tqdm.auto import tqdm
+
+from ..data._mosaic import MosaicArrays, collect_arrays, make_loader
+from ..nn import HoloCellModule, NetworkConfig
+from ..train import MosaicDataModule, TrainingPlan, split_indices
+from ..vocab import MODALITIES, SPECIES, FeatureSpace, build_feature_space, map_proteins_to_genes
+from . import _checkpoint
+from ._validate import gene_table_for, normalise_modalities, validate_setup
+
+logger = logging.getLogger(__name__)
+
+_GENERATED_TRANSFORM = {
+    "rna": "log1p(counts / library * 1e4)",
+    "protein": "CLR: log1p(counts) - mean over antibodies of log1p(counts)",
+    "atac": "probability that the peak is accessible",
+}
+
+
+class HoloCell(BaseModelClass):
+    """Generative multi-omics transformer over gene-anchored tokens (RNA, ATAC, protein).
+
+    Each cell is a sequence of gene-anchor tokens whose value slots hold the accessibility of
+    the gene's linked peaks, its RNA and its protein. The model is trained by masked discrete
+    diffusion (random slots and whole modalities hidden), embeds cells from any subset of
+    modalities and generates a missing modality by iterative denoising with remasking.
+
+    Parameters
+    ----------
+    mdata
+        MuData registered with :meth:`setup_mudata`. Cells may lack modalities (mosaic data).
+    d_model
+        Width of tokens and latents.
+    n_layers
+        Transformer blocks over the latents.
+    n_heads
+        Attention heads.
+    n_latents
+        Latent vectors the tokens are read into (cost grows linearly with tokens).
+    n_bins
+        Value bins of the diffusion process (bin 0 = zero).
+    dropout
+        Dropout in attention and MLPs.
+    p_drop_modality
+        Training: probability that a cell with several modalities has one hidden entirely.
+    feature_space
+        Anchors and feature maps to reuse (set by :meth:`load`); built from ``mdata`` when None.
+
+    Examples
+    --------
+    >>> import holocell as hc
+    >>> mdata = hc.data.pbmc_cite_mosaic()
+    >>> hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
+    >>> model = hc.HoloCell(mdata)
+    >>> model.train(max_epochs=20)
+    >>> mdata.obsm["X_holocell"] = model.get_latent_representation()
+    >>> model.generate(mdata, target="protein", key_added="adt_generated")
+    """
+
+    def __init__(
+        self,
+        mdata: MuData,
+        d_model: int = 128,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        n_latents: int = 32,
+        n_bins: int = 16,
+        dropout: float = 0.0,
+        p_drop_modality: float = 0.5,
+        feature_space: dict | None = None,
+    ) -> None:
+        super().__init__(mdata)
+        setup = self.adata_manager.registry["setup_args"]
+        self.modalities_: dict[str, str] = dict(setup["modalities"])
+        if feature_space is None:
+            var = {m: mdata.mod[name].var for m, name in self.modalities_.items()}
+            gene_table = (
+                gene_table_for(mdata, self.modalities_, setup.get("genome")) if "atac" in var else None
+            )
+            space = build_feature_space(var, map_proteins=map_proteins_to_genes, gene_table=gene_table)
+        else:
+            space = FeatureSpace.from_dict(feature_space)
+        self.feature_space = space
+        self.batch_categories_: list[str] = [
+            str(c) for c in self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
+        ]
+        self.config = NetworkConfig(
+            n_anchors=space.n_anchors,
+            n_bins=n_bins,
+            n_batches=len(self.batch_categories_),
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            n_latents=n_latents,
+            dropout=dropout,
+        )
+        feature_anchor = {m: space.maps[m].anchor for m in self.modalities_}
+        peak_bucket = space.maps["atac"].bucket if "atac" in space.maps else None
+        self.module = HoloCellModule(
+            self.config, feature_anchor, peak_bucket, p_drop_modality=p_drop_modality
+        )
+        n_params = sum(p.numel() for p in self.module.parameters())
+        self._model_summary_string = (
+            f"HoloCell model: modalities {self.modalities_}, {space.n_anchors} gene anchors, "
+            f"d_model={d_model}, n_layers={n_layers}, n_latents={n_latents}, {n_params:,} parameters."
+        )
+        self.init_params_ = self._get_init_params(locals())
+        self.init_params_["non_kwargs"].pop("feature_space", None)  # saved separately, as JSON
+
+    # ------------------------------------------------------------------------------ setup
+    @classmethod
+    def setup_anndata(cls, adata: ad.AnnData, **kwargs) -> None:
+        """Not used: holocell registers MuData. Wrap a single modality first.
+
+        Raises
+        ------
+        TypeError
+            Always, with the one-line fix.
+        """
+        raise TypeError(
+            "HoloCell works on MuData. Wrap your AnnData, e.g. mdata = mudata.MuData({'rna': adata}), "
+            "then call HoloCell.setup_mudata(mdata, modalities={'rna': 'rna'}, ...)."
+        )
+
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata: MuData,
+        modalities: dict[str, str],
+        rna_layer: str | None = None,
+        atac_layer: str | None = None,
+        protein_layer: str | None = None,
+        batch_key: str | None = None,
+        species: Literal["human", "mouse"] = "human",
+        genome: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Register a (possibly mosaic) MuData for holocell.
+
+        Parameters
+        ----------
+        mdata
+            MuData with any non-empty subset of RNA, ATAC and protein modalities. Cells may be
+            missing from any modality: their slots are masked, never zero-filled.
+        modalities
+            holocell modality -> modality name in ``mdata.mod``, e.g.
+            ``{"rna": "rna", "protein": "adt"}``. Keys: ``"rna"``, ``"atac"``, ``"protein"``
+            (scvi-style ``"rna_layer"`` etc. are accepted too).
+        rna_layer, atac_layer, protein_layer
+            Layer holding raw counts (``None`` = ``.X``).
+        batch_key
+            Column of the global ``mdata.obs`` with the batch of every cell.
+        species
+            ``"human"`` or ``"mouse"``.
+        genome
+            Genome build for peak -> gene links: ``"hg38"``, ``"hg19"``, ``"mm10"`` or a BED/GTF
+            path. Without it, ATAC needs ``chrom``/``tss``/``strand`` columns in the RNA ``.var``.
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+
+        Notes
+        -----
+        Writes only what scvi-tools writes for registration: ``mdata.uns["_scvi_uuid"]``,
+        ``mdata.uns["_scvi_manager_uuid"]`` and ``mdata.obs["_scvi_batch"]``.
+        """
+        modalities = normalise_modalities(modalities)
+        setup_method_args = cls._get_setup_method_args(**locals())
+        setup_method_args["setup_args"]["modalities"] = modalities
+        validate_setup(
+            mdata,
+            modalities,
+            {"rna": rna_layer, "atac": atac_layer, "protein": protein_layer},
+            batch_key,
+            species,
+        )
+        fields = [MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=None)]
+        manager = AnnDataManager(
+            fields=fields,
+            setup_method_args=setup_method_args,
+            validation_checks=AnnDataManagerValidationCheck(check_fully_paired_mudata=False),
+        )
+        manager.register_fields(mdata, **kwargs)
+        cls.register_manager(manager)
+
+    # ------------------------------------------------------------------------------ data
+    @property
+    def _setup_args(self) -> dict:
+        return self.adata_manager.registry["setup_args"]
+
+    def _arrays(self, mdata: MuData | None) -> tuple[MuData, MosaicArrays]:
+        """Counts of ``mdata`` (default: the registered one) in the model's feature order."""
+        mdata = self.adata if mdata is None else mdata
+        setup = self._setup_args
+        missing = [name for name in self.modalities_.values() if name not in mdata.mod]
+        if missing:
+            raise KeyError(
+                f"MuData has no modality {missing}; the model was set up with {self.modalities_}. "
+                f"Available: {list(mdata.mod)}."
+            )
+        layers = {m: setup.get(f"{m}_layer") for m in self.modalities_}
+        features = {m: self.feature_space.maps[m].features for m in self.modalities_}
+        batch_key = setup.get("batch_key")
+        if batch_key is None:
+            codes = np.zeros(mdata.n_obs, dtype=np.int64)
+        else:
+            lookup = {c: i for i, c in enumerate(self.batch_categories_)}
+            unknown = len(self.batch_categories_)  # the "unseen batch" embedding
+            codes = np.array([lookup.get(str(b), unknown) for b in mdata.obs[batch_key]], dtype=np.int64)
+        species = SPECIES.index(setup.get("species", "human"))
+        return mdata, collect_arrays(mdata, self.modalities_, layers, features, codes, species)
+
+    def _device(self, device: str | torch.device | None) -> torch.device:
+        if device is not None:
+            self.module.to(device)
+        return next(self.module.parameters()).device
+
+    # ------------------------------------------------------------------------------ train
+    def train(
+        self,
+        max_epochs: int | None = None,
+        accelerator: str = "auto",
+        devices: int | str = "auto",
+        batch_size: int = 128,
+        validation_size: float = 0.1,
+        early_stopping: bool = True,
+        early_stopping_patience: int = 20,
+        lr: float = 1e-3,
+        seed: int = 0,
+        enable_progress_bar: bool = True,
+        plan_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ) -> None:
+        """Train by masked discrete diffusion with Lightning.
+
+        Parameters
+        ----------
+        max_epochs
+            Epochs; by default about 3,000 optimiser steps, between 20 and 400 epochs.
+        accelerator, devices
+            Lightning device selection (``"cpu"``, ``"gpu"``, ``"auto"``).
+        batch_size
+            Cells per mini-batch.
+        validation_size
+            Fraction of cells held out to monitor the loss (and for early stopping).
+        early_stopping
+            Stop when the validation loss has not improved for ``early_stopping_patience`` epochs.
+        lr
+            Peak learning rate (AdamW, warm-up, cosine decay).
+        seed
+            Seeds the split, shuffling, masking and initial weights of this run.
+        enable_progress_bar
+            Show Lightning's progress bar.
+        plan_kwargs
+            More :class:`~holocell.train.TrainingPlan` arguments.
+        **trainer_kwargs
+            Passed to :class:`lightning.pytorch.Trainer` (e.g. ``precision="bf16-mixed"``, ``strategy``).
+        """
+        pl.seed_everything(seed, verbose=False)
+        _, arrays = self._arrays(None)
+        train_idx, val_idx = split_indices(arrays.n_cells, validation_size, seed)
+        steps_per_epoch = max(1, len(train_idx) // batch_size)
+        if max_epochs is None:
+            max_epochs = int(min(400, max(20, math.ceil(3000 / steps_per_epoch))))
+        plan = TrainingPlan(
+            self.module, lr=lr, total_steps=max_epochs * steps_per_epoch, **(plan_kwargs or {})
+        )
+        datamodule = MosaicDataModule(arrays, train_idx, val_idx, batch_size, seed)
+        history = _HistoryCallback()
+        callbacks = [history]
+        if early_stopping and len(val_idx) > 0:
+            callbacks.append(
+                pl.callbacks.EarlyStopping("validation_loss", patience=early_stopping_patience, mode="min")
+            )
+        trainer = pl.Trainer(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            callbacks=callbacks,
+            enable_progress_bar=enable_progress_bar,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            logger=False,
+            gradient_clip_val=1.0,
+            num_sanity_val_steps=0,
+            **trainer_kwargs,
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            trainer.fit(plan, datamodule=datamodule)
+        self.module.eval()
+        self.is_trained_ = True
+        self.train_indices_, self.validation_indices_ = train_idx, val_idx
+        self.history_ = history.frame()
+
+    # ------------------------------------------------------------------------------ inference
+    def _check_modalities(self, names: str | Sequence[str] | None) -> list[str] | None:
+        if names is None:
+            return None
+        names = [names] if isinstance(names, str) else list(names)
+        bad = [m for m in names if m not in self.modalities_]
+        if bad:
+            raise ValueError(f"Unknown modality {bad}; this model has {list(self.modalities_)}.")
+        return names
+
+    @torch.inference_mode()
+    def get_latent_representation(
+        self,
+        mdata: MuData | None = None,
+        indices: Sequence[int] | None = None,
+        modality: str | Sequence[str] | None = None,
+        batch_size: int = 256,
+        device: str | torch.device | None = None,
+        progress_bar: bool | None = None,
+    ) -> np.ndarray:
+        """Cell embeddings (the pooled latent states).
+
+        Parameters
+        ----------
+        mdata
+            MuData to embed (default: the registered one); needs the registered modalities' names.
+        indices
+            Cells to embed (default: all).
+        modality
+            Embed from this modality (or list) only; default: every modality each cell has.
+        batch_size
+            Cells per forward pass.
+        device
+            Device to run on (default: where the model is).
+        progress_bar
+            Show a progress bar (``None``: only on a terminal).
+
+        Returns
+        -------
+        ``(n_cells, d_model)`` float32 array.
+        """
+        keep = self._check_modalities(modality)
+        mdata, arrays = self._arrays(mdata)
+        device = self._device(device)
+        self.module.eval()
+        idx = np.arange(arrays.n_cells) if indices is None else np.asarray(indices)
+        out = []
+        loader = make_loader(arrays, idx, batch_size=batch_size)
+        for batch in tqdm(loader, desc="embedding", disable=_disable(progress_bar)):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out.append(self.module.embed(batch, keep).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.config.d_model), dtype=np.float32)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        mdata: MuData | None = None,
+        target: Literal["rna", "atac", "protein"] = "protein",
+        n_steps: int = 8,
+        key_added: str | None = None,
+        *,
+        sources: Sequence[str] | None = None,
+        remasking: Literal["low_confidence", "random"] = "low_confidence",
+        temperature: float = 0.0,
+        batch_size: int = 256,
+        device: str | torch.device | None = None,
+        seed: int = 0,
+        overwrite: bool = False,
+        progress_bar: bool | None = None,
+    ) -> ad.AnnData:
+        """Generate ``target`` for every cell from its other modalities and add it to ``mdata``.
+
+        Observed cells are generated too (from their other modalities, their own target values
+        hidden), so generated and measured values can be compared.
+
+        Parameters
+        ----------
+        mdata
+            MuData (default: the registered one). It gets a new modality ``key_added``.
+        target
+            Modality to generate.
+        n_steps
+            Denoising steps.
+        key_added
+            Name of the new modality; default ``"<modality name>_generated"``.
+        sources
+            Modalities to condition on; default: all others.
+        remasking
+            ``"low_confidence"`` (commit the most confident predictions first) or ``"random"``.
+        temperature
+            0 for the most likely values; > 0 samples bins and peaks.
+        batch_size, device, seed, progress_bar
+            Batching, device, random seed and progress display.
+        overwrite
+            Replace an existing modality named ``key_added``.
+
+        Returns
+        -------
+        The new AnnData (also stored in ``mdata.mod[key_added]``): ``X`` holds the continuous
+        values (log1p CP10k for RNA, CLR for protein, accessibility probability for ATAC),
+        ``layers["bins"]`` the committed value bins (RNA/protein), ``uns["holocell"]`` the settings.
+        """
+        if target not in self.modalities_:
+            raise ValueError(f"Unknown target {target!r}; this model has {list(self.modalities_)}.")
+        sources = self._check_modalities(sources)
+        if sources is not None and target in sources:
+            raise ValueError("The target modality cannot also be a source.")
+        mdata, arrays = self._arrays(mdata)
+        key_added = key_added or f"{self.modalities_[target]}_generated"
+        if key_added in mdata.mod and not overwrite:
+            raise ValueError(
+                f"mdata.mod already has {key_added!r}; pass overwrite=True or another key_added."
+            )
+        device = self._device(device)
+        self.module.eval()
+        generator = torch.Generator(device=device).manual_seed(seed)
+        values, bins = [], []
+        loader = make_loader(arrays, batch_size=batch_size)
+        for batch in tqdm(loader, desc=f"generating {target}", disable=_disable(progress_bar)):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            res = self.module.generate(
+                batch,
+                target,
+                sources,
+                n_steps=n_steps,
+                remasking=remasking,
+                temperature=temperature,
+                generator=generator,
+            )
+            if target == "atac":
+                values.append(res.values.float().cpu().numpy())
+            else:
+                values.append(self.module.to_features(target, res.values).float().cpu().numpy())
+                bins.append(self.module.to_features(target, res.bins).cpu().numpy().astype(np.int16))
+        var = pd.DataFrame(index=pd.Index(self.feature_space.maps[target].features.astype(str)))
+        generated = ad.AnnData(
+            X=np.concatenate(values).astype(np.float32), obs=pd.DataFrame(index=mdata.obs_names), var=var
+        )
+        if bins:
+            generated.layers["bins"] = np.concatenate(bins)
+        generated.uns["holocell"] = {
+            "params": {
+                "target": target,
+                "sources": list(sources) if sources else [m for m in self.modalities_ if m != target],
+                "n_steps": n_steps,
+                "remasking": remasking,
+                "temperature": temperature,
+                "seed": seed,
+            },
+            "X": _GENERATED_TRANSFORM[target],
+        }
+        mdata.mod[key_added] = generated
+        mdata.update()
+        return generated
+
+    # ------------------------------------------------------------------------------ save / load
+    def save(self, dir_path: str | Path, overwrite: bool = False, save_mudata: bool = False) -> None:
+        """Save weights (safetensors) and a JSON config atomically into ``dir_path``.
+
+        Parameters
+        ----------
+        dir_path
+            Directory to create. Written to a temporary sibling first and renamed into place,
+            so an interrupted save never leaves a half-written model.
+        overwrite
+            Replace an existing directory.
+        save_mudata
+            Also write the registered MuData as ``mdata.h5mu``.
+        """
+        _checkpoint.save_model(self, Path(dir_path), overwrite=overwrite, save_mudata=save_mudata)
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str | Path,
+        mdata: MuData | None = None,
+        accelerator: str = "auto",
+        device: str | torch.device | None = None,
+    ) -> HoloCell:
+        """Load a model saved with :meth:`save` onto ``mdata``.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        mdata
+            MuData with the same modality names and features; set up with the saved setup
+            arguments. Default: ``dir_path/mdata.h5mu`` when it was saved.
+        accelerator
+            Unused placeholder for scvi-tools signature compatibility.
+        device
+            Device to place the weights on (default CPU).
+        """
+        return _checkpoint.load_model(cls, Path(dir_path), mdata, device=device)
+
+
+def _disable(progress_bar: bool | None) -> bool | None:
+    return None if progress_bar is None else not progress_bar
+
+
+class _HistoryCallback(pl.Callback):
+    """Collects epoch-level losses into a DataFrame (``model.history_``)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        row = {"epoch": trainer.current_epoch}
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        self.rows.append(row)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows).set_index("epoch") if self.rows else pd.DataFrame()
+
+
+__all__ = ["MODALITIES", "HoloCell"]

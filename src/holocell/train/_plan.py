@@ -1,0 +1,130 @@
+"""Lightning training plan and data module for :class:`~holocell.nn.HoloCellModule`."""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from ..data._mosaic import MosaicArrays, make_loader
+from ..nn import HoloCellModule
+
+
+class TrainingPlan(pl.LightningModule):
+    """Optimises the masked-diffusion loss with AdamW, linear warm-up and cosine decay.
+
+    Parameters
+    ----------
+    module
+        The holocell torch module.
+    lr
+        Peak learning rate.
+    weight_decay
+        AdamW weight decay, applied to matrices only (not to biases, norms or embeddings' zeros).
+    warmup_steps
+        Linear warm-up length in optimiser steps.
+    total_steps
+        Steps of the cosine schedule (the run length); the rate stays at its floor after.
+    """
+
+    def __init__(
+        self,
+        module: HoloCellModule,
+        *,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 50,
+        total_steps: int = 10_000,
+    ) -> None:
+        super().__init__()
+        self.module = module
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.total_steps = max(total_steps, warmup_steps + 1)
+        self._val_seed = 1234
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self.module.loss(batch)
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(
+                "holocell training loss is not finite (NaN/Inf). Check the input for NaN/Inf values "
+                "or lower the learning rate (plan_kwargs={'lr': ...})."
+            )
+        n = batch["present"].shape[0]
+        self.log("train_loss", out.loss, prog_bar=True, on_epoch=True, on_step=False, batch_size=n)
+        for m, v in out.per_modality.items():
+            self.log(f"train_loss_{m}", v, on_epoch=True, on_step=False, batch_size=n)
+        return out.loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # same masks every epoch, so validation curves are comparable
+        generator = torch.Generator(device=batch["present"].device).manual_seed(self._val_seed + batch_idx)
+        out = self.module.loss(batch, generator=generator)
+        self.log(
+            "validation_loss", out.loss, prog_bar=True, on_epoch=True, batch_size=batch["present"].shape[0]
+        )
+
+    def configure_optimizers(self):
+        decay = [p for p in self.module.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.module.parameters() if p.requires_grad and p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.lr,
+            betas=(0.9, 0.98),
+        )
+
+        def schedule(step: int) -> float:
+            if step < self.warmup_steps:
+                return (step + 1) / self.warmup_steps
+            progress = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class MosaicDataModule(pl.LightningDataModule):
+    """Train / validation loaders over a :class:`~holocell.data._mosaic.MosaicArrays`."""
+
+    def __init__(
+        self,
+        arrays: MosaicArrays,
+        train_indices: np.ndarray,
+        validation_indices: np.ndarray,
+        batch_size: int,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.arrays = arrays
+        self.train_indices = train_indices
+        self.validation_indices = validation_indices
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def train_dataloader(self):
+        drop_last = len(self.train_indices) > self.batch_size
+        return make_loader(
+            self.arrays,
+            self.train_indices,
+            batch_size=self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            drop_last=drop_last,
+        )
+
+    def val_dataloader(self):
+        if len(self.validation_indices) == 0:
+            return []
+        return make_loader(self.arrays, self.validation_indices, batch_size=self.batch_size)
+
+
+def split_indices(n_cells: int, validation_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random train / validation split of ``range(n_cells)``."""
+    if not 0.0 <= validation_size < 1.0:
+        raise ValueError(f"validation_size must be in [0, 1), got {validation_size}.")
+    perm = np.random.default_rng(seed).permutation(n_cells)
+    n_val = int(round(validation_size * n_cells))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])

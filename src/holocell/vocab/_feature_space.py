@@ -1,0 +1,188 @@
+"""The gene-anchored feature space: which anchor (token) each feature of each modality belongs to.
+
+Gene anchors are the sequence positions of holocell. RNA genes sit on the anchor of their own
+symbol, antibodies on the anchor of their coding gene, ATAC peaks on the anchor of the gene whose
+TSS is nearest (or on a chromosome-bin anchor when no gene is within range). Every feature gets an
+anchor: unmapped antibodies keep an anchor of their own, so nothing is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ._constants import MODALITIES, PROTEIN_ANCHOR_PREFIX
+from ._peaks import link_peaks_to_genes, parse_peaks
+
+
+@dataclass
+class ModalityMap:
+    """How the features of one modality land on anchors.
+
+    Attributes
+    ----------
+    features
+        Feature names in the modality's ``var`` order.
+    anchor
+        Anchor index of each feature, shape ``(n_features,)``.
+    bucket
+        ATAC only: distance bucket of each peak relative to its anchor's TSS.
+    report
+        One row per feature: the anchor name and how the link was made.
+    """
+
+    features: np.ndarray
+    anchor: np.ndarray
+    bucket: np.ndarray | None = None
+    report: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (used in checkpoints)."""
+        out = {"features": self.features.tolist(), "anchor": self.anchor.tolist()}
+        if self.bucket is not None:
+            out["bucket"] = self.bucket.tolist()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> ModalityMap:
+        """Inverse of :meth:`to_dict`."""
+        bucket = np.asarray(d["bucket"], dtype=np.int64) if "bucket" in d else None
+        return cls(np.asarray(d["features"], dtype=object), np.asarray(d["anchor"], dtype=np.int64), bucket)
+
+
+@dataclass
+class FeatureSpace:
+    """Anchors and the per-modality maps onto them.
+
+    Attributes
+    ----------
+    anchors
+        Anchor names; position ``i`` is anchor index ``i``.
+    maps
+        Modality name (one of ``"rna"``, ``"atac"``, ``"protein"``) -> :class:`ModalityMap`.
+    """
+
+    anchors: list[str]
+    maps: dict[str, ModalityMap]
+
+    @property
+    def n_anchors(self) -> int:
+        """Number of anchors (tokens per cell before the prefix)."""
+        return len(self.anchors)
+
+    def slot_exists(self, modality: str) -> np.ndarray:
+        """Boolean ``(n_anchors,)``: anchors that carry a value slot for ``modality``."""
+        exists = np.zeros(self.n_anchors, dtype=bool)
+        if modality in self.maps:
+            exists[self.maps[modality].anchor] = True
+        return exists
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (used in checkpoints)."""
+        return {"anchors": list(self.anchors), "maps": {k: v.to_dict() for k, v in self.maps.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> FeatureSpace:
+        """Inverse of :meth:`to_dict`."""
+        return cls(list(d["anchors"]), {k: ModalityMap.from_dict(v) for k, v in d["maps"].items()})
+
+
+class _AnchorIndex:
+    """Grows the anchor list while keeping names unique."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def get(self, name: str) -> int:
+        if name not in self.index:
+            self.index[name] = len(self.names)
+            self.names.append(name)
+        return self.index[name]
+
+
+def build_feature_space(
+    var: Mapping[str, pd.DataFrame],
+    *,
+    map_proteins: Callable[[list[str]], pd.DataFrame] | None = None,
+    gene_table: pd.DataFrame | None = None,
+) -> FeatureSpace:
+    """Build the anchors of a dataset from its modalities' ``var`` tables.
+
+    Parameters
+    ----------
+    var
+        Modality name -> that modality's ``.var`` (index = feature names).
+    map_proteins
+        Callable taking antibody names and returning a DataFrame with columns ``protein``,
+        ``gene`` (None when unmapped) and ``how``. A ``gene`` column in the protein ``var``
+        takes precedence over it.
+    gene_table
+        Gene TSS table (``gene_name``, ``chrom``, ``tss``, ``strand``) for peak -> gene links.
+        Required when ``"atac"`` is present.
+
+    Returns
+    -------
+    The :class:`FeatureSpace`.
+    """
+    unknown = set(var) - set(MODALITIES)
+    if unknown:
+        raise ValueError(f"Unknown modalities {sorted(unknown)}; holocell knows {list(MODALITIES)}.")
+    anchors = _AnchorIndex()
+    maps: dict[str, ModalityMap] = {}
+    if "rna" in var:
+        genes = var["rna"].index.astype(str)
+        idx = np.array([anchors.get(g) for g in genes], dtype=np.int64)
+        report = pd.DataFrame({"anchor": genes, "how": "symbol"}, index=genes)
+        maps["rna"] = ModalityMap(np.asarray(genes, dtype=object), idx, report=report)
+    if "protein" in var:
+        maps["protein"] = _map_protein(var["protein"], anchors, map_proteins)
+    if "atac" in var:
+        if gene_table is None:
+            raise ValueError(
+                "Linking ATAC peaks to genes needs TSS positions: pass genome='hg38', 'hg19', 'mm10', "
+                "a path to a BED/GTF of TSSs, or a DataFrame with columns gene_name, chrom, tss, strand "
+                "to setup_mudata (or give the RNA modality's .var the columns 'chrom', 'tss', 'strand')."
+            )
+        peaks = parse_peaks(var["atac"])
+        links = link_peaks_to_genes(peaks, gene_table)
+        idx = np.array([anchors.get(a) for a in links["anchor"]], dtype=np.int64)
+        links["how"] = np.where(links["distance"].isna(), "chromosome_bin", "tss_window")
+        maps["atac"] = ModalityMap(
+            np.asarray(var["atac"].index.astype(str), dtype=object),
+            idx,
+            bucket=links["bucket"].to_numpy(dtype=np.int64),
+            report=links,
+        )
+    return FeatureSpace(anchors.names, maps)
+
+
+def _map_protein(
+    var: pd.DataFrame, anchors: _AnchorIndex, map_proteins: Callable[[list[str]], pd.DataFrame] | None
+) -> ModalityMap:
+    names = var.index.astype(str).tolist()
+    if "gene" in var.columns:
+        genes = [g if isinstance(g, str) and g else None for g in var["gene"]]
+        how = ["var_column" if g else "unmapped" for g in genes]
+    elif map_proteins is not None:
+        mapped = map_proteins(names)
+        genes = [g if isinstance(g, str) and g else None for g in mapped["gene"]]
+        how = mapped["how"].astype(str).tolist()
+    else:
+        genes, how = [None] * len(names), ["unmapped"] * len(names)
+    taken: set[str] = set()
+    anchor_names = []
+    for name, gene in zip(names, genes, strict=True):
+        # One antibody per gene anchor; a second antibody against the same gene, or one with no
+        # gene, keeps an identity of its own.
+        if gene is not None and gene not in taken:
+            taken.add(gene)
+            anchor_names.append(gene)
+        else:
+            anchor_names.append(PROTEIN_ANCHOR_PREFIX + name)
+    idx = np.array([anchors.get(a) for a in anchor_names], dtype=np.int64)
+    report = pd.DataFrame({"gene": genes, "anchor": anchor_names, "how": how}, index=names)
+    return ModalityMap(np.asarray(names, dtype=object), idx, report=report)

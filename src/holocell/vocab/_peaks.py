@@ -1,0 +1,112 @@
+"""Peak coordinates and peak -> gene links by distance to the TSS."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from ._constants import CHROM_BIN_BP, DISTANCE_EDGES_BP, LINK_WINDOW_BP, UNLINKED_BUCKET
+
+_PEAK_NAME = re.compile(r"^(?P<chrom>[^:\-_]+)[:\-_](?P<start>\d+)[\-_](?P<end>\d+)$")
+
+
+def parse_peaks(var: pd.DataFrame) -> pd.DataFrame:
+    """Coordinates of peaks from ``var`` columns or from their names.
+
+    Parameters
+    ----------
+    var
+        The ATAC modality's ``.var``. Columns ``chrom``, ``start``, ``end`` are used when present;
+        otherwise names of the form ``chr1:100-600`` or ``chr1-100-600`` are parsed.
+
+    Returns
+    -------
+    DataFrame indexed like ``var`` with columns ``chrom`` (str), ``start``, ``end`` (int).
+    """
+    if {"chrom", "start", "end"}.issubset(var.columns):
+        out = pd.DataFrame(
+            {
+                "chrom": var["chrom"].astype(str).to_numpy(),
+                "start": pd.to_numeric(var["start"]).to_numpy(dtype=np.int64),
+                "end": pd.to_numeric(var["end"]).to_numpy(dtype=np.int64),
+            },
+            index=var.index,
+        )
+        return out
+    parsed = var.index.to_series().astype(str).str.extract(_PEAK_NAME)
+    bad = parsed["chrom"].isna()
+    if bad.any():
+        examples = ", ".join(map(repr, var.index[bad][:3]))
+        raise ValueError(
+            f"{int(bad.sum())} ATAC features are not peaks with coordinates (e.g. {examples}). "
+            "Name peaks 'chr1:100-600' or 'chr1-100-600', or add integer columns "
+            "'chrom', 'start', 'end' to the ATAC modality's .var."
+        )
+    return pd.DataFrame(
+        {
+            "chrom": parsed["chrom"].to_numpy(dtype=str),
+            "start": parsed["start"].astype(np.int64).to_numpy(),
+            "end": parsed["end"].astype(np.int64).to_numpy(),
+        },
+        index=var.index,
+    )
+
+
+def distance_bucket(signed_distance: np.ndarray) -> np.ndarray:
+    """Bucket of a peak's signed distance to its gene's TSS (negative = upstream)."""
+    edges = np.asarray(DISTANCE_EDGES_BP)
+    magnitude = np.searchsorted(edges, np.abs(signed_distance), side="right")
+    magnitude = np.minimum(magnitude, len(edges) - 1)
+    downstream = signed_distance >= 0
+    return np.where(downstream, magnitude + len(edges), magnitude).astype(np.int64)
+
+
+def link_peaks_to_genes(
+    peaks: pd.DataFrame, genes: pd.DataFrame, window: int = LINK_WINDOW_BP
+) -> pd.DataFrame:
+    """Link each peak to the gene whose TSS is nearest its midpoint, within ``window``.
+
+    Parameters
+    ----------
+    peaks
+        Output of :func:`parse_peaks`.
+    genes
+        Gene table with columns ``gene_name``, ``chrom``, ``tss`` and ``strand`` ("+" or "-").
+    window
+        Largest distance (bp) between peak midpoint and TSS for a link.
+
+    Returns
+    -------
+    DataFrame indexed like ``peaks`` with ``anchor`` (gene name, or a chromosome-bin name such
+    as ``chr1:bin12`` when no gene is in range), ``distance`` (signed, strand-aware; NaN when
+    unlinked) and ``bucket`` (int, see :mod:`holocell.vocab._constants`).
+    """
+    mid = ((peaks["start"].to_numpy() + peaks["end"].to_numpy()) // 2).astype(np.int64)
+    chrom = peaks["chrom"].to_numpy(dtype=str)
+    anchor = np.array([f"{c}:bin{m // CHROM_BIN_BP}" for c, m in zip(chrom, mid, strict=True)], dtype=object)
+    distance = np.full(len(peaks), np.nan)
+    bucket = np.full(len(peaks), UNLINKED_BUCKET, dtype=np.int64)
+    genes = genes.dropna(subset=["chrom", "tss"])
+    for c, gene_block in genes.groupby(genes["chrom"].astype(str), sort=False):
+        on_chrom = np.flatnonzero(chrom == c)
+        if len(on_chrom) == 0:
+            continue
+        gene_block = gene_block.sort_values("tss")
+        tss = gene_block["tss"].to_numpy(dtype=np.int64)
+        pos = np.searchsorted(tss, mid[on_chrom])
+        left = np.clip(pos - 1, 0, len(tss) - 1)
+        right = np.clip(pos, 0, len(tss) - 1)
+        d_left = np.abs(mid[on_chrom] - tss[left])
+        d_right = np.abs(mid[on_chrom] - tss[right])
+        nearest = np.where(d_left <= d_right, left, right)
+        d = mid[on_chrom] - tss[nearest]
+        linked = np.abs(d) <= window
+        strand = gene_block["strand"].astype(str).to_numpy()[nearest]
+        signed = np.where(strand == "-", -d, d)
+        rows = on_chrom[linked]
+        anchor[rows] = gene_block["gene_name"].astype(str).to_numpy()[nearest[linked]]
+        distance[rows] = signed[linked]
+        bucket[rows] = distance_bucket(signed[linked])
+    return pd.DataFrame({"anchor": anchor, "distance": distance, "bucket": bucket}, index=peaks.index)
