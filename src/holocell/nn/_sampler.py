@@ -68,6 +68,9 @@ def generate_modality(
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}.")
     state = tokens.hide(target)
+    if target != "atac":  # written in place below: copy so that the caller's tokens stay untouched
+        state.bins = {**state.bins, target: state.bins[target].clone()}
+        state.values = {**state.values, target: state.values[target].clone()}
     exists = network.exists(target)
     slots = exists.nonzero().squeeze(1)  # (G',) anchors that carry a `target` slot
     B = state.present.shape[0]

@@ -1,0 +1,49 @@
+"""Shared fixtures: real data loaded once, copied per test; tiny model sizes for speed."""
+
+from __future__ import annotations
+
+import warnings
+
+import mudata as md
+import pytest
+
+import holocell as hc
+
+TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}
+
+
+@pytest.fixture(autouse=True)
+def _quiet_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
+@pytest.fixture(scope="session")
+def _pbmc_session() -> md.MuData:
+    return hc.data.pbmc_cite_mosaic()
+
+
+@pytest.fixture
+def pbmc(_pbmc_session) -> md.MuData:
+    """A fresh copy of the bundled PBMC mosaic data."""
+    return _pbmc_session.copy()
+
+
+@pytest.fixture(scope="session")
+def trained_pbmc():
+    """A tiny model trained for 2 epochs on the PBMC mosaic data (shared, treat as read-only)."""
+    mdata = hc.data.pbmc_cite_mosaic()
+    hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
+    model = hc.HoloCell(mdata, **TINY)
+    model.train(max_epochs=2, enable_progress_bar=False, seed=0)
+    return mdata, model
+
+
+@pytest.fixture(scope="session")
+def simulated():
+    """A small simulated RNA + ATAC + protein mosaic (batch1 lacks protein), with ground truth."""
+    return hc.data.simulate_multiome(
+        300, n_genes=60, n_tfs=8, n_proteins=12, missing={"protein": ["batch1"]}, seed=0
+    )

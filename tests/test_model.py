@@ -1,0 +1,142 @@
+"""End-to-end tests of HoloCell on the bundled real PBMC data and on the simulator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import holocell as hc
+
+TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}
+
+
+def test_pbmc_end_to_end(trained_pbmc):
+    mdata, model = trained_pbmc
+    assert model.is_trained_
+    assert {"train_loss", "validation_loss"} <= set(model.history_.columns)
+    assert np.isfinite(model.history_["train_loss"]).all()
+    z = model.get_latent_representation()
+    assert z.shape == (mdata.n_obs, TINY["d_model"])
+    assert np.isfinite(z).all()
+    # protein-only and RNA-only cells both embed, and from a single modality
+    z_rna = model.get_latent_representation(modality="rna")
+    z_prot = model.get_latent_representation(modality="protein")
+    assert z_rna.shape == z_prot.shape == z.shape
+    paired = (mdata.obsm["rna"] & mdata.obsm["adt"]).to_numpy()
+    assert not np.allclose(z_rna[paired], z_prot[paired])
+
+
+def test_generate_protein_every_cell(trained_pbmc):
+    mdata, model = trained_pbmc
+    mdata = mdata.copy()
+    new = model.generate(mdata, target="protein", n_steps=4, key_added="adt_gen")
+    assert "adt_gen" in mdata.mod
+    assert new.shape == (mdata.n_obs, mdata["adt"].n_vars)
+    assert list(new.var_names) == list(mdata["adt"].var_names)
+    assert np.isfinite(new.X).all()
+    assert new.layers["bins"].min() >= 0 and new.layers["bins"].max() < model.config.n_bins
+    assert mdata.obsm["adt_gen"].all()  # every cell, observed ones included
+    assert new.uns["holocell"]["params"]["n_steps"] == 4
+    # never overwrites an existing modality silently
+    with pytest.raises(ValueError, match="overwrite=True"):
+        model.generate(mdata, target="protein", n_steps=1, key_added="adt")
+    model.generate(mdata, target="protein", n_steps=1, key_added="adt_gen", overwrite=True)
+
+
+def test_generate_rna_from_protein(trained_pbmc):
+    mdata, model = trained_pbmc
+    mdata = mdata.copy()
+    new = model.generate(mdata, target="rna", n_steps=2, key_added="rna_gen")
+    assert new.shape == (mdata.n_obs, mdata["rna"].n_vars)
+    assert (new.X > -1.0).all()  # log-normalised scale
+
+
+def test_same_seed_same_embedding(pbmc):
+    def run():
+        m = pbmc.copy()
+        hc.HoloCell.setup_mudata(m, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
+        model = hc.HoloCell(m, **TINY)
+        model.train(max_epochs=1, enable_progress_bar=False, seed=3)
+        return model.get_latent_representation()
+
+    np.testing.assert_array_equal(run(), run())
+
+
+def test_save_load_round_trip(trained_pbmc, tmp_path):
+    mdata, model = trained_pbmc
+    model.save(tmp_path / "model")
+    assert (tmp_path / "model" / "model.safetensors").exists()
+    with pytest.raises(FileExistsError):
+        model.save(tmp_path / "model")
+    model.save(tmp_path / "model", overwrite=True)
+    fresh = hc.data.pbmc_cite_mosaic()
+    loaded = hc.HoloCell.load(tmp_path / "model", fresh)
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(), model.get_latent_representation(mdata), rtol=1e-5, atol=1e-6
+    )
+    assert loaded.is_trained_
+
+
+def test_load_rejects_mismatched_features(trained_pbmc, tmp_path):
+    _, model = trained_pbmc
+    model.save(tmp_path / "model")
+    other = hc.data.pbmc_cite_mosaic()
+    other.mod["rna"] = other["rna"][:, 10:].copy()
+    other.update()
+    with pytest.raises(ValueError, match="lacks 10"):
+        hc.HoloCell.load(tmp_path / "model", other)
+
+
+def test_load_rejects_corrupted_weights(trained_pbmc, tmp_path):
+    _, model = trained_pbmc
+    model.save(tmp_path / "model")
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="corrupted"):
+        hc.HoloCell.load(tmp_path / "model", hc.data.pbmc_cite_mosaic())
+
+
+def test_tl_functions(trained_pbmc):
+    mdata, model = trained_pbmc
+    work = mdata.copy()
+    assert hc.tl.embed(work, model) is None
+    assert work.obsm["X_holocell"].shape[0] == work.n_obs
+    copy = hc.tl.generate(work, model, target="protein", n_steps=2, copy=True)
+    assert "adt_generated" in copy.mod and "adt_generated" not in work.mod
+
+
+@pytest.mark.parametrize(
+    "modalities",
+    [
+        {"rna": "rna", "atac": "atac", "protein": "protein"},
+        {"rna": "rna"},
+        {"atac": "atac"},
+        {"protein": "protein"},
+    ],
+)
+def test_simulator_modalities(simulated, modalities):
+    mdata, _ = simulated
+    mdata = mdata.copy()
+    kwargs = {}
+    if "atac" in modalities and "rna" not in modalities:
+        rna_var = mdata["rna"].var
+        kwargs["genome"] = rna_var.assign(gene_name=rna_var.index)[["gene_name", "chrom", "tss", "strand"]]
+    hc.HoloCell.setup_mudata(mdata, modalities=modalities, batch_key="batch", **kwargs)
+    model = hc.HoloCell(mdata, **TINY)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    z = model.get_latent_representation()
+    assert z.shape == (mdata.n_obs, TINY["d_model"])
+    assert np.isfinite(z).all()
+    if len(modalities) > 1:
+        gen = model.generate(mdata, target="atac", n_steps=3, key_added="atac_gen")
+        assert gen.shape == (mdata.n_obs, mdata["atac"].n_vars)
+        assert ((gen.X >= 0) & (gen.X <= 1)).all()
+
+
+def test_simulator_peaks_link_to_their_genes(simulated):
+    mdata, truth = simulated
+    mdata = mdata.copy()
+    hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "atac": "atac"}, batch_key="batch")
+    model = hc.HoloCell(mdata, **TINY)
+    report = model.feature_space.maps["atac"].report
+    linked = truth.cre_gene.drop_duplicates("peak").set_index("peak")["gene"]
+    assert (report.loc[linked.index, "anchor"] == linked).mean() > 0.9

@@ -1,0 +1,261 @@
+"""Tests for the torch module: masked-diffusion noise and loss, generation, embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from holocell import HoloCell
+from holocell.data import simulate_multiome
+from holocell.nn import HoloCellModule
+from holocell.nn._diffusion import add_noise, sample_times
+from holocell.nn._sampler import generate_modality
+from holocell.vocab import MODALITIES
+
+MODS = {"rna": "rna", "atac": "atac", "protein": "protein"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # tiny tensors: one thread is fastest and immune to oversubscription on a busy machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    # batch0: all three modalities, batch1: RNA only, batch2: ATAC + protein
+    mdata, _ = simulate_multiome(
+        40,
+        n_genes=30,
+        n_tfs=5,
+        n_proteins=6,
+        n_distal_peaks=5,
+        peaks_per_gene=2,
+        n_batches=3,
+        missing={"protein": ["batch1"], "atac": ["batch1"], "rna": ["batch2"]},
+        seed=0,
+    )
+    HoloCell.setup_mudata(mdata, modalities=MODS, batch_key="batch")
+    return HoloCell(mdata, d_model=32, n_layers=1, n_heads=2, n_latents=8)
+
+
+@pytest.fixture(scope="module")
+def arrays(model):
+    return model._arrays(None)[1]
+
+
+@pytest.fixture()
+def module(model) -> HoloCellModule:
+    model.module.eval()
+    return model.module
+
+
+@pytest.fixture()
+def batch(arrays):
+    return arrays.take(np.arange(arrays.n_cells))
+
+
+def _exists(module):
+    return {m: module.tokenizer.exists(m) for m in module.modalities}
+
+
+def test_fixture_is_a_real_mosaic(batch):
+    n_present = batch["present"].sum(1)
+    assert set(n_present.tolist()) == {1, 2, 3}
+
+
+def test_sample_times_stratified():
+    t = sample_times(100, 0.02, torch.Generator().manual_seed(0), "cpu")
+    assert t.min() >= 0.02 and t.max() < 1
+    # one draw per stratum
+    strata = ((t - 0.02) / 0.98 * 100).floor().long()
+    assert sorted(strata.tolist()) == list(range(100))
+
+
+def test_add_noise_drops_whole_modality(module, batch):
+    clean = module.tokenize(batch)
+    exists = _exists(module)
+    gen = torch.Generator().manual_seed(0)
+    noised = add_noise(clean, exists, p_drop_modality=1.0, p_hide_library=0.0, generator=gen)
+    present = clean.present
+    n_present = present.sum(1)
+    for i in range(present.shape[0]):
+        dropped = [m for m in module.modalities if noised.weight[m][i] == 1.0]
+        if n_present[i] >= 2:
+            assert len(dropped) == 1, f"cell {i}: dropped {dropped}"
+            m = dropped[0]
+            k = MODALITIES.index(m)
+            assert present[i, k]
+            assert torch.equal(noised.tokens.mask[m][i], exists[m])
+            assert torch.equal(noised.target[m][i], exists[m])
+            assert not noised.tokens.present[i, k] and noised.tokens.library[i, k] == 0
+        else:
+            assert dropped == []
+        for m in module.modalities:
+            k = MODALITIES.index(m)
+            if not present[i, k]:
+                assert not noised.target[m][i].any(), "absent modality scored"
+                assert torch.equal(noised.tokens.mask[m][i], exists[m])
+            # never hides or scores a slot that does not exist
+            assert not (noised.tokens.mask[m][i] & ~exists[m]).any()
+            assert not (noised.target[m][i] & ~exists[m]).any()
+            # hidden observed slots are exactly the scored ones
+            assert torch.equal(noised.target[m][i], (noised.tokens.mask[m][i] & present[i, k]))
+    # the clean tokens were not changed
+    assert torch.equal(clean.present, batch["present"])
+
+
+def test_add_noise_without_drop_and_reproducible(module, batch):
+    clean = module.tokenize(batch)
+    exists = _exists(module)
+    a = add_noise(clean, exists, p_drop_modality=0.0, generator=torch.Generator().manual_seed(5))
+    b = add_noise(clean, exists, p_drop_modality=0.0, generator=torch.Generator().manual_seed(5))
+    for m in module.modalities:
+        assert torch.equal(a.target[m], b.target[m])
+        assert (a.weight[m] > 1.0).all()  # 1 / t with t < 1: nothing was dropped
+    # masking rate follows t: a sizeable fraction but not everything is hidden
+    frac = a.target["rna"][clean.present[:, 0]].float().mean()
+    assert 0.2 < frac < 0.8
+
+
+def test_loss_finite_with_per_modality_parts(module, batch):
+    out = module.loss(batch, generator=torch.Generator().manual_seed(0))
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    assert set(out.per_modality) == {"rna", "atac", "protein"}
+    assert all(torch.isfinite(v) and v > 0 for v in out.per_modality.values())
+    assert torch.isfinite(out.regression)
+    # a batch with only RNA cells has only an RNA part
+    rna_only = batch["present"].sum(1) == 1
+    rna_only &= batch["present"][:, 0]
+    sub = {k: v[rna_only] for k, v in batch.items()}
+    out = module.loss(sub, generator=torch.Generator().manual_seed(0))
+    assert set(out.per_modality) == {"rna"}
+    assert torch.isfinite(out.loss)
+
+
+def test_overfits_a_fixed_batch(model, batch):
+    torch.manual_seed(0)
+    # four cells of each presence pattern keep this quick
+    pattern = batch["present"].long() @ torch.tensor([1, 2, 4])
+    keep = torch.cat([torch.nonzero(pattern == p).squeeze(1)[:4] for p in pattern.unique()])
+    batch = {k: v[keep] for k, v in batch.items()}
+    module = HoloCellModule(
+        model.config,
+        {m: model.feature_space.maps[m].anchor for m in MODS},
+        model.feature_space.maps["atac"].bucket,
+    )
+    module.train()
+    opt = torch.optim.Adam(module.parameters(), lr=3e-3)
+
+    def loss():
+        return module.loss(batch, generator=torch.Generator().manual_seed(0)).loss
+
+    first = loss().item()
+    for _ in range(30):
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        opt.step()
+    last = loss().item()
+    assert np.isfinite(last)
+    assert last < 0.7 * first, (first, last)
+
+
+def _sentinel_tokens(module, batch, target):
+    """Tokens whose own ``target`` values are garbage: generation must neither read nor keep them."""
+    tokens = module.tokenize(batch)
+    if target != "atac":
+        tokens.bins[target] = torch.full_like(tokens.bins[target], -1)
+        tokens.values[target] = torch.full_like(tokens.values[target], float("nan"))
+    return tokens
+
+
+@pytest.mark.parametrize("target", ["rna", "protein"])
+@pytest.mark.parametrize("n_steps", [1, 8, 50])  # 50 > number of protein slots
+def test_generate_slot_modality(module, batch, target, n_steps):
+    tokens = _sentinel_tokens(module, batch, target)
+    gen = generate_modality(module.network, tokens, target, n_steps=n_steps)
+    B, G = batch["present"].shape[0], module.network.config.n_anchors
+    assert gen.bins.shape == (B, G) and gen.values.shape == (B, G)
+    exists = module.tokenizer.exists(target)
+    slot_bins = gen.bins[:, exists]
+    assert (slot_bins >= 0).all() and (slot_bins < module.network.config.n_bins).all(), (
+        "slot left uncommitted"
+    )
+    assert torch.isfinite(gen.values).all()
+    assert (gen.values[:, exists] != 0).all()
+    assert (gen.values[:, ~exists] == 0).all()
+    n_features = batch[target].shape[1]
+    assert module.to_features(target, gen.bins).shape == (B, n_features)
+    # the input tokens are left as they were
+    assert (tokens.bins[target] == -1).all()
+
+
+@pytest.mark.parametrize("n_steps", [1, 8])
+def test_generate_atac(module, batch, n_steps):
+    gen = module.generate(batch, "atac", n_steps=n_steps)
+    B, P = batch["atac"].shape
+    assert gen.bins is None
+    assert gen.values.shape == (B, P)
+    assert ((gen.values > 0) & (gen.values < 1)).all(), "peak left uncommitted or not a probability"
+
+
+@pytest.mark.parametrize("target", ["rna", "atac"])
+def test_sampling_and_random_remasking_reproducible(module, batch, target):
+    def run(seed):
+        return module.generate(
+            batch,
+            target,
+            n_steps=4,
+            remasking="random",
+            temperature=1.0,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    a, b = run(0), run(0)
+    assert torch.equal(a.values, b.values)
+    if target == "rna":
+        assert torch.equal(a.bins, b.bins)
+        c = run(1)
+        assert not torch.equal(a.bins, c.bins)
+        exists = module.tokenizer.exists("rna")
+        assert (a.bins[:, exists] >= 0).all() and (a.bins[:, exists] < module.network.config.n_bins).all()
+    else:
+        assert ((a.values > 0) & (a.values < 1)).all()
+
+
+def test_generate_from_sources_and_rejects_zero_steps(module, batch):
+    only_rna = module.generate(batch, "protein", sources=["rna"], n_steps=2)
+    assert torch.isfinite(only_rna.values).all()
+    with pytest.raises(ValueError, match="n_steps"):
+        module.generate(batch, "protein", n_steps=0)
+
+
+def test_embedding_depends_only_on_allowed_modalities(module, batch):
+    base = module.embed(batch, ["rna"])
+    assert base.shape == (batch["present"].shape[0], module.network.config.d_model)
+    changed = dict(batch)
+    changed["protein"] = batch["protein"] * 7 + 3
+    changed["atac"] = 1 - batch["atac"].clamp(max=1)
+    assert torch.allclose(module.embed(changed, ["rna"]), base)
+    # ...whereas with protein allowed the embedding of protein-observed cells moves
+    has_protein = batch["present"][:, MODALITIES.index("protein")]
+    full, full_changed = module.embed(batch), module.embed(changed)
+    assert not torch.allclose(full[has_protein], full_changed[has_protein])
+
+
+def test_absent_rows_are_never_read(module, batch):
+    """Counts in the rows of cells that lack a modality do not change their embedding or loss."""
+    changed = {k: v.clone() for k, v in batch.items()}
+    for m in module.modalities:
+        absent = ~batch["present"][:, MODALITIES.index(m)]
+        changed[m][absent] = torch.arange(changed[m].shape[1], dtype=torch.float32) + 5
+    assert torch.allclose(module.embed(changed), module.embed(batch))
+    a = module.loss(batch, generator=torch.Generator().manual_seed(3))
+    b = module.loss(changed, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(a.loss, b.loss)

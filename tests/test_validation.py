@@ -1,0 +1,235 @@
+"""Tests for input checks at ``HoloCell.setup_mudata``: clear errors, and the user's data left alone."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from mudata import MuData
+
+from holocell import HoloCell
+from holocell.data import simulate_multiome
+
+MODS = {"rna": "rna", "atac": "atac", "protein": "protein"}
+
+
+def _sim(**kwargs):
+    mdata, _ = simulate_multiome(
+        24,
+        n_genes=20,
+        n_tfs=4,
+        n_proteins=5,
+        n_distal_peaks=3,
+        peaks_per_gene=2,
+        missing={"protein": ["batch1"]},
+        seed=0,
+        **kwargs,
+    )
+    return mdata
+
+
+@pytest.fixture()
+def mdata():
+    return _sim()
+
+
+def _setup(mdata, **kwargs):
+    args = {"modalities": MODS, "batch_key": "batch"} | kwargs
+    HoloCell.setup_mudata(mdata, **args)
+
+
+def _set_x(mdata, mod, x):
+    mdata.mod[mod].X = x
+
+
+def test_valid_setup_passes(mdata):
+    _setup(mdata)
+    model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4)
+    assert set(model.modalities_) == set(MODS)
+
+
+def test_wrong_modality_key(mdata):
+    with pytest.raises(KeyError, match="not in mdata.mod") as err:
+        _setup(mdata, modalities={"rna": "rna", "protein": "adt"})
+    msg = str(err.value)
+    assert "available" in msg and "'protein'" in msg and "'atac'" in msg and "modalities" in msg
+
+
+def test_unknown_holocell_modality(mdata):
+    with pytest.raises(ValueError, match="Unknown modality 'adt'") as err:
+        _setup(mdata, modalities={"rna": "rna", "adt": "protein"})
+    assert "'protein'" in str(err.value)
+
+
+def test_empty_modalities_argument(mdata):
+    with pytest.raises(ValueError, match="needs `modalities`"):
+        _setup(mdata, modalities={})
+
+
+def test_scvi_style_layer_keys_accepted(mdata):
+    _setup(mdata, modalities={"rna_layer": "rna", "protein": "protein"})
+    model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4)
+    assert set(model.modalities_) == {"rna", "protein"}
+
+
+def test_non_integer_counts_mention_layer(mdata):
+    x = mdata.mod["rna"].X.copy()
+    x.data = x.data / 3.7
+    _set_x(mdata, "rna", x)
+    with pytest.raises(ValueError, match="non-integer") as err:
+        _setup(mdata)
+    assert "rna_layer='counts'" in str(err.value) and "'rna'" in str(err.value)
+
+
+def test_raw_counts_in_a_layer_are_used(mdata):
+    counts = mdata.mod["protein"].X.copy()
+    mdata.mod["protein"].layers["counts"] = counts
+    logged = counts.copy()
+    logged.data = np.log1p(logged.data)
+    _set_x(mdata, "protein", logged)
+    with pytest.raises(ValueError, match="protein_layer='counts'"):
+        _setup(mdata)
+    _setup(mdata, protein_layer="counts")  # fine with the layer
+
+
+def test_missing_layer(mdata):
+    with pytest.raises(KeyError, match="Layer 'counts' not in mdata.mod\\['rna'\\].layers"):
+        _setup(mdata, rna_layer="counts")
+
+
+def test_negative_values(mdata):
+    x = mdata.mod["protein"].X.toarray()
+    x[0, 0] = -2.0
+    _set_x(mdata, "protein", x)
+    with pytest.raises(ValueError, match="negative values") as err:
+        _setup(mdata)
+    assert "protein_layer=" in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf(mdata, bad):
+    x = mdata.mod["atac"].X.copy()
+    x.data[0] = bad
+    _set_x(mdata, "atac", x)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        _setup(mdata)
+
+
+def test_duplicated_var_names(mdata):
+    names = mdata.mod["rna"].var_names.tolist()
+    names[1] = names[0]
+    mdata.mod["rna"].var_names = names
+    with pytest.raises(ValueError, match="duplicated feature names") as err:
+        _setup(mdata)
+    assert "var_names_make_unique" in str(err.value)
+
+
+def test_empty_modality():
+    rna = simulate_multiome(10, n_genes=10, n_tfs=2, n_proteins=2, modalities=["rna"], seed=0)[0]["rna"]
+    empty = rna[:, []].copy()
+    mdata = MuData({"rna": rna, "protein": empty})
+    with pytest.raises(ValueError, match="needs cells and features"):
+        HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"})
+
+
+def test_batch_key_missing(mdata):
+    with pytest.raises(KeyError, match="batch_key 'donor'"):
+        _setup(mdata, batch_key="donor")
+
+
+def test_batch_key_only_in_a_modality_hints_pull_obs(mdata):
+    mdata.mod["rna"].obs["donor"] = "d1"
+    mdata.update()
+    with pytest.raises(KeyError, match="pull_obs"):
+        _setup(mdata, batch_key="donor")
+
+
+def test_batch_key_with_nan(mdata):
+    batch = mdata.obs["batch"].astype(object)
+    batch.iloc[3] = np.nan
+    mdata.obs["batch"] = batch
+    with pytest.raises(ValueError, match="missing values") as err:
+        _setup(mdata)
+    assert "'batch'" in str(err.value)
+
+
+def test_bad_species(mdata):
+    with pytest.raises(ValueError, match="species must be one of") as err:
+        _setup(mdata, species="zebrafish")
+    assert "'human'" in str(err.value) and "'mouse'" in str(err.value)
+
+
+def test_anndata_instead_of_mudata(mdata):
+    adata = mdata.mod["rna"]
+    with pytest.raises(TypeError, match="MuData") as err:
+        HoloCell.setup_anndata(adata)
+    assert "mudata.MuData({'rna': adata})" in str(err.value)
+    with pytest.raises(TypeError, match="needs a MuData, got AnnData"):
+        HoloCell.setup_mudata(adata, modalities={"rna": "rna"})
+
+
+# ----------------------------------------------------------------------------- no side effects
+def _digest(x) -> str:
+    h = hashlib.sha256()
+    if sp.issparse(x):
+        x = x.tocsr()
+        for a in (x.data, x.indices, x.indptr):
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(str((x.shape, x.dtype, type(x).__name__)).encode())
+    else:
+        a = np.asarray(x)
+        h.update(np.ascontiguousarray(a).tobytes())
+        h.update(str((a.shape, a.dtype)).encode())
+    return h.hexdigest()
+
+
+def _frame_digest(df: pd.DataFrame) -> str:
+    return hashlib.sha256(
+        pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes()
+        + str(list(df.columns)).encode()
+        + str(list(df.dtypes)).encode()
+    ).hexdigest()
+
+
+def _snapshot(mdata):
+    snap = {}
+    for name, adata in mdata.mod.items():
+        snap[name] = {
+            "X": _digest(adata.X),
+            "layers": {k: _digest(v) for k, v in adata.layers.items()},
+            "var": _frame_digest(adata.var),
+            "obs": _frame_digest(adata.obs),
+            "uns": sorted(adata.uns),
+            "obsm": sorted(adata.obsm),
+            "shape": adata.shape,
+        }
+    snap["global_var"] = _frame_digest(mdata.var)
+    return snap
+
+
+def test_setup_never_changes_user_data(mdata):
+    mdata.mod["rna"].layers["counts"] = mdata.mod["rna"].X.copy()
+    before = _snapshot(mdata)
+    obs_before = mdata.obs.copy()
+    uns_before = set(mdata.uns)
+    _setup(mdata, rna_layer="counts")
+    HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4)
+    assert _snapshot(mdata) == before
+    assert set(mdata.uns) - uns_before == {"_scvi_uuid", "_scvi_manager_uuid"}
+    assert set(mdata.obs.columns) - set(obs_before.columns) == {"_scvi_batch"}
+    assert set(obs_before.columns) <= set(mdata.obs.columns)
+    pd.testing.assert_frame_equal(mdata.obs[obs_before.columns], obs_before)
+    codes = mdata.obs["_scvi_batch"].to_numpy()
+    assert set(codes) == {0, 1}
+
+
+def test_failed_setup_writes_nothing(mdata):
+    before = _snapshot(mdata)
+    obs_cols, uns = list(mdata.obs.columns), set(mdata.uns)
+    with pytest.raises(ValueError):
+        _setup(mdata, species="zebrafish")
+    assert _snapshot(mdata) == before
+    assert list(mdata.obs.columns) == obs_cols and set(mdata.uns) == uns
