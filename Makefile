@@ -33,9 +33,11 @@ test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(VENV)/.installed
-	$(BIN)/holocell demo --out benchmarks/results/demo --no-progress
-	cp benchmarks/results/demo/results.md benchmarks/results/demo.md
-	cp benchmarks/results/demo/results.json benchmarks/results/demo.json
+	$(BIN)/holocell demo --out build/bench_demo --no-progress
+	mkdir -p benchmarks/results
+	cp build/bench_demo/results.md benchmarks/results/demo.md
+	cp build/bench_demo/results.json benchmarks/results/demo.json
+	cp build/bench_demo/umap.png benchmarks/results/demo_umap.png
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output build .pytest_cache

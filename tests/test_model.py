@@ -22,7 +22,7 @@ def test_pbmc_end_to_end(trained_pbmc):
     z_rna = model.get_latent_representation(modality="rna")
     z_prot = model.get_latent_representation(modality="protein")
     assert z_rna.shape == z_prot.shape == z.shape
-    paired = (mdata.obsm["rna"] & mdata.obsm["adt"]).to_numpy()
+    paired = np.asarray(mdata.obsm["rna"]).ravel() & np.asarray(mdata.obsm["adt"]).ravel()
     assert not np.allclose(z_rna[paired], z_prot[paired])
 
 

@@ -77,25 +77,29 @@ def test_sample_times_stratified():
     assert sorted(strata.tolist()) == list(range(100))
 
 
-def test_add_noise_drops_whole_modality(module, batch):
+def test_add_noise_cross_modal_examples(module, batch):
     clean = module.tokenize(batch)
     exists = _exists(module)
     gen = torch.Generator().manual_seed(0)
-    noised = add_noise(clean, exists, p_drop_modality=1.0, p_hide_library=0.0, generator=gen)
+    noised = add_noise(clean, exists, p_drop_modality=1.0, p_whole=1.0, p_hide_library=0.0, generator=gen)
     present = clean.present
     n_present = present.sum(1)
     for i in range(present.shape[0]):
-        dropped = [m for m in module.modalities if noised.weight[m][i] == 1.0]
+        scored = [m for m in module.modalities if noised.target[m][i].any()]
         if n_present[i] >= 2:
-            assert len(dropped) == 1, f"cell {i}: dropped {dropped}"
-            m = dropped[0]
+            # exactly one observed modality is the target: hidden entirely, library hidden too,
+            # while every other modality stays fully visible (the state generation starts from)
+            assert len(scored) == 1, f"cell {i}: targets {scored}"
+            m = scored[0]
             k = MODALITIES.index(m)
             assert present[i, k]
             assert torch.equal(noised.tokens.mask[m][i], exists[m])
             assert torch.equal(noised.target[m][i], exists[m])
+            assert noised.weight[m][i] == 1.0
             assert not noised.tokens.present[i, k] and noised.tokens.library[i, k] == 0
-        else:
-            assert dropped == []
+            for other in module.modalities:
+                if other != m and present[i, MODALITIES.index(other)]:
+                    assert not noised.tokens.mask[other][i].any(), "a source modality was noised"
         for m in module.modalities:
             k = MODALITIES.index(m)
             if not present[i, k]:

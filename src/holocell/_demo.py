@@ -82,7 +82,7 @@ def score(method: str, truth: np.ndarray, pred: np.ndarray) -> dict:
 def run_demo(
     out_dir: str | Path = "demo_output",
     *,
-    max_epochs: int = 60,
+    max_epochs: int = 40,
     seed: int = 0,
     enable_progress_bar: bool = True,
     make_plot: bool = True,

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="train on the bundled PBMC data, generate held-out protein, print scores"
     )
     demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
-    demo.add_argument("--max-epochs", type=int, default=60)
+    demo.add_argument("--max-epochs", type=int, default=40)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.set_defaults(func=_cmd_demo)
@@ -124,9 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet() -> None:
+    """Keep the terminal readable: library deprecation notes and Lightning's start-up banner off."""
+    import logging
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*treespec.*")
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line."""
     args = build_parser().parse_args(argv)
+    _quiet()
     args.func(args)
     return 0
 

@@ -61,8 +61,12 @@ class HoloCell(BaseModelClass):
         Value bins of the diffusion process (bin 0 = zero).
     dropout
         Dropout in attention and MLPs.
+    decoder_mlp_ratio
+        Width ratio of a per-token MLP after the read-out attention (0 = none, cheapest).
     p_drop_modality
         Training: probability that a cell with several modalities has one hidden entirely.
+    seed
+        Seeds the initial weights (the global random state is left untouched).
     feature_space
         Anchors and feature maps to reuse (set by :meth:`load`); built from ``mdata`` when None.
 
@@ -81,12 +85,14 @@ class HoloCell(BaseModelClass):
         self,
         mdata: MuData,
         d_model: int = 128,
-        n_layers: int = 4,
+        n_layers: int = 2,
         n_heads: int = 4,
         n_latents: int = 32,
         n_bins: int = 16,
         dropout: float = 0.0,
+        decoder_mlp_ratio: int = 0,
         p_drop_modality: float = 0.5,
+        seed: int = 0,
         feature_space: dict | None = None,
     ) -> None:
         super().__init__(mdata)
@@ -113,12 +119,15 @@ class HoloCell(BaseModelClass):
             n_heads=n_heads,
             n_latents=n_latents,
             dropout=dropout,
+            decoder_mlp_ratio=decoder_mlp_ratio,
         )
         feature_anchor = {m: space.maps[m].anchor for m in self.modalities_}
         peak_bucket = space.maps["atac"].bucket if "atac" in space.maps else None
-        self.module = HoloCellModule(
-            self.config, feature_anchor, peak_bucket, p_drop_modality=p_drop_modality
-        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.module = HoloCellModule(
+                self.config, feature_anchor, peak_bucket, p_drop_modality=p_drop_modality
+            )
         n_params = sum(p.numel() for p in self.module.parameters())
         self._model_summary_string = (
             f"HoloCell model: modalities {self.modalities_}, {space.n_anchors} gene anchors, "
@@ -207,8 +216,11 @@ class HoloCell(BaseModelClass):
     def _setup_args(self) -> dict:
         return self.adata_manager.registry["setup_args"]
 
-    def _arrays(self, mdata: MuData | None) -> tuple[MuData, MosaicArrays]:
-        """Counts of ``mdata`` (default: the registered one) in the model's feature order."""
+    def _arrays(self, mdata: MuData | None, transform_batch: str | None = None) -> tuple[MuData, MosaicArrays]:
+        """Counts of ``mdata`` (default: the registered one) in the model's feature order.
+
+        ``transform_batch`` gives every cell that batch's code (counterfactual batch).
+        """
         mdata = self.adata if mdata is None else mdata
         setup = self._setup_args
         missing = [name for name in self.modalities_.values() if name not in mdata.mod]
@@ -220,10 +232,16 @@ class HoloCell(BaseModelClass):
         layers = {m: setup.get(f"{m}_layer") for m in self.modalities_}
         features = {m: self.feature_space.maps[m].features for m in self.modalities_}
         batch_key = setup.get("batch_key")
-        if batch_key is None:
+        lookup = {c: i for i, c in enumerate(self.batch_categories_)}
+        if transform_batch is not None:
+            if str(transform_batch) not in lookup:
+                raise ValueError(
+                    f"transform_batch {transform_batch!r} is not a training batch; choose from {self.batch_categories_}."
+                )
+            codes = np.full(mdata.n_obs, lookup[str(transform_batch)], dtype=np.int64)
+        elif batch_key is None:
             codes = np.zeros(mdata.n_obs, dtype=np.int64)
         else:
-            lookup = {c: i for i, c in enumerate(self.batch_categories_)}
             unknown = len(self.batch_categories_)  # the "unseen batch" embedding
             codes = np.array([lookup.get(str(b), unknown) for b in mdata.obs[batch_key]], dtype=np.int64)
         species = SPECIES.index(setup.get("species", "human"))
@@ -240,11 +258,12 @@ class HoloCell(BaseModelClass):
         max_epochs: int | None = None,
         accelerator: str = "auto",
         devices: int | str = "auto",
-        batch_size: int = 128,
+        batch_size: int = 32,
         validation_size: float = 0.1,
         early_stopping: bool = True,
         early_stopping_patience: int = 20,
         lr: float = 1e-3,
+        ema_decay: float | None = 0.995,
         seed: int = 0,
         enable_progress_bar: bool = True,
         plan_kwargs: dict | None = None,
@@ -255,7 +274,7 @@ class HoloCell(BaseModelClass):
         Parameters
         ----------
         max_epochs
-            Epochs; by default about 3,000 optimiser steps, between 20 and 400 epochs.
+            Epochs; by default about 1,500 optimiser steps, between 20 and 400 epochs.
         accelerator, devices
             Lightning device selection (``"cpu"``, ``"gpu"``, ``"auto"``).
         batch_size
@@ -266,8 +285,11 @@ class HoloCell(BaseModelClass):
             Stop when the validation loss has not improved for ``early_stopping_patience`` epochs.
         lr
             Peak learning rate (AdamW, warm-up, cosine decay).
+        ema_decay
+            Decay of the exponential moving average of the weights that the model keeps at the
+            end of training (``None``: keep the last weights).
         seed
-            Seeds the split, shuffling, masking and initial weights of this run.
+            Seeds the train/validation split, the shuffling and the diffusion masks of this run.
         enable_progress_bar
             Show Lightning's progress bar.
         plan_kwargs
@@ -280,10 +302,9 @@ class HoloCell(BaseModelClass):
         train_idx, val_idx = split_indices(arrays.n_cells, validation_size, seed)
         steps_per_epoch = max(1, len(train_idx) // batch_size)
         if max_epochs is None:
-            max_epochs = int(min(400, max(20, math.ceil(3000 / steps_per_epoch))))
-        plan = TrainingPlan(
-            self.module, lr=lr, total_steps=max_epochs * steps_per_epoch, **(plan_kwargs or {})
-        )
+            max_epochs = int(min(400, max(20, math.ceil(1500 / steps_per_epoch))))
+        plan_kwargs = {"lr": lr, "ema_decay": ema_decay, **(plan_kwargs or {})}
+        plan = TrainingPlan(self.module, total_steps=max_epochs * steps_per_epoch, **plan_kwargs)
         datamodule = MosaicDataModule(arrays, train_idx, val_idx, batch_size, seed)
         history = _HistoryCallback()
         callbacks = [history]
@@ -376,6 +397,7 @@ class HoloCell(BaseModelClass):
         sources: Sequence[str] | None = None,
         remasking: Literal["low_confidence", "random"] = "low_confidence",
         temperature: float = 0.0,
+        transform_batch: str | None = None,
         batch_size: int = 256,
         device: str | torch.device | None = None,
         seed: int = 0,
@@ -403,6 +425,9 @@ class HoloCell(BaseModelClass):
             ``"low_confidence"`` (commit the most confident predictions first) or ``"random"``.
         temperature
             0 for the most likely values; > 0 samples bins and peaks.
+        transform_batch
+            Generate every cell as if it came from this training batch (e.g. one where the target
+            modality was measured); default: each cell's own batch.
         batch_size, device, seed, progress_bar
             Batching, device, random seed and progress display.
         overwrite
@@ -419,7 +444,7 @@ class HoloCell(BaseModelClass):
         sources = self._check_modalities(sources)
         if sources is not None and target in sources:
             raise ValueError("The target modality cannot also be a source.")
-        mdata, arrays = self._arrays(mdata)
+        mdata, arrays = self._arrays(mdata, transform_batch)
         key_added = key_added or f"{self.modalities_[target]}_generated"
         if key_added in mdata.mod and not overwrite:
             raise ValueError(
@@ -459,6 +484,7 @@ class HoloCell(BaseModelClass):
                 "n_steps": n_steps,
                 "remasking": remasking,
                 "temperature": temperature,
+                "transform_batch": transform_batch,
                 "seed": seed,
             },
             "X": _GENERATED_TRANSFORM[target],

@@ -1,8 +1,9 @@
 """Masked discrete diffusion: the forward (masking) process and the training loss.
 
 Per cell a time ``t ~ U(eps, 1)`` is drawn (stratified over the batch); each observed slot is hidden
-with probability ``t``. With probability ``p_drop_modality`` one observed modality of a cell that has
-at least two is hidden entirely, which is what teaches cross-modal generation. The loss is the
+with probability ``t``. With probability ``p_drop_modality`` a cell that has at least two observed
+modalities is instead a cross-modal example: one modality is hidden (entirely, or at rate ``t``)
+while the others stay visible, which is what teaches cross-modal generation. The loss is the
 cross-entropy over value bins on hidden observed slots, weighted by ``1 / t`` (MDLM / LLaDA; a
 whole-modality mask counts as ``t = 1``), plus a regression loss on the continuous value and a
 Bernoulli loss on each hidden peak.
@@ -50,10 +51,21 @@ def add_noise(
     *,
     eps: float = 0.02,
     p_drop_modality: float = 0.5,
+    p_whole: float = 0.5,
     p_hide_library: float = 0.25,
     generator: torch.Generator | None = None,
 ) -> NoisedTokens:
-    """Forward process: hide slots at random (and sometimes a whole modality).
+    """Forward process: hide slots at random, or hide one modality given the others.
+
+    Each cell is noised in one of two ways:
+
+    - *joint*: every observed slot is hidden with probability ``t``;
+    - *cross-modal* (probability ``p_drop_modality``, cells with >= 2 observed modalities): one
+      observed modality is the target. With probability ``p_whole`` it is hidden entirely
+      (``t = 1``, the first step of generation), otherwise each of its slots with probability
+      ``t``; its library size is hidden; the other modalities stay fully visible. This is
+      exactly the state iterative generation of that modality passes through (sources clean,
+      target partly committed), as in conditional masked-diffusion fine-tuning (LLaDA).
 
     Parameters
     ----------
@@ -64,10 +76,11 @@ def add_noise(
     eps
         Smallest masking rate.
     p_drop_modality
-        Probability that a cell with >= 2 observed modalities has one of them hidden entirely.
+        Probability of a cross-modal example for a cell with >= 2 observed modalities.
+    p_whole
+        Probability that a cross-modal target is hidden entirely.
     p_hide_library
-        Probability that an observed modality's library size is hidden although only part of
-        its slots are (the state iterative generation passes through).
+        Joint examples: probability that a modality's library size is hidden as well.
     generator
         Random generator (for reproducible validation losses).
     """
@@ -76,23 +89,27 @@ def add_noise(
     modalities = list(exists)
     present = tokens.present[:, [MODALITIES.index(m) for m in modalities]]  # (B, M)
     t = sample_times(B, eps, generator, device)
-    # pick, per cell, one observed modality to hide entirely
     n_present = present.sum(1)
-    drop = (torch.rand(B, generator=generator, device=device) < p_drop_modality) & (n_present >= 2)
+    cross = (torch.rand(B, generator=generator, device=device) < p_drop_modality) & (n_present >= 2)
     scores = torch.rand(B, len(modalities), generator=generator, device=device).masked_fill(~present, -1.0)
-    dropped = F.one_hot(scores.argmax(1), len(modalities)).bool() & drop[:, None]  # (B, M)
+    is_target = F.one_hot(scores.argmax(1), len(modalities)).bool() & cross[:, None]  # (B, M)
+    whole = cross & (torch.rand(B, generator=generator, device=device) < p_whole)
+    t_cell = torch.where(whole, torch.ones_like(t), t)
 
     noised = tokens.clone()
     target, weight = {}, {}
     for j, m in enumerate(modalities):
         G = exists[m].shape[0]
-        random_mask = torch.rand(B, G, generator=generator, device=device) < t[:, None]
-        hide = (random_mask | dropped[:, j : j + 1]) & exists[m][None, :]
+        random_mask = torch.rand(B, G, generator=generator, device=device) < t_cell[:, None]
+        # cross-modal cells: only the target modality is noised
+        noised_here = ~cross | is_target[:, j]
+        hide = random_mask & noised_here[:, None] & exists[m][None, :]
         noised.mask[m] = tokens.mask[m] | hide
         target[m] = hide & present[:, j : j + 1]
-        weight[m] = torch.where(dropped[:, j], torch.ones_like(t), 1.0 / t)
+        weight[m] = 1.0 / t_cell
         k = MODALITIES.index(m)
-        hide_library = dropped[:, j] | (torch.rand(B, generator=generator, device=device) < p_hide_library)
+        random_library = ~cross & (torch.rand(B, generator=generator, device=device) < p_hide_library)
+        hide_library = is_target[:, j] | random_library
         noised.library[:, k] = torch.where(hide_library, 0.0, noised.library[:, k])
         noised.present[:, k] &= ~hide_library
     return NoisedTokens(noised, target, weight)

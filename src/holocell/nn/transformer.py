@@ -32,10 +32,11 @@ class NetworkConfig:
     n_species: int = 2
     n_buckets: int = N_BUCKETS  # peak distance-to-TSS buckets
     d_model: int = 128
-    n_layers: int = 4  # transformer blocks over the latents
+    n_layers: int = 2  # transformer blocks over the latents
     n_heads: int = 4
     n_latents: int = 32
     mlp_ratio: int = 4
+    decoder_mlp_ratio: int = 0  # 0: no per-token MLP after the read-out attention (cheapest)
     dropout: float = 0.0
 
     def to_dict(self) -> dict:
@@ -86,9 +87,11 @@ class ReadOut(nn.Module):
     embedding (its other observed slots) is added back before the output norm.
     """
 
-    def __init__(self, d: int, n_heads: int) -> None:
+    def __init__(self, d: int, n_heads: int, mlp_ratio: int = 0) -> None:
         super().__init__()
         self.n_heads = n_heads
+        self.ln_mlp = nn.LayerNorm(d) if mlp_ratio else None
+        self.mlp = MLP(d, mlp_ratio, 0.0) if mlp_ratio else None
         self.ln_q = nn.LayerNorm(d)
         self.q = nn.Linear(d, d)
         self.kv = nn.Linear(d, 2 * d)
@@ -102,7 +105,10 @@ class ReadOut(nn.Module):
         q = self.q(self.ln_q(anchors)).view(G, h, d // h).transpose(0, 1)  # (h, G, hs)
         k, v = self.kv(latents).view(B, L, 2, h, d // h).permute(2, 0, 3, 1, 4)  # 2 x (B, h, L, hs)
         y = F.scaled_dot_product_attention(q.unsqueeze(0).expand(B, -1, -1, -1), k, v)  # (B, h, G, hs)
-        return self.ln_out(token_emb + self.out(y.transpose(1, 2).reshape(B, G, d)))
+        h = token_emb + self.out(y.transpose(1, 2).reshape(B, G, d))
+        if self.mlp is not None:
+            h = h + self.mlp(self.ln_mlp(h))
+        return self.ln_out(h)
 
 
 class Block(nn.Module):
@@ -124,23 +130,28 @@ class Block(nn.Module):
 
 
 class SlotEmbedding(nn.Module):
-    """Embedding of one value slot: bin embedding + the continuous value along a learned direction.
+    """Embedding of one value slot: bin embedding + the continuous value along a direction of its own
+    anchor.
 
-    Two extra rows of the bin table stand for [MASK] and for "this anchor has no such slot"
-    (kept at zero), so masking costs an index change, not a tensor blend.
+    The value direction is shared plus anchor-specific (``value + anchor_value[g]``): without the
+    anchor-specific part, identity and value would only add up, and pooling tokens would lose which
+    genes are high. Two extra rows of the bin table stand for [MASK] and for "this anchor has no such
+    slot" (kept at zero), so masking costs an index change, not a tensor blend.
     """
 
-    def __init__(self, n_bins: int, d: int) -> None:
+    def __init__(self, n_bins: int, d: int, n_anchors: int) -> None:
         super().__init__()
         self.mask_id, self.none_id = n_bins, n_bins + 1
         self.bin = nn.Embedding(n_bins + 2, d, padding_idx=self.none_id)
         self.value = nn.Parameter(torch.zeros(d))
+        self.anchor_value = nn.Parameter(torch.zeros(n_anchors, d))
 
     def forward(self, bins: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, exists: torch.Tensor):
         hidden = mask | ~exists[None, :]
         ids = torch.where(mask, self.mask_id, bins)
         ids = torch.where(exists[None, :], ids, self.none_id)
-        return self.bin(ids) + values.masked_fill(hidden, 0.0).unsqueeze(-1) * self.value  # (B, G, d)
+        direction = self.value + self.anchor_value  # (G, d)
+        return self.bin(ids) + values.masked_fill(hidden, 0.0).unsqueeze(-1) * direction  # (B, G, d)
 
 
 class HoloCellNetwork(nn.Module):
@@ -170,9 +181,12 @@ class HoloCellNetwork(nn.Module):
         for m in self.modalities:
             self.register_buffer(f"{m}_exists", slot_exists[m].bool().clone())
         self.anchor = nn.Embedding(c.n_anchors, d)
-        self.slots = nn.ModuleDict({m: SlotEmbedding(c.n_bins, d) for m in self.modalities if m != "atac"})
+        self.slots = nn.ModuleDict(
+            {m: SlotEmbedding(c.n_bins, d, c.n_anchors) for m in self.modalities if m != "atac"}
+        )
         for slot in self.slots.values():
             nn.init.normal_(slot.value, std=0.02)
+            nn.init.normal_(slot.anchor_value, std=0.02)
         self.heads = nn.ModuleDict({m: nn.Linear(d, c.n_bins + 1) for m in self.modalities if m != "atac"})
         if "atac" in self.modalities:
             assert peak_anchor is not None and peak_bucket is not None
@@ -193,7 +207,7 @@ class HoloCellNetwork(nn.Module):
             Block(d, c.n_heads, c.mlp_ratio, c.dropout, cross=False) for _ in range(c.n_layers)
         )
         self.ln_latent = nn.LayerNorm(d)
-        self.read_out = ReadOut(d, c.n_heads)
+        self.read_out = ReadOut(d, c.n_heads, c.decoder_mlp_ratio)
         self.apply(self._init_weights)
 
     @staticmethod

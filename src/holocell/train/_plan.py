@@ -27,6 +27,9 @@ class TrainingPlan(pl.LightningModule):
         Linear warm-up length in optimiser steps.
     total_steps
         Steps of the cosine schedule (the run length); the rate stays at its floor after.
+    ema_decay
+        If set, keep an exponential moving average of the weights (updated every step, used for
+        validation and copied into the module when training ends). ``None`` disables it.
     """
 
     def __init__(
@@ -37,6 +40,7 @@ class TrainingPlan(pl.LightningModule):
         weight_decay: float = 0.01,
         warmup_steps: int = 50,
         total_steps: int = 10_000,
+        ema_decay: float | None = None,
     ) -> None:
         super().__init__()
         self.module = module
@@ -45,6 +49,44 @@ class TrainingPlan(pl.LightningModule):
         self.warmup_steps = warmup_steps
         self.total_steps = max(total_steps, warmup_steps + 1)
         self._val_seed = 1234
+        self.ema_decay = ema_decay
+        self._ema: dict[str, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ weight averaging
+    def _float_state(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.module.state_dict().items() if v.is_floating_point()}
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema_decay is None:
+            return
+        with torch.no_grad():
+            state = self._float_state()
+            if self._ema is None:
+                self._ema = {k: v.detach().clone() for k, v in state.items()}
+                return
+            for k, v in state.items():
+                self._ema[k].lerp_(v.detach(), 1.0 - self.ema_decay)
+
+    def _swap_ema(self) -> None:
+        """Exchange the live weights and the averaged ones."""
+        if self._ema is None:
+            return
+        with torch.no_grad():
+            state = self._float_state()
+            for k, v in state.items():
+                live = v.detach().clone()
+                v.copy_(self._ema[k])
+                self._ema[k] = live
+
+    def on_validation_epoch_start(self) -> None:
+        self._swap_ema()
+
+    def on_validation_epoch_end(self) -> None:
+        self._swap_ema()
+
+    def on_train_end(self) -> None:
+        self._swap_ema()  # leave the averaged weights in the module
+        self._ema = None
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.module.loss(batch)
