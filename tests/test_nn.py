@@ -263,3 +263,17 @@ def test_absent_rows_are_never_read(module, batch):
     a = module.loss(batch, generator=torch.Generator().manual_seed(3))
     b = module.loss(changed, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(a.loss, b.loss)
+
+
+def test_alignment_term(module, batch):
+    before = module.align_weight
+    module.align_weight = 1.0
+    try:
+        out = module.loss(batch, generator=torch.Generator().manual_seed(0))
+        assert "align" in out.per_modality
+        assert torch.isfinite(out.per_modality["align"]) and out.per_modality["align"] > 0
+        out.loss.backward()  # the alignment term is differentiable through the encoder
+        assert module.network.read_in.attn.q.weight.grad is not None
+    finally:
+        module.align_weight = before
+        module.zero_grad()

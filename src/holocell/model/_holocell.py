@@ -65,6 +65,9 @@ class HoloCell(BaseModelClass):
         Width ratio of a per-token MLP after the read-out attention (0 = none, cheapest).
     p_drop_modality
         Training: probability that a cell with several modalities has one hidden entirely.
+    align_weight
+        Training: weight of a contrastive term pulling together the single-modality embeddings of
+        cells measured with several modalities (0 = off).
     seed
         Seeds the initial weights (the global random state is left untouched).
     feature_space
@@ -92,6 +95,7 @@ class HoloCell(BaseModelClass):
         dropout: float = 0.0,
         decoder_mlp_ratio: int = 0,
         p_drop_modality: float = 0.5,
+        align_weight: float = 0.0,
         seed: int = 0,
         feature_space: dict | None = None,
     ) -> None:
@@ -126,7 +130,11 @@ class HoloCell(BaseModelClass):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.module = HoloCellModule(
-                self.config, feature_anchor, peak_bucket, p_drop_modality=p_drop_modality
+                self.config,
+                feature_anchor,
+                peak_bucket,
+                p_drop_modality=p_drop_modality,
+                align_weight=align_weight,
             )
         n_params = sum(p.numel() for p in self.module.parameters())
         self._model_summary_string = (
@@ -216,7 +224,9 @@ class HoloCell(BaseModelClass):
     def _setup_args(self) -> dict:
         return self.adata_manager.registry["setup_args"]
 
-    def _arrays(self, mdata: MuData | None, transform_batch: str | None = None) -> tuple[MuData, MosaicArrays]:
+    def _arrays(
+        self, mdata: MuData | None, transform_batch: str | None = None
+    ) -> tuple[MuData, MosaicArrays]:
         """Counts of ``mdata`` (default: the registered one) in the model's feature order.
 
         ``transform_batch`` gives every cell that batch's code (counterfactual batch).

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..tokenize import Tokenizer, Tokens
@@ -31,6 +32,10 @@ class HoloCellModule(nn.Module):
         ``(n_peaks,)`` distance bucket of each peak (with ATAC).
     p_drop_modality, p_hide_library, eps, regression_weight
         Diffusion objective settings, see :func:`holocell.nn.add_noise`.
+    align_weight, align_temperature
+        Weight and temperature of a contrastive term that pulls together the single-modality
+        embeddings of the same cell (cells with >= 2 modalities; InfoNCE over the mini-batch).
+        0 switches it off.
     """
 
     def __init__(
@@ -43,6 +48,8 @@ class HoloCellModule(nn.Module):
         p_hide_library: float = 0.25,
         eps: float = 0.02,
         regression_weight: float = 1.0,
+        align_weight: float = 0.0,
+        align_temperature: float = 0.1,
     ) -> None:
         super().__init__()
         self.tokenizer = Tokenizer(config.n_anchors, feature_anchor, config.n_bins)
@@ -54,6 +61,8 @@ class HoloCellModule(nn.Module):
         self.p_hide_library = p_hide_library
         self.eps = eps
         self.regression_weight = regression_weight
+        self.align_weight = align_weight
+        self.align_temperature = align_temperature
 
     @property
     def modalities(self) -> list[str]:
@@ -79,7 +88,31 @@ class HoloCellModule(nn.Module):
         )
         outputs = self.network(noised.tokens)
         peak_anchor = self.network.peak_anchor if "atac" in self.modalities else None
-        return diffusion_loss(outputs, clean, noised, exists, peak_anchor, self.regression_weight)
+        out = diffusion_loss(outputs, clean, noised, exists, peak_anchor, self.regression_weight)
+        if self.align_weight > 0:
+            align = self.alignment_loss(clean)
+            out.per_modality["align"] = align.detach()
+            out.loss = out.loss + self.align_weight * align
+        return out
+
+    def alignment_loss(self, clean: Tokens) -> torch.Tensor:
+        """InfoNCE between single-modality embeddings of the cells that have both modalities."""
+        total = clean.library.new_zeros(())
+        present = clean.present
+        for i, a in enumerate(self.modalities):
+            for b in self.modalities[i + 1 :]:
+                both = (
+                    (present[:, MODALITIES.index(a)] & present[:, MODALITIES.index(b)]).nonzero().squeeze(1)
+                )
+                if len(both) < 2:
+                    continue
+                cells = clean.select(both)
+                z_a = F.normalize(self.network.pool(self.network.encode(self.restrict(cells, [a]))), dim=-1)
+                z_b = F.normalize(self.network.pool(self.network.encode(self.restrict(cells, [b]))), dim=-1)
+                logits = z_a @ z_b.T / self.align_temperature
+                labels = torch.arange(len(both), device=logits.device)
+                total = total + 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+        return total
 
     def restrict(self, tokens: Tokens, keep: Sequence[str] | None) -> Tokens:
         """Hide every modality not in ``keep`` (``None`` keeps all)."""

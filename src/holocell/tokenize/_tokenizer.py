@@ -64,6 +64,17 @@ class Tokens:
                 out[f.name] = None if v is None else v.clone()
         return Tokens(**out)
 
+    def select(self, index: torch.Tensor) -> Tokens:
+        """The cells ``index`` (a copy's worth of views; indexing never aliases writes back)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, dict):
+                out[f.name] = {k: t[index] for k, t in v.items()}
+            else:
+                out[f.name] = None if v is None else v[index]
+        return Tokens(**out)
+
     def hide(self, modality: str) -> Tokens:
         """Copy with ``modality`` masked in every cell and its library size unknown."""
         out = replace(self, mask=dict(self.mask), present=self.present.clone(), library=self.library.clone())
