@@ -18,7 +18,7 @@ def embed(
     *,
     modality: str | Sequence[str] | None = None,
     key_added: str = "X_holocell",
-    batch_size: int = 256,
+    batch_size: int | None = None,
     copy: bool = False,
 ) -> MuData | None:
     """Write holocell cell embeddings to ``mdata.obsm[key_added]``.
@@ -34,7 +34,7 @@ def embed(
     key_added
         ``.obsm`` key.
     batch_size
-        Cells per forward pass.
+        Cells per forward pass (default: chosen from the model size).
     copy
         Work on and return a copy instead of modifying ``mdata``.
 
@@ -58,7 +58,7 @@ def generate(
     n_steps: int = 8,
     key_added: str | None = None,
     sources: Sequence[str] | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     overwrite: bool = False,
     copy: bool = False,
 ) -> MuData | None:
@@ -79,7 +79,7 @@ def generate(
     sources
         Modalities to condition on (default: all others).
     batch_size
-        Cells per forward pass.
+        Cells per forward pass (default: chosen from the model size).
     overwrite
         Replace an existing modality named ``key_added``.
     copy

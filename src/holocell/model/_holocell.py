@@ -257,6 +257,13 @@ class HoloCell(BaseModelClass):
         species = SPECIES.index(setup.get("species", "human"))
         return mdata, collect_arrays(mdata, self.modalities_, layers, features, codes, species)
 
+    def _inference_batch_size(self, batch_size: int | None) -> int:
+        """``batch_size``, or one that keeps a ``(cells, anchors, d_model)`` float tensor near 64 MB."""
+        if batch_size is not None:
+            return int(batch_size)
+        per_cell = self.config.n_anchors * self.config.d_model
+        return int(min(256, max(8, 2**24 // per_cell)))
+
     def _device(self, device: str | torch.device | None) -> torch.device:
         if device is not None:
             self.module.to(device)
@@ -359,7 +366,7 @@ class HoloCell(BaseModelClass):
         mdata: MuData | None = None,
         indices: Sequence[int] | None = None,
         modality: str | Sequence[str] | None = None,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         device: str | torch.device | None = None,
         progress_bar: bool | None = None,
     ) -> np.ndarray:
@@ -374,7 +381,8 @@ class HoloCell(BaseModelClass):
         modality
             Embed from this modality (or list) only; default: every modality each cell has.
         batch_size
-            Cells per forward pass.
+            Cells per forward pass; default: as many as keep one activation tensor near 64 MB
+            (256 for a few hundred anchors, fewer for large ATAC feature sets).
         device
             Device to run on (default: where the model is).
         progress_bar
@@ -390,7 +398,7 @@ class HoloCell(BaseModelClass):
         self.module.eval()
         idx = np.arange(arrays.n_cells) if indices is None else np.asarray(indices)
         out = []
-        loader = make_loader(arrays, idx, batch_size=batch_size)
+        loader = make_loader(arrays, idx, batch_size=self._inference_batch_size(batch_size))
         for batch in tqdm(loader, desc="embedding", disable=_disable(progress_bar)):
             batch = {k: v.to(device) for k, v in batch.items()}
             out.append(self.module.embed(batch, keep).float().cpu().numpy())
@@ -408,7 +416,7 @@ class HoloCell(BaseModelClass):
         remasking: Literal["low_confidence", "random"] = "low_confidence",
         temperature: float = 0.0,
         transform_batch: str | None = None,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         device: str | torch.device | None = None,
         seed: int = 0,
         overwrite: bool = False,
@@ -464,7 +472,7 @@ class HoloCell(BaseModelClass):
         self.module.eval()
         generator = torch.Generator(device=device).manual_seed(seed)
         values, bins = [], []
-        loader = make_loader(arrays, batch_size=batch_size)
+        loader = make_loader(arrays, batch_size=self._inference_batch_size(batch_size))
         for batch in tqdm(loader, desc=f"generating {target}", disable=_disable(progress_bar)):
             batch = {k: v.to(device) for k, v in batch.items()}
             res = self.module.generate(
