@@ -508,7 +508,10 @@ class HoloCell(BaseModelClass):
             "X": _GENERATED_TRANSFORM[target],
         }
         mdata.mod[key_added] = generated
-        mdata.update()
+        with warnings.catch_warnings():
+            # the generated modality shares its feature names with the measured one, by design
+            warnings.filterwarnings("ignore", message="Cannot join columns with the same name")
+            mdata.update()
         return generated
 
     # ------------------------------------------------------------------------------ save / load
