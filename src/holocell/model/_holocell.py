@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -24,11 +23,9 @@ from tqdm.auto import tqdm
 from ..data._mosaic import MosaicArrays, collect_arrays, make_loader
 from ..nn import HoloCellModule, NetworkConfig
 from ..train import MosaicDataModule, TrainingPlan, split_indices
-from ..vocab import MODALITIES, SPECIES, FeatureSpace, build_feature_space, map_proteins_to_genes
+from ..vocab import SPECIES, FeatureSpace, build_feature_space, map_proteins_to_genes
 from . import _checkpoint
 from ._validate import gene_table_for, normalise_modalities, validate_setup
-
-logger = logging.getLogger(__name__)
 
 _GENERATED_TRANSFORM = {
     "rna": "log1p(counts / library * 1e4)",
@@ -574,4 +571,4 @@ class _HistoryCallback(pl.Callback):
         return pd.DataFrame(self.rows).set_index("epoch") if self.rows else pd.DataFrame()
 
 
-__all__ = ["MODALITIES", "HoloCell"]
+__all__ = ["HoloCell"]

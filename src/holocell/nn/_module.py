@@ -142,4 +142,4 @@ class HoloCellModule(nn.Module):
         return self.tokenizer.from_slots(modality, slot_values)
 
 
-__all__ = ["MODALITIES", "HoloCellModule"]
+__all__ = ["HoloCellModule"]

@@ -65,7 +65,7 @@ class Tokens:
         return Tokens(**out)
 
     def select(self, index: torch.Tensor) -> Tokens:
-        """The cells ``index`` (a copy's worth of views; indexing never aliases writes back)."""
+        """The cells at ``index`` (advanced indexing: new tensors, the original is not affected)."""
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
