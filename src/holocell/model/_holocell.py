@@ -58,10 +58,9 @@ class HoloCell(BaseModelClass):
         Value bins of the diffusion process (bin 0 = zero).
     dropout
         Dropout in attention and MLPs.
-    decoder_mlp_ratio
-        Width ratio of a per-token MLP after the read-out attention (0 = none, cheapest).
     p_drop_modality
-        Training: probability that a cell with several modalities has one hidden entirely.
+        Training: probability that a cell with several modalities is a cross-modal example (one
+        modality hidden, entirely or in part, while the others stay visible).
     align_weight
         Training: weight of a contrastive term pulling together the single-modality embeddings of
         cells measured with several modalities (0 = off).
@@ -90,7 +89,6 @@ class HoloCell(BaseModelClass):
         n_latents: int = 32,
         n_bins: int = 16,
         dropout: float = 0.0,
-        decoder_mlp_ratio: int = 0,
         p_drop_modality: float = 0.5,
         align_weight: float = 0.0,
         seed: int = 0,
@@ -120,7 +118,6 @@ class HoloCell(BaseModelClass):
             n_heads=n_heads,
             n_latents=n_latents,
             dropout=dropout,
-            decoder_mlp_ratio=decoder_mlp_ratio,
         )
         feature_anchor = {m: space.maps[m].anchor for m in self.modalities_}
         peak_bucket = space.maps["atac"].bucket if "atac" in space.maps else None

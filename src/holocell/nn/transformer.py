@@ -36,7 +36,6 @@ class NetworkConfig:
     n_heads: int = 4
     n_latents: int = 32
     mlp_ratio: int = 4
-    decoder_mlp_ratio: int = 0  # 0: no per-token MLP after the read-out attention (cheapest)
     dropout: float = 0.0
 
     def to_dict(self) -> dict:
@@ -87,11 +86,9 @@ class ReadOut(nn.Module):
     embedding (its other observed slots) is added back before the output norm.
     """
 
-    def __init__(self, d: int, n_heads: int, mlp_ratio: int = 0) -> None:
+    def __init__(self, d: int, n_heads: int) -> None:
         super().__init__()
         self.n_heads = n_heads
-        self.ln_mlp = nn.LayerNorm(d) if mlp_ratio else None
-        self.mlp = MLP(d, mlp_ratio, 0.0) if mlp_ratio else None
         self.ln_q = nn.LayerNorm(d)
         self.q = nn.Linear(d, d)
         self.kv = nn.Linear(d, 2 * d)
@@ -105,10 +102,7 @@ class ReadOut(nn.Module):
         q = self.q(self.ln_q(anchors)).view(G, h, d // h).transpose(0, 1)  # (h, G, hs)
         k, v = self.kv(latents).view(B, L, 2, h, d // h).permute(2, 0, 3, 1, 4)  # 2 x (B, h, L, hs)
         y = F.scaled_dot_product_attention(q.unsqueeze(0).expand(B, -1, -1, -1), k, v)  # (B, h, G, hs)
-        h = token_emb + self.out(y.transpose(1, 2).reshape(B, G, d))
-        if self.mlp is not None:
-            h = h + self.mlp(self.ln_mlp(h))
-        return self.ln_out(h)
+        return self.ln_out(token_emb + self.out(y.transpose(1, 2).reshape(B, G, d)))
 
 
 class Block(nn.Module):
@@ -207,7 +201,7 @@ class HoloCellNetwork(nn.Module):
             Block(d, c.n_heads, c.mlp_ratio, c.dropout, cross=False) for _ in range(c.n_layers)
         )
         self.ln_latent = nn.LayerNorm(d)
-        self.read_out = ReadOut(d, c.n_heads, c.decoder_mlp_ratio)
+        self.read_out = ReadOut(d, c.n_heads)
         self.apply(self._init_weights)
 
     @staticmethod
