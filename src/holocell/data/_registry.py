@@ -1,0 +1,226 @@
+"""Registry of downloadable files (datasets and checkpoints), fetched with pooch and verified by sha256.
+
+Resolution order for a registered file:
+
+1. a local directory listed in ``HOLOCELL_DATA_DIR`` (``os.pathsep``-separated) holding a file of the
+   registered name: used in place after its sha256 is checked (offline use, CI, shared drives);
+2. the cache directory (``HOLOCELL_CACHE_DIR``, default: the platform cache folder of ``holocell``):
+   pooch re-uses a cached file whose hash matches and sends no request;
+3. a download from the registered URL (progress bar), written to a temporary file, checked, then moved
+   into the cache. A file whose hash does not match is refused and nothing is cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pooch
+
+#: Environment variable naming local directories searched before any download.
+DATA_DIR_ENV = "HOLOCELL_DATA_DIR"
+#: Environment variable overriding the download cache directory.
+CACHE_DIR_ENV = "HOLOCELL_CACHE_DIR"
+#: Release assets are published under this URL (one folder per data release).
+BASE_URL = "https://github.com/holocell-dev/holocell-data/releases/download/v1/"
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One downloadable file.
+
+    Attributes
+    ----------
+    name
+        Registry key (what users pass, e.g. ``"snareseq2_mop"``).
+    filename
+        File name in the cache and in local data directories.
+    sha256
+        Hex sha256 of the file.
+    url
+        Download URL.
+    kind
+        ``"dataset"`` or ``"checkpoint"``.
+    description
+        One line: what the file is, its source and licence.
+    """
+
+    name: str
+    filename: str
+    sha256: str
+    url: str
+    kind: str = "dataset"
+    description: str = ""
+
+
+REGISTRY: dict[str, RegistryEntry] = {}
+
+
+def register(
+    name: str,
+    filename: str,
+    sha256: str,
+    url: str | None = None,
+    kind: str = "dataset",
+    description: str = "",
+) -> RegistryEntry:
+    """Add (or replace) a registry entry, e.g. a lab's own checkpoint server.
+
+    Parameters
+    ----------
+    name
+        Key used by :func:`fetch`.
+    filename
+        File name to cache it under.
+    sha256
+        Expected hex sha256 of the file (64 characters).
+    url
+        Download URL (default: :data:`BASE_URL` + ``filename``).
+    kind
+        ``"dataset"`` or ``"checkpoint"``.
+    description
+        Free text shown by :func:`available`.
+
+    Returns
+    -------
+    The new entry.
+    """
+    sha256 = sha256.lower().removeprefix("sha256:")
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError(f"sha256 for {name!r} must be 64 hex characters, got {sha256!r}.")
+    if kind not in ("dataset", "checkpoint"):
+        raise ValueError(f"kind must be 'dataset' or 'checkpoint', got {kind!r}.")
+    entry = RegistryEntry(name, filename, sha256, url or BASE_URL + filename, kind, description)
+    REGISTRY[name] = entry
+    return entry
+
+
+def available(kind: str | None = None) -> list[str]:
+    """Names in the registry, optionally only datasets or only checkpoints."""
+    return sorted(n for n, e in REGISTRY.items() if kind is None or e.kind == kind)
+
+
+def cache_dir() -> Path:
+    """Directory downloads are cached in (``$HOLOCELL_CACHE_DIR`` or the platform cache)."""
+    env = os.environ.get(CACHE_DIR_ENV)
+    return Path(env).expanduser() if env else Path(pooch.os_cache("holocell"))
+
+
+def sha256sum(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _local_copy(entry: RegistryEntry) -> Path | None:
+    for folder in filter(None, os.environ.get(DATA_DIR_ENV, "").split(os.pathsep)):
+        candidate = Path(folder).expanduser() / entry.filename
+        if candidate.is_file():
+            actual = sha256sum(candidate)
+            if actual != entry.sha256:
+                raise ValueError(
+                    f"{candidate} (found through ${DATA_DIR_ENV}) has sha256 {actual}, but the registry "
+                    f"expects {entry.sha256} for {entry.name!r}. The file is corrupted or a different "
+                    f"version: replace it, or remove it from that directory to download a fresh copy."
+                )
+            return candidate
+    return None
+
+
+def fetch(name: str, *, progressbar: bool = True) -> Path:
+    """Path of a registered file, from a local directory, the cache, or a verified download.
+
+    Parameters
+    ----------
+    name
+        A registry key (see :func:`available`).
+    progressbar
+        Show a download progress bar.
+
+    Returns
+    -------
+    Local path of the verified file.
+
+    Raises
+    ------
+    KeyError
+        ``name`` is not registered.
+    ValueError
+        The file's sha256 does not match (nothing is cached).
+    ConnectionError
+        The file is not local and the server cannot be reached.
+    """
+    if name not in REGISTRY:
+        raise KeyError(f"{name!r} is not in the holocell registry; available: {available()}.")
+    entry = REGISTRY[name]
+    local = _local_copy(entry)
+    if local is not None:
+        return local
+    return fetch_url(entry.url, entry.sha256, entry.filename, progressbar=progressbar)
+
+
+def fetch_url(url: str, sha256: str, filename: str, *, progressbar: bool = True) -> Path:
+    """Download ``url`` into the cache (or reuse the cached copy), refusing a wrong sha256.
+
+    Parameters
+    ----------
+    url
+        Where to download from (``http(s)://``, ``ftp://``).
+    sha256
+        Expected hex sha256.
+    filename
+        Name of the file in the cache.
+    progressbar
+        Show a download progress bar.
+
+    Returns
+    -------
+    Path of the verified file in :func:`cache_dir`.
+    """
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        path = pooch.retrieve(
+            url,
+            known_hash=f"sha256:{sha256}",
+            fname=filename,
+            path=folder,
+            progressbar=progressbar,
+        )
+    except ValueError as err:  # pooch: hash mismatch (the downloaded file is deleted)
+        raise ValueError(
+            f"Refusing {url}: its sha256 does not match the registered {sha256}, so it was not cached. "
+            "The server holds a different or corrupted file; check the URL or the expected hash."
+        ) from err
+    except OSError as err:  # requests' ConnectionError/HTTPError derive from OSError
+        raise ConnectionError(
+            f"Could not download {url} ({type(err).__name__}: {err}). Check the network, or put "
+            f"{filename!r} in a directory listed in ${DATA_DIR_ENV} to work offline."
+        ) from err
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------- entries
+register(
+    "snareseq2_mop",
+    "scmomat_mop_snareseq2_10k.h5mu",
+    "bc1561ed1950932a16f5f7f70daf6554e6f91cb3fac6df3dd3c9a33bd5d772d2",
+    description="Mouse motor cortex SNARE-seq2 (mm10), paired RNA + ATAC, 10,309 cells; via scMoMaT (MIT).",
+)
+register(
+    "granja2019_bmmc",
+    "granja2019_bmmc_scatac_14k.h5ad",
+    "b6bb7864fa6150dbda0b569fd0c0834a2dcb10fbdb49ee8228e346c8e14c9451",
+    description="Human bone-marrow scATAC (hg19), Granja et al. 2019, 14,125 cells; via epiCHAOS (MIT).",
+)
+register(
+    "pbmc_multiome_1k",
+    "muon_test_pbmc_multiome_1k.h5mu",
+    "917a6beab7e5cd602ebd8151db9020ba088782003b8f262bf08a9ba56b7188ae",
+    description="Human PBMC 10x Multiome (GRCh38), 1,000 cells, 174 peaks + 45 genes; muon test data (BSD-3).",
+)
