@@ -46,6 +46,12 @@ def validate_setup(
     Warns (does not raise) about cells with all-zero counts in a modality they are measured in,
     and about an antibody panel of which no antibody maps to a gene.
     """
+    if isinstance(mdata, str | Path):
+        where = "" if Path(mdata).exists() else f" (and {str(mdata)!r} does not exist: check the path)"
+        raise TypeError(
+            f"setup_mudata needs a MuData object, got the path {str(mdata)!r}{where}. Read the file first: "
+            "mdata = mudata.read_h5mu(path)."
+        )
     if not isinstance(mdata, MuData):
         raise TypeError(
             f"setup_mudata needs a MuData, got {type(mdata).__name__}. Wrap an AnnData with "
