@@ -312,3 +312,13 @@ def test_other_vocabulary_is_refused(saved, tmp_path):
 def test_missing_checkpoint_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json is missing"):
         hc.HoloCell.load(tmp_path / "nowhere", _setup(_sim()))
+
+
+def test_checkpoint_without_sha256_loads_with_warning(saved):
+    config = json.loads((saved / "config.json").read_text())
+    del config["weights_sha256"]
+    config["format_version"] = 1  # as written before the sha256 was recorded
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match="cannot be verified"):
+        model = hc.HoloCell.load(saved, _setup(_sim()))
+    assert model.is_trained_
