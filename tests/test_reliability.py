@@ -322,3 +322,16 @@ def test_checkpoint_without_sha256_loads_with_warning(saved):
     with pytest.warns(UserWarning, match="cannot be verified"):
         model = hc.HoloCell.load(saved, _setup(_sim()))
     assert model.is_trained_
+
+
+def test_save_load_atac_model_set_up_with_a_genome_table(tmp_path):
+    mdata = hc.data.simulate_multiome(
+        40, n_genes=12, n_tfs=3, n_proteins=3, n_distal_peaks=2, peaks_per_gene=2, seed=1
+    )[0]
+    var = mdata["rna"].var
+    table = var.assign(gene_name=var.index)[["gene_name", "chrom", "tss", "strand"]].reset_index(drop=True)
+    hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "atac": "atac"}, batch_key="batch", genome=table)
+    model = hc.HoloCell(mdata, **TINY)
+    model.save(tmp_path / "m")
+    loaded = hc.HoloCell.load(tmp_path / "m", mdata.copy())  # the table was saved as text; anchors are reused
+    assert loaded.feature_space.anchors == model.feature_space.anchors

@@ -180,7 +180,12 @@ def _warn_empty_cells(x, name: str) -> None:
 def _check_vocabulary(mdata: MuData, modalities: Mapping[str, str], genome) -> None:
     """Features that cannot meet the gene vocabulary: an error where linking would silently fail."""
     if "atac" in modalities:
-        table = gene_table_for(mdata, modalities, genome)
+        try:
+            table = gene_table_for(mdata, modalities, genome)
+        except (ValueError, OSError):
+            # e.g. a DataFrame genome saved as text in a checkpoint: the saved feature space is used
+            # then, and a bad genome for a new model fails when its feature space is built
+            table = None
         if table is not None:
             peaks = parse_peaks(mdata.mod[modalities["atac"]].var)
             peak_chroms = set(peaks["chrom"].astype(str))
