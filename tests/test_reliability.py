@@ -335,3 +335,14 @@ def test_save_load_atac_model_set_up_with_a_genome_table(tmp_path):
     model.save(tmp_path / "m")
     loaded = hc.HoloCell.load(tmp_path / "m", mdata.copy())  # the table was saved as text; anchors are reused
     assert loaded.feature_space.anchors == model.feature_space.anchors
+
+
+def test_save_killed_between_renames_points_to_old_model(saved):
+    # the one window of an overwriting save that is not a single rename: old model moved aside
+    aside = saved.with_name(f".{saved.name}.old")
+    saved.rename(aside)
+    with pytest.raises(FileNotFoundError, match="was interrupted") as err:
+        hc.HoloCell.load(saved, _setup(_sim()))
+    assert f"Rename {aside}" in str(err.value)
+    aside.rename(saved)
+    hc.HoloCell.load(saved, _setup(_sim()))

@@ -110,6 +110,12 @@ def save_model(model: HoloCell, dir_path: Path, *, overwrite: bool, save_mudata:
 def read_config(dir_path: Path) -> dict:
     """Read and check ``config.json`` of a checkpoint directory."""
     path = Path(dir_path) / CONFIG
+    old = Path(dir_path).with_name(f".{Path(dir_path).name}.old")
+    if not path.exists() and (old / CONFIG).exists():
+        raise FileNotFoundError(
+            f"No holocell checkpoint at {dir_path}, but {old} holds the model it replaced: a save with "
+            f"overwrite=True was interrupted between two renames. Rename {old} to {dir_path} to recover it."
+        )
     if not path.exists():
         raise FileNotFoundError(f"No holocell checkpoint at {dir_path}: {CONFIG} is missing.")
     try:
