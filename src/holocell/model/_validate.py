@@ -127,6 +127,8 @@ def check_counts(x, name: str, m: str) -> None:
     m
         holocell modality (``"rna"``, ``"atac"``, ``"protein"``), for the ``<m>_layer=`` hint.
     """
+    if x is None:
+        raise ValueError(f"Modality {name!r} has no .X; pass the layer that holds the counts ({m}_layer='counts').")
     if sp.issparse(x):
         if x.format not in ("csr", "csc"):
             raise TypeError(
