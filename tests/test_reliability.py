@@ -346,3 +346,20 @@ def test_save_killed_between_renames_points_to_old_model(saved):
     assert f"Rename {aside}" in str(err.value)
     aside.rename(saved)
     hc.HoloCell.load(saved, _setup(_sim()))
+
+
+def test_safetensors_whose_header_starts_like_a_pickle_loads(tmp_path):
+    # a safetensors file begins with its header length (u64, little-endian): the first byte can be
+    # 0x80, the pickle opcode, and such a file must still load
+    from safetensors.torch import save_file
+
+    from holocell.model._checkpoint import WEIGHTS, file_sha256, read_weights
+
+    path = tmp_path / WEIGHTS
+    for pad in range(300):
+        save_file({"w": torch.arange(4.0)}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    state = read_weights(tmp_path, file_sha256(path))
+    assert torch.equal(state["w"], torch.arange(4.0))

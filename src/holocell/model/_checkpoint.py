@@ -33,6 +33,7 @@ CONFIG = "config.json"
 MUDATA = "mdata.h5mu"
 _PICKLE_NAMES = ("model.pt", "model.pth", "model.pkl", "model.ckpt", "pytorch_model.bin")
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2; torch.save's zip container
+# (checked only after safetensors failed to parse: a safetensors header length may start with 0x80 too)
 
 
 def _holocell_version() -> str:
@@ -147,13 +148,19 @@ def read_weights(dir_path: Path, expected_sha256: str | None = None) -> dict[str
                 "or re-save the model with holocell."
             )
         raise FileNotFoundError(f"No holocell weights at {path}.")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head.startswith(_PICKLE_MAGIC):
+    try:
+        state = load_file(str(path))  # safetensors parses a JSON header and raw bytes: never unpickles
+    except (SafetensorError, OSError, ValueError) as err:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head.startswith(_PICKLE_MAGIC):
+            raise ValueError(
+                f"{path} is a pickle (torch.save output), not a safetensors file. holocell never unpickles "
+                "files (a pickle can run arbitrary code); re-save the model with holocell."
+            ) from err
         raise ValueError(
-            f"{path} is a pickle (torch.save output), not a safetensors file. holocell never unpickles "
-            "files (a pickle can run arbitrary code); re-save the model with holocell."
-        )
+            f"{path} is corrupted or not a safetensors file ({err}). Save the model again."
+        ) from err
     if expected_sha256 is not None:
         actual = file_sha256(path)
         if actual != expected_sha256:
@@ -162,12 +169,7 @@ def read_weights(dir_path: Path, expected_sha256: str | None = None) -> dict[str
                 f"got {actual[:12]}...): the weights were changed or corrupted after saving. Refusing to load; "
                 "save the model again or fetch a fresh copy."
             )
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(
-            f"{path} is corrupted or not a safetensors file ({err}). Save the model again."
-        ) from err
+    return state
 
 
 def load_model(cls: type[HoloCell], dir_path: Path, mdata: md.MuData | None, device=None) -> HoloCell:
