@@ -122,7 +122,7 @@ def test_duplicated_var_names(mdata):
     names = mdata.mod["rna"].var_names.tolist()
     names[1] = names[0]
     mdata.mod["rna"].var_names = names
-    with pytest.raises(ValueError, match="duplicated feature names") as err:
+    with pytest.raises(ValueError, match="(?i)duplicated feature names") as err:
         _setup(mdata)
     assert "var_names_make_unique" in str(err.value)
 
@@ -169,6 +169,123 @@ def test_anndata_instead_of_mudata(mdata):
     assert "mudata.MuData({'rna': adata})" in str(err.value)
     with pytest.raises(TypeError, match="needs a MuData, got AnnData"):
         HoloCell.setup_mudata(adata, modalities={"rna": "rna"})
+
+
+def test_batch_key_nan_names_column_and_fix(mdata):
+    batch = mdata.obs["batch"].astype(object)
+    batch.iloc[[0, 5]] = np.nan
+    mdata.obs["batch"] = batch
+    with pytest.raises(ValueError, match="2 missing values") as err:
+        _setup(mdata)
+    assert "mdata.obs['batch']" in str(err.value) and "fillna" in str(err.value)
+
+
+def test_duplicated_cell_names_in_a_modality(mdata):
+    names = mdata.mod["protein"].obs_names.tolist()
+    names[1] = names[0]
+    mdata.mod["protein"].obs_names = names
+    with pytest.warns(UserWarning):  # mudata itself warns about the duplicates
+        mdata.update()
+    with pytest.raises(ValueError, match="(?i)duplicated cell names") as err:
+        _setup(mdata)
+    assert "obs_names_make_unique" in str(err.value)
+
+
+def test_zero_features_names_fix():
+    rna = simulate_multiome(10, n_genes=10, n_tfs=2, n_proteins=2, modalities=["rna"], seed=0)[0]["rna"]
+    mdata = MuData({"rna": rna, "protein": rna[:, []].copy()})
+    with pytest.raises(ValueError, match=r"shape \(10, 0\)") as err:
+        HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"})
+    assert "Leave it out of `modalities`" in str(err.value)
+
+
+def test_zero_cells():
+    rna = simulate_multiome(10, n_genes=10, n_tfs=2, n_proteins=2, modalities=["rna"], seed=0)[0]["rna"]
+    mdata = MuData({"rna": rna, "protein": rna[[], :].copy()})
+    with pytest.raises(ValueError, match=r"shape \(0, 10\)"):
+        HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"})
+
+
+def test_nan_message_names_layer_fix(mdata):
+    x = mdata.mod["rna"].X.copy()
+    x.data[2] = np.nan
+    _set_x(mdata, "rna", x)
+    with pytest.raises(ValueError, match="NaN or Inf") as err:
+        _setup(mdata)
+    assert "rna_layer='counts'" in str(err.value)
+
+
+def test_all_zero_cells_warn_and_train(mdata):
+    x = mdata.mod["rna"].X.toarray()
+    x[[0, 1]] = 0
+    _set_x(mdata, "rna", sp.csr_matrix(x))
+    with pytest.warns(UserWarning, match="2 of 24 cells in modality 'rna' have no counts") as rec:
+        _setup(mdata)
+    assert any("filter_cells" in str(w.message) for w in rec)
+    model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4)
+    model.train(max_epochs=1, enable_progress_bar=False, batch_size=8)
+    assert np.isfinite(model.get_latent_representation()).all()
+
+
+def test_dense_and_csc_accepted(mdata):
+    _set_x(mdata, "rna", mdata.mod["rna"].X.toarray())
+    _set_x(mdata, "atac", sp.csc_matrix(mdata.mod["atac"].X))
+    _setup(mdata)
+    model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4)
+    assert model.get_latent_representation().shape == (mdata.n_obs, 16)
+
+
+@pytest.mark.parametrize("fmt", ["coo", "lil", "dok"])
+def test_other_sparse_formats(mdata, fmt):
+    x = mdata.mod["rna"].X.asformat(fmt)
+    # anndata refuses them on assignment ...
+    with pytest.raises(ValueError, match="Only CSR and CSC"):
+        mdata.mod["rna"].X = x
+    # ... and holocell's own check (used on every matrix it reads) names the fix
+    from holocell.model._validate import check_counts
+
+    with pytest.raises(TypeError, match=f"{fmt.upper()} sparse matrix") as err:
+        check_counts(x, "rna", "rna")
+    assert ".tocsr()" in str(err.value)
+
+
+def test_h5mu_path_instead_of_mudata(tmp_path):
+    missing = tmp_path / "nope.h5mu"
+    with pytest.raises(TypeError, match="does not exist") as err:
+        HoloCell.setup_mudata(str(missing), modalities={"rna": "rna"})
+    assert "mudata.read_h5mu(path)" in str(err.value)
+
+
+def test_atac_chromosomes_match_no_gene(mdata):
+    var = mdata.mod["atac"].var.copy()
+    var["chrom"] = var["chrom"].str.replace("chr", "", regex=False)
+    mdata.mod["atac"].var = var
+    with pytest.raises(ValueError, match="No ATAC peak lies on a chromosome") as err:
+        _setup(mdata)
+    assert "genome=" in str(err.value) and "'1' -> 'chr1'" in str(err.value)
+
+
+def test_rna_names_match_no_gene_of_the_genome_table(mdata):
+    var = mdata.mod["rna"].var
+    table = var.assign(gene_name=var.index)[["gene_name", "chrom", "tss", "strand"]].reset_index(drop=True)
+    mdata.mod["rna"].var_names = var["gene_id"].astype(str).to_numpy()  # Ensembl-style ids, not symbols
+    mdata.update()
+    with pytest.raises(ValueError, match="No RNA feature name") as err:
+        _setup(mdata, genome=table)
+    assert "var_names" in str(err.value)
+
+
+def test_unmapped_antibodies_are_reported_not_fatal(mdata):
+    prot = mdata.mod["protein"]
+    prot.var = prot.var.drop(columns="gene")
+    prot.var_names = [f"zz_unknown_{i}" for i in range(prot.n_vars)]
+    mdata.update()
+    with pytest.warns(UserWarning, match="No antibody of modality 'protein'"):
+        _setup(mdata)
+    model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4)
+    report = model.feature_space.maps["protein"].report
+    assert (report["how"] == "unmapped").all()
+    assert report["anchor"].str.startswith("protein:").all()
 
 
 # ----------------------------------------------------------------------------- no side effects

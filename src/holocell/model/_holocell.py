@@ -25,7 +25,14 @@ from ..nn import HoloCellModule, NetworkConfig
 from ..train import MosaicDataModule, TrainingPlan, split_indices
 from ..vocab import SPECIES, FeatureSpace, build_feature_space, map_proteins_to_genes
 from . import _checkpoint
-from ._validate import gene_table_for, normalise_modalities, validate_setup
+from ._validate import (
+    check_mudata,
+    check_unchanged,
+    data_fingerprint,
+    gene_table_for,
+    normalise_modalities,
+    validate_setup,
+)
 
 _GENERATED_TRANSFORM = {
     "rna": "log1p(counts / library * 1e4)",
@@ -135,6 +142,7 @@ class HoloCell(BaseModelClass):
             f"HoloCell model: modalities {self.modalities_}, {space.n_anchors} gene anchors, "
             f"d_model={d_model}, n_layers={n_layers}, n_latents={n_latents}, {n_params:,} parameters."
         )
+        self._fingerprint = data_fingerprint(mdata, self.modalities_)
         self.init_params_ = self._get_init_params(locals())
         self.init_params_["non_kwargs"].pop("feature_space", None)  # saved separately, as JSON
 
@@ -203,6 +211,7 @@ class HoloCell(BaseModelClass):
             {"rna": rna_layer, "atac": atac_layer, "protein": protein_layer},
             batch_key,
             species,
+            genome,
         )
         fields = [MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=None)]
         manager = AnnDataManager(
@@ -234,6 +243,9 @@ class HoloCell(BaseModelClass):
                 f"Available: {list(mdata.mod)}."
             )
         layers = {m: setup.get(f"{m}_layer") for m in self.modalities_}
+        if mdata is self.adata:
+            check_unchanged(mdata, self.modalities_, self._fingerprint)
+        check_mudata(mdata, self.modalities_, layers)
         features = {m: self.feature_space.maps[m].features for m in self.modalities_}
         batch_key = setup.get("batch_key")
         lookup = {c: i for i, c in enumerate(self.batch_categories_)}
@@ -268,7 +280,7 @@ class HoloCell(BaseModelClass):
         self,
         max_epochs: int | None = None,
         accelerator: str = "auto",
-        devices: int | str = "auto",
+        devices: int | str | list[int] = "auto",
         batch_size: int = 32,
         validation_size: float = 0.1,
         early_stopping: bool = True,
@@ -278,6 +290,12 @@ class HoloCell(BaseModelClass):
         seed: int = 0,
         enable_progress_bar: bool = True,
         plan_kwargs: dict | None = None,
+        *,
+        strategy: str | pl.strategies.Strategy = "auto",
+        precision: str | int | None = None,
+        num_nodes: int = 1,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
         **trainer_kwargs,
     ) -> None:
         """Train by masked discrete diffusion with Lightning.
@@ -287,9 +305,9 @@ class HoloCell(BaseModelClass):
         max_epochs
             Epochs; by default about 1,500 optimiser steps, between 20 and 400 epochs.
         accelerator, devices
-            Lightning device selection (``"cpu"``, ``"gpu"``, ``"auto"``).
+            Lightning device selection (``"cpu"``, ``"gpu"``, ``"auto"``; ``devices=8`` or ``[0, 1]``).
         batch_size
-            Cells per mini-batch.
+            Cells per mini-batch (per device).
         validation_size
             Fraction of cells held out to monitor the loss (and for early stopping).
         early_stopping
@@ -305,40 +323,80 @@ class HoloCell(BaseModelClass):
             Show Lightning's progress bar.
         plan_kwargs
             More :class:`~holocell.train.TrainingPlan` arguments.
+        strategy
+            Lightning strategy: ``"auto"``, ``"ddp"`` (several devices or nodes; the trained
+            weights end up in the process that called ``train``), ``"ddp_spawn"``, ...
+        precision
+            Lightning precision, e.g. ``"bf16-mixed"`` (GPU, or CPU autocast); ``None``: 32-bit.
+        num_nodes
+            Machines for multi-node DDP (launched by ``torchrun`` or SLURM, see the scaling docs).
+        checkpoint_dir
+            Write a Lightning checkpoint (``last.ckpt``) there at the end of every epoch.
+        resume
+            Continue from ``checkpoint_dir/last.ckpt`` (weights, optimiser, schedule, epoch and
+            step) when it exists; start afresh, with a warning, when it does not. Lightning
+            checkpoints are loaded with ``weights_only=True``; resume only from checkpoints you
+            wrote yourself.
         **trainer_kwargs
-            Passed to :class:`lightning.pytorch.Trainer` (e.g. ``precision="bf16-mixed"``, ``strategy``).
+            Passed to :class:`lightning.pytorch.Trainer`.
+
+        Raises
+        ------
+        FloatingPointError
+            When the training loss becomes NaN or infinite (naming the step).
         """
+        if resume and checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir, the directory train() wrote checkpoints to.")
         pl.seed_everything(seed, verbose=False)
         _, arrays = self._arrays(None)
         train_idx, val_idx = split_indices(arrays.n_cells, validation_size, seed)
         steps_per_epoch = max(1, len(train_idx) // batch_size)
         if max_epochs is None:
             max_epochs = int(min(400, max(20, math.ceil(1500 / steps_per_epoch))))
-        plan_kwargs = {"lr": lr, "ema_decay": ema_decay, **(plan_kwargs or {})}
-        plan = TrainingPlan(self.module, total_steps=max_epochs * steps_per_epoch, **plan_kwargs)
-        datamodule = MosaicDataModule(arrays, train_idx, val_idx, batch_size, seed)
         history = _HistoryCallback()
-        callbacks = [history]
+        callbacks: list[pl.Callback] = [history]
         if early_stopping and len(val_idx) > 0:
             callbacks.append(
                 pl.callbacks.EarlyStopping("validation_loss", patience=early_stopping_patience, mode="min")
             )
+        ckpt_path = None
+        if checkpoint_dir is not None:
+            checkpoint_dir = Path(checkpoint_dir)
+            callbacks.append(
+                pl.callbacks.ModelCheckpoint(
+                    dirpath=checkpoint_dir, filename="{epoch}-{step}", save_top_k=1, save_last=True
+                )
+            )
+            last = checkpoint_dir / "last.ckpt"
+            if resume and last.exists():
+                ckpt_path = str(last)
+            elif resume:
+                warnings.warn(f"No checkpoint at {last}; training starts from scratch.", UserWarning, stacklevel=2)
+        if precision is not None:
+            trainer_kwargs["precision"] = precision
         trainer = pl.Trainer(
             max_epochs=max_epochs,
             accelerator=accelerator,
             devices=devices,
+            strategy=strategy,
+            num_nodes=num_nodes,
             callbacks=callbacks,
             enable_progress_bar=enable_progress_bar,
             enable_model_summary=False,
-            enable_checkpointing=False,
+            enable_checkpointing=checkpoint_dir is not None,
             logger=False,
             gradient_clip_val=1.0,
             num_sanity_val_steps=0,
             **trainer_kwargs,
         )
+        # each device sees 1/world_size of the mini-batches
+        steps_per_device = max(1, math.ceil(steps_per_epoch / trainer.world_size))
+        plan_kwargs = {"lr": lr, "ema_decay": ema_decay, **(plan_kwargs or {})}
+        plan = TrainingPlan(self.module, total_steps=max_epochs * steps_per_device, **plan_kwargs)
+        datamodule = MosaicDataModule(arrays, train_idx, val_idx, batch_size, seed)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            trainer.fit(plan, datamodule=datamodule)
+            trainer.fit(plan, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         self.module.eval()
         self.is_trained_ = True
         self.train_indices_, self.validation_indices_ = train_idx, val_idx

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pandas as pd
 import scipy.sparse as sp
 from mudata import MuData
 
-from ..vocab import MODALITIES, SPECIES, load_gene_table, read_tss_file
+from ..vocab import MODALITIES, SPECIES, load_gene_table, map_proteins_to_genes, parse_peaks, read_tss_file
 
 _LAYER_SUFFIX = "_layer"
 
@@ -37,15 +39,30 @@ def validate_setup(
     layers: Mapping[str, str | None],
     batch_key: str | None,
     species: str,
+    genome=None,
 ) -> None:
-    """Raise a clear error for input holocell cannot use; never modifies ``mdata``."""
+    """Raise a clear error for input holocell cannot use; never modifies ``mdata``.
+
+    Warns (does not raise) about cells with all-zero counts in a modality they are measured in,
+    and about an antibody panel of which no antibody maps to a gene.
+    """
+    if isinstance(mdata, str | Path):
+        where = "" if Path(mdata).exists() else f" (and {str(mdata)!r} does not exist: check the path)"
+        raise TypeError(
+            f"setup_mudata needs a MuData object, got the path {str(mdata)!r}{where}. Read the file first: "
+            "mdata = mudata.read_h5mu(path)."
+        )
     if not isinstance(mdata, MuData):
         raise TypeError(
             f"setup_mudata needs a MuData, got {type(mdata).__name__}. Wrap an AnnData with "
             "mudata.MuData({'rna': adata})."
         )
     if species not in SPECIES:
-        raise ValueError(f"species must be one of {list(SPECIES)}, got {species!r}.")
+        raise ValueError(
+            f"species must be one of {list(SPECIES)}, got {species!r}. holocell's gene tables cover "
+            "these species only; pass species='human' or species='mouse'."
+        )
+    _check_unique(mdata.obs_names, "cell names (mdata.obs_names)", "mdata.obs_names_make_unique()")
     for m, name in modalities.items():
         if name not in mdata.mod:
             raise KeyError(
@@ -54,45 +71,158 @@ def validate_setup(
             )
         adata = mdata.mod[name]
         if adata.n_obs == 0 or adata.n_vars == 0:
-            raise ValueError(f"Modality {name!r} has shape {adata.shape}; it needs cells and features.")
-        if not adata.var_names.is_unique:
-            dup = adata.var_names[adata.var_names.duplicated()][:3].tolist()
             raise ValueError(
-                f"Modality {name!r} has duplicated feature names (e.g. {dup}); make them unique with "
-                f"mdata.mod[{name!r}].var_names_make_unique()."
+                f"Modality {name!r} has shape {adata.shape}; it needs cells and features. Leave it out "
+                f"of `modalities`, or pass the modality that holds the data."
             )
+        _check_unique(
+            adata.obs_names,
+            f"cell names in modality {name!r}",
+            f"mdata.mod[{name!r}].obs_names_make_unique(), then mdata.update()",
+        )
+        _check_unique(
+            adata.var_names, f"feature names in modality {name!r}", f"mdata.mod[{name!r}].var_names_make_unique()"
+        )
         layer = layers.get(m)
         if layer is not None and layer not in adata.layers:
             raise KeyError(
-                f"Layer {layer!r} not in mdata.mod[{name!r}].layers; available: {list(adata.layers)}."
+                f"Layer {layer!r} not in mdata.mod[{name!r}].layers; available: {list(adata.layers)}. "
+                f"Pass {m}_layer=None to use .X, or the name of the layer with raw counts."
             )
-        _check_counts(adata.X if layer is None else adata.layers[layer], name, m)
+        x = adata.X if layer is None else adata.layers[layer]
+        check_counts(x, name, m)
+        _warn_empty_cells(x, name)
     if batch_key is not None and batch_key not in mdata.obs:
         pulled = [c for c in mdata.obs.columns if c.endswith(f":{batch_key}")]
         hint = " Run mdata.pull_obs() to bring modality columns to the global obs." if pulled else ""
-        raise KeyError(f"batch_key {batch_key!r} is not a column of the global mdata.obs.{hint}")
-    if batch_key is not None and pd.isna(mdata.obs[batch_key]).any():
-        raise ValueError(
-            f"mdata.obs[{batch_key!r}] has missing values; every cell needs a batch "
-            "(fill them, e.g. with 'unknown')."
+        raise KeyError(
+            f"batch_key {batch_key!r} is not a column of the global mdata.obs "
+            f"(columns: {list(mdata.obs.columns)[:10]}).{hint}"
         )
+    if batch_key is not None and pd.isna(mdata.obs[batch_key]).any():
+        n = int(pd.isna(mdata.obs[batch_key]).sum())
+        raise ValueError(
+            f"mdata.obs[{batch_key!r}] has {n} missing values (NaN); every cell needs a batch. Fill them, "
+            f"e.g. mdata.obs[{batch_key!r}] = mdata.obs[{batch_key!r}].astype(str).fillna('unknown') "
+            "(a category of its own), or drop those cells."
+        )
+    _check_vocabulary(mdata, modalities, genome)
 
 
-def _check_counts(x, name: str, m: str) -> None:
-    values = x.data if sp.issparse(x) else np.asarray(x)
-    sample = values.ravel()[:1_000_000]
+def _check_unique(names: pd.Index, what: str, fix: str) -> None:
+    if not names.is_unique:
+        dup = names[names.duplicated()][:3].tolist()
+        raise ValueError(f"Duplicated {what} (e.g. {dup}); make them unique with {fix}.")
+
+
+def check_counts(x, name: str, m: str) -> None:
+    """Raise unless ``x`` is a dense array or CSR/CSC matrix of finite, non-negative integer counts.
+
+    Parameters
+    ----------
+    x
+        ``.X`` or a layer of modality ``name``.
+    name
+        Modality name in ``mdata.mod`` (for the message).
+    m
+        holocell modality (``"rna"``, ``"atac"``, ``"protein"``), for the ``<m>_layer=`` hint.
+    """
+    if x is None:
+        raise ValueError(f"Modality {name!r} has no .X; pass the layer that holds the counts ({m}_layer='counts').")
+    if sp.issparse(x):
+        if x.format not in ("csr", "csc"):
+            raise TypeError(
+                f"Modality {name!r} holds a {x.format.upper()} sparse matrix; holocell reads CSR or CSC. "
+                f"Convert it with .tocsr() (e.g. mdata.mod[{name!r}].X = mdata.mod[{name!r}].X.tocsr())."
+            )
+        values = x.data
+    elif isinstance(x, np.ndarray):
+        values = x
+    else:
+        raise TypeError(
+            f"Modality {name!r} holds a {type(x).__name__}; holocell reads numpy arrays and CSR/CSC "
+            f"matrices. Load it into memory first, e.g. mdata.mod[{name!r}].X = "
+            f"scipy.sparse.csr_matrix(mdata.mod[{name!r}].X)."
+        )
+    sample = np.asarray(values).ravel()[:1_000_000]
+    if not np.issubdtype(sample.dtype, np.number) or np.issubdtype(sample.dtype, np.complexfloating):
+        raise TypeError(f"Modality {name!r} has {sample.dtype} values; holocell needs numeric raw counts.")
+    layer_hint = f"pass the layer that holds them ({m}_layer='counts')"
     if not np.isfinite(sample).all():
-        raise ValueError(f"Modality {name!r} contains NaN or Inf; holocell needs raw counts.")
+        raise ValueError(
+            f"Modality {name!r} contains NaN or Inf; holocell needs raw counts. {layer_hint[0].upper()}"
+            f"{layer_hint[1:]}, or replace them (e.g. np.nan_to_num) if they stand for zero counts."
+        )
     if (sample < 0).any():
         raise ValueError(
             f"Modality {name!r} has negative values: it looks normalised or scaled. holocell needs raw "
-            f"counts; pass the layer that holds them ({m}_layer='counts')."
+            f"counts; {layer_hint}."
         )
     if not np.allclose(sample, np.round(sample)):
         raise ValueError(
             f"Modality {name!r} has non-integer values: it looks normalised. holocell needs raw counts; "
-            f"pass the layer that holds them ({m}_layer='counts')."
+            f"{layer_hint}."
         )
+
+
+def _warn_empty_cells(x, name: str) -> None:
+    totals = np.asarray(x.sum(axis=1)).ravel()
+    n_empty = int((totals == 0).sum())
+    if n_empty:
+        warnings.warn(
+            f"{n_empty} of {len(totals)} cells in modality {name!r} have no counts at all. holocell treats "
+            "them as measured with zero counts. If they were not measured, remove them from that modality "
+            "(holocell masks absent modalities); otherwise filter them, e.g. with "
+            "scanpy.pp.filter_cells(adata, min_counts=1), then mdata.update().",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _check_vocabulary(mdata: MuData, modalities: Mapping[str, str], genome) -> None:
+    """Features that cannot meet the gene vocabulary: an error where linking would silently fail."""
+    if "atac" in modalities:
+        try:
+            table = gene_table_for(mdata, modalities, genome)
+        except (ValueError, OSError):
+            # e.g. a DataFrame genome saved as text in a checkpoint: the saved feature space is used
+            # then, and a bad genome for a new model fails when its feature space is built
+            table = None
+        if table is not None:
+            peaks = parse_peaks(mdata.mod[modalities["atac"]].var)
+            peak_chroms = set(peaks["chrom"].astype(str))
+            gene_chroms = set(table["chrom"].dropna().astype(str))
+            if not peak_chroms & gene_chroms:
+                raise ValueError(
+                    f"No ATAC peak lies on a chromosome of the gene TSS table (peaks: "
+                    f"{sorted(peak_chroms)[:3]}, genes: {sorted(gene_chroms)[:3]}), so no peak could link "
+                    "to a gene. Pass the genome build the peaks were called on (genome='hg38', 'hg19', "
+                    "'mm10' or a BED/GTF path), or rename chromosomes to match (e.g. '1' -> 'chr1')."
+                )
+            if "rna" in modalities and genome is not None:
+                genes = set(table["gene_name"].astype(str))
+                rna_names = mdata.mod[modalities["rna"]].var_names.astype(str)
+                if not rna_names.isin(list(genes)).any():
+                    raise ValueError(
+                        f"No RNA feature name of modality {modalities['rna']!r} (e.g. {rna_names[:3].tolist()}) "
+                        "is a gene of the TSS table (e.g. "
+                        f"{sorted(genes)[:3]}), so peaks would link to anchors the RNA does not share. Use "
+                        "gene symbols as RNA var_names (e.g. mdata.mod['rna'].var_names = "
+                        "mdata.mod['rna'].var['gene_symbols']), or pass a TSS table named like them."
+                    )
+    if "protein" in modalities:
+        var = mdata.mod[modalities["protein"]].var
+        if "gene" not in var.columns:
+            mapped = map_proteins_to_genes(var.index.astype(str).tolist())
+            if mapped["gene"].isna().all():
+                warnings.warn(
+                    f"No antibody of modality {modalities['protein']!r} (e.g. {var.index[:3].tolist()}) "
+                    "maps to a gene; each keeps an anchor of its own, so protein shares no token with RNA "
+                    "or ATAC. Add a 'gene' column (gene symbols) to its .var to link them; the mapping is "
+                    "in model.feature_space.maps['protein'].report.",
+                    UserWarning,
+                    stacklevel=3,
+                )
 
 
 def gene_table_for(mdata: MuData, modalities: Mapping[str, str], genome) -> pd.DataFrame | None:
@@ -115,3 +245,76 @@ def gene_table_for(mdata: MuData, modalities: Mapping[str, str], genome) -> pd.D
                 }
             )
     return None
+
+
+# ------------------------------------------------------------------ data seen after setup
+def _index_digest(index: pd.Index) -> str:
+    return hashlib.sha256(pd.util.hash_array(index.astype(str).to_numpy(dtype=object)).tobytes()).hexdigest()
+
+
+def data_fingerprint(mdata: MuData, modalities: Mapping[str, str]) -> dict:
+    """Cells and features of ``mdata`` and of its registered modalities (to detect later changes)."""
+    mods = {}
+    for name in modalities.values():
+        adata = mdata.mod[name]
+        mods[name] = {
+            "shape": tuple(adata.shape),
+            "obs_names": _index_digest(adata.obs_names),
+            "var_names": _index_digest(adata.var_names),
+        }
+    return {"n_obs": mdata.n_obs, "obs_names": _index_digest(mdata.obs_names), "mods": mods}
+
+
+def check_unchanged(mdata: MuData, modalities: Mapping[str, str], fingerprint: dict) -> None:
+    """Raise if the registered ``mdata`` lost a modality or changed cells or features since setup."""
+    problems = []
+    missing = [name for name in modalities.values() if name not in mdata.mod]
+    if missing:
+        problems.append(f"modalities {missing} were removed")
+    elif mdata.n_obs != fingerprint["n_obs"] or _index_digest(mdata.obs_names) != fingerprint["obs_names"]:
+        problems.append(f"its cells changed ({fingerprint['n_obs']} at setup, {mdata.n_obs} now)")
+    else:
+        now = data_fingerprint(mdata, modalities)["mods"]
+        for name, before in fingerprint["mods"].items():
+            after = now[name]
+            if after["shape"] != tuple(before["shape"]) or after["obs_names"] != before["obs_names"]:
+                problems.append(
+                    f"modality {name!r} changed cells (shape {tuple(before['shape'])} -> {after['shape']})"
+                )
+            elif after["var_names"] != before["var_names"]:
+                problems.append(f"modality {name!r} changed features")
+    if problems:
+        raise ValueError(
+            "The MuData this model was set up with changed after setup: " + "; ".join(problems) + ". "
+            "Did you modify it in place? To train on the changed data, run HoloCell.setup_mudata on it "
+            "and create a new model; to embed or generate on other cells, pass them as their own MuData "
+            "(mdata=...)."
+        )
+
+
+def check_mudata(mdata: MuData, modalities: Mapping[str, str], layers: Mapping[str, str | None]) -> None:
+    """Checks before reading ``mdata`` (registered or new): modalities in sync with the MuData, counts valid."""
+    if not isinstance(mdata, MuData):
+        raise TypeError(f"Expected a MuData, got {type(mdata).__name__}; wrap it with mudata.MuData({{...}}).")
+    for m, name in modalities.items():
+        adata = mdata.mod[name]
+        rows = np.asarray(mdata.obsmap[name]).astype(np.int64)
+        present = rows > 0
+        in_sync = (
+            len(rows) == mdata.n_obs
+            and int(present.sum()) == adata.n_obs
+            and (rows.max(initial=0) <= adata.n_obs)
+            and mdata.obs_names[present].equals(adata.obs_names[rows[present] - 1])
+        )
+        if not in_sync:
+            raise ValueError(
+                f"mdata.mod[{name!r}] changed after the MuData was last updated: its cells no longer match "
+                "mdata.obsmap. Call mdata.update() after changing a modality."
+            )
+        layer = layers.get(m)
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(
+                f"Layer {layer!r} not in mdata.mod[{name!r}].layers; the model was set up to read counts "
+                f"from it. Available: {list(adata.layers)}."
+            )
+        check_counts(adata.X if layer is None else adata.layers[layer], name, m)

@@ -84,6 +84,16 @@ class TrainingPlan(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._swap_ema()
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._ema is not None:
+            checkpoint["holocell_ema"] = {k: v.detach().cpu() for k, v in self._ema.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        ema = checkpoint.get("holocell_ema")
+        if ema is not None and self.ema_decay is not None:
+            device = next(self.module.parameters()).device
+            self._ema = {k: v.to(device) for k, v in ema.items()}
+
     def on_train_end(self) -> None:
         self._swap_ema()  # leave the averaged weights in the module
         self._ema = None
@@ -92,8 +102,9 @@ class TrainingPlan(pl.LightningModule):
         out = self.module.loss(batch)
         if not torch.isfinite(out.loss):
             raise FloatingPointError(
-                "holocell training loss is not finite (NaN/Inf). Check the input for NaN/Inf values "
-                "or lower the learning rate (plan_kwargs={'lr': ...})."
+                f"holocell training loss is {out.loss.item()} at step {self.global_step} (epoch "
+                f"{self.current_epoch}, batch {batch_idx}); training stopped. Lower the learning rate "
+                "(train(lr=...)), or check the input counts for extreme values."
             )
         n = batch["present"].shape[0]
         self.log("train_loss", out.loss, prog_bar=True, on_epoch=True, on_step=False, batch_size=n)
