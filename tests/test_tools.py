@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib
+import mudata as md
 import numpy as np
 import pandas as pd
 import pytest
@@ -67,12 +68,33 @@ def test_perturb_cre_and_overexpress(sim_model):
     assert "ko_rna" in out.mod and "ko_rna" not in mdata.mod
     has_atac = np.asarray(out.obsm["atac"]).ravel()
     assert (out.obs["ko_applied"].to_numpy() == has_atac).all()
+    # cells whose peak is already open are not changed by opening it: their shift is exactly zero,
+    # so the shift is the edit's effect and not reconstruction error
+    already_open = np.asarray(mdata["atac"][:, peak].X.todense()).ravel() > 0
+    unchanged = out.mod["ko_rna"][mdata["atac"].obs_names[already_open]].X
+    assert already_open.any() and np.all(unchanged == 0)
+    changed = out.mod["ko_rna"][mdata["atac"].obs_names[~already_open]].X
+    assert np.abs(changed).max() > 0
     ax = hc.pl.perturbation(out, "ko", modality="rna", kind="heatmap", groupby="cell_type", n_top=5)
     assert len(ax.get_xticklabels()) == 5
     with pytest.raises(KeyError, match="Unknown CREs"):
         hc.tl.perturb(out, model, cres=["chr9:1-2"])
     with pytest.raises(ValueError, match="genes"):
         hc.tl.perturb(out, model)
+
+
+def test_perturb_results_save_to_h5mu(sim_model, tmp_path):
+    mdata, _, model = sim_model
+    out = hc.tl.perturb(mdata, model, genes=["SIM2", "SIM3"], mode="overexpress", n_steps=1, copy=True)
+    path = tmp_path / "perturbed.h5mu"
+    out.write(path)
+    back = md.read_h5mu(path)
+    np.testing.assert_array_equal(back["holocell_perturb_rna"].X, out["holocell_perturb_rna"].X)
+    summary = pd.DataFrame(back.uns["holocell_perturb"]["summary"])
+    assert summary.loc[summary["feature"].isin(["SIM2", "SIM3"]), "edited"].all()
+    own = out["holocell_perturb_rna"][:, ["SIM2", "SIM3"]].X
+    # overexpression sets the genes to their 0.99 quantile: up in (almost) every cell
+    assert (own >= 0).mean() > 0.9 and own.mean() > 0
 
 
 def test_grn_ranked_table(sim_model):
