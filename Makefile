@@ -38,6 +38,11 @@ bench: $(VENV)/.installed
 	cp build/bench_demo/results.md benchmarks/results/demo.md
 	cp build/bench_demo/results.json benchmarks/results/demo.json
 	cp build/bench_demo/umap.png benchmarks/results/demo_umap.png
+	$(BIN)/python benchmarks/perturbation.py --out benchmarks/results
+
+.PHONY: bench-tools
+bench-tools: $(VENV)/.installed
+	$(BIN)/python benchmarks/perturbation.py --out benchmarks/results
 
 clean:
 	rm -rf $(VENV) demo_output build .pytest_cache

@@ -101,3 +101,9 @@ def generate(
         overwrite=overwrite,
     )
     return mdata if copy else None
+
+
+# Downstream tools (issue 6): in-silico perturbation, GRN, label transfer, cell fate.
+from .tools import annotate, fate_shift, grn, perturb  # noqa: E402
+
+__all__ = ["annotate", "embed", "fate_shift", "generate", "grn", "perturb"]

@@ -25,6 +25,7 @@ from ..nn import HoloCellModule, NetworkConfig
 from ..train import MosaicDataModule, TrainingPlan, split_indices
 from ..vocab import SPECIES, FeatureSpace, build_feature_space, map_proteins_to_genes
 from . import _checkpoint
+from ._perturb_mixin import PerturbMixin
 from ._validate import (
     check_mudata,
     check_unchanged,
@@ -41,7 +42,7 @@ _GENERATED_TRANSFORM = {
 }
 
 
-class HoloCell(BaseModelClass):
+class HoloCell(PerturbMixin, BaseModelClass):
     """Generative multi-omics transformer over gene-anchored tokens (RNA, ATAC, protein).
 
     Each cell is a sequence of gene-anchor tokens whose value slots hold the accessibility of

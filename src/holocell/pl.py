@@ -1,0 +1,125 @@
+"""Plots of holocell results (matplotlib; each function returns the Axes it drew on)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from mudata import MuData
+
+
+def perturbation(
+    mdata: MuData,
+    key: str = "holocell_perturb",
+    *,
+    modality: Literal["rna", "protein"] = "rna",
+    kind: Literal["bar", "heatmap"] = "bar",
+    groupby: str | None = None,
+    n_top: int = 10,
+    include_edited: bool = False,
+    ax: Axes | None = None,
+) -> Axes:
+    """Top responders of :func:`holocell.tl.perturb`.
+
+    Parameters
+    ----------
+    mdata
+        MuData after :func:`holocell.tl.perturb`.
+    key
+        The ``key_added`` used by :func:`~holocell.tl.perturb`.
+    modality
+        ``"rna"`` or ``"protein"`` (a regenerated modality).
+    kind
+        ``"bar"``: mean shift of the top responders. ``"heatmap"``: mean shift per ``groupby``
+        group (rows) of the top responders (columns).
+    groupby
+        Column of ``mdata.obs`` for ``kind="heatmap"``.
+    n_top
+        Number of features shown.
+    include_edited
+        Also show the edited features themselves (their shift is the edit).
+    ax
+        Axes to draw on (default: a new figure).
+
+    Returns
+    -------
+    The matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if key not in mdata.uns or "summary" not in mdata.uns[key]:
+        raise KeyError(f"mdata.uns has no {key!r} perturbation summary; run hc.tl.perturb(..., key_added={key!r}).")
+    summary = pd.DataFrame(mdata.uns[key]["summary"])
+    top = summary[summary["modality"] == modality]
+    if not include_edited:
+        top = top[~top["edited"].astype(bool)]
+    top = top.head(n_top)
+    if top.empty:
+        raise ValueError(f"No {modality!r} responders in mdata.uns[{key!r}]['summary'].")
+    params = mdata.uns[key].get("params", {})
+    edited = [*list(np.atleast_1d(params.get("genes", []))), *list(np.atleast_1d(params.get("cres", [])))]
+    title = f"{params.get('mode', '')} {', '.join(map(str, edited))}: {modality} response".strip()
+    if kind == "bar":
+        if ax is None:
+            _, ax = plt.subplots(figsize=(4, 0.3 * len(top) + 1))
+        values = top["mean_shift"].to_numpy()[::-1]
+        ax.barh(top["feature"].astype(str).to_numpy()[::-1], values, color=np.where(values > 0, "C3", "C0"))
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_xlabel("mean predicted shift")
+    elif kind == "heatmap":
+        if groupby is None or groupby not in mdata.obs:
+            raise ValueError("kind='heatmap' needs groupby=<column of mdata.obs>.")
+        shift = mdata.mod[f"{key}_{modality}"]
+        cols = shift.var_names.get_indexer(top["feature"].astype(str))
+        x = np.asarray(shift.X)[:, cols]
+        groups = mdata.obs[groupby].astype(str)
+        means = pd.DataFrame(x, index=mdata.obs_names, columns=top["feature"]).groupby(groups.to_numpy()).mean()
+        if ax is None:
+            _, ax = plt.subplots(figsize=(0.4 * len(top) + 2, 0.35 * len(means) + 1.5))
+        lim = float(np.nanmax(np.abs(means.to_numpy()))) or 1.0
+        im = ax.imshow(means.to_numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+        ax.set_xticks(range(means.shape[1]), means.columns.astype(str), rotation=90)
+        ax.set_yticks(range(means.shape[0]), means.index.astype(str))
+        ax.figure.colorbar(im, ax=ax, label="mean predicted shift")
+    else:
+        raise ValueError(f"kind must be 'bar' or 'heatmap', got {kind!r}.")
+    ax.set_title(title)
+    return ax
+
+
+def grn_scores(edges: pd.DataFrame, tf: str, *, n_top: int = 10, ax: Axes | None = None) -> Axes:
+    """Bar chart of a TF's top targets in a :func:`holocell.tl.grn` table.
+
+    Parameters
+    ----------
+    edges
+        Table returned by :func:`holocell.tl.grn`.
+    tf
+        Regulator to show.
+    n_top
+        Number of targets.
+    ax
+        Axes to draw on (default: a new figure).
+
+    Returns
+    -------
+    The matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    rows = edges[edges["tf"] == tf].sort_values("rank").head(n_top)
+    if rows.empty:
+        raise ValueError(f"No edges from {tf!r} in the table.")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 0.3 * len(rows) + 1))
+    ax.barh(rows["target"].astype(str).to_numpy()[::-1], rows["score"].to_numpy()[::-1], color="C2")
+    ax.set_xlabel("edge score")
+    ax.set_title(f"{tf}: top predicted targets")
+    return ax
+
+
+__all__ = ["grn_scores", "perturbation"]

@@ -1,0 +1,163 @@
+"""``holocell.tl.annotate``: label transfer from labelled reference cells to query cells."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import NearestNeighbors
+from sklearn.preprocessing import StandardScaler
+
+if TYPE_CHECKING:
+    from mudata import MuData
+
+    from ..model import HoloCell
+
+
+def annotate(
+    mdata: MuData,
+    model: HoloCell | None = None,
+    labels_key: str = "celltype",
+    query: Sequence[bool] | Sequence[str] | None = None,
+    *,
+    reference: Sequence[bool] | Sequence[str] | None = None,
+    method: Literal["knn", "classifier", "both"] = "both",
+    use_rep: str = "X_holocell",
+    modality: str | Sequence[str] | None = None,
+    n_neighbors: int = 15,
+    key_added: str = "holocell_label",
+    seed: int = 0,
+    copy: bool = False,
+) -> MuData | None:
+    """Transfer labels from reference cells to query cells through holocell embeddings.
+
+    Two predictors on the cell embeddings, alone or averaged:
+
+    - ``"knn"``: distance-weighted vote of the ``n_neighbors`` nearest reference cells (cosine);
+    - ``"classifier"``: a classification head (multinomial logistic regression) trained on the
+      reference embeddings, the transformer kept frozen.
+
+    Parameters
+    ----------
+    mdata
+        MuData with ``labels_key`` in ``mdata.obs``.
+    model
+        Trained :class:`~holocell.HoloCell`; used when ``mdata.obsm[use_rep]`` is absent (the
+        embeddings are computed, not stored). May be ``None`` when ``use_rep`` exists.
+    labels_key
+        Column of ``mdata.obs`` with the reference labels.
+    query
+        Cells to label: a boolean mask over ``mdata.obs_names`` or a list of obs names. Default:
+        the cells whose label is missing.
+    reference
+        Labelled cells to learn from (same forms); default: every labelled cell not in ``query``.
+    method
+        ``"knn"``, ``"classifier"`` or ``"both"`` (mean of the two probability vectors).
+    use_rep
+        ``.obsm`` key of existing embeddings.
+    modality
+        Embed from this modality (or list) only, when embeddings are computed.
+    n_neighbors
+        Neighbours of the kNN vote.
+    key_added
+        Output key prefix.
+    seed
+        Seed of the classifier.
+    copy
+        Work on and return a copy instead of modifying ``mdata``.
+
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``. Writes ``mdata.obs[key_added]`` (predicted
+    label of query cells, categorical, NaN elsewhere), ``mdata.obs[f"{key_added}_confidence"]``
+    (probability of the predicted label, NaN outside the query) and ``mdata.uns[key_added]``
+    (``"params"`` and ``"classes"``).
+    """
+    if labels_key not in mdata.obs:
+        raise KeyError(f"mdata.obs has no column {labels_key!r}; pass labels_key= with the reference labels.")
+    if method not in ("knn", "classifier", "both"):
+        raise ValueError(f"method must be 'knn', 'classifier' or 'both', got {method!r}.")
+    mdata = mdata.copy() if copy else mdata
+    labels = mdata.obs[labels_key]
+    labelled = labels.notna().to_numpy()
+    q = ~labelled if query is None else _as_mask(mdata, query, "query")
+    ref = (labelled & ~q) if reference is None else _as_mask(mdata, reference, "reference")
+    if (ref & ~labelled).any():
+        raise ValueError(f"{int((ref & ~labelled).sum())} reference cells have no {labels_key!r} label.")
+    if ref.sum() == 0 or q.sum() == 0:
+        raise ValueError(f"Need reference and query cells; got {int(ref.sum())} and {int(q.sum())}.")
+    if use_rep in mdata.obsm:
+        z = np.asarray(mdata.obsm[use_rep], dtype=np.float64)
+    elif model is not None:
+        z = model.get_latent_representation(mdata, modality=modality).astype(np.float64)
+    else:
+        raise ValueError(f"mdata.obsm has no {use_rep!r}; pass a trained model or run hc.tl.embed first.")
+    proba, classes = transfer_labels(
+        z[ref], labels[ref].astype(str).to_numpy(), z[q], method=method, n_neighbors=n_neighbors, seed=seed
+    )
+    pred = np.full(mdata.n_obs, np.nan, dtype=object)
+    conf = np.full(mdata.n_obs, np.nan)
+    pred[q] = classes[proba.argmax(1)]
+    conf[q] = proba.max(1)
+    mdata.obs[key_added] = pd.Categorical(pred, categories=classes)
+    mdata.obs[f"{key_added}_confidence"] = conf
+    mdata.uns[key_added] = {
+        "params": {
+            "labels_key": labels_key,
+            "method": method,
+            "use_rep": use_rep,
+            "n_neighbors": n_neighbors,
+            "n_reference": int(ref.sum()),
+            "n_query": int(q.sum()),
+        },
+        "classes": list(classes),
+    }
+    return mdata if copy else None
+
+
+def transfer_labels(
+    z_ref: np.ndarray,
+    y_ref: np.ndarray,
+    z_query: np.ndarray,
+    *,
+    method: Literal["knn", "classifier", "both"] = "both",
+    n_neighbors: int = 15,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities ``(n_query, n_classes)`` and the class names, from reference embeddings."""
+    classes = np.unique(y_ref)
+    parts = []
+    if method in ("knn", "both"):
+        k = min(n_neighbors, len(z_ref))
+        nn = NearestNeighbors(n_neighbors=k, metric="cosine").fit(z_ref)
+        dist, idx = nn.kneighbors(z_query)
+        w = 1.0 / (dist + 1e-6)
+        onehot = (y_ref[idx][..., None] == classes[None, None, :]).astype(float)  # (n, k, C)
+        votes = (w[..., None] * onehot).sum(1)
+        parts.append(votes / votes.sum(1, keepdims=True))
+    if method in ("classifier", "both"):
+        if len(classes) == 1:
+            parts.append(np.ones((len(z_query), 1)))
+        else:
+            scaler = StandardScaler().fit(z_ref)
+            clf = LogisticRegression(max_iter=2000, random_state=seed).fit(scaler.transform(z_ref), y_ref)
+            proba = clf.predict_proba(scaler.transform(z_query))
+            parts.append(proba[:, np.searchsorted(clf.classes_, classes)])
+    return np.mean(parts, axis=0), classes
+
+
+def _as_mask(mdata: MuData, cells: Sequence[bool] | Sequence[str], what: str) -> np.ndarray:
+    arr = np.asarray(cells)
+    if arr.dtype == bool:
+        if arr.shape != (mdata.n_obs,):
+            raise ValueError(f"Boolean `{what}` must have one entry per cell ({mdata.n_obs}), got {arr.shape}.")
+        return arr
+    idx = mdata.obs_names.get_indexer(arr.astype(str))
+    if (idx < 0).any():
+        raise KeyError(f"`{what}` names unknown cells, e.g. {list(arr[idx < 0][:3])}.")
+    mask = np.zeros(mdata.n_obs, dtype=bool)
+    mask[idx] = True
+    return mask

@@ -1,0 +1,140 @@
+"""``holocell.tl.fate_shift``: genes whose in-silico perturbation moves cells toward another state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from mudata import MuData
+
+    from ..model import HoloCell
+
+FATE_COLUMNS = ("gene", "score", "cosine", "distance_before", "distance_after", "rank")
+
+
+def fate_shift(
+    mdata: MuData,
+    model: HoloCell,
+    groupby: str,
+    source: str,
+    target: str,
+    *,
+    genes: Sequence[str] | None = None,
+    mode: Literal["knockout", "overexpress"] = "overexpress",
+    n_cells: int | None = 200,
+    regenerate: Sequence[str] | None = None,
+    sources: Sequence[str] | None = None,
+    n_steps: int = 4,
+    key_added: str = "holocell_fate_shift",
+    batch_size: int | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    progress_bar: bool | None = None,
+) -> pd.DataFrame:
+    """Rank genes whose in-silico overexpression (or knockout) moves ``source`` cells toward ``target``.
+
+    For each candidate gene, up to ``n_cells`` source cells are perturbed with
+    :meth:`~holocell.HoloCell.predict_perturbation` and their embedding shift ``dz`` (perturbed -
+    control) is added to their embedding ``z`` (from every modality they have). With the target
+    centroid ``c_t`` and the source centroid ``c_s`` (mean embeddings of the populations),
+
+    - ``distance_before`` = mean ``||z - c_t||``, ``distance_after`` = mean ``||z + dz - c_t||``;
+    - ``score`` = ``(distance_before - distance_after) / ||c_s - c_t||``: the fraction of the way to the
+      target covered (positive = toward the target);
+    - ``cosine`` = cosine of the mean ``dz`` with ``c_t - c_s``.
+
+    This follows the in-silico cell-fate analysis of GeneCompass.
+
+    Parameters
+    ----------
+    mdata
+        MuData the model was set up with (or one with the same features).
+    model
+        Trained :class:`~holocell.HoloCell` with an RNA modality.
+    groupby
+        Column of ``mdata.obs`` holding the populations.
+    source, target
+        Values of ``groupby``: the population perturbed and the one to reach.
+    genes
+        Candidate genes (RNA features); default every RNA gene (one regeneration each).
+    mode
+        ``"overexpress"`` (default) or ``"knockout"``.
+    n_cells
+        Source cells sampled (``None``: all source cells with RNA).
+    regenerate, sources, n_steps, batch_size, device, seed, progress_bar
+        See :func:`holocell.tl.perturb`.
+    key_added
+        The table is also stored in ``mdata.uns[key_added]`` (``"params"``, ``"ranking"``).
+
+    Returns
+    -------
+    DataFrame with columns ``gene``, ``score``, ``cosine``, ``distance_before``, ``distance_after``,
+    ``rank`` (1 = moves furthest toward the target), sorted by ``rank``.
+    """
+    if groupby not in mdata.obs:
+        raise KeyError(f"mdata.obs has no column {groupby!r}.")
+    groups = mdata.obs[groupby].astype(str).to_numpy()
+    for name, value in (("source", source), ("target", target)):
+        if str(value) not in set(groups):
+            raise ValueError(f"{name} {value!r} is not a value of mdata.obs[{groupby!r}].")
+    if str(source) == str(target):
+        raise ValueError("source and target must differ.")
+    if "rna" not in model.modalities_:
+        raise ValueError("fate_shift needs a model with an RNA modality.")
+    all_genes = list(model.feature_space.maps["rna"].features.astype(str))
+    genes = all_genes if genes is None else ([genes] if isinstance(genes, str) else list(genes))
+    if not genes:
+        raise ValueError("Give at least one candidate gene.")
+
+    z = model.get_latent_representation(mdata, batch_size=batch_size, device=device, progress_bar=progress_bar)
+    c_s = z[groups == str(source)].mean(0)
+    c_t = z[groups == str(target)].mean(0)
+    span = max(float(np.linalg.norm(c_t - c_s)), 1e-12)
+    src = np.flatnonzero(groups == str(source))
+    if n_cells is not None and n_cells < len(src):
+        src = np.sort(np.random.default_rng(seed).choice(src, n_cells, replace=False))
+
+    rows = []
+    for gene in genes:
+        res = model.predict_perturbation(
+            mdata,
+            genes=[gene],
+            mode=mode,
+            regenerate=regenerate,
+            sources=sources,
+            indices=src,
+            n_steps=n_steps,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            progress_bar=False,
+        )
+        cells = src[res.applied[src]]
+        if len(cells) == 0:
+            raise ValueError(f"No {source!r} cells have RNA, so no gene can be perturbed in them.")
+        dz = res.embedding_perturbed[cells] - res.embedding_control[cells]
+        before = np.linalg.norm(z[cells] - c_t, axis=1).mean()
+        after = np.linalg.norm(z[cells] + dz - c_t, axis=1).mean()
+        mean_dz = dz.mean(0)
+        cosine = float(mean_dz @ (c_t - c_s) / max(np.linalg.norm(mean_dz) * span, 1e-12))
+        rows.append(
+            {
+                "gene": gene,
+                "score": (before - after) / span,
+                "cosine": cosine,
+                "distance_before": before,
+                "distance_after": after,
+            }
+        )
+    table = pd.DataFrame(rows).sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    table["rank"] = np.arange(1, len(table) + 1)
+    table = table[list(FATE_COLUMNS)]
+    mdata.uns[key_added] = {
+        "params": {"groupby": groupby, "source": str(source), "target": str(target), "mode": mode},
+        "ranking": table,
+    }
+    return table

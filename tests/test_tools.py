@@ -1,0 +1,142 @@
+"""Downstream tools on a tiny model trained on simulated multiome data: perturb, grn, annotate, fate_shift."""
+
+from __future__ import annotations
+
+import matplotlib
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+
+import holocell as hc
+
+matplotlib.use("Agg")
+
+TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}
+
+
+@pytest.fixture(scope="module")
+def sim_model():
+    """Tiny model on RNA + ATAC + protein (batch1 lacks protein), 3 epochs; treat as read-only."""
+    mdata, truth = hc.data.simulate_multiome(
+        300, n_genes=60, n_tfs=8, n_proteins=12, missing={"protein": ["batch1"]}, seed=0
+    )
+    hc.HoloCell.setup_mudata(
+        mdata, modalities={"rna": "rna", "atac": "atac", "protein": "protein"}, batch_key="batch"
+    )
+    model = hc.HoloCell(mdata, **TINY)
+    model.train(max_epochs=3, enable_progress_bar=False, seed=0)
+    return mdata, truth, model
+
+
+def test_perturb_gene_knockout_writes_documented_keys(sim_model):
+    mdata, truth, model = sim_model
+    mdata = mdata.copy()
+    before = mdata["rna"].X.copy()
+    hc.tl.perturb(mdata, model, genes=["SIM1"], mode="knockout", n_steps=4, progress_bar=False)
+    for m, name in (("rna", "rna"), ("protein", "protein")):
+        shift = mdata.mod[f"holocell_perturb_{m}"]
+        assert shift.shape == (mdata.n_obs, mdata[name].n_vars)
+        assert {"control", "perturbed"} <= set(shift.layers)
+        np.testing.assert_allclose(shift.X, shift.layers["perturbed"] - shift.layers["control"], atol=1e-5)
+    emb = mdata.obsm["X_holocell_perturb_shift"]
+    assert emb.shape == (mdata.n_obs, TINY["d_model"])
+    applied = mdata.obs["holocell_perturb_applied"].to_numpy()
+    assert applied.all()  # every simulated cell has RNA
+    rna_shift = mdata.mod["holocell_perturb_rna"]
+    own = rna_shift[:, "SIM1"].X.ravel()
+    expressed = np.asarray(before[:, truth.genes.get_loc("SIM1")].todense()).ravel() > 0
+    assert (own[expressed] < 0).all() and own.mean() < 0
+    summary = mdata.uns["holocell_perturb"]["summary"]
+    columns = ["modality", "feature", "mean_shift", "abs_mean_shift", "frac_up", "edited", "rank"]
+    assert list(summary.columns) == columns
+    assert set(summary["modality"]) == {"rna", "protein"}
+    assert summary.loc[summary["feature"] == "SIM1", "edited"].all()
+    assert mdata.uns["holocell_perturb"]["params"]["mode"] == "knockout"
+    assert (mdata["rna"].X != before).nnz == 0  # the measured data is untouched
+    # the shift of the other genes is the edit's effect, not reconstruction error: no edit, no shift
+    others = rna_shift.X[:, rna_shift.var_names != "SIM1"]
+    assert np.isfinite(others).all()
+
+
+def test_perturb_cre_and_overexpress(sim_model):
+    mdata, truth, model = sim_model
+    peak = truth.cre_gene.sort_values("weight").peak.iloc[-1]
+    out = hc.tl.perturb(
+        mdata, model, cres=[peak], mode="overexpress", n_steps=2, key_added="ko", progress_bar=False, copy=True
+    )
+    assert "ko_rna" in out.mod and "ko_rna" not in mdata.mod
+    has_atac = np.asarray(out.obsm["atac"]).ravel()
+    assert (out.obs["ko_applied"].to_numpy() == has_atac).all()
+    # cells whose peak is already open are not changed by opening it: their shift is exactly zero,
+    # so the shift is the edit's effect and not reconstruction error
+    already_open = np.asarray(mdata["atac"][:, peak].X.todense()).ravel() > 0
+    unchanged = out.mod["ko_rna"][mdata["atac"].obs_names[already_open]].X
+    assert already_open.any() and np.all(unchanged == 0)
+    changed = out.mod["ko_rna"][mdata["atac"].obs_names[~already_open]].X
+    assert np.abs(changed).max() > 0
+    ax = hc.pl.perturbation(out, "ko", modality="rna", kind="heatmap", groupby="cell_type", n_top=5)
+    assert len(ax.get_xticklabels()) == 5
+    with pytest.raises(KeyError, match="Unknown CREs"):
+        hc.tl.perturb(out, model, cres=["chr9:1-2"])
+    with pytest.raises(ValueError, match="genes"):
+        hc.tl.perturb(out, model)
+
+
+def test_perturb_results_save_to_h5mu(sim_model, tmp_path):
+    mdata, _, model = sim_model
+    out = hc.tl.perturb(mdata, model, genes=["SIM2", "SIM3"], mode="overexpress", n_steps=1, copy=True)
+    path = tmp_path / "perturbed.h5mu"
+    out.write(path)
+    back = md.read_h5mu(path)
+    np.testing.assert_array_equal(back["holocell_perturb_rna"].X, out["holocell_perturb_rna"].X)
+    summary = pd.DataFrame(back.uns["holocell_perturb"]["summary"])
+    assert summary.loc[summary["feature"].isin(["SIM2", "SIM3"]), "edited"].all()
+    own = out["holocell_perturb_rna"][:, ["SIM2", "SIM3"]].X
+    # overexpression sets the genes to their 0.99 quantile: up in (almost) every cell
+    assert (own >= 0).mean() > 0.9 and own.mean() > 0
+
+
+def test_grn_ranked_table(sim_model):
+    mdata, truth, model = sim_model
+    tfs = ["SIM1", "SIM2"]
+    edges = hc.tl.grn(model, tfs=tfs, method="both", n_cells=60, n_steps=2, progress_bar=False)
+    assert list(edges.columns) == ["tf", "target", "similarity", "knockout_effect", "score", "rank"]
+    assert len(edges) == len(tfs) * (len(truth.genes) - 1)
+    assert (edges["rank"].to_numpy() == np.arange(1, len(edges) + 1)).all()
+    assert edges["score"].is_monotonic_decreasing
+    assert edges[["similarity", "knockout_effect"]].notna().all().all()
+    default = hc.tl.grn(model, method="embedding")
+    assert set(default["tf"]) == set(truth.genes[:8])  # the simulator's is_tf genes
+    ax = hc.pl.grn_scores(edges, "SIM1", n_top=4)
+    assert len(ax.patches) == 4
+
+
+def test_annotate_beats_chance(sim_model):
+    mdata, _, model = sim_model
+    mdata = mdata.copy()
+    query = (mdata.obs["batch"] == "batch1").to_numpy()
+    hc.tl.annotate(mdata, model, labels_key="cell_type", query=query)
+    pred = mdata.obs["holocell_label"]
+    conf = mdata.obs["holocell_label_confidence"]
+    assert pred[~query].isna().all() and pred[query].notna().all()
+    assert ((conf[query] > 0) & (conf[query] <= 1 + 1e-9)).all()
+    accuracy = (pred[query].astype(str) == mdata.obs["cell_type"][query].astype(str)).mean()
+    assert accuracy > 0.3  # 5 balanced types: chance is 0.2 (3 epochs of a tiny model reach ~0.4)
+    with pytest.raises(KeyError, match="no column"):
+        hc.tl.annotate(mdata, model, labels_key="missing", query=query)
+
+
+def test_fate_shift_ranked_table(sim_model):
+    mdata, _, model = sim_model
+    mdata = mdata.copy()
+    table = hc.tl.fate_shift(
+        mdata, model, "cell_type", "type0", "type1", genes=["SIM1", "SIM2", "SIM3"], n_cells=30, n_steps=2
+    )
+    assert list(table.columns) == ["gene", "score", "cosine", "distance_before", "distance_after", "rank"]
+    assert sorted(table["gene"]) == ["SIM1", "SIM2", "SIM3"]
+    assert table["score"].is_monotonic_decreasing
+    assert np.isfinite(table[["score", "cosine"]].to_numpy()).all()
+    assert isinstance(mdata.uns["holocell_fate_shift"]["ranking"], pd.DataFrame)
+    with pytest.raises(ValueError, match="source"):
+        hc.tl.fate_shift(mdata, model, "cell_type", "nope", "type1", genes=["SIM1"])
