@@ -13,6 +13,7 @@ from mudata import MuData
 from ..vocab import MODALITIES, SPECIES, load_gene_table, read_tss_file
 
 _LAYER_SUFFIX = "_layer"
+_BACKED_SAMPLE_ROWS = 10_000  # rows of a backed matrix read to check for counts
 
 
 def normalise_modalities(modalities: Mapping[str, str] | None) -> dict[str, str]:
@@ -79,6 +80,8 @@ def validate_setup(
 
 
 def _check_counts(x, name: str, m: str) -> None:
+    if not (sp.issparse(x) or isinstance(x, np.ndarray)):  # backed (h5py / zarr): check the first rows only
+        x = x[: min(x.shape[0], _BACKED_SAMPLE_ROWS)]
     values = x.data if sp.issparse(x) else np.asarray(x)
     sample = values.ravel()[:1_000_000]
     if not np.isfinite(sample).all():
