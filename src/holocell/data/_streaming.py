@@ -125,7 +125,8 @@ def collect_backed_arrays(
     batch_codes: np.ndarray,
     species_code: int,
 ) -> BackedMosaicArrays:
-    """:class:`BackedMosaicArrays` of a backed MuData; arguments as :func:`~holocell.data._mosaic.collect_arrays`.
+    """:class:`BackedMosaicArrays` of a backed MuData (arguments as in
+    :func:`~holocell.data._mosaic.collect_arrays`).
 
     Only ``.X`` stays on disk: anndata reads the layers of a backed file into memory when it
     opens it, so keep the counts of large files in ``.X``.

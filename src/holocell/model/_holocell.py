@@ -348,6 +348,7 @@ class HoloCell(BaseModelClass):
         )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__`.*")  # streaming
             trainer.fit(plan, datamodule=datamodule)
         self.module.eval()
         self.is_trained_ = True
@@ -367,7 +368,7 @@ class HoloCell(BaseModelClass):
     @torch.inference_mode()
     def get_latent_representation(
         self,
-        mdata: MuData | None = None,
+        mdata: MuData | str | Path | None = None,
         indices: Sequence[int] | None = None,
         modality: str | Sequence[str] | None = None,
         batch_size: int | None = None,
@@ -380,6 +381,8 @@ class HoloCell(BaseModelClass):
         ----------
         mdata
             MuData to embed (default: the registered one); needs the registered modalities' names.
+            A backed MuData (``mudata.read_h5mu(path, backed=True)``) or the path of an ``.h5mu``
+            file is streamed from disk in mini-batches, so memory does not grow with the cells.
         indices
             Cells to embed (default: all).
         modality
@@ -437,7 +440,8 @@ class HoloCell(BaseModelClass):
         Parameters
         ----------
         mdata
-            MuData (default: the registered one). It gets a new modality ``key_added``.
+            MuData (default: the registered one). It gets a new modality ``key_added`` (in memory,
+            also for a backed MuData, whose inputs are streamed from disk).
         target
             Modality to generate.
         n_steps
@@ -570,7 +574,9 @@ class HoloCell(BaseModelClass):
 def _read_backed(path: str | Path) -> MuData:
     """Open an ``.h5mu`` file backed (matrices stay on disk)."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"No such .h5mu file: {str(path)!r}. Pass a MuData or the path of an .h5mu file.")
+        raise FileNotFoundError(
+            f"No such .h5mu file: {str(path)!r}. Pass a MuData or the path of an .h5mu file."
+        )
     return mudata.read_h5mu(str(path), backed=True)
 
 
