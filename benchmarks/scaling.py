@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/scaling.py            # 1k, 10k, 100k, 200k cells; ATAC generation for 10k cells
     python benchmarks/scaling.py --quick    # 1k and 10k cells; ATAC generation for 1k cells
+    python benchmarks/scaling.py --embed-sizes 1000 10000 100000 --memory-sizes 1000 10000   # a subset
 
 Data: ``hc.data.simulate_multiome`` (RNA + ATAC + protein, batch1 lacks protein). The simulator holds
 dense ``(cells, peaks)`` arrays, so large sets are built by tiling one simulated block of 10,000
@@ -240,7 +241,12 @@ def to_markdown(results: list[dict], model_kwargs: dict, command: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1k and 10k cells only")
+    parser.add_argument("--quick", action="store_true", help="1k and 10k cells only, generation for 1k")
+    full = [1_000, 10_000, 100_000, 200_000]
+    parser.add_argument("--train-sizes", type=int, nargs="+", default=full, help="backed training")
+    parser.add_argument("--embed-sizes", type=int, nargs="+", default=full, help="backed embedding")
+    parser.add_argument("--memory-sizes", type=int, nargs="+", default=full[:3], help="in-memory embedding")
+    parser.add_argument("--gen-cells", type=int, default=10_000, help="cells for 50k-peak ATAC generation")
     parser.add_argument("--cache", default=str(ROOT / "build" / "scaling"), help="where data sets are written")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--train-steps", type=int, default=20)
@@ -255,39 +261,50 @@ def main() -> None:
 
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000, 200_000]
-    gen_cells = 1_000 if args.quick else 10_000
+    if args.quick:
+        args.train_sizes = args.embed_sizes = args.memory_sizes = [1_000, 10_000]
+        args.gen_cells = 1_000
+    sizes = sorted({10_000, *args.train_sizes, *args.embed_sizes, *args.memory_sizes})
+    gen_cells = args.gen_cells
     kw = {"model_kwargs": json.loads(args.model)}
     model_dir = str(cache / "model_10k")
     paths = {n: str(dataset(cache, n)) for n in sizes}
-    results = []
+    results: list[dict] = []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/scaling.py " + " ".join(
+        f"'{a}'" if a.startswith("{") else a for a in sys.argv[1:]
+    )
+    stem = "scaling_quick" if args.quick else "scaling"
+
+    def measure(name: str, keep: bool = True, **kwargs) -> None:
+        """Run one worker; keep its result and rewrite the tables (partial runs still leave them)."""
+        result = run_worker(name, **kwargs)
+        if not keep:
+            return
+        results.append(result)
+        record = {"command": command, "model_kwargs": kw["model_kwargs"], "results": results}
+        (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
+        (out / f"{stem}.md").write_text(to_markdown(results, kw["model_kwargs"], command))
+
     print("training (backed, fixed steps):", flush=True)
-    for n in sizes:
+    if 10_000 not in args.train_sizes:  # the 10k training run provides the model
+        args.train_sizes = sorted([10_000, *args.train_sizes])
+    for n in args.train_sizes:
         save = model_dir if n == 10_000 else None
-        results.append(
-            run_worker("train", path=paths[n], steps=args.train_steps, batch_size=128, save_to=save, **kw)
-        )
-    print("embedding:", flush=True)
-    for n in sizes:
-        results.append(run_worker("embed", path=paths[n], model_dir=model_dir, backed=True))
-    for n in [s for s in sizes if s <= 100_000]:
-        results.append(run_worker("embed", path=paths[n], model_dir=model_dir, backed=False))
+        measure("train", path=paths[n], steps=args.train_steps, batch_size=128, save_to=save, **kw)
     print("generation (50,000 peaks):", flush=True)
     gen_path = str(dataset(cache, gen_cells, peaks_50k=True))
     gen_model = str(cache / f"model_50kpeaks_{gen_cells}")
-    run_worker("train", path=gen_path, steps=args.train_steps, batch_size=64, save_to=gen_model, **kw)
-    results.append(run_worker("generate", path=gen_path, model_dir=gen_model, n_steps=8))
+    measure("train", False, path=gen_path, steps=args.train_steps, batch_size=64, save_to=gen_model, **kw)
+    measure("generate", path=gen_path, model_dir=gen_model, n_steps=8)
+    print("embedding:", flush=True)
+    for n in args.embed_sizes:
+        measure("embed", path=paths[n], model_dir=model_dir, backed=True)
+    for n in args.memory_sizes:
+        measure("embed", path=paths[n], model_dir=model_dir, backed=False)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/scaling.py" + (" --quick" if args.quick else "")
-    stem = "scaling_quick" if args.quick else "scaling"
-    if args.model != json.dumps(SMALL):
-        command += f" --model '{args.model}'"
-    record = {"command": command, "model_kwargs": kw["model_kwargs"], "results": results}
-    (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(to_markdown(results, kw["model_kwargs"], command))
-    print(f"wrote {out / stem}.md and .json")
+    print(f"wrote {stem}.md and .json in {args.out}")
 
 
 if __name__ == "__main__":

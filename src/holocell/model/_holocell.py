@@ -417,7 +417,7 @@ class HoloCell(BaseModelClass):
     @torch.inference_mode()
     def generate(
         self,
-        mdata: MuData | None = None,
+        mdata: MuData | str | Path | None = None,
         target: Literal["rna", "atac", "protein"] = "protein",
         n_steps: int = 8,
         key_added: str | None = None,
@@ -441,7 +441,7 @@ class HoloCell(BaseModelClass):
         ----------
         mdata
             MuData (default: the registered one). It gets a new modality ``key_added`` (in memory,
-            also for a backed MuData, whose inputs are streamed from disk).
+            also for a backed MuData, whose inputs are streamed from disk; a path is opened backed).
         target
             Modality to generate.
         n_steps
