@@ -12,7 +12,7 @@ cells: every further copy has its counts binomially thinned (p = 0.9, its own se
 names, then the tiled set is written to ``.h5mu``. The 50,000-peak set for generation tiles a block
 of 500 cells the same way (500 genes x 96 linked peaks + 2,000 distal peaks).
 
-Every measurement runs in a fresh subprocess; peak memory is that child's ``ru_maxrss`` (it includes
+Every measurement runs in a fresh subprocess; peak memory is that child's ``VmHWM`` (it includes
 Python, torch and the model: ``baseline`` is the RSS after imports and model loading, before the
 pass). The model is a small ``HoloCell`` (``--model``, default d_model 64, 1 layer, 16 latents: the
 default size is ~5x slower per cell and too slow for 200k cells on the shared 2-core CPU this was
@@ -95,15 +95,30 @@ def dataset(cache: Path, n_cells: int, peaks_50k: bool = False) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ workers
-def _rss_mb() -> float:
-    """Current resident set size (MB)."""
+def _status_mb(field: str) -> float:
+    """A memory field of ``/proc/self/status`` (Linux) in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
+def _rss_mb() -> float:
+    """Current resident set size (MB)."""
+    return _status_mb("VmRSS")
+
+
 def _peak_mb() -> float:
+    """Peak resident set size of this process (MB).
+
+    ``VmHWM``, not ``getrusage().ru_maxrss``: Linux carries ``ru_maxrss`` over ``fork`` + ``execve``,
+    so a child's value is at least its parent's RSS at the fork (here: the process that built the
+    data sets). ``VmHWM`` belongs to the child's own address space. Both are in the JSON.
+    """
+    return _status_mb("VmHWM")
+
+
+def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
 
 
@@ -143,6 +158,7 @@ def work_train(path: str, steps: int, batch_size: int, save_to: str | None, mode
         "cells_per_s": steps * batch_size / seconds,
         "baseline_rss_mb": baseline,
         "peak_rss_mb": _peak_mb(),
+        "ru_maxrss_mb": _maxrss_mb(),
     }
 
 
@@ -163,6 +179,7 @@ def work_embed(path: str, model_dir: str, backed: bool) -> dict:
         "cells_per_s": z.shape[0] / seconds,
         "baseline_rss_mb": baseline,
         "peak_rss_mb": _peak_mb(),
+        "ru_maxrss_mb": _maxrss_mb(),
         "output_mb": z.nbytes / 2**20,
     }
 
@@ -185,6 +202,7 @@ def work_generate(path: str, model_dir: str, n_steps: int) -> dict:
         "cells_per_s": out.n_obs / seconds,
         "baseline_rss_mb": baseline,
         "peak_rss_mb": _peak_mb(),
+        "ru_maxrss_mb": _maxrss_mb(),
         "output_mb": out.X.nbytes / 2**20,
     }
 
@@ -216,7 +234,8 @@ def to_markdown(results: list[dict], model_kwargs: dict, command: str) -> str:
         f"Command: `{command}`. Simulated RNA + ATAC + protein mosaic (200 genes, 850 peaks, 30 proteins; "
         "batch1 lacks protein), sets above 10,000 cells tiled from one 10,000-cell block with binomially "
         f"thinned counts; `HoloCell({model_kwargs})`. Each row is a fresh "
-        "process; *peak* is its `ru_maxrss` (Python + torch + model + data), *baseline* its RSS after "
+        "process; *peak* is its high-water RSS (`VmHWM`: Python + torch + model + data), *baseline* "
+        "its RSS after "
         "imports and model loading. CPU: 2 cores shared with other jobs, so times are indicative only.",
         "",
         "| task | cells | seconds | cells/s | baseline RSS (MB) | peak RSS (MB) |",
@@ -231,7 +250,8 @@ def to_markdown(results: list[dict], model_kwargs: dict, command: str) -> str:
     if gen:
         lines += [
             "",
-            f"Generation returns a dense `(cells, peaks)` float32 matrix: {gen[0]['output_mb']:,.0f} MB of the "
+            "Generation returns a dense `(cells, peaks)` float32 matrix: "
+            f"{gen[0]['output_mb']:,.0f} MB of the "
             "generation peak is that output. Generation batches are sized so that one `(cells, peaks)` "
             "tensor stays near 16 MB; training uses 128-cell mini-batches read from disk in blocks of 1,024 "
             "cells, 8 blocks shuffled together.",
@@ -247,7 +267,7 @@ def main() -> None:
     parser.add_argument("--embed-sizes", type=int, nargs="+", default=full, help="backed embedding")
     parser.add_argument("--memory-sizes", type=int, nargs="+", default=full[:3], help="in-memory embedding")
     parser.add_argument("--gen-cells", type=int, default=10_000, help="cells for 50k-peak ATAC generation")
-    parser.add_argument("--cache", default=str(ROOT / "build" / "scaling"), help="where data sets are written")
+    parser.add_argument("--cache", default=str(ROOT / "build" / "scaling"), help="data sets go here")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--train-steps", type=int, default=20)
     parser.add_argument("--model", default=json.dumps(SMALL), help="HoloCell keyword arguments (JSON)")
