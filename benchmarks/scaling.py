@@ -271,6 +271,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--train-steps", type=int, default=20)
     parser.add_argument("--model", default=json.dumps(SMALL), help="HoloCell keyword arguments (JSON)")
+    parser.add_argument(
+        "--tasks", nargs="+", default=["train", "generate", "embed"], help="measurements to run (default all)"
+    )
+    parser.add_argument("--merge", nargs="+", help="merge these result JSON files into --out, run nothing")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -279,6 +283,16 @@ def main() -> None:
         print(json.dumps(WORKERS[name](**json.loads(kwargs))))
         return
 
+    if args.merge:
+        records = [json.loads(Path(f).read_text()) for f in args.merge]
+        results = [r for record in records for r in record["results"]]
+        command = " && ".join(record["command"] for record in records)
+        model_kwargs = records[0]["model_kwargs"]
+        out = Path(args.out)
+        record = {"command": command, "model_kwargs": model_kwargs, "results": results}
+        (out / "scaling.json").write_text(json.dumps(record, indent=2) + "\n")
+        (out / "scaling.md").write_text(to_markdown(results, model_kwargs, command))
+        return
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     if args.quick:
@@ -308,16 +322,21 @@ def main() -> None:
         (out / f"{stem}.md").write_text(to_markdown(results, kw["model_kwargs"], command))
 
     print("training (backed, fixed steps):", flush=True)
-    if 10_000 not in args.train_sizes:  # the 10k training run provides the model
+    if "train" not in args.tasks:
+        args.train_sizes = [] if Path(model_dir).exists() else [10_000]
+    elif 10_000 not in args.train_sizes:  # the 10k training run provides the model
         args.train_sizes = sorted([10_000, *args.train_sizes])
     for n in args.train_sizes:
         save = model_dir if n == 10_000 else None
         measure("train", path=paths[n], steps=args.train_steps, batch_size=128, save_to=save, **kw)
-    print("generation (50,000 peaks):", flush=True)
-    gen_path = str(dataset(cache, gen_cells, peaks_50k=True))
-    gen_model = str(cache / f"model_50kpeaks_{gen_cells}")
-    measure("train", False, path=gen_path, steps=args.train_steps, batch_size=64, save_to=gen_model, **kw)
-    measure("generate", path=gen_path, model_dir=gen_model, n_steps=8)
+    if "generate" in args.tasks:
+        print("generation (50,000 peaks):", flush=True)
+        gen_path = str(dataset(cache, gen_cells, peaks_50k=True))
+        gen_model = str(cache / f"model_50kpeaks_{gen_cells}")
+        measure("train", False, path=gen_path, steps=args.train_steps, batch_size=64, save_to=gen_model, **kw)
+        measure("generate", path=gen_path, model_dir=gen_model, n_steps=8)
+    if "embed" not in args.tasks:
+        args.embed_sizes = args.memory_sizes = []
     print("embedding:", flush=True)
     for n in args.embed_sizes:
         measure("embed", path=paths[n], model_dir=model_dir, backed=True)
