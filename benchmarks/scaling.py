@@ -162,18 +162,20 @@ def work_train(path: str, steps: int, batch_size: int, save_to: str | None, mode
     }
 
 
-def work_embed(path: str, model_dir: str, backed: bool) -> dict:
-    """Embed every cell with a saved model."""
+def work_embed(path: str, model_dir: str, backed: bool, limit: int | None = None) -> dict:
+    """Embed every cell (or the first ``limit`` cells) with a saved model."""
     import holocell as hc
 
     mdata = _open(path, backed)
     model = hc.HoloCell.load(model_dir, mdata)
     baseline = _rss_mb()
     t0 = time.perf_counter()
-    z = model.get_latent_representation(progress_bar=False)
+    indices = None if limit is None or limit >= mdata.n_obs else np.arange(limit)
+    z = model.get_latent_representation(indices=indices, progress_bar=False)
     seconds = time.perf_counter() - t0
+    part = "" if indices is None else f", first {limit:,} of {mdata.n_obs:,} cells"
     return {
-        "task": f"embed ({'backed' if backed else 'in memory'})",
+        "task": f"embed ({'backed' if backed else 'in memory'}{part})",
         "n_cells": int(z.shape[0]),
         "seconds": seconds,
         "cells_per_s": z.shape[0] / seconds,
@@ -263,9 +265,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1k and 10k cells only, generation for 1k")
     full = [1_000, 10_000, 100_000, 200_000]
-    parser.add_argument("--train-sizes", type=int, nargs="+", default=full, help="backed training")
-    parser.add_argument("--embed-sizes", type=int, nargs="+", default=full, help="backed embedding")
-    parser.add_argument("--memory-sizes", type=int, nargs="+", default=full[:3], help="in-memory embedding")
+    parser.add_argument("--train-sizes", type=int, nargs="*", default=full, help="backed training")
+    parser.add_argument("--embed-sizes", type=int, nargs="*", default=full, help="backed embedding")
+    parser.add_argument("--memory-sizes", type=int, nargs="*", default=full[:3], help="in-memory embedding")
+    parser.add_argument("--embed-limit", type=int, help="embed only the first N cells of each file")
     parser.add_argument("--gen-cells", type=int, default=10_000, help="cells for 50k-peak ATAC generation")
     parser.add_argument("--cache", default=str(ROOT / "build" / "scaling"), help="data sets go here")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -339,9 +342,9 @@ def main() -> None:
         args.embed_sizes = args.memory_sizes = []
     print("embedding:", flush=True)
     for n in args.embed_sizes:
-        measure("embed", path=paths[n], model_dir=model_dir, backed=True)
+        measure("embed", path=paths[n], model_dir=model_dir, backed=True, limit=args.embed_limit)
     for n in args.memory_sizes:
-        measure("embed", path=paths[n], model_dir=model_dir, backed=False)
+        measure("embed", path=paths[n], model_dir=model_dir, backed=False, limit=args.embed_limit)
 
     print(f"wrote {stem}.md and .json in {args.out}")
 
