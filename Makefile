@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build of torch, pinned here only (pyproject keeps torch>=2.3 unpinned)
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-scaling clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench: $(VENV)/.installed
 .PHONY: bench-tools
 bench-tools: $(VENV)/.installed
 	$(BIN)/python benchmarks/perturbation.py --out benchmarks/results
+
+bench-scaling: $(VENV)/.installed
+	$(BIN)/python benchmarks/scaling.py
 
 clean:
 	rm -rf $(VENV) demo_output build .pytest_cache

@@ -73,7 +73,11 @@ def make_loader(
     seed: int = 0,
     drop_last: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader over ``indices`` that slices sparse rows once per mini-batch."""
+    """A DataLoader over ``indices`` that slices sparse rows once per mini-batch.
+
+    ``arrays`` may also be backed (:class:`~holocell.data._streaming.BackedMosaicArrays`): each
+    mini-batch is then read from disk, which suits sequential passes (embedding, generation).
+    """
     dataset = MosaicDataset(arrays, indices)
     if shuffle:
         sampler: torch.utils.data.Sampler = torch.utils.data.RandomSampler(
@@ -118,18 +122,23 @@ def collect_arrays(
         adata = mdata.mod[mod_name]
         x = adata.X if layers.get(m) is None else adata.layers[layers[m]]
         x = sp.csr_matrix(x, dtype=np.float32)
-        order = adata.var_names.get_indexer(features[m])
-        missing = order < 0
-        if missing.any():
-            names = ", ".join(map(str, np.asarray(features[m])[missing][:5]))
-            raise ValueError(
-                f"Modality {mod_name!r} lacks {int(missing.sum())} features the model was set up with "
-                f"(e.g. {names}). Use the same features as at setup, or set up a new model."
-            )
-        x = x[:, order]
+        x = x[:, feature_order(adata.var_names, features[m], mod_name)]
         rows = np.asarray(mdata.obsmap[mod_name]).astype(np.int64)  # 1-based, 0 = absent
         present[:, MODALITIES.index(m)] = rows > 0
         padded = sp.vstack([x, sp.csr_matrix((1, x.shape[1]), dtype=np.float32)], format="csr")
         counts[m] = padded[np.where(rows > 0, rows - 1, x.shape[0])]
     species = np.full(n, species_code, dtype=np.int64)
     return MosaicArrays(counts, present, np.asarray(batch_codes, dtype=np.int64), species)
+
+
+def feature_order(var_names, features: np.ndarray, mod_name: str) -> np.ndarray:
+    """Column of each of ``features`` in ``var_names``; a clear error when some are missing."""
+    order = var_names.get_indexer(features)
+    missing = order < 0
+    if missing.any():
+        names = ", ".join(map(str, np.asarray(features)[missing][:5]))
+        raise ValueError(
+            f"Modality {mod_name!r} lacks {int(missing.sum())} features the model was set up with "
+            f"(e.g. {names}). Use the same features as at setup, or set up a new model."
+        )
+    return order

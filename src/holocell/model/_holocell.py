@@ -10,6 +10,7 @@ from typing import Literal
 
 import anndata as ad
 import lightning.pytorch as pl
+import mudata
 import numpy as np
 import pandas as pd
 import torch
@@ -21,6 +22,7 @@ from scvi.model.base import BaseModelClass
 from tqdm.auto import tqdm
 
 from ..data._mosaic import MosaicArrays, collect_arrays, make_loader
+from ..data._streaming import BackedMosaicArrays, collect_backed_arrays, is_backed
 from ..nn import HoloCellModule, NetworkConfig
 from ..train import MosaicDataModule, TrainingPlan, split_indices
 from ..vocab import SPECIES, FeatureSpace, build_feature_space, map_proteins_to_genes
@@ -229,12 +231,15 @@ class HoloCell(PerturbMixin, BaseModelClass):
         return self.adata_manager.registry["setup_args"]
 
     def _arrays(
-        self, mdata: MuData | None, transform_batch: str | None = None
-    ) -> tuple[MuData, MosaicArrays]:
+        self, mdata: MuData | str | Path | None, transform_batch: str | None = None
+    ) -> tuple[MuData, MosaicArrays | BackedMosaicArrays]:
         """Counts of ``mdata`` (default: the registered one) in the model's feature order.
 
-        ``transform_batch`` gives every cell that batch's code (counterfactual batch).
+        ``transform_batch`` gives every cell that batch's code (counterfactual batch). A backed
+        MuData (or a path to an ``.h5mu``, opened backed) is streamed from disk, not loaded.
         """
+        if isinstance(mdata, str | Path):
+            mdata = _read_backed(mdata)
         mdata = self.adata if mdata is None else mdata
         setup = self._setup_args
         missing = [name for name in self.modalities_.values() if name not in mdata.mod]
@@ -262,14 +267,19 @@ class HoloCell(PerturbMixin, BaseModelClass):
             unknown = len(self.batch_categories_)  # the "unseen batch" embedding
             codes = np.array([lookup.get(str(b), unknown) for b in mdata.obs[batch_key]], dtype=np.int64)
         species = SPECIES.index(setup.get("species", "human"))
-        return mdata, collect_arrays(mdata, self.modalities_, layers, features, codes, species)
+        collect = collect_backed_arrays if is_backed(mdata) else collect_arrays
+        return mdata, collect(mdata, self.modalities_, layers, features, codes, species)
 
-    def _inference_batch_size(self, batch_size: int | None) -> int:
-        """``batch_size``, or one that keeps a ``(cells, anchors, d_model)`` float tensor near 64 MB."""
+    def _inference_batch_size(self, batch_size: int | None, n_outputs: int = 0) -> int:
+        """``batch_size``, or one that keeps a ``(cells, anchors, d_model)`` float tensor near 64 MB
+        and a ``(cells, n_outputs)`` one (e.g. every peak, when generating ATAC) near 16 MB."""
         if batch_size is not None:
             return int(batch_size)
         per_cell = self.config.n_anchors * self.config.d_model
-        return int(min(256, max(8, 2**24 // per_cell)))
+        size = min(256, 2**24 // per_cell)
+        if n_outputs:
+            size = min(size, 2**22 // n_outputs)
+        return int(max(8, size))
 
     def _device(self, device: str | torch.device | None) -> torch.device:
         if device is not None:
@@ -397,6 +407,7 @@ class HoloCell(PerturbMixin, BaseModelClass):
         datamodule = MosaicDataModule(arrays, train_idx, val_idx, batch_size, seed)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__`.*")  # streaming
             trainer.fit(plan, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         self.module.eval()
         self.is_trained_ = True
@@ -416,7 +427,7 @@ class HoloCell(PerturbMixin, BaseModelClass):
     @torch.inference_mode()
     def get_latent_representation(
         self,
-        mdata: MuData | None = None,
+        mdata: MuData | str | Path | None = None,
         indices: Sequence[int] | None = None,
         modality: str | Sequence[str] | None = None,
         batch_size: int | None = None,
@@ -429,6 +440,8 @@ class HoloCell(PerturbMixin, BaseModelClass):
         ----------
         mdata
             MuData to embed (default: the registered one); needs the registered modalities' names.
+            A backed MuData (``mudata.read_h5mu(path, backed=True)``) or the path of an ``.h5mu``
+            file is streamed from disk in mini-batches, so memory does not grow with the cells.
         indices
             Cells to embed (default: all).
         modality
@@ -450,17 +463,20 @@ class HoloCell(PerturbMixin, BaseModelClass):
         device = self._device(device)
         self.module.eval()
         idx = np.arange(arrays.n_cells) if indices is None else np.asarray(indices)
-        out = []
+        out = np.zeros((len(idx), self.config.d_model), dtype=np.float32)
+        start = 0
         loader = make_loader(arrays, idx, batch_size=self._inference_batch_size(batch_size))
         for batch in tqdm(loader, desc="embedding", disable=_disable(progress_bar)):
             batch = {k: v.to(device) for k, v in batch.items()}
-            out.append(self.module.embed(batch, keep).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.config.d_model), dtype=np.float32)
+            z = self.module.embed(batch, keep).float().cpu().numpy()
+            out[start : start + len(z)] = z
+            start += len(z)
+        return out
 
     @torch.inference_mode()
     def generate(
         self,
-        mdata: MuData | None = None,
+        mdata: MuData | str | Path | None = None,
         target: Literal["rna", "atac", "protein"] = "protein",
         n_steps: int = 8,
         key_added: str | None = None,
@@ -483,7 +499,8 @@ class HoloCell(PerturbMixin, BaseModelClass):
         Parameters
         ----------
         mdata
-            MuData (default: the registered one). It gets a new modality ``key_added``.
+            MuData (default: the registered one). It gets a new modality ``key_added`` (in memory,
+            also for a backed MuData, whose inputs are streamed from disk; a path is opened backed).
         target
             Modality to generate.
         n_steps
@@ -524,8 +541,13 @@ class HoloCell(PerturbMixin, BaseModelClass):
         device = self._device(device)
         self.module.eval()
         generator = torch.Generator(device=device).manual_seed(seed)
-        values, bins = [], []
-        loader = make_loader(arrays, batch_size=self._inference_batch_size(batch_size))
+        # outputs are filled in place, batch by batch: no second copy of a (cells, features) matrix
+        n_features = len(self.feature_space.maps[target].features)
+        values = np.zeros((arrays.n_cells, n_features), dtype=np.float32)
+        bins = np.zeros((arrays.n_cells, n_features), dtype=np.int16) if target != "atac" else None
+        start = 0
+        size = self._inference_batch_size(batch_size, n_features if target == "atac" else 0)
+        loader = make_loader(arrays, batch_size=size)
         for batch in tqdm(loader, desc=f"generating {target}", disable=_disable(progress_bar)):
             batch = {k: v.to(device) for k, v in batch.items()}
             res = self.module.generate(
@@ -537,17 +559,17 @@ class HoloCell(PerturbMixin, BaseModelClass):
                 temperature=temperature,
                 generator=generator,
             )
+            stop = start + len(batch["present"])
             if target == "atac":
-                values.append(res.values.float().cpu().numpy())
+                values[start:stop] = res.values.float().cpu().numpy()
             else:
-                values.append(self.module.to_features(target, res.values).float().cpu().numpy())
-                bins.append(self.module.to_features(target, res.bins).cpu().numpy().astype(np.int16))
+                values[start:stop] = self.module.to_features(target, res.values).float().cpu().numpy()
+                bins[start:stop] = self.module.to_features(target, res.bins).cpu().numpy()
+            start = stop
         var = pd.DataFrame(index=pd.Index(self.feature_space.maps[target].features.astype(str)))
-        generated = ad.AnnData(
-            X=np.concatenate(values).astype(np.float32), obs=pd.DataFrame(index=mdata.obs_names), var=var
-        )
-        if bins:
-            generated.layers["bins"] = np.concatenate(bins)
+        generated = ad.AnnData(X=values, obs=pd.DataFrame(index=mdata.obs_names), var=var)
+        if bins is not None:
+            generated.layers["bins"] = bins
         generated.uns["holocell"] = {
             "params": {
                 "target": target,
@@ -606,6 +628,15 @@ class HoloCell(PerturbMixin, BaseModelClass):
             Device to place the weights on (default CPU).
         """
         return _checkpoint.load_model(cls, Path(dir_path), mdata, device=device)
+
+
+def _read_backed(path: str | Path) -> MuData:
+    """Open an ``.h5mu`` file backed (matrices stay on disk)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"No such .h5mu file: {str(path)!r}. Pass a MuData or the path of an .h5mu file."
+        )
+    return mudata.read_h5mu(str(path), backed=True)
 
 
 def _disable(progress_bar: bool | None) -> bool | None:

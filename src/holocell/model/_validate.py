@@ -15,6 +15,7 @@ from mudata import MuData
 from ..vocab import MODALITIES, SPECIES, load_gene_table, map_proteins_to_genes, parse_peaks, read_tss_file
 
 _LAYER_SUFFIX = "_layer"
+_BACKED_SAMPLE_ROWS = 10_000  # rows of a backed matrix read to check for counts
 
 
 def normalise_modalities(modalities: Mapping[str, str] | None) -> dict[str, str]:
@@ -129,6 +130,9 @@ def check_counts(x, name: str, m: str) -> None:
     """
     if x is None:
         raise ValueError(f"Modality {name!r} has no .X; pass the layer that holds the counts ({m}_layer='counts').")
+    if not (sp.issparse(x) or isinstance(x, np.ndarray)) and hasattr(x, "shape") and len(x.shape) == 2:
+        # backed (h5py dataset / anndata sparse dataset): check the first rows only
+        x = x[: min(x.shape[0], _BACKED_SAMPLE_ROWS)]
     if sp.issparse(x):
         if x.format not in ("csr", "csc"):
             raise TypeError(

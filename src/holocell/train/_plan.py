@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..data._mosaic import MosaicArrays, make_loader
+from ..data._streaming import BackedMosaicArrays, make_chunked_loader
 from ..nn import HoloCellModule
 
 
@@ -140,15 +141,36 @@ class TrainingPlan(pl.LightningModule):
 
 
 class MosaicDataModule(pl.LightningDataModule):
-    """Train / validation loaders over a :class:`~holocell.data._mosaic.MosaicArrays`."""
+    """Train / validation loaders over in-memory or backed (streamed) mosaic arrays.
+
+    In-memory :class:`~holocell.data._mosaic.MosaicArrays` are shuffled cell by cell. Backed
+    :class:`~holocell.data._streaming.BackedMosaicArrays` are streamed from disk and shuffled by
+    chunk (block order, then cells within a buffer of blocks), so memory stays flat in the number
+    of cells; see :mod:`holocell.data._streaming`.
+
+    Parameters
+    ----------
+    arrays
+        Counts of the registered cells.
+    train_indices, validation_indices
+        Cells of each split.
+    batch_size
+        Cells per mini-batch.
+    seed
+        Seed of the shuffling.
+    block_size, blocks_per_buffer
+        Streaming only: consecutive cells per disk read, and blocks shuffled together.
+    """
 
     def __init__(
         self,
-        arrays: MosaicArrays,
+        arrays: MosaicArrays | BackedMosaicArrays,
         train_indices: np.ndarray,
         validation_indices: np.ndarray,
         batch_size: int,
         seed: int,
+        block_size: int = 1024,
+        blocks_per_buffer: int = 8,
     ) -> None:
         super().__init__()
         self.arrays = arrays
@@ -156,9 +178,22 @@ class MosaicDataModule(pl.LightningDataModule):
         self.validation_indices = validation_indices
         self.batch_size = batch_size
         self.seed = seed
+        self.block_size = block_size
+        self.blocks_per_buffer = blocks_per_buffer
 
     def train_dataloader(self):
         drop_last = len(self.train_indices) > self.batch_size
+        if isinstance(self.arrays, BackedMosaicArrays):
+            return make_chunked_loader(
+                self.arrays,
+                self.train_indices,
+                batch_size=self.batch_size,
+                shuffle=True,
+                seed=self.seed,
+                drop_last=drop_last,
+                block_size=self.block_size,
+                blocks_per_buffer=self.blocks_per_buffer,
+            )
         return make_loader(
             self.arrays,
             self.train_indices,
