@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build of torch, pinned here only (pyproject keeps torch>=2.3 unpinned)
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-scaling clean
+.PHONY: install demo test lint bench bench-streaming clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,8 @@ bench: $(VENV)/.installed
 bench-tools: $(VENV)/.installed
 	$(BIN)/python benchmarks/perturbation.py --out benchmarks/results
 
-bench-scaling: $(VENV)/.installed
-	$(BIN)/python benchmarks/scaling.py
+bench-streaming: $(VENV)/.installed
+	$(BIN)/python benchmarks/streaming.py
 
 clean:
 	rm -rf $(VENV) demo_output build .pytest_cache

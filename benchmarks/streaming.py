@@ -2,9 +2,9 @@
 
 Usage::
 
-    python benchmarks/scaling.py            # 1k, 10k, 100k, 200k cells; ATAC generation for 10k cells
-    python benchmarks/scaling.py --quick    # 1k and 10k cells; ATAC generation for 1k cells
-    python benchmarks/scaling.py --embed-sizes 1000 10000 100000 --memory-sizes 1000 10000   # a subset
+    python benchmarks/streaming.py            # 1k, 10k, 100k, 200k cells; ATAC generation for 10k cells
+    python benchmarks/streaming.py --quick    # 1k and 10k cells; ATAC generation for 1k cells
+    python benchmarks/streaming.py --embed-sizes 1000 10000 100000 --memory-sizes 1000 10000   # a subset
 
 Data: ``hc.data.simulate_multiome`` (RNA + ATAC + protein, batch1 lacks protein). The simulator holds
 dense ``(cells, peaks)`` arrays, so large sets are built by tiling one simulated block of 10,000
@@ -270,7 +270,7 @@ def main() -> None:
     parser.add_argument("--memory-sizes", type=int, nargs="*", default=full[:3], help="in-memory embedding")
     parser.add_argument("--embed-limit", type=int, help="embed only the first N cells of each file")
     parser.add_argument("--gen-cells", type=int, default=10_000, help="cells for 50k-peak ATAC generation")
-    parser.add_argument("--cache", default=str(ROOT / "build" / "scaling"), help="data sets go here")
+    parser.add_argument("--cache", default=str(ROOT / "build" / "streaming"), help="data sets go here")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--train-steps", type=int, default=20)
     parser.add_argument("--model", default=json.dumps(SMALL), help="HoloCell keyword arguments (JSON)")
@@ -293,8 +293,8 @@ def main() -> None:
         model_kwargs = records[0]["model_kwargs"]
         out = Path(args.out)
         record = {"command": command, "model_kwargs": model_kwargs, "results": results}
-        (out / "scaling.json").write_text(json.dumps(record, indent=2) + "\n")
-        (out / "scaling.md").write_text(to_markdown(results, model_kwargs, command))
+        (out / "streaming.json").write_text(json.dumps(record, indent=2) + "\n")
+        (out / "streaming.md").write_text(to_markdown(results, model_kwargs, command))
         return
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -309,10 +309,10 @@ def main() -> None:
     results: list[dict] = []
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/scaling.py " + " ".join(
+    command = "python benchmarks/streaming.py " + " ".join(
         f"'{a}'" if a.startswith("{") else a for a in sys.argv[1:]
     )
-    stem = "scaling_quick" if args.quick else "scaling"
+    stem = "streaming_quick" if args.quick else "streaming"
 
     def measure(name: str, keep: bool = True, **kwargs) -> None:
         """Run one worker; keep its result and rewrite the tables (partial runs still leave them)."""
