@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build of torch, pinned here only (pyproject keeps torch>=2.3 unpinned)
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: $(VENV)/.installed
 	cp build/bench_demo/results.md benchmarks/results/demo.md
 	cp build/bench_demo/results.json benchmarks/results/demo.json
 	cp build/bench_demo/umap.png benchmarks/results/demo_umap.png
+	for job in pbmc simulated cost scaling; do $(BIN)/python benchmarks/$$job.py || exit 1; done
+
+bench-quick: $(VENV)/.installed
+	for job in pbmc simulated cost scaling; do $(BIN)/python benchmarks/$$job.py --quick --out build/bench_quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) demo_output build .pytest_cache
