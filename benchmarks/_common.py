@@ -69,6 +69,17 @@ def best_time(fn: Callable[[], object], repeats: int = 3) -> float:
     return min(times)
 
 
+def mflop(fn: Callable[[], object]) -> float:
+    """Millions of floating-point operations of the matrix products (linear layers, matmuls) that ``fn``
+    runs, from ``torch.profiler(with_flops=True)``; attention-kernel and element-wise work is not counted,
+    so this is a lower bound dominated by the linear layers."""
+    from torch.profiler import profile
+
+    with profile(with_flops=True) as prof:
+        fn()
+    return sum(e.flops or 0 for e in prof.key_averages()) / 1e6
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (MB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
