@@ -89,7 +89,7 @@ def main() -> None:
     _, tvi_prot = tvi.get_normalized_expression(
         indices=idx_p4, transform_batch=PAIRED, n_samples=10, return_mean=True, include_protein_background=True
     )
-    rows_a.append(score_regression("TOTALVI", truth_prot, ev.clr(tvi_prot.to_numpy())))
+    rows_a.append(score_regression("TOTALVI", truth_prot, ev.clr(tvi_prot.loc[p4].to_numpy())))
     rows_a += baselines(full, "rna", "adt", p4, truth_prot, ev.clr)
 
     # ---------------------------------------------------------------- 1b: protein -> RNA
@@ -103,7 +103,7 @@ def main() -> None:
     )
     idx_p4 = np.flatnonzero(np.isin(pad_b.obs_names, p4))
     mvi_rna = mvi_b.get_normalized_expression(indices=idx_p4, n_samples=10, return_mean=True)
-    rows_b.append(score_regression("MULTIVI", truth_rna, np.log1p(1e4 * mvi_rna.to_numpy())))
+    rows_b.append(score_regression("MULTIVI", truth_rna, np.log1p(1e4 * mvi_rna.loc[p4].to_numpy())))
     rows_b += baselines(full, "adt", "rna", p4, truth_rna, ev.log_normalize)
 
     # ---------------------------------------------------------------- 2: integration (split 1a)
@@ -181,13 +181,15 @@ def _umap(embeddings: dict, labels, batch, path) -> None:
     matplotlib.use("Agg")
     import anndata as ad
     import matplotlib.pyplot as plt
+    import pandas as pd
     import scanpy as sc
 
     names = ["holocell", "MULTIVI"]
     fig, axes = plt.subplots(2, len(names), figsize=(5.5 * len(names), 9))
     for j, name in enumerate(names):
         emb, cells = embeddings[name]
-        view = ad.AnnData(obs={"celltype": labels[cells], "batch": batch[cells]})
+        obs = pd.DataFrame({"celltype": labels[cells], "batch": batch[cells]}, dtype="category")
+        view = ad.AnnData(obs=obs.set_axis(obs.index.astype(str)))
         view.obsm["X"] = emb[cells]
         sc.pp.neighbors(view, use_rep="X", random_state=0)
         sc.tl.umap(view, random_state=0)
