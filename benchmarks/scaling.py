@@ -108,8 +108,8 @@ def fresh(fn, *args) -> dict:
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
-    sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
-    atac_cells = 1_000 if args.quick else 10_000
+    sizes = [1_000, 5_000] if args.quick else [1_000, 10_000, 100_000]
+    atac_cells = 200 if args.quick else 10_000
     rows = [fresh(embed_at, n, args.seed) for n in sizes]
     for r in rows:
         r["seconds_per_1k_cells"] = 1e3 * r["seconds"] / r["cells"]
