@@ -8,6 +8,7 @@ installed package.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import logging
 import platform
@@ -92,6 +93,7 @@ def machine() -> dict:
         "processor": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "load_average_1_5_15": list(os.getloadavg()),
     }
 
 
@@ -105,7 +107,9 @@ def write_results(
     parts = [f"## {title}\n"]
     for heading, rows, columns in sections:
         parts.append(f"### {heading}\n\n{ev.format_table(rows, columns)}\n")
-    parts.append(notes.strip() + "\n")
+    load = ", ".join(f"{x:.1f}" for x in results["machine"]["load_average_1_5_15"])
+    mode = "--quick run" if results.get("quick") else "full run"
+    parts.append(notes.strip() + f"\n\n_{mode}; load average at the end (1/5/15 min): {load}._\n")
     text = "\n".join(parts)
     (out / f"{name}.md").write_text(text)
     print(text)
