@@ -8,9 +8,9 @@ installed package.
 from __future__ import annotations
 
 import argparse
-import os
 import json
 import logging
+import os
 import platform
 import resource
 import time
