@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build of torch, pinned here only (pyproject keeps torch>=2.3 unpinned)
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-streaming clean
+.PHONY: install demo test lint bench bench-quick bench-tools bench-streaming clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +38,12 @@ bench: $(VENV)/.installed
 	cp build/bench_demo/results.md benchmarks/results/demo.md
 	cp build/bench_demo/results.json benchmarks/results/demo.json
 	cp build/bench_demo/umap.png benchmarks/results/demo_umap.png
+	for job in pbmc simulated cost scaling; do $(BIN)/python benchmarks/$$job.py || exit 1; done
 	$(BIN)/python benchmarks/perturbation.py --out benchmarks/results
 
-.PHONY: bench-tools
+bench-quick: $(VENV)/.installed
+	for job in pbmc simulated cost scaling; do $(BIN)/python benchmarks/$$job.py --quick --out build/bench_quick || exit 1; done
+
 bench-tools: $(VENV)/.installed
 	$(BIN)/python benchmarks/perturbation.py --out benchmarks/results
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from holocell.evaluation._baselines import mean_predict, pca_knn_predict, pca_ridge_predict, shared_pca
+from holocell.evaluation._integration import graph_connectivity, ilisi, integration_metrics, lisi
 from holocell.evaluation._metrics import (
     knn_label_transfer_accuracy,
     nmi_ari,
@@ -18,7 +19,11 @@ from holocell.evaluation._transforms import clr, log_normalize
 __all__ = [
     "clr",
     "format_table",
+    "graph_connectivity",
+    "ilisi",
+    "integration_metrics",
     "knn_label_transfer_accuracy",
+    "lisi",
     "log_normalize",
     "mean_predict",
     "nmi_ari",

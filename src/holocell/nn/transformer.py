@@ -68,12 +68,16 @@ class Attention(nn.Module):
         self.out = nn.Linear(d, d)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None, kv: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Attend from ``x`` over ``context``, or over its precomputed projections ``kv = self.kv(context)``."""
         B, T, d = x.shape
-        S = context.shape[1]
+        kv = self.kv(context) if kv is None else kv  # (B, S, 2d)
+        S = kv.shape[1]
         h = self.n_heads
         q = self.q(x).view(B, T, h, d // h).transpose(1, 2)  # (B, h, T, hs)
-        k, v = self.kv(context).view(B, S, 2, h, d // h).permute(2, 0, 3, 1, 4)  # 2 x (B, h, S, hs)
+        k, v = kv.view(B, S, 2, h, d // h).permute(2, 0, 3, 1, 4)  # 2 x (B, h, S, hs)
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, d))
 
@@ -116,11 +120,20 @@ class Block(nn.Module):
         self.ln_mlp = nn.LayerNorm(d)
         self.mlp = MLP(d, mlp_ratio, dropout)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, context_kv: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``context_kv`` (cross blocks): the context's key/value projections from :meth:`project_context`."""
         q = self.ln_q(x)
-        kv = q if self.ln_kv is None else self.ln_kv(context)
-        x = x + self.attn(q, kv)
+        if context_kv is None:
+            context_kv = self.project_context(q if self.ln_kv is None else context)
+        x = x + self.attn(q, None, context_kv)
         return x + self.mlp(self.ln_mlp(x))
+
+    def project_context(self, context: torch.Tensor) -> torch.Tensor:
+        """Key/value projections ``(B, S, 2d)`` of a context; per token, so they can be cached and
+        updated token by token."""
+        return self.attn.kv(context if self.ln_kv is None else self.ln_kv(context))
 
 
 class SlotEmbedding(nn.Module):
@@ -140,12 +153,20 @@ class SlotEmbedding(nn.Module):
         self.value = nn.Parameter(torch.zeros(d))
         self.anchor_value = nn.Parameter(torch.zeros(n_anchors, d))
 
-    def forward(self, bins: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, exists: torch.Tensor):
+    def forward(
+        self,
+        bins: torch.Tensor,
+        values: torch.Tensor,
+        mask: torch.Tensor,
+        exists: torch.Tensor,
+        anchors: torch.Tensor | slice = slice(None),
+    ):
+        """Embed ``(B, G')`` slots; ``anchors`` names the anchors the columns belong to (default all)."""
         hidden = mask | ~exists[None, :]
         ids = torch.where(mask, self.mask_id, bins)
         ids = torch.where(exists[None, :], ids, self.none_id)
-        direction = self.value + self.anchor_value  # (G, d)
-        return self.bin(ids) + values.masked_fill(hidden, 0.0).unsqueeze(-1) * direction  # (B, G, d)
+        direction = self.value + self.anchor_value[anchors]  # (G', d)
+        return self.bin(ids) + values.masked_fill(hidden, 0.0).unsqueeze(-1) * direction  # (B, G', d)
 
 
 class HoloCellNetwork(nn.Module):
@@ -220,14 +241,20 @@ class HoloCellNetwork(nn.Module):
         return getattr(self, f"{modality}_exists")
 
     # ----------------------------------------------------------------------------- encoder
-    def embed_tokens(self, tokens: Tokens) -> torch.Tensor:
-        """``(B, G, d)`` token embeddings: anchor identity + every slot's value or [MASK]."""
+    def embed_tokens(self, tokens: Tokens, anchors: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, G, d)`` token embeddings: anchor identity + every slot's value or [MASK].
+
+        With ``anchors``, only those anchors' tokens ``(B, G', d)`` (generation refreshes the
+        tokens whose slots it has just committed).
+        """
         B = tokens.present.shape[0]
-        x = self.anchor.weight.unsqueeze(0).expand(B, -1, -1)
+        idx = slice(None) if anchors is None else anchors
+        x = self.anchor.weight[idx].unsqueeze(0).expand(B, -1, -1)
         for m, slot in self.slots.items():
-            x = x + slot(tokens.bins[m], tokens.values[m], tokens.mask[m], self.exists(m))
+            x = x + slot(tokens.bins[m][:, idx], tokens.values[m][:, idx], tokens.mask[m][:, idx],
+                         self.exists(m)[idx], idx)
         if "atac" in self.modalities:
-            x = x + self._embed_peaks(tokens)
+            x = x + self._embed_peaks(tokens)[:, idx]
         return x
 
     def _embed_peaks(self, tokens: Tokens) -> torch.Tensor:
@@ -248,13 +275,27 @@ class HoloCellNetwork(nn.Module):
         lib = torch.where(tokens.present.unsqueeze(-1), lib, self.library_missing)
         return torch.cat([batch[:, None], species[:, None], lib], dim=1)
 
-    def encode(self, tokens: Tokens, token_emb: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, L, d)`` latent states of the cells."""
-        if token_emb is None:
-            token_emb = self.embed_tokens(tokens)
-        context = torch.cat([self.context_tokens(tokens), token_emb], dim=1)
-        z = self.latents.unsqueeze(0).expand(context.shape[0], -1, -1)
-        z = self.read_in(z, context)
+    def context_kv(self, tokens: Tokens, token_emb: torch.Tensor) -> torch.Tensor:
+        """Read-in key/value projections ``(B, C + G, 2d)`` of the prefix and the anchor tokens.
+
+        The projection is per token, so a caller that changes a few tokens (iterative generation)
+        can refresh just their rows: anchor ``g`` is row ``C + g``, ``C = n_context``.
+        """
+        return self.read_in.project_context(torch.cat([self.context_tokens(tokens), token_emb], dim=1))
+
+    n_context = 2 + len(MODALITIES)
+    """Prefix tokens before the anchors: batch, species, one library size per modality."""
+
+    def encode(
+        self, tokens: Tokens, token_emb: torch.Tensor | None = None, context_kv: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(B, L, d)`` latent states of the cells (``context_kv``: cached :meth:`context_kv`)."""
+        if context_kv is None:
+            if token_emb is None:
+                token_emb = self.embed_tokens(tokens)
+            context_kv = self.context_kv(tokens, token_emb)
+        z = self.latents.unsqueeze(0).expand(context_kv.shape[0], -1, -1)
+        z = self.read_in(z, context_kv=context_kv)
         for block in self.blocks:
             z = block(z)
         return self.ln_latent(z)

@@ -1,0 +1,172 @@
+"""Cost: training, embedding and generation throughput and peak memory, holocell beside TOTALVI and MULTIVI.
+
+Task 4 of issue 4. Data: the PBMC mosaic split of ``pbmc.py`` (p4's protein hidden). Each method runs
+in a fresh process (so that its peak RSS is its own) and reports:
+
+- training cells/s: epochs x training cells / training seconds;
+- embedding cells/s over all cells it can embed (best of 3: the 2-core machine is shared);
+- generation cells/s: holocell generates protein at 1 / 4 / 8 steps and RNA at 8 steps (for the 400
+  p4 cells); a VAE's
+  "generation" is one decoder pass (``get_normalized_expression(n_samples=1)``);
+- peak RSS of the process; for holocell also FLOPs per cell (``torch.utils.flop_counter``) and the
+  fraction of the CPU's fp32 peak that the measured speed reaches.
+
+Run: ``python benchmarks/cost.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+from _common import (
+    GFLOPS_PEAK_CPU,
+    best_time,
+    hide_modality,
+    mflop,
+    parse_args,
+    peak_rss_mb,
+    quiet,
+    train_holocell,
+    train_multivi,
+    train_totalvi,
+    write_results,
+)
+
+from holocell.data import pbmc_cite_mosaic
+
+OBS = ["batch", "celltype"]
+
+
+def _split():
+    full = pbmc_cite_mosaic()
+    return full, hide_modality(full, "adt", "p4_0", OBS)
+
+
+def run_holocell(epochs: int, seed: int, repeats: int) -> dict:
+    """Train / embed / generate with holocell's defaults; FLOPs per cell."""
+    import torch
+
+    quiet()
+    _, split = _split()
+    model, train_s = train_holocell(split, {"rna": "rna", "protein": "adt"}, epochs, seed)
+    n = split.n_obs
+    out = {"method": "holocell", "train_cells_per_s": len(model.history_) * len(model.train_indices_) / train_s}
+    t = best_time(lambda: model.get_latent_representation(progress_bar=False), repeats)
+    out["embed_cells_per_s"] = n / t
+    query = split[split.obs_names[(split.obs["batch"] == "p4_0").to_numpy()]].copy()  # 400 RNA-only cells
+    for target, steps in [("protein", 1), ("protein", 4), ("protein", 8), ("rna", 8)]:
+        t = best_time(
+            lambda target=target, steps=steps: model.generate(
+                query, target=target, n_steps=steps, key_added="g", overwrite=True, progress_bar=False
+            ),
+            repeats,
+        )
+        out[f"generate_{target}_{steps}_cells_per_s"] = query.n_obs / t
+    # FLOPs per cell (matrix products), counted on 256 cells at the module level
+    batch = model._arrays(None)[1].take(np.arange(256))
+    module = model.module
+    with torch.no_grad():
+        out["embed_mflop_per_cell"] = mflop(lambda: module.embed(batch)) / 256
+        out["generate_protein_8_mflop_per_cell"] = (
+            mflop(lambda: module.generate(batch, "protein", n_steps=8)) / 256
+        )
+    for key, rate in [("embed", "embed_cells_per_s"), ("generate_protein_8", "generate_protein_8_cells_per_s")]:
+        gflops = out[f"{key}_mflop_per_cell"] * out[rate] / 1e3
+        out[f"{key}_pct_of_peak"] = 100 * gflops / GFLOPS_PEAK_CPU
+    out["torch_threads"] = torch.get_num_threads()
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def run_totalvi(epochs: int, seed: int, repeats: int) -> dict:
+    """TOTALVI on the cells with RNA (protein zero-padded for batches without it)."""
+    quiet()
+    full, split = _split()
+    rna_cells = split["rna"].obs_names
+    protein = np.zeros((len(rna_cells), full["adt"].n_vars))
+    has = np.isin(rna_cells, split["adt"].obs_names)
+    protein[has] = split["adt"][rna_cells[has]].X.toarray()
+    rna = split["rna"].copy()
+    rna.obs = rna.obs[["batch"]].astype(str).astype("category")
+    model, adata, train_s = train_totalvi(rna, protein, full["adt"].var_names, epochs, seed)
+    n = adata.n_obs
+    out = {"method": "TOTALVI", "train_cells_per_s": epochs * round(0.9 * n) / train_s}
+    out["embed_cells_per_s"] = n / best_time(lambda: model.get_latent_representation(), repeats)
+    t = best_time(lambda: model.get_normalized_expression(n_samples=1), repeats)
+    out["generate_protein_1_cells_per_s"] = n / t
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def run_multivi(epochs: int, seed: int, repeats: int) -> dict:
+    """MULTIVI (RNA + protein, zero-padded) on every cell."""
+    quiet()
+    _, split = _split()
+    model, pad, train_s = train_multivi(split, {"rna_layer": "rna", "protein_layer": "adt"}, epochs, seed)
+    n = pad.n_obs
+    out = {"method": "MULTIVI", "train_cells_per_s": epochs * round(0.9 * n) / train_s}
+    out["embed_cells_per_s"] = n / best_time(lambda: model.get_latent_representation(), repeats)
+    out["generate_rna_1_cells_per_s"] = n / best_time(lambda: model.get_normalized_expression(n_samples=1), repeats)
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def in_fresh_process(fn, *args) -> dict:
+    """Run ``fn(*args)`` in a new spawned process, so its peak RSS is measured alone."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    quiet()
+    epochs = {"holocell": 3, "totalvi": 20, "multivi": 20} if args.quick else {
+        "holocell": 10, "totalvi": 100, "multivi": 100}
+    repeats = 2 if args.quick else 3
+    t0 = time.perf_counter()
+    rows = [
+        in_fresh_process(run_holocell, epochs["holocell"], args.seed, repeats),
+        in_fresh_process(run_totalvi, epochs["totalvi"], args.seed, repeats),
+        in_fresh_process(run_multivi, epochs["multivi"], args.seed, repeats),
+    ]
+    hc, tvi, mvi = rows
+    ratios = []
+    for peer, gen_key in [(tvi, "generate_protein_1_cells_per_s"), (mvi, "generate_rna_1_cells_per_s")]:
+        ours_gen = "generate_protein_8_cells_per_s" if "protein" in gen_key else "generate_rna_8_cells_per_s"
+        ratios.append({
+            "vs": peer["method"],
+            "train": hc["train_cells_per_s"] / peer["train_cells_per_s"],
+            "embed": hc["embed_cells_per_s"] / peer["embed_cells_per_s"],
+            "generate (holocell 8 steps vs 1 decoder pass)": hc[ours_gen] / peer[gen_key],
+            "peak_rss": hc["peak_rss_mb"] / peer["peak_rss_mb"],
+        })
+    targets = {
+        "embed_cells_per_s >= 2000": hc["embed_cells_per_s"] >= 2000,
+        "generate_protein_8_cells_per_s >= 300": hc["generate_protein_8_cells_per_s"] >= 300,
+    }
+    results = {"quick": args.quick, "seed": args.seed, "epochs": epochs, "rows": rows, "ratios": ratios,
+               "targets": targets, "wall_s": time.perf_counter() - t0}
+    speed_cols = ["method", "train_cells_per_s", "embed_cells_per_s", "generate_protein_1_cells_per_s",
+                  "generate_protein_8_cells_per_s", "generate_rna_1_cells_per_s", "generate_rna_8_cells_per_s",
+                  "peak_rss_mb"]
+    flop_cols = ["method", "embed_mflop_per_cell", "embed_pct_of_peak", "generate_protein_4_cells_per_s",
+                 "generate_protein_8_mflop_per_cell", "generate_protein_8_pct_of_peak", "torch_threads"]
+    notes = (
+        f"PBMC mosaic (1,600 cells; TOTALVI: the 1,200 with RNA), p4's protein hidden. Epochs {epochs}. Best of "
+        f"{repeats} for inference. The 2-core CPU is shared with other jobs, so absolute speeds are "
+        f"pessimistic; ratios are taken in the same run. Targets: "
+        + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in targets.items())
+        + f". Peak of {GFLOPS_PEAK_CPU:.0f} GFLOP/s fp32 assumed for % of peak."
+    )
+    write_results(args.out, "cost", "Cost on the PBMC mosaic (this machine)", results, [
+        ("Throughput (cells/s) and peak RSS (MB)", rows, speed_cols),
+        ("holocell ratio to peer (> 1: holocell faster / uses more memory)", ratios, list(ratios[0])),
+        ("holocell FLOPs", [hc], flop_cols),
+    ], notes)
+
+
+if __name__ == "__main__":
+    main()
