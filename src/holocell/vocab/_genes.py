@@ -22,7 +22,14 @@ import pandas as pd
 
 from ._constants import MOUSE_ANCHOR_PREFIX, SPECIES
 
-__all__ = ["GENE_ID_TYPES", "detect_gene_id_type", "load_human_genes", "load_orthologs", "map_genes"]
+__all__ = [
+    "GENE_ID_TYPES",
+    "detect_gene_id_type",
+    "load_human_genes",
+    "load_orthologs",
+    "map_genes",
+    "rename_to_anchors",
+]
 
 GeneIdType = Literal["auto", "symbol", "ensembl"]
 #: Accepted values of ``gene_id_type``.
@@ -102,15 +109,20 @@ def _human_lookup() -> tuple[dict[str, str], dict[str, tuple[str, str]], dict[st
 
 @functools.cache
 def _mouse_lookup() -> tuple[dict[str, tuple[str, str]], dict[str, str], dict[str, str]]:
-    """(mouse Ensembl id -> (human symbol or "", type), mouse symbol -> mouse id, Ensembl id -> symbol)."""
+    """(mouse key -> (human symbol or "", type), mouse symbol -> key, key -> symbol).
+
+    A mouse gene's key is its Ensembl id, or ``"symbol:<symbol>"`` where HCOP has no id.
+    """
     tab = _orthologs_cached()
-    by_id: dict[str, tuple[str, str]] = {}
-    for mid, hsym, typ in zip(tab["mouse_ensembl_id"], tab["human_symbol"], tab["type"], strict=True):
-        by_id[mid] = (hsym if typ == "one2one" else "", typ)
-    first = tab.drop_duplicates("mouse_ensembl_id")
-    sym_to_id = dict(zip(first["mouse_symbol"], first["mouse_ensembl_id"], strict=True))
-    id_to_sym = dict(zip(first["mouse_ensembl_id"], first["mouse_symbol"], strict=True))
-    return by_id, sym_to_id, id_to_sym
+    key = tab["mouse_ensembl_id"].where(tab["mouse_ensembl_id"] != "", "symbol:" + tab["mouse_symbol"])
+    by_key: dict[str, tuple[str, str]] = {}
+    for k, hsym, typ in zip(key, tab["human_symbol"], tab["type"], strict=True):
+        by_key[k] = (hsym if typ == "one2one" else "", typ)
+    first = tab.assign(key=key).drop_duplicates("key")
+    named = first[first["mouse_symbol"] != ""]
+    sym_to_key = dict(zip(named["mouse_symbol"], named["key"], strict=False))
+    key_to_sym = dict(zip(named["key"], named["mouse_symbol"], strict=True))
+    return by_key, sym_to_key, key_to_sym
 
 
 def _strip_version(name: str) -> str:
@@ -133,16 +145,16 @@ def _map_human(name: str, id_type: str) -> tuple[str | None, str]:
 
 def _map_mouse(name: str, id_type: str) -> tuple[str | None, str, str]:
     """(human symbol or None, how, mouse label for an own anchor)."""
-    by_id, sym_to_id, id_to_sym = _mouse_lookup()
+    by_key, sym_to_key, key_to_sym = _mouse_lookup()
     if id_type == "ensembl":
-        mid = _strip_version(name)
-        label = id_to_sym.get(mid, mid)
+        key = _strip_version(name)
+        label = key_to_sym.get(key, key)
     else:
-        mid = sym_to_id.get(name) or sym_to_id.get(name[:1].upper() + name[1:].lower(), "")
+        key = sym_to_key.get(name) or sym_to_key.get(name[:1].upper() + name[1:].lower(), "")
         label = name
-    if mid not in by_id:
+    if key not in by_key:
         return None, "unmapped", label
-    hsym, typ = by_id[mid]
+    hsym, typ = by_key[key]
     return (hsym or None), typ, label
 
 
@@ -226,3 +238,30 @@ def shared_fraction(report: pd.DataFrame, expressed: np.ndarray | None = None) -
     if expressed is not None:
         on_human = on_human[np.asarray(expressed, dtype=bool)]
     return float(on_human.mean()) if len(on_human) else 0.0
+
+
+def rename_to_anchors(adata, species: Literal["human", "mouse"] = "mouse", gene_id_type: GeneIdType = "auto"):
+    """A copy of ``adata`` whose ``var_names`` are the gene anchors of :func:`map_genes`.
+
+    Use it to put data sets of several species on one anchor vocabulary before concatenating
+    them (then set them up with ``species_key``). The input is never modified.
+
+    Parameters
+    ----------
+    adata
+        AnnData with genes as ``var_names``.
+    species, gene_id_type
+        See :func:`map_genes`.
+
+    Returns
+    -------
+    anndata.AnnData
+        Copy with ``var_names`` = anchors (unique: a second gene on an anchor keeps its own name,
+        ``how="duplicate"``), and ``var["original_name"]``, ``var["how"]`` from the report.
+    """
+    report = mark_duplicates(map_genes(list(adata.var_names.astype(str)), species, gene_id_type))
+    out = adata.copy()
+    out.var["original_name"] = report.index.to_numpy()
+    out.var["how"] = report["how"].to_numpy()
+    out.var_names = pd.Index(report["anchor"].astype(str).to_numpy())
+    return out
