@@ -40,12 +40,14 @@ class PriorMatrix:
 
 
 def standardise(values: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """z-score every column over the known rows; unknown rows are 0."""
+    """z-score every column over the known rows; unknown rows and (numerically) constant columns are 0."""
     out = np.zeros_like(values, dtype=np.float32)
     if known.any():
         sub = values[known].astype(np.float64)
         sd = sub.std(axis=0)
-        out[known] = ((sub - sub.mean(axis=0)) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+        varies = sd > 1e-6 * max(float(sd.max()), 1e-12)
+        z = (sub - sub.mean(axis=0)) / np.where(varies, sd, 1.0)
+        out[known] = np.where(varies, z, 0.0).astype(np.float32)
     return out
 
 
