@@ -38,6 +38,7 @@ bench: $(VENV)/.installed
 	cp build/bench_demo/results.md benchmarks/results/demo.md
 	cp build/bench_demo/results.json benchmarks/results/demo.json
 	cp build/bench_demo/umap.png benchmarks/results/demo_umap.png
+	$(BIN)/python benchmarks/priors.py  # priors ablation + cross-species (mouse cells: scanpy sdist, see DATA.md)
 
 clean:
 	rm -rf $(VENV) demo_output build .pytest_cache

@@ -80,8 +80,7 @@ def vocabulary(mouse_zarr: Path | None) -> dict:
     return out
 
 
-def pbmc_ablation(epochs: int, configs) -> list[dict]:
-    rows = []
+def pbmc_ablation(epochs: int, configs, rows: list[dict], save) -> list[dict]:
     for priors in configs:
         mdata = hc.data.pbmc_cite_mosaic()
         hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
@@ -95,6 +94,7 @@ def pbmc_ablation(epochs: int, configs) -> list[dict]:
         gates = model.module.network.prior_gate.detach().tolist() if model.priors_ else []
         rows.append({"priors": priors or "none", "p2_to_p1_knn_accuracy": acc, "train_s": secs, "gates": gates})
         print(rows[-1], flush=True)
+        save()
     return rows
 
 
@@ -128,17 +128,17 @@ def _cosine(x: np.ndarray) -> np.ndarray:
     return x @ x.T
 
 
-def simulator_grn(epochs: int, seed: int = 0) -> list[dict]:
-    mdata, truth = hc.data.simulate_multiome(800, n_genes=150, n_tfs=15, modalities=("rna",), seed=seed)
+def simulator_grn(epochs: int, n_cells: int, rows: list[dict], save, seed: int = 0) -> list[dict]:
+    mdata, truth = hc.data.simulate_multiome(n_cells, n_genes=150, n_tfs=15, modalities=("rna",), seed=seed)
     train, test = _split_edges(truth.tf_target, seed)
     genes = list(mdata["rna"].var_names)
-    rows = []
     x = mdata["rna"].X
     x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
     logn = np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1) * 1e4)
     rows.append({"method": "|corr| of expression (peer)", "heldout_edge_auroc": _edge_auroc(np.abs(np.corrcoef(logn.T)), genes, train, test)})
     prior_rows = grn_prior(genes, train[["tf", "target"]]).values
     rows.append({"method": "GRN prior rows alone (peer)", "heldout_edge_auroc": _edge_auroc(_cosine(prior_rows), genes, train, test)})
+    save()
     for priors in (None, "grn", "coexpression", ("grn", "coexpression")):
         m = mdata.copy()
         hc.HoloCell.setup_mudata(m, modalities={"rna": "rna"}, batch_key="batch")
@@ -149,6 +149,7 @@ def simulator_grn(epochs: int, seed: int = 0) -> list[dict]:
         name = priors if isinstance(priors, str) or priors is None else "+".join(priors)
         rows.append({"method": f"HoloCell anchor embedding, priors={name or 'none'}", "heldout_edge_auroc": _edge_auroc(_cosine(emb), genes, train, test), "train_s": secs})
         print(rows[-1], flush=True)
+        save()
     return rows
 
 
@@ -198,12 +199,13 @@ def _md(res: dict) -> str:
             f"{m['on_human_anchor_expressed']:.3f} (all genes {m['on_human_anchor_all']:.3f}; UMI-weighted "
             f"{m['on_human_anchor_umi_weighted']:.3f}) | {m['how_expressed']} |"
         )
-    lines += ["", "## PBMC label transfer (kNN on protein-only p2 -> RNA-only p1 cell types)", ""]
+    lines += ["", f"## PBMC label transfer (kNN on protein-only p2 -> RNA-only p1 cell types; {res['epochs']['pbmc']} epochs)", ""]
     lines += ["| priors | accuracy | train s | final gates |", "|---|---|---|---|"]
     for r in res["pbmc"]:
         gates = ", ".join(f"{g:.3f}" for g in r["gates"]) or "-"
         lines.append(f"| {r['priors']} | {r['p2_to_p1_knn_accuracy']:.3f} | {r['train_s']:.0f} | {gates} |")
-    lines += ["", "## Simulator: held-out TF -> target edges from gene embeddings (AUROC)", ""]
+    e = res["epochs"]
+    lines += ["", f"## Simulator: held-out TF -> target edges from gene embeddings (AUROC; {e['simulator_cells']} cells, {e['simulator']} epochs)", ""]
     lines += ["| method | AUROC |", "|---|---|"]
     for r in res["simulator"]:
         lines.append(f"| {r['method']} | {r['heldout_edge_auroc']:.3f} |")
@@ -220,31 +222,44 @@ def main() -> None:
     ap.add_argument("--mouse-zarr", type=Path, default=Path("/tmp/dl/scanpy-1.11.5/tests/_data/10x-10k-subset.zarr"))
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--sim-epochs", type=int, default=30)
+    ap.add_argument("--sim-cells", type=int, default=800)
+    ap.add_argument("--configs", default="none,grn,family,position,coexpression,all", help="PBMC prior configurations")
+    ap.add_argument("--no-cross-species", action="store_true")
     ap.add_argument("--quick", action="store_true", help="2 epochs, two configurations (smoke run)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    configs = [None, "all"] if args.quick else CONFIGS
+    configs = [None if c == "none" else c for c in args.configs.split(",")]
+    configs = [None, "all"] if args.quick else configs
     epochs, sim_epochs = (2, 2) if args.quick else (args.epochs, args.sim_epochs)
     t = time.perf_counter()
     res = {
-        "command": "python benchmarks/priors.py" + (" --quick" if args.quick else f" --epochs {epochs} --sim-epochs {sim_epochs}"),
+        "command": "python benchmarks/priors.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("mouse_zarr",) and v not in (False, None)),
+        "epochs": {"pbmc": epochs, "simulator": sim_epochs, "simulator_cells": args.sim_cells},
         "machine": f"{torch.get_num_threads()} CPU threads, shared with other jobs (timings are distorted; accuracies are seeded)",
         "model": MODEL,
         "vocabulary": vocabulary(args.mouse_zarr),
     }
     print(res["vocabulary"], flush=True)
-    res["simulator"] = simulator_grn(sim_epochs)
-    res["pbmc"] = pbmc_ablation(epochs, configs)
-    res["cross_species"] = cross_species(args.mouse_zarr, max(2, epochs // 3))
-    res["total_s"] = time.perf_counter() - t
     res["notes"] = (
-        "One seed per configuration: differences of a few points in accuracy are within seed noise. "
-        "The prior gates start at 0 and are learned; the table shows where they ended."
+        "One seed per configuration: differences of a few points are within seed noise. The prior gates "
+        "start at 0 and are learned; the table shows where they ended. Results are written after every row, "
+        "so an interrupted run leaves the rows it finished."
     )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "priors.json").write_text(json.dumps(res, indent=1))
-    (RESULTS / "priors.md").write_text(_md(res))
+    res["simulator"], res["pbmc"], res["cross_species"] = [], [], {}
+
+    def save() -> None:
+        res["total_s"] = time.perf_counter() - t
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "priors.json").write_text(json.dumps(res, indent=1))
+        (RESULTS / "priors.md").write_text(_md(res))
+
+    simulator_grn(sim_epochs, args.sim_cells, res["simulator"], save)
+    pbmc_ablation(epochs, configs, res["pbmc"], save)
+    if not args.no_cross_species:
+        res["cross_species"] = cross_species(args.mouse_zarr, max(2, epochs // 3))
+        save()
     print(_md(res))
 
 

@@ -241,7 +241,7 @@ class HoloCell(BaseModelClass):
         species_key
             Column of the global ``mdata.obs`` with ``"human"`` / ``"mouse"`` per cell (the species
             token), for data sets that combine species on one anchor vocabulary (e.g. mouse genes
-            renamed to their anchors with :func:`holocell.vocab.map_genes`). Default: ``species``.
+            renamed with :func:`holocell.vocab.rename_to_anchors`). Default: ``species`` for every cell.
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
 
