@@ -7,8 +7,8 @@ Writes ``benchmarks/results/priors.md`` and ``priors.json``. Three parts:
 2. **Ablation** (one seed per configuration, same split, same machine):
    - PBMC label transfer across modalities: HoloCell trained on the PBMC mosaic with each prior
      alone, all, or none; kNN (k=15) fit on the embeddings of protein-only cells (batch p2) predicts
-     the ``celltype`` of RNA-only cells (p1). Peer: the same kNN on PCA of ... is not possible across
-     modalities, so the reference is the no-prior model.
+     the ``celltype`` of RNA-only cells (p1). No PCA peer exists across modalities (RNA and protein
+     share no features), so the reference is the model without priors.
    - Simulator TF -> target recovery: half of the simulator's true TF -> target edges (per TF) are
      given as the GRN prior (``grn_edges``); the other half is held out. Score of a (TF, gene) pair =
      cosine similarity of the trained anchor embeddings; AUROC of held-out edges against all other
@@ -135,7 +135,7 @@ def simulator_grn(epochs: int, n_cells: int, rows: list[dict], save, seed: int =
     x = mdata["rna"].X
     x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
     logn = np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1) * 1e4)
-    rows.append({"method": "|corr| of expression (peer)", "heldout_edge_auroc": _edge_auroc(np.abs(np.corrcoef(logn.T)), genes, train, test)})
+    rows.append({"method": "abs. Pearson correlation of expression (peer)", "heldout_edge_auroc": _edge_auroc(np.abs(np.corrcoef(logn.T)), genes, train, test)})
     prior_rows = grn_prior(genes, train[["tf", "target"]]).values
     rows.append({"method": "GRN prior rows alone (peer)", "heldout_edge_auroc": _edge_auroc(_cosine(prior_rows), genes, train, test)})
     save()
