@@ -49,6 +49,7 @@ bench-tools: $(VENV)/.installed
 
 bench-streaming: $(VENV)/.installed
 	$(BIN)/python benchmarks/streaming.py
+	$(BIN)/python benchmarks/priors.py  # priors ablation + cross-species (mouse cells: scanpy sdist, see DATA.md)
 
 clean:
 	rm -rf $(VENV) demo_output build .pytest_cache

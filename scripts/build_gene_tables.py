@@ -307,6 +307,11 @@ An alias equal to another gene's official symbol is dropped.
   `org.Hs.eg.sqlite` (NCBI Entrez Gene data of 2022-Sep12, public domain NCBI data). The Artistic-2.0
   licence permits redistribution of modified versions provided the modifications are documented: this file
   and the build script document them (subset to protein-coding genes, keys normalised, overrides added).
+
+## Cross-species tables
+
+`human_genes.tsv.gz` and `orthologs_mouse_human.tsv.gz` are built by `scripts/build_prior_tables.py` and
+documented, with their provenance and licences, in `src/holocell/priors/_files/README.md`.
 """
 
 

@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import data, evaluation, pl, tl
+from . import data, evaluation, pl, priors, tl, vocab
 from .model import HoloCell
 
 try:
@@ -10,4 +10,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0"
 
-__all__ = ["HoloCell", "data", "evaluation", "pl", "tl", "__version__"]
+__all__ = ["HoloCell", "data", "evaluation", "pl", "priors", "tl", "vocab", "__version__"]

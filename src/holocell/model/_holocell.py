@@ -24,8 +24,9 @@ from tqdm.auto import tqdm
 from ..data._mosaic import MosaicArrays, collect_arrays, make_loader
 from ..data._streaming import BackedMosaicArrays, collect_backed_arrays, is_backed
 from ..nn import HoloCellModule, NetworkConfig
+from ..priors import PRIOR_INPUT_DIMS, check_prior_names, load_priors
 from ..train import MosaicDataModule, TrainingPlan, split_indices
-from ..vocab import SPECIES, FeatureSpace, build_feature_space, map_proteins_to_genes
+from ..vocab import MODALITIES, SPECIES, FeatureSpace, build_feature_space, map_proteins_to_genes
 from . import _checkpoint
 from ._perturb_mixin import PerturbMixin
 from ._validate import (
@@ -76,6 +77,15 @@ class HoloCell(PerturbMixin, BaseModelClass):
         cells measured with several modalities (0 = off).
     seed
         Seeds the initial weights (the global random state is left untouched).
+    priors
+        Prior knowledge added to the gene-anchor embeddings, any of ``"grn"`` (Pathway Commons
+        TF -> target graph), ``"family"`` (Pfam domains, TF families), ``"position"`` (TSS
+        position, hg38) and ``"coexpression"`` (from the registered RNA counts); ``"all"`` for all
+        four, ``None`` for none. Each prior has its own projection and a gate that starts at 0.
+        Mouse genes on a human anchor use the human gene's priors.
+    grn_edges
+        Your own TF -> target edges (DataFrame with columns ``tf``, ``target``, named like the
+        anchors) replacing the shipped GRN of the ``"grn"`` prior.
     feature_space
         Anchors and feature maps to reuse (set by :meth:`load`); built from ``mdata`` when None.
 
@@ -102,9 +112,12 @@ class HoloCell(PerturbMixin, BaseModelClass):
         p_drop_modality: float = 0.5,
         align_weight: float = 0.0,
         seed: int = 0,
+        priors: str | Sequence[str] | None = None,
+        grn_edges: pd.DataFrame | None = None,
         feature_space: dict | None = None,
     ) -> None:
         super().__init__(mdata)
+        loading = feature_space is not None
         setup = self.adata_manager.registry["setup_args"]
         self.modalities_: dict[str, str] = dict(setup["modalities"])
         if feature_space is None:
@@ -112,7 +125,13 @@ class HoloCell(PerturbMixin, BaseModelClass):
             gene_table = (
                 gene_table_for(mdata, self.modalities_, setup.get("genome")) if "atac" in var else None
             )
-            space = build_feature_space(var, map_proteins=map_proteins_to_genes, gene_table=gene_table)
+            space = build_feature_space(
+                var,
+                map_proteins=map_proteins_to_genes,
+                gene_table=gene_table,
+                species=setup.get("species", "human"),
+                gene_id_type=setup.get("gene_id_type", "auto"),
+            )
         else:
             space = FeatureSpace.from_dict(feature_space)
         self.feature_space = space
@@ -131,6 +150,8 @@ class HoloCell(PerturbMixin, BaseModelClass):
         )
         feature_anchor = {m: space.maps[m].anchor for m in self.modalities_}
         peak_bucket = space.maps["atac"].bucket if "atac" in space.maps else None
+        self.priors_: list[str] = check_prior_names(priors)
+        prior_inputs = self._prior_inputs(space, grn_edges, zeros=loading)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.module = HoloCellModule(
@@ -139,15 +160,38 @@ class HoloCell(PerturbMixin, BaseModelClass):
                 peak_bucket,
                 p_drop_modality=p_drop_modality,
                 align_weight=align_weight,
+                priors=prior_inputs,
             )
         n_params = sum(p.numel() for p in self.module.parameters())
         self._model_summary_string = (
             f"HoloCell model: modalities {self.modalities_}, {space.n_anchors} gene anchors, "
-            f"d_model={d_model}, n_layers={n_layers}, n_latents={n_latents}, {n_params:,} parameters."
+            f"d_model={d_model}, n_layers={n_layers}, n_latents={n_latents}, priors {self.priors_ or None}, "
+            f"{n_params:,} parameters."
         )
         self._fingerprint = data_fingerprint(mdata, self.modalities_)
         self.init_params_ = self._get_init_params(locals())
         self.init_params_["non_kwargs"].pop("feature_space", None)  # saved separately, as JSON
+        self.init_params_["non_kwargs"].pop("grn_edges", None)  # the prior matrices are in the weights
+
+    def _prior_inputs(self, space: FeatureSpace, grn_edges, zeros: bool) -> dict[str, np.ndarray]:
+        """Prior matrices (values + known flag) for the network; zeros when the weights will be loaded."""
+        self.prior_report_: pd.DataFrame | None = None
+        if zeros:  # load(): the matrices are buffers in the saved weights
+            return {p: np.zeros((space.n_anchors, PRIOR_INPUT_DIMS[p]), np.float32) for p in self.priors_}
+        rna = {}
+        if "coexpression" in self.priors_ and "rna" in self.modalities_:
+            _, arrays = self._arrays(None)
+            rna = {
+                "rna_counts": arrays.counts["rna"],
+                "rna_anchor": space.maps["rna"].anchor,
+                "rna_present": arrays.present[:, MODALITIES.index("rna")],
+            }
+        mats = load_priors(space.anchors, self.priors_, grn_edges=grn_edges, **rna)
+        self.prior_report_ = pd.DataFrame(
+            {"n_columns": [m.values.shape[1] for m in mats.values()], "n_known": [m.n_known for m in mats.values()]},
+            index=pd.Index(list(mats), name="prior"),
+        )
+        return {p: m.network_input() for p, m in mats.items()}
 
     # ------------------------------------------------------------------------------ setup
     @classmethod
@@ -175,6 +219,8 @@ class HoloCell(PerturbMixin, BaseModelClass):
         batch_key: str | None = None,
         species: Literal["human", "mouse"] = "human",
         genome: str | None = None,
+        gene_id_type: Literal["auto", "symbol", "ensembl"] = "auto",
+        species_key: str | None = None,
         **kwargs,
     ) -> None:
         """Register a (possibly mosaic) MuData for holocell.
@@ -193,10 +239,20 @@ class HoloCell(PerturbMixin, BaseModelClass):
         batch_key
             Column of the global ``mdata.obs`` with the batch of every cell.
         species
-            ``"human"`` or ``"mouse"``.
+            ``"human"`` or ``"mouse"``: the species of the feature names. Genes are placed on
+            canonical human gene anchors (mouse genes through one-to-one HCOP orthologs; others
+            keep an anchor ``mouse:<symbol>``); see ``model.feature_space.maps["rna"].report``.
+            It is also every cell's species token unless ``species_key`` is given.
         genome
             Genome build for peak -> gene links: ``"hg38"``, ``"hg19"``, ``"mm10"`` or a BED/GTF
             path. Without it, ATAC needs ``chrom``/``tss``/``strand`` columns in the RNA ``.var``.
+        gene_id_type
+            RNA var names are gene symbols (``"symbol"``), Ensembl ids (``"ensembl"``), or
+            ``"auto"`` (each name that looks like an Ensembl gene id is read as one).
+        species_key
+            Column of the global ``mdata.obs`` with ``"human"`` / ``"mouse"`` per cell (the species
+            token), for data sets that combine species on one anchor vocabulary (e.g. mouse genes
+            renamed with :func:`holocell.vocab.rename_to_anchors`). Default: ``species`` for every cell.
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
 
@@ -216,6 +272,7 @@ class HoloCell(PerturbMixin, BaseModelClass):
             species,
             genome,
         )
+        _validate_species_args(mdata, gene_id_type, species_key)
         fields = [MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=None)]
         manager = AnnDataManager(
             fields=fields,
@@ -268,7 +325,10 @@ class HoloCell(PerturbMixin, BaseModelClass):
             codes = np.array([lookup.get(str(b), unknown) for b in mdata.obs[batch_key]], dtype=np.int64)
         species = SPECIES.index(setup.get("species", "human"))
         collect = collect_backed_arrays if is_backed(mdata) else collect_arrays
-        return mdata, collect(mdata, self.modalities_, layers, features, codes, species)
+        arrays = collect(mdata, self.modalities_, layers, features, codes, species)
+        if setup.get("species_key") is not None:
+            arrays.species = _species_codes(mdata, setup["species_key"])
+        return mdata, arrays
 
     def _inference_batch_size(self, batch_size: int | None, n_outputs: int = 0) -> int:
         """``batch_size``, or one that keeps a ``(cells, anchors, d_model)`` float tensor near 64 MB
@@ -637,6 +697,25 @@ def _read_backed(path: str | Path) -> MuData:
             f"No such .h5mu file: {str(path)!r}. Pass a MuData or the path of an .h5mu file."
         )
     return mudata.read_h5mu(str(path), backed=True)
+
+
+def _validate_species_args(mdata: MuData, gene_id_type: str, species_key: str | None) -> None:
+    if gene_id_type not in ("auto", "symbol", "ensembl"):
+        raise ValueError(f"gene_id_type must be 'auto', 'symbol' or 'ensembl', got {gene_id_type!r}.")
+    if species_key is not None:
+        if species_key not in mdata.obs:
+            raise KeyError(f"species_key {species_key!r} is not a column of the global mdata.obs.")
+        _species_codes(mdata, species_key)
+
+
+def _species_codes(mdata: MuData, species_key: str) -> np.ndarray:
+    values = mdata.obs[species_key].astype(str)
+    bad = sorted(set(values) - set(SPECIES))
+    if bad:
+        raise ValueError(
+            f"mdata.obs[{species_key!r}] has values {bad[:5]}; every cell needs one of {list(SPECIES)}."
+        )
+    return values.map({s: i for i, s in enumerate(SPECIES)}).to_numpy(dtype=np.int64)
 
 
 def _disable(progress_bar: bool | None) -> bool | None:

@@ -32,6 +32,9 @@ class HoloCellModule(nn.Module):
         ``(n_peaks,)`` distance bucket of each peak (with ATAC).
     p_drop_modality, p_hide_library, eps, regression_weight
         Diffusion objective settings, see :func:`holocell.nn.add_noise`.
+    priors
+        Prior name -> ``(G, k)`` prior-knowledge matrix for the anchor embedding (see
+        :class:`~holocell.nn.HoloCellNetwork`).
     align_weight, align_temperature
         Weight and temperature of a contrastive term that pulls together the single-modality
         embeddings of the same cell (cells with >= 2 modalities; InfoNCE over the mini-batch).
@@ -50,13 +53,15 @@ class HoloCellModule(nn.Module):
         regression_weight: float = 1.0,
         align_weight: float = 0.0,
         align_temperature: float = 0.1,
+        priors: dict[str, np.ndarray] | None = None,
     ) -> None:
         super().__init__()
         self.tokenizer = Tokenizer(config.n_anchors, feature_anchor, config.n_bins)
         exists = {m: self.tokenizer.exists(m) for m in self.tokenizer.modalities}
         peak_anchor = torch.as_tensor(feature_anchor["atac"]) if "atac" in feature_anchor else None
         bucket = torch.as_tensor(peak_bucket) if peak_bucket is not None else None
-        self.network = HoloCellNetwork(config, exists, peak_anchor, bucket)
+        prior_tensors = {k: torch.as_tensor(v) for k, v in (priors or {}).items()}
+        self.network = HoloCellNetwork(config, exists, peak_anchor, bucket, prior_tensors)
         self.p_drop_modality = p_drop_modality
         self.p_hide_library = p_hide_library
         self.eps = eps

@@ -180,6 +180,10 @@ class HoloCellNetwork(nn.Module):
         Modality -> ``(G,)`` bool, anchors with a slot for that modality.
     peak_anchor, peak_bucket
         ``(P,)`` anchor and distance bucket of every peak (``None`` without ATAC).
+    priors
+        Prior name -> ``(G, k)`` prior-knowledge matrix (values and a known flag). Each has its own
+        linear projection added to the anchor identity embedding through a learnable gate that
+        starts at 0, so training begins from the plain model and opens a prior only where it helps.
     """
 
     def __init__(
@@ -188,10 +192,12 @@ class HoloCellNetwork(nn.Module):
         slot_exists: dict[str, torch.Tensor],
         peak_anchor: torch.Tensor | None = None,
         peak_bucket: torch.Tensor | None = None,
+        priors: dict[str, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.config = c = config
         d = c.d_model
+        self.prior_names = list(priors or {})
         self.modalities = [m for m in MODALITIES if m in slot_exists]
         for m in self.modalities:
             self.register_buffer(f"{m}_exists", slot_exists[m].bool().clone())
@@ -223,6 +229,13 @@ class HoloCellNetwork(nn.Module):
         )
         self.ln_latent = nn.LayerNorm(d)
         self.read_out = ReadOut(d, c.n_heads)
+        if self.prior_names:  # anchor embedding = identity + sum_p gate_p * W_p prior_p
+            for name, matrix in priors.items():
+                self.register_buffer(f"prior_{name}", torch.as_tensor(matrix, dtype=torch.float32).clone())
+            self.prior_proj = nn.ModuleDict(
+                {name: nn.Linear(m.shape[1], d, bias=False) for name, m in priors.items()}
+            )
+            self.prior_gate = nn.Parameter(torch.zeros(len(self.prior_names)))
         self.apply(self._init_weights)
 
     @staticmethod
@@ -240,6 +253,13 @@ class HoloCellNetwork(nn.Module):
         """``(G,)`` anchors with a slot for ``modality``."""
         return getattr(self, f"{modality}_exists")
 
+    def anchor_embedding(self) -> torch.Tensor:
+        """``(G, d)`` anchor identity embeddings, with the gated prior projections added."""
+        emb = self.anchor.weight
+        for i, name in enumerate(self.prior_names):
+            emb = emb + self.prior_gate[i] * self.prior_proj[name](getattr(self, f"prior_{name}"))
+        return emb
+
     # ----------------------------------------------------------------------------- encoder
     def embed_tokens(self, tokens: Tokens, anchors: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, G, d)`` token embeddings: anchor identity + every slot's value or [MASK].
@@ -249,7 +269,7 @@ class HoloCellNetwork(nn.Module):
         """
         B = tokens.present.shape[0]
         idx = slice(None) if anchors is None else anchors
-        x = self.anchor.weight[idx].unsqueeze(0).expand(B, -1, -1)
+        x = self.anchor_embedding()[idx].unsqueeze(0).expand(B, -1, -1)
         for m, slot in self.slots.items():
             x = x + slot(tokens.bins[m][:, idx], tokens.values[m][:, idx], tokens.mask[m][:, idx],
                          self.exists(m)[idx], idx)
@@ -328,7 +348,8 @@ class HoloCellNetwork(nn.Module):
         """
         if anchors is not None and "atac" in targets:
             raise ValueError("ATAC is decoded over all anchors; do not pass `anchors` with an ATAC target.")
-        anchor_emb = self.anchor.weight if anchors is None else self.anchor.weight[anchors]
+        anchor_emb = self.anchor_embedding()
+        anchor_emb = anchor_emb if anchors is None else anchor_emb[anchors]
         emb = token_emb if anchors is None else token_emb[:, anchors]
         h = self.read_out(anchor_emb, latents, emb)  # (B, G', d)
         out = {}

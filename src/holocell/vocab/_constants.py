@@ -27,3 +27,6 @@ CHROM_BIN_BP: Final[int] = 1_000_000
 
 #: Prefix of anchors that belong to an antibody with no gene of its own.
 PROTEIN_ANCHOR_PREFIX: Final[str] = "protein:"
+
+#: Prefix of anchors of mouse genes with no one-to-one human ortholog.
+MOUSE_ANCHOR_PREFIX: Final[str] = "mouse:"

@@ -1,7 +1,8 @@
 """The gene-anchored feature space: which anchor (token) each feature of each modality belongs to.
 
-Gene anchors are the sequence positions of holocell. RNA genes sit on the anchor of their own
-symbol, antibodies on the anchor of their coding gene, ATAC peaks on the anchor of the gene whose
+Gene anchors are the sequence positions of holocell. RNA genes sit on the anchor of their
+canonical human gene (symbol, alias or Ensembl id of a human gene; a mouse gene's one-to-one human
+ortholog, see :func:`~holocell.vocab.map_genes`), antibodies on the anchor of their coding gene, ATAC peaks on the anchor of the gene whose
 TSS is nearest (or on a chromosome-bin anchor when no gene is within range). Every feature gets an
 anchor: unmapped antibodies keep an anchor of their own, so nothing is dropped.
 """
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ._constants import MODALITIES, PROTEIN_ANCHOR_PREFIX
+from ._genes import map_genes, mark_duplicates
 from ._peaks import link_peaks_to_genes, parse_peaks
 
 
@@ -109,6 +111,8 @@ def build_feature_space(
     *,
     map_proteins: Callable[[list[str]], pd.DataFrame] | None = None,
     gene_table: pd.DataFrame | None = None,
+    species: str = "human",
+    gene_id_type: str = "auto",
 ) -> FeatureSpace:
     """Build the anchors of a dataset from its modalities' ``var`` tables.
 
@@ -123,6 +127,10 @@ def build_feature_space(
     gene_table
         Gene TSS table (``gene_name``, ``chrom``, ``tss``, ``strand``) for peak -> gene links.
         Required when ``"atac"`` is present.
+    species
+        ``"human"`` or ``"mouse"``: the species of the RNA names (and of the gene table's names).
+    gene_id_type
+        RNA var names are ``"symbol"``, ``"ensembl"`` or ``"auto"`` (detected per name).
 
     Returns
     -------
@@ -133,13 +141,22 @@ def build_feature_space(
         raise ValueError(f"Unknown modalities {sorted(unknown)}; holocell knows {list(MODALITIES)}.")
     anchors = _AnchorIndex()
     maps: dict[str, ModalityMap] = {}
+    gene_anchor: dict[str, str] = {}  # RNA name -> anchor, so peaks and antibodies of a gene join it
+
+    def canonical(names: list[str], sp: str) -> list[str]:
+        new = [n for n in dict.fromkeys(names) if n not in gene_anchor]
+        if new:
+            gene_anchor.update(zip(new, map_genes(new, sp, "symbol")["anchor"], strict=True))
+        return [gene_anchor[n] for n in names]
+
     if "rna" in var:
         genes = var["rna"].index.astype(str)
-        idx = np.array([anchors.get(g) for g in genes], dtype=np.int64)
-        report = pd.DataFrame({"anchor": genes, "how": "symbol"}, index=genes)
+        report = mark_duplicates(map_genes(list(genes), species, gene_id_type))
+        gene_anchor.update(zip(genes, report["anchor"], strict=True))
+        idx = np.array([anchors.get(a) for a in report["anchor"]], dtype=np.int64)
         maps["rna"] = ModalityMap(np.asarray(genes, dtype=object), idx, report=report)
     if "protein" in var:
-        maps["protein"] = _map_protein(var["protein"], anchors, map_proteins)
+        maps["protein"] = _map_protein(var["protein"], anchors, map_proteins, canonical, species)
     if "atac" in var:
         if gene_table is None:
             raise ValueError(
@@ -149,6 +166,11 @@ def build_feature_space(
             )
         peaks = parse_peaks(var["atac"])
         links = link_peaks_to_genes(peaks, gene_table)
+        linked = links["distance"].notna().to_numpy()
+        names = links["anchor"].astype(str).tolist()
+        mapped = canonical([n for n, ok in zip(names, linked, strict=True) if ok], species)
+        it = iter(mapped)
+        links["anchor"] = [next(it) if ok else n for n, ok in zip(names, linked, strict=True)]
         idx = np.array([anchors.get(a) for a in links["anchor"]], dtype=np.int64)
         links["how"] = np.where(links["distance"].isna(), "chromosome_bin", "tss_window")
         maps["atac"] = ModalityMap(
@@ -161,18 +183,28 @@ def build_feature_space(
 
 
 def _map_protein(
-    var: pd.DataFrame, anchors: _AnchorIndex, map_proteins: Callable[[list[str]], pd.DataFrame] | None
+    var: pd.DataFrame,
+    anchors: _AnchorIndex,
+    map_proteins: Callable[[list[str]], pd.DataFrame] | None,
+    canonical: Callable[[list[str], str], list[str]],
+    species: str,
 ) -> ModalityMap:
     names = var.index.astype(str).tolist()
     if "gene" in var.columns:
         genes = [g if isinstance(g, str) and g else None for g in var["gene"]]
         how = ["var_column" if g else "unmapped" for g in genes]
+        gene_species = species
     elif map_proteins is not None:
         mapped = map_proteins(names)
         genes = [g if isinstance(g, str) and g else None for g in mapped["gene"]]
         how = mapped["how"].astype(str).tolist()
+        gene_species = "human"  # the alias table names human genes
     else:
+        gene_species = species
         genes, how = [None] * len(names), ["unmapped"] * len(names)
+    known = [g for g in genes if g is not None]
+    canon = dict(zip(known, canonical(known, gene_species), strict=True))
+    genes = [canon[g] if g is not None else None for g in genes]
     taken: set[str] = set()
     anchor_names = []
     for name, gene in zip(names, genes, strict=True):
