@@ -40,6 +40,7 @@ bench: $(VENV)/.installed
 	cp build/bench_demo/umap.png benchmarks/results/demo_umap.png
 	for job in pbmc simulated cost scaling; do $(BIN)/python benchmarks/$$job.py || exit 1; done
 	$(BIN)/python benchmarks/perturbation.py --out benchmarks/results
+	$(BIN)/python benchmarks/priors.py  # priors ablation + cross-species (mouse cells: scanpy sdist, see DATA.md)
 
 bench-quick: $(VENV)/.installed
 	for job in pbmc simulated cost scaling; do $(BIN)/python benchmarks/$$job.py --quick --out build/bench_quick || exit 1; done
@@ -49,7 +50,6 @@ bench-tools: $(VENV)/.installed
 
 bench-streaming: $(VENV)/.installed
 	$(BIN)/python benchmarks/streaming.py
-	$(BIN)/python benchmarks/priors.py  # priors ablation + cross-species (mouse cells: scanpy sdist, see DATA.md)
 
 clean:
 	rm -rf $(VENV) demo_output build .pytest_cache
