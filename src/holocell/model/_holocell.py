@@ -150,6 +150,7 @@ class HoloCell(PerturbMixin, BaseModelClass):
         )
         feature_anchor = {m: space.maps[m].anchor for m in self.modalities_}
         peak_bucket = space.maps["atac"].bucket if "atac" in space.maps else None
+        self._fingerprint = data_fingerprint(mdata, self.modalities_)
         self.priors_: list[str] = check_prior_names(priors)
         prior_inputs = self._prior_inputs(space, grn_edges, zeros=loading)
         with torch.random.fork_rng(devices=[]):
@@ -168,7 +169,6 @@ class HoloCell(PerturbMixin, BaseModelClass):
             f"d_model={d_model}, n_layers={n_layers}, n_latents={n_latents}, priors {self.priors_ or None}, "
             f"{n_params:,} parameters."
         )
-        self._fingerprint = data_fingerprint(mdata, self.modalities_)
         self.init_params_ = self._get_init_params(locals())
         self.init_params_["non_kwargs"].pop("feature_space", None)  # saved separately, as JSON
         self.init_params_["non_kwargs"].pop("grn_edges", None)  # the prior matrices are in the weights

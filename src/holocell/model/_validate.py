@@ -169,8 +169,18 @@ def check_counts(x, name: str, m: str) -> None:
         )
 
 
+def _row_totals(x) -> np.ndarray:
+    if sp.issparse(x) or isinstance(x, np.ndarray):
+        return np.asarray(x.sum(axis=1)).ravel()
+    # backed (h5py dataset / anndata sparse dataset): sum in row chunks, memory stays flat
+    step = _BACKED_SAMPLE_ROWS
+    return np.concatenate(
+        [np.asarray(x[i : i + step].sum(axis=1)).ravel() for i in range(0, x.shape[0], step)]
+    )
+
+
 def _warn_empty_cells(x, name: str) -> None:
-    totals = np.asarray(x.sum(axis=1)).ravel()
+    totals = _row_totals(x)
     n_empty = int((totals == 0).sum())
     if n_empty:
         warnings.warn(
