@@ -31,12 +31,10 @@ import time
 import warnings
 from pathlib import Path
 
-import anndata as ad
 import mudata as md
-import numpy as np
-import pandas as pd
 
 import holocell as hc
+from holocell.data._merge import MergeInput, merge_for_pretraining
 from holocell.data._registry import sha256sum
 
 HELD_OUT_BATCH = "p4_0"
@@ -48,49 +46,22 @@ SIM_KWARGS = {"n_genes": 200, "n_tfs": 20, "n_proteins": 30, "n_batches": 2, "mi
 def pretraining_mudata(n_sim_cells: int = SIM_CELLS, seed: int = 0) -> md.MuData:
     """PBMC (without the held-out batch) + simulated multiome, as one mosaic MuData.
 
-    Modalities ``rna``, ``atac`` and ``protein``; ``obs["batch"]`` (``pbmc_p1_0``, ...,
-    ``sim_batch0``, ...) and ``obs["source"]``. The RNA ``var`` carries ``chrom``/``tss``/``strand``
+    Modalities ``rna``, ``atac`` and ``protein``; ``obs["batch"]`` (``pbmc:p1_0``, ...,
+    ``sim:batch0``, ...) and ``obs["source"]``. The RNA ``var`` carries ``chrom``/``tss``/``strand``
     of the simulator's genes (PBMC genes have none), which is what links the simulated peaks.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pbmc = hc.data.pbmc_cite_mosaic()
         sim, _ = hc.data.simulate_multiome(n_sim_cells, species="human", seed=seed, **SIM_KWARGS)
-    mods: dict[str, list[ad.AnnData]] = {"rna": [], "atac": [], "protein": []}
-    for source, mdata, names in (
-        ("pbmc", pbmc, {"rna": "rna", "protein": "adt"}),
-        ("sim", sim, {"rna": "rna", "atac": "atac", "protein": "protein"}),
-    ):
-        for m, name in names.items():
-            a = mdata.mod[name]
-            a = a[a.obs["batch"].astype(str) != HELD_OUT_BATCH].copy() if source == "pbmc" else a.copy()
-            a.obs = pd.DataFrame(
-                {"batch": [f"{source}_{b}" for b in a.obs["batch"].astype(str)], "source": source},
-                index=[f"{source}_{c}" for c in a.obs_names],
-            )
-            a.X = a.X.astype(np.float32)
-            if m == "protein" and "gene" not in a.var.columns:
-                # the joined var gets the simulator's `gene` column, which would override the alias
-                # table: give the real antibodies their genes from that table first
-                a.var["gene"] = hc.vocab.map_proteins_to_genes(a.var_names.astype(str).tolist())["gene"].values
-            mods[m].append(a)
-    joined = {}
-    for m, parts in mods.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            a = ad.concat(parts, join="outer", merge="first", fill_value=0)
-        if m == "rna":
-            tss = a.var["tss"].astype(float)
-            a.var["chrom"] = a.var["chrom"].astype(object).where(tss.notna(), "none")
-            a.var["strand"] = a.var["strand"].astype(object).where(tss.notna(), "+")
-            a.var["tss"] = tss.fillna(-1e9)
-            a.var = a.var[["chrom", "tss", "strand"]]
-        else:
-            a.var = a.var[[c for c in ("chrom", "start", "end", "gene") if c in a.var.columns]]
-        joined[m] = a
-    out = md.MuData(joined)
-    out.obs = pd.concat([joined[m].obs for m in joined]).groupby(level=0).first().loc[out.obs_names]
-    return out
+    keep = pbmc.obs_names[pbmc.obs["batch"].astype(str) != HELD_OUT_BATCH]
+    pbmc = pbmc[keep].copy()
+    return merge_for_pretraining(
+        [
+            MergeInput("pbmc", pbmc, {"rna": "rna", "protein": "adt"}, batch_key="batch"),
+            MergeInput("sim", sim, {"rna": "rna", "atac": "atac", "protein": "protein"}, batch_key="batch"),
+        ]
+    )
 
 
 def main() -> None:
