@@ -190,3 +190,21 @@ def test_freeze_keeps_pretrained_values_through_training(trained_pbmc, pbmc):
     assert all(p.requires_grad for p in model.module.parameters())
     with pytest.raises(ValueError, match="no pretrained reference"):
         reference.freeze()
+
+
+def test_shipped_holocell_small_works_offline(pbmc, tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))  # empty cache; there is no server
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    assert {"holocell-small", "holocell-pbmc-small"} <= set(hc.data.available("checkpoint"))
+    reference = hc.HoloCell.load_pretrained("holocell-small")
+    assert {"rna", "atac", "protein"} == set(reference.modalities_)
+    held_out = pbmc[pbmc.obs_names[(pbmc.obs["batch"] == "p4_0").to_numpy()][:64]].copy()
+    hc.HoloCell.setup_mudata(held_out, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
+    model = hc.HoloCell.load_pretrained("holocell-pbmc-small", held_out)
+    report = model.transfer_report_
+    assert report.loc["rna", "fraction_shared"] == 1.0 and report.loc["protein", "fraction_shared"] > 0.95
+    z = model.get_latent_representation(held_out)
+    assert z.shape == (64, reference.config.d_model) and np.isfinite(z).all()
+    assert not (tmp_path / "cache").exists()
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        hc.HoloCell.load_pretrained("pbmc_multiome_1k")

@@ -37,7 +37,6 @@ logger = logging.getLogger("holocell")
 ARCHIVE_SUFFIX = ".zip"
 _MEMBERS = (_checkpoint.CONFIG, _checkpoint.WEIGHTS)
 _MAX_UNPACKED_BYTES = 4 << 30  # refuse archives that would unpack to more than 4 GiB
-_SHIPPED_DIR = Path(__file__).resolve().parent / "_files"
 
 
 # ------------------------------------------------------------------------------------ archives
@@ -140,6 +139,11 @@ def resolve(name_or_path_or_url: str | os.PathLike[str], sha256: str | None = No
     """
     text = str(name_or_path_or_url)
     if text in _registry.REGISTRY:
+        if _registry.REGISTRY[text].kind != "checkpoint":
+            raise ValueError(
+                f"{text!r} is a registered {_registry.REGISTRY[text].kind}, not a checkpoint; checkpoints: "
+                f"{_registry.available('checkpoint')}."
+            )
         return _registry.fetch(text)
     scheme = urlparse(text).scheme
     if scheme in ("http", "https", "ftp"):
@@ -210,11 +214,6 @@ def reference_mudata(config: dict) -> md.MuData:
     if batch_key is not None:
         mdata.obs[batch_key] = pd.Categorical(batches)
     return mdata
-
-
-def shipped_checkpoint(filename: str) -> Path:
-    """Path of a checkpoint archive shipped inside the package."""
-    return _SHIPPED_DIR / filename
 
 
 __all__ = ["load_pretrained", "pack_checkpoint", "reference_mudata", "resolve", "unpacked"]
