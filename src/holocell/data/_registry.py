@@ -241,3 +241,25 @@ register(
     "917a6beab7e5cd602ebd8151db9020ba088782003b8f262bf08a9ba56b7188ae",
     description="Human PBMC 10x Multiome (GRCh38), 1,000 cells, 174 peaks + 45 genes; muon test data (BSD-3).",
 )
+
+# ------------------------------------------------------------------------------------ checkpoints
+_SHIPPED = Path(__file__).resolve().parents[1] / "model" / "_files"
+_SMALL_SHA256 = "dea368c94026298b58f21f00086d325c8baa9aea6d87610b5574e1bb83b8a1e7"
+register(
+    "holocell-small",
+    "holocell-small-v1.zip",
+    _SMALL_SHA256,
+    kind="checkpoint",
+    description="Shipped small checkpoint (PBMC CITE-seq p1-p3 + simulated multiome, human); "
+    "scripts/train_pretrained.py, see holocell/model/_files/README.md.",
+    shipped=_SHIPPED / "holocell-small-v1.zip",
+)
+register(
+    "holocell-pbmc-small",
+    "holocell-pbmc-small-v1.zip",
+    _SMALL_SHA256,
+    kind="checkpoint",
+    description="Release asset of the same archive as holocell-small (identical bytes and sha256); "
+    "resolves to the shipped copy until the release is published.",
+    shipped=_SHIPPED / "holocell-small-v1.zip",
+)

@@ -69,6 +69,7 @@ def pack_checkpoint(dir_path: str | os.PathLike[str], archive_path: str | os.Pat
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
                 zf.writestr(info, (dir_path / name).read_bytes())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; an archive is meant to be shared
         os.replace(tmp, archive_path)
     finally:
         if os.path.exists(tmp):
