@@ -244,7 +244,7 @@ register(
 
 # ------------------------------------------------------------------------------------ checkpoints
 _SHIPPED = Path(__file__).resolve().parents[1] / "model" / "_files"
-_SMALL_SHA256 = "dea368c94026298b58f21f00086d325c8baa9aea6d87610b5574e1bb83b8a1e7"
+_SMALL_SHA256 = "d0ea934942eefffb9cad0472e34c9fab9cbbda57f8d5eeb00b74a60522cd7b22"
 register(
     "holocell-small",
     "holocell-small-v1.zip",

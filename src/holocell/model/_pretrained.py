@@ -185,6 +185,12 @@ def load_pretrained(
             config = _checkpoint.read_config(ckpt)
             return _checkpoint.load_model(cls, ckpt, reference_mudata(config), device=device)
         config = _checkpoint.read_config(ckpt)
+        expected = config.get("weights_sha256")  # recorded by newer saves
+        if expected and _registry.sha256sum(ckpt / _checkpoint.WEIGHTS) != expected:
+            raise ValueError(
+                f"The weights in {path} do not match the sha256 recorded in its config: the checkpoint is "
+                "corrupted. Download or save it again."
+            )
         state = _checkpoint.read_weights(ckpt)
     if config["model_name"] != cls.__name__:
         raise ValueError(f"{path} holds a {config['model_name']}, not a {cls.__name__}.")
