@@ -73,3 +73,47 @@ def test_demo_job_writes_its_outputs(tmp_path):
     assert "X_holocell" in written.obsm and "adt_generated" in written.mod
     # the held-out protein stayed hidden: p4 cells are absent from the training protein modality
     assert not (written["adt"].obs["batch"] == hc._demo.HELD_OUT_BATCH).any()
+
+
+@pytest.fixture
+def pbmc_small_h5mu(tmp_path, pbmc):
+    """150 PBMC cells (all four batches), written as a file."""
+    path = tmp_path / "pbmc_small.h5mu"
+    pbmc[pbmc.obs_names[::11]].copy().write(path)
+    return path
+
+
+def test_pretrain_over_files_then_transfer_embed(sim_h5mu, pbmc_small_h5mu, tmp_path):
+    config = {
+        "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8},
+        "train": {"max_epochs": 1},
+        "datasets": {
+            "sim.h5mu": {"name": "sim", "modalities": {"rna": "rna", "atac": "atac", "protein": "protein"}},
+            "pbmc_small.h5mu": {"batch_key": "batch"},  # modalities guessed from the names rna / adt
+        },
+    }
+    (tmp_path / "cfg.json").write_text(json.dumps(config))
+    archive = tmp_path / "pre.zip"
+    main(["pretrain", str(sim_h5mu), str(pbmc_small_h5mu), "--config", str(tmp_path / "cfg.json"),
+          "--out", str(archive), "--no-progress"])  # fmt: skip
+    model = hc.HoloCell.load_pretrained(archive)
+    assert set(model.modalities_) == {"rna", "atac", "protein"}
+    assert {"sim", "pbmc_small:p1_0"} <= set(model.batch_categories_)
+    out = tmp_path / "embedded.h5mu"
+    main(["embed", str(pbmc_small_h5mu), "--model", str(archive), "--out", str(out), "--batch-key", "batch"])
+    embedded = md.read_h5mu(out)
+    assert embedded.obsm["X_holocell"].shape == (embedded.n_obs, 32)
+    (tmp_path / "bad.json").write_text(json.dumps({"modell": {}}))
+    with pytest.raises(SystemExit, match="unknown keys"):
+        main(["pretrain", str(sim_h5mu), "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x")])
+
+
+def test_embed_without_model_uses_shipped_checkpoint(pbmc_small_h5mu, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOLOCELL_CACHE_DIR", str(tmp_path / "empty_cache"))  # nothing cached, no network
+    out = tmp_path / "zero_shot.h5mu"
+    main(["embed", str(pbmc_small_h5mu), "--out", str(out)])
+    assert "shared with the pretrained model" in capsys.readouterr().out
+    embedded = md.read_h5mu(out)
+    z = embedded.obsm["X_holocell"]
+    assert z.shape[0] == embedded.n_obs and np.isfinite(z).all() and z.std(0).mean() > 0
+    assert not (tmp_path / "empty_cache").exists()

@@ -1,8 +1,9 @@
-"""Terminal entry point: ``holocell demo | train | embed | generate`` on ``.h5mu`` files."""
+"""Terminal entry point: ``holocell demo | train | pretrain | embed | generate`` on ``.h5mu`` files."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from collections.abc import Sequence
@@ -20,6 +21,32 @@ def _parse_modalities(text: str) -> dict[str, str]:
             )
         out[key.strip()] = value.strip()
     return out
+
+
+#: mdata.mod names recognised when --modalities is not given
+_MODALITY_ALIASES = {
+    "rna": ("rna", "gex", "expression", "genes"),
+    "atac": ("atac", "peaks", "chromatin"),
+    "protein": ("protein", "prot", "adt", "cite"),
+}
+DEFAULT_MODEL = "holocell-small"
+
+
+def _guess_modalities(mdata, given: dict[str, str] | None) -> dict[str, str]:
+    if given:
+        return given
+    found = {}
+    for m, aliases in _MODALITY_ALIASES.items():
+        for name in mdata.mod:
+            if name.lower() in aliases:
+                found[m] = name
+                break
+    if not found:
+        raise SystemExit(
+            f"holocell: cannot tell which of the modalities {list(mdata.mod)} is RNA, ATAC or protein; "
+            "pass e.g. --modalities rna=rna,protein=adt"
+        )
+    return found
 
 
 def _read(path: str):
@@ -52,10 +79,72 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _load(args: argparse.Namespace):
+    """The MuData and the model: a saved directory as is, or a pretrained model transferred onto the data."""
     from .model import HoloCell
 
     mdata = _read(args.input)
-    return mdata, HoloCell.load(args.model, mdata)
+    if Path(args.model).is_dir() and not args.transfer:
+        return mdata, HoloCell.load(args.model, mdata)
+    modalities = _guess_modalities(mdata, args.modalities)
+    HoloCell.setup_mudata(
+        mdata, modalities=modalities, batch_key=args.batch_key, species=args.species, genome=args.genome
+    )
+    model = HoloCell.load_pretrained(args.model, mdata, sha256=args.sha256)
+    print(f"Model {args.model} transferred onto {args.input} ({modalities}); shared with the pretrained model:")
+    print(model.transfer_report_.to_string(float_format=lambda x: f"{x:.2f}"))
+    return mdata, model
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> None:
+    from .data._merge import MergeInput, merge_for_pretraining
+    from .model import HoloCell
+
+    config = _read_config(args.config)
+    per_file = config.get("datasets", {})
+    inputs = []
+    for path in args.inputs:
+        mdata = _read(path)
+        spec = dict(per_file.get(path, per_file.get(Path(path).name, {})))
+        name = spec.get("name", Path(path).stem)
+        modalities = _guess_modalities(mdata, spec.get("modalities", config.get("modalities")))
+        batch_key = spec.get("batch_key", config.get("batch_key"))
+        inputs.append(MergeInput(name, mdata, modalities, batch_key=batch_key, layers=spec.get("layers")))
+        print(f"{path}: {name}, modalities {modalities}, batch_key {batch_key}")
+    merged = merge_for_pretraining(inputs)
+    HoloCell.setup_mudata(
+        merged,
+        modalities={m: m for m in merged.mod},
+        batch_key="batch",
+        species=config.get("species", "human"),
+        genome=config.get("genome"),
+    )
+    model = HoloCell(merged, **config.get("model", {}))
+    print(model)
+    model.train(**{"enable_progress_bar": not args.no_progress, **config.get("train", {})})
+    if args.out.endswith(".zip"):
+        model.save_pretrained(args.out, overwrite=args.overwrite)
+    else:
+        model.save(args.out, overwrite=args.overwrite)
+    print(f"Saved pretrained model ({merged.n_obs} cells, {model.feature_space.n_anchors} anchors) to {args.out}")
+
+
+_CONFIG_KEYS = {"model", "train", "datasets", "modalities", "batch_key", "species", "genome"}
+
+
+def _read_config(path: str) -> dict:
+    if not Path(path).exists():
+        raise SystemExit(f"holocell: config file {path} does not exist.")
+    try:
+        config = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"holocell: config file {path} is not valid JSON: {err}") from err
+    unknown = set(config) - _CONFIG_KEYS
+    if not isinstance(config, dict) or unknown:
+        raise SystemExit(
+            f"holocell: config file {path} has unknown keys {sorted(unknown)}; allowed: {sorted(_CONFIG_KEYS)} "
+            "(see docs/pretrained.md)."
+        )
+    return config
 
 
 def _cmd_embed(args: argparse.Namespace) -> None:
@@ -104,24 +193,49 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=_cmd_train)
 
+    pre = sub.add_parser("pretrain", help="pretrain one model over several .h5mu files (a JSON config)")
+    pre.add_argument("inputs", nargs="+", help=".h5mu files with raw counts")
+    pre.add_argument("--config", required=True, help="JSON: model, train, datasets (per-file modalities...)")
+    pre.add_argument("--out", required=True, help="output: a .zip archive or a folder")
+    pre.add_argument("--overwrite", action="store_true")
+    pre.add_argument("--no-progress", action="store_true")
+    pre.set_defaults(func=_cmd_pretrain)
+
     embed = sub.add_parser("embed", help="write cell embeddings of an .h5mu file")
     embed.add_argument("input")
-    embed.add_argument("--model", required=True)
     embed.add_argument("--out", required=True, help="output .h5mu")
     embed.add_argument("--modality", default=None, help="embed from this modality only")
     embed.add_argument("--key-added", default="X_holocell")
+    _model_arguments(embed)
     embed.set_defaults(func=_cmd_embed)
 
     gen = sub.add_parser("generate", help="generate a modality for every cell of an .h5mu file")
     gen.add_argument("input")
-    gen.add_argument("--model", required=True)
     gen.add_argument("--out", required=True, help="output .h5mu")
     gen.add_argument("--target", required=True, choices=["rna", "atac", "protein"])
     gen.add_argument("--n-steps", type=int, default=8)
     gen.add_argument("--key-added", default=None)
     gen.add_argument("--seed", type=int, default=0)
+    _model_arguments(gen)
     gen.set_defaults(func=_cmd_generate)
     return parser
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"a folder saved by `holocell train`, or a pretrained checkpoint (registry name, .zip, URL) "
+        f"transferred onto the input (default: {DEFAULT_MODEL}, shipped, works offline)",
+    )
+    parser.add_argument("--sha256", default=None, help="expected sha256 when --model is a URL")
+    parser.add_argument("--transfer", action="store_true", help="transfer a model folder onto the input")
+    parser.add_argument(
+        "--modalities", type=_parse_modalities, default=None, help="e.g. rna=rna,protein=adt (default: by name)"
+    )
+    parser.add_argument("--batch-key", default=None)
+    parser.add_argument("--species", default="human", choices=["human", "mouse"])
+    parser.add_argument("--genome", default=None, help="hg38, hg19, mm10 or a BED/GTF of TSSs (for ATAC)")
 
 
 def _quiet() -> None:

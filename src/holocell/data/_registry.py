@@ -4,9 +4,11 @@ Resolution order for a registered file:
 
 1. a local directory listed in ``HOLOCELL_DATA_DIR`` (``os.pathsep``-separated) holding a file of the
    registered name: used in place after its sha256 is checked (offline use, CI, shared drives);
-2. the cache directory (``HOLOCELL_CACHE_DIR``, default: the platform cache folder of ``holocell``):
+2. a copy shipped inside the package (entries with ``shipped=...``, e.g. the ``holocell-small``
+   checkpoint), also checked;
+3. the cache directory (``HOLOCELL_CACHE_DIR``, default: the platform cache folder of ``holocell``):
    pooch re-uses a cached file whose hash matches and sends no request;
-3. a download from the registered URL (progress bar), written to a temporary file, checked, then moved
+4. a download from the registered URL (progress bar), written to a temporary file, checked, then moved
    into the cache. A file whose hash does not match is refused and nothing is cached.
 """
 
@@ -45,6 +47,8 @@ class RegistryEntry:
         ``"dataset"`` or ``"checkpoint"``.
     description
         One line: what the file is, its source and licence.
+    shipped
+        Path of a copy shipped inside the package (used before the cache and the URL), or None.
     """
 
     name: str
@@ -53,6 +57,7 @@ class RegistryEntry:
     url: str
     kind: str = "dataset"
     description: str = ""
+    shipped: str | None = None
 
 
 REGISTRY: dict[str, RegistryEntry] = {}
@@ -65,6 +70,7 @@ def register(
     url: str | None = None,
     kind: str = "dataset",
     description: str = "",
+    shipped: str | os.PathLike[str] | None = None,
 ) -> RegistryEntry:
     """Add (or replace) a registry entry, e.g. a lab's own checkpoint server.
 
@@ -82,6 +88,8 @@ def register(
         ``"dataset"`` or ``"checkpoint"``.
     description
         Free text shown by :func:`available`.
+    shipped
+        A copy of the file inside the installed package, used offline (checked against ``sha256``).
 
     Returns
     -------
@@ -92,7 +100,8 @@ def register(
         raise ValueError(f"sha256 for {name!r} must be 64 hex characters, got {sha256!r}.")
     if kind not in ("dataset", "checkpoint"):
         raise ValueError(f"kind must be 'dataset' or 'checkpoint', got {kind!r}.")
-    entry = RegistryEntry(name, filename, sha256, url or BASE_URL + filename, kind, description)
+    shipped = None if shipped is None else str(shipped)
+    entry = RegistryEntry(name, filename, sha256, url or BASE_URL + filename, kind, description, shipped)
     REGISTRY[name] = entry
     return entry
 
@@ -129,6 +138,14 @@ def _local_copy(entry: RegistryEntry) -> Path | None:
                     f"version: replace it, or remove it from that directory to download a fresh copy."
                 )
             return candidate
+    if entry.shipped is not None and Path(entry.shipped).is_file():
+        actual = sha256sum(entry.shipped)
+        if actual != entry.sha256:
+            raise ValueError(
+                f"The copy of {entry.name!r} shipped with holocell ({entry.shipped}) has sha256 {actual}, "
+                f"expected {entry.sha256}: the installation is damaged. Reinstall holocell."
+            )
+        return Path(entry.shipped)
     return None
 
 
@@ -223,4 +240,26 @@ register(
     "muon_test_pbmc_multiome_1k.h5mu",
     "917a6beab7e5cd602ebd8151db9020ba088782003b8f262bf08a9ba56b7188ae",
     description="Human PBMC 10x Multiome (GRCh38), 1,000 cells, 174 peaks + 45 genes; muon test data (BSD-3).",
+)
+
+# ------------------------------------------------------------------------------------ checkpoints
+_SHIPPED = Path(__file__).resolve().parents[1] / "model" / "_files"
+_SMALL_SHA256 = "d0ea934942eefffb9cad0472e34c9fab9cbbda57f8d5eeb00b74a60522cd7b22"
+register(
+    "holocell-small",
+    "holocell-small-v1.zip",
+    _SMALL_SHA256,
+    kind="checkpoint",
+    description="Shipped small checkpoint (PBMC CITE-seq p1-p3 + simulated multiome, human); "
+    "scripts/train_pretrained.py, see holocell/model/_files/README.md.",
+    shipped=_SHIPPED / "holocell-small-v1.zip",
+)
+register(
+    "holocell-pbmc-small",
+    "holocell-pbmc-small-v1.zip",
+    _SMALL_SHA256,
+    kind="checkpoint",
+    description="Release asset of the same archive as holocell-small (identical bytes and sha256); "
+    "resolves to the shipped copy until the release is published.",
+    shipped=_SHIPPED / "holocell-small-v1.zip",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from ..nn import HoloCellModule, NetworkConfig
 from ..priors import PRIOR_INPUT_DIMS, check_prior_names, load_priors
 from ..train import MosaicDataModule, TrainingPlan, split_indices
 from ..vocab import MODALITIES, SPECIES, FeatureSpace, build_feature_space, map_proteins_to_genes
-from . import _checkpoint
+from . import _checkpoint, _pretrained, _transfer
 from ._perturb_mixin import PerturbMixin
 from ._validate import (
     check_mudata,
@@ -688,6 +689,128 @@ class HoloCell(PerturbMixin, BaseModelClass):
             Device to place the weights on (default CPU).
         """
         return _checkpoint.load_model(cls, Path(dir_path), mdata, device=device)
+
+    # ------------------------------------------------------------------------------ pretrained / transfer
+    #: Overlap of a transferred model's data with its pretrained reference (see :meth:`load_pretrained`).
+    transfer_report_: pd.DataFrame | None = None
+
+    @classmethod
+    def load_pretrained(
+        cls,
+        name_or_path_or_url: str | Path,
+        mdata: MuData | None = None,
+        *,
+        sha256: str | None = None,
+        device: str | torch.device | None = None,
+    ) -> HoloCell:
+        """Load a pretrained checkpoint, optionally transferred onto new data.
+
+        Parameters
+        ----------
+        name_or_path_or_url
+            A registered checkpoint name (``"holocell-small"`` ships with the package, see
+            :func:`holocell.data.available`), a checkpoint directory or ``.zip`` archive, or an
+            ``http(s)://`` URL of an archive (downloaded once into the cache, see
+            :func:`holocell.data.cache_dir`). Nothing is unpickled.
+        mdata
+            New data, already registered with :meth:`setup_mudata`. Its features may only partly
+            overlap the checkpoint's: anchors are matched by name, known ones reuse the pretrained
+            parameters, new ones start at the mean of the pretrained ones, and the overlap is in
+            ``model.transfer_report_`` (and logged). Without ``mdata``, the model sits on a
+            placeholder MuData with the checkpoint's own features: use it to inspect, to embed data
+            with the very same features, or as the reference of :meth:`load_query_data`.
+        sha256
+            Expected sha256 of the file; required with a URL.
+        device
+            Device to put the weights on (default CPU).
+
+        Returns
+        -------
+        The model (``is_trained_`` is False after a transfer: it has not seen ``mdata`` yet, but
+        it can embed and generate zero-shot, or be fine-tuned with :meth:`train`).
+        """
+        return _pretrained.load_pretrained(cls, name_or_path_or_url, mdata, sha256=sha256, device=device)
+
+    def save_pretrained(self, archive_path: str | Path, overwrite: bool = False) -> Path:
+        """Save the model as one ``.zip`` file (weights + JSON config with the vocabulary).
+
+        Parameters
+        ----------
+        archive_path
+            Output path ending in ``.zip``; :meth:`load_pretrained` reads it.
+        overwrite
+            Replace an existing file.
+
+        Returns
+        -------
+        The archive path.
+        """
+        archive_path = Path(archive_path)
+        if archive_path.exists() and not overwrite:
+            raise FileExistsError(f"{archive_path} already exists; pass overwrite=True to replace it.")
+        with tempfile.TemporaryDirectory(prefix="holocell-save-") as tmp:
+            self.save(Path(tmp) / "model")
+            return _pretrained.pack_checkpoint(Path(tmp) / "model", archive_path)
+
+    @classmethod
+    def load_query_data(
+        cls,
+        mdata: MuData,
+        reference: HoloCell | str | Path,
+        *,
+        freeze: bool = True,
+        sha256: str | None = None,
+        device: str | torch.device | None = None,
+    ) -> HoloCell:
+        """scArches-style query mapping: a model of ``mdata`` initialised from a reference model.
+
+        Parameters
+        ----------
+        mdata
+            Query data, registered with :meth:`setup_mudata`; its features may only partly overlap
+            the reference's.
+        reference
+            A trained :class:`HoloCell`, or anything :meth:`load_pretrained` accepts.
+        freeze
+            Freeze the pretrained parameters (:meth:`freeze`), so that :meth:`train` fits only the
+            parameters of anchors and batches new to the reference.
+        sha256, device
+            As in :meth:`load_pretrained`.
+
+        Returns
+        -------
+        The query model; ``model.transfer_report_`` says how much of the query the reference knows.
+        """
+        if isinstance(reference, HoloCell):
+            state = {k: v.detach().cpu() for k, v in reference.module.state_dict().items()}
+            model = _transfer.transfer(cls, mdata, state, _checkpoint.model_config(reference))
+            if device is not None:
+                model.module.to(device)
+        else:
+            model = cls.load_pretrained(reference, mdata, sha256=sha256, device=device)
+        if freeze:
+            model.freeze()
+        return model
+
+    def freeze(self, except_new: bool = True) -> pd.DataFrame:
+        """Freeze the pretrained parameters of a transferred model before :meth:`train`.
+
+        Parameters
+        ----------
+        except_new
+            Keep trainable what the reference did not have: rows of anchors and batches new to it,
+            and whole modules it lacked. False: only new batches' embeddings stay trainable.
+
+        Returns
+        -------
+        Per parameter: its size and how many of its values stay trainable. Frozen rows get no
+        gradient and are restored after every optimiser step, so they stay exactly as loaded.
+        """
+        return _transfer.freeze(self, except_new=except_new)
+
+    def unfreeze(self) -> None:
+        """Make every parameter trainable again (undo :meth:`freeze`)."""
+        _transfer.unfreeze(self)
 
 
 def _read_backed(path: str | Path) -> MuData:

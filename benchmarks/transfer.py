@@ -1,0 +1,168 @@
+"""Pretrained checkpoint ``holocell-small``: load time, overlap, zero-shot vs fine-tuned on held-out cells.
+
+Held-out data: PBMC batch ``p4_0`` (400 paired RNA + protein cells), which the checkpoint never saw
+(``scripts/train_pretrained.py`` leaves it out). Its cells are split in two halves (seeded):
+half A keeps RNA + protein, half B keeps RNA only; B's protein is hidden and scored.
+
+- zero-shot: ``load_pretrained("holocell-small", p4)``, no training; generate B's protein from RNA,
+  embed from RNA only;
+- fine-tuned: the same, then ``train`` on p4 (A paired, B RNA only) for ``--epochs`` epochs;
+- from scratch: a model of the same size trained on p4 alone for the same epochs;
+- peers, fit on half A in the same run: kNN(15) and ridge on RNA PCA(50), mean predictor.
+
+Scores: per-protein Pearson on CLR values (mean over proteins that vary) and RMSE for B; kNN(15)
+label-transfer accuracy from A's embeddings to B's (cell-type labels of B are only used to score).
+Also: overlap of ``pbmc_multiome_1k`` (10x multiome, GRCh38, RNA + ATAC) with the checkpoint.
+
+Usage: ``python benchmarks/transfer.py [--epochs 10] [--out benchmarks/results]``.
+Timings are wall-clock on a shared CPU and vary with load; quality numbers are seeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import mudata as md
+import numpy as np
+
+import holocell as hc
+import holocell.evaluation as ev
+from holocell._demo import score
+
+HELD_OUT = "p4_0"
+CHECKPOINT = "holocell-small"
+
+
+def held_out_split(seed: int = 0) -> tuple[md.MuData, np.ndarray, np.ndarray, np.ndarray]:
+    """p4 as a MuData whose protein is present for half A only; returns (mdata, A, B, B's protein counts)."""
+    full = hc.data.pbmc_cite_mosaic()
+    cells = full.obs_names[(full.obs["batch"] == HELD_OUT).to_numpy()]
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(cells))
+    a, b = np.sort(cells[perm[: len(cells) // 2]]), np.sort(cells[perm[len(cells) // 2 :]])
+    mdata = md.MuData({"rna": full["rna"][cells].copy(), "adt": full["adt"][a].copy()})
+    mdata.obs = mdata.obs.join(full.obs[["batch", "celltype"]])
+    return mdata, a, b, np.asarray(full["adt"][b].X.toarray())
+
+
+def evaluate(name: str, model: hc.HoloCell, mdata: md.MuData, a, b, truth: np.ndarray) -> dict:
+    idx = {c: i for i, c in enumerate(mdata.obs_names)}
+    ia, ib = [idx[c] for c in a], [idx[c] for c in b]
+    gen = model.generate(mdata, target="protein", key_added="adt_gen", overwrite=True, progress_bar=False)
+    pred = gen[b].X
+    row = score(name, ev.clr(truth), pred)
+    z = model.get_latent_representation(mdata, modality="rna", progress_bar=False)
+    labels = mdata.obs["celltype"].astype(str).to_numpy()
+    row["knn_label_transfer_rna"] = ev.knn_label_transfer_accuracy(z[ia], labels[ia], z[ib], labels[ib])
+    del mdata.mod["adt_gen"]
+    mdata.update()
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # ---- load time (no data; then onto the held-out cells)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        reference = hc.HoloCell.load_pretrained(CHECKPOINT)
+        times.append(time.perf_counter() - t0)
+    mdata, a, b, truth = held_out_split(args.seed)
+    hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
+    t0 = time.perf_counter()
+    model = hc.HoloCell.load_pretrained(CHECKPOINT, mdata)
+    transfer_s = time.perf_counter() - t0
+    overlap = {"pbmc_p4": model.transfer_report_.reset_index(names="item").to_dict("records")}
+
+    rows = [evaluate("holocell-small zero-shot", model, mdata, a, b, truth)]
+    t0 = time.perf_counter()
+    model.train(max_epochs=args.epochs, seed=args.seed, enable_progress_bar=False)
+    finetune_s = time.perf_counter() - t0
+    rows.append(evaluate(f"holocell-small fine-tuned ({args.epochs} epochs)", model, mdata, a, b, truth))
+    sizes = {k: reference.init_params_["non_kwargs"][k] for k in ("d_model", "n_layers", "n_heads", "n_latents")}
+    scratch = hc.HoloCell(mdata, **sizes, seed=args.seed)
+    t0 = time.perf_counter()
+    scratch.train(max_epochs=args.epochs, seed=args.seed, enable_progress_bar=False)
+    scratch_s = time.perf_counter() - t0
+    rows.append(evaluate(f"holocell from scratch ({args.epochs} epochs)", scratch, mdata, a, b, truth))
+
+    # ---- peers on the same split
+    rna = mdata["rna"]
+    y_a = ev.clr(mdata["adt"][a].X)
+    preds = {
+        "kNN(15) on RNA PCA(50)": ev.pca_knn_predict(rna[a].X, y_a, rna[b].X, n_pcs=50, k=15, seed=0),
+        "ridge on RNA PCA(50)": ev.pca_ridge_predict(rna[a].X, y_a, rna[b].X, n_pcs=50, seed=0),
+        "mean predictor": ev.mean_predict(y_a, len(b)),
+    }
+    rows += [score(name, ev.clr(truth), pred) for name, pred in preds.items()]
+    pcs = ev.shared_pca(rna[a].X, rna[b].X, n_pcs=50, seed=0)
+    labels = mdata.obs["celltype"].astype(str)
+    rows[-3]["knn_label_transfer_rna"] = ev.knn_label_transfer_accuracy(
+        pcs[0], labels[a].to_numpy(), pcs[1], labels[b].to_numpy()
+    )
+
+    # ---- overlap with an unseen 10x multiome (RNA + ATAC, GRCh38)
+    os.environ.setdefault("HOLOCELL_DATA_DIR", "/work/shared/data")
+    try:
+        multiome = md.read_h5mu(hc.data.fetch("pbmc_multiome_1k", progressbar=False))
+        hc.HoloCell.setup_mudata(multiome, modalities={"rna": "rna", "atac": "atac"}, genome="hg38")
+        zero = hc.HoloCell.load_pretrained(CHECKPOINT, multiome)
+        overlap["pbmc_multiome_1k"] = zero.transfer_report_.reset_index(names="item").to_dict("records")
+    except (ConnectionError, ValueError, KeyError) as err:
+        overlap["pbmc_multiome_1k"] = f"not available: {err}"
+
+    results = {
+        "checkpoint": CHECKPOINT,
+        "task": f"held-out PBMC batch {HELD_OUT}: RNA -> protein for half B (protein hidden), CLR per-protein "
+        "Pearson; kNN(15) label transfer A -> B on RNA-only embeddings",
+        "rows": rows,
+        "overlap": overlap,
+        "cost_seconds": {
+            "load_pretrained_no_data_median": float(np.median(times)),
+            "load_pretrained_with_transfer": transfer_s,
+            "fine_tune": finetune_s,
+            "from_scratch": scratch_s,
+        },
+        "epochs": args.epochs,
+        "seed": args.seed,
+    }
+    (out / "transfer.json").write_text(json.dumps(results, indent=1) + "\n")
+    cols = ["method", "pearson_mean", "pearson_median", "rmse", "knn_label_transfer_rna"]
+    lines = [
+        "# Transfer of the pretrained `holocell-small` checkpoint",
+        "",
+        results["task"] + ". Cells of this batch were never seen in pretraining.",
+        "",
+        ev.format_table(rows, cols),
+        "",
+        "## Overlap with the checkpoint (n_shared / n_query)",
+        "",
+    ]
+    for name, report in overlap.items():
+        if isinstance(report, str):
+            lines.append(f"- {name}: {report}")
+        else:
+            parts = [f"{r['item']} {r['n_shared']}/{r['n_query']} ({r['fraction_shared']:.0%})" for r in report]
+            lines.append(f"- {name}: " + ", ".join(parts))
+    lines += ["", "## Cost (wall-clock seconds, shared 2-core CPU under load from other jobs)", ""]
+    lines += [f"- {k}: {v:.2f}" for k, v in results["cost_seconds"].items()]
+    lines += ["", f"Command: `python benchmarks/transfer.py --epochs {args.epochs} --seed {args.seed}`", ""]
+    (out / "transfer.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

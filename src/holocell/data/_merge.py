@@ -1,0 +1,115 @@
+"""Several MuData -> one mosaic MuData for pretraining (``holocell pretrain``).
+
+Anchors are built per MuData, so a model trained over several data sets needs them in one
+object. Each input's modalities are renamed to holocell's (``rna``, ``atac``, ``protein``), cells
+are prefixed with the data set name, batches become ``<name>:<batch>``, and a modality an input
+lacks is simply absent for its cells (masked, as in any mosaic). Features are joined by name;
+a feature one input does not measure reads as a zero count in that input's cells. The inputs are
+only read.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..vocab import MODALITIES, map_proteins_to_genes
+
+BATCH_KEY = "batch"
+SOURCE_KEY = "source"
+_RNA_COORDS = {"chrom": "none", "tss": -1e9, "strand": "+"}  # for genes without coordinates
+
+
+@dataclass
+class MergeInput:
+    """One data set to merge.
+
+    Attributes
+    ----------
+    name
+        Short name; prefixes cell names and batches.
+    mdata
+        The data set.
+    modalities
+        holocell modality -> key of ``mdata.mod``.
+    batch_key
+        Column of ``mdata.obs`` with batches (None: the whole data set is one batch).
+    layers
+        holocell modality -> layer with raw counts (missing: ``.X``).
+    """
+
+    name: str
+    mdata: md.MuData
+    modalities: Mapping[str, str]
+    batch_key: str | None = None
+    layers: Mapping[str, str] | None = None
+
+
+def merge_for_pretraining(inputs: Sequence[MergeInput]) -> md.MuData:
+    """One mosaic MuData with modalities ``rna`` / ``atac`` / ``protein`` and ``obs["batch"]``, ``obs["source"]``.
+
+    Set it up with ``modalities={m: m for m in merged.mod}`` and ``batch_key="batch"``.
+    """
+    names = [i.name for i in inputs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Data set names must be unique, got {names}.")
+    parts: dict[str, list[ad.AnnData]] = {m: [] for m in MODALITIES}
+    for item in inputs:
+        for m, key in item.modalities.items():
+            if m not in MODALITIES:
+                raise ValueError(f"{item.name}: unknown modality {m!r}; use keys from {list(MODALITIES)}.")
+            if key not in item.mdata.mod:
+                raise KeyError(f"{item.name}: no modality {key!r} in mdata.mod ({list(item.mdata.mod)}).")
+            parts[m].append(_part(item, m, item.mdata.mod[key]))
+    joined = {m: _join(m, p) for m, p in parts.items() if p}
+    merged = md.MuData(joined)
+    obs = pd.concat([a.obs for a in joined.values()])
+    merged.obs = obs[~obs.index.duplicated()].loc[merged.obs_names]
+    return merged
+
+
+def _part(item: MergeInput, m: str, adata: ad.AnnData) -> ad.AnnData:
+    layer = (item.layers or {}).get(m)
+    x = adata.X if layer is None else adata.layers[layer]
+    if item.batch_key is None:
+        batch = pd.Series(item.name, index=adata.obs_names)
+    else:
+        source = adata.obs if item.batch_key in adata.obs else item.mdata.obs.loc[adata.obs_names]
+        if item.batch_key not in source:
+            raise KeyError(f"{item.name}: batch_key {item.batch_key!r} is not an obs column.")
+        batch = item.name + ":" + source[item.batch_key].astype(str)
+    obs = pd.DataFrame(
+        {BATCH_KEY: batch.to_numpy(), SOURCE_KEY: item.name},
+        index=[f"{item.name}:{c}" for c in adata.obs_names],
+    )
+    var = adata.var.copy()
+    if m == "protein" and "gene" not in var.columns:
+        var["gene"] = map_proteins_to_genes(var.index.astype(str).tolist())["gene"].to_numpy()
+    keep = {"rna": list(_RNA_COORDS), "atac": ["chrom", "start", "end"], "protein": ["gene"]}[m]
+    var = var[[c for c in keep if c in var.columns]]
+    return ad.AnnData(sp.csr_matrix(x, dtype=np.float32), obs=obs, var=var)
+
+
+def _join(m: str, parts: list[ad.AnnData]) -> ad.AnnData:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = ad.concat(parts, join="outer", fill_value=0)
+    a.X = sp.csr_matrix(a.X, dtype=np.float32)
+    # feature annotations: the first non-missing value over the inputs that have the feature
+    a.var = pd.concat([p.var for p in parts]).groupby(level=0, sort=False).first().reindex(a.var_names)
+    if m == "rna" and "tss" in a.var.columns:
+        known = a.var["tss"].notna()
+        for col, fill in _RNA_COORDS.items():
+            a.var[col] = a.var[col].astype(object).where(known, fill)
+        a.var["tss"] = a.var["tss"].astype(float)
+    return a
+
+
+__all__ = ["MergeInput", "merge_for_pretraining"]

@@ -1,0 +1,147 @@
+"""The download registry against a real HTTP server on 127.0.0.1 (started inside the test)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import socket
+import threading
+from functools import partial
+
+import pytest
+
+from holocell.data import _registry
+from holocell.data._registry import CACHE_DIR_ENV, DATA_DIR_ENV, fetch, fetch_url, register
+
+PAYLOAD = b"holocell registry test payload\n" * 100
+
+
+class _CountingHandler(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *args, requests: list[str], **kwargs) -> None:
+        self._requests = requests
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self) -> None:
+        self._requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Serves ``tmp_path / "www"`` on a random port; yields (base URL, served dir, request log)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    requests: list[str] = []
+    handler = partial(_CountingHandler, requests=requests, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", root, requests
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_DIR_ENV, str(folder))
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    return folder
+
+
+@pytest.fixture
+def entry_name(monkeypatch):
+    """A registry name that is removed again after the test."""
+    monkeypatch.setattr(_registry, "REGISTRY", dict(_registry.REGISTRY))
+    return "test-file"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_good_file_is_downloaded_verified_and_cached(server, cache, entry_name):
+    url, root, requests = server
+    (root / "good.bin").write_bytes(PAYLOAD)
+    register(entry_name, "good.bin", _sha(PAYLOAD), url=url + "good.bin")
+    path = fetch(entry_name, progressbar=False)
+    assert path.parent == cache and path.read_bytes() == PAYLOAD
+    assert requests == ["/good.bin"]
+
+
+def test_cache_hit_sends_no_second_request(server, cache, entry_name):
+    url, root, requests = server
+    (root / "good.bin").write_bytes(PAYLOAD)
+    register(entry_name, "good.bin", _sha(PAYLOAD), url=url + "good.bin")
+    first = fetch(entry_name, progressbar=False)
+    (root / "good.bin").unlink()  # a second request would now fail
+    second = fetch(entry_name, progressbar=False)
+    assert first == second and second.read_bytes() == PAYLOAD
+    assert len(requests) == 1
+
+
+def test_wrong_hash_is_refused_and_nothing_cached(server, cache, entry_name):
+    url, root, requests = server
+    (root / "bad.bin").write_bytes(PAYLOAD + b"tampered")
+    register(entry_name, "bad.bin", _sha(PAYLOAD), url=url + "bad.bin")
+    with pytest.raises(ValueError, match="sha256 does not match"):
+        fetch(entry_name, progressbar=False)
+    assert requests == ["/bad.bin"]
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_corrupted_cache_file_is_downloaded_again(server, cache, entry_name):
+    url, root, requests = server
+    (root / "good.bin").write_bytes(PAYLOAD)
+    register(entry_name, "good.bin", _sha(PAYLOAD), url=url + "good.bin")
+    cache.mkdir()
+    (cache / "good.bin").write_bytes(b"truncated")
+    assert fetch(entry_name, progressbar=False).read_bytes() == PAYLOAD
+    assert len(requests) == 1
+
+
+def test_missing_file_and_server_down_raise_connection_error(server, cache, entry_name):
+    url, _, _ = server
+    with pytest.raises(ConnectionError, match="Could not download"):
+        fetch_url(url + "absent.bin", _sha(PAYLOAD), "absent.bin", progressbar=False)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    register(entry_name, "down.bin", _sha(PAYLOAD), url=f"http://127.0.0.1:{port}/down.bin")
+    with pytest.raises(ConnectionError, match=DATA_DIR_ENV):
+        fetch(entry_name, progressbar=False)
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_local_data_dir_is_used_without_network(tmp_path, cache, entry_name, monkeypatch):
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "offline.bin").write_bytes(PAYLOAD)
+    monkeypatch.setenv(DATA_DIR_ENV, str(local))
+    register(entry_name, "offline.bin", _sha(PAYLOAD), url="http://127.0.0.1:9/never-contacted")
+    assert fetch(entry_name, progressbar=False) == local / "offline.bin"
+    (local / "offline.bin").write_bytes(PAYLOAD[:-1])  # corrupted local copy
+    with pytest.raises(ValueError, match="corrupted or a different version"):
+        fetch(entry_name, progressbar=False)
+
+
+def test_shipped_copy_is_checked(tmp_path, cache, entry_name):
+    shipped = tmp_path / "shipped.bin"
+    shipped.write_bytes(PAYLOAD)
+    register(entry_name, "shipped.bin", _sha(PAYLOAD), url="http://127.0.0.1:9/x", shipped=shipped)
+    assert fetch(entry_name) == shipped
+    shipped.write_bytes(b"damaged")
+    with pytest.raises(ValueError, match="Reinstall holocell"):
+        fetch(entry_name)
+
+
+def test_bad_registrations_are_explained(entry_name):
+    with pytest.raises(ValueError, match="64 hex"):
+        register(entry_name, "x.bin", "abc")
+    with pytest.raises(ValueError, match="kind"):
+        register(entry_name, "x.bin", _sha(b""), kind="model")
+    with pytest.raises(KeyError, match="not in the holocell registry"):
+        fetch("no-such-entry")
