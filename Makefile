@@ -39,5 +39,9 @@ bench: $(VENV)/.installed
 	cp build/bench_demo/results.json benchmarks/results/demo.json
 	cp build/bench_demo/umap.png benchmarks/results/demo_umap.png
 
+# ATAC quality on real cells (SNARE-seq2, Granja 2019) beside MULTIVI / PeakVI / WNN; data from ../shared/data
+bench-chromatin: $(VENV)/.installed
+	HOLOCELL_DATA_DIR=$${HOLOCELL_DATA_DIR:-$(abspath ..)/shared/data} $(BIN)/python benchmarks/chromatin.py
+
 clean:
 	rm -rf $(VENV) demo_output build .pytest_cache
