@@ -58,14 +58,18 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN_LIBS = [f"09{c}" for c in "ABCDEFGHI"]
 TEST_LIBS = ["09J", "09K", "09L"]
 RNA_ONLY_LIBS = [f"09{c}" for c in "ABCDEF"]
+N_LATENT_SCVI = 20  # MULTIVI / PeakVI latent size (their default depends on the number of peaks)
 
 SIZES = {
     # cells per library (training / held-out / diagonal), peaks kept, Granja cells and peaks, epochs,
     # held-out cells for the all-peaks generation cost, holocell width
-    "quick": {"per_lib": 60, "test_per_lib": 40, "n_peaks": 1500, "diag_per_lib": 50, "n_granja": 600,
-              "granja_peaks": 1500, "hc_epochs": 2, "scvi_epochs": 5, "n_gen": 30, "d_model": 64},
-    "full": {"per_lib": 250, "test_per_lib": 150, "n_peaks": 5000, "diag_per_lib": 150, "n_granja": 2500,
-             "granja_peaks": 5000, "hc_epochs": 12, "scvi_epochs": 100, "n_gen": 200, "d_model": 128},
+    "quick": {"per_lib": 30, "test_per_lib": 20, "n_peaks": 800, "diag_per_lib": 30, "n_granja": 300,
+              "granja_peaks": 800, "hc_epochs": 1, "scvi_epochs": 3, "n_gen": 10, "d_model": 32, "hc_batch": 16,
+              "hc_ema": 0.98},
+    # sized for 2 shared CPU cores (a few minutes per model); see the report for what this costs holocell
+    "full": {"per_lib": 80, "test_per_lib": 40, "n_peaks": 2000, "diag_per_lib": 60, "n_granja": 800,
+             "granja_peaks": 2000, "hc_epochs": 6, "scvi_epochs": 100, "n_gen": 40, "d_model": 64, "hc_batch": 16,
+             "hc_ema": 0.98},
 }
 
 
@@ -192,7 +196,8 @@ def holocell_model(mdata, modalities, *, species, genome, cfg, seed):
     hc.HoloCell.setup_mudata(mdata, modalities=modalities, batch_key="batch", species=species, genome=genome)
     model = hc.HoloCell(mdata, d_model=cfg["d_model"], seed=seed)
     with PeakRSS() as train_cost:
-        model.train(max_epochs=cfg["hc_epochs"], enable_progress_bar=False, seed=seed, early_stopping=False)
+        model.train(max_epochs=cfg["hc_epochs"], batch_size=cfg["hc_batch"], ema_decay=cfg["hc_ema"],
+                    enable_progress_bar=False, seed=seed, early_stopping=False)
     epochs = len(model.history_)
     cost = {"train cells/s": mdata.n_obs * 0.9 * epochs / train_cost.seconds, "train s": train_cost.seconds,
             "epochs": epochs, "peak RSS GB": train_cost.gb}
@@ -221,7 +226,7 @@ def train_multivi(mdata: md.MuData, epochs: int, seed: int):
         mdata, batch_key="batch", modalities={"rna_layer": "rna", "atac_layer": "atac", "batch_key": "rna"}
     )
     mdata["rna"].obs["batch"] = mdata.obs["batch"].to_numpy()
-    model = scvi.model.MULTIVI(mdata)
+    model = scvi.model.MULTIVI(mdata, n_latent=N_LATENT_SCVI)
     with PeakRSS() as cost:
         model.train(max_epochs=epochs, early_stopping=False, enable_progress_bar=False)
     return model, scvi_cost(model, mdata.n_obs, cost.seconds, cost.gb)
@@ -262,6 +267,7 @@ def task_paired(snare, cfg, seed, results):
         q[hide].X = sp.csr_matrix(q[hide].shape, dtype=np.float32)
         q.update()
         q["rna"].obs["batch"] = TRAIN_LIBS[0]
+        q.obs["_indices"] = np.arange(q.n_obs)  # MULTIVI registers a cell-index column at setup
         if hide == "atac":
             preds_atac["MULTIVI"] = np.asarray(mv.get_normalized_accessibility(q, return_numpy=True))
         else:
@@ -314,7 +320,7 @@ def wnn_embedding(z_rna: np.ndarray, z_atac: np.ndarray, seed: int) -> np.ndarra
     sc.pp.neighbors(a, use_rep="X_pca", random_state=seed)
     sc.pp.neighbors(b, use_rep="X_lsi", random_state=seed)
     m = md.MuData({"rna": a, "atac": b})
-    mu.pp.neighbors(m, key_added="wnn", random_state=seed)
+    mu.pp.neighbors(m, key_added="wnn", n_multineighbors=min(200, len(z_rna) - 1), random_state=seed)
     graph = m.obsp["wnn_connectivities"]
     graph = (graph + graph.T) / 2
     return spectral_embedding(graph, n_components=30, random_state=seed, drop_first=True)
@@ -407,7 +413,7 @@ def task_granja(cfg, seed, results):
     pv_data = ad.AnnData(binarize(sub.X), obs=pd.DataFrame({"batch": donor}, index=sub.obs_names))
     scvi.settings.seed = seed
     scvi.model.PEAKVI.setup_anndata(pv_data, batch_key="batch")
-    pv = scvi.model.PEAKVI(pv_data)
+    pv = scvi.model.PEAKVI(pv_data, n_latent=N_LATENT_SCVI)
     with PeakRSS() as t:
         pv.train(max_epochs=cfg["scvi_epochs"], early_stopping=False, enable_progress_bar=False)
     cost["PeakVI"] = scvi_cost(pv, sub.n_obs, t.seconds, t.gb)
