@@ -27,6 +27,7 @@ import json
 import os
 import threading
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -67,8 +68,8 @@ SIZES = {
               "granja_peaks": 800, "hc_epochs": 1, "scvi_epochs": 3, "n_gen": 10, "d_model": 32, "hc_batch": 16,
               "hc_ema": 0.98},
     # sized for 2 shared CPU cores (a few minutes per model); see the report for what this costs holocell
-    "full": {"per_lib": 80, "test_per_lib": 40, "n_peaks": 2000, "diag_per_lib": 60, "n_granja": 800,
-             "granja_peaks": 2000, "hc_epochs": 6, "scvi_epochs": 100, "n_gen": 40, "d_model": 64, "hc_batch": 16,
+    "full": {"per_lib": 50, "test_per_lib": 25, "n_peaks": 1500, "diag_per_lib": 40, "n_granja": 600,
+             "granja_peaks": 1500, "hc_epochs": 6, "scvi_epochs": 60, "n_gen": 25, "d_model": 64, "hc_batch": 16,
              "hc_ema": 0.98},
 }
 
@@ -460,11 +461,11 @@ def write_report(results: dict, out: Path) -> None:
         "",
         "AUROC per peak over peaks accessible in >= 1% of held-out cells; Pearson per gene on log1p CP10k.",
         "",
-        format_table(results["task1_prediction"], ["method", "RNA->ATAC AUROC", "ATAC->RNA Pearson", "peaks scored"]),
+        format_table(results.get("task1_prediction", []), ["method", "RNA->ATAC AUROC", "ATAC->RNA Pearson", "peaks scored"]),
         "",
         "## 2. SNARE-seq2 joint embedding (training cells, 9 libraries, 15 coarse types)",
         "",
-        format_table(results["task2_embedding"],
+        format_table(results.get("task2_embedding", []),
                      ["method", "NMI", "ARI", "label ASW", "batch ASW", "iLISI", "graph conn."]),
         "",
         "## 3. SNARE-seq2 unpaired (diagonal): 09A-09F RNA only, 09G-09L ATAC only",
@@ -472,12 +473,12 @@ def write_report(results: dict, out: Path) -> None:
         "kNN(15) label transfer from RNA-only to ATAC-only cells; modality mixing (iLISI scaled to [0, 1], "
         "ASW batch with modality as batch).",
         "",
-        format_table(results["task3_diagonal"],
+        format_table(results.get("task3_diagonal", []),
                      ["method", "transfer coarse", "transfer fine", "modality iLISI", "modality ASW", "label ASW"]),
         "",
         "## 4. Granja 2019 scATAC (two donors, 16 types)",
         "",
-        format_table(results["task4_granja"],
+        format_table(results.get("task4_granja", []),
                      ["method", "NMI", "ARI", "label ASW", "batch ASW", "iLISI", "graph conn."]),
         "",
         "## 5. Cost",
@@ -486,6 +487,8 @@ def write_report(results: dict, out: Path) -> None:
                      ["task", "method", "epochs", "train s", "train cells/s", "embed cells/s", "peak RSS GB"]),
         "",
         f"Generation of all SNARE peaks: `{json.dumps(results.get('generation_cost', {}), default=float)}`",
+        "",
+        f"Errors: `{json.dumps(results.get('errors', {}))}`" if results.get("errors") else "",
         "",
         "## Ratio to the best peer (holocell / best peer; target >= 1.1)",
         "",
@@ -540,13 +543,34 @@ def plot(results: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def merge(paths: list[Path], out: Path) -> None:
+    """One report from runs that each did some of the tasks (e.g. in parallel processes)."""
+    results: dict = {"cost": [], "sizes": {}}
+    for path in paths:
+        part = json.loads((path / "chromatin.json").read_text())
+        results["cost"].extend(part.pop("cost", []))
+        results["sizes"].update(part.pop("sizes", {}))
+        results.setdefault("errors", {}).update(part.pop("errors", {}))
+        part.pop("ratios", None)
+        results.update(part)
+    results["command"] = results["command"].split(" --tasks")[0] + " (tasks run as parallel processes, then --merge)"
+    results["ratios"] = ratios(results)
+    write_report(results, out)
+    plot(results, out)
+    print((out / "chromatin.md").read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and epochs (a smoke run)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", default="paired,diagonal,granja,generation")
+    parser.add_argument("--merge", type=Path, nargs="+", help="combine chromatin.json files of runs of single tasks")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
     os.environ.setdefault(hc.data._registry.DATA_DIR_ENV, str(ROOT.parent / "shared" / "data"))
     warnings.filterwarnings("ignore")
     import logging
@@ -556,25 +580,27 @@ def main() -> None:
     mode = "quick" if args.quick else "full"
     cfg = SIZES[mode]
     tasks = args.tasks.split(",")
-    results = {"command": "python benchmarks/chromatin.py" + (" --quick" if args.quick else ""), "mode": mode,
+    command = "python benchmarks/chromatin.py" + (" --quick" if args.quick else "") + f" --tasks {args.tasks}"
+    results = {"command": command, "mode": mode,
                "seed": args.seed, "settings": cfg, "sizes": {}, "cost": []}
     snare = hc.data.snareseq2_mop(progressbar=False)
     t0 = time.perf_counter()
-    test_names = None
-    if "paired" in tasks:
-        test_names = task_paired(snare, cfg, args.seed, results)
-        print(f"[{time.perf_counter() - t0:.0f}s] paired done", flush=True)
-    if "diagonal" in tasks:
-        task_diagonal(snare, cfg, args.seed, results)
-        print(f"[{time.perf_counter() - t0:.0f}s] diagonal done", flush=True)
-    if "granja" in tasks:
-        task_granja(cfg, args.seed, results)
-        print(f"[{time.perf_counter() - t0:.0f}s] granja done", flush=True)
-    if "generation" in tasks:
-        if test_names is None:
-            test_names = snare.obs_names[np.isin(snare.obs["batch"].astype(str), TEST_LIBS)]
-        task_generation_cost(snare, test_names, cfg, args.seed, results)
-        print(f"[{time.perf_counter() - t0:.0f}s] generation cost done", flush=True)
+    state = {"test_names": snare.obs_names[np.isin(snare.obs["batch"].astype(str), TEST_LIBS)]}
+    jobs = {
+        "paired": lambda: state.update(test_names=task_paired(snare, cfg, args.seed, results)),
+        "diagonal": lambda: task_diagonal(snare, cfg, args.seed, results),
+        "granja": lambda: task_granja(cfg, args.seed, results),
+        "generation": lambda: task_generation_cost(snare, state["test_names"], cfg, args.seed, results),
+    }
+    for name in tasks:
+        try:
+            jobs[name]()
+        except Exception as err:  # noqa: BLE001 - keep the other tasks' results; the report names the failure
+            results.setdefault("errors", {})[name] = f"{type(err).__name__}: {err}"
+            traceback.print_exc()
+        print(f"[{time.perf_counter() - t0:.0f}s] {name} done", flush=True)
+        results["ratios"] = ratios(results)
+        write_report(results, args.out)
     results["ratios"] = ratios(results)
     results["total seconds"] = time.perf_counter() - t0
     write_report(results, args.out)
