@@ -19,7 +19,7 @@ import holocell as hc
 from holocell.data._registry import REGISTRY, _local_copy
 from holocell.vocab import link_peaks_to_genes, load_gene_table, parse_peaks
 
-from .conftest import TINY
+TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}
 
 
 def _require(name: str) -> None:
