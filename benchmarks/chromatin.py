@@ -547,13 +547,16 @@ def merge(paths: list[Path], out: Path) -> None:
     """One report from runs that each did some of the tasks (e.g. in parallel processes)."""
     results: dict = {"cost": [], "sizes": {}}
     for path in paths:
+        if not (path / "chromatin.json").is_file():
+            print(f"skipping {path}: no chromatin.json (that run has not finished a task)")
+            continue
         part = json.loads((path / "chromatin.json").read_text())
         results["cost"].extend(part.pop("cost", []))
         results["sizes"].update(part.pop("sizes", {}))
         results.setdefault("errors", {}).update(part.pop("errors", {}))
         part.pop("ratios", None)
         results.update(part)
-    results["command"] = results["command"].split(" --tasks")[0] + " (tasks run as parallel processes, then --merge)"
+    results["command"] = results.get("command", "").split(" --tasks")[0] + " (tasks in parallel processes, then --merge)"
     results["ratios"] = ratios(results)
     write_report(results, out)
     plot(results, out)
