@@ -223,10 +223,10 @@ def train_multivi(mdata: md.MuData, epochs: int, seed: int):
     import scvi
 
     scvi.settings.seed = seed
+    mdata["rna"].obs["batch"] = mdata.obs["batch"].to_numpy()  # MULTIVI reads the batch from the RNA modality
     scvi.model.MULTIVI.setup_mudata(
         mdata, batch_key="batch", modalities={"rna_layer": "rna", "atac_layer": "atac", "batch_key": "rna"}
     )
-    mdata["rna"].obs["batch"] = mdata.obs["batch"].to_numpy()
     model = scvi.model.MULTIVI(mdata, n_latent=N_LATENT_SCVI)
     with PeakRSS() as cost:
         model.train(max_epochs=epochs, early_stopping=False, enable_progress_bar=False)
