@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build of torch, pinned here only (pyproject keeps torch>=2.3 unpinned)
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-quick bench-tools bench-streaming clean
+.PHONY: install demo test lint bench bench-quick bench-tools bench-streaming bench-chromatin clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,7 @@ bench: $(VENV)/.installed
 	for job in pbmc simulated cost scaling; do $(BIN)/python benchmarks/$$job.py || exit 1; done
 	$(BIN)/python benchmarks/perturbation.py --out benchmarks/results
 	$(BIN)/python benchmarks/priors.py  # priors ablation + cross-species (mouse cells: scanpy sdist, see DATA.md)
+	HOLOCELL_DATA_DIR=$${HOLOCELL_DATA_DIR:-$(abspath ..)/shared/data} $(BIN)/python benchmarks/chromatin.py
 
 bench-quick: $(VENV)/.installed
 	for job in pbmc simulated cost scaling; do $(BIN)/python benchmarks/$$job.py --quick --out build/bench_quick || exit 1; done
@@ -50,6 +51,10 @@ bench-tools: $(VENV)/.installed
 
 bench-streaming: $(VENV)/.installed
 	$(BIN)/python benchmarks/streaming.py
+
+# ATAC quality on real cells (SNARE-seq2, Granja 2019) beside MULTIVI / PeakVI / WNN; data from ../shared/data
+bench-chromatin: $(VENV)/.installed
+	HOLOCELL_DATA_DIR=$${HOLOCELL_DATA_DIR:-$(abspath ..)/shared/data} $(BIN)/python benchmarks/chromatin.py
 
 clean:
 	rm -rf $(VENV) demo_output build .pytest_cache

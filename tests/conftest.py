@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import mudata as md
 import pytest
 
 import holocell as hc
+
+#: Real chromatin data (SNARE-seq2, Granja 2019, PBMC multiome) sits in ``../shared/data`` beside the clone
+#: (CI has it there). A value the caller already set wins.
+SHARED_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+os.environ.setdefault("HOLOCELL_DATA_DIR", str(SHARED_DATA_DIR))
 
 TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}
 

@@ -1,5 +1,6 @@
 """Bundled real data, the multi-omics simulator, the download registry and data plumbing."""
 
+from ._chromatin import granja2019_bmmc, pbmc_multiome_1k, snareseq2_mop
 from ._pbmc import pbmc_cite_mosaic
 from ._registry import REGISTRY, available, cache_dir, fetch, fetch_url, register
 from ._simulate import SimulationTruth, simulate_multiome
@@ -11,7 +12,10 @@ __all__ = [
     "cache_dir",
     "fetch",
     "fetch_url",
+    "granja2019_bmmc",
     "pbmc_cite_mosaic",
+    "pbmc_multiome_1k",
     "register",
     "simulate_multiome",
+    "snareseq2_mop",
 ]

@@ -9,7 +9,9 @@ import pandas as pd
 
 from ._constants import CHROM_BIN_BP, DISTANCE_EDGES_BP, LINK_WINDOW_BP, UNLINKED_BUCKET
 
-_PEAK_NAME = re.compile(r"^(?P<chrom>[^:\-_]+)[:\-_](?P<start>\d+)[\-_](?P<end>\d+)$")
+# ``chr1:100-600``, ``chr1-100-600`` or ``chr1_100_600``; the chromosome may itself hold ``_``/``.``
+# (``chrUn_KI270728v1:100-600``, ``GL000194.1-100-600``): the shortest name followed by two integers wins.
+_PEAK_NAME = re.compile(r"^(?P<chrom>[^:\s]+?)[:\-_](?P<start>\d+)[\-_](?P<end>\d+)$")
 
 
 def parse_peaks(var: pd.DataFrame) -> pd.DataFrame:
@@ -26,6 +28,13 @@ def parse_peaks(var: pd.DataFrame) -> pd.DataFrame:
     DataFrame indexed like ``var`` with columns ``chrom`` (str), ``start``, ``end`` (int).
     """
     if {"chrom", "start", "end"}.issubset(var.columns):
+        missing = var[["chrom", "start", "end"]].isna().any(axis=1)
+        if missing.any():
+            examples = ", ".join(map(repr, var.index[missing][:3]))
+            raise ValueError(
+                f"{int(missing.sum())} ATAC peaks have no value in the 'chrom'/'start'/'end' columns of "
+                f".var (e.g. {examples}); fill them, or drop the columns to parse the peak names instead."
+            )
         out = pd.DataFrame(
             {
                 "chrom": var["chrom"].astype(str).to_numpy(),
@@ -34,6 +43,7 @@ def parse_peaks(var: pd.DataFrame) -> pd.DataFrame:
             },
             index=var.index,
         )
+        _check_intervals(out)
         return out
     parsed = var.index.to_series().astype(str).str.extract(_PEAK_NAME)
     bad = parsed["chrom"].isna()
@@ -44,7 +54,7 @@ def parse_peaks(var: pd.DataFrame) -> pd.DataFrame:
             "Name peaks 'chr1:100-600' or 'chr1-100-600', or add integer columns "
             "'chrom', 'start', 'end' to the ATAC modality's .var."
         )
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "chrom": parsed["chrom"].to_numpy(dtype=str),
             "start": parsed["start"].astype(np.int64).to_numpy(),
@@ -52,6 +62,18 @@ def parse_peaks(var: pd.DataFrame) -> pd.DataFrame:
         },
         index=var.index,
     )
+    _check_intervals(out)
+    return out
+
+
+def _check_intervals(peaks: pd.DataFrame) -> None:
+    bad = peaks["end"].to_numpy() < peaks["start"].to_numpy()
+    if bad.any():
+        examples = ", ".join(map(repr, peaks.index[bad][:3]))
+        raise ValueError(
+            f"{int(bad.sum())} ATAC peaks end before they start (e.g. {examples}); peak names and the "
+            "'start'/'end' columns must give start <= end."
+        )
 
 
 def distance_bucket(signed_distance: np.ndarray) -> np.ndarray:

@@ -1,0 +1,168 @@
+"""Real chromatin data: loaders, genome builds, peak parsing, and a tiny model on real SNARE-seq2 cells.
+
+The files come from ``$HOLOCELL_DATA_DIR`` (``tests/conftest.py`` points it at ``../shared/data``).
+Without them these tests skip with a message, except under ``CI=true``, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import holocell as hc
+from holocell.data._registry import REGISTRY, _local_copy
+from holocell.vocab import link_peaks_to_genes, load_gene_table, parse_peaks
+
+TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}
+
+
+def _require(name: str) -> None:
+    """Skip (or fail under CI) when the registered file is not in a local data directory."""
+    if _local_copy(REGISTRY[name]) is not None:
+        return
+    msg = (
+        f"{REGISTRY[name].filename!r} ({name}) is not in $HOLOCELL_DATA_DIR="
+        f"{os.environ.get('HOLOCELL_DATA_DIR', '')!r}; put the shared data folder beside the clone "
+        "(../shared/data) or point HOLOCELL_DATA_DIR at it."
+    )
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="module")
+def snare() -> md.MuData:
+    _require("snareseq2_mop")
+    return hc.data.snareseq2_mop(progressbar=False)
+
+
+@pytest.fixture(scope="module")
+def snare_small(snare) -> md.MuData:
+    """120 cells (10 per library), the peaks of chr19 and the RNA genes of chr17-chr19: a seconds-long model."""
+    rng = np.random.default_rng(0)
+    libraries = sorted(set(snare.obs["batch"]))
+    cells = np.concatenate(
+        [rng.choice(np.flatnonzero(snare.obs["batch"] == b), 10, replace=False) for b in libraries]
+    )
+    peaks = (snare["atac"].var["chrom"] == "chr19").to_numpy()
+    table = load_gene_table("mm10")
+    near = set(table.loc[table["chrom"].isin(["chr17", "chr18", "chr19"]), "gene_name"])
+    genes = snare["rna"].var_names.isin(list(near))
+    small = md.MuData({"rna": snare["rna"][cells][:, genes].copy(), "atac": snare["atac"][cells][:, peaks].copy()})
+    small.obs["batch"] = snare.obs["batch"].iloc[cells].to_numpy()
+    small.obs["cell_type"] = snare.obs["cell_type"].iloc[cells].to_numpy()
+    return small
+
+
+# ----------------------------------------------------------------------------- loaders
+def test_snareseq2_loader_shapes(snare):
+    assert isinstance(snare, md.MuData)
+    assert snare.shape[0] == 10_309
+    assert snare["rna"].shape == (10_309, 1_677) and snare["atac"].shape == (10_309, 25_734)
+    assert {"batch", "cell_type", "cell_type_fine"} <= set(snare.obs.columns)
+    assert sorted(set(snare.obs["batch"])) == [f"09{c}" for c in "ABCDEFGHIJKL"]
+    assert snare.obs["cell_type"].nunique() == 15 and snare.obs["cell_type_fine"].nunique() == 23
+    assert {"chrom", "start", "end"} <= set(snare["atac"].var.columns)
+    assert bool(snare.obsm["rna"].all()) and bool(snare.obsm["atac"].all())  # fully paired
+    x = snare["atac"].X
+    assert sp.issparse(x) and np.allclose(x.data, np.round(x.data)) and x.data.min() >= 1
+
+
+def test_granja_loader_shapes():
+    _require("granja2019_bmmc")
+    adata = hc.data.granja2019_bmmc(progressbar=False)
+    assert isinstance(adata, ad.AnnData)
+    assert adata.shape == (14_125, 10_000)
+    assert sorted(set(adata.obs["batch"])) == ["BMMC_D5T1", "BMMC_D6T1"]
+    assert adata.obs["cell_type"].nunique() == 16
+    assert {"chrom", "start", "end"} <= set(adata.var.columns)
+
+
+def test_pbmc_multiome_loader_is_the_users_read():
+    _require("pbmc_multiome_1k")
+    mdata = hc.data.pbmc_multiome_1k(progressbar=False)
+    assert mdata["rna"].shape == (1_000, 45) and mdata["atac"].shape == (1_000, 174)
+    # same file, same reader: what a user gets from mudata.read_h5mu
+    own = md.read_h5mu(hc.data.fetch("pbmc_multiome_1k"))
+    assert (own["atac"].X != mdata["atac"].X).nnz == 0
+    assert own["rna"].var_names.equals(mdata["rna"].var_names)
+
+
+def test_fetch_refuses_a_tampered_local_copy(tmp_path, monkeypatch):
+    _require("pbmc_multiome_1k")
+    entry = REGISTRY["pbmc_multiome_1k"]
+    good = _local_copy(entry).read_bytes()
+    (tmp_path / entry.filename).write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    monkeypatch.setenv("HOLOCELL_DATA_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="sha256"):
+        hc.data.pbmc_multiome_1k(progressbar=False)
+
+
+# ----------------------------------------------------------------------------- peaks and genome builds
+def test_peak_name_forms_give_the_var_coordinates():
+    _require("granja2019_bmmc")
+    var = hc.data.granja2019_bmmc(progressbar=False).var
+    from_columns = parse_peaks(var)
+    # index "chr5:180470204-180470704"; var["name"] "chr5_180470204_180470704"; and the dash form
+    for names in (var.index, var["name"], var.index.str.replace(":", "-")):
+        parsed = parse_peaks(pd.DataFrame(index=pd.Index(names)))
+        assert parsed.to_numpy().tolist() == from_columns.to_numpy().tolist()
+
+
+@pytest.mark.parametrize(
+    ("name", "genome"), [("snareseq2_mop", "mm10"), ("granja2019_bmmc", "hg19"), ("pbmc_multiome_1k", "hg38")]
+)
+def test_right_build_puts_peaks_on_promoters(name, genome):
+    """With the data's own build most peaks link to a gene, and >= 2x more sit within 1 kb of a TSS."""
+    _require(name)
+    data = getattr(hc.data, name)(progressbar=False)
+    peaks = parse_peaks((data["atac"] if isinstance(data, md.MuData) else data).var)
+    promoter, linked = {}, {}
+    for build in ("hg38", "hg19", "mm10"):
+        links = link_peaks_to_genes(peaks, load_gene_table(build))
+        promoter[build] = float((links["distance"].abs() <= 1_000).mean())
+        linked[build] = float(links["distance"].notna().mean())
+    assert linked[genome] > 0.6
+    others = [v for b, v in promoter.items() if b != genome]
+    assert promoter[genome] > 2 * max(others), promoter
+
+
+def test_setup_mm10_links_snare_peaks_to_mouse_genes(snare_small):
+    hc.HoloCell.setup_mudata(
+        snare_small,
+        modalities={"rna": "rna", "atac": "atac"},
+        batch_key="batch",
+        species="mouse",
+        genome="mm10",
+    )
+    model = hc.HoloCell(snare_small, **TINY)
+    report = model.feature_space.maps["atac"].report
+    assert (report["how"] == "tss_window").mean() > 0.6
+    gene_anchors = set(report.loc[report["how"] == "tss_window", "anchor"])
+    assert gene_anchors <= set(load_gene_table("mm10")["gene_name"])
+    # RNA genes and the peaks near them share anchors (mouse symbols on both sides)
+    assert len(gene_anchors & set(snare_small["rna"].var_names)) > 40
+
+
+# ----------------------------------------------------------------------------- a tiny model on real cells
+def test_tiny_train_embed_generate_on_snare(snare_small):
+    mdata = snare_small.copy()
+    hc.HoloCell.setup_mudata(
+        mdata, modalities={"rna": "rna", "atac": "atac"}, batch_key="batch", species="mouse", genome="mm10"
+    )
+    model = hc.HoloCell(mdata, **TINY)
+    model.train(max_epochs=1, batch_size=16, enable_progress_bar=False, seed=0)
+    assert np.isfinite(model.history_["train_loss_atac"]).all()
+    z = model.get_latent_representation(modality="rna", progress_bar=False)
+    assert z.shape == (mdata.n_obs, TINY["d_model"]) and np.isfinite(z).all()
+    gen = model.generate(mdata, target="atac", n_steps=2, key_added="atac_gen", progress_bar=False)
+    assert mdata["atac_gen"] is gen and gen.shape == mdata["atac"].shape
+    assert gen.var_names.equals(mdata["atac"].var_names)
+    assert np.isfinite(gen.X).all() and gen.X.min() >= 0 and gen.X.max() <= 1
+    assert gen.uns["holocell"]["params"]["sources"] == ["rna"]
