@@ -140,3 +140,16 @@ def test_fate_shift_ranked_table(sim_model):
     assert isinstance(mdata.uns["holocell_fate_shift"]["ranking"], pd.DataFrame)
     with pytest.raises(ValueError, match="source"):
         hc.tl.fate_shift(mdata, model, "cell_type", "nope", "type1", genes=["SIM1"])
+
+
+def test_grn_default_regulators_come_from_the_shipped_grn():
+    from holocell.tools._grn import default_tfs
+
+    genes = pd.Index(["Gata1", "Actb", "Spi1", "Xyz"])
+    anchors = ["GATA1", "ACTB", "SPI1", "mouse:Xyz"]
+    # no is_tf column: regulators known to Pathway Commons (on the human anchor), not every gene
+    assert default_tfs(genes, anchors, pd.DataFrame(index=genes)) == ["Gata1", "Spi1"]
+    flagged = pd.DataFrame({"is_tf": [False, True, False, False]}, index=genes)
+    assert default_tfs(genes, anchors, flagged) == ["Actb"]
+    # nothing known: every gene
+    assert default_tfs(pd.Index(["a"]), ["mouse:a"], pd.DataFrame(index=["a"])) == ["a"]

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
+from ..priors import load_grn_edges
+
 if TYPE_CHECKING:
     from mudata import MuData
 
@@ -50,7 +52,9 @@ def grn(
         Trained :class:`~holocell.HoloCell` with an RNA modality.
     tfs
         Regulators (RNA feature names). Default: the RNA ``.var["is_tf"]`` genes of the
-        registered MuData when that column exists, otherwise every gene.
+        registered MuData when that column exists; otherwise the genes whose anchor is a regulator
+        in the shipped Pathway Commons GRN (:func:`holocell.priors.load_grn_edges`); every gene
+        only when none is.
     targets
         Candidate targets (default: every RNA gene). Self-edges are left out.
     method
@@ -77,7 +81,8 @@ def grn(
     genes = pd.Index(model.feature_space.maps["rna"].features.astype(str))
     if tfs is None:
         var = model.adata.mod[model.modalities_["rna"]].var
-        tfs = list(var.index[var["is_tf"].astype(bool)]) if "is_tf" in var else list(genes)
+        anchors = model.feature_space.maps["rna"].report["anchor"].astype(str).to_numpy()
+        tfs = default_tfs(genes, anchors, var)
     tfs = [tfs] if isinstance(tfs, str) else list(tfs)
     targets = list(genes) if targets is None else list(targets)
     for what, names in (("TFs", tfs), ("targets", targets)):
@@ -134,3 +139,23 @@ def grn(
     table = table.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
     table["rank"] = np.arange(1, len(table) + 1)
     return table[list(GRN_COLUMNS)]
+
+
+def default_tfs(genes: pd.Index, anchors: Sequence[str], var: pd.DataFrame) -> list[str]:
+    """Default regulators: ``var["is_tf"]``, else genes on a known regulator's anchor, else all genes.
+
+    Parameters
+    ----------
+    genes
+        RNA feature names the model was set up with.
+    anchors
+        Anchor name of each feature in ``genes`` (canonical human symbol; mouse genes sit on their
+        human ortholog's anchor).
+    var
+        The RNA ``.var`` of the registered data.
+    """
+    if "is_tf" in var:
+        return list(var.index[var["is_tf"].astype(bool)])
+    regulators = set(load_grn_edges()["tf"])
+    known = [g for g, a in zip(genes, anchors, strict=True) if a in regulators]
+    return known if known else list(genes)
