@@ -109,8 +109,8 @@ def main() -> None:
     # ---------------------------------------------------------------- 2: integration (split 1a)
     labels = split_a.obs["celltype"].astype(str).to_numpy()
     batch = split_a.obs["batch"].astype(str).to_numpy()
-    has_rna = np.asarray(split_a.obsm["rna"]).astype(bool)
-    has_prot = np.asarray(split_a.obsm["adt"]).astype(bool)
+    has_rna = np.asarray(split_a.obsm["rna"]).astype(bool).ravel()
+    has_prot = np.asarray(split_a.obsm["adt"]).astype(bool).ravel()
     rna_only, prot_only = has_rna & ~has_prot, has_prot & ~has_rna
     transfer = {"prot_to_rna": (prot_only, rna_only), "rna_to_prot": (rna_only, prot_only)}
     embeddings = {"holocell": (model_a.get_latent_representation(progress_bar=False), np.ones(len(labels), bool))}

@@ -89,7 +89,7 @@ def main() -> None:
 
     labels = train.obs["cell_type"].astype(str).to_numpy()
     batch = train.obs["batch"].astype(str).to_numpy()
-    has_rna = np.asarray(train.obsm["rna"]).astype(bool)
+    has_rna = np.asarray(train.obsm["rna"]).astype(bool).ravel()
     z = mvi.get_latent_representation()
     embeddings = {
         "holocell": model.get_latent_representation(progress_bar=False),
