@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import os
+import threading
 import warnings
+from functools import partial
 from pathlib import Path
 
 import mudata as md
@@ -54,3 +57,32 @@ def simulated():
     return hc.data.simulate_multiome(
         300, n_genes=60, n_tfs=8, n_proteins=12, missing={"protein": ["batch1"]}, seed=0
     )
+
+
+class _CountingHandler(http.server.SimpleHTTPRequestHandler):
+    """Static file handler that records every requested path."""
+
+    def __init__(self, *args, requests: list[str], **kwargs) -> None:
+        self._requests = requests
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self) -> None:
+        self._requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving ``tmp_path / "www"``; yields (base URL, dir, request log)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    requests: list[str] = []
+    handler = partial(_CountingHandler, requests=requests, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", root, requests
+    httpd.shutdown()
+    httpd.server_close()

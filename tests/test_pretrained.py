@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import zipfile
-from functools import partial
 
 import anndata as ad
 import mudata as md
@@ -20,33 +17,6 @@ from holocell.data import _registry
 from holocell.data._registry import CACHE_DIR_ENV, DATA_DIR_ENV, register, sha256sum
 
 N_NEW_GENES, N_NEW_ANTIBODIES, N_DROPPED_GENES, N_KEPT_ANTIBODIES = 10, 5, 100, 150
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def __init__(self, *args, requests: list[str], **kwargs) -> None:
-        self._requests = requests
-        super().__init__(*args, **kwargs)
-
-    def do_GET(self) -> None:
-        self._requests.append(self.path)
-        super().do_GET()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def server(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    requests: list[str] = []
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(_Handler, requests=requests, directory=str(root))
-    )
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/", root, requests
-    httpd.shutdown()
-    httpd.server_close()
 
 
 @pytest.fixture

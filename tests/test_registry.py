@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import socket
-import threading
-from functools import partial
 
 import pytest
 
@@ -14,34 +11,6 @@ from holocell.data import _registry
 from holocell.data._registry import CACHE_DIR_ENV, DATA_DIR_ENV, fetch, fetch_url, register
 
 PAYLOAD = b"holocell registry test payload\n" * 100
-
-
-class _CountingHandler(http.server.SimpleHTTPRequestHandler):
-    def __init__(self, *args, requests: list[str], **kwargs) -> None:
-        self._requests = requests
-        super().__init__(*args, **kwargs)
-
-    def do_GET(self) -> None:
-        self._requests.append(self.path)
-        super().do_GET()
-
-    def log_message(self, *args) -> None:  # keep pytest output clean
-        pass
-
-
-@pytest.fixture
-def server(tmp_path):
-    """Serves ``tmp_path / "www"`` on a random port; yields (base URL, served dir, request log)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    requests: list[str] = []
-    handler = partial(_CountingHandler, requests=requests, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/", root, requests
-    httpd.shutdown()
-    httpd.server_close()
 
 
 @pytest.fixture

@@ -125,10 +125,15 @@ def collect_arrays(
         x = x[:, feature_order(adata.var_names, features[m], mod_name)]
         rows = np.asarray(mdata.obsmap[mod_name]).astype(np.int64)  # 1-based, 0 = absent
         present[:, MODALITIES.index(m)] = rows > 0
-        padded = sp.vstack([x, sp.csr_matrix((1, x.shape[1]), dtype=np.float32)], format="csr")
-        counts[m] = padded[np.where(rows > 0, rows - 1, x.shape[0])]
+        counts[m] = rows_or_empty(x, np.where(rows > 0, rows - 1, x.shape[0]))
     species = np.full(n, species_code, dtype=np.int64)
     return MosaicArrays(counts, present, np.asarray(batch_codes, dtype=np.int64), species)
+
+
+def rows_or_empty(x: sp.csr_matrix, positions: np.ndarray) -> sp.csr_matrix:
+    """Rows ``positions`` of ``x``; a position equal to ``x.shape[0]`` gives an empty row (absent cell)."""
+    padded = sp.vstack([x, sp.csr_matrix((1, x.shape[1]), dtype=np.float32)], format="csr")
+    return padded[positions]
 
 
 def feature_order(var_names, features: np.ndarray, mod_name: str) -> np.ndarray:

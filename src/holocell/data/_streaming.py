@@ -26,7 +26,7 @@ import torch
 from mudata import MuData
 
 from ..vocab import MODALITIES
-from ._mosaic import MosaicArrays, feature_order
+from ._mosaic import MosaicArrays, feature_order, rows_or_empty
 
 _MAX_GAP = 64  # rows: sorted rows closer than this are read as one contiguous slice
 
@@ -106,10 +106,9 @@ class BackedMosaicArrays:
             has = rows >= 0
             unique, inverse = np.unique(rows[has], return_inverse=True)
             x = read_rows(mod.source, unique)[:, mod.order]
-            padded = sp.vstack([x, sp.csr_matrix((1, x.shape[1]), dtype=np.float32)], format="csr")
             position = np.full(len(idx), len(unique), dtype=np.int64)  # the empty row
             position[has] = inverse
-            counts[m] = padded[position]
+            counts[m] = rows_or_empty(x, position)
         return MosaicArrays(counts, self.present[idx], self.batch[idx], self.species[idx])
 
     def take(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
