@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build of torch, pinned here only (pyproject keeps torch>=2.3 unpinned)
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-quick bench-tools bench-streaming bench-chromatin clean
+.PHONY: install demo test lint bench bench-quick bench-tools bench-streaming bench-chromatin bench-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ bench: $(VENV)/.installed
 
 bench-quick: $(VENV)/.installed
 	for job in pbmc simulated cost scaling; do $(BIN)/python benchmarks/$$job.py --quick --out build/bench_quick || exit 1; done
+
+bench-gpu: $(VENV)/.installed  # needs a CUDA device (and a CUDA build of torch)
+	cd benchmarks && ../$(BIN)/python gpu.py && ../$(BIN)/python sweep.py --configs base:30,base:100 --batch-size 32
 
 bench-tools: $(VENV)/.installed
 	$(BIN)/python benchmarks/perturbation.py --out benchmarks/results

@@ -1,21 +1,24 @@
-"""Train the shipped ``holocell-small`` checkpoint (CPU, a few minutes).
+"""Train the shipped ``holocell-small`` checkpoint (a few minutes on a GPU, longer on a CPU).
 
 Data: one mosaic MuData that concatenates
 - the bundled real PBMC CITE-seq (``hc.data.pbmc_cite_mosaic``), batches p1 (RNA only), p2 (protein
   only) and p3 (paired); batch **p4 is held out** so that ``benchmarks/transfer.py`` can score the
   checkpoint zero-shot and fine-tuned on cells it never saw;
 - a simulated human multiome (``hc.data.simulate_multiome``: RNA + ATAC + protein, one batch
-  without protein), which is the only ATAC the checkpoint sees.
+  without protein), which is the only ATAC the checkpoint sees;
+- mouse RNA on the shared human/mouse anchors (``hc.vocab.rename_to_anchors``, one-to-one
+  orthologs), species token ``mouse``: the RNA of the SNARE-seq2 mouse motor cortex
+  (``hc.data.snareseq2_mop``, ``--mop-cells`` cells, its mm10 ATAC left out) and, with
+  ``--mouse-zarr``, the 10,000-cell mouse 10x subset of scanpy's test data.
 
-Human only: the shared human/mouse vocabulary (orthologs) has not landed on this branch, and a
-MuData carries one species at setup. Features a source does not measure (the simulator's genes in
-PBMC cells and vice versa) read as zero counts in that source's cells; ATAC and protein are absent
-(masked) where a source lacks them.
+Features a source does not measure (the simulator's genes in PBMC cells and vice versa) read as zero
+counts in that source's cells; ATAC and protein are absent (masked) where a source lacks them.
 
 Usage::
 
     python scripts/train_pretrained.py [--out src/holocell/model/_files/holocell-small-v1.zip]
-        [--max-epochs 30] [--max-minutes 15] [--seed 0]
+        [--max-epochs 30] [--max-minutes 15] [--seed 0] [--mop-cells 4000]
+        [--mouse-zarr .../scanpy/tests/_data/10x-10k-subset.zarr] [--batch-size 128] [--lr 2e-3]
 
 Training stops at ``--max-epochs`` or after ``--max-minutes`` of wall-clock time, whichever comes
 first (the epochs actually run are recorded next to the archive).
@@ -31,7 +34,9 @@ import time
 import warnings
 from pathlib import Path
 
+import anndata as ad
 import mudata as md
+import numpy as np
 
 import holocell as hc
 from holocell.data._merge import MergeInput, merge_for_pretraining
@@ -43,12 +48,28 @@ MODEL_KWARGS = {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_latents": 16, "se
 SIM_KWARGS = {"n_genes": 200, "n_tfs": 20, "n_proteins": 30, "n_batches": 2, "missing": {"protein": ["batch1"]}}
 
 
-def pretraining_mudata(n_sim_cells: int = SIM_CELLS, seed: int = 0) -> md.MuData:
-    """PBMC (without the held-out batch) + simulated multiome, as one mosaic MuData.
+def _mouse_rna(adata: ad.AnnData, n_cells: int | None, seed: int) -> md.MuData:
+    """Mouse RNA renamed onto the shared anchors (a random ``n_cells`` subset), as a MuData."""
+    if n_cells is not None and n_cells < adata.n_obs:
+        keep = np.sort(np.random.default_rng(seed).choice(adata.n_obs, n_cells, replace=False))
+        adata = adata[keep]
+    rna = hc.vocab.rename_to_anchors(adata, species="mouse")
+    rna.var = rna.var[[]]
+    out = md.MuData({"rna": rna})
+    if "batch" in adata.obs:
+        out.obs["batch"] = adata.obs["batch"].astype(str).to_numpy()
+    return out
+
+
+def pretraining_mudata(
+    n_sim_cells: int = SIM_CELLS, seed: int = 0, mop_cells: int = 0, mouse_zarr: str | None = None
+) -> md.MuData:
+    """PBMC (without the held-out batch) + simulated multiome (+ mouse RNA), as one mosaic MuData.
 
     Modalities ``rna``, ``atac`` and ``protein``; ``obs["batch"]`` (``pbmc:p1_0``, ...,
-    ``sim:batch0``, ...) and ``obs["source"]``. The RNA ``var`` carries ``chrom``/``tss``/``strand``
-    of the simulator's genes (PBMC genes have none), which is what links the simulated peaks.
+    ``sim:batch0``, ...), ``obs["source"]`` and ``obs["species"]``. The RNA ``var`` carries
+    ``chrom``/``tss``/``strand`` of the simulator's genes (PBMC genes have none), which is what links
+    the simulated peaks.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -56,12 +77,25 @@ def pretraining_mudata(n_sim_cells: int = SIM_CELLS, seed: int = 0) -> md.MuData
         sim, _ = hc.data.simulate_multiome(n_sim_cells, species="human", seed=seed, **SIM_KWARGS)
     keep = pbmc.obs_names[pbmc.obs["batch"].astype(str) != HELD_OUT_BATCH]
     pbmc = pbmc[keep].copy()
-    return merge_for_pretraining(
-        [
-            MergeInput("pbmc", pbmc, {"rna": "rna", "protein": "adt"}, batch_key="batch"),
-            MergeInput("sim", sim, {"rna": "rna", "atac": "atac", "protein": "protein"}, batch_key="batch"),
-        ]
-    )
+    inputs = [
+        MergeInput("pbmc", pbmc, {"rna": "rna", "protein": "adt"}, batch_key="batch"),
+        MergeInput("sim", sim, {"rna": "rna", "atac": "atac", "protein": "protein"}, batch_key="batch"),
+    ]
+    if mop_cells:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mop = hc.data.snareseq2_mop(progressbar=False)
+        rna = mop["rna"].copy()
+        rna.obs["batch"] = mop.obs.loc[rna.obs_names, "batch"].astype(str).to_numpy()
+        inputs.append(MergeInput("mop", _mouse_rna(rna, mop_cells, seed), {"rna": "rna"}, batch_key="batch"))
+    if mouse_zarr:
+        tenx = ad.read_zarr(mouse_zarr)
+        tenx.var_names = tenx.var["gene_ids"].astype(str).to_numpy()  # Ensembl ids: unique, unambiguous
+        inputs.append(MergeInput("mouse10x", _mouse_rna(tenx, None, seed), {"rna": "rna"}))
+    merged = merge_for_pretraining(inputs)
+    mouse = merged.obs["source"].astype(str).isin(["mop", "mouse10x"]).to_numpy()
+    merged.obs["species"] = np.where(mouse, "mouse", "human")
+    return merged
 
 
 def main() -> None:
@@ -70,11 +104,20 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=30)
     parser.add_argument("--max-minutes", type=float, default=15.0, help="wall-clock cap of training")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mop-cells", type=int, default=4000, help="mouse SNARE-seq2 RNA cells (0: none)")
+    parser.add_argument("--mouse-zarr", default=None, help="scanpy's tests/_data/10x-10k-subset.zarr")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-3)
     args = parser.parse_args()
-    mdata = pretraining_mudata(seed=args.seed)
+    mdata = pretraining_mudata(seed=args.seed, mop_cells=args.mop_cells, mouse_zarr=args.mouse_zarr)
     print(mdata)
+    print(mdata.obs.groupby(["source", "species"], observed=True).size())
     hc.HoloCell.setup_mudata(
-        mdata, modalities={"rna": "rna", "atac": "atac", "protein": "protein"}, batch_key="batch"
+        mdata,
+        modalities={"rna": "rna", "atac": "atac", "protein": "protein"},
+        batch_key="batch",
+        species_key="species",
+        gene_id_type="symbol",
     )
     model = hc.HoloCell(mdata, **MODEL_KWARGS)
     print(model)
@@ -84,6 +127,8 @@ def main() -> None:
         seed=args.seed,
         enable_progress_bar=False,
         max_time={"minutes": args.max_minutes},
+        batch_size=args.batch_size,
+        lr=args.lr,
     )
     seconds = time.perf_counter() - start
     out = model.save_pretrained(args.out, overwrite=True)
@@ -100,6 +145,12 @@ def main() -> None:
         "model_kwargs": MODEL_KWARGS,
         "simulator_kwargs": {**SIM_KWARGS, "n_cells": SIM_CELLS, "seed": args.seed},
         "n_cells": int(mdata.n_obs),
+        "cells_per_source": {str(k): int(v) for k, v in mdata.obs["source"].value_counts().items()},
+        "mop_cells": args.mop_cells,
+        "mouse_zarr": Path(args.mouse_zarr).name if args.mouse_zarr else None,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "device": str(next(model.module.parameters()).device),
         "n_anchors": model.feature_space.n_anchors,
         "final_validation_loss": float(model.history_["validation_loss"].iloc[-1]),
     }

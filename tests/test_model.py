@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import holocell as hc
 
@@ -59,7 +60,11 @@ def test_same_seed_same_embedding(pbmc):
         model.train(max_epochs=1, enable_progress_bar=False, seed=3)
         return model.get_latent_representation()
 
-    np.testing.assert_array_equal(run(), run())
+    first, second = run(), run()
+    if torch.cuda.is_available():  # GPU kernels reduce in a nondeterministic order
+        np.testing.assert_allclose(first, second, rtol=0, atol=1e-5)
+    else:
+        np.testing.assert_array_equal(first, second)
 
 
 def test_save_load_round_trip(trained_pbmc, tmp_path):

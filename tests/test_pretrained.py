@@ -128,13 +128,13 @@ def test_transfer_to_partly_overlapping_features(trained_pbmc, archive, pbmc):
     assert report.loc["anchors", "n_shared"] == n_anchors - N_NEW_GENES - N_NEW_ANTIBODIES
     assert report.loc["batches"].tolist()[:3] == [2, 4, 1]
     # shared anchors carry the reference's parameters, by name
-    ref_w = reference.module.state_dict()["network.anchor.weight"]
-    new_w = model.module.state_dict()["network.anchor.weight"]
+    ref_w = reference.module.state_dict()["network.anchor.weight"].cpu()  # trained on any device
+    new_w = model.module.state_dict()["network.anchor.weight"].cpu()  # loaded on the CPU
     ref_index = {a: i for i, a in enumerate(reference.feature_space.anchors)}
     for i, name in enumerate(model.feature_space.anchors[:20]):
         torch.testing.assert_close(new_w[i], ref_w[ref_index[name]])
     # the unseen batch starts where a zero-shot embedding of an unseen batch would be
-    ref_b = reference.module.state_dict()["network.batch.weight"]
+    ref_b = reference.module.state_dict()["network.batch.weight"].cpu()
     new_b = model.module.state_dict()["network.batch.weight"]
     torch.testing.assert_close(new_b[model.batch_categories_.index("query_lab")], ref_b[-1])
     torch.testing.assert_close(new_b[model.batch_categories_.index("p3_0")], ref_b[reference.batch_categories_.index("p3_0")])

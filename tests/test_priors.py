@@ -102,7 +102,7 @@ def test_model_with_priors_trains_and_round_trips(pbmc, priors, tmp_path):
     loaded = hc.HoloCell.load(tmp_path / "m", pbmc)
     assert loaded.priors_ == model.priors_
     for k, v in model.module.state_dict().items():
-        torch.testing.assert_close(loaded.module.state_dict()[k], v)
+        torch.testing.assert_close(loaded.module.state_dict()[k], v.cpu())  # load: CPU
     np.testing.assert_allclose(loaded.get_latent_representation(), z, atol=1e-5)
     if priors is not None:
         assert (net.prior_gate != 0).any()  # the gates learn

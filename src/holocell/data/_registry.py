@@ -244,7 +244,7 @@ register(
 
 # ------------------------------------------------------------------------------------ checkpoints
 _SHIPPED = Path(__file__).resolve().parents[1] / "model" / "_files"
-_SMALL_SHA256 = "d0ea934942eefffb9cad0472e34c9fab9cbbda57f8d5eeb00b74a60522cd7b22"
+_SMALL_SHA256 = "c4a79d5517c20c74d2b11e9a5e620fccbd6b50b78cf2330f757cb6494a17bb92"
 register(
     "holocell-small",
     "holocell-small-v1.zip",

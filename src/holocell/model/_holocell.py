@@ -470,6 +470,8 @@ class HoloCell(PerturbMixin, BaseModelClass):
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__`.*")  # streaming
             trainer.fit(plan, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if trainer.world_size == 1:  # Lightning hands the module back on the CPU; inference stays where training ran
+            self.module.to(trainer.strategy.root_device)
         self.module.eval()
         self.is_trained_ = True
         self.train_indices_, self.validation_indices_ = train_idx, val_idx
@@ -775,7 +777,8 @@ class HoloCell(PerturbMixin, BaseModelClass):
             Freeze the pretrained parameters (:meth:`freeze`), so that :meth:`train` fits only the
             parameters of anchors and batches new to the reference.
         sha256, device
-            As in :meth:`load_pretrained`.
+            As in :meth:`load_pretrained`; with a :class:`HoloCell` reference the query model goes
+            to the reference's device unless ``device`` says otherwise.
 
         Returns
         -------
@@ -784,8 +787,7 @@ class HoloCell(PerturbMixin, BaseModelClass):
         if isinstance(reference, HoloCell):
             state = {k: v.detach().cpu() for k, v in reference.module.state_dict().items()}
             model = _transfer.transfer(cls, mdata, state, _checkpoint.model_config(reference))
-            if device is not None:
-                model.module.to(device)
+            model.module.to(device if device is not None else next(reference.module.parameters()).device)
         else:
             model = cls.load_pretrained(reference, mdata, sha256=sha256, device=device)
         if freeze:

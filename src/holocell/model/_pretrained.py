@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -183,7 +184,10 @@ def load_pretrained(
     with unpacked(path) as ckpt:
         if mdata is None:
             config = _checkpoint.read_config(ckpt)
-            return _checkpoint.load_model(cls, ckpt, reference_mudata(config), device=device)
+            with warnings.catch_warnings():  # the placeholder's empty cells are not the user's data
+                warnings.filterwarnings("ignore", message=".*have no counts at all.*")
+                warnings.filterwarnings("ignore", message=".*has fewer than 3 cells.*")
+                return _checkpoint.load_model(cls, ckpt, reference_mudata(config), device=device)
         config = _checkpoint.read_config(ckpt)
         expected = config.get("weights_sha256")  # recorded by newer saves
         if expected and _registry.sha256sum(ckpt / _checkpoint.WEIGHTS) != expected:
@@ -220,6 +224,9 @@ def reference_mudata(config: dict) -> md.MuData:
     batch_key = setup.get("batch_key")
     if batch_key is not None:
         mdata.obs[batch_key] = pd.Categorical(batches)
+    species_key = setup.get("species_key")
+    if species_key is not None and species_key not in mdata.obs:  # a model trained on several species
+        mdata.obs[species_key] = setup.get("species") or "human"
     return mdata
 
 

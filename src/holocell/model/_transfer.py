@@ -222,7 +222,7 @@ class _RowFreeze:
 
 def _zero_rows(mask: torch.Tensor):
     """Gradient hook that zeroes the rows in ``mask``."""
-    return lambda grad: grad.masked_fill(mask, 0.0)
+    return lambda grad: grad.masked_fill(mask.to(grad.device), 0.0)
 
 
 def freeze(model: HoloCell, except_new: bool = True) -> pd.DataFrame:
