@@ -40,6 +40,7 @@ bench: $(VENV)/.installed
 	cp build/bench_demo/umap.png benchmarks/results/demo_umap.png
 	for job in pbmc simulated cost scaling; do $(BIN)/python benchmarks/$$job.py || exit 1; done
 	$(BIN)/python benchmarks/perturbation.py --out benchmarks/results
+	$(BIN)/python benchmarks/grn_pbmc.py
 	$(BIN)/python benchmarks/priors.py  # priors ablation + cross-species (mouse cells: scanpy sdist, see DATA.md)
 	HOLOCELL_DATA_DIR=$${HOLOCELL_DATA_DIR:-$(abspath ..)/shared/data} $(BIN)/python benchmarks/chromatin.py
 
@@ -47,10 +48,11 @@ bench-quick: $(VENV)/.installed
 	for job in pbmc simulated cost scaling; do $(BIN)/python benchmarks/$$job.py --quick --out build/bench_quick || exit 1; done
 
 bench-gpu: $(VENV)/.installed  # needs a CUDA device (and a CUDA build of torch)
-	cd benchmarks && ../$(BIN)/python gpu.py && ../$(BIN)/python sweep.py --configs base:30,base:100 --batch-size 32
+	$(BIN)/python benchmarks/gpu.py && $(BIN)/python benchmarks/sweep.py --configs base:30,base:100 --batch-size 32
 
 bench-tools: $(VENV)/.installed
 	$(BIN)/python benchmarks/perturbation.py --out benchmarks/results
+	$(BIN)/python benchmarks/grn_pbmc.py
 
 bench-streaming: $(VENV)/.installed
 	$(BIN)/python benchmarks/streaming.py
