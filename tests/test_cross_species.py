@@ -92,7 +92,7 @@ def test_gene_id_type_argument_is_checked(mouse):
         hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna"}, gene_id_type="entrez")
 
 
-def test_one_model_two_species(pbmc, mouse):
+def test_one_model_two_species(pbmc, mouse, tmp_path):
     human = pbmc["rna"][pbmc["rna"].obs["batch"].isin(["p3"])][:60].copy()
     mm = rename_to_anchors(mouse[:60], species="mouse")
     both = ad.concat({"human": human, "mouse": mm}, join="outer", label="species", fill_value=0)
@@ -114,6 +114,11 @@ def test_one_model_two_species(pbmc, mouse):
         idx = np.flatnonzero(mdata.obs["species"] == sp)
         z = model.get_latent_representation(indices=idx)
         assert z.shape == (len(idx), TINY["d_model"]) and np.isfinite(z).all()
+    # a two-species checkpoint loads without data (the placeholder carries the species column)
+    archive = model.save_pretrained(tmp_path / "two_species.zip")
+    loaded = hc.HoloCell.load_pretrained(archive)
+    assert loaded.adata_manager.registry["setup_args"]["species_key"] == "species"
+    assert loaded.feature_space.anchors == model.feature_space.anchors
     bad = mdata.copy()
     bad.obs["species"] = "zebrafish"
     with pytest.raises(ValueError, match="zebrafish"):
