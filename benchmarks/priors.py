@@ -88,7 +88,9 @@ def pbmc_ablation(epochs: int, configs, rows: list[dict], save) -> list[dict]:
         z = model.get_latent_representation(progress_bar=False)
         batch = mdata.obs["batch"].astype(str).to_numpy()
         label = mdata.obs["celltype"].astype(str).to_numpy()
-        src, dst = batch == "p2", batch == "p1"
+        src, dst = batch == "p2_0", batch == "p1_0"  # protein-only -> RNA-only batches of the bundled data
+        if not (src.any() and dst.any()):
+            raise ValueError(f"PBMC batches p2_0 / p1_0 not found; batches are {sorted(set(batch))}")
         knn = KNeighborsClassifier(15).fit(z[src], label[src])
         acc = float((knn.predict(z[dst]) == label[dst]).mean())
         gates = model.module.network.prior_gate.detach().tolist() if model.priors_ else []
@@ -180,8 +182,8 @@ def cross_species(mouse_zarr: Path | None, epochs: int, n_mouse: int = 2000) -> 
     z = model.get_latent_representation(indices=np.flatnonzero(mdata.obs["species"] == "human"), progress_bar=False)
     lab = human.obs["celltype"].astype(str).to_numpy()
     bat = human.obs["batch"].astype(str).to_numpy()
-    knn = KNeighborsClassifier(15).fit(z[bat == "p3"], lab[bat == "p3"])
-    out["human_p3_to_p4_knn_accuracy"] = float((knn.predict(z[bat == "p4"]) == lab[bat == "p4"]).mean())
+    knn = KNeighborsClassifier(15).fit(z[bat == "p3_0"], lab[bat == "p3_0"])
+    out["human_p3_to_p4_knn_accuracy"] = float((knn.predict(z[bat == "p4_0"]) == lab[bat == "p4_0"]).mean())
     print(out, flush=True)
     return out
 
@@ -225,6 +227,8 @@ def main() -> None:
     ap.add_argument("--sim-cells", type=int, default=800)
     ap.add_argument("--configs", default="none,grn,family,position,coexpression,all", help="PBMC prior configurations")
     ap.add_argument("--no-cross-species", action="store_true")
+    ap.add_argument("--reuse-simulator", action="store_true",
+                    help="keep the simulator rows of the existing priors.json instead of recomputing them")
     ap.add_argument("--quick", action="store_true", help="2 epochs, two configurations (smoke run)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -255,7 +259,12 @@ def main() -> None:
         (RESULTS / "priors.json").write_text(json.dumps(res, indent=1))
         (RESULTS / "priors.md").write_text(_md(res))
 
-    simulator_grn(sim_epochs, args.sim_cells, res["simulator"], save)
+    if args.reuse_simulator:
+        previous = json.loads((RESULTS / "priors.json").read_text())
+        res["simulator"] = previous["simulator"]
+        res["epochs"].update({k: previous["epochs"][k] for k in ("simulator", "simulator_cells")})
+    else:
+        simulator_grn(sim_epochs, args.sim_cells, res["simulator"], save)
     pbmc_ablation(epochs, configs, res["pbmc"], save)
     if not args.no_cross_species:
         res["cross_species"] = cross_species(args.mouse_zarr, max(2, epochs // 3))

@@ -93,7 +93,8 @@ def test_gene_id_type_argument_is_checked(mouse):
 
 
 def test_one_model_two_species(pbmc, mouse, tmp_path):
-    human = pbmc["rna"][pbmc["rna"].obs["batch"].isin(["p3"])][:60].copy()
+    human = pbmc["rna"][pbmc["rna"].obs["batch"].isin(["p3_0"])][:60].copy()
+    assert human.n_obs == 60
     mm = rename_to_anchors(mouse[:60], species="mouse")
     both = ad.concat({"human": human, "mouse": mm}, join="outer", label="species", fill_value=0)
     both.obs_names_make_unique()
