@@ -239,7 +239,8 @@ def main() -> None:
     t = time.perf_counter()
     res = {
         "command": "python benchmarks/priors.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("mouse_zarr",) and v not in (False, None)),
+        + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                  for k, v in vars(args).items() if k not in ("mouse_zarr",) and v not in (False, None)),
         "epochs": {"pbmc": epochs, "simulator": sim_epochs, "simulator_cells": args.sim_cells},
         "machine": f"{torch.get_num_threads()} CPU threads, shared with other jobs (timings are distorted; accuracies are seeded)",
         "model": MODEL,
