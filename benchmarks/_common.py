@@ -200,6 +200,18 @@ def scvi_seed(seed: int) -> None:
     scvi.settings.verbosity = logging.ERROR
 
 
+def totalvi_inputs(full: md.MuData, split: md.MuData, protein_mod: str = "adt") -> tuple[ad.AnnData, np.ndarray]:
+    """TOTALVI's inputs from a mosaic split: the RNA cells (``obs`` = ``batch`` only) and their protein counts,
+    zero rows for RNA cells without protein (see :func:`train_totalvi`)."""
+    rna_cells = split["rna"].obs_names
+    protein = np.zeros((len(rna_cells), full[protein_mod].n_vars))
+    has = np.isin(rna_cells, split[protein_mod].obs_names)
+    protein[has] = split[protein_mod][rna_cells[has]].X.toarray()
+    rna = split["rna"].copy()
+    rna.obs = rna.obs[["batch"]].astype(str).astype("category")
+    return rna, protein
+
+
 def train_totalvi(rna: ad.AnnData, protein: np.ndarray, proteins: Sequence[str], epochs: int, seed: int):
     """TOTALVI on RNA cells with their protein counts (zeros where a batch has no protein measured:
     scvi-tools' protein batch mask then drops those batches from the protein likelihood)."""
@@ -242,6 +254,20 @@ def train_scvi(rna: ad.AnnData, epochs: int, seed: int):
     t0 = time.perf_counter()
     model.train(max_epochs=epochs, enable_progress_bar=False, early_stopping=False)
     return model, adata, time.perf_counter() - t0
+
+
+def genie3_scores(expr: pd.DataFrame, tfs: Sequence[str], seed: int) -> pd.Series:
+    """GENIE3-like TF -> gene scores: for each gene (column of ``expr``, cells x genes), the feature importances
+    of an extra-trees regression on the other TFs' expression. Index ``(tf, target)``."""
+    from sklearn.ensemble import ExtraTreesRegressor
+
+    scores = {}
+    for g in expr.columns:
+        regs = [t for t in tfs if t != g]
+        et = ExtraTreesRegressor(n_estimators=100, max_features="sqrt", random_state=seed, n_jobs=1)
+        et.fit(expr[regs].to_numpy(), expr[g].to_numpy())
+        scores.update({(t, g): w for t, w in zip(regs, et.feature_importances_, strict=True)})
+    return pd.Series(scores)
 
 
 def pca_embedding(x: np.ndarray, n_pcs: int = 50, seed: int = 0, transform: str = "log") -> np.ndarray:

@@ -29,6 +29,7 @@ from _common import (
     parse_args,
     peak_rss_mb,
     quiet,
+    totalvi_inputs,
     train_holocell,
     train_multivi,
     train_totalvi,
@@ -85,12 +86,7 @@ def run_totalvi(epochs: int, seed: int, repeats: int) -> dict:
     """TOTALVI on the cells with RNA (protein zero-padded for batches without it)."""
     quiet()
     full, split = _split()
-    rna_cells = split["rna"].obs_names
-    protein = np.zeros((len(rna_cells), full["adt"].n_vars))
-    has = np.isin(rna_cells, split["adt"].obs_names)
-    protein[has] = split["adt"][rna_cells[has]].X.toarray()
-    rna = split["rna"].copy()
-    rna.obs = rna.obs[["batch"]].astype(str).astype("category")
+    rna, protein = totalvi_inputs(full, split)
     model, adata, train_s = train_totalvi(rna, protein, full["adt"].var_names, epochs, seed)
     n = adata.n_obs
     out = {"method": "TOTALVI", "train_cells_per_s": epochs * round(0.9 * n) / train_s}

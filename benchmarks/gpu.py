@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -69,8 +70,6 @@ def pbmc_rows(epochs: int, seed: int) -> list[dict]:
                 _sync()
                 row[f"generate_protein_8_cells_per_s_{label}"] = len(p4) / (time.perf_counter() - t0)
         # a GPU-trained model saves and reloads on the CPU with the same embedding
-        import tempfile
-
         with tempfile.TemporaryDirectory() as tmp:
             z_gpu = model.get_latent_representation(progress_bar=False)
             model.save(tmp, overwrite=True)

@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import RESULTS, machine, quiet
+from _common import RESULTS, genie3_scores, machine, quiet
 from priors import _split_edges
-from sklearn.ensemble import ExtraTreesRegressor
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 import holocell as hc
@@ -71,13 +70,7 @@ def main() -> None:
     rna = pd.DataFrame(ev.log_normalize(mdata["rna"].X), columns=genes)
     corr = rna.corr().abs().fillna(0.0)
     rows.append(scores_row("expression |correlation| (peer)", corr.stack(), pairs, y))
-    genie = {}
-    for g in genes:
-        regs = [t for t in tfs if t != g]
-        et = ExtraTreesRegressor(n_estimators=100, max_features="sqrt", random_state=args.seed, n_jobs=1)
-        et.fit(rna[regs].to_numpy(), rna[g].to_numpy())
-        genie.update({(t, g): w for t, w in zip(regs, et.feature_importances_, strict=True)})
-    rows.append(scores_row("GENIE3-like extra-trees (peer)", pd.Series(genie), pairs, y))
+    rows.append(scores_row("GENIE3-like extra-trees (peer)", genie3_scores(rna, tfs, args.seed), pairs, y))
     prior = hc.priors.grn_prior(genes, train[["tf", "target"]])
     values = np.asarray(prior.values, dtype=float)
     unit = values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)

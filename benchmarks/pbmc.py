@@ -25,6 +25,7 @@ from _common import (
     peak_rss_mb,
     quiet,
     score_regression,
+    totalvi_inputs,
     train_holocell,
     train_multivi,
     train_scvi,
@@ -76,12 +77,8 @@ def main() -> None:
     gen = model_a.generate(split_a[p4].copy(), target="protein", n_steps=8, seed=args.seed, progress_bar=False)
     rows_a = [score_regression("holocell (8 steps)", truth_prot, np.asarray(gen[p4].X))]
 
-    rna_cells = split_a["rna"].obs_names
-    protein = np.zeros((len(rna_cells), full["adt"].n_vars))
-    with_prot = np.isin(rna_cells, split_a["adt"].obs_names)
-    protein[with_prot] = split_a["adt"][rna_cells[with_prot]].X.toarray()
-    rna_a = split_a["rna"].copy()
-    rna_a.obs = rna_a.obs[["batch"]].astype(str).astype("category")
+    rna_a, protein = totalvi_inputs(full, split_a)
+    rna_cells = rna_a.obs_names
     tvi, tvi_adata, costs["totalvi_train_s"] = train_totalvi(
         rna_a, protein, full["adt"].var_names, ep["totalvi"], args.seed
     )

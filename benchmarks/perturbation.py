@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import genie3_scores
 from sklearn.decomposition import PCA
-from sklearn.ensemble import ExtraTreesRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
@@ -175,13 +175,7 @@ def grn_eval(args, truth, train_m, model):
     rna = pd.DataFrame(ev.log_normalize(train_m["rna"].X), columns=genes)
     corr = rna.corr().abs()
     scores["expression |correlation|"] = pd.Series({(t, g): corr.loc[t, g] for t, g in pairs})
-    genie = {}
-    for g in genes:
-        regs = [t for t in tfs if t != g]
-        et = ExtraTreesRegressor(n_estimators=100, max_features="sqrt", random_state=args.seed, n_jobs=1)
-        et.fit(rna[regs].to_numpy(), rna[g].to_numpy())
-        genie.update({(t, g): w for t, w in zip(regs, et.feature_importances_, strict=True)})
-    scores["GENIE3-like (extra-trees)"] = pd.Series(genie)
+    scores["GENIE3-like (extra-trees)"] = genie3_scores(rna, tfs, args.seed)
     rows = []
     for truth_name, edges in (("direct TF->gene", direct), ("direct or via CRE", indirect)):
         y = np.array([p in edges for p in pairs])
