@@ -66,9 +66,9 @@ def generate_modality(
     generator
         Random generator for sampling and random remasking.
     cache
-        Keep the read-in key/value projections of the tokens between steps and refresh only
-        the tokens of ``target`` anchors (the only ones a step changes). Exact: ``False`` re-runs
-        the whole network each step and gives the same result, slower.
+        Keep the token embeddings and read-in key/value projections between steps and refresh
+        only the tokens the previous step committed (the only ones a step changes). Exact:
+        ``False`` re-runs the whole network each step and gives the same result, slower.
     """
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}.")
@@ -87,57 +87,61 @@ def generate_modality(
         token_values = torch.zeros(B, exists.shape[0], device=device)
     token_emb = context_kv = None
     if cache:
-        token_emb = network.embed_tokens(state)
-        context_kv = network.context_kv(state, token_emb)
+        token_emb, context_kv = network.encoder_inputs(state)
+    committed = None  # (B, k) anchors committed by the previous step, the same number in every cell
     for step in range(1, n_steps + 1):
-        masked = state.mask[target][:, slots]  # (B, G')
+        masked = state.mask[target][:, slots]  # (B, G'); every cell has the same number masked
         n_commit = int(masked[0].sum()) - int(round(len(slots) * (1 - step / n_steps)))
         if n_commit <= 0:
             continue
-        decode_anchors = None if target == "atac" else slots
+        # RNA / protein: decode only each cell's still-masked slots; ATAC: every anchor (peaks share them)
+        pending = None if target == "atac" else slots[masked.nonzero()[:, 1].view(B, -1)]  # (B, n_masked)
         if cache:
-            if step > 1:  # refresh the tokens of `target` anchors, the only ones a step changes
-                fresh = network.embed_tokens(state, slots)
-                token_emb[:, slots] = fresh
-                context_kv[:, network.n_context + slots] = network.read_in.project_context(fresh)
+            if committed is not None:  # refresh the tokens the last step committed, the only ones it changed
+                fresh = network.embed_tokens(state, committed)  # (B, k, d)
+                _scatter_rows(token_emb, committed, fresh)
+                _scatter_rows(context_kv, network.n_context + committed, network.read_in.project_context(fresh))
             latents = network.encode(state, context_kv=context_kv)
-            out = network.decode(state, latents, token_emb, [target], decode_anchors)
+            out = network.decode(state, latents, token_emb, [target], pending)
         else:
-            out = network(state, targets=[target], anchors=decode_anchors)
+            out = network(state, targets=[target], anchors=pending)
         if target == "atac":
             p = torch.sigmoid(out["atac_logits"])  # (B, P)
             confidence = _anchor_mean(network, torch.maximum(p, 1 - p))[:, slots]
-        else:
-            logits = out[f"{target}_logits"]  # (B, G', nb)
-            confidence = torch.softmax(logits, dim=-1).max(-1).values
-        if remasking == "random":
-            confidence = torch.rand(confidence.shape, generator=generator, device=device)
-        confidence = confidence.masked_fill(~masked, -1.0)
-        chosen_sub = torch.zeros_like(masked)
-        chosen_sub.scatter_(1, confidence.topk(n_commit, dim=1).indices, True)
-        chosen_sub &= masked
-        chosen = torch.zeros_like(state.mask[target])
-        chosen[:, slots] = chosen_sub
-        if target == "atac":
+            if remasking == "random":
+                confidence = torch.rand(confidence.shape, generator=generator, device=device)
+            top = confidence.masked_fill(~masked, -1.0).topk(n_commit, dim=1).indices  # all still masked
+            committed = slots[top]
+            chosen = torch.zeros_like(state.mask[target]).scatter_(1, committed, True)
             peaks_chosen = chosen[:, network.peak_anchor]  # (B, P)
             draw = torch.bernoulli(p, generator=generator) if temperature > 0 else (p > 0.5).float()
             state.peaks = torch.where(peaks_chosen, draw, state.peaks)
             peak_prob = torch.where(peaks_chosen, p, peak_prob)
         else:
+            logits = out[f"{target}_logits"]  # (B, n_masked, nb)
+            confidence = torch.softmax(logits, dim=-1).max(-1).values
+            if remasking == "random":
+                confidence = torch.rand(confidence.shape, generator=generator, device=device)
+            top = confidence.topk(n_commit, dim=1).indices  # (B, n_commit) positions in `pending`
+            committed = pending.gather(1, top)
             if temperature > 0:
                 flat = torch.softmax(logits / temperature, dim=-1).reshape(-1, logits.shape[-1])
                 bins = torch.multinomial(flat, 1, generator=generator).view(B, -1)
             else:
                 bins = logits.argmax(-1)
-            state.bins[target][:, slots] = torch.where(chosen_sub, bins, state.bins[target][:, slots])
-            state.values[target][:, slots] = torch.where(
-                chosen_sub, out[f"{target}_value"], state.values[target][:, slots]
-            )
-            token_values[:, slots] = torch.where(chosen_sub, out[f"{target}_value"], token_values[:, slots])
-        state.mask[target] = state.mask[target] & ~chosen
+            value = out[f"{target}_value"].gather(1, top)
+            state.bins[target].scatter_(1, committed, bins.gather(1, top))
+            state.values[target].scatter_(1, committed, value)
+            token_values.scatter_(1, committed, value)
+        state.mask[target] = state.mask[target].scatter(1, committed, False)
     if target == "atac":
         return Generated(None, peak_prob)
     return Generated(state.bins[target], token_values)
+
+
+def _scatter_rows(dest: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> None:
+    """``dest[b, index[b, j]] = rows[b, j]`` for ``(B, S, D)`` ``dest`` and ``(B, k)`` ``index``."""
+    dest.scatter_(1, index.unsqueeze(-1).expand(-1, -1, dest.shape[-1]), rows)
 
 
 def _anchor_mean(network: HoloCellNetwork, per_peak: torch.Tensor) -> torch.Tensor:

@@ -99,14 +99,26 @@ class ReadOut(nn.Module):
         self.out = nn.Linear(d, d)
         self.ln_out = nn.LayerNorm(d)
 
-    def forward(self, anchors: torch.Tensor, latents: torch.Tensor, token_emb: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        anchors: torch.Tensor,
+        latents: torch.Tensor,
+        token_emb: torch.Tensor,
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Read out ``(B, G', d)`` states of the anchors whose embeddings ``anchors`` ``(G', d)`` are given,
+        or, with ``index`` ``(B, k)``, of each cell's own ``k`` anchors (``anchors`` then holds all ``G``;
+        ``token_emb`` is ``(B, G', d)`` or ``(B, k, d)``)."""
         B, L, d = latents.shape
-        G = anchors.shape[0]
         h = self.n_heads
-        q = self.q(self.ln_q(anchors)).view(G, h, d // h).transpose(0, 1)  # (h, G, hs)
+        q = self.q(self.ln_q(anchors))  # per anchor, not per cell
+        if index is None:
+            q = q.view(-1, h, d // h).transpose(0, 1).unsqueeze(0).expand(B, -1, -1, -1)  # (B, h, G', hs)
+        else:
+            q = q[index].view(B, index.shape[1], h, d // h).transpose(1, 2)  # (B, h, k, hs)
         k, v = self.kv(latents).view(B, L, 2, h, d // h).permute(2, 0, 3, 1, 4)  # 2 x (B, h, L, hs)
-        y = F.scaled_dot_product_attention(q.unsqueeze(0).expand(B, -1, -1, -1), k, v)  # (B, h, G, hs)
-        return self.ln_out(token_emb + self.out(y.transpose(1, 2).reshape(B, G, d)))
+        y = F.scaled_dot_product_attention(q, k, v)  # (B, h, G', hs)
+        return self.ln_out(token_emb + self.out(y.transpose(1, 2).reshape(B, -1, d)))
 
 
 class Block(nn.Module):
@@ -149,9 +161,26 @@ class SlotEmbedding(nn.Module):
     def __init__(self, n_bins: int, d: int, n_anchors: int) -> None:
         super().__init__()
         self.mask_id, self.none_id = n_bins, n_bins + 1
+        self.n_ids = n_bins + 2
         self.bin = nn.Embedding(n_bins + 2, d, padding_idx=self.none_id)
         self.value = nn.Parameter(torch.zeros(d))
         self.anchor_value = nn.Parameter(torch.zeros(n_anchors, d))
+
+    def ids(self, bins: torch.Tensor, mask: torch.Tensor, exists: torch.Tensor) -> torch.Tensor:
+        """Rows of the bin table: the bin, [MASK] where hidden, "no slot" where the anchor has none."""
+        return torch.where(exists, torch.where(mask, self.mask_id, bins), self.none_id)
+
+    def table(self) -> torch.Tensor:
+        """``(n_bins + 2, d)`` bin table with the "no slot" row held at zero (no gradient reaches it)."""
+        return self.bin.weight.index_fill(0, torch.tensor(self.none_id, device=self.bin.weight.device), 0.0)
+
+    def scaled_values(self, values: torch.Tensor, mask: torch.Tensor, exists: torch.Tensor) -> torch.Tensor:
+        """``(B, G')`` continuous values, 0 where hidden or where the anchor has no such slot."""
+        return values.masked_fill(mask | ~exists, 0.0)
+
+    def direction(self, anchors: torch.Tensor | slice) -> torch.Tensor:
+        """Value direction of the given anchors: ``(G', d)`` or ``(B, G', d)``."""
+        return self.value + self.anchor_value[anchors]
 
     def forward(
         self,
@@ -161,12 +190,13 @@ class SlotEmbedding(nn.Module):
         exists: torch.Tensor,
         anchors: torch.Tensor | slice = slice(None),
     ):
-        """Embed ``(B, G')`` slots; ``anchors`` names the anchors the columns belong to (default all)."""
-        hidden = mask | ~exists[None, :]
-        ids = torch.where(mask, self.mask_id, bins)
-        ids = torch.where(exists[None, :], ids, self.none_id)
-        direction = self.value + self.anchor_value[anchors]  # (G', d)
-        return self.bin(ids) + values.masked_fill(hidden, 0.0).unsqueeze(-1) * direction  # (B, G', d)
+        """Embed ``(B, G')`` slots; ``anchors`` names the anchors the columns belong to (default all).
+
+        ``exists`` is ``(G',)`` or ``(B, G')``, and ``anchors`` a slice, ``(G',)`` or ``(B, G')`` indices.
+        """
+        exists = exists if exists.dim() == 2 else exists[None, :]
+        emb = F.embedding(self.ids(bins, mask, exists), self.table())
+        return emb + self.scaled_values(values, mask, exists).unsqueeze(-1) * self.direction(anchors)
 
 
 class HoloCellNetwork(nn.Module):
@@ -264,26 +294,57 @@ class HoloCellNetwork(nn.Module):
     def embed_tokens(self, tokens: Tokens, anchors: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, G, d)`` token embeddings: anchor identity + every slot's value or [MASK].
 
-        With ``anchors``, only those anchors' tokens ``(B, G', d)`` (generation refreshes the
-        tokens whose slots it has just committed).
+        With ``anchors``, only those anchors' tokens: ``(G',)`` indices give ``(B, G', d)`` (generation
+        refreshes the tokens whose slots it has just committed), ``(B, k)`` indices give each cell's own
+        ``k`` anchors, ``(B, k, d)``.
+
+        All slot bins of a token are looked up in one combined table (``n_ids ** n_slots`` rows, built
+        per call) and the continuous values are added in place, so the ``(B, G, d)`` tensor is written a
+        few times rather than once per term: on a CPU this per-token work is most of the cost of encoding.
         """
-        B = tokens.present.shape[0]
+        per_cell = anchors is not None and anchors.dim() == 2
         idx = slice(None) if anchors is None else anchors
-        x = self.anchor_embedding()[idx].unsqueeze(0).expand(B, -1, -1)
+
+        def columns(t: torch.Tensor) -> torch.Tensor:  # (B, G) -> the requested anchors' columns
+            return torch.gather(t, 1, anchors) if per_cell else t[:, idx]
+
+        ids, table = None, None
         for m, slot in self.slots.items():
-            x = x + slot(tokens.bins[m][:, idx], tokens.values[m][:, idx], tokens.mask[m][:, idx],
-                         self.exists(m)[idx], idx)
+            exists = self.exists(m)[idx]
+            exists = exists if per_cell else exists[None, :]
+            slot_ids = slot.ids(columns(tokens.bins[m]), columns(tokens.mask[m]), exists)
+            if ids is None:
+                ids, table = slot_ids, slot.table()
+            else:
+                ids = ids * slot.n_ids + slot_ids
+                table = (table[:, None, :] + slot.table()[None, :, :]).flatten(0, 1)
+        x = F.embedding(ids, table) if ids is not None else None
+        anchor_emb = self.anchor_embedding()[idx]
+        x = anchor_emb.expand(tokens.present.shape[0], *anchor_emb.shape[-2:]).clone() if x is None else (
+            x.add_(anchor_emb)
+        )
+        for m, slot in self.slots.items():
+            exists = self.exists(m)[idx]
+            values = slot.scaled_values(
+                columns(tokens.values[m]), columns(tokens.mask[m]), exists if per_cell else exists[None, :]
+            )
+            x.addcmul_(values.unsqueeze(-1), slot.direction(idx))
         if "atac" in self.modalities:
-            x = x + self._embed_peaks(tokens)[:, idx]
+            peaks = self._embed_peaks(tokens)
+            x.add_(torch.gather(peaks, 1, anchors.unsqueeze(-1).expand(-1, -1, peaks.shape[-1])) if per_cell
+                   else peaks[:, idx])
         return x
 
-    def _embed_peaks(self, tokens: Tokens) -> torch.Tensor:
-        """Pool each anchor's accessible peaks with their position embedding: ``(B, G, d)``."""
+    def _peaks_per_bucket(self, tokens: Tokens) -> torch.Tensor:
+        """``(B, G, K)`` number of open peaks of each anchor in each distance bucket."""
         G, K = self.config.n_anchors, self.config.n_buckets
         flat = self.peak_anchor * K + self.peak_bucket  # (P,)
         per_bucket = tokens.peaks.new_zeros(tokens.peaks.shape[0], G * K)
-        per_bucket.index_add_(1, flat, tokens.peaks)
-        pooled = torch.log1p(per_bucket.view(-1, G, K)) @ self.peak_position  # (B, G, d)
+        return per_bucket.index_add_(1, flat, tokens.peaks).view(-1, G, K)
+
+    def _embed_peaks(self, tokens: Tokens) -> torch.Tensor:
+        """Pool each anchor's accessible peaks with their position embedding: ``(B, G, d)``."""
+        pooled = torch.log1p(self._peaks_per_bucket(tokens)) @ self.peak_position  # (B, G, d)
         masked = tokens.mask["atac"].unsqueeze(-1)
         return torch.where(masked, self.atac_mask, pooled) * self.exists("atac")[None, :, None]
 
@@ -303,6 +364,75 @@ class HoloCellNetwork(nn.Module):
         """
         return self.read_in.project_context(torch.cat([self.context_tokens(tokens), token_emb], dim=1))
 
+    def encoder_inputs(
+        self, tokens: Tokens, with_embeddings: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Token embeddings ``(B, G, d)`` and read-in key/values ``(B, C + G, 2d)`` of a batch.
+
+        The same as :meth:`embed_tokens` followed by :meth:`context_kv` (up to float rounding), but
+        cheaper. A token whose slots are all zero, [MASK] or absent, and whose anchor has no open peak,
+        is the same in every cell that holds it. The embeddings and key/value projections of these
+        *constant* tokens (``3`` states per value slot, ``2`` for ATAC, per anchor) are computed once per
+        call and looked up; only the tokens that carry a value (expressed genes, measured proteins,
+        anchors with open peaks) go through the embedding, layer norm and projection. With
+        ``with_embeddings=False`` the embeddings are not returned (``None``): encoding needs only the
+        key/values.
+        """
+        B, G, C = tokens.present.shape[0], self.config.n_anchors, self.n_context
+        device = tokens.present.device
+        anchor_emb = self.anchor_embedding()  # (G, d)
+        state = torch.zeros(B, G, dtype=torch.long, device=device)  # constant state of each token
+        varying = torch.zeros(B, G, dtype=torch.bool, device=device)  # tokens that carry a value
+        state_emb = anchor_emb.new_zeros(1, anchor_emb.shape[1])  # (n_states, d) slot part of each state
+        slot_inputs = {}
+        for m, slot in self.slots.items():
+            exists = self.exists(m)[None, :]
+            ids = slot.ids(tokens.bins[m], tokens.mask[m], exists)
+            values = slot.scaled_values(tokens.values[m], tokens.mask[m], exists)
+            code = (ids == slot.mask_id).long() + 2 * (ids == slot.none_id).long()  # 0 zero, 1 mask, 2 none
+            varying |= ((ids != 0) & (code == 0)) | (values != 0)
+            state = state + code * len(state_emb)
+            rows = slot.table()[[0, slot.mask_id, slot.none_id]]  # (3, d)
+            state_emb = (rows[:, None, :] + state_emb[None, :, :]).flatten(0, 1)
+            slot_inputs[m] = (ids, values)
+        if "atac" in self.modalities:
+            per_bucket = self._peaks_per_bucket(tokens)  # (B, G, K)
+            exists = self.exists("atac")[None, :]
+            masked = tokens.mask["atac"] & exists
+            varying |= exists & ~masked & (per_bucket.sum(-1) > 0)
+            state = state + masked.long() * len(state_emb)
+            rows = torch.stack([torch.zeros_like(self.atac_mask), self.atac_mask])
+            state_emb = (rows[:, None, :] + state_emb[None, :, :]).flatten(0, 1)
+        n_states = len(state_emb)
+        if B < n_states:  # a tiny batch: computing every token directly is cheaper than the tables
+            token_emb = self.embed_tokens(tokens)
+            return token_emb, self.context_kv(tokens, token_emb)
+
+        const_emb = (anchor_emb[:, None, :] + state_emb[None, :, :]).flatten(0, 1)  # (G * n_states, d)
+        const_kv = self.read_in.project_context(const_emb)
+        lookup = torch.arange(G, device=device) * n_states + state  # (B, G) row of each constant token
+        b, g = varying.nonzero(as_tuple=True)
+        # (N, d) the tokens that carry a value, computed in full. Rows are gathered with F.embedding,
+        # whose backward is deterministic on CPU (plain indexing accumulates in a thread-dependent order).
+        emb_var = F.embedding(g, anchor_emb)
+        for m, slot in self.slots.items():
+            ids, values = slot_inputs[m]
+            emb_var = emb_var + F.embedding(ids[b, g], slot.table())
+            emb_var = emb_var + values[b, g].unsqueeze(-1) * (slot.value + F.embedding(g, slot.anchor_value))
+        if "atac" in self.modalities:  # (anchors without peaks pool nothing: per_bucket is 0 there)
+            pooled = torch.log1p(per_bucket[b, g]) @ self.peak_position
+            emb_var = emb_var + torch.where(masked[b, g].unsqueeze(-1), self.atac_mask, pooled)
+        kv_rows = torch.cat([const_kv, const_kv.new_zeros(1, const_kv.shape[1])])  # last: prefix placeholder
+        placeholder = torch.full((B, C), len(const_kv), dtype=torch.long, device=device)
+        kv = F.embedding(torch.cat([placeholder, lookup], dim=1), kv_rows)  # (B, C + G, 2d)
+        kv[:, :C] = self.read_in.project_context(self.context_tokens(tokens))
+        kv.index_put_((b, g + C), self.read_in.project_context(emb_var))
+        token_emb = None
+        if with_embeddings:
+            token_emb = F.embedding(lookup, const_emb)
+            token_emb.index_put_((b, g), emb_var)
+        return token_emb, kv
+
     n_context = 2 + len(MODALITIES)
     """Prefix tokens before the anchors: batch, species, one library size per modality."""
 
@@ -312,8 +442,9 @@ class HoloCellNetwork(nn.Module):
         """``(B, L, d)`` latent states of the cells (``context_kv``: cached :meth:`context_kv`)."""
         if context_kv is None:
             if token_emb is None:
-                token_emb = self.embed_tokens(tokens)
-            context_kv = self.context_kv(tokens, token_emb)
+                _, context_kv = self.encoder_inputs(tokens, with_embeddings=False)
+            else:
+                context_kv = self.context_kv(tokens, token_emb)
         z = self.latents.unsqueeze(0).expand(context_kv.shape[0], -1, -1)
         z = self.read_in(z, context_kv=context_kv)
         for block in self.blocks:
@@ -339,7 +470,8 @@ class HoloCellNetwork(nn.Module):
         Parameters
         ----------
         anchors
-            Decode only these anchor indices (RNA / protein targets only); default all.
+            Decode only these anchors (RNA / protein targets only): ``(G',)`` indices shared by all
+            cells, or ``(B, k)`` indices, each cell's own; default all.
 
         Returns
         -------
@@ -349,9 +481,13 @@ class HoloCellNetwork(nn.Module):
         if anchors is not None and "atac" in targets:
             raise ValueError("ATAC is decoded over all anchors; do not pass `anchors` with an ATAC target.")
         anchor_emb = self.anchor_embedding()
-        anchor_emb = anchor_emb if anchors is None else anchor_emb[anchors]
-        emb = token_emb if anchors is None else token_emb[:, anchors]
-        h = self.read_out(anchor_emb, latents, emb)  # (B, G', d)
+        if anchors is None:
+            h = self.read_out(anchor_emb, latents, token_emb)  # (B, G, d)
+        elif anchors.dim() == 1:
+            h = self.read_out(anchor_emb[anchors], latents, token_emb[:, anchors])  # (B, G', d)
+        else:  # (B, k): each cell's own anchors
+            emb = torch.gather(token_emb, 1, anchors.unsqueeze(-1).expand(-1, -1, token_emb.shape[-1]))
+            h = self.read_out(anchor_emb, latents, emb, index=anchors)  # (B, k, d)
         out = {}
         for m in targets:
             if m == "atac":
@@ -366,8 +502,8 @@ class HoloCellNetwork(nn.Module):
         self, tokens: Tokens, targets: list[str] | None = None, anchors: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """Encode, then decode ``targets`` (all modalities by default); adds ``"embedding"``."""
-        token_emb = self.embed_tokens(tokens)
-        latents = self.encode(tokens, token_emb)
+        token_emb, context_kv = self.encoder_inputs(tokens)
+        latents = self.encode(tokens, context_kv=context_kv)
         targets = self.modalities if targets is None else targets
         out = self.decode(tokens, latents, token_emb, targets, anchors)
         out["embedding"] = self.pool(latents)
