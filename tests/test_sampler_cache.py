@@ -11,23 +11,33 @@ from holocell.nn import generate_modality
 from holocell.nn._diffusion import add_noise
 
 
-@pytest.fixture(scope="module")
-def module_and_batch():
+def _module_and_batch(read_in_tokens: str):
     torch.manual_seed(0)
     mdata, _ = simulate_multiome(
         30, n_genes=30, n_tfs=5, n_proteins=6, n_distal_peaks=5, peaks_per_gene=2,
         missing={"protein": ["batch1"]}, seed=0,
     )
     HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "atac": "atac", "protein": "protein"}, batch_key="batch")
-    model = HoloCell(mdata, d_model=32, n_layers=1, n_heads=2, n_latents=8)
+    model = HoloCell(mdata, d_model=32, n_layers=1, n_heads=2, n_latents=8, read_in_tokens=read_in_tokens)
     model.module.eval()
     arrays = model._arrays(None)[1]
     return model.module, arrays.take(np.arange(arrays.n_cells))
 
 
+@pytest.fixture(scope="module")
+def module_and_batch():
+    return _module_and_batch("all")
+
+
+@pytest.fixture(scope="module")
+def values_module_and_batch():
+    return _module_and_batch("values")
+
+
+@pytest.mark.parametrize("read_in", ["all", "values"])
 @pytest.mark.parametrize("target", ["rna", "protein", "atac"])
-def test_cached_generation_equals_full_recompute(module_and_batch, target):
-    module, batch = module_and_batch
+def test_cached_generation_equals_full_recompute(module_and_batch, values_module_and_batch, target, read_in):
+    module, batch = module_and_batch if read_in == "all" else values_module_and_batch
     tokens = module.tokenize(batch)
     with torch.no_grad():
         fast = generate_modality(module.network, tokens, target, n_steps=4, cache=True)
@@ -102,3 +112,31 @@ def test_per_cell_anchor_decoding_equals_shared_anchors(module_and_batch):
     torch.testing.assert_close(own["rna_logits"], expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(own["rna_value"], shared["rna_value"].gather(1, per_cell), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(sub, emb.gather(1, per_cell.unsqueeze(-1).expand(-1, -1, emb.shape[-1])))
+
+
+def test_values_read_in_ignores_tokens_without_a_value(module_and_batch, values_module_and_batch):
+    """With ``read_in_tokens="values"`` a cell's embedding does not depend on the anchors where its token is
+    zero / [MASK] / absent in every slot; with ``"all"`` it does."""
+    for (module, batch), should_change in [(values_module_and_batch, False), (module_and_batch, True)]:
+        network = module.network
+        tokens = module.tokenize(batch)
+        cell = 0
+        constant = ~network.carries_value(tokens)[cell]  # (G,) anchors whose token carries nothing in cell 0
+        assert 0 < int(constant.sum()) < network.config.n_anchors
+        before = module.embed(batch)[cell]
+        saved = network.anchor.weight.detach().clone()
+        with torch.no_grad():
+            network.anchor.weight[constant] += torch.randn(int(constant.sum()), saved.shape[1], generator=torch.Generator().manual_seed(0))
+        try:
+            after = module.embed(batch)[cell]
+        finally:
+            with torch.no_grad():
+                network.anchor.weight.copy_(saved)
+        assert (not torch.allclose(before, after, atol=1e-5)) == should_change
+
+
+def test_read_in_tokens_is_validated():
+    from holocell.nn import NetworkConfig
+
+    with pytest.raises(ValueError, match="read_in_tokens"):
+        NetworkConfig(n_anchors=3, read_in_tokens="expressed")

@@ -5,7 +5,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 # Back PyTorch's CPU tensors of >= 2 MB with transparent huge pages (a documented PyTorch switch, read at
 # its first large allocation). holocell's inference allocates many (cells x anchors x d_model) tensors;
-# with 4 kB pages, first-touch page faults took ~40% of CPU embedding time (docs/performance.md).
+# with 4 kB pages, first-touch page faults took ~40% of CPU embedding time
+# (docs/design.md, "CPU inference cost").
 # A value the user has set, e.g. THP_MEM_ALLOC_ENABLE=0, is kept.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 

@@ -76,6 +76,11 @@ class HoloCell(PerturbMixin, BaseModelClass):
     align_weight
         Training: weight of a contrastive term pulling together the single-modality embeddings of
         cells measured with several modalities (0 = off).
+    read_in_tokens
+        Which anchor tokens the latents read: ``"all"`` (default), or only the ``"values"``: tokens
+        that carry a value (expressed genes, measured proteins, anchors with open peaks), as
+        Geneformer / scGPT read only expressed genes. Zero, [MASK] and absent tokens are then left
+        out of the encoder (the decoder still predicts every slot).
     seed
         Seeds the initial weights (the global random state is left untouched).
     priors
@@ -112,6 +117,7 @@ class HoloCell(PerturbMixin, BaseModelClass):
         dropout: float = 0.0,
         p_drop_modality: float = 0.5,
         align_weight: float = 0.0,
+        read_in_tokens: str = "all",
         seed: int = 0,
         priors: str | Sequence[str] | None = None,
         grn_edges: pd.DataFrame | None = None,
@@ -148,6 +154,7 @@ class HoloCell(PerturbMixin, BaseModelClass):
             n_heads=n_heads,
             n_latents=n_latents,
             dropout=dropout,
+            read_in_tokens=read_in_tokens,
         )
         feature_anchor = {m: space.maps[m].anchor for m in self.modalities_}
         peak_bucket = space.maps["atac"].bucket if "atac" in space.maps else None

@@ -37,6 +37,11 @@ class NetworkConfig:
     n_latents: int = 32
     mlp_ratio: int = 4
     dropout: float = 0.0
+    read_in_tokens: str = "all"  # "all" anchor tokens, or only the "values": tokens that carry a value
+
+    def __post_init__(self) -> None:
+        if self.read_in_tokens not in ("all", "values"):
+            raise ValueError(f"read_in_tokens must be 'all' or 'values', got {self.read_in_tokens!r}.")
 
     def to_dict(self) -> dict:
         """JSON-serialisable form."""
@@ -69,16 +74,22 @@ class Attention(nn.Module):
         self.dropout = dropout
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None, kv: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None,
+        kv: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Attend from ``x`` over ``context``, or over its precomputed projections ``kv = self.kv(context)``."""
+        """Attend from ``x`` over ``context``, or over its precomputed projections ``kv = self.kv(context)``;
+        ``key_mask`` ``(B, S)``: the context tokens that may be attended to (default all)."""
         B, T, d = x.shape
         kv = self.kv(context) if kv is None else kv  # (B, S, 2d)
         S = kv.shape[1]
         h = self.n_heads
         q = self.q(x).view(B, T, h, d // h).transpose(1, 2)  # (B, h, T, hs)
         k, v = kv.view(B, S, 2, h, d // h).permute(2, 0, 3, 1, 4)  # 2 x (B, h, S, hs)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, d))
 
 
@@ -133,13 +144,18 @@ class Block(nn.Module):
         self.mlp = MLP(d, mlp_ratio, dropout)
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None, context_kv: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        context_kv: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``context_kv`` (cross blocks): the context's key/value projections from :meth:`project_context`."""
+        """``context_kv`` (cross blocks): the context's key/value projections from :meth:`project_context`;
+        ``key_mask`` ``(B, S)``: the context tokens that may be attended to."""
         q = self.ln_q(x)
         if context_kv is None:
             context_kv = self.project_context(q if self.ln_kv is None else context)
-        x = x + self.attn(q, None, context_kv)
+        x = x + self.attn(q, None, context_kv, key_mask)
         return x + self.mlp(self.ln_mlp(x))
 
     def project_context(self, context: torch.Tensor) -> torch.Tensor:
@@ -433,6 +449,30 @@ class HoloCellNetwork(nn.Module):
             token_emb.index_put_((b, g), emb_var)
         return token_emb, kv
 
+    def carries_value(self, tokens: Tokens) -> torch.Tensor:
+        """``(B, G)`` bool: tokens with a value in some slot (a non-zero bin or continuous value, or an
+        open peak that is not masked); the others are zero, [MASK] or absent in every slot."""
+        varying = torch.zeros(tokens.present.shape, dtype=torch.bool, device=tokens.present.device)
+        varying = varying[:, :1].expand(-1, self.config.n_anchors).clone()
+        for m, slot in self.slots.items():
+            exists = self.exists(m)[None, :]
+            ids = slot.ids(tokens.bins[m], tokens.mask[m], exists)
+            values = slot.scaled_values(tokens.values[m], tokens.mask[m], exists)
+            varying |= ((ids != 0) & (ids != slot.mask_id) & (ids != slot.none_id)) | (values != 0)
+        if "atac" in self.modalities:
+            exists = self.exists("atac")[None, :]
+            opened = self._peaks_per_bucket(tokens).sum(-1) > 0
+            varying |= exists & ~(tokens.mask["atac"] & exists) & opened
+        return varying
+
+    def read_in_mask(self, tokens: Tokens) -> torch.Tensor | None:
+        """``(B, C + G)`` read-in key mask: with ``read_in_tokens="values"`` the prefix and the tokens that
+        carry a value (:meth:`carries_value`); ``None`` (every token) with ``"all"``."""
+        if self.config.read_in_tokens == "all":
+            return None
+        prefix = torch.ones(tokens.present.shape[0], self.n_context, dtype=torch.bool, device=tokens.present.device)
+        return torch.cat([prefix, self.carries_value(tokens)], dim=1)
+
     n_context = 2 + len(MODALITIES)
     """Prefix tokens before the anchors: batch, species, one library size per modality."""
 
@@ -446,7 +486,7 @@ class HoloCellNetwork(nn.Module):
             else:
                 context_kv = self.context_kv(tokens, token_emb)
         z = self.latents.unsqueeze(0).expand(context_kv.shape[0], -1, -1)
-        z = self.read_in(z, context_kv=context_kv)
+        z = self.read_in(z, context_kv=context_kv, key_mask=self.read_in_mask(tokens))
         for block in self.blocks:
             z = block(z)
         return self.ln_latent(z)
