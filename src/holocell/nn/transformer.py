@@ -194,6 +194,10 @@ class SlotEmbedding(nn.Module):
         """``(B, G')`` continuous values, 0 where hidden or where the anchor has no such slot."""
         return values.masked_fill(mask | ~exists, 0.0)
 
+    def carries_value(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Slots with a value: a non-zero bin (not [MASK] / "no slot") or a non-zero continuous value."""
+        return ((ids != 0) & (ids != self.mask_id) & (ids != self.none_id)) | (values != 0)
+
     def direction(self, anchors: torch.Tensor | slice) -> torch.Tensor:
         """Value direction of the given anchors: ``(G', d)`` or ``(B, G', d)``."""
         return self.value + self.anchor_value[anchors]
@@ -324,26 +328,25 @@ class HoloCellNetwork(nn.Module):
         def columns(t: torch.Tensor) -> torch.Tensor:  # (B, G) -> the requested anchors' columns
             return torch.gather(t, 1, anchors) if per_cell else t[:, idx]
 
-        ids, table = None, None
-        for m, slot in self.slots.items():
+        def slot_exists(m: str) -> torch.Tensor:  # (B, k) or (1, G')
             exists = self.exists(m)[idx]
-            exists = exists if per_cell else exists[None, :]
-            slot_ids = slot.ids(columns(tokens.bins[m]), columns(tokens.mask[m]), exists)
+            return exists if per_cell else exists[None, :]
+
+        ids, table = None, None  # combined row of every slot's bin, and the combined table
+        for m, slot in self.slots.items():
+            slot_ids = slot.ids(columns(tokens.bins[m]), columns(tokens.mask[m]), slot_exists(m))
             if ids is None:
                 ids, table = slot_ids, slot.table()
             else:
                 ids = ids * slot.n_ids + slot_ids
                 table = (table[:, None, :] + slot.table()[None, :, :]).flatten(0, 1)
-        x = F.embedding(ids, table) if ids is not None else None
         anchor_emb = self.anchor_embedding()[idx]
-        x = anchor_emb.expand(tokens.present.shape[0], *anchor_emb.shape[-2:]).clone() if x is None else (
-            x.add_(anchor_emb)
-        )
+        if ids is None:  # no RNA / protein slot: an ATAC-only model
+            x = anchor_emb.expand(tokens.present.shape[0], *anchor_emb.shape[-2:]).clone()
+        else:
+            x = F.embedding(ids, table).add_(anchor_emb)
         for m, slot in self.slots.items():
-            exists = self.exists(m)[idx]
-            values = slot.scaled_values(
-                columns(tokens.values[m]), columns(tokens.mask[m]), exists if per_cell else exists[None, :]
-            )
+            values = slot.scaled_values(columns(tokens.values[m]), columns(tokens.mask[m]), slot_exists(m))
             x.addcmul_(values.unsqueeze(-1), slot.direction(idx))
         if "atac" in self.modalities:
             peaks = self._embed_peaks(tokens)
@@ -406,7 +409,7 @@ class HoloCellNetwork(nn.Module):
             ids = slot.ids(tokens.bins[m], tokens.mask[m], exists)
             values = slot.scaled_values(tokens.values[m], tokens.mask[m], exists)
             code = (ids == slot.mask_id).long() + 2 * (ids == slot.none_id).long()  # 0 zero, 1 mask, 2 none
-            varying |= ((ids != 0) & (code == 0)) | (values != 0)
+            varying |= slot.carries_value(ids, values)
             state = state + code * len(state_emb)
             rows = slot.table()[[0, slot.mask_id, slot.none_id]]  # (3, d)
             state_emb = (rows[:, None, :] + state_emb[None, :, :]).flatten(0, 1)
@@ -415,7 +418,7 @@ class HoloCellNetwork(nn.Module):
             per_bucket = self._peaks_per_bucket(tokens)  # (B, G, K)
             exists = self.exists("atac")[None, :]
             masked = tokens.mask["atac"] & exists
-            varying |= exists & ~masked & (per_bucket.sum(-1) > 0)
+            varying |= self._open_and_visible(tokens, per_bucket)
             state = state + masked.long() * len(state_emb)
             rows = torch.stack([torch.zeros_like(self.atac_mask), self.atac_mask])
             state_emb = (rows[:, None, :] + state_emb[None, :, :]).flatten(0, 1)
@@ -458,12 +461,15 @@ class HoloCellNetwork(nn.Module):
             exists = self.exists(m)[None, :]
             ids = slot.ids(tokens.bins[m], tokens.mask[m], exists)
             values = slot.scaled_values(tokens.values[m], tokens.mask[m], exists)
-            varying |= ((ids != 0) & (ids != slot.mask_id) & (ids != slot.none_id)) | (values != 0)
+            varying |= slot.carries_value(ids, values)
         if "atac" in self.modalities:
-            exists = self.exists("atac")[None, :]
-            opened = self._peaks_per_bucket(tokens).sum(-1) > 0
-            varying |= exists & ~(tokens.mask["atac"] & exists) & opened
+            varying |= self._open_and_visible(tokens, self._peaks_per_bucket(tokens))
         return varying
+
+    def _open_and_visible(self, tokens: Tokens, per_bucket: torch.Tensor) -> torch.Tensor:
+        """``(B, G)`` anchors with an ATAC slot, not masked, and at least one open peak."""
+        exists = self.exists("atac")[None, :]
+        return exists & ~tokens.mask["atac"] & (per_bucket.sum(-1) > 0)
 
     def read_in_mask(self, tokens: Tokens) -> torch.Tensor | None:
         """``(B, C + G)`` read-in key mask: with ``read_in_tokens="values"`` the prefix and the tokens that
