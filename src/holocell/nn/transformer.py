@@ -202,22 +202,6 @@ class SlotEmbedding(nn.Module):
         """Value direction of the given anchors: ``(G', d)`` or ``(B, G', d)``."""
         return self.value + self.anchor_value[anchors]
 
-    def forward(
-        self,
-        bins: torch.Tensor,
-        values: torch.Tensor,
-        mask: torch.Tensor,
-        exists: torch.Tensor,
-        anchors: torch.Tensor | slice = slice(None),
-    ):
-        """Embed ``(B, G')`` slots; ``anchors`` names the anchors the columns belong to (default all).
-
-        ``exists`` is ``(G',)`` or ``(B, G')``, and ``anchors`` a slice, ``(G',)`` or ``(B, G')`` indices.
-        """
-        exists = exists if exists.dim() == 2 else exists[None, :]
-        emb = F.embedding(self.ids(bins, mask, exists), self.table())
-        return emb + self.scaled_values(values, mask, exists).unsqueeze(-1) * self.direction(anchors)
-
 
 class HoloCellNetwork(nn.Module):
     """Gene-anchored multi-omics transformer.
@@ -400,25 +384,17 @@ class HoloCellNetwork(nn.Module):
         B, G, C = tokens.present.shape[0], self.config.n_anchors, self.n_context
         device = tokens.present.device
         anchor_emb = self.anchor_embedding()  # (G, d)
+        slot_inputs, varying, per_bucket = self._token_values(tokens)
         state = torch.zeros(B, G, dtype=torch.long, device=device)  # constant state of each token
-        varying = torch.zeros(B, G, dtype=torch.bool, device=device)  # tokens that carry a value
         state_emb = anchor_emb.new_zeros(1, anchor_emb.shape[1])  # (n_states, d) slot part of each state
-        slot_inputs = {}
         for m, slot in self.slots.items():
-            exists = self.exists(m)[None, :]
-            ids = slot.ids(tokens.bins[m], tokens.mask[m], exists)
-            values = slot.scaled_values(tokens.values[m], tokens.mask[m], exists)
+            ids, _ = slot_inputs[m]
             code = (ids == slot.mask_id).long() + 2 * (ids == slot.none_id).long()  # 0 zero, 1 mask, 2 none
-            varying |= slot.carries_value(ids, values)
             state = state + code * len(state_emb)
             rows = slot.table()[[0, slot.mask_id, slot.none_id]]  # (3, d)
             state_emb = (rows[:, None, :] + state_emb[None, :, :]).flatten(0, 1)
-            slot_inputs[m] = (ids, values)
         if "atac" in self.modalities:
-            per_bucket = self._peaks_per_bucket(tokens)  # (B, G, K)
-            exists = self.exists("atac")[None, :]
-            masked = tokens.mask["atac"] & exists
-            varying |= self._open_and_visible(tokens, per_bucket)
+            masked = tokens.mask["atac"] & self.exists("atac")[None, :]
             state = state + masked.long() * len(state_emb)
             rows = torch.stack([torch.zeros_like(self.atac_mask), self.atac_mask])
             state_emb = (rows[:, None, :] + state_emb[None, :, :]).flatten(0, 1)
@@ -455,21 +431,27 @@ class HoloCellNetwork(nn.Module):
     def carries_value(self, tokens: Tokens) -> torch.Tensor:
         """``(B, G)`` bool: tokens with a value in some slot (a non-zero bin or continuous value, or an
         open peak that is not masked); the others are zero, [MASK] or absent in every slot."""
-        varying = torch.zeros(tokens.present.shape, dtype=torch.bool, device=tokens.present.device)
-        varying = varying[:, :1].expand(-1, self.config.n_anchors).clone()
+        return self._token_values(tokens)[1]
+
+    def _token_values(
+        self, tokens: Tokens
+    ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor | None]:
+        """Each RNA / protein slot's ``(ids, scaled values)`` ``(B, G)``, the ``(B, G)`` tokens that carry a
+        value, and the ATAC peaks per anchor and bucket ``(B, G, K)`` (``None`` without ATAC)."""
+        slot_inputs = {}
+        varying = torch.zeros(tokens.present.shape[0], self.config.n_anchors, dtype=torch.bool,
+                              device=tokens.present.device)
         for m, slot in self.slots.items():
             exists = self.exists(m)[None, :]
             ids = slot.ids(tokens.bins[m], tokens.mask[m], exists)
             values = slot.scaled_values(tokens.values[m], tokens.mask[m], exists)
             varying |= slot.carries_value(ids, values)
+            slot_inputs[m] = (ids, values)
+        per_bucket = None
         if "atac" in self.modalities:
-            varying |= self._open_and_visible(tokens, self._peaks_per_bucket(tokens))
-        return varying
-
-    def _open_and_visible(self, tokens: Tokens, per_bucket: torch.Tensor) -> torch.Tensor:
-        """``(B, G)`` anchors with an ATAC slot, not masked, and at least one open peak."""
-        exists = self.exists("atac")[None, :]
-        return exists & ~tokens.mask["atac"] & (per_bucket.sum(-1) > 0)
+            per_bucket = self._peaks_per_bucket(tokens)
+            varying |= self.exists("atac")[None, :] & ~tokens.mask["atac"] & (per_bucket.sum(-1) > 0)
+        return slot_inputs, varying, per_bucket
 
     def read_in_mask(self, tokens: Tokens) -> torch.Tensor | None:
         """``(B, C + G)`` read-in key mask: with ``read_in_tokens="values"`` the prefix and the tokens that
