@@ -252,6 +252,10 @@ def _quiet() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line."""
+    from ._settings import settings
+
+    # a process of its own: back large CPU tensors with huge pages (before torch's first large allocation)
+    settings.huge_pages = True
     args = build_parser().parse_args(argv)
     _quiet()
     args.func(args)

@@ -8,7 +8,6 @@ leaves any previous model intact.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mudata as md
+import pooch
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -56,16 +56,19 @@ def _jsonable(obj):
 
 
 def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex sha256 of a file (:func:`pooch.file_hash`)."""
+    return pooch.file_hash(str(path), alg="sha256")
 
 
 def model_config(model: HoloCell) -> dict:
-    """Everything but the weights, as JSON-compatible data."""
+    """Everything but the weights, as JSON-compatible data.
+
+    ``init_params`` rebuilds the network; ``objective`` and ``training`` are the typed settings
+    (:class:`~holocell.nn.ObjectiveConfig`, :class:`~holocell.train.TrainingConfig`; absent from files
+    written before them, which load with the defaults). Older files also hold a ``"network"`` entry
+    (the network sizes, a copy of what ``init_params`` rebuilds); it is not written any more, and
+    ignored when read.
+    """
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -73,7 +76,8 @@ def model_config(model: HoloCell) -> dict:
         "model_name": type(model).__name__,
         "setup_args": _jsonable(model.adata_manager.registry["setup_args"]),
         "init_params": _jsonable(model.init_params_["non_kwargs"]),
-        "network": model.config.to_dict(),
+        "objective": model.objective_config.to_dict(),
+        "training": model.train_config.to_dict(),
         "batch_categories": list(model.batch_categories_),
         "feature_space": model.feature_space.to_dict(),
         "is_trained": bool(model.is_trained_),
@@ -172,32 +176,38 @@ def read_weights(dir_path: Path, expected_sha256: str | None = None) -> dict[str
     return state
 
 
-def load_model(cls: type[HoloCell], dir_path: Path, mdata: md.MuData | None, device=None) -> HoloCell:
-    """Rebuild a saved model on ``mdata`` (see :meth:`HoloCell.load`)."""
+def read_checkpoint(
+    model_name: str, dir_path: Path, mdata: md.MuData | None
+) -> tuple[dict, dict[str, torch.Tensor], md.MuData]:
+    """Config, weights and the MuData to load onto (see :meth:`HoloCell.load`), all checked.
+
+    ``mdata`` defaults to the MuData saved with the model; its features must cover the model's.
+    """
     dir_path = Path(dir_path)
     config = read_config(dir_path)
-    if config["model_name"] != cls.__name__:
-        raise ValueError(f"{dir_path} holds a {config['model_name']}, not a {cls.__name__}.")
+    if config["model_name"] != model_name:
+        raise ValueError(f"{dir_path} holds a {config['model_name']}, not a {model_name}.")
     expected = config.get("weights_sha256")
     if expected is None:
         warnings.warn(
             f"{dir_path} records no sha256 of its weights (written by an older holocell); they cannot be "
             "verified. Save the model again to add it.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     state = read_weights(dir_path, expected)
     if mdata is None:
         if not (dir_path / MUDATA).exists():
             raise ValueError(f"Pass the MuData to load onto; {dir_path} has no saved {MUDATA}.")
         mdata = md.read_h5mu(str(dir_path / MUDATA))
-    setup_args = dict(config["setup_args"])
-    _check_features(mdata, setup_args["modalities"], config["feature_space"])
-    cls.setup_mudata(mdata, **setup_args)
-    model = cls(mdata, **config["init_params"], feature_space=config["feature_space"])
-    model.batch_categories_ = list(config["batch_categories"])
+    _check_features(mdata, config["setup_args"]["modalities"], config["feature_space"])
+    return config, state, mdata
+
+
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], dir_path: Path, config: dict) -> None:
+    """Load ``state`` into ``module``, with a clear error when the weights and the config disagree."""
     try:
-        missing, unexpected = model.module.load_state_dict(state, strict=False)
+        missing, unexpected = module.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatch: weights for another vocabulary or network size
         raise ValueError(
             f"Weights in {dir_path} do not fit the vocabulary and network sizes in its {CONFIG} "
@@ -209,11 +219,6 @@ def load_model(cls: type[HoloCell], dir_path: Path, mdata: md.MuData | None, dev
             f"Weights in {dir_path} do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
             "the checkpoint is corrupted or from an incompatible holocell version."
         )
-    model.is_trained_ = bool(config.get("is_trained", True))
-    model.module.eval()
-    if device is not None:
-        model.module.to(device)
-    return model
 
 
 def _check_features(mdata: md.MuData, modalities: dict, feature_space: dict) -> None:

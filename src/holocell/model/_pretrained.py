@@ -28,7 +28,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..data import _registry
-from . import _checkpoint, _transfer
+from . import _checkpoint
 
 if TYPE_CHECKING:
     from ._holocell import HoloCell
@@ -187,7 +187,7 @@ def load_pretrained(
             with warnings.catch_warnings():  # the placeholder's empty cells are not the user's data
                 warnings.filterwarnings("ignore", message=".*have no counts at all.*")
                 warnings.filterwarnings("ignore", message=".*has fewer than 3 cells.*")
-                return _checkpoint.load_model(cls, ckpt, reference_mudata(config), device=device)
+                return cls._from_checkpoint_dir(ckpt, reference_mudata(config), device=device)
         config = _checkpoint.read_config(ckpt)
         expected = config.get("weights_sha256")  # recorded by newer saves
         if expected and _registry.sha256sum(ckpt / _checkpoint.WEIGHTS) != expected:
@@ -198,7 +198,7 @@ def load_pretrained(
         state = _checkpoint.read_weights(ckpt)
     if config["model_name"] != cls.__name__:
         raise ValueError(f"{path} holds a {config['model_name']}, not a {cls.__name__}.")
-    model = _transfer.transfer(cls, mdata, state, config)
+    model = cls._transferred(mdata, state, config)
     if device is not None:
         model.module.to(device)
     return model
