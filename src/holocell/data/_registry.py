@@ -14,7 +14,6 @@ Resolution order for a registered file:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,12 +117,8 @@ def cache_dir() -> Path:
 
 
 def sha256sum(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex sha256 of a file (:func:`pooch.file_hash`)."""
+    return pooch.file_hash(str(path), alg="sha256")
 
 
 def _local_copy(entry: RegistryEntry) -> Path | None:

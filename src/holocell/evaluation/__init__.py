@@ -13,10 +13,12 @@ from holocell.evaluation._metrics import (
     silhouette_batch,
     silhouette_label,
 )
+from holocell.evaluation._scores import baseline_scores, score_prediction
 from holocell.evaluation._tables import format_table
 from holocell.evaluation._transforms import clr, log_normalize
 
 __all__ = [
+    "baseline_scores",
     "clr",
     "format_table",
     "graph_connectivity",
@@ -32,6 +34,7 @@ __all__ = [
     "per_feature_auroc",
     "per_feature_pearson",
     "rmse",
+    "score_prediction",
     "shared_pca",
     "silhouette_batch",
     "silhouette_label",

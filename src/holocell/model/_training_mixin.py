@@ -80,7 +80,7 @@ class TrainingMixin:
             checkpoints are loaded with ``weights_only=True``; resume only from checkpoints you
             wrote yourself.
         **trainer_kwargs
-            Passed to :class:`lightning.pytorch.Trainer`.
+            Passed to :class:`lightning.pytorch.Trainer` (``callbacks`` are added to holocell's own).
 
         Raises
         ------
@@ -90,6 +90,7 @@ class TrainingMixin:
         config, extra = run_config(self.train_config, lr, plan_kwargs)
         if precision is not None:
             trainer_kwargs["precision"] = precision
+        callbacks = [*self._train_callbacks(), *trainer_kwargs.pop("callbacks", [])]
         _, arrays = self._arrays(None)
         result = fit(
             self.module,
@@ -110,7 +111,7 @@ class TrainingMixin:
             enable_progress_bar=settings.show_progress(enable_progress_bar),
             checkpoint_dir=checkpoint_dir,
             resume=resume,
-            callbacks=self._train_callbacks(),
+            callbacks=callbacks,
             **trainer_kwargs,
         )
         if result.device is not None:  # Lightning hands the module back on the CPU; inference stays where training ran

@@ -11,7 +11,7 @@ from ._diffusion import (
 )
 from ._module import HoloCellModule
 from ._perturb import PerturbedBatch, SlotEdit, apply_edits, perturb_tokens
-from ._sampler import Generated, Sampled, generate_modality, sample
+from ._sampler import Generated, Sampled, generate_modality, sample  # generate_modality: deprecated
 from .transformer import HoloCellNetwork, NetworkConfig
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "add_noise",
     "apply_edits",
     "diffusion_loss",
-    "generate_modality",
     "objective",
     "perturb_tokens",
     "sample",
