@@ -1,4 +1,6 @@
-"""The holocell network in one file: token embedding, latent transformer, per-slot heads.
+"""The holocell network: token embedding (one encoder path), latent transformer, per-slot heads.
+
+Its building blocks (attention, MLP, read-out, value-slot embedding) are in :mod:`._layers`.
 
 Shapes: ``B`` cells, ``G`` gene anchors, ``P`` peaks, ``L`` latents, ``d`` model width,
 ``K`` peak-position buckets, ``nb`` value bins.
