@@ -8,9 +8,8 @@ import torch
 
 from holocell import HoloCell
 from holocell.data import simulate_multiome
-from holocell.nn import HoloCellModule
+from holocell.nn import HoloCellModule, sample
 from holocell.nn._diffusion import add_noise, sample_times
-from holocell.nn import sample
 from holocell.vocab import MODALITIES
 
 MODS = {"rna": "rna", "atac": "atac", "protein": "protein"}

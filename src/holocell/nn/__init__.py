@@ -11,7 +11,8 @@ from ._diffusion import (
 )
 from ._module import HoloCellModule
 from ._perturb import PerturbedBatch, SlotEdit, apply_edits, perturb_tokens
-from ._sampler import Generated, Sampled, generate_modality, sample  # generate_modality: deprecated
+from ._sampler import Generated, Sampled, sample
+from ._sampler import generate_modality as generate_modality  # deprecated, not in __all__
 from .transformer import HoloCellNetwork, NetworkConfig
 
 __all__ = [
