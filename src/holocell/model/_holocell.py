@@ -229,6 +229,7 @@ class HoloCell(PerturbMixin, BaseModelClass):
         genome: str | None = None,
         gene_id_type: Literal["auto", "symbol", "ensembl"] = "auto",
         species_key: str | None = None,
+        allow_unmatched_genes: bool = False,
         **kwargs,
     ) -> None:
         """Register a (possibly mosaic) MuData for holocell.
@@ -261,6 +262,11 @@ class HoloCell(PerturbMixin, BaseModelClass):
             Column of the global ``mdata.obs`` with ``"human"`` / ``"mouse"`` per cell (the species
             token), for data sets that combine species on one anchor vocabulary (e.g. mouse genes
             renamed with :func:`holocell.vocab.rename_to_anchors`). Default: ``species`` for every cell.
+        allow_unmatched_genes
+            When no RNA feature name is a known gene of the vocabulary (wrong species, ids of
+            another kind), train anyway on dataset-only anchors (no gene identity, priors or
+            transfer by gene) instead of raising. Below 50% matched, setup warns either way.
+            Recorded in the setup arguments, so :meth:`load` replays it.
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
 
@@ -279,6 +285,8 @@ class HoloCell(PerturbMixin, BaseModelClass):
             batch_key,
             species,
             genome,
+            gene_id_type,
+            allow_unmatched_genes,
         )
         _validate_species_args(mdata, gene_id_type, species_key)
         fields = [MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=None)]
