@@ -16,10 +16,14 @@ rather than from anywhere; the buffer (``block_size * blocks_per_buffer`` cells)
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import functools
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
+import mudata
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -34,6 +38,36 @@ _MAX_GAP = 64  # rows: sorted rows closer than this are read as one contiguous s
 def is_backed(mdata: MuData) -> bool:
     """Whether ``mdata`` was opened with ``backed=True`` (its matrices stay on disk)."""
     return bool(getattr(mdata, "isbacked", False))
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def open_backed(path: str | os.PathLike[str]) -> MuData:
+    """Open an ``.h5mu`` file backed (matrices stay on disk); close it with ``mdata.file.close()``."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"No such .h5mu file: {str(path)!r}. Pass a MuData or the path of an .h5mu file."
+        )
+    return mudata.read_h5mu(str(path), backed=True)
+
+
+def closes_backed_path(method: _F) -> _F:
+    """Decorator for a model method whose first argument is ``mdata``: a path given there is opened
+    backed, and the file is closed again before the method returns or raises, so the caller can
+    rewrite the file straight away. A MuData (backed or not) is passed through untouched."""
+
+    @functools.wraps(method)
+    def wrapper(self, mdata=None, *args, **kwargs):
+        if not isinstance(mdata, str | os.PathLike):
+            return method(self, mdata, *args, **kwargs)
+        opened = open_backed(mdata)
+        try:
+            return method(self, opened, *args, **kwargs)
+        finally:
+            opened.file.close()
+
+    return wrapper  # type: ignore[return-value]
 
 
 def read_rows(source: Any, rows: np.ndarray) -> sp.csr_matrix:
@@ -195,9 +229,7 @@ class ChunkedBatches(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         rng = np.random.default_rng(self.seed + self.epoch)
         self.epoch += 1
-        blocks = [
-            self.indices[i : i + self.block_size] for i in range(0, len(self.indices), self.block_size)
-        ]
+        blocks = [self.indices[i : i + self.block_size] for i in range(0, len(self.indices), self.block_size)]
         if self.shuffle:
             blocks = [blocks[i] for i in rng.permutation(len(blocks))]
         leftover = np.zeros(0, dtype=np.int64)

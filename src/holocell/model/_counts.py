@@ -52,7 +52,9 @@ def value_chunks(x, name: str, chunk: int = CHUNK_VALUES) -> Iterator[np.ndarray
     elif isinstance(x, np.ndarray):
         x = np.asarray(x)  # a plain array (np.matrix and anndata views are subclasses)
         if x.flags.c_contiguous or x.flags.f_contiguous:
-            flat = x.reshape(-1, order="F" if x.flags.f_contiguous and not x.flags.c_contiguous else "C")  # a view
+            flat = x.reshape(
+                -1, order="F" if x.flags.f_contiguous and not x.flags.c_contiguous else "C"
+            )  # a view
             for i in range(0, flat.size, chunk):
                 yield flat[i : i + chunk]
         else:
@@ -113,7 +115,9 @@ def check_counts(x, name: str, m: str, *, chunk: int = CHUNK_VALUES) -> None:
         A matrix format or dtype holocell cannot read.
     """
     if x is None:
-        raise ValueError(f"Modality {name!r} has no .X; pass the layer that holds the counts ({m}_layer='counts').")
+        raise ValueError(
+            f"Modality {name!r} has no .X; pass the layer that holds the counts ({m}_layer='counts')."
+        )
     _check_format(x, name)
     dtype = _dtype_of(x)
     if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):

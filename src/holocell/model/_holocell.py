@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from scvi.model.base import BaseModelClass
 from tqdm.auto import tqdm
 
 from ..data._mosaic import MosaicArrays, collect_arrays, make_loader
-from ..data._streaming import BackedMosaicArrays, collect_backed_arrays, is_backed
+from ..data._streaming import BackedMosaicArrays, closes_backed_path, collect_backed_arrays, is_backed
 from ..nn import HoloCellModule, NetworkConfig
 from ..priors import PRIOR_INPUT_DIMS, check_prior_names, load_priors
 from ..train import MosaicDataModule, TrainingPlan, split_indices
@@ -502,6 +501,7 @@ class HoloCell(PerturbMixin, BaseModelClass):
             raise ValueError(f"Unknown modality {bad}; this model has {list(self.modalities_)}.")
         return names
 
+    @closes_backed_path
     @torch.inference_mode()
     def get_latent_representation(
         self,
@@ -519,7 +519,8 @@ class HoloCell(PerturbMixin, BaseModelClass):
         mdata
             MuData to embed (default: the registered one); needs the registered modalities' names.
             A backed MuData (``mudata.read_h5mu(path, backed=True)``) or the path of an ``.h5mu``
-            file is streamed from disk in mini-batches, so memory does not grow with the cells.
+            file is streamed from disk in mini-batches, so memory does not grow with the cells; a
+            file opened from a path is closed again before this returns (also on error).
         indices
             Cells to embed (default: all).
         modality
@@ -551,6 +552,7 @@ class HoloCell(PerturbMixin, BaseModelClass):
             start += len(z)
         return out
 
+    @closes_backed_path
     @torch.inference_mode()
     def generate(
         self,
@@ -578,7 +580,8 @@ class HoloCell(PerturbMixin, BaseModelClass):
         ----------
         mdata
             MuData (default: the registered one). It gets a new modality ``key_added`` (in memory,
-            also for a backed MuData, whose inputs are streamed from disk; a path is opened backed).
+            also for a backed MuData, whose inputs are streamed from disk; a path is opened backed
+            and closed again before this returns).
         target
             Modality to generate.
         n_steps
@@ -677,7 +680,10 @@ class HoloCell(PerturbMixin, BaseModelClass):
             Directory to create. Written to a temporary sibling first and renamed into place,
             so an interrupted save never leaves a half-written model.
         overwrite
-            Replace an existing directory.
+            Replace an existing holocell checkpoint directory. Anything else at ``dir_path`` (a
+            folder with other files, a plain file, a link to something else) is refused with
+            ``FileExistsError``, overwrite or not; a symlink to a checkpoint is kept and the
+            checkpoint it points to replaced. The files are fsynced before the rename.
         save_mudata
             Also write the registered MuData as ``mdata.h5mu``.
         """
@@ -756,18 +762,15 @@ class HoloCell(PerturbMixin, BaseModelClass):
         archive_path
             Output path ending in ``.zip``; :meth:`load_pretrained` reads it.
         overwrite
-            Replace an existing file.
+            Replace an existing holocell checkpoint archive. Anything else at ``archive_path`` (another
+            file, a directory) is refused with ``FileExistsError``; a symlink to an archive is kept
+            and the archive it points to replaced.
 
         Returns
         -------
         The archive path.
         """
-        archive_path = Path(archive_path)
-        if archive_path.exists() and not overwrite:
-            raise FileExistsError(f"{archive_path} already exists; pass overwrite=True to replace it.")
-        with tempfile.TemporaryDirectory(prefix="holocell-save-") as tmp:
-            self.save(Path(tmp) / "model")
-            return _pretrained.pack_checkpoint(Path(tmp) / "model", archive_path)
+        return _pretrained.save_pretrained(self, archive_path, overwrite)
 
     @classmethod
     def load_query_data(
