@@ -18,8 +18,8 @@ import scipy.sparse as sp
 
 #: Largest ``|x - round(x)|`` of a value still read as an integer count.
 INTEGER_TOLERANCE = 1e-6
-#: Values checked per chunk (8 MB of float64): the memory bound of the check.
-CHUNK_VALUES = 1 << 20
+#: Values checked per chunk (4 MB of float64): the memory bound of the check.
+CHUNK_VALUES = 1 << 19
 
 
 def _is_backed_sparse(x) -> bool:
@@ -131,8 +131,10 @@ def check_counts(x, name: str, m: str, *, chunk: int = CHUNK_VALUES) -> None:
         if values.size == 0:
             continue
         if is_float:
-            with np.errstate(invalid="ignore"):
-                frac = np.abs(values - np.rint(values))  # NaN for NaN and +-Inf
+            with np.errstate(invalid="ignore"):  # one temporary per chunk, computed in place
+                frac = np.rint(values)
+                np.subtract(values, frac, out=frac)
+                np.abs(frac, out=frac)  # NaN for NaN and +-Inf
             bad = ~(frac <= INTEGER_TOLERANCE)
             if bad.any():
                 finite = np.isfinite(values)
@@ -146,7 +148,7 @@ def check_counts(x, name: str, m: str, *, chunk: int = CHUNK_VALUES) -> None:
                     example = values[bad][0]
                     _check_negative(values, name, layer_hint)
                     raise ValueError(
-                        f"Modality {name!r} has non-integer values (e.g. {example!r}): it looks normalised. "
+                        f"Modality {name!r} has non-integer values (e.g. {float(example)!r}): it looks normalised. "
                         f"holocell needs raw counts; {layer_hint}."
                     )
                 fractional += int(bad.sum())
