@@ -15,6 +15,8 @@ from urllib.parse import urljoin, urlparse
 #: Default cap on one download (override with ``$HOLOCELL_MAX_DOWNLOAD_BYTES``).
 MAX_DOWNLOAD_BYTES = 32 << 30
 MAX_DOWNLOAD_ENV = "HOLOCELL_MAX_DOWNLOAD_BYTES"
+#: Default cap on a checkpoint archive (also the most its members may unpack to).
+MAX_CHECKPOINT_BYTES = 4 << 30
 _MAX_REDIRECTS = 10
 _TIMEOUT_S = 60
 

@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 
 import pooch
 
-from ._download import CappedDownloader, DownloadRefused, max_download_bytes
+from ._download import MAX_CHECKPOINT_BYTES, CappedDownloader, DownloadRefused, max_download_bytes
 
 #: Environment variable naming local directories searched before any download.
 DATA_DIR_ENV = "HOLOCELL_DATA_DIR"
@@ -226,7 +226,8 @@ def fetch(name: str, *, progressbar: bool = True) -> Path:
     local = _local_copy(entry)
     if local is not None:
         return local
-    return fetch_url(entry.url, entry.sha256, entry.filename, progressbar=progressbar)
+    cap = MAX_CHECKPOINT_BYTES if entry.kind == "checkpoint" else None
+    return fetch_url(entry.url, entry.sha256, entry.filename, progressbar=progressbar, max_bytes=cap)
 
 
 def _prepare_cache(folder: Path) -> None:

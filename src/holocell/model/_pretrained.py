@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..data import _registry
+from ..data import _download, _registry
 from . import _checkpoint, _transfer
 from ._safe_write import atomic_file, replaceable_target
 
@@ -46,7 +46,7 @@ logger = logging.getLogger("holocell")
 ARCHIVE_SUFFIX = ".zip"
 _MEMBERS = (_checkpoint.CONFIG, _checkpoint.WEIGHTS)
 #: Largest archive downloaded, and largest total size its members may unpack to.
-MAX_ARCHIVE_BYTES = 4 << 30
+MAX_ARCHIVE_BYTES = _download.MAX_CHECKPOINT_BYTES
 _MAX_UNPACKED_BYTES = MAX_ARCHIVE_BYTES
 #: A member larger than 1 MiB that unpacks to more than this many times its packed size is refused.
 MAX_COMPRESSION_RATIO = 100
