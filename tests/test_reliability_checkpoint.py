@@ -127,6 +127,10 @@ def test_overwrite_replaces_a_checkpoint_fsynced_and_cleaned_up(model, saved, tm
 def test_save_pretrained_replaces_only_an_archive(model, tmp_path, snapshot):
     archive = model.save_pretrained(tmp_path / "m.zip")
     model.save_pretrained(archive, overwrite=True)  # an archive of ours: replaced
+    link = tmp_path / "latest.zip"
+    link.symlink_to(archive)
+    model.save_pretrained(link, overwrite=True)  # through a link: the archive is replaced, the link kept
+    assert link.is_symlink() and hc.model.checkpoint_sha256(link) == hc.model.checkpoint_sha256(archive)
     other_zip = tmp_path / "photos.zip"
     with zipfile.ZipFile(other_zip, "w") as zf:
         zf.writestr("holiday.jpg", b"jpeg bytes")

@@ -159,6 +159,17 @@ def test_output_is_never_the_input(files, capsys, snapshot):
     assert snapshot(files) == before
 
 
+def test_cli_sha256_is_checked_for_a_model_folder(files, tmp_path, capsys):
+    from holocell.model import checkpoint_sha256
+
+    good = checkpoint_sha256(files / "model")
+    for sha, words in (("../" + good[3:], "64 hex characters"), ("0" * 64, "Refusing to load it")):
+        _fails_with_exit_2(capsys, lambda s=sha: _embed(files, tmp_path / "o.h5mu", "--sha256", s), words)
+    assert list(tmp_path.iterdir()) == []
+    _embed(files, tmp_path / "o.h5mu", "--sha256", good)
+    assert md.read_h5mu(tmp_path / "o.h5mu").obsm["X_holocell"].shape == (80, 16)
+
+
 @pytest.mark.parametrize(
     ("config", "words"),
     [
