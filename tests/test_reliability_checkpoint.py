@@ -162,7 +162,11 @@ CASES = [  # (edit, value, words that must be in the message)
     ("init_params.dropout", math.nan, "'init_params.dropout' must be a finite number"),
     ("init_params.n_heads", 3, "'init_params.n_heads' must divide d_model=32"),
     ("setup_args.modalities", ["rna"], "'setup_args.modalities' must be an object"),
-    ("feature_space.maps.rna.anchor", [0, 1], "'feature_space.maps.rna.anchor' has 2 entries for 20 features"),
+    (
+        "feature_space.maps.rna.anchor",
+        [0, 1],
+        "'feature_space.maps.rna.anchor' has 2 entries for 20 features",
+    ),
     ("batch_categories", "batch0", "'batch_categories' must be an array"),
     ("surprise", 1, "'surprise' is not a key holocell knows"),
 ]
@@ -295,5 +299,7 @@ def test_zip_bomb_oversized_config_and_two_folders_are_refused_before_unpacking(
     one = _archive(tmp_path, saved, "one.zip", prefix=("m/", "m/"))
     hc.HoloCell.load_pretrained(one)  # one folder is fine
     monkeypatch.setattr(_checkpoint, "MAX_CONFIG_BYTES", 1000)
-    with pytest.raises(ValueError, match=r"member 'm/config.json' would unpack to [\d,]+ bytes \(limit 1,000\)"):
+    with pytest.raises(
+        ValueError, match=r"member 'm/config.json' would unpack to [\d,]+ bytes \(limit 1,000\)"
+    ):
         hc.HoloCell.load_pretrained(one)

@@ -58,7 +58,9 @@ def test_redirect_to_a_local_file_is_refused(server, cache, tmp_path, snapshot):
     secret.write_bytes(PAYLOAD)
     (root / "model.zip.redirect").write_text(secret.as_uri())
     before = snapshot(tmp_path / "www")
-    with pytest.raises(ValueError, match=r"redirected to file:///.*holocell follows redirects only to http\(s\)"):
+    with pytest.raises(
+        ValueError, match=r"redirected to file:///.*holocell follows redirects only to http\(s\)"
+    ):
         fetch_url(url + "model.zip", _sha(PAYLOAD), "model.zip", progressbar=False)
     assert requests == ["/model.zip"] and secret.read_bytes() == PAYLOAD
     assert list(cache.iterdir()) == [] and snapshot(tmp_path / "www") == before
@@ -203,13 +205,23 @@ def test_train_checkpoint_dir_and_resume(files, tmp_path, capsys, snapshot):
     resumed = torch.load(ckpt / "last.ckpt", weights_only=True)
     assert first["epoch"] == 0 and resumed["epoch"] == 2  # continued after epoch 0: two more, not three
     assert resumed["global_step"] == 3 * first["global_step"]
-    resume_only = ["train", str(files / "in.h5mu"), "--modalities", "rna=rna", "--model", str(tmp_path / "m3"), "--resume"]
+    resume_only = [
+        "train",
+        str(files / "in.h5mu"),
+        "--modalities",
+        "rna=rna",
+        "--model",
+        str(tmp_path / "m3"),
+        "--resume",
+    ]
     _fails_with_exit_2(capsys, lambda: main(resume_only), "--resume needs --checkpoint-dir")
     results = tmp_path / "results"
     results.mkdir()
     (results / "table.csv").write_text("keep me")
     before = snapshot(tmp_path)
     _fails_with_exit_2(
-        capsys, lambda: main([*base, "--model", str(results), "--overwrite"]), "not a holocell checkpoint directory"
+        capsys,
+        lambda: main([*base, "--model", str(results), "--overwrite"]),
+        "not a holocell checkpoint directory",
     )
     assert snapshot(tmp_path) == before  # refused before training, nothing touched

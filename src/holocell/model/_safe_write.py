@@ -47,7 +47,9 @@ def describe(path: Path) -> str:
         return f"a symlink to {os.readlink(path)}"
     if path.is_dir():
         names = sorted(p.name for p in path.iterdir())
-        return f"a directory holding {len(names)} entries (e.g. {names[:4]})" if names else "an empty directory"
+        return (
+            f"a directory holding {len(names)} entries (e.g. {names[:4]})" if names else "an empty directory"
+        )
     if path.is_file():
         return f"a file of {path.stat().st_size:,} bytes"
     return "not a regular file or directory"
@@ -80,7 +82,9 @@ def replaceable_target(path: Path, overwrite: bool, is_ours: Callable[[Path], bo
         if not target.exists():
             raise FileExistsError(f"{path} is a symlink to {os.readlink(path)}, which does not exist. {fix}")
         if not overwrite:
-            raise FileExistsError(f"{path} already exists ({describe(path)}); pass overwrite=True to replace it.")
+            raise FileExistsError(
+                f"{path} already exists ({describe(path)}); pass overwrite=True to replace it."
+            )
         if not is_ours(target):
             raise FileExistsError(f"{path} is a symlink to {target}, {describe(target)}, not a {what}. {fix}")
         return target
