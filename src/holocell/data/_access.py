@@ -5,8 +5,11 @@ The model class validates the data (``holocell.model._validate``); these functio
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import mudata
 import numpy as np
@@ -30,6 +33,33 @@ def read_backed(path: str | Path) -> MuData:
             f"No such .h5mu file: {str(path)!r}. Pass a MuData or the path of an .h5mu file."
         )
     return mudata.read_h5mu(str(path), backed=True)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def closes_backed_path(method: _F) -> _F:
+    """Decorator for a model method whose first argument is ``mdata``: a path given there is opened
+    backed (:func:`read_backed`) and closed again before the method returns or raises, so the caller
+    can rewrite the file straight away. A MuData (backed or not) is passed through untouched.
+
+    Parameters
+    ----------
+    method
+        The method to wrap.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, mdata=None, *args, **kwargs):
+        if not isinstance(mdata, str | os.PathLike):
+            return method(self, mdata, *args, **kwargs)
+        opened = read_backed(mdata)
+        try:
+            return method(self, opened, *args, **kwargs)
+        finally:
+            opened.file.close()
+
+    return wrapper  # type: ignore[return-value]
 
 
 def batch_codes(
@@ -120,4 +150,4 @@ def mudata_arrays(
     return arrays
 
 
-__all__ = ["batch_codes", "mudata_arrays", "read_backed", "species_codes"]
+__all__ = ["batch_codes", "closes_backed_path", "mudata_arrays", "read_backed", "species_codes"]

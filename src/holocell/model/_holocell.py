@@ -228,6 +228,7 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         genome: str | None = None,
         gene_id_type: Literal["auto", "symbol", "ensembl"] = "auto",
         species_key: str | None = None,
+        allow_unmatched_genes: bool = False,
         **kwargs,
     ) -> None:
         """Register a (possibly mosaic) MuData for holocell.
@@ -260,6 +261,11 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
             Column of the global ``mdata.obs`` with ``"human"`` / ``"mouse"`` per cell (the species
             token), for data sets that combine species on one anchor vocabulary (e.g. mouse genes
             renamed with :func:`holocell.vocab.rename_to_anchors`). Default: ``species`` for every cell.
+        allow_unmatched_genes
+            When no RNA feature name is a known gene of the vocabulary (wrong species, ids of
+            another kind), train anyway on dataset-only anchors (no gene identity, priors or
+            transfer by gene) instead of raising. Below 50% matched, setup warns either way.
+            Recorded in the setup arguments, so :meth:`load` replays it.
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
 
@@ -271,10 +277,10 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         modalities = normalise_modalities(modalities)
         setup_method_args = cls._get_setup_method_args(**locals())
         setup_method_args["setup_args"]["modalities"] = modalities
-        layers = {"rna": rna_layer, "atac": atac_layer, "protein": protein_layer}
-        validate_setup(mdata, modalities, layers, batch_key, species, genome)
         if gene_id_type not in ("auto", "symbol", "ensembl"):
             raise ValueError(f"gene_id_type must be 'auto', 'symbol' or 'ensembl', got {gene_id_type!r}.")
+        layers = {"rna": rna_layer, "atac": atac_layer, "protein": protein_layer}
+        validate_setup(mdata, modalities, layers, batch_key, species, genome, gene_id_type, allow_unmatched_genes)
         if species_key is not None:
             if species_key not in mdata.obs:
                 raise KeyError(f"species_key {species_key!r} is not a column of the global mdata.obs.")

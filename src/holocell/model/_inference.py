@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._settings import settings
-from ..data.arrays import make_loader
+from ..data.arrays import closes_backed_path, make_loader
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -60,6 +60,7 @@ class InferenceMixin:
         for batch in tqdm(loader, desc=desc, disable=not settings.show_progress(progress_bar)):
             yield {k: v.to(device) for k, v in batch.items()}
 
+    @closes_backed_path
     @torch.inference_mode()
     def get_latent_representation(
         self,
@@ -77,7 +78,8 @@ class InferenceMixin:
         mdata
             MuData to embed (default: the registered one); needs the registered modalities' names.
             A backed MuData (``mudata.read_h5mu(path, backed=True)``) or the path of an ``.h5mu``
-            file is streamed from disk in mini-batches, so memory does not grow with the cells.
+            file is streamed from disk in mini-batches, so memory does not grow with the cells; a
+            file opened from a path is closed again before this returns (also on error).
         indices
             Cells to embed (default: all).
         modality
@@ -107,6 +109,7 @@ class InferenceMixin:
             start += len(z)
         return out
 
+    @closes_backed_path
     @torch.inference_mode()
     def generate(
         self,
@@ -134,7 +137,8 @@ class InferenceMixin:
         ----------
         mdata
             MuData (default: the registered one). It gets a new modality ``key_added`` (in memory,
-            also for a backed MuData, whose inputs are streamed from disk; a path is opened backed).
+            also for a backed MuData, whose inputs are streamed from disk; a path is opened backed
+            and closed again before this returns).
         target
             Modality to generate.
         n_steps

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,7 +39,10 @@ class SaveLoadMixin:
             Directory to create. Written to a temporary sibling first and renamed into place,
             so an interrupted save never leaves a half-written model.
         overwrite
-            Replace an existing directory.
+            Replace an existing holocell checkpoint directory. Anything else at ``dir_path`` (a
+            folder with other files, a plain file, a link to something else) is refused with
+            ``FileExistsError``, overwrite or not; a symlink to a checkpoint is kept and the
+            checkpoint it points to replaced. The files are fsynced before the rename.
         save_mudata
             Also write the registered MuData as ``mdata.h5mu``.
         """
@@ -73,8 +75,8 @@ class SaveLoadMixin:
     @classmethod
     def _from_checkpoint_dir(cls, dir_path: Path, mdata: MuData | None, device=None) -> HoloCell:
         """The model saved in ``dir_path``, rebuilt on ``mdata`` (set up here with the saved setup arguments)."""
-        config, state, mdata = _checkpoint.read_checkpoint(cls.__name__, dir_path, mdata)
-        cls.setup_mudata(mdata, **config["setup_args"])
+        config, state, mdata = _checkpoint.load_checkpoint(cls.__name__, dir_path, mdata)
+        cls.setup_mudata(mdata, **_checkpoint.setup_args(config))
         model = cls(
             mdata,
             **init_kwargs(config),
@@ -96,18 +98,15 @@ class SaveLoadMixin:
         archive_path
             Output path ending in ``.zip``; :meth:`load_pretrained` reads it.
         overwrite
-            Replace an existing file.
+            Replace an existing holocell checkpoint archive. Anything else at ``archive_path`` (another
+            file, a directory) is refused with ``FileExistsError``; a symlink to an archive is kept
+            and the archive it points to replaced.
 
         Returns
         -------
         The archive path.
         """
-        archive_path = Path(archive_path)
-        if archive_path.exists() and not overwrite:
-            raise FileExistsError(f"{archive_path} already exists; pass overwrite=True to replace it.")
-        with tempfile.TemporaryDirectory(prefix="holocell-save-") as tmp:
-            self.save(Path(tmp) / "model")
-            return _pretrained.pack_checkpoint(Path(tmp) / "model", archive_path)
+        return _pretrained.save_pretrained(self, archive_path, overwrite)
 
 
 __all__ = ["SaveLoadMixin", "init_kwargs"]

@@ -59,7 +59,9 @@ class TransferMixin:
             placeholder MuData with the checkpoint's own features: use it to inspect, to embed data
             with the very same features, or as the reference of :meth:`load_query_data`.
         sha256
-            Expected sha256 of the file; required with a URL.
+            Expected sha256 (64 hex characters, checked before anything is fetched); required with a
+            URL. It is verified for an archive (the file's hash), a checkpoint directory
+            (:func:`holocell.model.checkpoint_sha256`) and a registry name (its registered hash) too.
         device
             Device to put the weights on (default CPU).
 
