@@ -67,4 +67,26 @@ def prior_inputs(
     return {p: m.network_input() for p, m in mats.items()}, report
 
 
-__all__ = ["feature_space_for", "prior_inputs"]
+CELL_STATE_KEYS = (
+    "cell_state", "n_hidden", "peak_factors", "value_path", "latents_in_posterior", "z_in_denoiser",
+    "batch_in_encoder", "library_in_encoder",
+)  # fmt: skip
+"""The :class:`~holocell.nn.NetworkConfig` fields ``HoloCell(cell_state_kwargs=...)`` may set."""
+
+LEGACY_CELL_STATE = {"cell_state": False, "batch_in_encoder": True, "library_in_encoder": True, "z_in_denoiser": False}
+"""The network of checkpoints written before the cell state (format < 3)."""
+
+
+def cell_state_settings(kwargs: Mapping | None) -> dict:
+    """Check ``HoloCell(cell_state_kwargs=...)``: a dict of known keys (a clear error names the others)."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(f"cell_state_kwargs must be a dict or None, got {type(kwargs).__name__}.")
+    unknown = sorted(set(kwargs) - set(CELL_STATE_KEYS))
+    if unknown:
+        raise ValueError(f"Unknown cell_state_kwargs {unknown}; known: {list(CELL_STATE_KEYS)}.")
+    return dict(kwargs)
+
+
+__all__ = ["CELL_STATE_KEYS", "LEGACY_CELL_STATE", "cell_state_settings", "feature_space_for", "prior_inputs"]

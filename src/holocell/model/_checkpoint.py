@@ -27,6 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ._build import LEGACY_CELL_STATE
 from ._config_check import validate_config
 from ._config_header import check_header
 from ._safe_write import fsync_path, fsync_tree, remove_tree, replaceable_target
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from ._holocell import HoloCell
 
 FORMAT = "holocell-checkpoint"
-FORMAT_VERSION = 2  # 2: config.json records the sha256 of the weights
+FORMAT_VERSION = 3  # 2: config.json records the sha256 of the weights; 3: the cell state
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 MUDATA = "mdata.h5mu"
@@ -247,7 +248,10 @@ def read_config(dir_path: Path, label: str | None = None) -> dict:
             f"{where} was written by holocell {config.get('holocell_version')} with checkpoint format "
             f"{version_}; this holocell reads format <= {FORMAT_VERSION}. Upgrade holocell."
         )
-    return validate_config(config, where)
+    config = validate_config(config, where)
+    if version_ < 3:  # written before the cell state: the network without one
+        config["init_params"].setdefault("cell_state_kwargs", dict(LEGACY_CELL_STATE))
+    return config
 
 
 def read_checkpoint(dir_path: Path, label: str | None = None) -> dict:

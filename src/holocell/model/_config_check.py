@@ -109,6 +109,8 @@ INIT_PARAMS = (
     Rule("p_drop_modality", float, 0, 1, required=False),
     Rule("align_weight", float, 0, 1e6, required=False),
     Rule("read_in_tokens", str, required=False, choices=("all", "values")),
+    Rule("n_latent", int, 1, MAX_D_MODEL, required=False),
+    Rule("cell_state_kwargs", dict, required=False, null=True),
     Rule("seed", int, 0, 2**63 - 1, required=False),
     Rule("priors", (str, list), required=False, null=True),
 )
@@ -125,6 +127,17 @@ NETWORK = (
     Rule("mlp_ratio", int, 1, 64),
     Rule("dropout", float, 0, 1),
     Rule("read_in_tokens", str, required=False, choices=("all", "values")),
+    *(CELL_STATE := (
+        Rule("cell_state", bool, required=False),
+        Rule("n_hidden", int, 1, MAX_D_MODEL, required=False),
+        Rule("peak_factors", bool, required=False),
+        Rule("value_path", bool, required=False),
+        Rule("latents_in_posterior", bool, required=False),
+        Rule("z_in_denoiser", bool, required=False),
+        Rule("batch_in_encoder", bool, required=False),
+        Rule("library_in_encoder", bool, required=False),
+    )),
+    Rule("n_latent", int, 1, MAX_D_MODEL, required=False),
 )
 #: One line per field of :class:`holocell.nn.ObjectiveConfig` (its checks, as ranges).
 OBJECTIVE = (
@@ -135,6 +148,10 @@ OBJECTIVE = (
     Rule("regression_weight", float, 0, 1e6, required=False),
     Rule("align_weight", float, 0, 1e6, required=False),
     Rule("align_temperature", float, 0, 1e6, required=False, bounds="(]"),
+    Rule("diffusion_weight", float, 0, 1e6, required=False),
+    Rule("elbo_weight", float, 0, 1e6, required=False),
+    Rule("kl_weight", float, 0, 1e6, required=False),
+    Rule("kl_warmup", float, 0, 1, required=False),
 )
 #: One line per field of :class:`holocell.train.TrainingConfig` (``betas``: two numbers in [0, 1)).
 TRAINING = (
@@ -309,6 +326,8 @@ def validate_config(config, where: str) -> dict:
     if "weights_sha256" in config and not _HEX64.fullmatch(config["weights_sha256"]):
         raise _fail(where, "weights_sha256", "must be 64 lowercase hex characters")
     init, setup = config["init_params"], config["setup_args"]
+    if init.get("cell_state_kwargs") is not None:
+        check_section(init["cell_state_kwargs"], CELL_STATE, where, "init_params.cell_state_kwargs.")
     if init["d_model"] % init["n_heads"]:
         raise _fail(
             where, "init_params.n_heads", f"must divide d_model={init['d_model']}, got {init['n_heads']}"
@@ -404,6 +423,7 @@ def _check_network(config: dict, where: str) -> None:
 
 
 __all__ = [
+    "CELL_STATE",
     "OBJECTIVE",
     "TRAINING",
     "ConfigError",

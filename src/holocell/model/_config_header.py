@@ -15,6 +15,7 @@ from ._config_check import ConfigError
 _ANCHORS_D = "'feature_space.anchors', 'init_params.d_model'"
 _MLP_RATIO = NetworkConfig.__dataclass_fields__["mlp_ratio"].default  # not a constructor argument
 _BINS_D = "'init_params.n_bins', 'init_params.d_model'"
+_CELL_DEFAULTS = {k: NetworkConfig.__dataclass_fields__[k].default for k in ("cell_state", "n_hidden")}
 
 
 def expected_shapes(config: dict) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -47,6 +48,18 @@ def expected_shapes(config: dict) -> dict[str, tuple[tuple[int, ...], str]]:
             shapes[f"network.slots.{m}.anchor_value"] = ((n_anchors, d), _ANCHORS_D)
             shapes[f"network.slots.{m}.bin.weight"] = ((n_bins + 2, d), _BINS_D)
             shapes[f"network.heads.{m}.weight"] = ((n_bins + 1, d), _BINS_D)
+    cell = {**_CELL_DEFAULTS, **(init.get("cell_state_kwargs") or {}), "n_latent": init.get("n_latent", 32)}
+    if cell["cell_state"]:
+        keys = "'init_params.n_latent', 'init_params.cell_state_kwargs', 'init_params.d_model'"
+        n_latent, n_hidden = cell["n_latent"], cell["n_hidden"]
+        shapes["network.cell.out.weight"] = ((2 * n_latent, d), keys)
+        shapes["network.counts.hidden.weight"] = ((n_hidden, n_latent), keys)
+        shapes["network.counts.batch.weight"] = ((len(config["batch_categories"]) + 1, n_hidden), keys)
+        for m, fmap in config["feature_space"]["maps"].items():
+            if m == "atac":
+                shapes["network.counts.peak_bias"] = ((len(fmap["features"]),), f"'feature_space.maps.{m}.features'")
+            else:
+                shapes[f"network.counts.weight.{m}"] = ((n_anchors, n_hidden), keys)
     for p in _prior_names(init.get("priors")):
         shapes[f"network.prior_{p}"] = ((n_anchors, PRIOR_INPUT_DIMS[p]), "'init_params.priors'")
     return shapes

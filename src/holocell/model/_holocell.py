@@ -26,7 +26,7 @@ from ..nn import HoloCellModule, NetworkConfig, ObjectiveConfig
 from ..priors import check_prior_names
 from ..train import TrainingConfig
 from ..vocab import FeatureSpace
-from ._build import feature_space_for, prior_inputs
+from ._build import cell_state_settings, feature_space_for, prior_inputs
 from ._inference import InferenceMixin
 from ._perturb_mixin import PerturbMixin
 from ._save_mixin import SaveLoadMixin
@@ -70,6 +70,12 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         that carry a value (expressed genes, measured proteins, anchors with open peaks), as
         Geneformer / scGPT read only expressed genes. Zero, [MASK] and absent tokens are then left
         out of the encoder (the decoder still predicts every slot).
+    n_latent
+        Size of the cell state ``z``, the embedding :meth:`get_latent_representation` returns.
+    cell_state_kwargs
+        Switches of the cell state (:class:`~holocell.nn.NetworkConfig` fields, for ablations): ``n_hidden``
+        (count decoders' width), ``peak_factors``, ``value_path``, ``latents_in_posterior``, ``z_in_denoiser``,
+        ``batch_in_encoder``, ``library_in_encoder``, and ``cell_state=False`` for the model without one.
     seed
         Seeds the initial weights (the global random state is left untouched).
     priors
@@ -89,8 +95,9 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         Optimiser and schedule settings of :meth:`train` (:class:`~holocell.train.TrainingConfig`, or a
         dict of its fields); default ``TrainingConfig()``.
     **objective_kwargs
-        Further fields of :class:`~holocell.nn.ObjectiveConfig`, the diffusion objective's settings:
-        ``p_whole``, ``p_hide_library``, ``eps``, ``regression_weight``, ``align_temperature``.
+        Further fields of :class:`~holocell.nn.ObjectiveConfig`, the training objective's settings:
+        ``p_whole``, ``p_hide_library``, ``eps``, ``regression_weight``, ``align_temperature``,
+        ``diffusion_weight``, ``elbo_weight``, ``kl_weight``, ``kl_warmup``.
 
     Attributes
     ----------
@@ -140,6 +147,8 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         p_drop_modality: float = 0.5,
         align_weight: float = 0.0,
         read_in_tokens: str = "all",
+        n_latent: int = 32,
+        cell_state_kwargs: dict | None = None,
         seed: int = 0,
         priors: str | Sequence[str] | None = None,
         grn_edges: pd.DataFrame | None = None,
@@ -168,6 +177,8 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
             n_latents=n_latents,
             dropout=dropout,
             read_in_tokens=read_in_tokens,
+            n_latent=n_latent,
+            **cell_state_settings(cell_state_kwargs),
         )
         self.objective_config = ObjectiveConfig.from_dict(
             {"p_drop_modality": p_drop_modality, "align_weight": align_weight, **objective_kwargs}

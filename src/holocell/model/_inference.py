@@ -71,7 +71,8 @@ class InferenceMixin:
         device: str | torch.device | None = None,
         progress_bar: bool | None = None,
     ) -> np.ndarray:
-        """Cell embeddings (the pooled latent states).
+        """Cell embeddings: the posterior mean of the cell state ``z`` (the pooled latent states for a model
+        saved before the cell state).
 
         Parameters
         ----------
@@ -94,14 +95,15 @@ class InferenceMixin:
 
         Returns
         -------
-        ``(n_cells, d_model)`` float32 array.
+        ``(n_cells, n_latent)`` float32 array (``(n_cells, d_model)`` for a model without a cell state).
         """
         keep = self._check_modalities(modality)
         mdata, arrays = self._arrays(mdata)
         device = self._device(device)
         self.module.eval()
         idx = np.arange(arrays.n_cells) if indices is None else np.asarray(indices)
-        out = np.zeros((len(idx), self.config.d_model), dtype=np.float32)
+        width = self.config.n_latent if self.config.cell_state else self.config.d_model
+        out = np.zeros((len(idx), width), dtype=np.float32)
         start = 0
         for batch in self._batches(arrays, idx, self._inference_batch_size(batch_size), device, "embedding", progress_bar):
             z = self.module.embed(batch, keep).float().cpu().numpy()

@@ -7,8 +7,10 @@ while the others stay visible, which is what teaches cross-modal generation. The
 cross-entropy over value bins on hidden observed slots, weighted by ``1 / t`` (MDLM / LLaDA; a
 whole-modality mask counts as ``t = 1``), plus a regression loss on the continuous value and a
 Bernoulli loss on each hidden peak. An optional contrastive term aligns the single-modality
-embeddings of cells measured with several modalities. :class:`ObjectiveConfig` holds every knob;
-:func:`objective` puts the pieces together for a mini-batch.
+embeddings of cells measured with several modalities. With a cell state the negative ELBO of every
+observed modality's counts given ``z`` (:mod:`._count_decoder`) is added; ``z`` is inferred from the same
+noised tokens the denoiser sees, so it learns to summarise a cell from any subset of its modalities and
+values. :class:`ObjectiveConfig` holds every knob; :func:`objective` puts the pieces together for a mini-batch.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import torch.nn.functional as F
 
 from ..tokenize import Tokens
 from ..vocab import MODALITIES
+from ._cellstate import kl_normal
+from ._count_decoder import reconstruction_nll
 
 if TYPE_CHECKING:
     from .transformer import HoloCellNetwork
@@ -52,6 +56,14 @@ class ObjectiveConfig:
         (cells with >= 2 modalities; InfoNCE over the mini-batch). 0 switches it off.
     align_temperature
         Softmax temperature of that term.
+    diffusion_weight
+        Weight of the masked-diffusion loss (0 trains the cell state alone, for the ablation).
+    elbo_weight
+        Weight of the cell state's negative ELBO (reconstruction + KL), per feature of the cell's modalities.
+    kl_weight
+        Weight of the KL term inside the ELBO (1 is the ELBO).
+    kl_warmup
+        The KL weight rises linearly from 0 over this fraction of a training run.
     """
 
     p_drop_modality: float = 0.5
@@ -61,6 +73,10 @@ class ObjectiveConfig:
     regression_weight: float = 1.0
     align_weight: float = 0.0
     align_temperature: float = 0.1
+    diffusion_weight: float = 1.0
+    elbo_weight: float = 10.0
+    kl_weight: float = 1.0
+    kl_warmup: float = 0.33
 
     def __post_init__(self) -> None:
         for name in ("p_drop_modality", "p_whole", "p_hide_library"):
@@ -68,7 +84,9 @@ class ObjectiveConfig:
                 raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)!r}.")
         if not 0.0 < self.eps < 1.0:
             raise ValueError(f"eps must be in (0, 1), got {self.eps!r}.")
-        for name in ("regression_weight", "align_weight"):
+        if not 0.0 <= self.kl_warmup <= 1.0:
+            raise ValueError(f"kl_warmup is a fraction of the run in [0, 1], got {self.kl_warmup!r}.")
+        for name in ("regression_weight", "align_weight", "diffusion_weight", "elbo_weight", "kl_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
         if self.align_temperature <= 0:
@@ -231,8 +249,8 @@ def alignment_loss(network: HoloCellNetwork, clean: Tokens, modalities: Sequence
             if len(both) < 2:
                 continue
             cells = clean.select(both)
-            z_a = F.normalize(network.pool(network.encode(only(cells, [a], modalities))), dim=-1)
-            z_b = F.normalize(network.pool(network.encode(only(cells, [b], modalities))), dim=-1)
+            z_a = F.normalize(network.embedding(only(cells, [a], modalities)), dim=-1)
+            z_b = F.normalize(network.embedding(only(cells, [b], modalities)), dim=-1)
             logits = z_a @ z_b.T / temperature
             labels = torch.arange(len(both), device=logits.device)
             total = total + 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
@@ -255,8 +273,11 @@ def objective(
     exists: dict[str, torch.Tensor],
     config: ObjectiveConfig,
     generator: torch.Generator | None = None,
+    counts: dict[str, torch.Tensor] | None = None,
+    kl_scale: float = 1.0,
 ) -> LossOutput:
-    """The training loss of a mini-batch: noise the clean tokens, predict, score (plus the alignment term).
+    """The training loss of a mini-batch: noise the clean tokens, predict, score (plus the cell state's
+    negative ELBO and the alignment term).
 
     Parameters
     ----------
@@ -270,6 +291,10 @@ def objective(
         The objective's settings.
     generator
         Random generator of the masks (fixed for reproducible validation losses).
+    counts
+        Modality -> ``(B, F)`` raw counts of RNA / protein (needed with a cell state).
+    kl_scale
+        Warm-up factor of the KL weight (the training plan's schedule; 1 for validation).
     """
     noised = add_noise(
         clean,
@@ -283,6 +308,18 @@ def objective(
     outputs = network(noised.tokens)
     peak_anchor = network.peak_anchor if "atac" in exists else None
     out = diffusion_loss(outputs, clean, noised, exists, peak_anchor, config.regression_weight)
+    out.loss = config.diffusion_weight * out.loss
+    if network.config.cell_state:
+        nll = reconstruction_nll(network.counts, outputs["z"], clean, counts or {}, track=network.training)
+        kl = kl_normal(outputs["qz_mu"], outputs["qz_logvar"])
+        n_features = sum(
+            (peak_anchor.shape[0] if m == "atac" else counts[m].shape[1]) * clean.present[:, MODALITIES.index(m)]
+            for m in exists
+        ).clamp(min=1)  # (B,) features of each cell's observed modalities
+        elbo = ((nll + config.kl_weight * kl_scale * kl) / n_features).mean()
+        out.per_modality["elbo"] = elbo.detach()
+        out.per_modality["kl"] = kl.mean().detach()
+        out.loss = out.loss + config.elbo_weight * elbo
     if config.align_weight > 0:
         align = alignment_loss(network, clean, list(exists), config.align_temperature)
         out.per_modality["align"] = align.detach()

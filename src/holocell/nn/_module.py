@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from ..tokenize import Tokenizer, Tokens
+from ..tokenize._values import CONTINUOUS, quantile_bins
+from ..vocab import MODALITIES
 from ._diffusion import LossOutput, ObjectiveConfig, objective, only
 from ._sampler import Generated, sample
 from .transformer import HoloCellNetwork, NetworkConfig
@@ -50,7 +52,8 @@ class HoloCellModule(nn.Module):
         peak_anchor = torch.as_tensor(feature_anchor["atac"]) if "atac" in feature_anchor else None
         bucket = torch.as_tensor(peak_bucket) if peak_bucket is not None else None
         prior_tensors = {k: torch.as_tensor(v) for k, v in (priors or {}).items()}
-        self.network = HoloCellNetwork(config, exists, peak_anchor, bucket, prior_tensors)
+        slot_anchor = {m: self.tokenizer.anchor_of(m) for m in self.tokenizer.modalities if m != "atac"}
+        self.network = HoloCellNetwork(config, exists, peak_anchor, bucket, prior_tensors, slot_anchor)
         self.objective = ObjectiveConfig() if objective is None else objective
 
     @property
@@ -63,10 +66,13 @@ class HoloCellModule(nn.Module):
         counts = {m: batch[m] for m in self.modalities}
         return self.tokenizer(counts, batch["present"], batch["batch"], batch["species"])
 
-    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> LossOutput:
-        """Masked-diffusion loss of a mini-batch (see :func:`holocell.nn.objective`)."""
+    def loss(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None, kl_scale: float = 1.0
+    ) -> LossOutput:
+        """Training loss of a mini-batch (see :func:`holocell.nn.objective`); ``kl_scale``: KL warm-up factor."""
         exists = {m: self.tokenizer.exists(m) for m in self.modalities}
-        return objective(self.network, self.tokenize(batch), exists, self.objective, generator)
+        counts = {m: batch[m] for m in self.modalities if m != "atac"}
+        return objective(self.network, self.tokenize(batch), exists, self.objective, generator, counts, kl_scale)
 
     def restrict(self, tokens: Tokens, keep: Sequence[str] | None) -> Tokens:
         """Hide every modality not in ``keep`` (``None`` keeps all)."""
@@ -74,19 +80,50 @@ class HoloCellModule(nn.Module):
 
     @torch.no_grad()
     def embed(self, batch: dict[str, torch.Tensor], modalities: Sequence[str] | None = None) -> torch.Tensor:
-        """``(B, d)`` cell embeddings from the given modalities (all observed ones by default)."""
+        """Cell embeddings from the given modalities (all observed ones by default): ``(B, n_latent)`` posterior
+        means of the cell state (``(B, d)`` pooled latents for a model without one)."""
         tokens = self.restrict(self.tokenize(batch), modalities)
-        return self.network.pool(self.network.encode(tokens))
+        return self.network.embedding(tokens)
 
     @torch.no_grad()
     def generate(
-        self, batch: dict[str, torch.Tensor], target: str, sources: Sequence[str] | None = None, **kwargs
+        self,
+        batch: dict[str, torch.Tensor],
+        target: str,
+        sources: Sequence[str] | None = None,
+        n_steps: int = 8,
+        **kwargs,
     ) -> Generated:
-        """Generate ``target`` from ``sources`` (default: every other modality); ``kwargs`` go to
-        :func:`holocell.nn.sample`."""
+        """Generate ``target`` from ``sources`` (default: every other modality).
+
+        ``n_steps >= 1``: iterative masked-diffusion denoising (``kwargs`` go to :func:`holocell.nn.sample`).
+        ``n_steps=0``: one-shot decoding of the count likelihood's mean from the cell state
+        (:meth:`predict_mean`).
+        """
         tokens = self.restrict(self.tokenize(batch), sources)
-        res = sample(self.network, tokens, [target], **kwargs)
+        if n_steps == 0:
+            return self.predict_mean(tokens, target)
+        res = sample(self.network, tokens, [target], n_steps=n_steps, **kwargs)
         return Generated(None if target == "atac" else res.tokens.bins[target], res.values[target])
+
+    @torch.no_grad()
+    def predict_mean(self, tokens: Tokens, target: str) -> Generated:
+        """The count decoder's mean of ``target`` given the cell state of the other visible tokens.
+
+        Values are in the generated modality's units, at the typical library size of the training cells:
+        log1p CP10k (RNA), CLR of the expected counts (protein), open probability (ATAC).
+        """
+        if not self.network.config.cell_state:
+            raise ValueError("n_steps=0 decodes the cell state's likelihood mean; this model has no cell state.")
+        tokens = tokens.hide(target)
+        decoder = self.network.counts
+        h = decoder.hidden_state(self.network.embedding(tokens), tokens.batch)
+        mean = decoder.mean(h, target, decoder.typical_library[MODALITIES.index(target)])  # (B, F)
+        if target == "atac":
+            return Generated(None, mean)
+        values = CONTINUOUS[target](mean)
+        bins = quantile_bins(mean, self.tokenizer.n_bins)
+        return Generated(self.tokenizer.to_slots(target, bins), self.tokenizer.to_slots(target, values))
 
     def to_features(self, modality: str, slot_values: torch.Tensor) -> torch.Tensor:
         """``(B, G)`` slot values -> ``(B, F)`` feature values of ``modality``."""

@@ -22,6 +22,8 @@ from torch import nn
 
 from ..tokenize import Tokens
 from ..vocab import MODALITIES, N_BUCKETS
+from ._cellstate import CellState, sample_z
+from ._count_decoder import CountDecoder
 from ._layers import Block, ReadOut, SlotEmbedding
 
 LIBRARY_SCALE = 10.0
@@ -45,10 +47,22 @@ class NetworkConfig:
     mlp_ratio: int = 4
     dropout: float = 0.0
     read_in_tokens: str = "all"  # "all" anchor tokens, or only the "values": tokens that carry a value
+    # the cell state (see holocell.nn._cellstate); the defaults are the model, the switches its ablations
+    cell_state: bool = True  # a variational cell state z with count decoders (False: the embedding pools latents)
+    n_latent: int = 32  # size of z
+    n_hidden: int = 128  # hidden width of the count decoders
+    peak_factors: bool = True  # every peak has an output vector of its own in the ATAC count decoder
+    value_path: bool = True  # q(z | x) reads a linear map of the visible values
+    latents_in_posterior: bool = True  # q(z | x) reads the pooled latents of the encoder
+    z_in_denoiser: bool = True  # the token read-out attends to z as well as to the latents
+    batch_in_encoder: bool = False  # the encoder reads the batch (True: the model before the cell state)
+    library_in_encoder: bool = False  # the encoder reads the library sizes (else only the decoders do)
 
     def __post_init__(self) -> None:
         if self.read_in_tokens not in ("all", "values"):
             raise ValueError(f"read_in_tokens must be 'all' or 'values', got {self.read_in_tokens!r}.")
+        if self.cell_state and not (self.value_path or self.latents_in_posterior):
+            raise ValueError("The cell state needs an input: set value_path and/or latents_in_posterior.")
 
     def to_dict(self) -> dict:
         """JSON-serialisable form."""
@@ -70,6 +84,8 @@ class HoloCellNetwork(nn.Module):
         Prior name -> ``(G, k)`` prior-knowledge matrix (values and a known flag). Each has its own
         linear projection added to the anchor identity embedding through a learnable gate that
         starts at 0, so training begins from the plain model and opens a prior only where it helps.
+    feature_anchor
+        ``"rna"`` / ``"protein"`` -> ``(F,)`` anchor of each feature (the count decoders' features).
     """
 
     def __init__(
@@ -79,6 +95,7 @@ class HoloCellNetwork(nn.Module):
         peak_anchor: torch.Tensor | None = None,
         peak_bucket: torch.Tensor | None = None,
         priors: dict[str, torch.Tensor] | None = None,
+        feature_anchor: dict[str, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.config = c = config
@@ -115,6 +132,17 @@ class HoloCellNetwork(nn.Module):
         )
         self.ln_latent = nn.LayerNorm(d)
         self.read_out = ReadOut(d, c.n_heads)
+        if c.cell_state:
+            slot_modalities = [m for m in self.modalities if m != "atac"]
+            self.cell = CellState(
+                d, c.n_latent, c.n_anchors, slot_modalities, peak_anchor,
+                value_path=c.value_path, latents_in_posterior=c.latents_in_posterior, z_in_denoiser=c.z_in_denoiser,
+            )
+            self.counts = CountDecoder(
+                c.n_latent, c.n_hidden, c.n_batches, c.n_anchors,
+                {m: torch.as_tensor(feature_anchor[m]) for m in slot_modalities},
+                peak_anchor, peak_bucket, c.n_buckets, c.peak_factors,
+            )
         if self.prior_names:  # anchor embedding = identity + sum_p gate_p * W_p prior_p
             for name, matrix in priors.items():
                 self.register_buffer(f"prior_{name}", torch.as_tensor(matrix, dtype=torch.float32).clone())
@@ -147,16 +175,43 @@ class HoloCellNetwork(nn.Module):
         return emb
 
     # ----------------------------------------------------------------------------- encoder
-    n_context = 2 + len(MODALITIES)
-    """Prefix tokens before the anchors: batch, species, one library size per modality."""
+    @property
+    def n_context(self) -> int:
+        """Prefix tokens before the anchors in the read-in: species, plus the batch and one library size per
+        modality where the config puts them in the encoder."""
+        c = self.config
+        return 1 + int(c.batch_in_encoder) + len(MODALITIES) * int(c.library_in_encoder)
+
+    def _library_tokens(self, tokens: Tokens) -> torch.Tensor:
+        """``(B, 3, d)`` library size of each modality (a learned "missing" token where it is hidden)."""
+        lib = self.library(tokens.library.unsqueeze(-1) / LIBRARY_SCALE) + self.library_modality
+        return torch.where(tokens.present.unsqueeze(-1), lib, self.library_missing)
+
+    def _batch_token(self, tokens: Tokens) -> torch.Tensor:
+        """``(B, 1, d)`` batch embedding (the last row stands for a batch unseen in training)."""
+        return self.batch(tokens.batch.clamp(max=self.config.n_batches))[:, None]
 
     def context_tokens(self, tokens: Tokens) -> torch.Tensor:
-        """``(B, 2 + 3, d)`` prefix tokens: batch, species, library size per modality."""
-        batch = self.batch(tokens.batch.clamp(max=self.config.n_batches))
-        species = self.species(tokens.species)
-        lib = self.library(tokens.library.unsqueeze(-1) / LIBRARY_SCALE) + self.library_modality  # (B, 3, d)
-        lib = torch.where(tokens.present.unsqueeze(-1), lib, self.library_missing)
-        return torch.cat([batch[:, None], species[:, None], lib], dim=1)
+        """``(B, C, d)`` prefix tokens the encoder reads: species, and the batch and the library sizes only where
+        the config puts them there (by default they go to the decoders, so that ``z`` is free of them)."""
+        parts = [self.species(tokens.species)[:, None]]
+        if self.config.batch_in_encoder:
+            parts.append(self._batch_token(tokens))
+        if self.config.library_in_encoder:
+            parts.append(self._library_tokens(tokens))
+        return torch.cat(parts, dim=1)
+
+    def decoder_context(self, tokens: Tokens, z: torch.Tensor | None) -> torch.Tensor | None:
+        """``(B, C', d)`` extra keys of the token read-out: ``z``, and the batch and library sizes the encoder
+        does not read; ``None`` when there are none."""
+        parts = []
+        if z is not None and self.cell.z_token is not None:
+            parts.append(self.cell.z_token(z)[:, None])
+        if not self.config.batch_in_encoder:
+            parts.append(self._batch_token(tokens))
+        if not self.config.library_in_encoder:
+            parts.append(self._library_tokens(tokens))
+        return torch.cat(parts, dim=1) if parts else None
 
     def embed_at(
         self,
@@ -292,8 +347,25 @@ class HoloCellNetwork(nn.Module):
 
     @staticmethod
     def pool(latents: torch.Tensor) -> torch.Tensor:
-        """Cell embedding ``(B, d)``: mean of the latent states."""
+        """``(B, d)`` mean of the latent states."""
         return latents.mean(dim=1)
+
+    def cell_posterior(
+        self, tokens: Tokens, latents: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance ``(B, n_latent)`` of the cell state ``q(z | x)`` of the visible tokens
+        (``latents``: their encoding, computed here when the posterior reads it and it is not given)."""
+        pooled = None
+        if self.config.latents_in_posterior:
+            pooled = self.pool(self.encode(tokens) if latents is None else latents)
+        return self.cell(tokens, pooled, getattr(self, "peak_anchor", None))
+
+    def embedding(self, tokens: Tokens, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """Cell embedding of the visible tokens: the posterior mean of ``z`` (without a cell state: the mean of
+        the latents)."""
+        if self.config.cell_state:
+            return self.cell_posterior(tokens, latents)[0]
+        return self.pool(self.encode(tokens) if latents is None else latents)
 
     # ----------------------------------------------------------------------------- decoder
     def decode(
@@ -303,6 +375,7 @@ class HoloCellNetwork(nn.Module):
         token_emb: torch.Tensor,
         targets: list[str],
         anchors: torch.Tensor | None = None,
+        z: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Predict the slots of ``targets``.
 
@@ -311,6 +384,9 @@ class HoloCellNetwork(nn.Module):
         anchors
             Decode only these anchors (RNA / protein targets only): ``(G',)`` indices shared by all
             cells, or ``(B, k)`` indices, each cell's own; default all.
+        z
+            ``(B, n_latent)`` cell state the read-out attends to (with a cell state); default the
+            posterior mean of the visible tokens.
 
         Returns
         -------
@@ -320,13 +396,17 @@ class HoloCellNetwork(nn.Module):
         if anchors is not None and "atac" in targets:
             raise ValueError("ATAC is decoded over all anchors; do not pass `anchors` with an ATAC target.")
         anchor_emb = self.anchor_embedding()
+        if z is None and self.config.cell_state:
+            z = self.cell_posterior(tokens, latents)[0]
+        extra = self.decoder_context(tokens, z)
+        memory = latents if extra is None else torch.cat([latents, extra], dim=1)  # (B, L + C', d)
         if anchors is None:
-            h = self.read_out(anchor_emb, latents, token_emb)  # (B, G, d)
+            h = self.read_out(anchor_emb, memory, token_emb)  # (B, G, d)
         elif anchors.dim() == 1:
-            h = self.read_out(anchor_emb[anchors], latents, token_emb[:, anchors])  # (B, G', d)
+            h = self.read_out(anchor_emb[anchors], memory, token_emb[:, anchors])  # (B, G', d)
         else:  # (B, k): each cell's own anchors
             emb = torch.gather(token_emb, 1, anchors.unsqueeze(-1).expand(-1, -1, token_emb.shape[-1]))
-            h = self.read_out(anchor_emb, latents, emb, index=anchors)  # (B, k, d)
+            h = self.read_out(anchor_emb, memory, emb, index=anchors)  # (B, k, d)
         out = {}
         for m in targets:
             if m == "atac":
@@ -340,10 +420,20 @@ class HoloCellNetwork(nn.Module):
     def forward(
         self, tokens: Tokens, targets: list[str] | None = None, anchors: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """Encode, then decode ``targets`` (all modalities by default); adds ``"embedding"``."""
+        """Encode, then decode ``targets`` (all modalities by default).
+
+        Adds ``"embedding"`` and, with a cell state, ``"qz_mu"``, ``"qz_logvar"`` and ``"z"`` (a draw from the
+        posterior in training mode, its mean in eval mode), on which the read-out is conditioned.
+        """
         token_emb, context_kv = self.encoder_inputs(tokens)
         latents = self.encode(tokens, context_kv=context_kv)
         targets = self.modalities if targets is None else targets
-        out = self.decode(tokens, latents, token_emb, targets, anchors)
-        out["embedding"] = self.pool(latents)
+        if not self.config.cell_state:
+            out = self.decode(tokens, latents, token_emb, targets, anchors)
+            out["embedding"] = self.pool(latents)
+            return out
+        mu, logvar = self.cell_posterior(tokens, latents)
+        z = sample_z(mu, logvar) if self.training else mu
+        out = self.decode(tokens, latents, token_emb, targets, anchors, z=z)
+        out.update(embedding=mu, qz_mu=mu, qz_logvar=logvar, z=z)
         return out

@@ -44,8 +44,14 @@ class TrainingPlan(pl.LightningModule):
         self.config = replace(config or TrainingConfig(), **overrides)
         self.total_steps = max(total_steps, self.config.warmup_steps + 1)
 
+    def kl_scale(self) -> float:
+        """Warm-up factor of the cell state's KL term: rises linearly from 0 to 1 over the objective's
+        ``kl_warmup`` fraction of the run (1 for validation)."""
+        warmup = self.module.objective.kl_warmup * self.total_steps
+        return 1.0 if warmup < 1 else min(1.0, (self.global_step + 1) / warmup)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        out = self.module.loss(batch)
+        out = self.module.loss(batch, kl_scale=self.kl_scale())
         if not torch.isfinite(out.loss):
             raise FloatingPointError(
                 f"holocell training loss is {out.loss.item()} at step {self.global_step} (epoch "

@@ -1,0 +1,208 @@
+"""Ablation of the cell state (issue 15): each design choice switched off (or on), same seed, two datasets.
+
+Run ``python benchmarks/cellstate_ablation.py [--arms a b ...] [--data pbmc snare] [--epochs N]``. Every arm is
+trained and scored on *validation* data only, never on the benchmarks' held-out cells:
+
+- **PBMC** (bundled CITE-seq mosaic): the protein of batch p3 is hidden in training and generated from RNA
+  (per-protein Pearson); embedding metrics over the cells with RNA (NMI, ARI, label ASW, iLISI over batches)
+  and 5-fold kNN label accuracy of the RNA-only embedding.
+- **SNARE-seq2** (mouse cortex, paired RNA + ATAC): a sample of the training libraries disjoint from the one
+  ``chromatin.py`` scores (seed 1, cells the benchmark's seed-0 sample does not draw); joint embedding metrics
+  over cell types and libraries, and RNA -> ATAC generation (per-peak AUROC) on 90 further cells.
+
+Arms are measured one at a time and appended to ``results/cellstate_ablation.json`` (an arm already there is
+skipped unless ``--redo``), so the run can be resumed; the page ``results/cellstate_ablation.md`` is rendered
+from that JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import mudata as md
+import numpy as np
+
+import holocell as hc
+from holocell import evaluation as ev
+
+OUT = Path(__file__).parent / "results" / "cellstate_ablation.json"
+#: arm name -> (HoloCell keyword arguments, what it tests)
+ARMS: dict[str, tuple[dict, str]] = {
+    "default": ({}, "the model: cell state from latents + value path, ELBO x10, z in the denoiser"),
+    "no_cell_state": (
+        {"cell_state_kwargs": {"cell_state": False, "batch_in_encoder": True, "library_in_encoder": True,
+                               "z_in_denoiser": False}},
+        "property 1-2: the model before the cell state (pooled latents, batch and library in the encoder)",
+    ),
+    "no_value_path": ({"cell_state_kwargs": {"value_path": False}}, "q(z|x) reads the pooled latents only"),
+    "no_latents_in_posterior": (
+        {"cell_state_kwargs": {"latents_in_posterior": False}}, "q(z|x) reads the value path only"),
+    "batch_in_encoder": ({"cell_state_kwargs": {"batch_in_encoder": True}}, "property 4: batch also in the encoder"),
+    "no_random_subsets": ({"p_drop_modality": 0.0}, "property 3: no cross-modal (single-subset) examples"),
+    "align": ({"align_weight": 1.0}, "property 3: contrastive alignment of single-modality states"),
+    "no_peak_factors": ({"cell_state_kwargs": {"peak_factors": False}}, "property 6: no per-peak decoder factor"),
+    "no_z_in_denoiser": ({"cell_state_kwargs": {"z_in_denoiser": False}}, "property 5: denoiser not given z"),
+    "elbo_weight_1": ({"elbo_weight": 1.0}, "ELBO weight 1 instead of 10"),
+    "vae_only": ({"diffusion_weight": 0.0}, "the cell state alone (no diffusion loss)"),
+}
+SIZE = {"d_model": 64, "n_latents": 16, "seed": 0}
+EPOCHS = {"pbmc": 15, "snare": 40}  # about 700 and 500 optimiser steps
+PBMC_HELD, SNARE_PER_LIB, SNARE_PEAKS, SNARE_HELD_PER_LIB = "p3_0", 50, 1500, 10
+
+
+def _knn_cv(emb: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return float(cross_val_score(KNeighborsClassifier(15), emb, labels, cv=5).mean())
+
+
+def _embedding_scores(emb, labels, batch) -> dict:
+    m = ev.integration_metrics(emb, labels, batch, seed=0)
+    return {k: m[k] for k in ("nmi", "ari", "asw_label", "ilisi")}
+
+
+def run_pbmc(kwargs: dict, epochs: int, steps: list[int]) -> dict:
+    full = hc.data.pbmc_cite_mosaic()
+    hide = (full["adt"].obs["batch"] == PBMC_HELD).to_numpy()
+    held = full["adt"].obs_names[hide]
+    mdata = md.MuData({"rna": full["rna"].copy(), "adt": full["adt"][~hide].copy()})
+    mdata.obs = mdata.obs.join(full.obs[["batch", "celltype"]])
+    hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
+    model = hc.HoloCell(mdata, **SIZE, **kwargs)
+    t0 = time.perf_counter()
+    model.train(max_epochs=epochs, enable_progress_bar=False, seed=0, early_stopping=False)
+    res = {"train_s": time.perf_counter() - t0}
+    labels, batch = mdata.obs["celltype"].astype(str).to_numpy(), mdata.obs["batch"].astype(str).to_numpy()
+    has_rna = np.isin(mdata.obs_names, full["rna"].obs_names)
+    res.update(_embedding_scores(model.get_latent_representation(progress_bar=False)[has_rna], labels[has_rna],
+                                 batch[has_rna]))
+    res["knn_acc_rna"] = _knn_cv(model.get_latent_representation(modality="rna", progress_bar=False)[has_rna],
+                                 labels[has_rna])
+    truth = ev.clr(full["adt"][held].X)
+    sub = mdata[held].copy()
+    for n_steps in steps:
+        if n_steps == 0 and not model.config.cell_state:
+            continue
+        for remasking in ("low_confidence", "random") if n_steps > 1 else ("low_confidence",):
+            g = model.generate(sub, target="protein", n_steps=n_steps, remasking=remasking, key_added="g",
+                               overwrite=True, progress_bar=False)
+            key = f"rna_to_protein_r_{n_steps}" + ("_random" if remasking == "random" else "")
+            res[key] = float(np.nanmean(ev.per_feature_pearson(truth, np.asarray(g.X))))
+    return res
+
+
+def _snare_samples() -> tuple[md.MuData, md.MuData]:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import chromatin as ch
+
+    snare = hc.data.snareseq2_mop()
+    taken = ch.sample_cells(snare.obs, ch.TRAIN_LIBS, ch.SIZES["full"]["per_lib"], np.random.default_rng(0))
+    obs = snare.obs.copy()
+    obs["batch"] = obs["batch"].astype(str)
+    obs.iloc[taken, obs.columns.get_loc("batch")] = "taken by the benchmark"
+    cells = ch.sample_cells(obs, ch.TRAIN_LIBS, SNARE_PER_LIB, np.random.default_rng(1))
+    obs.iloc[cells, obs.columns.get_loc("batch")] = "taken by the ablation"
+    held = ch.sample_cells(obs, ch.TRAIN_LIBS, SNARE_HELD_PER_LIB, np.random.default_rng(2))
+    peaks = ch.top_peaks(snare["atac"].X[cells], SNARE_PEAKS)
+    return ch._subset(snare, cells, peaks), ch._subset(snare, held, peaks)
+
+
+def run_snare(kwargs: dict, epochs: int, steps: list[int]) -> dict:
+    train, held = _snare_samples()
+    setup = {"modalities": {"rna": "rna", "atac": "atac"}, "batch_key": "batch", "species": "mouse",
+             "genome": "mm10"}
+    hc.HoloCell.setup_mudata(train, **setup)
+    model = hc.HoloCell(train, **SIZE, **kwargs)
+    t0 = time.perf_counter()
+    model.train(max_epochs=epochs, enable_progress_bar=False, seed=0, early_stopping=False, batch_size=32)
+    res = {"train_s": time.perf_counter() - t0}
+    labels, batch = train.obs["cell_type"].astype(str).to_numpy(), train.obs["batch"].astype(str).to_numpy()
+    res.update(_embedding_scores(model.get_latent_representation(progress_bar=False), labels, batch))
+    res["knn_acc_joint"] = _knn_cv(model.get_latent_representation(progress_bar=False), labels)
+    truth = (np.asarray(held["atac"].X.todense()) > 0).astype(float)
+    for n_steps in steps:
+        if n_steps == 0 and not model.config.cell_state:
+            continue
+        g = model.generate(held, target="atac", n_steps=n_steps, key_added="g", overwrite=True, progress_bar=False)
+        res[f"rna_to_atac_auroc_{n_steps}"] = float(np.nanmean(ev.per_feature_auroc(truth, np.asarray(g.X))))
+    return res
+
+
+def baselines() -> dict:
+    """The same scores for PCA (PBMC RNA; SNARE RNA PCA + ATAC LSI) on the same validation cells."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import chromatin as ch
+
+    full = hc.data.pbmc_cite_mosaic()
+    rna = full["rna"]
+    z = ch.pca(rna.X, seed=0)
+    labels = full.obs.loc[rna.obs_names, "celltype"].astype(str).to_numpy()
+    batch = full.obs.loc[rna.obs_names, "batch"].astype(str).to_numpy()
+    out = {"pbmc_pca": {**_embedding_scores(z, labels, batch), "knn_acc_rna": _knn_cv(z, labels)}}
+    train, _ = _snare_samples()
+    z = np.hstack([ch.pca(train["rna"].X, seed=0)[:, :30], ch.lsi(ch.binarize(train["atac"].X), seed=0)[:, :30]])
+    labels, batch = train.obs["cell_type"].astype(str).to_numpy(), train.obs["batch"].astype(str).to_numpy()
+    out["snare_pca_lsi"] = {**_embedding_scores(z, labels, batch), "knn_acc_joint": _knn_cv(z, labels)}
+    return out
+
+
+def render(results: dict) -> str:
+    lines = ["# Cell-state ablation (validation data; generated by benchmarks/cellstate_ablation.py)", "",
+             f"Sizes {SIZE}; {results['epochs']} epochs; git {results['git']}; last run {results['date']}.", ""]
+    for data in ("pbmc", "snare"):
+        rows = [{"arm": a, **r[data]} for a, r in results["arms"].items() if data in r]
+        base = results.get("baselines", {}).get("pbmc_pca" if data == "pbmc" else "snare_pca_lsi")
+        if base:
+            rows.append({"arm": "PCA" if data == "pbmc" else "PCA + LSI", **base})
+        if not rows:
+            continue
+        cols = ["arm"] + sorted({k for r in rows for k in r if k != "arm"}, key=lambda k: (k == "train_s", k))
+        lines += [f"## {data}", "", ev.format_table(rows, cols), ""]
+    lines += ["## Arms", ""] + [f"- `{a}`: {ARMS[a][1]} (`{ARMS[a][0]}`)" for a in results["arms"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arms", nargs="*", default=list(ARMS))
+    p.add_argument("--data", nargs="*", default=["pbmc", "snare"])
+    p.add_argument("--steps", type=int, nargs="*", default=[0, 1, 2, 4, 8, 16])
+    p.add_argument("--redo", action="store_true")
+    args = p.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    hc.settings.huge_pages = True
+    results = json.loads(OUT.read_text()) if OUT.exists() else {"arms": {}}
+    if results.get("epochs", EPOCHS) != EPOCHS:
+        raise SystemExit(f"{OUT} holds runs of {results['epochs']} epochs, not {EPOCHS}; move it away first.")
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    results.update(epochs=EPOCHS, git=git, command=" ".join(sys.argv))
+    if "baselines" not in results:
+        results["baselines"] = baselines()
+    for arm in args.arms:
+        for data in args.data:
+            if data in results["arms"].get(arm, {}) and not args.redo:
+                continue
+            if arm == "no_peak_factors" and data == "pbmc":  # no ATAC
+                continue
+            steps = args.steps if arm in ("default", "no_z_in_denoiser", "no_cell_state") else [0, 8]
+            run = run_pbmc if data == "pbmc" else run_snare
+            res = run(ARMS[arm][0], EPOCHS[data], steps)
+            results["arms"].setdefault(arm, {})[data] = res
+            results["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+            OUT.write_text(json.dumps(results, indent=1))
+            OUT.with_suffix(".md").write_text(render(results))
+            print(arm, data, json.dumps({k: round(v, 3) for k, v in res.items()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Count decoders of the cell state: every observed modality reconstructed from ``z`` (scVI's recipe).
+
+``z``, the cell's batch and its observed library size are the decoder's inputs; the batch enters the hidden
+layer, the library size is an offset of the rates, so ``z`` need carry neither.
+
+- RNA and protein: negative binomial, mean ``library * softmax(logits)``, one inverse dispersion per feature
+  (:class:`scvi.distributions.NegativeBinomial`);
+- ATAC: a Bernoulli per peak through a Poisson presence link, ``p = 1 - exp(-lambda)`` with
+  ``lambda = n_open * softmax(logits)``: the number of open peaks of the cell is the offset, as the library size
+  is for counts. A peak's output weights are its anchor's row plus its distance bucket's row plus a vector of
+  its own (the per-peak factor, zero at the start), so two peaks of one (gene, bucket) can differ.
+
+Shapes: ``B`` cells, ``G`` anchors, ``P`` peaks, ``F`` features of a modality, ``n`` size of ``z``, ``h`` hidden.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from scvi.distributions import NegativeBinomial
+from torch import nn
+
+from ..tokenize import Tokens
+from ..vocab import MODALITIES
+
+
+class CountDecoder(nn.Module):
+    """Reconstructs each modality of a cell from ``z``, its batch and its observed library size.
+
+    Parameters
+    ----------
+    n_latent, n_hidden
+        Sizes of ``z`` and of the shared hidden layer.
+    n_batches
+        Training batches (one more row is kept for a batch not seen in training).
+    n_anchors
+        ``G``: per-anchor output weights, so that transfer can copy them by anchor name.
+    slot_anchor
+        ``"rna"`` / ``"protein"`` -> ``(F,)`` anchor of each feature.
+    peak_anchor, peak_bucket, n_buckets
+        ATAC: anchor and distance bucket of every peak (``None`` without ATAC).
+    peak_factors
+        Give every peak an output vector of its own (added to its anchor's and bucket's).
+    """
+
+    def __init__(
+        self,
+        n_latent: int,
+        n_hidden: int,
+        n_batches: int,
+        n_anchors: int,
+        slot_anchor: dict[str, torch.Tensor],
+        peak_anchor: torch.Tensor | None = None,
+        peak_bucket: torch.Tensor | None = None,
+        n_buckets: int = 0,
+        peak_factors: bool = True,
+    ) -> None:
+        super().__init__()
+        self.slot_modalities = list(slot_anchor)
+        self.modalities = [m for m in MODALITIES if m in slot_anchor or (m == "atac" and peak_anchor is not None)]
+        self.hidden = nn.Linear(n_latent, n_hidden)
+        self.batch = nn.Embedding(n_batches + 1, n_hidden)
+        self.ln = nn.LayerNorm(n_hidden)
+        self.weight = nn.ParameterDict()
+        self.bias = nn.ParameterDict()
+        self.log_theta = nn.ParameterDict()
+        for m, anchors in slot_anchor.items():
+            self.register_buffer(f"{m}_feature_anchor", anchors.long().clone())
+            self.weight[m] = nn.Parameter(torch.randn(n_anchors, n_hidden) * 0.02)  # per anchor
+            self.bias[m] = nn.Parameter(torch.zeros(n_anchors))
+            self.log_theta[m] = nn.Parameter(torch.zeros(n_anchors))
+        # typical (geometric mean) library size of each modality (order of MODALITIES), for predictions at a
+        # standard depth; a running average over the training mini-batches (see `track_library`)
+        self.register_buffer("typical_library", torch.tensor([1e4, 1e3, 1e3]))
+        self.register_buffer("library_batches", torch.zeros(3))
+        self.has_atac = peak_anchor is not None
+        if self.has_atac:
+            assert peak_bucket is not None
+            P = peak_anchor.shape[0]
+            self.atac_anchor = nn.Parameter(torch.randn(n_anchors, n_hidden) * 0.02)
+            self.atac_bucket = nn.Parameter(torch.randn(n_buckets, n_hidden) * 0.02)
+            self.peak_factor = nn.Parameter(torch.zeros(P, n_hidden)) if peak_factors else None
+            self.peak_bias = nn.Parameter(torch.zeros(P))
+            self.register_buffer("atac_peak_anchor", peak_anchor.long().clone())
+            self.register_buffer("atac_peak_bucket", peak_bucket.long().clone())
+
+    def hidden_state(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """``(B, h)`` shared hidden layer; the batch enters here, never the encoder."""
+        n_rows = self.batch.num_embeddings
+        return F.gelu(self.ln(self.hidden(z) + self.batch(batch.clamp(max=n_rows - 1))))
+
+    def logits(self, h: torch.Tensor, modality: str) -> torch.Tensor:
+        """``(B, F)`` unnormalised log-rates of every feature of ``modality``."""
+        if modality == "atac":
+            w = self.atac_anchor[self.atac_peak_anchor] + self.atac_bucket[self.atac_peak_bucket]  # (P, h)
+            if self.peak_factor is not None:
+                w = w + self.peak_factor
+            return h @ w.T + self.peak_bias
+        anchors = getattr(self, f"{modality}_feature_anchor")
+        return h @ self.weight[modality][anchors].T + self.bias[modality][anchors]
+
+    def log_likelihood(
+        self, h: torch.Tensor, modality: str, x: torch.Tensor, library: torch.Tensor
+    ) -> torch.Tensor:
+        """``(B,)`` log-likelihood of the observed ``x`` ``(B, F)`` (counts; 0/1 for ATAC).
+
+        ``library`` ``(B,)``: total count of the modality (number of open peaks for ATAC).
+        """
+        log_rate = F.log_softmax(self.logits(h, modality), dim=-1) + torch.log(library.clamp(min=1.0))[:, None]
+        if modality == "atac":
+            lam = log_rate.exp()
+            # x log(1 - e^-lam) + (1 - x)(-lam)
+            log_open = torch.log(-torch.expm1(-lam.clamp(min=1e-8)))
+            return (x * log_open - (1.0 - x) * lam).sum(-1)
+        anchors = getattr(self, f"{modality}_feature_anchor")
+        theta = self.log_theta[modality][anchors].exp()
+        return NegativeBinomial(mu=log_rate.exp(), theta=theta).log_prob(x).sum(-1)
+
+    def mean(self, h: torch.Tensor, modality: str, library: torch.Tensor | float) -> torch.Tensor:
+        """``(B, F)`` expected counts (RNA / protein) or open probability (ATAC) at the given library size."""
+        library = torch.as_tensor(library, dtype=h.dtype, device=h.device)
+        rate = F.softmax(self.logits(h, modality), dim=-1) * library.reshape(-1, 1)
+        return -torch.expm1(-rate) if modality == "atac" else rate
+
+    @torch.no_grad()
+    def track_library(self, k: int, library: torch.Tensor) -> None:
+        """Fold a mini-batch's observed library sizes ``(n,)`` of modality ``k`` into ``typical_library``: a running
+        mean of the log library over the first 1,000 mini-batches, an exponential average after."""
+        if library.numel() == 0:
+            return
+        n = self.library_batches[k].clamp(max=999.0)
+        log_mean = torch.log(library.clamp(min=1.0)).mean()
+        old = torch.log(self.typical_library[k])
+        self.typical_library[k] = torch.exp((n * old + log_mean) / (n + 1))
+        self.library_batches[k] += 1
+
+
+def reconstruction_nll(
+    decoder: CountDecoder, z: torch.Tensor, clean: Tokens, counts: dict[str, torch.Tensor], track: bool = False
+) -> torch.Tensor:
+    """``(B,)`` negative log-likelihood of every observed modality of each cell given ``z``, its batch and its
+    observed library size.
+
+    Parameters
+    ----------
+    decoder
+        The count decoder.
+    z
+        ``(B, n)`` cell states.
+    clean
+        The cells' tokens before any masking (``present``, ``batch``; ``peaks`` for ATAC).
+    counts
+        Modality -> ``(B, F)`` raw counts (RNA / protein).
+    track
+        Fold the observed library sizes into :attr:`CountDecoder.typical_library` (training).
+    """
+    h = decoder.hidden_state(z, clean.batch)
+    total = z.new_zeros(z.shape[0])
+    for m in decoder.modalities:
+        k = MODALITIES.index(m)
+        observed = clean.present[:, k]
+        if not observed.any():
+            continue
+        x = clean.peaks if m == "atac" else counts[m].float()
+        library = x.sum(1)
+        if track:
+            decoder.track_library(k, library[observed])
+        ll = decoder.log_likelihood(h, m, x, library)
+        total = total - torch.where(observed, ll, torch.zeros_like(ll))
+    return total
+
+
+__all__ = ["CountDecoder", "reconstruction_nll"]

@@ -1,0 +1,164 @@
+"""The cell state z: posterior, count likelihoods, batch kept out of the encoder, decoders from z alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scvi.distributions import NegativeBinomial
+
+from holocell import HoloCell
+from holocell.data import simulate_multiome
+from holocell.nn._cellstate import kl_normal, sample_z
+from holocell.nn._count_decoder import CountDecoder
+
+MODS = {"rna": "rna", "atac": "atac", "protein": "protein"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model():
+    mdata, _ = simulate_multiome(
+        48, n_genes=30, n_tfs=5, n_proteins=6, n_distal_peaks=5, peaks_per_gene=2, n_batches=3,
+        missing={"protein": ["batch1"], "atac": ["batch1"], "rna": ["batch2"]}, seed=0,
+    )
+    HoloCell.setup_mudata(mdata, modalities=MODS, batch_key="batch")
+    model = HoloCell(mdata, d_model=32, n_layers=1, n_heads=2, n_latents=8, n_latent=6)
+    model.train(max_epochs=2, batch_size=16, enable_progress_bar=False, early_stopping=False)
+    return model
+
+
+def _decoder(peak_factors: bool = True) -> CountDecoder:
+    torch.manual_seed(0)
+    return CountDecoder(
+        n_latent=4, n_hidden=8, n_batches=2, n_anchors=5,
+        slot_anchor={"rna": torch.tensor([0, 1, 2, 3])},
+        peak_anchor=torch.tensor([0, 0, 1, 4]), peak_bucket=torch.tensor([1, 1, 2, 0]), n_buckets=3,
+        peak_factors=peak_factors,
+    )
+
+
+def test_nb_likelihood_is_scvi_negative_binomial_with_library_offset():
+    dec = _decoder()
+    z, batch = torch.randn(3, 4), torch.tensor([0, 1, 2])  # batch 2: the "unseen batch" row
+    h = dec.hidden_state(z, batch)
+    x = torch.tensor([[0.0, 3, 1, 0], [5, 0, 0, 2], [1, 1, 1, 1]])
+    library = x.sum(1)
+    mu = torch.softmax(dec.logits(h, "rna"), -1) * library[:, None]
+    expected = NegativeBinomial(mu=mu, theta=dec.log_theta["rna"][:4].exp()).log_prob(x).sum(-1)
+    torch.testing.assert_close(dec.log_likelihood(h, "rna", x, library), expected)
+    torch.testing.assert_close(dec.mean(h, "rna", library), mu)  # the mean scales with the library
+
+
+def test_atac_likelihood_is_bernoulli_through_a_poisson_presence_link():
+    dec = _decoder()
+    h = dec.hidden_state(torch.randn(2, 4), torch.tensor([0, 1]))
+    x = torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 1]])
+    p = dec.mean(h, "atac", x.sum(1))
+    assert ((p > 0) & (p < 1)).all()
+    expected = (x * p.log() + (1 - x) * (1 - p).log()).sum(-1)
+    torch.testing.assert_close(dec.log_likelihood(h, "atac", x, x.sum(1)), expected, rtol=1e-4, atol=1e-5)
+    # peaks 0 and 1 share anchor and bucket: identical without peak factors, free to differ with them
+    plain = _decoder(peak_factors=False)
+    hp = plain.hidden_state(torch.randn(2, 4), torch.tensor([0, 1]))
+    logits = plain.logits(hp, "atac")
+    torch.testing.assert_close(logits[:, 0], logits[:, 1])
+    with torch.no_grad():
+        dec.peak_factor[0] += 1.0
+    logits = dec.logits(h, "atac")
+    assert not torch.allclose(logits[:, 0], logits[:, 1])
+
+
+def test_kl_and_reparameterisation():
+    mu, logvar = torch.zeros(5, 3), torch.zeros(5, 3)
+    torch.testing.assert_close(kl_normal(mu, logvar), torch.zeros(5))
+    assert (kl_normal(mu + 1, logvar) > 0).all()
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_z(mu + 2, torch.full_like(mu, -20.0), g) for _ in range(3)])
+    torch.testing.assert_close(draws, torch.full_like(draws, 2.0), atol=1e-3, rtol=0)  # tiny variance: the mean
+
+
+def test_loss_has_elbo_and_kl_parts_and_trains(model):
+    _, arrays = model._arrays(None)
+    batch = arrays.take(np.arange(arrays.n_cells))
+    out = model.module.loss(batch, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out.loss)
+    assert {"elbo", "kl"} <= set(out.per_modality)
+    assert out.per_modality["kl"] > 0
+    assert "train_loss_elbo" in model.history_.columns
+
+
+def test_embedding_is_the_posterior_mean_of_size_n_latent(model):
+    z = model.get_latent_representation(progress_bar=False)
+    assert z.shape == (model.adata.n_obs, 6)
+    assert np.isfinite(z).all()
+    assert z.std(0).mean() > 1e-3  # not collapsed to a point
+
+
+def test_batch_never_enters_the_embedding(model):
+    """Relabelling every cell's batch leaves the cell state unchanged: the batch goes to the decoders only."""
+    mdata = model.adata.copy()
+    before = model.get_latent_representation(mdata, progress_bar=False)
+    other = mdata.copy()
+    other.obs["batch"] = "batch0"
+    after = model.get_latent_representation(other, progress_bar=False)
+    np.testing.assert_allclose(before, after, rtol=1e-5, atol=1e-6)
+    # ... while the generated values do depend on it (transform_batch)
+    g0 = model.generate(mdata.copy(), target="protein", n_steps=1, transform_batch="batch0", progress_bar=False)
+    g1 = model.generate(mdata.copy(), target="protein", n_steps=1, transform_batch="batch2", progress_bar=False)
+    assert not np.allclose(g0.X, g1.X)
+
+
+def test_library_size_is_an_offset_not_an_input_of_the_embedding(model):
+    """Doubling every count of a modality (same proportions, double depth) leaves the RNA embedding unchanged."""
+    mdata = model.adata.copy()
+    z1 = model.get_latent_representation(mdata, modality="rna", progress_bar=False)
+    deeper = mdata.copy()
+    deeper["rna"].X = deeper["rna"].X * 2
+    z2 = model.get_latent_representation(deeper, modality="rna", progress_bar=False)
+    # bins are per-cell ranks and the continuous channel is log1p CP10k: the tokens are the same, and the
+    # library size itself only reaches the decoders
+    np.testing.assert_allclose(z1, z2, rtol=1e-5, atol=1e-6)
+
+
+def test_one_shot_mean_generation_is_the_decoders_mean(model):
+    """n_steps=0 decodes the count likelihood's mean from z: finite CLR protein, probabilities for ATAC."""
+    mdata = model.adata.copy()
+    prot = model.generate(mdata, target="protein", n_steps=0, progress_bar=False)
+    assert np.isfinite(prot.X).all()
+    np.testing.assert_allclose(prot.X.mean(1), 0.0, atol=1e-4)  # CLR: each cell centred
+    atac = model.generate(mdata, target="atac", n_steps=0, key_added="atac_mean", progress_bar=False)
+    assert ((atac.X > 0) & (atac.X < 1)).all()
+
+
+def test_cell_state_settings_are_checked_and_saved(model, tmp_path):
+    with pytest.raises(ValueError, match="Unknown cell_state_kwargs"):
+        HoloCell(model.adata, cell_state_kwargs={"value_paht": False})
+    with pytest.raises(ValueError, match="needs an input"):
+        HoloCell(model.adata, cell_state_kwargs={"value_path": False, "latents_in_posterior": False})
+    model.save(tmp_path / "m")
+    again = HoloCell.load(tmp_path / "m", model.adata.copy())
+    assert again.config.n_latent == 6 and again.config.cell_state
+    np.testing.assert_allclose(
+        again.get_latent_representation(progress_bar=False), model.get_latent_representation(progress_bar=False),
+        rtol=1e-5, atol=1e-6,
+    )
+
+
+def test_model_without_cell_state_keeps_the_pooled_embedding():
+    """cell_state=False is the model before the cell state (and what checkpoints of format < 3 load as)."""
+    mdata, _ = simulate_multiome(24, n_genes=20, n_tfs=4, n_proteins=4, seed=1)
+    HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    legacy = {"cell_state": False, "batch_in_encoder": True, "library_in_encoder": True, "z_in_denoiser": False}
+    model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4, cell_state_kwargs=legacy)
+    assert not hasattr(model.module.network, "counts")
+    assert model.get_latent_representation(progress_bar=False).shape == (24, 16)
+    with pytest.raises(ValueError, match="no cell state"):
+        model.generate(mdata, target="protein", n_steps=0, progress_bar=False)
