@@ -51,6 +51,7 @@ ARMS: dict[str, tuple[dict, str]] = {
     "no_peak_factors": ({"cell_state_kwargs": {"peak_factors": False}}, "property 6: no per-peak decoder factor"),
     "no_z_in_denoiser": ({"cell_state_kwargs": {"z_in_denoiser": False}}, "property 5: denoiser not given z"),
     "elbo_weight_1": ({"elbo_weight": 1.0}, "ELBO weight 1 instead of 10"),
+    "elbo_input_clean": ({"elbo_input": "clean"}, "the ELBO's z inferred from the clean subset view"),
     "vae_only": ({"diffusion_weight": 0.0}, "the cell state alone (no diffusion loss)"),
 }
 SIZE = {"d_model": 64, "n_latents": 16, "seed": 0}
@@ -185,6 +186,8 @@ def main() -> None:
     if results.get("epochs", EPOCHS) != EPOCHS:
         raise SystemExit(f"{OUT} holds runs of {results['epochs']} epochs, not {EPOCHS}; move it away first.")
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "src"], capture_output=True, text=True).stdout.strip()
+    git += "+local changes" if dirty else ""
     results.update(epochs=EPOCHS, git=git, command=" ".join(sys.argv))
     if "baselines" not in results:
         results["baselines"] = baselines()
@@ -197,6 +200,9 @@ def main() -> None:
             steps = args.steps if arm in ("default", "no_z_in_denoiser", "no_cell_state") else [0, 8]
             run = run_pbmc if data == "pbmc" else run_snare
             res = run(ARMS[arm][0], EPOCHS[data], steps)
+            res["git"] = git
+            if OUT.exists():  # another run may have added arms meanwhile
+                results["arms"] = {**json.loads(OUT.read_text())["arms"], **results["arms"]}
             results["arms"].setdefault(arm, {})[data] = res
             results["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
             OUT.write_text(json.dumps(results, indent=1))

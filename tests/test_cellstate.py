@@ -162,3 +162,28 @@ def test_model_without_cell_state_keeps_the_pooled_embedding():
     assert model.get_latent_representation(progress_bar=False).shape == (24, 16)
     with pytest.raises(ValueError, match="no cell state"):
         model.generate(mdata, target="protein", n_steps=0, progress_bar=False)
+
+
+def test_elbo_from_the_clean_subset_view(model):
+    """elbo_input='clean': the ELBO's state reads the clean tokens with only the cross-modal target hidden."""
+    from holocell.nn import add_noise
+    from holocell.nn._diffusion import subset_view
+
+    _, arrays = model._arrays(None)
+    batch = arrays.take(np.arange(arrays.n_cells))
+    module = model.module
+    clean = module.tokenize(batch)
+    exists = {m: module.tokenizer.exists(m) for m in module.modalities}
+    noised = add_noise(clean, exists, p_drop_modality=1.0, generator=torch.Generator().manual_seed(0))
+    view = subset_view(clean, noised, exists)
+    for m in module.modalities:
+        target = noised.cross_target[m]
+        assert view.mask[m][target][:, exists[m]].all()  # the target modality is hidden entirely
+        np.testing.assert_array_equal(view.mask[m][~target].numpy(), clean.mask[m][~target].numpy())  # rest clean
+        assert not view.present[target, ["rna", "atac", "protein"].index(m)].any()
+    module.objective.elbo_input = "clean"
+    try:
+        out = module.loss(batch, generator=torch.Generator().manual_seed(0))
+    finally:
+        module.objective.elbo_input = "noised"
+    assert torch.isfinite(out.loss) and out.per_modality["kl"] > 0

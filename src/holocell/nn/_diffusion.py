@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..tokenize import Tokens
 from ..vocab import MODALITIES
-from ._cellstate import kl_normal
+from ._cellstate import kl_normal, sample_z
 from ._count_decoder import reconstruction_nll
 
 if TYPE_CHECKING:
@@ -64,6 +64,11 @@ class ObjectiveConfig:
         Weight of the KL term inside the ELBO (1 is the ELBO).
     kl_warmup
         The KL weight rises linearly from 0 over this fraction of a training run.
+    elbo_input
+        What the cell state of the ELBO is inferred from: ``"noised"``, the denoiser's own input (slots hidden at
+        rate ``t``), or ``"clean"``, the cell's clean tokens with only the cross-modal target modality hidden
+        (what embedding reads; one more encoder pass when the posterior reads the latents). The denoiser's
+        ``z`` always comes from its own input.
     """
 
     p_drop_modality: float = 0.5
@@ -77,6 +82,7 @@ class ObjectiveConfig:
     elbo_weight: float = 10.0
     kl_weight: float = 1.0
     kl_warmup: float = 0.33
+    elbo_input: str = "noised"
 
     def __post_init__(self) -> None:
         for name in ("p_drop_modality", "p_whole", "p_hide_library"):
@@ -84,6 +90,8 @@ class ObjectiveConfig:
                 raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)!r}.")
         if not 0.0 < self.eps < 1.0:
             raise ValueError(f"eps must be in (0, 1), got {self.eps!r}.")
+        if self.elbo_input not in ("noised", "clean"):
+            raise ValueError(f"elbo_input must be 'noised' or 'clean', got {self.elbo_input!r}.")
         if not 0.0 <= self.kl_warmup <= 1.0:
             raise ValueError(f"kl_warmup is a fraction of the run in [0, 1], got {self.kl_warmup!r}.")
         for name in ("regression_weight", "align_weight", "diffusion_weight", "elbo_weight", "kl_weight"):
@@ -122,6 +130,7 @@ class NoisedTokens:
     tokens: Tokens
     target: dict[str, torch.Tensor]  # modality -> (B, G) bool: hidden and observed -> scored
     weight: dict[str, torch.Tensor]  # modality -> (B,) loss weight of the cell
+    cross_target: dict[str, torch.Tensor] | None = None  # modality -> (B,) bool: the cell's cross-modal target
 
 
 def sample_times(n: int, eps: float, generator: torch.Generator | None, device) -> torch.Tensor:
@@ -198,7 +207,8 @@ def add_noise(
         hide_library = is_target[:, j] | random_library
         noised.library[:, k] = torch.where(hide_library, 0.0, noised.library[:, k])
         noised.present[:, k] &= ~hide_library
-    return NoisedTokens(noised, target, weight)
+    cross_target = {m: is_target[:, j] for j, m in enumerate(modalities)}
+    return NoisedTokens(noised, target, weight, cross_target)
 
 
 def diffusion_loss(
@@ -257,6 +267,17 @@ def alignment_loss(network: HoloCellNetwork, clean: Tokens, modalities: Sequence
     return total
 
 
+def subset_view(clean: Tokens, noised: NoisedTokens, exists: dict[str, torch.Tensor]) -> Tokens:
+    """The clean tokens with each cell's cross-modal target modality hidden (its other slots all visible)."""
+    view = clean.clone()
+    for m, target in (noised.cross_target or {}).items():
+        view.mask[m] = view.mask[m] | (target[:, None] & exists[m][None, :])
+        k = MODALITIES.index(m)
+        view.library[:, k] = torch.where(target, 0.0, view.library[:, k])
+        view.present[:, k] &= ~target
+    return view
+
+
 def only(tokens: Tokens, keep: Sequence[str] | None, modalities: Sequence[str]) -> Tokens:
     """``tokens`` with every one of ``modalities`` not in ``keep`` hidden (``None`` keeps all)."""
     if keep is None:
@@ -310,8 +331,12 @@ def objective(
     out = diffusion_loss(outputs, clean, noised, exists, peak_anchor, config.regression_weight)
     out.loss = config.diffusion_weight * out.loss
     if network.config.cell_state:
-        nll = reconstruction_nll(network.counts, outputs["z"], clean, counts or {}, track=network.training)
-        kl = kl_normal(outputs["qz_mu"], outputs["qz_logvar"])
+        mu, logvar, z = outputs["qz_mu"], outputs["qz_logvar"], outputs["z"]
+        if config.elbo_input == "clean":
+            mu, logvar = network.cell_posterior(subset_view(clean, noised, exists))
+            z = sample_z(mu, logvar) if network.training else mu
+        nll = reconstruction_nll(network.counts, z, clean, counts or {}, track=network.training)
+        kl = kl_normal(mu, logvar)
         n_features = sum(
             (peak_anchor.shape[0] if m == "atac" else counts[m].shape[1]) * clean.present[:, MODALITIES.index(m)]
             for m in exists
