@@ -133,14 +133,12 @@ def totalvi_protein(model, adata: ad.AnnData, cells: Sequence[str], transform_ba
 
 # ------------------------------------------------------------------------------------------ MULTIVI
 def modality_labels(mdata: md.MuData, mods: dict[str, str]) -> np.ndarray:
-    """MULTIVI's main batch per cell: ``paired`` (all of ``mods``), else the one modality it has."""
+    """MULTIVI's main batch per cell: ``paired`` (every one of ``mods``), else the modalities it has
+    (``expression``, ``accessibility``, ``protein``, joined by ``+``)."""
     names = {"rna": "expression", "atac": "accessibility", "protein": "protein"}
-    has = {m: np.asarray(mdata.obsm[key]).astype(bool).ravel() for m, key in mods.items()}
-    out = np.full(mdata.n_obs, "none", dtype=object)
-    for m, h in has.items():
-        out[h] = names[m]
-    out[np.all(np.column_stack(list(has.values())), axis=1)] = "paired"
-    return out.astype(str)
+    has = np.column_stack([np.asarray(mdata.obsm[key]).astype(bool).ravel() for key in mods.values()])
+    labels = ["+".join(names[m] for m, h in zip(mods, row, strict=True) if h) for row in has]
+    return np.where(has.all(axis=1), "paired", np.asarray(labels, dtype=object)).astype(str)
 
 
 def multivi_mudata(mdata: md.MuData, mods: dict[str, str], library_key: str) -> md.MuData:
