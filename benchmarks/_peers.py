@@ -245,7 +245,7 @@ def lsi_embedding(counts, n_comps: int = 50, seed: int = 0) -> np.ndarray:
     x.data[:] = 1.0
     adata = ad.AnnData(x)
     ac.pp.tfidf(adata, scale_factor=1e4)
-    np.random.seed(seed)  # muon's LSI runs scipy's svds, which draws its start vector from numpy's global RNG
+    np.random.seed(seed)  # noqa: NPY002 - muon's LSI runs scipy's svds, which draws its start vector from numpy's global RNG
     ac.tl.lsi(adata, n_comps=min(n_comps + 1, min(adata.shape) - 1))
     return np.asarray(adata.obsm["X_lsi"])[:, 1:]
 
