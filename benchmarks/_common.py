@@ -118,12 +118,16 @@ def machine() -> dict:
 
 
 def git_commit() -> dict:
-    """The commit the scripts ran from, and whether the work tree had uncommitted changes."""
+    """The commit the scripts ran from, and whether the work tree had uncommitted changes (read when the
+    script starts: see ``_START``)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
 
     dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks/*.py"))
     return {"commit": git("rev-parse", "--short=12", "HEAD") or "unknown", "dirty": dirty}
+
+
+_START: dict = {}
 
 
 def command() -> str:
@@ -140,7 +144,7 @@ def provenance(settings: Mapping | None = None, quick: bool | None = None) -> di
     """Date, commit, machine, command and settings of a run: the ``meta`` block of every result file."""
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        **git_commit(),
+        **(_START or git_commit()),
         "command": command(),
         "quick": quick,
         "settings": dict(settings or {}),
@@ -295,3 +299,6 @@ def score_auroc(method: str, truth: np.ndarray, scores: np.ndarray, **extra) -> 
     """A table row: per-peak AUROC (mean / median over peaks with both classes in >= 1% of cells), from
     :func:`holocell.evaluation.auroc_scores`."""
     return {"method": method, **extra, **ev.auroc_scores(truth, np.asarray(scores))}
+
+
+_START.update(git_commit())  # the commit at the start of the run, not at its end
