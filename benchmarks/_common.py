@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import anndata as ad
 import mudata as md
 import numpy as np
 import pandas as pd
@@ -242,24 +241,6 @@ def counts_in(mdata: md.MuData, mod: str, cells: Sequence[str]) -> np.ndarray:
 def has_mod(mdata: md.MuData, mod: str) -> np.ndarray:
     """``(n_obs,)`` bool: the global cell has modality ``mod``."""
     return np.asarray(mdata.obsm[mod]).astype(bool)
-
-
-def padded(mdata: md.MuData, mods: Sequence[str]) -> md.MuData:
-    """Fully paired copy of ``mdata`` for scvi-tools: absent cells become zero rows (MultiVI's
-    convention for a missing modality). Global ``obs`` columns are copied into every modality."""
-    cells = mdata.obs_names
-    out = {}
-    for name in mods:
-        a = mdata[name]
-        x = sp.csr_matrix(a.X, dtype=np.float32)
-        pos = pd.Series(np.arange(a.n_obs), index=a.obs_names).reindex(cells)
-        rows = np.flatnonzero(pos.notna().to_numpy())
-        sel = sp.csr_matrix((np.ones(rows.size), (rows, pos.to_numpy()[rows].astype(int))), shape=(len(cells), a.n_obs))
-        obs = mdata.obs.drop(columns=[c for c in mdata.obs.columns if ":" in c]).copy()
-        out[name] = ad.AnnData(X=sp.csr_matrix(sel @ x), obs=obs, var=a.var.copy())
-    result = md.MuData(out)
-    result.obs = mdata.obs.drop(columns=[c for c in mdata.obs.columns if ":" in c]).copy()
-    return result
 
 
 # ------------------------------------------------------------------------------------------- holocell

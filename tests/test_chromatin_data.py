@@ -1,6 +1,7 @@
 """Real chromatin data: loaders, genome builds, peak parsing, and a tiny model on real SNARE-seq2 cells.
 
-The files come from ``$HOLOCELL_DATA_DIR`` (``tests/conftest.py`` points it at ``../shared/data``).
+The files come from ``$HOLOCELL_DATA_DIR``, which the fixtures here point at ``../shared/data`` for the
+tests of this module only (``tests/conftest.py::shared_data_env``).
 Without them these tests skip with a message, except under ``CI=true``, where they fail.
 """
 
@@ -36,8 +37,14 @@ def _require(name: str) -> None:
     pytest.skip(msg)
 
 
+@pytest.fixture(autouse=True)
+def _data_dir(shared_data_dir):
+    """Every test of this module reads the shared data folder."""
+    return shared_data_dir
+
+
 @pytest.fixture(scope="module")
-def snare() -> md.MuData:
+def snare(shared_data_module) -> md.MuData:
     _require("snareseq2_mop")
     return hc.data.snareseq2_mop(progressbar=False)
 

@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from . import data, evaluation, pl, priors, tl, vocab
+from ._warnings import HoloCellDeprecationWarning, HoloCellWarning
 from .model import HoloCell
 
 try:
@@ -18,4 +19,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0"
 
-__all__ = ["HoloCell", "data", "evaluation", "pl", "priors", "tl", "vocab", "__version__"]
+__all__ = ["HoloCell", "HoloCellDeprecationWarning", "HoloCellWarning", "data", "evaluation", "pl", "priors", "tl", "vocab", "__version__"]

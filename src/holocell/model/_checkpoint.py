@@ -23,6 +23,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .._warnings import HoloCellWarning
+
 if TYPE_CHECKING:
     from ._holocell import HoloCell
 
@@ -183,7 +185,7 @@ def load_model(cls: type[HoloCell], dir_path: Path, mdata: md.MuData | None, dev
         warnings.warn(
             f"{dir_path} records no sha256 of its weights (written by an older holocell); they cannot be "
             "verified. Save the model again to add it.",
-            UserWarning,
+            HoloCellWarning,
             stacklevel=3,
         )
     state = read_weights(dir_path, expected)

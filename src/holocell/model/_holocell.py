@@ -22,6 +22,7 @@ from scvi.data.fields import MuDataCategoricalObsField
 from scvi.model.base import BaseModelClass
 from tqdm.auto import tqdm
 
+from .._warnings import HoloCellWarning
 from ..data._mosaic import MosaicArrays, collect_arrays, make_loader
 from ..data._streaming import BackedMosaicArrays, collect_backed_arrays, is_backed
 from ..nn import HoloCellModule, NetworkConfig
@@ -450,7 +451,7 @@ class HoloCell(PerturbMixin, BaseModelClass):
             if resume and last.exists():
                 ckpt_path = str(last)
             elif resume:
-                warnings.warn(f"No checkpoint at {last}; training starts from scratch.", UserWarning, stacklevel=2)
+                warnings.warn(f"No checkpoint at {last}; training starts from scratch.", HoloCellWarning, stacklevel=2)
         if precision is not None:
             trainer_kwargs["precision"] = precision
         trainer = pl.Trainer(

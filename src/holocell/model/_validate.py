@@ -12,6 +12,7 @@ import pandas as pd
 import scipy.sparse as sp
 from mudata import MuData
 
+from .._warnings import HoloCellWarning
 from ..vocab import MODALITIES, SPECIES, load_gene_table, map_proteins_to_genes, parse_peaks, read_tss_file
 
 _LAYER_SUFFIX = "_layer"
@@ -188,7 +189,7 @@ def _warn_empty_cells(x, name: str) -> None:
             "them as measured with zero counts. If they were not measured, remove them from that modality "
             "(holocell masks absent modalities); otherwise filter them, e.g. with "
             "scanpy.pp.filter_cells(adata, min_counts=1), then mdata.update().",
-            UserWarning,
+            HoloCellWarning,
             stacklevel=3,
         )
 
@@ -234,7 +235,7 @@ def _check_vocabulary(mdata: MuData, modalities: Mapping[str, str], genome) -> N
                     "maps to a gene; each keeps an anchor of its own, so protein shares no token with RNA "
                     "or ATAC. Add a 'gene' column (gene symbols) to its .var to link them; the mapping is "
                     "in model.feature_space.maps['protein'].report.",
-                    UserWarning,
+                    HoloCellWarning,
                     stacklevel=3,
                 )
 
