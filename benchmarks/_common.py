@@ -130,13 +130,18 @@ _START: dict = {}
 
 
 def command() -> str:
-    """How this script was started, relative to the repository root (no machine paths)."""
+    """How this script was started, relative to the repository root; other absolute paths keep their name only."""
     script = Path(sys.argv[0]).resolve()
     try:
         script = script.relative_to(ROOT)
     except ValueError:
         script = Path(script.name)
-    return " ".join(["python", str(script), *sys.argv[1:]]).replace(str(ROOT) + "/", "")
+
+    def clean(arg: str) -> str:
+        arg = arg.replace(str(ROOT) + "/", "")
+        return f"<path>/{Path(arg).name}" if arg.startswith("/") else arg
+
+    return " ".join(["python", str(script), *map(clean, sys.argv[1:])])
 
 
 def provenance(settings: Mapping | None = None, quick: bool | None = None) -> dict:
