@@ -37,41 +37,41 @@ test: $(VENV)/.test-installed
 BENCH_OUT ?= benchmarks/results
 BENCH_DATA = HOLOCELL_DATA_DIR=$${HOLOCELL_DATA_DIR:-$(abspath ..)/shared/data}
 BENCH_JOBS = demo pbmc simulated cost scaling steps grn_pbmc transfer
-BENCH_PY = cd benchmarks && $(BENCH_DATA) ../$(BIN)/python
+BENCH_PY = cd benchmarks && $(BENCH_DATA) $(abspath $(BIN))/python
 
 bench: $(VENV)/.installed
-	for job in $(BENCH_JOBS); do ($(BENCH_PY) $$job.py --out ../$(BENCH_OUT)) || exit 1; done
-	$(BENCH_PY) perturbation.py --out ../$(BENCH_OUT)
-	$(BENCH_PY) priors.py --out ../$(BENCH_OUT)  # cross-species needs --mouse-zarr (scanpy sdist, see DATA.md)
-	$(BENCH_PY) chromatin.py --out ../$(BENCH_OUT)
-	$(BENCH_PY) streaming.py --out ../$(BENCH_OUT)
+	for job in $(BENCH_JOBS); do ($(BENCH_PY) $$job.py --out $(abspath $(BENCH_OUT))) || exit 1; done
+	$(BENCH_PY) perturbation.py --out $(abspath $(BENCH_OUT))
+	$(BENCH_PY) priors.py --out $(abspath $(BENCH_OUT))  # cross-species needs --mouse-zarr (scanpy sdist, see DATA.md)
+	$(BENCH_PY) chromatin.py --out $(abspath $(BENCH_OUT))
+	$(BENCH_PY) streaming.py --out $(abspath $(BENCH_OUT))
 	$(BIN)/python benchmarks/summary.py --results $(BENCH_OUT)
 
 bench-quick: $(VENV)/.installed
-	for job in $(BENCH_JOBS); do ($(BENCH_PY) $$job.py --quick --out ../$(BENCH_OUT)) || exit 1; done
-	$(BENCH_PY) perturbation.py --quick --out ../$(BENCH_OUT)
-	$(BENCH_PY) priors.py --quick --out ../$(BENCH_OUT)
-	$(BENCH_PY) chromatin.py --quick --out ../$(BENCH_OUT)
-	$(BENCH_PY) streaming.py --quick --out ../$(BENCH_OUT)
+	for job in $(BENCH_JOBS); do ($(BENCH_PY) $$job.py --quick --out $(abspath $(BENCH_OUT))) || exit 1; done
+	$(BENCH_PY) perturbation.py --quick --out $(abspath $(BENCH_OUT))
+	$(BENCH_PY) priors.py --quick --out $(abspath $(BENCH_OUT))
+	$(BENCH_PY) chromatin.py --quick --out $(abspath $(BENCH_OUT))
+	$(BENCH_PY) streaming.py --quick --out $(abspath $(BENCH_OUT))
 	$(BIN)/python benchmarks/summary.py --results $(BENCH_OUT)
 
 bench-summary:
 	$(BIN)/python benchmarks/summary.py --results $(BENCH_OUT)
 
 bench-gpu: $(VENV)/.installed  # needs a CUDA device (and a CUDA build of torch)
-	$(BENCH_PY) gpu.py --out ../$(BENCH_OUT) && $(BENCH_PY) sweep.py --configs base:30,base:100 --batch-size 32 --out ../$(BENCH_OUT)
+	$(BENCH_PY) gpu.py --out $(abspath $(BENCH_OUT)) && $(BENCH_PY) sweep.py --configs base:30,base:100 --batch-size 32 --out $(abspath $(BENCH_OUT))
 	$(BIN)/python benchmarks/summary.py --results $(BENCH_OUT)
 
 bench-tools: $(VENV)/.installed
-	$(BENCH_PY) perturbation.py --out ../$(BENCH_OUT)
-	$(BENCH_PY) grn_pbmc.py --out ../$(BENCH_OUT)
+	$(BENCH_PY) perturbation.py --out $(abspath $(BENCH_OUT))
+	$(BENCH_PY) grn_pbmc.py --out $(abspath $(BENCH_OUT))
 
 bench-streaming: $(VENV)/.installed
-	$(BENCH_PY) streaming.py --out ../$(BENCH_OUT)
+	$(BENCH_PY) streaming.py --out $(abspath $(BENCH_OUT))
 
 # ATAC quality on real cells (SNARE-seq2, Granja 2019) beside MULTIVI / PeakVI / WNN; data from ../shared/data
 bench-chromatin: $(VENV)/.installed
-	$(BENCH_PY) chromatin.py --out ../$(BENCH_OUT)
+	$(BENCH_PY) chromatin.py --out $(abspath $(BENCH_OUT))
 
 clean:
 	rm -rf $(VENV) demo_output build .pytest_cache
