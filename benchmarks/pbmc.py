@@ -102,7 +102,7 @@ def main() -> None:
     gen = model_b.generate(split_b[p4].copy(), target="rna", n_steps=8, seed=args.seed, progress_bar=False)
     rows_b = [score_regression("holocell (8 steps)", truth_rna, np.asarray(gen[p4].X))]
     pad_b = multivi_mudata(split_b, {"rna": "rna", "protein": "adt"}, "batch")
-    mvi_b = train_multivi(pad_b, "batch", args.seed, peer_epochs or 500)
+    mvi_b = train_multivi(pad_b, "batch", args.seed, *([peer_epochs] if peer_epochs else []))
     training.append(train_summary(mvi_b, "MULTIVI (protein -> RNA split)"))
     plot_history(mvi_b, args.out / "peers_pbmc_multivi_b.png", "MULTIVI on PBMC (p4 RNA hidden)")
     idx_p4 = np.flatnonzero(np.isin(pad_b.obs_names, p4))
@@ -119,7 +119,7 @@ def main() -> None:
     transfer = {"prot_to_rna": (prot_only, rna_only), "rna_to_prot": (rna_only, prot_only)}
     z_hc = model_a.get_latent_representation(progress_bar=False)
     pad_a = multivi_mudata(split_a, {"rna": "rna", "protein": "adt"}, "batch")
-    mvi_a = train_multivi(pad_a, "batch", args.seed, peer_epochs or 500)
+    mvi_a = train_multivi(pad_a, "batch", args.seed, *([peer_epochs] if peer_epochs else []))
     training.append(train_summary(mvi_a, "MULTIVI (integration split)"))
     plot_history(mvi_a, args.out / "peers_pbmc_multivi.png", "MULTIVI on PBMC (p4 protein hidden)")
     z_mvi = mvi_a.get_latent_representation()[pad_a.obs_names.get_indexer(split_a.obs_names)]
