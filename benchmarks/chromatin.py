@@ -39,6 +39,7 @@ from _common import ROOT, parser, quiet, score_auroc, score_regression, write_re
 from _peers import (
     MULTIVI_MIN_CELLS,
     PEAKVI_MIN_CELLS,
+    below_baseline_notes,
     lsi_embedding,
     multivi_mudata,
     pca_embedding,
@@ -379,6 +380,17 @@ def write(results: dict, out: Path) -> None:
         "MULTIVI's documentation uses paired cells as the anchor between modalities, so it is run outside its "
         "intended setting there (as is every method; the task measures what each does without a bridge)."
         + (f"\n\nErrors: `{results['errors']}`" if results.get("errors") else "")
+        + "\n\nWhere a deep peer is below a plain baseline on the same cells (evidence: its training record):\n\n"
+        + ("\n".join(filter(None, [
+            below_baseline_notes(results.get("task2_embedding", []), ["MULTIVI"],
+                                 ["PCA + LSI concatenated", "PCA(50) of RNA", "LSI of ATAC"], ["nmi", "ari", "asw_label"],
+                                 [t for t in results["peer_training"] if t["task"] == "paired"], "SNARE-seq2 embedding"),
+            below_baseline_notes(results.get("task1_rna_to_atac", []), ["MULTIVI"],
+                                 ["kNN(15) on PCA of RNA", "ridge on PCA of RNA"], ["auroc_mean"],
+                                 [t for t in results["peer_training"] if t["task"] == "paired"], "RNA -> ATAC"),
+            below_baseline_notes(results.get("task4_granja", []), ["PeakVI"], ["LSI of ATAC"], ["nmi", "ari", "asw_label"],
+                                 [t for t in results["peer_training"] if t["task"] == "granja"], "Granja 2019"),
+        ])) or "none.")
     )
     write_results(out, results["name"], "ATAC quality on real cells (SNARE-seq2 mouse MOp, Granja 2019 human "
                   "bone marrow)", results, sections, notes, settings=results["settings"])

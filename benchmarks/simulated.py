@@ -26,6 +26,7 @@ from _common import (
     write_results,
 )
 from _peers import (
+    below_baseline_notes,
     lsi_embedding,
     multivi_mudata,
     pca_embedding,
@@ -140,6 +141,11 @@ def main() -> None:
         "(and its holocell row) covers batch0 only and has no batch metrics. MULTIVI training (curve: "
         "`peers_simulated_multivi.png`):\n\n"
         + ev.format_table(training, ["model", "epochs", "max_epochs", "best_epoch", "best_validation_elbo"])
+        + "\n\n" + (below_baseline_notes(rows_atac, ["MULTIVI"], ["kNN(15) on RNA PCA(50)", "ridge on RNA PCA(50)"],
+                                         ["auroc_mean"], training, "RNA -> ATAC")
+                     + "\n" + below_baseline_notes(rows_rna, ["MULTIVI"], ["kNN(15) on ATAC PCA(50)",
+                                                   "ridge on ATAC PCA(50)"], ["pearson_mean"], training,
+                                                   "ATAC -> RNA")).strip()
     )
     sections = [
         ("RNA -> ATAC (per-peak AUROC)", rows_atac, ["method", "auroc_mean", "auroc_median", "features_scored"]),
