@@ -175,7 +175,7 @@ def model_card(results: dict[str, dict], record_path: Path = CHECKPOINT_RECORD) 
         f"| network | `{json.dumps(kwargs)}`" + (f", {params:,} parameters" if params else "") + " |",
         f"| anchors | {rec.get('n_anchors', 0):,} |",
         f"| training | {rec.get('epochs_run')} epochs of at most {rec.get('max_epochs')} (cap {rec.get('max_minutes')} "
-        f"min), batch {rec.get('batch_size')}, lr {rec.get('lr')}, {rec.get('train_seconds')} s on {rec.get('device')}; "
+        f"min), batch {rec.get('batch_size')}, lr {rec.get('lr')}, {rec.get('train_seconds')} s; "
         f"final validation loss {_fmt(rec.get('final_validation_loss'))} |",
         f"| command | `{rec.get('command', 'python scripts/train_pretrained.py')}` |",
         f"| sha256 | `{rec.get('sha256')}` |",
