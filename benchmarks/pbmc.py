@@ -177,7 +177,8 @@ def main() -> None:
            + "\n" + below_baseline_notes(rows_b, ["MULTIVI"], [r["method"] for r in rows_b[2:]], ["pearson_mean"],
                                          [{**t, "model": "MULTIVI"} for t in training if "protein -> RNA" in t["model"]],
                                          "protein -> RNA")).strip()
-        + "\n\nThe bundled PBMC data has 500 genes (no HVG step applies) and 224 antibodies."
+        + "\n\nThe bundled PBMC data has 500 genes (no HVG step applies) and 224 antibodies. No WNN row: WNN needs "
+        "both modalities in every cell it embeds, and in this split only p3_0 (one batch) has both."
     )
     sections = [
         ("1a. RNA -> protein, p4_0 (CLR, per protein)", rows_a, reg_cols),
