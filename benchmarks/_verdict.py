@@ -6,7 +6,9 @@ Every script puts its comparisons through :func:`verdicts`; ``summary.py`` only 
   embedded or predicted); holocell is compared only with rows on the same cells, so that an RNA-only
   peer (SCVI, PCA) is compared with holocell on the RNA cells, not on all cells.
 - holocell rows are those whose ``method`` starts with ``holocell``; every other row is a peer,
-  deep models and baselines alike (PCA, LSI, kNN, ridge, the mean predictor).
+  deep models and baselines alike (PCA, LSI, kNN, ridge, the mean predictor). When a table has several
+  holocell rows on the same cells (e.g. zero-shot and fine-tuned), the first is compared: scripts list
+  holocell's primary setting first, so that no verdict picks the best of holocell's variants.
 - ratio = holocell / best peer for a higher-is-better metric, best peer / holocell for a
   lower-is-better one (RMSE), so > 1 always favours holocell.
 - verdict: ``better`` (ratio >= 1.1), ``level`` (0.9 <= ratio < 1.1) or ``worse`` (ratio < 0.9);
