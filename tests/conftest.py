@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import os
 import threading
@@ -75,7 +76,12 @@ def simulated():
 
 
 class _CountingHandler(http.server.SimpleHTTPRequestHandler):
-    """Static file handler that records every requested path."""
+    """Static file handler that records every requested path.
+
+    Two marker files change how ``<name>`` is served: ``<name>.redirect`` (its text is the target)
+    answers with a 302 redirect there; ``<name>.stream`` serves ``<name>`` without a Content-Length
+    (the body ends when the connection closes), as a streaming server would.
+    """
 
     def __init__(self, *args, requests: list[str], **kwargs) -> None:
         self._requests = requests
@@ -83,7 +89,21 @@ class _CountingHandler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._requests.append(self.path)
-        super().do_GET()
+        local = Path(self.translate_path(self.path))
+        redirect, stream = local.with_name(local.name + ".redirect"), local.with_name(local.name + ".stream")
+        if redirect.is_file():
+            self.send_response(302)
+            self.send_header("Location", redirect.read_text().strip())
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif stream.is_file() and local.is_file():
+            self.close_connection = True
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            self.wfile.write(local.read_bytes())
+        else:
+            super().do_GET()
 
     def log_message(self, *args) -> None:  # keep pytest output clean
         pass
@@ -101,3 +121,25 @@ def server(tmp_path):
     yield f"http://127.0.0.1:{httpd.server_address[1]}/", root, requests
     httpd.shutdown()
     httpd.server_close()
+
+
+def tree_snapshot(root: Path) -> dict[str, str]:
+    """Every entry under ``root`` (relative path -> sha256 of a file, ``dir``, or ``link -> target``)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                out[rel] = f"link -> {os.readlink(path)}"
+            elif path.is_dir():
+                out[rel] = "dir"
+            else:
+                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def snapshot():
+    """``snapshot(path)``: the file tree under ``path`` with the sha256 of every file (compare before/after)."""
+    return tree_snapshot

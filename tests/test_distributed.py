@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 import holocell as hc
 
+hc.settings.lightning_log_level = "info"  # Lightning's start-up lines (the test reads the backend from them)
 out = sys.argv[1]
 mdata = hc.data.simulate_multiome(64, n_genes=20, n_tfs=4, n_proteins=5, n_distal_peaks=3, peaks_per_gene=2,
                                   missing={{"protein": ["batch1"]}}, seed=0)[0]

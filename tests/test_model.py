@@ -105,6 +105,7 @@ def test_tl_functions(trained_pbmc):
     work = mdata.copy()
     assert hc.tl.embed(work, model) is None
     assert work.obsm["X_holocell"].shape[0] == work.n_obs
+    assert work.uns["X_holocell"]["params"]["modality"] == "all"
     copy = hc.tl.generate(work, model, target="protein", n_steps=2, copy=True)
     assert "adt_generated" in copy.mod and "adt_generated" not in work.mod
 

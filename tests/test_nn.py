@@ -8,9 +8,8 @@ import torch
 
 from holocell import HoloCell
 from holocell.data import simulate_multiome
-from holocell.nn import HoloCellModule
+from holocell.nn import HoloCellModule, sample
 from holocell.nn._diffusion import add_noise, sample_times
-from holocell.nn._sampler import generate_modality
 from holocell.vocab import MODALITIES
 
 MODS = {"rna": "rna", "atac": "atac", "protein": "protein"}
@@ -183,19 +182,20 @@ def _sentinel_tokens(module, batch, target):
 @pytest.mark.parametrize("n_steps", [1, 8, 50])  # 50 > number of protein slots
 def test_generate_slot_modality(module, batch, target, n_steps):
     tokens = _sentinel_tokens(module, batch, target)
-    gen = generate_modality(module.network, tokens, target, n_steps=n_steps)
+    res = sample(module.network, tokens, [target], n_steps=n_steps)
+    bins, values = res.tokens.bins[target], res.values[target]
     B, G = batch["present"].shape[0], module.network.config.n_anchors
-    assert gen.bins.shape == (B, G) and gen.values.shape == (B, G)
+    assert bins.shape == (B, G) and values.shape == (B, G)
     exists = module.tokenizer.exists(target)
-    slot_bins = gen.bins[:, exists]
+    slot_bins = bins[:, exists]
     assert (slot_bins >= 0).all() and (slot_bins < module.network.config.n_bins).all(), (
         "slot left uncommitted"
     )
-    assert torch.isfinite(gen.values).all()
-    assert (gen.values[:, exists] != 0).all()
-    assert (gen.values[:, ~exists] == 0).all()
+    assert torch.isfinite(values).all()
+    assert (values[:, exists] != 0).all()
+    assert (values[:, ~exists] == 0).all()
     n_features = batch[target].shape[1]
-    assert module.to_features(target, gen.bins).shape == (B, n_features)
+    assert module.to_features(target, bins).shape == (B, n_features)
     # the input tokens are left as they were
     assert (tokens.bins[target] == -1).all()
 
@@ -266,8 +266,8 @@ def test_absent_rows_are_never_read(module, batch):
 
 
 def test_alignment_term(module, batch):
-    before = module.align_weight
-    module.align_weight = 1.0
+    before = module.objective.align_weight
+    module.objective.align_weight = 1.0
     try:
         out = module.loss(batch, generator=torch.Generator().manual_seed(0))
         assert "align" in out.per_modality
@@ -275,5 +275,5 @@ def test_alignment_term(module, batch):
         out.loss.backward()  # the alignment term is differentiable through the encoder
         assert module.network.read_in.attn.q.weight.grad is not None
     finally:
-        module.align_weight = before
+        module.objective.align_weight = before
         module.zero_grad()

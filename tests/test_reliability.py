@@ -167,7 +167,9 @@ def test_resume_after_kill(tmp_path):
     resumed = torch.load(last, weights_only=True)
     steps_per_epoch = saved["global_step"] // (saved["epoch"] + 1)
     assert resumed["global_step"] == saved["global_step"] + 2 * steps_per_epoch
-    assert "holocell_ema" in resumed
+    # the weight average is checkpointed too (Lightning's WeightAveraging: the average as "state_dict",
+    # the live weights beside it)
+    assert "current_model_state" in resumed and "averaging_state" in resumed
     assert np.isfinite(model.get_latent_representation()).all()
 
 
@@ -297,7 +299,7 @@ def test_newer_format_version_is_refused(saved):
 def test_other_vocabulary_is_refused(saved, tmp_path):
     # config of a model with a different vocabulary (fewer RNA genes) next to these weights
     other = _sim()
-    other.mod["rna"] = other["rna"][:, 5:].copy()
+    other.mod["rna"] = other["rna"][:, :-5].copy()  # keeps SIM1, SIM2: names of known genes
     other.update()
     other_model = hc.HoloCell(_setup(other), **TINY)
     other_model.save(tmp_path / "other")
@@ -368,12 +370,113 @@ def test_safetensors_whose_header_starts_like_a_pickle_loads(tmp_path):
     assert torch.equal(state["w"], torch.arange(4.0))
 
 
-@pytest.mark.parametrize("preset", [None, "0"])
-def test_import_turns_on_huge_pages_unless_the_user_chose(preset):
-    """``import holocell`` sets PyTorch's THP_MEM_ALLOC_ENABLE=1 (CPU speed) but keeps a user's own value."""
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    if preset is not None:
-        env["THP_MEM_ALLOC_ENABLE"] = preset
-    code = "import os, holocell; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == (preset or "1")
+# ----------------------------------------------------------------------------- issue 20: every value checked
+def _rna_only(x, names=None):
+    """A MuData with one RNA modality holding ``x`` (gene names known to the vocabulary by default)."""
+    import anndata as ad
+    import mudata as md
+
+    genes = names if names is not None else _sim()["rna"].var_names[:2].tolist() + ["CD4", "CD8A", "MS4A1"]
+    obs = pd.DataFrame(index=[f"c{i}" for i in range(x.shape[0])])
+    return md.MuData({"rna": ad.AnnData(x, obs=obs, var=pd.DataFrame(index=genes[: x.shape[1]]))})
+
+
+@pytest.mark.parametrize(("bad", "words"), [(np.nan, "NaN or Inf"), (np.inf, "NaN or Inf"), (-1.0, "negative"),
+                                            (100_000.4, "non-integer"), (7.5, "non-integer")])  # fmt: skip
+@pytest.mark.parametrize("kind", ["dense", "csr", "backed"])
+def test_every_value_is_checked(tmp_path, bad, words, kind):
+    """A bad value after the first 1.2 million stored values (and after the first 10,000 rows)."""
+    import mudata as md
+
+    x = np.ones((250_000, 5), dtype=np.float64)  # 1.25 M values, all counts but the last
+    x[-1, -1] = bad
+    x[-1, 0] = 100_000  # a large count next to it: the tolerance is absolute, not relative
+    mdata = _rna_only(sp.csr_matrix(x) if kind != "dense" else x)
+    if kind == "backed":
+        mdata.write(tmp_path / "d.h5mu")
+        mdata = md.read_h5mu(tmp_path / "d.h5mu", backed=True)
+    with pytest.raises(ValueError, match=words) as err:
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna"})
+    assert "rna_layer='counts'" in str(err.value)
+
+
+def test_check_is_exact_to_an_absolute_tolerance_with_flat_memory():
+    import tracemalloc
+
+    from holocell.model._counts import CHUNK_VALUES, check_counts
+
+    x = np.full((2000, 4000), 3.0)  # 64 MB
+    x[0, 0] = 100_000.0 + 5e-7  # float noise within 1e-6 of an integer: a count
+    check_counts(x, "rna", "rna")
+    x[-1, -1] = 100_000.4
+    tracemalloc.start()
+    with pytest.raises(ValueError, match=r"non-integer values \(e\.g\. 100000\.4\)"):
+        check_counts(x, "rna", "rna")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 3 * CHUNK_VALUES * x.itemsize < x.nbytes / 5  # a few chunks, not a copy of the matrix
+
+
+# ----------------------------------------------------------------------------- issue 20: vocabulary matching
+def test_low_and_zero_gene_matching(tmp_path):
+    counts = sp.csr_matrix(np.ones((30, 10), dtype=np.float32))
+    names = ["CD4", "CD8A", "MS4A1"] + [f"ENSG_OTHER_RELEASE_{i}" for i in range(7)]
+    with pytest.warns(UserWarning, match=r"Only 3 of 10 RNA features .* \(30%\)") as rec:
+        hc.HoloCell.setup_mudata(_rna_only(counts, names), modalities={"rna": "rna"})
+    text = str([w.message for w in rec])
+    assert "species" in text and "Ensembl" in text and "annotation release" in text
+    unmatched = _rna_only(counts, [f"{i}" for i in range(10)])  # integer indices as names
+    with pytest.raises(ValueError, match="None of the 10 RNA features") as err:
+        hc.HoloCell.setup_mudata(unmatched, modalities={"rna": "rna"})
+    assert "allow_unmatched_genes=True" in str(err.value)
+    with pytest.warns(UserWarning, match="dataset-only anchor"):
+        hc.HoloCell.setup_mudata(unmatched, modalities={"rna": "rna"}, allow_unmatched_genes=True)
+    model = hc.HoloCell(unmatched, **TINY)
+    model.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["setup_args"]["allow_unmatched_genes"]
+    loaded = hc.HoloCell.load(tmp_path / "m", _rna_only(counts, [f"{i}" for i in range(10)]))
+    assert loaded.adata_manager.registry["setup_args"]["allow_unmatched_genes"] is True
+
+
+def test_atac_half_counts_are_accepted_rna_and_protein_still_need_counts():
+    mdata = _sim()
+    mdata.mod["atac"].X = mdata["atac"].X * 0.5  # half-counts, as in some public multiome releases
+    mdata.update()
+    with pytest.warns(UserWarning, match=r"'atac' \(ATAC\) has \d+ non-integer values .* binary accessibility"):
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "atac": "atac"}, genome=_table(mdata))
+    for m in ("rna", "protein"):
+        other = _sim()
+        other.mod[m].X = other[m].X * 0.5
+        with pytest.raises(ValueError, match=f"'{m}' has non-integer values") as err:
+            hc.HoloCell.setup_mudata(other, modalities={m: m})
+        assert f"{m}_layer='counts'" in str(err.value)
+
+
+def _table(mdata):
+    var = mdata["rna"].var
+    return var.assign(gene_name=var.index)[["gene_name", "chrom", "tss", "strand"]].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- issue 20: backed reads close
+def test_backed_reads_close_their_file(trained, tmp_path):
+    import h5py
+    import mudata as md
+
+    mdata, model = trained
+    path = tmp_path / "data.h5mu"
+    mdata.write(path)
+
+    def assert_closed():
+        assert h5py.h5f.get_obj_count(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE) == 0  # no HDF5 file open here
+        psutil = pytest.importorskip("psutil")
+        assert str(path) not in [f.path for f in psutil.Process().open_files()]
+        mdata.write(path)  # the user can rewrite the file straight away
+
+    assert model.get_latent_representation(path).shape == (mdata.n_obs, TINY["d_model"])
+    assert_closed()
+    assert model.generate(path, target="protein", n_steps=1).shape[0] == mdata.n_obs
+    assert_closed()
+    with pytest.raises(ValueError, match="Unknown modality"):
+        model.get_latent_representation(path, modality="bogus")
+    assert_closed()
+    assert md.read_h5mu(path).n_obs == mdata.n_obs

@@ -1,5 +1,9 @@
-"""The fast paths give what the plain computation gives: the generation cache (only the committed tokens
-refreshed), the constant-token tables of the encoder, and per-cell decoding of a subset of anchors."""
+"""The fast paths give what a plain computation gives.
+
+holocell has one encoder path (constant-token tables, :meth:`HoloCellNetwork.encoder_inputs`) and one
+sampler (cached, with a keep mask, :func:`holocell.nn.sample`). The plain reference implementations live
+here only: every token computed in full, and a sampler that re-runs the whole network every step.
+"""
 
 import numpy as np
 import pytest
@@ -7,8 +11,9 @@ import torch
 
 from holocell.data import simulate_multiome
 from holocell.model import HoloCell
-from holocell.nn import generate_modality
+from holocell.nn import sample
 from holocell.nn._diffusion import add_noise
+from holocell.vocab import MODALITIES
 
 
 def _module_and_batch(read_in_tokens: str):
@@ -34,33 +39,136 @@ def values_module_and_batch():
     return _module_and_batch("values")
 
 
+# ----------------------------------------------------------------------------- plain reference implementations
+def plain_token_embeddings(network, tokens):
+    """``(B, G, d)``: every token computed in full, as the sum its docstring describes."""
+    B, G = tokens.present.shape[0], network.config.n_anchors
+    x = network.anchor_embedding().expand(B, G, -1)
+    for m, slot in network.slots.items():
+        exists = network.exists(m)[None, :]
+        ids = slot.ids(tokens.bins[m], tokens.mask[m], exists)
+        values = slot.scaled_values(tokens.values[m], tokens.mask[m], exists)
+        x = x + slot.table()[ids] + values.unsqueeze(-1) * (slot.value + slot.anchor_value)
+    if "atac" in network.modalities:
+        K = network.config.n_buckets
+        per_bucket = torch.zeros(B, G, K)
+        for p, (a, k) in enumerate(zip(network.peak_anchor.tolist(), network.peak_bucket.tolist(), strict=True)):
+            per_bucket[:, a, k] += tokens.peaks[:, p]
+        pooled = torch.log1p(per_bucket) @ network.peak_position
+        hidden = tokens.mask["atac"].unsqueeze(-1)
+        x = x + torch.where(hidden, network.atac_mask, pooled) * network.exists("atac")[None, :, None]
+    return x
+
+
+def plain_encoder_inputs(network, tokens):
+    token_emb = plain_token_embeddings(network, tokens)
+    return token_emb, network.read_in.project_context(torch.cat([network.context_tokens(tokens), token_emb], dim=1))
+
+
+@torch.no_grad()
+def plain_sample(network, tokens, targets, keep=None, n_steps=4):
+    """The sampler without a cache: the whole network, every anchor decoded, each step (low confidence, argmax)."""
+    keep = keep or {}
+    state = tokens.clone()
+    free, values = {}, {}
+    for m in targets:
+        k = MODALITIES.index(m)
+        state.present[:, k] = False
+        state.library[:, k] = 0.0
+        exists = network.exists(m)
+        kept = keep.get(m, torch.zeros_like(exists)) & exists
+        state.mask[m] = state.mask[m] & ~kept[None, :] | (exists & ~kept)[None, :]
+        free[m] = (exists & ~kept).nonzero().squeeze(1)
+        if m == "atac":
+            state.peaks = torch.where(kept[network.peak_anchor][None, :], state.peaks, 0.0)
+            values[m] = state.peaks.clone()
+        else:
+            values[m] = torch.where(kept[None, :], state.values[m], 0.0)
+    for step in range(1, n_steps + 1):
+        emb, kv = plain_encoder_inputs(network, state)
+        out = network.decode(state, network.encode(state, context_kv=kv), emb, targets)
+        for m in targets:
+            idx = free[m]
+            masked = state.mask[m][:, idx]
+            n_commit = int(masked[0].sum()) - int(round(len(idx) * (1 - step / n_steps)))
+            if n_commit <= 0:
+                continue
+            if m == "atac":
+                p = torch.sigmoid(out["atac_logits"])
+                conf = torch.maximum(p, 1 - p)
+                G = network.config.n_anchors
+                total = conf.new_zeros(conf.shape[0], G).index_add_(1, network.peak_anchor, conf)
+                count = conf.new_zeros(G).index_add_(0, network.peak_anchor, torch.ones_like(conf[0]))
+                confidence = (total / count.clamp(min=1))[:, idx]
+            else:
+                logits = out[f"{m}_logits"][:, idx]
+                confidence = torch.softmax(logits, dim=-1).max(-1).values
+            chosen = torch.zeros_like(masked)
+            chosen.scatter_(1, confidence.masked_fill(~masked, -1.0).topk(n_commit, dim=1).indices, True)
+            chosen &= masked
+            if m == "atac":
+                peaks = torch.zeros_like(state.mask[m])
+                peaks[:, idx] = chosen
+                peaks = peaks[:, network.peak_anchor]
+                state.peaks = torch.where(peaks, (p > 0.5).float(), state.peaks)
+                values[m] = torch.where(peaks, p, values[m])
+            else:
+                state.bins[m][:, idx] = torch.where(chosen, logits.argmax(-1), state.bins[m][:, idx])
+                value = out[f"{m}_value"][:, idx]
+                state.values[m][:, idx] = torch.where(chosen, value, state.values[m][:, idx])
+                values[m][:, idx] = torch.where(chosen, value, values[m][:, idx])
+            state.mask[m][:, idx] = masked & ~chosen
+    return state, values
+
+
+# ----------------------------------------------------------------------------- the sampler
 @pytest.mark.parametrize("read_in", ["all", "values"])
 @pytest.mark.parametrize("target", ["rna", "protein", "atac"])
-def test_cached_generation_equals_full_recompute(module_and_batch, values_module_and_batch, target, read_in):
+def test_cached_sampler_equals_plain_reference(module_and_batch, values_module_and_batch, target, read_in):
     module, batch = module_and_batch if read_in == "all" else values_module_and_batch
     tokens = module.tokenize(batch)
-    with torch.no_grad():
-        fast = generate_modality(module.network, tokens, target, n_steps=4, cache=True)
-        slow = generate_modality(module.network, tokens, target, n_steps=4, cache=False)
-    torch.testing.assert_close(fast.values, slow.values, rtol=1e-4, atol=1e-5)
-    if target != "atac":
-        assert torch.equal(fast.bins, slow.bins)
+    fast = sample(module.network, tokens.hide(target), [target], n_steps=4)
+    state, values = plain_sample(module.network, tokens.hide(target), [target], n_steps=4)
+    torch.testing.assert_close(fast.values[target], values[target], rtol=1e-4, atol=1e-5)
+    if target == "atac":
+        assert torch.equal(fast.tokens.peaks, state.peaks)
+    else:
+        exists = module.network.exists(target)
+        assert torch.equal(fast.tokens.bins[target][:, exists], state.bins[target][:, exists])
 
 
-def _plain_encoder_inputs(network, tokens):
-    token_emb = network.embed_tokens(tokens)
-    return token_emb, network.context_kv(tokens, token_emb)
-
-
-@pytest.mark.parametrize("keep", [None, ["rna"], ["atac"], ["protein", "atac"]])
-def test_constant_token_tables_equal_plain_embedding(module_and_batch, keep):
+def test_joint_targets_with_a_keep_mask_equal_plain_reference(module_and_batch):
+    """Perturbation's use: RNA and protein regenerated together, some anchors clamped to their values."""
     module, batch = module_and_batch
+    network = module.network
+    tokens = module.tokenize(batch)
+    keep = {"rna": torch.zeros_like(network.exists("rna"))}
+    keep["rna"][network.exists("rna").nonzero().squeeze(1)[:3]] = True
+    fast = sample(network, tokens, ["rna", "protein"], keep, n_steps=3)
+    state, values = plain_sample(network, tokens, ["rna", "protein"], keep, n_steps=3)
+    for m in ("rna", "protein"):
+        exists = network.exists(m)
+        assert torch.equal(fast.tokens.bins[m][:, exists], state.bins[m][:, exists])
+        torch.testing.assert_close(fast.values[m], values[m], rtol=1e-4, atol=1e-5)
+        assert not fast.tokens.mask[m][:, exists].any()  # every slot committed (or kept)
+    # the kept anchors stay exactly as given, and the caller's tokens are untouched
+    kept = keep["rna"]
+    assert torch.equal(fast.values["rna"][:, kept], tokens.values["rna"][:, kept])
+    assert torch.equal(fast.tokens.bins["rna"][:, kept], tokens.bins["rna"][:, kept])
+    assert torch.equal(module.tokenize(batch).bins["rna"], tokens.bins["rna"])
+
+
+# ----------------------------------------------------------------------------- the encoder
+@pytest.mark.parametrize("n_cells", [30, 5])  # 5 < the number of constant states: every token in full
+@pytest.mark.parametrize("keep", [None, ["rna"], ["atac"], ["protein", "atac"]])
+def test_constant_token_tables_equal_plain_embedding(module_and_batch, keep, n_cells):
+    module, batch = module_and_batch
+    batch = {k: v[:n_cells] for k, v in batch.items()}
     tokens = module.restrict(module.tokenize(batch), keep)
     network = module.network
-    assert tokens.present.shape[0] >= 18  # enough cells for the table path (3 x 3 x 2 states)
     with torch.no_grad():
         emb, kv = network.encoder_inputs(tokens)
-        plain_emb, plain_kv = _plain_encoder_inputs(network, tokens)
+        plain_emb, plain_kv = plain_encoder_inputs(network, tokens)
         no_emb, kv_only = network.encoder_inputs(tokens, with_embeddings=False)
     torch.testing.assert_close(emb, plain_emb, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(kv, plain_kv, rtol=1e-5, atol=1e-6)
@@ -72,6 +180,7 @@ def test_constant_token_tables_give_the_plain_gradients(module_and_batch):
     """Training uses the tables too: on noised tokens (random [MASK]s) loss and gradients match."""
     module, batch = module_and_batch
     network = module.network
+    assert batch["present"].shape[0] >= 18  # enough cells for the table path (3 x 3 x 2 states)
     clean = module.tokenize(batch)
     exists = {m: module.tokenizer.exists(m) for m in module.modalities}
     noised = add_noise(clean, exists, generator=torch.Generator().manual_seed(0)).tokens
@@ -86,7 +195,7 @@ def test_constant_token_tables_give_the_plain_gradients(module_and_batch):
         return loss.detach(), {n: p.grad.clone() for n, p in network.named_parameters() if p.grad is not None}
 
     loss_fast, g_fast = grads(network.encoder_inputs)
-    loss_plain, g_plain = grads(lambda t: _plain_encoder_inputs(network, t))
+    loss_plain, g_plain = grads(lambda t: plain_encoder_inputs(network, t))
     network.zero_grad()
     torch.testing.assert_close(loss_fast, loss_plain, rtol=1e-5, atol=1e-6)
     assert g_fast.keys() == g_plain.keys()
@@ -107,7 +216,8 @@ def test_per_cell_anchor_decoding_equals_shared_anchors(module_and_batch):
         latents = network.encode(tokens, context_kv=kv)
         shared = network.decode(tokens, latents, emb, ["rna"])  # every anchor
         own = network.decode(tokens, latents, emb, ["rna"], per_cell)
-        sub = network.embed_tokens(tokens, per_cell)
+        cells = torch.arange(B).repeat_interleave(per_cell.shape[1])
+        sub = network.embed_at(tokens, cells, per_cell.reshape(-1)).view(B, per_cell.shape[1], -1)
     expected = shared["rna_logits"].gather(1, per_cell.unsqueeze(-1).expand(-1, -1, shared["rna_logits"].shape[-1]))
     torch.testing.assert_close(own["rna_logits"], expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(own["rna_value"], shared["rna_value"].gather(1, per_cell), rtol=1e-5, atol=1e-5)

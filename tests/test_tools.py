@@ -99,14 +99,17 @@ def test_perturb_results_save_to_h5mu(sim_model, tmp_path):
 
 def test_grn_ranked_table(sim_model):
     mdata, truth, model = sim_model
+    mdata = mdata.copy()
     tfs = ["SIM1", "SIM2"]
-    edges = hc.tl.grn(model, tfs=tfs, method="both", n_cells=60, n_steps=2, progress_bar=False)
+    assert hc.tl.grn(mdata, model, tfs=tfs, method="both", n_cells=60, n_steps=2, progress_bar=False) is None
+    edges = mdata.uns["holocell_grn"]
     assert list(edges.columns) == ["tf", "target", "similarity", "knockout_effect", "score", "rank"]
     assert len(edges) == len(tfs) * (len(truth.genes) - 1)
     assert (edges["rank"].to_numpy() == np.arange(1, len(edges) + 1)).all()
     assert edges["score"].is_monotonic_decreasing
     assert edges[["similarity", "knockout_effect"]].notna().all().all()
-    default = hc.tl.grn(model, method="embedding")
+    hc.tl.grn(mdata, model, method="embedding", key_added="grn_default")
+    default = mdata.uns["grn_default"]
     assert set(default["tf"]) == set(truth.genes[:8])  # the simulator's is_tf genes
     ax = hc.pl.grn_scores(edges, "SIM1", n_top=4)
     assert len(ax.patches) == 4
@@ -130,20 +133,24 @@ def test_annotate_beats_chance(sim_model):
 def test_fate_shift_ranked_table(sim_model):
     mdata, _, model = sim_model
     mdata = mdata.copy()
-    table = hc.tl.fate_shift(
-        mdata, model, "cell_type", "type0", "type1", genes=["SIM1", "SIM2", "SIM3"], n_cells=30, n_steps=2
-    )
+    out = hc.tl.fate_shift(
+        mdata, model, groupby="cell_type", source="type0", target="type1", genes=["SIM1", "SIM2", "SIM3"],
+        n_cells=30, n_steps=2,
+    )  # fmt: skip
+    assert out is None
+    table = mdata.uns["holocell_fate_shift"]["ranking"]
     assert list(table.columns) == ["gene", "score", "cosine", "distance_before", "distance_after", "rank"]
     assert sorted(table["gene"]) == ["SIM1", "SIM2", "SIM3"]
     assert table["score"].is_monotonic_decreasing
     assert np.isfinite(table[["score", "cosine"]].to_numpy()).all()
-    assert isinstance(mdata.uns["holocell_fate_shift"]["ranking"], pd.DataFrame)
+    assert isinstance(table, pd.DataFrame)
+    assert mdata.uns["holocell_fate_shift"]["params"]["source"] == "type0"
     with pytest.raises(ValueError, match="source"):
-        hc.tl.fate_shift(mdata, model, "cell_type", "nope", "type1", genes=["SIM1"])
+        hc.tl.fate_shift(mdata, model, groupby="cell_type", source="nope", target="type1", genes=["SIM1"])
 
 
 def test_grn_default_regulators_come_from_the_shipped_grn():
-    from holocell.tools._grn import default_tfs
+    from holocell.tl._grn import default_tfs
 
     genes = pd.Index(["Gata1", "Actb", "Spi1", "Xyz"])
     anchors = ["GATA1", "ACTB", "SPI1", "mouse:Xyz"]
@@ -153,3 +160,39 @@ def test_grn_default_regulators_come_from_the_shipped_grn():
     assert default_tfs(genes, anchors, flagged) == ["Actb"]
     # nothing known: every gene
     assert default_tfs(pd.Index(["a"]), ["mouse:a"], pd.DataFrame(index=["a"])) == ["a"]
+
+
+# ----------------------------------------------------------------------------- one tl signature, old calls kept
+def test_tl_copy_leaves_the_input_alone(sim_model):
+    mdata, _, model = sim_model
+    work = mdata.copy()
+    out = hc.tl.grn(work, model, tfs=["SIM1"], method="embedding", copy=True)
+    assert "holocell_grn" in out.uns and "holocell_grn" not in work.uns
+    out = hc.tl.fate_shift(
+        work, model, groupby="cell_type", source="type0", target="type1", genes=["SIM1"], n_cells=10, n_steps=1,
+        copy=True,
+    )  # fmt: skip
+    assert "holocell_fate_shift" in out.uns and "holocell_fate_shift" not in work.uns
+    hc.tl.embed(work, model, key_added="X_test")
+    assert work.obsm["X_test"].shape == (work.n_obs, TINY["d_model"])
+    assert "params" in work.uns["X_test"] and "holocell" not in work.uns
+
+
+def test_tl_old_calls_warn_and_give_the_old_results(sim_model):
+    mdata, _, model = sim_model
+    work = mdata.copy()
+    hc.tl.grn(work, model, tfs=["SIM1", "SIM2"], method="embedding")
+    with pytest.warns(FutureWarning, match="grn"):
+        old = hc.tl.grn(model, ["SIM1", "SIM2"], method="embedding")  # the old form returns the table
+    pd.testing.assert_frame_equal(old, work.uns["holocell_grn"])
+    with pytest.warns(FutureWarning, match="groupby"):
+        table = hc.tl.fate_shift(work, model, "cell_type", "type0", "type1", genes=["SIM1"], n_cells=10, n_steps=1)
+    pd.testing.assert_frame_equal(table, work.uns["holocell_fate_shift"]["ranking"])
+    with pytest.warns(FutureWarning, match="genes"):
+        assert hc.tl.perturb(work, model, ["SIM1"], n_steps=1, key_added="old", progress_bar=False) is None
+    assert "old_rna" in work.mod
+    with pytest.warns(FutureWarning, match="labels_key"):
+        hc.tl.annotate(work, model, "cell_type", (work.obs["batch"] == "batch1").to_numpy(), key_added="old_label")
+    assert work.obs["old_label"].notna().any()
+    with pytest.warns(DeprecationWarning, match="holocell.tools"):
+        assert hc.tools.transfer_labels is hc.tl._annotate.transfer_labels

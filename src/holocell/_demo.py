@@ -1,7 +1,8 @@
 """The main job: train on the bundled PBMC mosaic with batch p4's protein hidden, and score it.
 
 Run by ``holocell demo`` (and ``make demo``). Everything in the printed table is computed in the
-same run, on the same split: holocell, kNN(15) and ridge on RNA PCA(50), the mean predictor.
+same run, on the same split: holocell, kNN(15) and ridge on RNA PCA(50), the mean predictor. The scoring
+itself is in :mod:`holocell.evaluation` (``score_prediction``, ``baseline_scores``).
 """
 
 from __future__ import annotations
@@ -52,31 +53,16 @@ def make_split(held_out_batch: str = HELD_OUT_BATCH) -> DemoSplit:
 
 
 def baseline_rows(split: DemoSplit, full: md.MuData) -> list[dict]:
-    """kNN, ridge and mean predictors: fit on the paired batch p3, predict the held-out batch."""
+    """kNN, ridge and mean predictors: fit on the paired batch p3, predict the held-out batch
+    (:func:`holocell.evaluation.baseline_scores`)."""
     rna, adt = full["rna"], full["adt"]
     train_cells = adt.obs_names[(adt.obs["batch"] == TRAIN_PAIRED_BATCH).to_numpy()]
-    x_train, x_query = rna[train_cells].X, rna[split.held_out_cells].X
-    y_train = ev.clr(adt[train_cells].X)
     truth = ev.clr(split.held_out_protein)
-    preds = {
-        "kNN(15) on RNA PCA(50)": ev.pca_knn_predict(x_train, y_train, x_query, n_pcs=50, k=15, seed=0),
-        "ridge on RNA PCA(50)": ev.pca_ridge_predict(x_train, y_train, x_query, n_pcs=50, seed=0),
-        "mean predictor": ev.mean_predict(y_train, len(split.held_out_cells)),
-    }
-    return [score(name, truth, pred) for name, pred in preds.items()]
+    return ev.baseline_scores(rna[train_cells].X, adt[train_cells].X, rna[split.held_out_cells].X, truth, seed=0)
 
 
-def score(method: str, truth: np.ndarray, pred: np.ndarray) -> dict:
-    """Per-protein Pearson (mean over proteins; constant predictions count as 0) and RMSE."""
-    r = ev.per_feature_pearson(truth, pred)
-    varies = truth.std(0) > 1e-6
-    r = np.where(np.isnan(r) & varies, 0.0, r)
-    return {
-        "method": method,
-        "pearson_mean": float(np.nanmean(r[varies])),
-        "pearson_median": float(np.nanmedian(r[varies])),
-        "rmse": ev.rmse(truth, pred),
-    }
+score = ev.score_prediction
+"""Kept importable here; the scoring lives in :func:`holocell.evaluation.score_prediction`."""
 
 
 def run_demo(
@@ -116,7 +102,7 @@ def run_demo(
 
     truth = ev.clr(split.held_out_protein)
     pred = generated[split.held_out_cells].X
-    rows = [score("holocell (mosaic, 8 steps)", truth, np.asarray(pred))]
+    rows = [ev.score_prediction("holocell (mosaic, 8 steps)", truth, np.asarray(pred))]
     rows += baseline_rows(split, full)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results = {

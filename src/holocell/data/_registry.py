@@ -10,19 +10,28 @@ Resolution order for a registered file:
    pooch re-uses a cached file whose hash matches and sends no request;
 4. a download from the registered URL (progress bar), written to a temporary file, checked, then moved
    into the cache. A file whose hash does not match is refused and nothing is cached.
+
+A download is capped in size (``$HOLOCELL_MAX_DOWNLOAD_BYTES``, default 32 GiB; checkpoints 4 GiB),
+follows redirects only to ``http(s)://`` URLs, and its errors name the real cause: a cache path
+that is a file or not writable, a refused redirect, an oversized file, a hash mismatch, or the
+network. A sha256 is 64 hex characters, checked before anything is fetched or created, and a file
+name is a plain name, so nothing is written outside the cache.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
+import re
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pooch
 
 from .._warnings import HoloCellDeprecationWarning
+from ._download import MAX_CHECKPOINT_BYTES, CappedDownloader, DownloadRefused, max_download_bytes
 
 #: Environment variable naming local directories searched before any download.
 DATA_DIR_ENV = "HOLOCELL_DATA_DIR"
@@ -67,6 +76,44 @@ class RegistryEntry:
 
 
 REGISTRY: dict[str, RegistryEntry] = {}
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def check_sha256(value, what: str = "sha256") -> str:
+    """``value`` as 64 lowercase hex characters (a ``sha256:`` prefix is dropped), or a ``ValueError``.
+
+    Parameters
+    ----------
+    value
+        The expected hash as given by the user.
+    what
+        Its name, for the message.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string of 64 hex characters, got {type(value).__name__}.")
+    sha = value.strip().lower().removeprefix("sha256:")
+    if not _HEX64.fullmatch(sha):
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise ValueError(
+            f"{what} must be 64 hex characters (a sha256, e.g. from `sha256sum file`), got {shown!r}; nothing "
+            "was fetched or created."
+        )
+    return sha
+
+
+def check_file_name(filename, what: str = "filename") -> str:
+    """A plain file name (no folder part, not ``.``/``..``), or a ``ValueError``: cache files stay in the cache."""
+    if (
+        not isinstance(filename, str)
+        or not filename
+        or filename in (".", "..")
+        or "/" in filename
+        or "\\" in filename
+        or "\0" in filename
+        or Path(filename).name != filename
+    ):
+        raise ValueError(f"{what} must be a plain file name (no folders), got {filename!r}.")
+    return filename
 
 
 def register(
@@ -101,9 +148,8 @@ def register(
     -------
     The new entry.
     """
-    sha256 = sha256.lower().removeprefix("sha256:")
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-        raise ValueError(f"sha256 for {name!r} must be 64 hex characters, got {sha256!r}.")
+    sha256 = check_sha256(sha256, f"sha256 for {name!r}")
+    check_file_name(filename, f"filename for {name!r}")
     if kind not in ("dataset", "checkpoint"):
         raise ValueError(f"kind must be 'dataset' or 'checkpoint', got {kind!r}.")
     shipped = None if shipped is None else str(shipped)
@@ -124,12 +170,8 @@ def cache_dir() -> Path:
 
 
 def sha256sum(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex sha256 of a file (:func:`pooch.file_hash`)."""
+    return pooch.file_hash(str(path), alg="sha256")
 
 
 def _local_copy(entry: RegistryEntry) -> Path | None:
@@ -186,43 +228,98 @@ def fetch(name: str, *, progressbar: bool = True) -> Path:
     local = _local_copy(entry)
     if local is not None:
         return local
-    return fetch_url(entry.url, entry.sha256, entry.filename, progressbar=progressbar)
+    cap = MAX_CHECKPOINT_BYTES if entry.kind == "checkpoint" else None
+    return fetch_url(entry.url, entry.sha256, entry.filename, progressbar=progressbar, max_bytes=cap)
 
 
-def fetch_url(url: str, sha256: str, filename: str, *, progressbar: bool = True) -> Path:
+def _prepare_cache(folder: Path) -> None:
+    """Create the cache folder and check it takes files; raise naming the real cause and the fix."""
+    fix = f"Set ${CACHE_DIR_ENV} to a writable folder, or fix the permissions of {folder}."
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            raise NotADirectoryError(
+                f"The holocell cache folder {folder} cannot be used: {parent} is a file, not a folder. "
+                f"Move that file away, or set ${CACHE_DIR_ENV} to a folder."
+            )
+        if parent.exists():
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except PermissionError as err:
+        raise PermissionError(
+            f"Cannot write to the holocell cache folder {folder} (permission denied). {fix}"
+        ) from err
+    except OSError as err:
+        raise OSError(
+            f"Cannot use the holocell cache folder {folder} ({type(err).__name__}: {err}). {fix}"
+        ) from err
+
+
+def fetch_url(
+    url: str, sha256: str, filename: str, *, progressbar: bool = True, max_bytes: int | None = None
+) -> Path:
     """Download ``url`` into the cache (or reuse the cached copy), refusing a wrong sha256.
 
     Parameters
     ----------
     url
-        Where to download from (``http(s)://``, ``ftp://``).
+        Where to download from (``http(s)://``; redirects are followed to ``http(s)://`` only).
     sha256
-        Expected hex sha256.
+        Expected hex sha256 (64 characters; checked before anything is fetched or created).
     filename
-        Name of the file in the cache.
+        Name of the file in the cache (a plain name).
     progressbar
         Show a download progress bar.
+    max_bytes
+        Largest accepted download; ``$HOLOCELL_MAX_DOWNLOAD_BYTES`` overrides it (default 32 GiB).
 
     Returns
     -------
     Path of the verified file in :func:`cache_dir`.
+
+    Raises
+    ------
+    ValueError
+        A malformed sha256 or file name, a hash mismatch, a file above the size cap, or a redirect
+        to another scheme (nothing is cached).
+    PermissionError, NotADirectoryError, OSError
+        The cache folder cannot be created or written (naming it and ``$HOLOCELL_CACHE_DIR``).
+    ConnectionError
+        The server cannot be reached or answers with an HTTP error.
     """
+    sha256 = check_sha256(sha256)
+    check_file_name(filename)
+    if urlparse(url).scheme not in ("http", "https"):
+        raise ValueError(f"holocell downloads over http(s) only, got {url!r}.")
     folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    cached = folder / filename
+    if cached.is_file() and sha256sum(cached) == sha256:
+        return cached  # no request, and no need for a writable cache
+    _prepare_cache(folder)
+    downloader = CappedDownloader(max_download_bytes(max_bytes), progressbar=progressbar)
     try:
         path = pooch.retrieve(
-            url,
-            known_hash=f"sha256:{sha256}",
-            fname=filename,
-            path=folder,
-            progressbar=progressbar,
+            url, known_hash=f"sha256:{sha256}", fname=filename, path=folder, downloader=downloader
         )
+    except DownloadRefused as err:
+        raise ValueError(str(err)) from err
     except ValueError as err:  # pooch: hash mismatch (the downloaded file is deleted)
         raise ValueError(
             f"Refusing {url}: its sha256 does not match the registered {sha256}, so it was not cached. "
             "The server holds a different or corrupted file; check the URL or the expected hash."
         ) from err
-    except OSError as err:  # requests' ConnectionError/HTTPError derive from OSError
+    except PermissionError as err:
+        raise PermissionError(
+            f"Cannot write {filename!r} into the holocell cache folder {folder} (permission denied: {err}). "
+            f"Set ${CACHE_DIR_ENV} to a writable folder."
+        ) from err
+    except OSError as err:
+        import requests
+
+        if not isinstance(err, requests.RequestException):
+            raise  # a local file-system problem, reported as it is
         raise ConnectionError(
             f"Could not download {url} ({type(err).__name__}: {err}). Check the network, or put "
             f"{filename!r} in a directory listed in ${DATA_DIR_ENV} to work offline."

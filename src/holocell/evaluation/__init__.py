@@ -15,11 +15,13 @@ from holocell.evaluation._metrics import (
     silhouette_batch,
     silhouette_label,
 )
+from holocell.evaluation._scores import baseline_scores, score_prediction
 from holocell.evaluation._tables import format_table
 from holocell.evaluation._transforms import clr, log_normalize
 
 __all__ = [
     "auroc_scores",
+    "baseline_scores",
     "clr",
     "format_table",
     "graph_connectivity",
@@ -36,6 +38,7 @@ __all__ = [
     "per_feature_pearson",
     "prediction_scores",
     "rmse",
+    "score_prediction",
     "shared_pca",
     "silhouette_batch",
     "silhouette_label",

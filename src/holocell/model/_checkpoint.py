@@ -2,8 +2,11 @@
 
 Nothing is unpickled on load: a pickle (``model.pt``, or a pickle in place of the safetensors
 file) is refused, and the sha256 of the weights recorded in ``config.json`` at save is checked at
-load. Saves go to a temporary sibling directory that is renamed into place, so an interrupted save
-leaves any previous model intact.
+load. ``config.json`` is untrusted input: it is size-capped and validated in full, and checked
+against the tensor shapes of the safetensors header, before anything is built from it
+(:mod:`holocell.model._config_check`). Saves go to a temporary sibling directory, fsynced and
+renamed into place, so an interrupted save leaves any previous model intact; an existing path is
+replaced only when it is a holocell checkpoint (:mod:`holocell.model._safe_write`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mudata as md
+import pooch
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .._warnings import HoloCellWarning
+from ._config_check import validate_config
+from ._config_header import check_header
+from ._safe_write import fsync_path, fsync_tree, remove_tree, replaceable_target
 
 if TYPE_CHECKING:
     from ._holocell import HoloCell
@@ -33,6 +40,10 @@ FORMAT_VERSION = 2  # 2: config.json records the sha256 of the weights
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 MUDATA = "mdata.h5mu"
+#: The files a checkpoint directory may hold; a directory with anything else is not replaced.
+CHECKPOINT_FILES = frozenset({CONFIG, WEIGHTS, MUDATA})
+#: Largest config.json read (a config of a million features is about 40 MB).
+MAX_CONFIG_BYTES = 256 << 20
 _PICKLE_NAMES = ("model.pt", "model.pth", "model.pkl", "model.ckpt", "pytorch_model.bin")
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2; torch.save's zip container
 # (checked only after safetensors failed to parse: a safetensors header length may start with 0x80 too)
@@ -58,16 +69,19 @@ def _jsonable(obj):
 
 
 def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex sha256 of a file (:func:`pooch.file_hash`)."""
+    return pooch.file_hash(str(path), alg="sha256")
 
 
 def model_config(model: HoloCell) -> dict:
-    """Everything but the weights, as JSON-compatible data."""
+    """Everything but the weights, as JSON-compatible data.
+
+    ``init_params`` rebuilds the network; ``objective`` and ``training`` are the typed settings
+    (:class:`~holocell.nn.ObjectiveConfig`, :class:`~holocell.train.TrainingConfig`; absent from files
+    written before them, which load with the defaults). Older files also hold a ``"network"`` entry
+    (the network sizes, a copy of what ``init_params`` rebuilds); it is not written any more, and
+    when read it is validated (:mod:`._config_check`) but not used.
+    """
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -75,20 +89,91 @@ def model_config(model: HoloCell) -> dict:
         "model_name": type(model).__name__,
         "setup_args": _jsonable(model.adata_manager.registry["setup_args"]),
         "init_params": _jsonable(model.init_params_["non_kwargs"]),
-        "network": model.config.to_dict(),
+        "objective": model.objective_config.to_dict(),
+        "training": model.train_config.to_dict(),
         "batch_categories": list(model.batch_categories_),
         "feature_space": model.feature_space.to_dict(),
         "is_trained": bool(model.is_trained_),
     }
 
 
+def is_checkpoint_dir(path: Path) -> bool:
+    """Whether ``path`` is a holocell checkpoint directory (or an empty one), which a save may replace.
+
+    A checkpoint directory holds only regular files among :data:`CHECKPOINT_FILES`, including a
+    ``config.json`` (at most :data:`MAX_CONFIG_BYTES`) whose ``format`` is ``"holocell-checkpoint"``.
+    """
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    entries = list(path.iterdir())
+    if not entries:
+        return True
+    if any(e.name not in CHECKPOINT_FILES or e.is_symlink() or not e.is_file() for e in entries):
+        return False
+    config = path / CONFIG
+    if not config.is_file() or config.stat().st_size > MAX_CONFIG_BYTES:
+        return False
+    try:
+        parsed = json.loads(config.read_bytes())
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(parsed, dict) and parsed.get("format") == FORMAT
+
+
+def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 that identifies a checkpoint (``sha256=`` of :meth:`HoloCell.load_pretrained`).
+
+    For a ``.zip`` archive (or any file): the sha256 of the file. For a checkpoint directory: the
+    sha256 of, for ``config.json`` and then ``model.safetensors``, the UTF-8 bytes
+    ``"<file name>\\0<size in bytes, decimal>\\0"`` followed by the file's bytes (other files, such as
+    ``mdata.h5mu``, are not covered).
+
+    Parameters
+    ----------
+    path
+        A checkpoint directory or archive.
+
+    Returns
+    -------
+    64 lowercase hex characters.
+    """
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for name in (CONFIG, WEIGHTS):
+        member = path / name
+        if not member.is_file():
+            raise FileNotFoundError(f"{path} is not a holocell checkpoint directory: it has no {name}.")
+        digest.update(f"{name}\0{member.stat().st_size}\0".encode())
+        with open(member, "rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_save_path(dir_path: Path, overwrite: bool) -> Path:
+    """Where :func:`save_model` writes ``dir_path``, or ``FileExistsError`` if that would lose data."""
+    target = replaceable_target(Path(dir_path), overwrite, is_checkpoint_dir, "holocell checkpoint directory")
+    old = _aside(target)
+    if os.path.lexists(old) and not is_checkpoint_dir(old):
+        raise FileExistsError(
+            f"{old} exists and is not a holocell checkpoint: holocell keeps the previous model under that name "
+            f"while it replaces {target}. Move {old} away, then save again."
+        )
+    return target
+
+
+def _aside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old")
+
+
 def save_model(model: HoloCell, dir_path: Path, *, overwrite: bool, save_mudata: bool) -> None:
     """Write ``model`` to ``dir_path`` atomically (see module docstring)."""
-    dir_path = Path(dir_path)
-    if dir_path.exists() and not overwrite:
-        raise FileExistsError(f"{dir_path} already exists; pass overwrite=True to replace it.")
-    dir_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dir_path.name}.", dir=dir_path.parent))
+    target = check_save_path(Path(dir_path), overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
@@ -96,24 +181,43 @@ def save_model(model: HoloCell, dir_path: Path, *, overwrite: bool, save_mudata:
         (tmp / CONFIG).write_text(json.dumps(config, indent=1))
         if save_mudata:
             model.adata.write(str(tmp / MUDATA))
-        if dir_path.exists():
-            old = dir_path.with_name(f".{dir_path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(dir_path, old)
-            os.replace(tmp, dir_path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, dir_path)
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700; a saved model is meant to be shared
+        fsync_tree(tmp)
+        if target.exists() and any(target.iterdir()):  # a checkpoint: swap it out, then remove it
+            old = _aside(target)
+            if os.path.lexists(old):  # a checkpoint left by an interrupted save (checked above)
+                remove_tree(old)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            fsync_path(target.parent)
+            try:
+                remove_tree(old)
+            except OSError as err:  # the new model is in place; say what is left behind
+                warnings.warn(
+                    f"Saved {target}, but could not remove the previous model at {old}: {err}", stacklevel=3
+                )
+        else:  # a new path, or an empty directory (renamed over)
+            os.replace(tmp, target)
+        fsync_path(target.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_config(dir_path: Path) -> dict:
-    """Read and check ``config.json`` of a checkpoint directory."""
+def read_config(dir_path: Path, label: str | None = None) -> dict:
+    """Read ``config.json`` of a checkpoint directory and validate it in full (JSON only).
+
+    ``label`` names the file in messages (e.g. ``"model.zip:config.json"`` for an unpacked archive).
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``config.json`` (naming an interrupted save's leftover when there is one).
+    ValueError
+        Too large, not JSON, not a holocell config, a newer format, or any invalid key (named).
+    """
     path = Path(dir_path) / CONFIG
-    old = Path(dir_path).with_name(f".{Path(dir_path).name}.old")
+    old = _aside(Path(dir_path))
     if not path.exists() and (old / CONFIG).exists():
         raise FileNotFoundError(
             f"No holocell checkpoint at {dir_path}, but {old} holds the model it replaced: a save with "
@@ -121,25 +225,41 @@ def read_config(dir_path: Path) -> dict:
         )
     if not path.exists():
         raise FileNotFoundError(f"No holocell checkpoint at {dir_path}: {CONFIG} is missing.")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is corrupted (not valid JSON): {err}. Save the model again.") from err
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a holocell checkpoint (format={config.get('format')!r}).")
-    if not isinstance(config.get("format_version"), int) or config["format_version"] < 1:
-        raise ValueError(f"{path} has no valid format_version; it is corrupted. Save the model again.")
-    if config["format_version"] > FORMAT_VERSION:
+    where = label or str(path)
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
         raise ValueError(
-            f"{path} was written by holocell {config.get('holocell_version')} with checkpoint format "
-            f"{config['format_version']}; this holocell reads format <= {FORMAT_VERSION}. Upgrade holocell."
+            f"{where} is {size:,} bytes, more than the {MAX_CONFIG_BYTES:,} a holocell {CONFIG} may have; "
+            "refusing to read it. The checkpoint is corrupted or not a holocell checkpoint."
         )
+    try:
+        config = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{where} is corrupted (not valid JSON): {err}. Save the model again.") from err
+    if not isinstance(config, dict):
+        validate_config(config, where)  # raises: names the JSON type
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{where} is not a holocell checkpoint (format={config.get('format')!r}).")
+    version_ = config.get("format_version")
+    if not isinstance(version_, int) or isinstance(version_, bool) or version_ < 1:
+        raise ValueError(f"{where} has no valid format_version; it is corrupted. Save the model again.")
+    if version_ > FORMAT_VERSION:
+        raise ValueError(
+            f"{where} was written by holocell {config.get('holocell_version')} with checkpoint format "
+            f"{version_}; this holocell reads format <= {FORMAT_VERSION}. Upgrade holocell."
+        )
+    return validate_config(config, where)
+
+
+def read_checkpoint(dir_path: Path, label: str | None = None) -> dict:
+    """The validated config of a checkpoint directory, checked against its weights' header (no weights
+    read); ``label`` names the checkpoint in messages (default: the directory)."""
+    config = read_config(dir_path, None if label is None else f"{label}:{CONFIG}")
+    check_header(config, read_header(dir_path), label or str(dir_path))
     return config
 
 
-def read_weights(dir_path: Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """Read ``model.safetensors`` (never unpickles) and check its sha256 when one is given."""
-    dir_path = Path(dir_path)
+def _weights_path(dir_path: Path) -> Path:
     path = dir_path / WEIGHTS
     if not path.exists():
         pickles = [n for n in _PICKLE_NAMES if (dir_path / n).exists()]
@@ -150,19 +270,38 @@ def read_weights(dir_path: Path, expected_sha256: str | None = None) -> dict[str
                 "or re-save the model with holocell."
             )
         raise FileNotFoundError(f"No holocell weights at {path}.")
+    return path
+
+
+def _unreadable(path: Path, err: Exception) -> ValueError:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_PICKLE_MAGIC):
+        return ValueError(
+            f"{path} is a pickle (torch.save output), not a safetensors file. holocell never unpickles "
+            "files (a pickle can run arbitrary code); re-save the model with holocell."
+        )
+    return ValueError(f"{path} is corrupted or not a safetensors file ({err}). Save the model again.")
+
+
+def read_header(dir_path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape, from the safetensors header only (safetensors checks that the header's
+    offsets cover the file exactly; no tensor data is read)."""
+    path = _weights_path(Path(dir_path))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise _unreadable(path, err) from err
+
+
+def read_weights(dir_path: Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Read ``model.safetensors`` (never unpickles) and check its sha256 when one is given."""
+    path = _weights_path(Path(dir_path))
     try:
         state = load_file(str(path))  # safetensors parses a JSON header and raw bytes: never unpickles
     except (SafetensorError, OSError, ValueError) as err:
-        with open(path, "rb") as f:
-            head = f.read(4)
-        if head.startswith(_PICKLE_MAGIC):
-            raise ValueError(
-                f"{path} is a pickle (torch.save output), not a safetensors file. holocell never unpickles "
-                "files (a pickle can run arbitrary code); re-save the model with holocell."
-            ) from err
-        raise ValueError(
-            f"{path} is corrupted or not a safetensors file ({err}). Save the model again."
-        ) from err
+        raise _unreadable(path, err) from err
     if expected_sha256 is not None:
         actual = file_sha256(path)
         if actual != expected_sha256:
@@ -174,32 +313,47 @@ def read_weights(dir_path: Path, expected_sha256: str | None = None) -> dict[str
     return state
 
 
-def load_model(cls: type[HoloCell], dir_path: Path, mdata: md.MuData | None, device=None) -> HoloCell:
-    """Rebuild a saved model on ``mdata`` (see :meth:`HoloCell.load`)."""
+def load_checkpoint(
+    model_name: str, dir_path: Path, mdata: md.MuData | None
+) -> tuple[dict, dict[str, torch.Tensor], md.MuData]:
+    """Config, weights and the MuData to load onto (see :meth:`HoloCell.load`), all checked.
+
+    The config is validated in full and against the weights' header (:func:`read_checkpoint`)
+    before the weights are read. ``mdata`` defaults to the MuData saved with the model; its
+    features must cover the model's.
+    """
     dir_path = Path(dir_path)
-    config = read_config(dir_path)
-    if config["model_name"] != cls.__name__:
-        raise ValueError(f"{dir_path} holds a {config['model_name']}, not a {cls.__name__}.")
+    config = read_checkpoint(dir_path)
+    if config["model_name"] != model_name:
+        raise ValueError(f"{dir_path} holds a {config['model_name']}, not a {model_name}.")
     expected = config.get("weights_sha256")
     if expected is None:
         warnings.warn(
             f"{dir_path} records no sha256 of its weights (written by an older holocell); they cannot be "
             "verified. Save the model again to add it.",
             HoloCellWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     state = read_weights(dir_path, expected)
     if mdata is None:
         if not (dir_path / MUDATA).exists():
             raise ValueError(f"Pass the MuData to load onto; {dir_path} has no saved {MUDATA}.")
         mdata = md.read_h5mu(str(dir_path / MUDATA))
-    setup_args = dict(config["setup_args"])
-    _check_features(mdata, setup_args["modalities"], config["feature_space"])
-    cls.setup_mudata(mdata, **setup_args)
-    model = cls(mdata, **config["init_params"], feature_space=config["feature_space"])
-    model.batch_categories_ = list(config["batch_categories"])
+    _check_features(mdata, config["setup_args"]["modalities"], config["feature_space"])
+    return config, state, mdata
+
+
+def setup_args(config: dict) -> dict:
+    """The saved setup arguments, to replay with ``setup_mudata`` on the data a model is loaded onto."""
+    args = dict(config["setup_args"])
+    args.setdefault("allow_unmatched_genes", True)  # older checkpoints: their setup passed without it
+    return args
+
+
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], dir_path: Path, config: dict) -> None:
+    """Load ``state`` into ``module``, with a clear error when the weights and the config disagree."""
     try:
-        missing, unexpected = model.module.load_state_dict(state, strict=False)
+        missing, unexpected = module.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatch: weights for another vocabulary or network size
         raise ValueError(
             f"Weights in {dir_path} do not fit the vocabulary and network sizes in its {CONFIG} "
@@ -211,11 +365,6 @@ def load_model(cls: type[HoloCell], dir_path: Path, mdata: md.MuData | None, dev
             f"Weights in {dir_path} do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
             "the checkpoint is corrupted or from an incompatible holocell version."
         )
-    model.is_trained_ = bool(config.get("is_trained", True))
-    model.module.eval()
-    if device is not None:
-        model.module.to(device)
-    return model
 
 
 def _check_features(mdata: md.MuData, modalities: dict, feature_space: dict) -> None:

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
-from ..data._mosaic import make_loader
-from ..evaluation import log_normalize
-from ..nn._clamped import SlotEdit, perturb_tokens
+from ..nn import SlotEdit, perturb_tokens
 from ..vocab import MODALITIES
 
 if TYPE_CHECKING:
     from mudata import MuData
 
 _REGENERABLE = ("rna", "protein")
+TARGET_SUM = 1e4
+"""Overexpression levels are quantiles of ``log1p`` of counts per ``TARGET_SUM`` (CP10k), as the RNA value channel."""
 
 
 @dataclass
@@ -58,7 +58,8 @@ class PerturbationResult:
 
 
 class PerturbMixin:
-    """In-silico perturbation (:meth:`predict_perturbation`) and :meth:`get_gene_embeddings`."""
+    """In-silico perturbation (:meth:`predict_perturbation`, :meth:`iter_perturbations`) and
+    :meth:`get_gene_embeddings`."""
 
     def _feature_index(self, modality: str, names: Sequence[str], what: str) -> np.ndarray:
         if modality not in self.modalities_:
@@ -125,6 +126,74 @@ class PerturbMixin:
         :class:`PerturbationResult`. The edit applies to cells that have the edited modality (RNA for
         ``genes``, ATAC for ``cres``); other cells get NaN rows.
         """
+        mdata, arrays = self._arrays(mdata)
+        return self._perturb_arrays(
+            arrays,
+            genes,
+            cres,
+            mode,
+            regenerate=regenerate,
+            sources=sources,
+            indices=indices,
+            overexpress_quantile=overexpress_quantile,
+            n_steps=n_steps,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            progress_bar=progress_bar,
+        )
+
+    def iter_perturbations(
+        self,
+        mdata: MuData | None = None,
+        genes: Sequence[str] | None = None,
+        mode: Literal["knockout", "overexpress"] = "knockout",
+        **kwargs,
+    ) -> Iterator[tuple[str, PerturbationResult]]:
+        """Perturb each of ``genes`` on its own, reading and checking ``mdata`` once for all of them.
+
+        Parameters
+        ----------
+        mdata
+            MuData (default: the registered one).
+        genes
+            RNA feature names, one perturbation each (default: every RNA gene of the model).
+        mode
+            ``"knockout"`` or ``"overexpress"``.
+        **kwargs
+            Further arguments of :meth:`predict_perturbation` (``regenerate``, ``sources``, ``indices``,
+            ``n_steps``, ...).
+
+        Yields
+        ------
+        ``(gene, result)`` for each gene, in order; ``result`` as from :meth:`predict_perturbation`.
+        """
+        if genes is None:
+            genes = list(self.feature_space.maps["rna"].features.astype(str)) if "rna" in self.modalities_ else []
+        mdata, arrays = self._arrays(mdata)
+        totals = {}  # RNA library sizes, computed once for every overexpressed gene
+        for gene in genes:
+            yield gene, self._perturb_arrays(arrays, [gene], None, mode, _totals=totals, **kwargs)
+
+    def _perturb_arrays(
+        self,
+        arrays,
+        genes,
+        cres,
+        mode,
+        *,
+        regenerate=None,
+        sources=None,
+        indices=None,
+        overexpress_quantile=0.99,
+        n_steps=8,
+        batch_size=None,
+        device=None,
+        seed=0,
+        progress_bar=None,
+        _totals: dict | None = None,
+    ) -> PerturbationResult:
+        """:meth:`predict_perturbation` on checked count arrays."""
         genes = [genes] if isinstance(genes, str) else list(genes or [])
         cres = [cres] if isinstance(cres, str) else list(cres or [])
         if not genes and not cres:
@@ -142,7 +211,6 @@ class PerturbMixin:
         if sources is None:
             sources = [m for m in self.modalities_ if m not in regenerate]
         sources = self._check_modalities(list(sources)) or []
-        mdata, arrays = self._arrays(mdata)
         idx = np.arange(arrays.n_cells) if indices is None else np.asarray(indices)
 
         edits, needs = [], []
@@ -153,8 +221,7 @@ class PerturbMixin:
             if mode == "knockout":
                 values, bins = np.zeros(len(gidx)), np.zeros(len(gidx), dtype=np.int64)
             else:
-                has_rna = arrays.present[:, MODALITIES.index("rna")]
-                expr = log_normalize(arrays.counts["rna"][has_rna])[:, gidx]
+                expr = _log_normalized_columns(arrays, gidx, {} if _totals is None else _totals)
                 values = np.quantile(expr, overexpress_quantile, axis=0) if len(expr) else np.zeros(len(gidx))
                 bins = np.full(len(gidx), self.config.n_bins - 1, dtype=np.int64)
             edits.append(("rna", anchors, values, bins))
@@ -183,13 +250,12 @@ class PerturbMixin:
         perturbed = {m: c.copy() for m, c in control.items()}
         z_c = np.full((arrays.n_cells, self.config.d_model), np.nan, np.float32)
         z_p = z_c.copy()
-        loader = make_loader(arrays, run, batch_size=self._inference_batch_size(batch_size))
+        batches = self._batches(arrays, run, self._inference_batch_size(batch_size), device, "perturbing", progress_bar)
         start = 0
         with torch.inference_mode():
-            for batch in tqdm(loader, desc="perturbing", disable=_disable(progress_bar)):
+            for batch in batches:
                 rows = run[start : start + len(batch["present"])]
                 start += len(rows)
-                batch = {k: v.to(device) for k, v in batch.items()}
                 res = perturb_tokens(
                     network, self.module.tokenize(batch), slot_edits, regenerate, sources, n_steps=n_steps, seed=seed
                 )
@@ -239,8 +305,18 @@ class PerturbMixin:
         return pd.DataFrame(emb, index=pd.Index(self.feature_space.maps[modality].features.astype(str)))
 
 
-def _disable(progress_bar: bool | None) -> bool | None:
-    return None if progress_bar is None else not progress_bar
+def _log_normalized_columns(arrays, columns: np.ndarray, cache: dict) -> np.ndarray:
+    """``log1p(counts / library * 1e4)`` of the RNA ``columns`` over the cells with RNA (cells with no counts: 0).
+
+    The library sizes are computed once per ``cache`` dict (a caller perturbing gene after gene passes the
+    same one), and only the requested columns are made dense.
+    """
+    if "rna" not in cache:
+        counts = arrays.counts["rna"][arrays.present[:, MODALITIES.index("rna")]]
+        total = np.asarray(counts.astype(np.float64).sum(axis=1))  # (n, 1); integer counts: exact
+        cache["rna"] = (counts, np.divide(TARGET_SUM, total, out=np.zeros_like(total), where=total > 0))
+    counts, scale = cache["rna"]
+    return np.log1p(sp.csr_matrix(counts[:, columns]).toarray().astype(np.float64) * scale)
 
 
 __all__ = ["PerturbMixin", "PerturbationResult"]

@@ -1,20 +1,27 @@
 """Pretrained checkpoints: single-file archives, name/path/URL resolution and loading.
 
 A distributable checkpoint is a ``.zip`` holding exactly the two files of a saved model
-(``model.safetensors`` and ``config.json``; the vocabulary lives in the config). Loading never
-unpickles anything and never lets an archive choose where files are written: only those two
-member names are accepted, and they are copied into a fresh temporary directory under fixed
-names before the checkpoint reader (:mod:`holocell.model._checkpoint`) checks them.
+(``model.safetensors`` and ``config.json``; the vocabulary lives in the config), at its top level
+or inside one folder. Loading never unpickles anything and never lets an archive choose where
+files are written: only those two member names are accepted, and they are copied into a fresh
+temporary directory under fixed names before the checkpoint reader
+(:mod:`holocell.model._checkpoint`) validates them. Before any byte is unpacked, members that are
+encrypted, use a compression holocell does not read, are larger than the caps or compress
+suspiciously well (a zip bomb) are refused; a corrupted member (bad CRC, broken stream) is
+reported with the archive and member names.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import lzma
 import os
-import shutil
+import re
 import tempfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -27,8 +34,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..data import _registry
-from . import _checkpoint, _transfer
+from ..data import _download, _registry
+from . import _checkpoint
+from ._safe_write import atomic_file, replaceable_target
 
 if TYPE_CHECKING:
     from ._holocell import HoloCell
@@ -37,11 +45,38 @@ logger = logging.getLogger("holocell")
 
 ARCHIVE_SUFFIX = ".zip"
 _MEMBERS = (_checkpoint.CONFIG, _checkpoint.WEIGHTS)
-_MAX_UNPACKED_BYTES = 4 << 30  # refuse archives that would unpack to more than 4 GiB
+#: Largest archive downloaded, and largest total size its members may unpack to.
+MAX_ARCHIVE_BYTES = _download.MAX_CHECKPOINT_BYTES
+_MAX_UNPACKED_BYTES = MAX_ARCHIVE_BYTES
+#: A member larger than 1 MiB that unpacks to more than this many times its packed size is refused.
+MAX_COMPRESSION_RATIO = 100
+_COMPRESSIONS = {
+    zipfile.ZIP_STORED: "stored",
+    zipfile.ZIP_DEFLATED: "deflate",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "lzma",
+}
 
 
 # ------------------------------------------------------------------------------------ archives
-def pack_checkpoint(dir_path: str | os.PathLike[str], archive_path: str | os.PathLike[str]) -> Path:
+def is_checkpoint_archive(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a holocell checkpoint archive (which ``save_pretrained`` may replace): a
+    regular ``.zip`` file whose members pass the archive checks and whose ``config.json`` says
+    ``"format": "holocell-checkpoint"``."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            config = json.loads(zf.read(_member_map(zf, path)[_checkpoint.CONFIG]))
+    except (ValueError, RecursionError, OSError, zipfile.BadZipFile, zlib.error, EOFError, lzma.LZMAError):
+        return False
+    return isinstance(config, dict) and config.get("format") == _checkpoint.FORMAT
+
+
+def pack_checkpoint(
+    dir_path: str | os.PathLike[str], archive_path: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
     """Write the checkpoint directory ``dir_path`` as a single ``.zip`` file.
 
     Parameters
@@ -49,7 +84,10 @@ def pack_checkpoint(dir_path: str | os.PathLike[str], archive_path: str | os.Pat
     dir_path
         Directory written by :meth:`HoloCell.save`.
     archive_path
-        Output file; must end in ``.zip``. Written to a temporary name and renamed into place.
+        Output file; must end in ``.zip``. Written to a temporary name, fsynced and renamed into place.
+    overwrite
+        Replace an existing holocell checkpoint archive (anything else at ``archive_path`` is
+        refused with ``FileExistsError``; a symlink to an archive is kept and its target replaced).
 
     Returns
     -------
@@ -58,57 +96,119 @@ def pack_checkpoint(dir_path: str | os.PathLike[str], archive_path: str | os.Pat
     dir_path, archive_path = Path(dir_path), Path(archive_path)
     if archive_path.suffix != ARCHIVE_SUFFIX:
         raise ValueError(f"A checkpoint archive must end in {ARCHIVE_SUFFIX}, got {archive_path.name!r}.")
-    _checkpoint.read_config(dir_path)  # refuse to pack something that is not a checkpoint
-    archive_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{archive_path.name}.", dir=archive_path.parent)
-    os.close(fd)
-    try:
+    _checkpoint.read_checkpoint(dir_path)  # refuse to pack something that is not a valid checkpoint
+    target = replaceable_target(archive_path, overwrite, is_checkpoint_archive, "holocell checkpoint archive")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(target) as tmp:
         # fixed timestamps and order: the same checkpoint always gives the same bytes (and sha256)
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for name in _MEMBERS:
                 info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
-                zf.writestr(info, (dir_path / name).read_bytes())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; an archive is meant to be shared
-        os.replace(tmp, archive_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+                with open(dir_path / name, "rb") as src, zf.open(info, "w", force_zip64=True) as dst:
+                    for chunk in iter(lambda src=src: src.read(1 << 20), b""):
+                        dst.write(chunk)
     return archive_path
 
 
+def save_pretrained(model: HoloCell, archive_path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """See :meth:`HoloCell.save_pretrained`: checks the target before saving anything."""
+    archive_path = Path(archive_path)
+    if archive_path.suffix != ARCHIVE_SUFFIX:
+        raise ValueError(f"A checkpoint archive must end in {ARCHIVE_SUFFIX}, got {archive_path.name!r}.")
+    replaceable_target(archive_path, overwrite, is_checkpoint_archive, "holocell checkpoint archive")
+    with tempfile.TemporaryDirectory(prefix="holocell-save-") as tmp:
+        model.save(Path(tmp) / "model")
+        return pack_checkpoint(Path(tmp) / "model", archive_path, overwrite=overwrite)
+
+
+def _refuse(archive: Path, problem: str) -> ValueError:
+    return ValueError(
+        f"{archive} is not a usable holocell checkpoint archive: {problem}. Archives written by "
+        "HoloCell.save_pretrained hold only config.json and model.safetensors, deflate-compressed, unencrypted "
+        "(optionally inside one folder); download or save it again."
+    )
+
+
 def _member_map(zf: zipfile.ZipFile, archive: Path) -> dict[str, zipfile.ZipInfo]:
-    """The two allowed members, found at the top level or in one top-level folder."""
+    """The two allowed members, checked before anything is unpacked (see the module docstring)."""
     found: dict[str, zipfile.ZipInfo] = {}
+    folders: set[str] = set()
     total = 0
     for info in zf.infolist():
-        if info.is_dir():
-            continue
         parts = PurePosixPath(info.filename).parts
-        unsafe = info.filename.startswith(("/", "\\")) or ".." in parts or "\\" in info.filename
+        unsafe = info.filename.startswith(("/", "\\")) or ".." in parts or "\\" in info.filename or not parts
         is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
+        if info.is_dir() and not unsafe and not is_link and len(parts) == 1:
+            folders.add(parts[0])
+            continue
         if unsafe or is_link or len(parts) > 2 or parts[-1] not in _MEMBERS or parts[-1] in found:
             raise ValueError(
                 f"{archive} is not a holocell checkpoint archive: unexpected member {info.filename!r}. "
                 f"An archive holds only {list(_MEMBERS)} (optionally inside one folder)."
             )
+        folders.add(parts[0] if len(parts) == 2 else "")
+        if info.flag_bits & 0x1:
+            raise _refuse(archive, f"member {info.filename!r} is encrypted")
+        if info.compress_type not in _COMPRESSIONS:
+            raise _refuse(
+                archive,
+                f"member {info.filename!r} uses compression method {info.compress_type}, which holocell does not read",
+            )
+        limit = _checkpoint.MAX_CONFIG_BYTES if parts[-1] == _checkpoint.CONFIG else _MAX_UNPACKED_BYTES
+        if info.file_size > limit:
+            raise _refuse(
+                archive,
+                f"member {info.filename!r} would unpack to {info.file_size:,} bytes (limit {limit:,})",
+            )
+        if info.file_size > 1 << 20 and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+            raise _refuse(
+                archive,
+                f"member {info.filename!r} would unpack to {info.file_size:,} bytes from {info.compress_size:,} "
+                f"(more than {MAX_COMPRESSION_RATIO}:1, the mark of a zip bomb)",
+            )
         found[parts[-1]] = info
         total += info.file_size
+    if len(folders) > 1:
+        shown = sorted(f + "/" if f else "(top level)" for f in folders)
+        raise _refuse(
+            archive, f"its members lie in more than one folder ({shown}); an archive has one folder at most"
+        )
     missing = [m for m in _MEMBERS if m not in found]
     if missing:
         raise ValueError(f"{archive} is not a holocell checkpoint archive: it lacks {missing}.")
     if total > _MAX_UNPACKED_BYTES:
-        raise ValueError(f"{archive} would unpack to {total:,} bytes; refusing (limit {_MAX_UNPACKED_BYTES:,}).")
+        raise _refuse(archive, f"it would unpack to {total:,} bytes (limit {_MAX_UNPACKED_BYTES:,})")
     return found
+
+
+def _extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dst: Path, archive: Path) -> None:
+    """Copy one member to ``dst``, never more than its declared size; corruption named."""
+    try:
+        with zf.open(info) as src, open(dst, "wb") as out:
+            written = 0
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                written += len(chunk)
+                if written > info.file_size:  # zipfile stops at the declared size; belt and braces
+                    raise _refuse(archive, f"member {info.filename!r} unpacks to more than its declared size")
+                out.write(chunk)
+    except zipfile.BadZipFile as err:
+        cause = "bad CRC-32: its bytes were changed" if "CRC" in str(err) else str(err)
+        raise _refuse(archive, f"member {info.filename!r} is corrupted ({cause})") from err
+    except (zlib.error, EOFError, lzma.LZMAError) as err:  # a broken compressed stream
+        raise _refuse(
+            archive, f"member {info.filename!r} is corrupted ({type(err).__name__}: {err})"
+        ) from err
 
 
 @contextmanager
 def unpacked(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Context manager giving a checkpoint directory for a directory or a ``.zip`` archive.
 
-    An archive is unpacked into a temporary directory (removed on exit); only the two checkpoint
-    members are read, each written under its fixed name, so member paths cannot escape it.
+    An archive is checked (see :func:`_member_map`) and unpacked into a temporary directory
+    (removed on exit); only the two checkpoint members are read, each written under its fixed
+    name, so member paths cannot escape it.
     """
     path = Path(path)
     if path.is_dir():
@@ -117,16 +217,24 @@ def unpacked(path: str | os.PathLike[str]) -> Iterator[Path]:
     if not zipfile.is_zipfile(path):
         raise ValueError(
             f"{path} is neither a checkpoint directory nor a .zip checkpoint archive "
-            "(made by HoloCell.save_pretrained or holocell.model.pack_checkpoint)."
+            "(made by HoloCell.save_pretrained or holocell.model._pretrained.pack_checkpoint)."
         )
-    with tempfile.TemporaryDirectory(prefix="holocell-ckpt-") as tmp, zipfile.ZipFile(path) as zf:
-        for name, info in _member_map(zf, path).items():
-            with zf.open(info) as src, open(Path(tmp) / name, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+    with tempfile.TemporaryDirectory(prefix="holocell-ckpt-") as tmp:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                for name, info in _member_map(zf, path).items():
+                    _extract(zf, info, Path(tmp) / name, path)
+        except zipfile.BadZipFile as err:  # a damaged central directory
+            raise _refuse(path, f"the zip structure is corrupted ({err})") from err
         yield Path(tmp)
 
 
 # ------------------------------------------------------------------------------------ resolution
+def _url_file_name(url: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", PurePosixPath(urlparse(url).path).name).lstrip(".")
+    return name[:100] or "checkpoint.zip"
+
+
 def resolve(name_or_path_or_url: str | os.PathLike[str], sha256: str | None = None) -> Path:
     """Local path (directory or archive) of a registry name, a local path or a URL.
 
@@ -136,38 +244,57 @@ def resolve(name_or_path_or_url: str | os.PathLike[str], sha256: str | None = No
         A checkpoint name of :func:`holocell.data.available` (``kind="checkpoint"``), an existing
         directory / ``.zip`` file, or an ``http(s)://`` URL.
     sha256
-        Expected sha256 of the downloaded file; required for URLs (checked for local archives
-        when given).
+        Expected sha256 (64 hex characters, checked before anything is fetched or created);
+        required for URLs. A local archive is checked against its file's sha256, a checkpoint
+        directory against :func:`holocell.model.checkpoint_sha256`, a registry name against its
+        registered hash.
     """
+    sha = None if sha256 is None else _registry.check_sha256(sha256, "sha256")
     text = str(name_or_path_or_url)
     if text in _registry.REGISTRY:
-        if _registry.REGISTRY[text].kind != "checkpoint":
+        entry = _registry.REGISTRY[text]
+        if entry.kind != "checkpoint":
             raise ValueError(
-                f"{text!r} is a registered {_registry.REGISTRY[text].kind}, not a checkpoint; checkpoints: "
+                f"{text!r} is a registered {entry.kind}, not a checkpoint; checkpoints: "
                 f"{_registry.available('checkpoint')}."
+            )
+        if sha is not None and sha != entry.sha256:
+            raise ValueError(
+                f"{text!r} is registered with sha256 {entry.sha256}, not the {sha} you passed; refusing. "
+                "Pass the registered hash (or none), or register the checkpoint you mean."
             )
         return _registry.fetch(text)
     scheme = urlparse(text).scheme
-    if scheme in ("http", "https", "ftp"):
-        if not sha256:
+    if scheme in ("http", "https"):
+        if sha is None:
             raise ValueError(
                 f"Loading {text} needs its sha256 (load_pretrained(url, sha256='...')): downloaded "
                 "checkpoints are always verified."
             )
-        sha = sha256.lower().removeprefix("sha256:")
-        filename = f"{sha[:16]}-{Path(urlparse(text).path).name or 'checkpoint.zip'}"
-        return _registry.fetch_url(text, sha, filename)
+        filename = f"{sha[:16]}-{_url_file_name(text)}"
+        return _registry.fetch_url(text, sha, filename, max_bytes=MAX_ARCHIVE_BYTES)
     path = Path(text).expanduser()
     if path.exists():
-        if sha256 and path.is_file():
-            actual = _registry.sha256sum(path)
-            if actual != sha256.lower().removeprefix("sha256:"):
-                raise ValueError(f"{path} has sha256 {actual}, not the expected {sha256}.")
+        if sha is not None:
+            _verify_local(path, sha)
         return path
     raise ValueError(
         f"{text!r} is not a registered checkpoint, an existing path or a URL. Registered checkpoints: "
         f"{_registry.available('checkpoint')}."
     )
+
+
+def _verify_local(path: Path, sha: str) -> None:
+    how = "of the file" if path.is_file() else "of the directory's config.json and model.safetensors"
+    try:
+        actual = _checkpoint.checkpoint_sha256(path)
+    except FileNotFoundError as err:
+        raise ValueError(f"Cannot verify sha256 {sha} for {path}: {err}") from err
+    if actual != sha:
+        raise ValueError(
+            f"{path} has sha256 {actual} ({how}, see holocell.model.checkpoint_sha256), not the expected {sha}: "
+            "it is another checkpoint or was changed. Refusing to load it."
+        )
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -181,24 +308,18 @@ def load_pretrained(
 ) -> HoloCell:
     """See :meth:`HoloCell.load_pretrained`."""
     path = resolve(name_or_path_or_url, sha256)
+    label = None if path.is_dir() else str(path)
     with unpacked(path) as ckpt:
+        config = _checkpoint.read_checkpoint(ckpt, label)  # validated in full before anything is built
+        if config["model_name"] != cls.__name__:
+            raise ValueError(f"{path} holds a {config['model_name']}, not a {cls.__name__}.")
         if mdata is None:
-            config = _checkpoint.read_config(ckpt)
             with warnings.catch_warnings():  # the placeholder's empty cells are not the user's data
                 warnings.filterwarnings("ignore", message=".*have no counts at all.*")
                 warnings.filterwarnings("ignore", message=".*has fewer than 3 cells.*")
-                return _checkpoint.load_model(cls, ckpt, reference_mudata(config), device=device)
-        config = _checkpoint.read_config(ckpt)
-        expected = config.get("weights_sha256")  # recorded by newer saves
-        if expected and _registry.sha256sum(ckpt / _checkpoint.WEIGHTS) != expected:
-            raise ValueError(
-                f"The weights in {path} do not match the sha256 recorded in its config: the checkpoint is "
-                "corrupted. Download or save it again."
-            )
-        state = _checkpoint.read_weights(ckpt)
-    if config["model_name"] != cls.__name__:
-        raise ValueError(f"{path} holds a {config['model_name']}, not a {cls.__name__}.")
-    model = _transfer.transfer(cls, mdata, state, config)
+                return cls._from_checkpoint_dir(ckpt, reference_mudata(config), device=device)
+        state = _checkpoint.read_weights(ckpt, config.get("weights_sha256"))
+    model = cls._transferred(mdata, state, config)
     if device is not None:
         model.module.to(device)
     return model
@@ -230,4 +351,12 @@ def reference_mudata(config: dict) -> md.MuData:
     return mdata
 
 
-__all__ = ["load_pretrained", "pack_checkpoint", "reference_mudata", "resolve", "unpacked"]
+__all__ = [
+    "is_checkpoint_archive",
+    "load_pretrained",
+    "pack_checkpoint",
+    "reference_mudata",
+    "resolve",
+    "save_pretrained",
+    "unpacked",
+]

@@ -14,20 +14,13 @@ model's own (they describe the new data's features).
 from __future__ import annotations
 
 import logging
-import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-import mudata as md
 import numpy as np
 import pandas as pd
 import torch
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..vocab import FeatureSpace
-
-if TYPE_CHECKING:
-    from ._holocell import HoloCell
 
 logger = logging.getLogger("holocell")
 
@@ -37,7 +30,7 @@ BATCH_KEY = "network.batch.weight"
 
 @dataclass
 class TransferState:
-    """What a transferred model took from its reference (used by :func:`freeze`).
+    """What a transferred model took from its reference (used by :func:`frozen_rows`).
 
     Attributes
     ----------
@@ -62,31 +55,32 @@ def _is_per_anchor(key: str) -> bool:
     return key == ANCHOR_KEY or key.endswith(".anchor_value")
 
 
-def transfer(cls: type[HoloCell], mdata: md.MuData, ref_state: dict, ref_config: dict) -> HoloCell:
-    """Build a model on ``mdata`` (set up already) with the reference's sizes and weights.
+def map_state(
+    module: torch.nn.Module,
+    space: FeatureSpace,
+    batches: list[str],
+    ref_state: dict[str, torch.Tensor],
+    ref_space: FeatureSpace,
+    ref_batches: list[str],
+) -> tuple[dict[str, torch.Tensor], TransferState]:
+    """The state dict of ``module`` (a fresh model of new data) filled from a reference's, by name.
 
     Parameters
     ----------
-    cls
-        The model class.
-    mdata
-        New data, registered with ``cls.setup_mudata``.
-    ref_state
-        Reference ``module.state_dict()``.
-    ref_config
-        Reference config (see :func:`holocell.model._checkpoint.model_config`).
+    module
+        The new model's module (its own initialisation fills what the reference lacks).
+    space, batches
+        The new model's anchors / feature maps and batch names.
+    ref_state, ref_space, ref_batches
+        The reference's ``module.state_dict()``, feature space and batch names.
+
+    Returns
+    -------
+    The new state dict, and what was taken from the reference.
     """
-    if "_scvi_uuid" not in mdata.uns:
-        raise ValueError(
-            "Set up the new MuData first: HoloCell.setup_mudata(mdata, modalities={...}, batch_key=..., "
-            "species=...), then load_pretrained(name, mdata)."
-        )
-    model = cls(mdata, **ref_config["init_params"])
-    ref_space = FeatureSpace.from_dict(ref_config["feature_space"])
-    ref_batches = [str(b) for b in ref_config["batch_categories"]]
-    state = model.module.state_dict()
-    buffers = {k for k, _ in model.module.named_buffers()}
-    src = _anchor_source(model.feature_space.anchors, ref_space.anchors)
+    state = module.state_dict()
+    buffers = {k for k, _ in module.named_buffers()}
+    src = _anchor_source(space.anchors, ref_space.anchors)
     info = TransferState()
     new_state = {}
     for key, new in state.items():
@@ -105,10 +99,10 @@ def transfer(cls: type[HoloCell], mdata: md.MuData, ref_state: dict, ref_config:
                 known &= _slot_exists(ref_space, slot, src)
             rows_known = _slot_exists(ref_space, slot) if slot is not None else np.ones(len(old), bool)
             new_state[key] = _map_rows(new, old, src, known, rows_known)
-            used = model.feature_space.slot_exists(slot) if slot is not None else np.ones(len(new), bool)
+            used = space.slot_exists(slot) if slot is not None else np.ones(len(new), bool)
             info.new_rows[key] = used & ~known  # rows the new data uses that have no pretrained value
         elif key == BATCH_KEY and old.shape[1:] == new.shape[1:]:
-            b_src = np.array([ref_batches.index(b) if b in ref_batches else -1 for b in model.batch_categories_])
+            b_src = np.array([ref_batches.index(b) if b in ref_batches else -1 for b in batches])
             unseen = old[len(ref_batches)]
             mapped = torch.stack([old[i] if i >= 0 else unseen for i in b_src] + [unseen])
             new_state[key] = mapped
@@ -120,13 +114,7 @@ def transfer(cls: type[HoloCell], mdata: md.MuData, ref_state: dict, ref_config:
                 f"Pretrained parameter {key} has shape {tuple(old.shape)}, the new model needs "
                 f"{tuple(new.shape)}; the checkpoint is from an incompatible holocell version."
             )
-    model.module.load_state_dict(new_state)
-    model._transfer_state = info
-    model.transfer_report_ = overlap_report(model.feature_space, ref_space, model.batch_categories_, ref_batches)
-    model.is_trained_ = False
-    model.module.eval()
-    _log_report(model.transfer_report_)
-    return model
+    return new_state, info
 
 
 def _anchor_source(new_anchors: list[str], ref_anchors: list[str]) -> np.ndarray:
@@ -179,89 +167,37 @@ def overlap_report(
     return report
 
 
-def _log_report(report: pd.DataFrame) -> None:
+def log_report(report: pd.DataFrame) -> None:
     parts = [f"{r.Index} {r.n_shared}/{r.n_query} ({r.fraction_shared:.0%})" for r in report.itertuples()]
     logger.info("holocell transfer: shared with the pretrained model: %s", ", ".join(parts))
 
 
 # ------------------------------------------------------------------------------------ freezing
-class _RowFreeze:
-    """Holds some rows of parameters at fixed values: zero gradient, restored after every optimiser step.
+def frozen_rows(
+    module: torch.nn.Module, info: TransferState, except_new: bool = True
+) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """Which parameters (whole, or some rows) to freeze in a transferred model, and a per-parameter summary.
 
-    Restoring after the step also undoes decoupled weight decay, so the rows stay exactly equal.
+    Sets ``requires_grad`` of every parameter (False where nothing stays trainable). Returns
+    parameter name -> ``(n_rows,)`` bool rows to hold (their gradients are zeroed and their values
+    restored after each optimiser step, see :class:`holocell.train.RowFreeze`), and a DataFrame with
+    ``n_params`` and ``n_trainable`` per parameter.
     """
-
-    def __init__(self, module: torch.nn.Module, frozen: dict[str, np.ndarray]) -> None:
-        params = dict(module.named_parameters())
-        self.rows = {}
-        self.handles = []
-        for key, rows in frozen.items():
-            p = params[key]
-            mask = torch.from_numpy(rows).to(p.device)
-            self.rows[key] = (weakref.ref(p), mask, p.detach()[mask].clone())
-            self.handles.append(p.register_hook(_zero_rows(mask.view((-1,) + (1,) * (p.dim() - 1)))))
-        ref = weakref.ref(self)
-        self.handles.append(
-            register_optimizer_step_post_hook(
-                lambda opt, args, kwargs: (r := ref()) is not None and r.restore()
-            )
-        )
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        for p_ref, mask, values in self.rows.values():
-            p = p_ref()
-            if p is not None:
-                p[mask] = values.to(p.device, p.dtype)
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
-
-
-def _zero_rows(mask: torch.Tensor):
-    """Gradient hook that zeroes the rows in ``mask``."""
-    return lambda grad: grad.masked_fill(mask.to(grad.device), 0.0)
-
-
-def freeze(model: HoloCell, except_new: bool = True) -> pd.DataFrame:
-    """Freeze pretrained parameters of a transferred model (see :meth:`HoloCell.freeze`)."""
-    info: TransferState | None = getattr(model, "_transfer_state", None)
-    if info is None:
-        raise ValueError(
-            "freeze() applies to a model made by HoloCell.load_pretrained(name, mdata) or "
-            "HoloCell.load_query_data; this model has no pretrained reference."
-        )
-    unfreeze(model)
-    frozen_rows: dict[str, np.ndarray] = {}
+    frozen: dict[str, np.ndarray] = {}
     rows = []
-    for key, p in model.module.named_parameters():
+    for key, p in module.named_parameters():
         new_rows = info.new_rows.get(key)
         if key in info.fresh and except_new:
             trainable = p.numel()
         elif new_rows is not None and (except_new or key == BATCH_KEY) and new_rows.any():
-            frozen_rows[key] = ~new_rows
+            frozen[key] = ~new_rows
             trainable = int(new_rows.sum()) * (p.numel() // len(new_rows))
         else:
             trainable = 0
         p.requires_grad_(trainable > 0)
         rows.append((key, p.numel(), trainable))
-    model._row_freeze = _RowFreeze(model.module, frozen_rows) if frozen_rows else None
     summary = pd.DataFrame(rows, columns=["parameter", "n_params", "n_trainable"]).set_index("parameter")
     logger.info(
-        "holocell freeze: %d of %d parameters trainable",
-        summary["n_trainable"].sum(),
-        summary["n_params"].sum(),
+        "holocell freeze: %d of %d parameters trainable", summary["n_trainable"].sum(), summary["n_params"].sum()
     )
-    return summary
-
-
-def unfreeze(model: HoloCell) -> None:
-    """Make every parameter trainable again."""
-    hold = getattr(model, "_row_freeze", None)
-    if hold is not None:
-        hold.remove()
-    model._row_freeze = None
-    for p in model.module.parameters():
-        p.requires_grad_(True)
+    return frozen, summary

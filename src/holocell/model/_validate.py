@@ -13,10 +13,21 @@ import scipy.sparse as sp
 from mudata import MuData
 
 from .._warnings import HoloCellWarning
-from ..vocab import MODALITIES, SPECIES, load_gene_table, map_proteins_to_genes, parse_peaks, read_tss_file
+from ..vocab import (
+    MODALITIES,
+    SPECIES,
+    load_gene_table,
+    map_genes,
+    map_proteins_to_genes,
+    parse_peaks,
+    read_tss_file,
+)
+from ._counts import check_counts
 
 _LAYER_SUFFIX = "_layer"
-_BACKED_SAMPLE_ROWS = 10_000  # rows of a backed matrix read to check for counts
+_BACKED_SAMPLE_ROWS = 10_000  # rows of a backed matrix summed at a time
+#: Below this share of RNA features on a known gene of the vocabulary, setup_mudata warns.
+MIN_MATCHED_SHARE = 0.5
 
 
 def normalise_modalities(modalities: Mapping[str, str] | None) -> dict[str, str]:
@@ -42,11 +53,15 @@ def validate_setup(
     batch_key: str | None,
     species: str,
     genome=None,
+    gene_id_type: str = "auto",
+    allow_unmatched_genes: bool = False,
 ) -> None:
     """Raise a clear error for input holocell cannot use; never modifies ``mdata``.
 
     Warns (does not raise) about cells with all-zero counts in a modality they are measured in,
-    and about an antibody panel of which no antibody maps to a gene.
+    about an antibody panel of which no antibody maps to a gene, about RNA features of which fewer
+    than :data:`MIN_MATCHED_SHARE` map to a known gene (and raises when none does, unless
+    ``allow_unmatched_genes``), and about non-integer ATAC values.
     """
     if isinstance(mdata, str | Path):
         where = "" if Path(mdata).exists() else f" (and {str(mdata)!r} does not exist: check the path)"
@@ -109,65 +124,75 @@ def validate_setup(
             "(a category of its own), or drop those cells."
         )
     _check_vocabulary(mdata, modalities, genome)
+    if "rna" in modalities:
+        check_gene_matching(
+            mdata.mod[modalities["rna"]].var_names, modalities["rna"], species, gene_id_type, allow_unmatched_genes
+        )
+
+
+def check_gene_matching(
+    var_names: pd.Index, name: str, species: str, gene_id_type: str, allow_unmatched: bool
+) -> float:
+    """Share of RNA features on a known gene of the vocabulary; warn when low, raise when zero.
+
+    Parameters
+    ----------
+    var_names
+        RNA feature names.
+    name
+        Modality name in ``mdata.mod`` (for the message).
+    species, gene_id_type
+        As given to ``setup_mudata``.
+    allow_unmatched
+        With no feature matched, train on dataset-only anchors (a warning) instead of raising.
+
+    Returns
+    -------
+    The matched share.
+    """
+    names = var_names.astype(str).tolist()
+    report = map_genes(names, species, gene_id_type)
+    matched = (report["how"] != "unmapped").to_numpy()
+    share = float(matched.mean()) if len(names) else 1.0
+    if share >= MIN_MATCHED_SHARE:
+        return share
+    unmatched = [n for n, ok in zip(names, matched, strict=True) if not ok][:3]
+    causes = (
+        f"Likely causes: the wrong species (these were read as {species} genes; pass species='human' or "
+        "'mouse'), names of another kind (gene symbols vs Ensembl ids: set gene_id_type='symbol' or "
+        "'ensembl', or use the symbols, e.g. var_names = var['gene_symbols']), ids of another annotation "
+        "release, or features that are not genes (integer indices, probe ids)."
+    )
+    what = (
+        f"{int(matched.sum())} of {len(names)} RNA features of modality {name!r} ({share:.0%}) map to a "
+        f"known {species} gene of holocell's vocabulary (unmatched e.g. {unmatched})."
+    )
+    if matched.any():
+        warnings.warn(
+            f"Only {what} Unmatched features get anchors of their own: no gene identity, no priors and no "
+            f"cross-species sharing. {causes}",
+            UserWarning,
+            stacklevel=4,
+        )
+    elif not allow_unmatched:
+        raise ValueError(
+            f"None of the {len(names)} RNA features of modality {name!r} (e.g. {unmatched}) is a known "
+            f"{species} gene of holocell's vocabulary. {causes} To train on dataset-only anchors anyway "
+            "(no gene identity, no priors, no transfer by gene), pass allow_unmatched_genes=True."
+        )
+    else:
+        warnings.warn(
+            f"{what} allow_unmatched_genes=True: every RNA feature keeps a dataset-only anchor.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return share
 
 
 def _check_unique(names: pd.Index, what: str, fix: str) -> None:
     if not names.is_unique:
         dup = names[names.duplicated()][:3].tolist()
         raise ValueError(f"Duplicated {what} (e.g. {dup}); make them unique with {fix}.")
-
-
-def check_counts(x, name: str, m: str) -> None:
-    """Raise unless ``x`` is a dense array or CSR/CSC matrix of finite, non-negative integer counts.
-
-    Parameters
-    ----------
-    x
-        ``.X`` or a layer of modality ``name``.
-    name
-        Modality name in ``mdata.mod`` (for the message).
-    m
-        holocell modality (``"rna"``, ``"atac"``, ``"protein"``), for the ``<m>_layer=`` hint.
-    """
-    if x is None:
-        raise ValueError(f"Modality {name!r} has no .X; pass the layer that holds the counts ({m}_layer='counts').")
-    if not (sp.issparse(x) or isinstance(x, np.ndarray)) and hasattr(x, "shape") and len(x.shape) == 2:
-        # backed (h5py dataset / anndata sparse dataset): check the first rows only
-        x = x[: min(x.shape[0], _BACKED_SAMPLE_ROWS)]
-    if sp.issparse(x):
-        if x.format not in ("csr", "csc"):
-            raise TypeError(
-                f"Modality {name!r} holds a {x.format.upper()} sparse matrix; holocell reads CSR or CSC. "
-                f"Convert it with .tocsr() (e.g. mdata.mod[{name!r}].X = mdata.mod[{name!r}].X.tocsr())."
-            )
-        values = x.data
-    elif isinstance(x, np.ndarray):
-        values = x
-    else:
-        raise TypeError(
-            f"Modality {name!r} holds a {type(x).__name__}; holocell reads numpy arrays and CSR/CSC "
-            f"matrices. Load it into memory first, e.g. mdata.mod[{name!r}].X = "
-            f"scipy.sparse.csr_matrix(mdata.mod[{name!r}].X)."
-        )
-    sample = np.asarray(values).ravel()[:1_000_000]
-    if not np.issubdtype(sample.dtype, np.number) or np.issubdtype(sample.dtype, np.complexfloating):
-        raise TypeError(f"Modality {name!r} has {sample.dtype} values; holocell needs numeric raw counts.")
-    layer_hint = f"pass the layer that holds them ({m}_layer='counts')"
-    if not np.isfinite(sample).all():
-        raise ValueError(
-            f"Modality {name!r} contains NaN or Inf; holocell needs raw counts. {layer_hint[0].upper()}"
-            f"{layer_hint[1:]}, or replace them (e.g. np.nan_to_num) if they stand for zero counts."
-        )
-    if (sample < 0).any():
-        raise ValueError(
-            f"Modality {name!r} has negative values: it looks normalised or scaled. holocell needs raw "
-            f"counts; {layer_hint}."
-        )
-    if not np.allclose(sample, np.round(sample)):
-        raise ValueError(
-            f"Modality {name!r} has non-integer values: it looks normalised. holocell needs raw counts; "
-            f"{layer_hint}."
-        )
 
 
 def _row_totals(x) -> np.ndarray:

@@ -1,8 +1,18 @@
-"""Torch components: the gene-anchored transformer, the masked-diffusion objective and sampler."""
+"""Torch components: the gene-anchored transformer, the masked-diffusion objective and the sampler."""
 
-from ._diffusion import LossOutput, NoisedTokens, add_noise, diffusion_loss, sample_times
+from ._diffusion import (
+    LossOutput,
+    NoisedTokens,
+    ObjectiveConfig,
+    add_noise,
+    diffusion_loss,
+    objective,
+    sample_times,
+)
 from ._module import HoloCellModule
-from ._sampler import Generated, generate_modality
+from ._perturb import PerturbedBatch, SlotEdit, apply_edits, perturb_tokens
+from ._sampler import Generated, Sampled, sample
+from ._sampler import generate_modality as generate_modality  # deprecated, not in __all__
 from .transformer import HoloCellNetwork, NetworkConfig
 
 __all__ = [
@@ -12,8 +22,15 @@ __all__ = [
     "LossOutput",
     "NetworkConfig",
     "NoisedTokens",
+    "ObjectiveConfig",
+    "PerturbedBatch",
+    "Sampled",
+    "SlotEdit",
     "add_noise",
+    "apply_edits",
     "diffusion_loss",
-    "generate_modality",
+    "objective",
+    "perturb_tokens",
+    "sample",
     "sample_times",
 ]

@@ -6,18 +6,86 @@ modalities is instead a cross-modal example: one modality is hidden (entirely, o
 while the others stay visible, which is what teaches cross-modal generation. The loss is the
 cross-entropy over value bins on hidden observed slots, weighted by ``1 / t`` (MDLM / LLaDA; a
 whole-modality mask counts as ``t = 1``), plus a regression loss on the continuous value and a
-Bernoulli loss on each hidden peak.
+Bernoulli loss on each hidden peak. An optional contrastive term aligns the single-modality
+embeddings of cells measured with several modalities. :class:`ObjectiveConfig` holds every knob;
+:func:`objective` puts the pieces together for a mini-batch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from ..tokenize import Tokens
 from ..vocab import MODALITIES
+
+if TYPE_CHECKING:
+    from .transformer import HoloCellNetwork
+
+
+@dataclass
+class ObjectiveConfig:
+    """Settings of the masked-diffusion training objective; saved in checkpoints (``"objective"``).
+
+    Set them from the model, e.g. ``HoloCell(mdata, p_hide_library=0.1)``; a new field with a default
+    is all a new term needs (old checkpoints load with the defaults).
+
+    Attributes
+    ----------
+    p_drop_modality
+        Probability that a cell with >= 2 observed modalities is a cross-modal example (one modality
+        hidden, the others visible); see :func:`add_noise`.
+    p_whole
+        Probability that a cross-modal target is hidden entirely (``t = 1``) rather than at rate ``t``.
+    p_hide_library
+        Joint examples: probability that a modality's library size is hidden as well.
+    eps
+        Smallest masking rate ``t`` (``t ~ U(eps, 1)``); bounds the ``1 / t`` loss weight by ``1 / eps``.
+    regression_weight
+        Weight of the squared error of the continuous value (RNA / protein) beside the bin cross-entropy.
+    align_weight
+        Weight of the contrastive term pulling together the single-modality embeddings of the same cell
+        (cells with >= 2 modalities; InfoNCE over the mini-batch). 0 switches it off.
+    align_temperature
+        Softmax temperature of that term.
+    """
+
+    p_drop_modality: float = 0.5
+    p_whole: float = 0.5
+    p_hide_library: float = 0.25
+    eps: float = 0.02
+    regression_weight: float = 1.0
+    align_weight: float = 0.0
+    align_temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("p_drop_modality", "p_whole", "p_hide_library"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)!r}.")
+        if not 0.0 < self.eps < 1.0:
+            raise ValueError(f"eps must be in (0, 1), got {self.eps!r}.")
+        for name in ("regression_weight", "align_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
+        if self.align_temperature <= 0:
+            raise ValueError(f"align_temperature must be > 0, got {self.align_temperature!r}.")
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ObjectiveConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys are refused."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown objective settings {unknown}; known: {sorted(known)}.")
+        return cls(**values)
 
 
 @dataclass
@@ -153,3 +221,72 @@ def diffusion_loss(
         per_modality[m] = loss_m.detach()
         total = total + loss_m
     return LossOutput(total, per_modality, regression.detach())
+
+
+def alignment_loss(network: HoloCellNetwork, clean: Tokens, modalities: Sequence[str], temperature: float) -> torch.Tensor:
+    """InfoNCE between the single-modality embeddings of the cells that have both modalities of a pair."""
+    total = clean.library.new_zeros(())
+    present = clean.present
+    for i, a in enumerate(modalities):
+        for b in modalities[i + 1 :]:
+            both = (present[:, MODALITIES.index(a)] & present[:, MODALITIES.index(b)]).nonzero().squeeze(1)
+            if len(both) < 2:
+                continue
+            cells = clean.select(both)
+            z_a = F.normalize(network.pool(network.encode(only(cells, [a], modalities))), dim=-1)
+            z_b = F.normalize(network.pool(network.encode(only(cells, [b], modalities))), dim=-1)
+            logits = z_a @ z_b.T / temperature
+            labels = torch.arange(len(both), device=logits.device)
+            total = total + 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    return total
+
+
+def only(tokens: Tokens, keep: Sequence[str] | None, modalities: Sequence[str]) -> Tokens:
+    """``tokens`` with every one of ``modalities`` not in ``keep`` hidden (``None`` keeps all)."""
+    if keep is None:
+        return tokens
+    for m in modalities:
+        if m not in keep:
+            tokens = tokens.hide(m)
+    return tokens
+
+
+def objective(
+    network: HoloCellNetwork,
+    clean: Tokens,
+    exists: dict[str, torch.Tensor],
+    config: ObjectiveConfig,
+    generator: torch.Generator | None = None,
+) -> LossOutput:
+    """The training loss of a mini-batch: noise the clean tokens, predict, score (plus the alignment term).
+
+    Parameters
+    ----------
+    network
+        The network being trained.
+    clean
+        Tokenized cells (absent modalities masked).
+    exists
+        Modality -> ``(G,)`` anchors with a slot for it.
+    config
+        The objective's settings.
+    generator
+        Random generator of the masks (fixed for reproducible validation losses).
+    """
+    noised = add_noise(
+        clean,
+        exists,
+        eps=config.eps,
+        p_drop_modality=config.p_drop_modality,
+        p_whole=config.p_whole,
+        p_hide_library=config.p_hide_library,
+        generator=generator,
+    )
+    outputs = network(noised.tokens)
+    peak_anchor = network.peak_anchor if "atac" in exists else None
+    out = diffusion_loss(outputs, clean, noised, exists, peak_anchor, config.regression_weight)
+    if config.align_weight > 0:
+        align = alignment_loss(network, clean, list(exists), config.align_temperature)
+        out.per_modality["align"] = align.detach()
+        out.loss = out.loss + config.align_weight * align
+    return out

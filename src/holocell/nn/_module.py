@@ -9,13 +9,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..tokenize import Tokenizer, Tokens
-from ..vocab import MODALITIES
-from ._diffusion import LossOutput, add_noise, diffusion_loss
-from ._sampler import Generated, generate_modality
+from ._diffusion import LossOutput, ObjectiveConfig, objective, only
+from ._sampler import Generated, sample
 from .transformer import HoloCellNetwork, NetworkConfig
 
 
@@ -30,15 +28,11 @@ class HoloCellModule(nn.Module):
         Modality -> ``(n_features,)`` anchor of each feature.
     peak_bucket
         ``(n_peaks,)`` distance bucket of each peak (with ATAC).
-    p_drop_modality, p_hide_library, eps, regression_weight
-        Diffusion objective settings, see :func:`holocell.nn.add_noise`.
+    objective
+        Settings of the training objective (default :class:`ObjectiveConfig`).
     priors
         Prior name -> ``(G, k)`` prior-knowledge matrix for the anchor embedding (see
         :class:`~holocell.nn.HoloCellNetwork`).
-    align_weight, align_temperature
-        Weight and temperature of a contrastive term that pulls together the single-modality
-        embeddings of the same cell (cells with >= 2 modalities; InfoNCE over the mini-batch).
-        0 switches it off.
     """
 
     def __init__(
@@ -47,12 +41,7 @@ class HoloCellModule(nn.Module):
         feature_anchor: dict[str, np.ndarray],
         peak_bucket: np.ndarray | None = None,
         *,
-        p_drop_modality: float = 0.5,
-        p_hide_library: float = 0.25,
-        eps: float = 0.02,
-        regression_weight: float = 1.0,
-        align_weight: float = 0.0,
-        align_temperature: float = 0.1,
+        objective: ObjectiveConfig | None = None,
         priors: dict[str, np.ndarray] | None = None,
     ) -> None:
         super().__init__()
@@ -62,12 +51,7 @@ class HoloCellModule(nn.Module):
         bucket = torch.as_tensor(peak_bucket) if peak_bucket is not None else None
         prior_tensors = {k: torch.as_tensor(v) for k, v in (priors or {}).items()}
         self.network = HoloCellNetwork(config, exists, peak_anchor, bucket, prior_tensors)
-        self.p_drop_modality = p_drop_modality
-        self.p_hide_library = p_hide_library
-        self.eps = eps
-        self.regression_weight = regression_weight
-        self.align_weight = align_weight
-        self.align_temperature = align_temperature
+        self.objective = ObjectiveConfig() if objective is None else objective
 
     @property
     def modalities(self) -> list[str]:
@@ -82,53 +66,13 @@ class HoloCellModule(nn.Module):
         return self.tokenizer(counts, batch["present"], batch["batch"], batch["species"], measured)
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> LossOutput:
-        """Masked-diffusion loss of a mini-batch."""
-        clean = self.tokenize(batch)
+        """Masked-diffusion loss of a mini-batch (see :func:`holocell.nn.objective`)."""
         exists = {m: self.tokenizer.exists(m) for m in self.modalities}
-        noised = add_noise(
-            clean,
-            exists,
-            eps=self.eps,
-            p_drop_modality=self.p_drop_modality,
-            p_hide_library=self.p_hide_library,
-            generator=generator,
-        )
-        outputs = self.network(noised.tokens)
-        peak_anchor = self.network.peak_anchor if "atac" in self.modalities else None
-        out = diffusion_loss(outputs, clean, noised, exists, peak_anchor, self.regression_weight)
-        if self.align_weight > 0:
-            align = self.alignment_loss(clean)
-            out.per_modality["align"] = align.detach()
-            out.loss = out.loss + self.align_weight * align
-        return out
-
-    def alignment_loss(self, clean: Tokens) -> torch.Tensor:
-        """InfoNCE between single-modality embeddings of the cells that have both modalities."""
-        total = clean.library.new_zeros(())
-        present = clean.present
-        for i, a in enumerate(self.modalities):
-            for b in self.modalities[i + 1 :]:
-                both = (
-                    (present[:, MODALITIES.index(a)] & present[:, MODALITIES.index(b)]).nonzero().squeeze(1)
-                )
-                if len(both) < 2:
-                    continue
-                cells = clean.select(both)
-                z_a = F.normalize(self.network.pool(self.network.encode(self.restrict(cells, [a]))), dim=-1)
-                z_b = F.normalize(self.network.pool(self.network.encode(self.restrict(cells, [b]))), dim=-1)
-                logits = z_a @ z_b.T / self.align_temperature
-                labels = torch.arange(len(both), device=logits.device)
-                total = total + 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
-        return total
+        return objective(self.network, self.tokenize(batch), exists, self.objective, generator)
 
     def restrict(self, tokens: Tokens, keep: Sequence[str] | None) -> Tokens:
         """Hide every modality not in ``keep`` (``None`` keeps all)."""
-        if keep is None:
-            return tokens
-        for m in self.modalities:
-            if m not in keep:
-                tokens = tokens.hide(m)
-        return tokens
+        return only(tokens, keep, self.modalities)
 
     @torch.no_grad()
     def embed(self, batch: dict[str, torch.Tensor], modalities: Sequence[str] | None = None) -> torch.Tensor:
@@ -140,9 +84,11 @@ class HoloCellModule(nn.Module):
     def generate(
         self, batch: dict[str, torch.Tensor], target: str, sources: Sequence[str] | None = None, **kwargs
     ) -> Generated:
-        """Generate ``target`` from ``sources`` (default: every other modality); see :func:`generate_modality`."""
+        """Generate ``target`` from ``sources`` (default: every other modality); ``kwargs`` go to
+        :func:`holocell.nn.sample`."""
         tokens = self.restrict(self.tokenize(batch), sources)
-        return generate_modality(self.network, tokens, target, **kwargs)
+        res = sample(self.network, tokens, [target], **kwargs)
+        return Generated(None if target == "atac" else res.tokens.bins[target], res.values[target])
 
     def to_features(self, modality: str, slot_values: torch.Tensor) -> torch.Tensor:
         """``(B, G)`` slot values -> ``(B, F)`` feature values of ``modality``."""

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.utils.extmath import randomized_svd
 
 
 @dataclass
@@ -61,6 +62,12 @@ def align(anchors: Sequence[str], genes: Sequence[str], table: np.ndarray, name:
     return PriorMatrix(name, standardise(values, known), known, columns)
 
 
+RSVD_OVERSAMPLES = 16
+"""Extra random directions of the randomized SVD (Halko et al.), beyond the ``k`` wanted."""
+RSVD_ITERATIONS = 6
+"""Power iterations of the randomized SVD, each re-orthonormalised by a QR decomposition."""
+
+
 def spectral(matrix, k: int, rng_seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-``k`` singular triplets of a (sparse) matrix, zero-padded when its rank is lower.
 
@@ -77,7 +84,15 @@ def spectral(matrix, k: int, rng_seed: int = 0) -> tuple[np.ndarray, np.ndarray,
         u, s, vt = u[:, :r], s[:r], vt[:r]
     else:
         with _single_thread():  # tall-skinny QRs: threads only add overhead, a lot on a busy machine
-            u, s, vt = _randomized_svd(sp.csr_matrix(matrix, dtype=np.float64), r, rng_seed)
+            u, s, vt = randomized_svd(
+                sp.csr_matrix(matrix, dtype=np.float64),
+                r,
+                n_oversamples=RSVD_OVERSAMPLES,
+                n_iter=RSVD_ITERATIONS,
+                power_iteration_normalizer="QR",
+                flip_sign=False,  # the sign is fixed below, the same way for both branches
+                random_state=rng_seed,
+            )
     sign = np.sign(u[np.abs(u).argmax(axis=0), np.arange(u.shape[1])])
     sign[sign == 0] = 1
     u, vt = u * sign, vt * sign[:, None]
@@ -87,17 +102,6 @@ def spectral(matrix, k: int, rng_seed: int = 0) -> tuple[np.ndarray, np.ndarray,
         s = np.pad(s, (0, pad))
         vt = np.pad(vt, ((0, pad), (0, 0)))
     return u, s, vt
-
-
-def _randomized_svd(a, k: int, seed: int, oversample: int = 16, n_iter: int = 6):
-    """Halko et al. randomized SVD with QR re-orthonormalisation at every power iteration."""
-    rng = np.random.default_rng(seed)
-    q = np.linalg.qr(a @ rng.standard_normal((a.shape[1], k + oversample)))[0]
-    for _ in range(n_iter):
-        q = np.linalg.qr(a.T @ q)[0]
-        q = np.linalg.qr(a @ q)[0]
-    ub, s, vt = np.linalg.svd((a.T @ q).T, full_matrices=False)
-    return (q @ ub)[:, :k], s[:k], vt[:k]
 
 
 def _single_thread():

@@ -1,5 +1,18 @@
-"""Lightning training plan and data module."""
+"""Training: the Lightning training plan and data module, the run set-up, and its typed settings."""
 
+from ._config import TrainingConfig
+from ._fit import FitResult, HistoryLogger, RowFreeze, RowFreezeCallback, WeightEMA, fit
 from ._plan import MosaicDataModule, TrainingPlan, split_indices
 
-__all__ = ["MosaicDataModule", "TrainingPlan", "split_indices"]
+__all__ = [
+    "FitResult",
+    "HistoryLogger",
+    "MosaicDataModule",
+    "RowFreeze",
+    "RowFreezeCallback",
+    "TrainingConfig",
+    "TrainingPlan",
+    "WeightEMA",
+    "fit",
+    "split_indices",
+]

@@ -3,101 +3,46 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from ..data._mosaic import MosaicArrays, make_loader
-from ..data._streaming import BackedMosaicArrays, make_chunked_loader
+from ..data.arrays import BackedMosaicArrays, MosaicArrays, make_chunked_loader, make_loader
 from ..nn import HoloCellModule
+from ._config import TrainingConfig
 
 
 class TrainingPlan(pl.LightningModule):
     """Optimises the masked-diffusion loss with AdamW, linear warm-up and cosine decay.
 
+    The weight average (EMA) is a callback of the run, :class:`~holocell.train.WeightEMA`.
+
     Parameters
     ----------
     module
         The holocell torch module.
-    lr
-        Peak learning rate.
-    weight_decay
-        AdamW weight decay, applied to matrices only (not to biases, norms or embeddings' zeros).
-    warmup_steps
-        Linear warm-up length in optimiser steps.
+    config
+        Optimiser and schedule settings (default :class:`TrainingConfig`).
     total_steps
         Steps of the cosine schedule (the run length); the rate stays at its floor after.
-    ema_decay
-        If set, keep an exponential moving average of the weights (updated every step, used for
-        validation and copied into the module when training ends). ``None`` disables it.
+    **overrides
+        :class:`TrainingConfig` fields to override, e.g. ``lr=3e-4``.
     """
 
     def __init__(
         self,
         module: HoloCellModule,
+        config: TrainingConfig | None = None,
         *,
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 50,
         total_steps: int = 10_000,
-        ema_decay: float | None = None,
+        **overrides,
     ) -> None:
         super().__init__()
         self.module = module
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup_steps = warmup_steps
-        self.total_steps = max(total_steps, warmup_steps + 1)
-        self._val_seed = 1234
-        self.ema_decay = ema_decay
-        self._ema: dict[str, torch.Tensor] | None = None
-
-    # ------------------------------------------------------------------ weight averaging
-    def _float_state(self) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in self.module.state_dict().items() if v.is_floating_point()}
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.ema_decay is None:
-            return
-        with torch.no_grad():
-            state = self._float_state()
-            if self._ema is None:
-                self._ema = {k: v.detach().clone() for k, v in state.items()}
-                return
-            for k, v in state.items():
-                self._ema[k].lerp_(v.detach(), 1.0 - self.ema_decay)
-
-    def _swap_ema(self) -> None:
-        """Exchange the live weights and the averaged ones."""
-        if self._ema is None:
-            return
-        with torch.no_grad():
-            state = self._float_state()
-            for k, v in state.items():
-                live = v.detach().clone()
-                v.copy_(self._ema[k])
-                self._ema[k] = live
-
-    def on_validation_epoch_start(self) -> None:
-        self._swap_ema()
-
-    def on_validation_epoch_end(self) -> None:
-        self._swap_ema()
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self._ema is not None:
-            checkpoint["holocell_ema"] = {k: v.detach().cpu() for k, v in self._ema.items()}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        ema = checkpoint.get("holocell_ema")
-        if ema is not None and self.ema_decay is not None:
-            device = next(self.module.parameters()).device
-            self._ema = {k: v.to(device) for k, v in ema.items()}
-
-    def on_train_end(self) -> None:
-        self._swap_ema()  # leave the averaged weights in the module
-        self._ema = None
+        self.config = replace(config or TrainingConfig(), **overrides)
+        self.total_steps = max(total_steps, self.config.warmup_steps + 1)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.module.loss(batch)
@@ -115,26 +60,27 @@ class TrainingPlan(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # same masks every epoch, so validation curves are comparable
-        generator = torch.Generator(device=batch["present"].device).manual_seed(self._val_seed + batch_idx)
+        generator = torch.Generator(device=batch["present"].device).manual_seed(self.config.validation_seed + batch_idx)
         out = self.module.loss(batch, generator=generator)
         self.log(
             "validation_loss", out.loss, prog_bar=True, on_epoch=True, batch_size=batch["present"].shape[0]
         )
 
     def configure_optimizers(self):
+        c = self.config
         decay = [p for p in self.module.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.module.parameters() if p.requires_grad and p.dim() < 2]
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr,
-            betas=(0.9, 0.98),
+            [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=c.lr,
+            betas=c.betas,
         )
 
         def schedule(step: int) -> float:
-            if step < self.warmup_steps:
-                return (step + 1) / self.warmup_steps
-            progress = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
-            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+            if step < c.warmup_steps:
+                return (step + 1) / c.warmup_steps
+            progress = min(1.0, (step - c.warmup_steps) / (self.total_steps - c.warmup_steps))
+            return c.lr_floor + (1 - c.lr_floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -143,8 +89,8 @@ class TrainingPlan(pl.LightningModule):
 class MosaicDataModule(pl.LightningDataModule):
     """Train / validation loaders over in-memory or backed (streamed) mosaic arrays.
 
-    In-memory :class:`~holocell.data._mosaic.MosaicArrays` are shuffled cell by cell. Backed
-    :class:`~holocell.data._streaming.BackedMosaicArrays` are streamed from disk and shuffled by
+    In-memory :class:`~holocell.data.arrays.MosaicArrays` are shuffled cell by cell. Backed
+    :class:`~holocell.data.arrays.BackedMosaicArrays` are streamed from disk and shuffled by
     chunk (block order, then cells within a buffer of blocks), so memory stays flat in the number
     of cells; see :mod:`holocell.data._streaming`.
 

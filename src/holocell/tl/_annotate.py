@@ -11,18 +11,21 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
+from ._compat import legacy_positional
+
 if TYPE_CHECKING:
     from mudata import MuData
 
     from ..model import HoloCell
 
 
+@legacy_positional("labels_key", "query")
 def annotate(
     mdata: MuData,
     model: HoloCell | None = None,
+    *,
     labels_key: str = "celltype",
     query: Sequence[bool] | Sequence[str] | None = None,
-    *,
     reference: Sequence[bool] | Sequence[str] | None = None,
     method: Literal["knn", "classifier", "both"] = "both",
     use_rep: str = "X_holocell",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -14,15 +16,44 @@ if TYPE_CHECKING:
     from ..model import HoloCell
 
 FATE_COLUMNS = ("gene", "score", "cosine", "distance_before", "distance_after", "rank")
+_OLD_POSITIONAL = ("groupby", "source", "target")
 
 
+def _accept_old_call(func):
+    """The old form ``fate_shift(mdata, model, groupby, source, target, ...)`` returned the ranking: it
+    still does, with a FutureWarning (it also writes ``mdata.uns[key_added]``, as it did)."""
+
+    @functools.wraps(func)
+    def wrapper(mdata, *args, **kwargs):
+        if len(args) <= 1:
+            return func(mdata, *args, **kwargs)
+        if len(args) > 1 + len(_OLD_POSITIONAL):
+            raise TypeError("fate_shift() takes 5 positional arguments at most.")
+        for name, value in zip(_OLD_POSITIONAL, args[1:], strict=False):
+            if name in kwargs:
+                raise TypeError(f"fate_shift() got multiple values for argument {name!r}.")
+            kwargs[name] = value
+        warnings.warn(
+            "hc.tl.fate_shift(mdata, model, groupby, source, target) is deprecated: pass groupby=, source=, "
+            "target= by keyword; the call then returns None and the ranking is in mdata.uns[key_added]['ranking'].",
+            FutureWarning,
+            stacklevel=2,
+        )
+        kwargs["copy"] = False
+        func(mdata, args[0], **kwargs)
+        return mdata.uns[kwargs.get("key_added", "holocell_fate_shift")]["ranking"]
+
+    return wrapper
+
+
+@_accept_old_call
 def fate_shift(
     mdata: MuData,
     model: HoloCell,
+    *,
     groupby: str,
     source: str,
     target: str,
-    *,
     genes: Sequence[str] | None = None,
     mode: Literal["knockout", "overexpress"] = "overexpress",
     n_cells: int | None = 200,
@@ -34,7 +65,8 @@ def fate_shift(
     device: str | None = None,
     seed: int = 0,
     progress_bar: bool | None = None,
-) -> pd.DataFrame:
+    copy: bool = False,
+) -> MuData | None:
     """Rank genes whose in-silico overexpression (or knockout) moves ``source`` cells toward ``target``.
 
     For each candidate gene, up to ``n_cells`` source cells are perturbed with
@@ -47,7 +79,8 @@ def fate_shift(
       target covered (positive = toward the target);
     - ``cosine`` = cosine of the mean ``dz`` with ``c_t - c_s``.
 
-    This follows the in-silico cell-fate analysis of GeneCompass.
+    This follows the in-silico cell-fate analysis of GeneCompass. The data are read and checked once for
+    the embeddings and once for all the perturbations, not once per gene.
 
     Parameters
     ----------
@@ -68,12 +101,15 @@ def fate_shift(
     regenerate, sources, n_steps, batch_size, device, seed, progress_bar
         See :func:`holocell.tl.perturb`.
     key_added
-        The table is also stored in ``mdata.uns[key_added]`` (``"params"``, ``"ranking"``).
+        ``.uns`` key of the result.
+    copy
+        Work on and return a copy instead of modifying ``mdata``.
 
     Returns
     -------
-    DataFrame with columns ``gene``, ``score``, ``cosine``, ``distance_before``, ``distance_after``,
-    ``rank`` (1 = moves furthest toward the target), sorted by ``rank``.
+    ``None``, or the modified copy when ``copy=True``. Writes ``mdata.uns[key_added]`` with ``"params"``
+    and ``"ranking"``: a DataFrame with columns ``gene``, ``score``, ``cosine``, ``distance_before``,
+    ``distance_after``, ``rank`` (1 = moves furthest toward the target), sorted by ``rank``.
     """
     if groupby not in mdata.obs:
         raise KeyError(f"mdata.obs has no column {groupby!r}.")
@@ -90,6 +126,7 @@ def fate_shift(
     if not genes:
         raise ValueError("Give at least one candidate gene.")
 
+    mdata = mdata.copy() if copy else mdata
     z = model.get_latent_representation(mdata, batch_size=batch_size, device=device, progress_bar=progress_bar)
     c_s = z[groups == str(source)].mean(0)
     c_t = z[groups == str(target)].mean(0)
@@ -99,20 +136,20 @@ def fate_shift(
         src = np.sort(np.random.default_rng(seed).choice(src, n_cells, replace=False))
 
     rows = []
-    for gene in genes:
-        res = model.predict_perturbation(
-            mdata,
-            genes=[gene],
-            mode=mode,
-            regenerate=regenerate,
-            sources=sources,
-            indices=src,
-            n_steps=n_steps,
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-            progress_bar=False,
-        )
+    perturbations = model.iter_perturbations(
+        mdata,
+        genes,
+        mode=mode,
+        regenerate=regenerate,
+        sources=sources,
+        indices=src,
+        n_steps=n_steps,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        progress_bar=False,
+    )
+    for gene, res in perturbations:
         cells = src[res.applied[src]]
         if len(cells) == 0:
             raise ValueError(f"No {source!r} cells have RNA, so no gene can be perturbed in them.")
@@ -137,4 +174,4 @@ def fate_shift(
         "params": {"groupby": groupby, "source": str(source), "target": str(target), "mode": mode},
         "ranking": table,
     }
-    return table
+    return mdata if copy else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -18,22 +20,54 @@ if TYPE_CHECKING:
 GRN_COLUMNS = ("tf", "target", "similarity", "knockout_effect", "score", "rank")
 
 
+def _accept_old_call(func):
+    """The old form ``grn(model, tfs, ..., mdata=...)`` returned the table and wrote nothing: it still does,
+    with a FutureWarning."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from ..model import HoloCell
+
+        first = args[0] if args else kwargs.get("mdata")
+        if not isinstance(first, HoloCell) and not (not args and "mdata" not in kwargs and "model" in kwargs):
+            return func(*args, **kwargs)
+        warnings.warn(
+            "hc.tl.grn(model, tfs, ...) is deprecated: call hc.tl.grn(mdata, model, tfs=...), which writes the "
+            "edge table to mdata.uns[key_added] (default 'holocell_grn').",
+            FutureWarning,
+            stacklevel=2,
+        )
+        model = args[0] if args else kwargs.pop("model")
+        if len(args) > 2:
+            raise TypeError("grn(model, tfs) takes 2 positional arguments at most.")
+        if len(args) == 2:
+            if "tfs" in kwargs:
+                raise TypeError("grn() got multiple values for argument 'tfs'.")
+            kwargs["tfs"] = args[1]
+        return edge_table(model, **kwargs)
+
+    return wrapper
+
+
+@_accept_old_call
 def grn(
+    mdata: MuData,
     model: HoloCell,
-    tfs: Sequence[str] | None = None,
     *,
+    tfs: Sequence[str] | None = None,
     targets: Sequence[str] | None = None,
     method: Literal["embedding", "knockout", "both"] = "both",
-    mdata: MuData | None = None,
     sources: Sequence[str] | None = None,
     n_cells: int | None = 500,
     n_steps: int = 4,
+    key_added: str = "holocell_grn",
     batch_size: int | None = None,
     device: str | None = None,
     seed: int = 0,
     progress_bar: bool | None = None,
-) -> pd.DataFrame:
-    """Rank TF -> target edges from the model.
+    copy: bool = False,
+) -> MuData | None:
+    """Rank TF -> target edges from the model and write the table to ``mdata.uns[key_added]``.
 
     Two scores are available:
 
@@ -48,39 +82,83 @@ def grn(
 
     Parameters
     ----------
+    mdata
+        MuData the model was set up with (or one with the same features): the cells of the knockouts,
+        and its RNA ``.var["is_tf"]`` names the default regulators.
     model
         Trained :class:`~holocell.HoloCell` with an RNA modality.
     tfs
-        Regulators (RNA feature names). Default: the RNA ``.var["is_tf"]`` genes of the
-        registered MuData when that column exists; otherwise the genes whose anchor is a regulator
-        in the shipped Pathway Commons GRN (:func:`holocell.priors.load_grn_edges`); every gene
-        only when none is.
+        Regulators (RNA feature names). Default: the RNA ``.var["is_tf"]`` genes when that column
+        exists; otherwise the genes whose anchor is a regulator in the shipped Pathway Commons GRN
+        (:func:`holocell.priors.load_grn_edges`); every gene only when none is.
     targets
         Candidate targets (default: every RNA gene). Self-edges are left out.
     method
         Which score(s) to compute.
-    mdata
-        Cells for the knockouts (default: the registered MuData).
     sources
         Conditioning modalities during the knockouts (see :func:`holocell.tl.perturb`).
     n_cells
         Cells sampled for the knockouts (``None``: all).
     n_steps, batch_size, device, seed, progress_bar
         Regeneration settings.
+    key_added
+        ``.uns`` key of the table.
+    copy
+        Work on and return a copy instead of modifying ``mdata``.
 
     Returns
     -------
-    DataFrame with columns ``tf``, ``target``, ``similarity`` (NaN unless computed),
-    ``knockout_effect`` (signed; NaN unless computed), ``score`` and ``rank`` (1 = strongest),
-    sorted by ``rank``.
+    ``None``, or the modified copy when ``copy=True``. Writes ``mdata.uns[key_added]``: a DataFrame with
+    columns ``tf``, ``target``, ``similarity`` (NaN unless computed), ``knockout_effect`` (signed; NaN
+    unless computed), ``score`` and ``rank`` (1 = strongest), sorted by ``rank``.
+
+    Examples
+    --------
+    >>> hc.tl.grn(mdata, model, tfs=["GATA1", "SPI1"], method="embedding")
+    >>> hc.pl.grn_scores(mdata.uns["holocell_grn"], "GATA1")
     """
+    mdata = mdata.copy() if copy else mdata
+    mdata.uns[key_added] = edge_table(
+        model,
+        mdata,
+        tfs=tfs,
+        targets=targets,
+        method=method,
+        sources=sources,
+        n_cells=n_cells,
+        n_steps=n_steps,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        progress_bar=progress_bar,
+    )
+    return mdata if copy else None
+
+
+def edge_table(
+    model: HoloCell,
+    mdata: MuData | None = None,
+    tfs: Sequence[str] | None = None,
+    *,
+    targets: Sequence[str] | None = None,
+    method: Literal["embedding", "knockout", "both"] = "both",
+    sources: Sequence[str] | None = None,
+    n_cells: int | None = 500,
+    n_steps: int = 4,
+    batch_size: int | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    progress_bar: bool | None = None,
+) -> pd.DataFrame:
+    """The ranked edge table of :func:`grn` (``mdata``: default the registered MuData)."""
     if method not in ("embedding", "knockout", "both"):
         raise ValueError(f"method must be 'embedding', 'knockout' or 'both', got {method!r}.")
     if "rna" not in model.modalities_:
         raise ValueError("grn needs a model with an RNA modality.")
+    mdata = model.adata if mdata is None else mdata
     genes = pd.Index(model.feature_space.maps["rna"].features.astype(str))
     if tfs is None:
-        var = model.adata.mod[model.modalities_["rna"]].var
+        var = mdata.mod[model.modalities_["rna"]].var
         anchors = model.feature_space.maps["rna"].report["anchor"].astype(str).to_numpy()
         tfs = default_tfs(genes, anchors, var)
     tfs = [tfs] if isinstance(tfs, str) else list(tfs)
@@ -97,37 +175,35 @@ def grn(
     table = table[table["tf"] != table["target"]].reset_index(drop=True)
     table["similarity"] = np.nan
     table["knockout_effect"] = np.nan
+    edges = list(zip(table["tf"], table["target"], strict=True))
     if method in ("embedding", "both"):
         emb = model.get_gene_embeddings("rna")
         unit = emb.to_numpy() / np.linalg.norm(emb.to_numpy(), axis=1, keepdims=True).clip(min=1e-12)
         unit = pd.DataFrame(unit, index=emb.index)
         sim = unit.loc[tfs].to_numpy() @ unit.loc[targets].to_numpy().T  # (n_tfs, n_targets)
-        sim = pd.DataFrame(sim, index=tfs, columns=targets).stack()
-        table["similarity"] = sim.loc[list(zip(table["tf"], table["target"], strict=True))].to_numpy()
+        table["similarity"] = pd.DataFrame(sim, index=tfs, columns=targets).stack().loc[edges].to_numpy()
     if method in ("knockout", "both"):
-        mdata = model.adata if mdata is None else mdata
-        rng = np.random.default_rng(seed)
         indices = None
         if n_cells is not None and n_cells < mdata.n_obs:
-            indices = np.sort(rng.choice(mdata.n_obs, n_cells, replace=False))
+            indices = np.sort(np.random.default_rng(seed).choice(mdata.n_obs, n_cells, replace=False))
         effects = {}
-        for tf in tfs:
-            res = model.predict_perturbation(
-                mdata,
-                genes=[tf],
-                regenerate=["rna"],
-                sources=sources,
-                indices=indices,
-                n_steps=n_steps,
-                batch_size=batch_size,
-                device=device,
-                seed=seed,
-                progress_bar=progress_bar,
-            )
+        knockouts = model.iter_perturbations(
+            mdata,
+            tfs,
+            mode="knockout",
+            regenerate=["rna"],
+            sources=sources,
+            indices=indices,
+            n_steps=n_steps,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            progress_bar=progress_bar,
+        )
+        for tf, res in knockouts:
             shift = res.shift("rna")[res.applied]
             effects[tf] = pd.Series(np.nanmean(shift, axis=0) if len(shift) else np.nan, index=genes)
-        effect = pd.DataFrame(effects).T.stack()
-        table["knockout_effect"] = effect.loc[list(zip(table["tf"], table["target"], strict=True))].to_numpy()
+        table["knockout_effect"] = pd.DataFrame(effects).T.stack().loc[edges].to_numpy()
     if method == "embedding":
         table["score"] = table["similarity"].abs()
     elif method == "knockout":
@@ -152,7 +228,7 @@ def default_tfs(genes: pd.Index, anchors: Sequence[str], var: pd.DataFrame) -> l
         Anchor name of each feature in ``genes`` (canonical human symbol; mouse genes sit on their
         human ortholog's anchor).
     var
-        The RNA ``.var`` of the registered data.
+        The RNA ``.var`` of the data.
     """
     if "is_tf" in var:
         return list(var.index[var["is_tf"].astype(bool)])

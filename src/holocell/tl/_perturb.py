@@ -10,6 +10,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ._compat import legacy_positional
+
 if TYPE_CHECKING:
     from mudata import MuData
 
@@ -19,13 +21,14 @@ if TYPE_CHECKING:
 SUMMARY_COLUMNS = ("modality", "feature", "mean_shift", "abs_mean_shift", "frac_up", "edited", "rank")
 
 
+@legacy_positional("genes", "cres", "mode")
 def perturb(
     mdata: MuData,
     model: HoloCell,
+    *,
     genes: str | Sequence[str] | None = None,
     cres: str | Sequence[str] | None = None,
     mode: Literal["knockout", "overexpress"] = "knockout",
-    *,
     regenerate: Sequence[str] | None = None,
     sources: Sequence[str] | None = None,
     overexpress_quantile: float = 0.99,
@@ -107,9 +110,9 @@ def perturb(
     mdata = mdata.copy() if copy else mdata
     res = model.predict_perturbation(
         mdata,
-        genes,
-        cres,
-        mode,
+        genes=genes,
+        cres=cres,
+        mode=mode,
         regenerate=regenerate,
         sources=sources,
         overexpress_quantile=overexpress_quantile,
@@ -124,7 +127,7 @@ def perturb(
 
 
 def write_perturbation(mdata: MuData, res: PerturbationResult, *, key_added: str, n_top: int) -> None:
-    """Store a :class:`~holocell.model._perturb_mixin.PerturbationResult` in ``mdata`` (keys of :func:`perturb`)."""
+    """Store a :class:`~holocell.model.PerturbationResult` in ``mdata`` (the keys of :func:`perturb`)."""
     for m, features in res.features.items():
         shift = res.shift(m)
         layer = ad.AnnData(

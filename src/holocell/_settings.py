@@ -1,0 +1,158 @@
+"""``holocell.settings``: process-wide switches, changed only when the user sets them.
+
+Importing holocell changes nothing outside the package: no environment variable, no logger of
+another library. Every switch below acts when it is set (or, for Lightning's log level, only while
+holocell trains).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from typing import Literal
+
+__all__ = ["HolocellSettings", "settings"]
+
+LOGGER_NAME = "holocell"
+HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+
+
+def _level(value: int | str) -> int:
+    """A logging level from an int or a name (``"info"``, ``"WARNING"``, ...)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"A logging level is an int or a name such as 'info', got {value!r}.")
+    if isinstance(value, str):
+        level = logging.getLevelName(value.upper())
+        if not isinstance(level, int):
+            raise ValueError(f"Unknown logging level {value!r}; use debug, info, warning, error or critical.")
+        return level
+    return value
+
+
+def _interactive() -> bool:
+    """True in a Jupyter / IPython kernel or when stderr is a terminal."""
+    shell = sys.modules.get("IPython")
+    if shell is not None:
+        ip = shell.get_ipython() if hasattr(shell, "get_ipython") else None
+        if ip is not None and type(ip).__name__ == "ZMQInteractiveShell":
+            return True
+    stream = sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+class HolocellSettings:
+    """Process-wide settings of holocell (``hc.settings``).
+
+    Attributes
+    ----------
+    verbosity
+        Level of the ``"holocell"`` logger (an int or a name such as ``"info"``). Setting it also
+        attaches a stderr handler to that logger when nothing in the logging tree would print its
+        messages. Default: the logger's effective level (``WARNING`` unless you configured logging).
+    progress_bar
+        Default of every ``progress_bar=None`` / ``enable_progress_bar=None`` argument:
+        ``"auto"`` (default) shows bars in Jupyter and on a terminal and hides them otherwise (log
+        files, CI), as scvi-tools does; ``True`` always; ``False`` never.
+    lightning_log_level
+        Level of Lightning's loggers *while holocell trains* (restored afterwards), so Lightning's
+        start-up banners and tips stay quiet. Default ``WARNING``; ``INFO`` shows them.
+    huge_pages
+        Back PyTorch's large CPU tensors with transparent huge pages (sets
+        ``THP_MEM_ALLOC_ENABLE=1`` for this process; ``False`` removes it). On a CPU it cut ~40% of
+        embedding time (docs/design.md, "CPU inference cost"). PyTorch reads the variable at its
+        first large allocation, so set this before doing any work; setting it later has no effect.
+        Default ``False``; the ``holocell`` command line turns it on.
+
+    Examples
+    --------
+    >>> import holocell as hc
+    >>> hc.settings.verbosity = "info"  # show transfer reports
+    >>> hc.settings.progress_bar = False
+    >>> hc.settings.huge_pages = True  # before the first model is built
+    """
+
+    def __init__(self) -> None:
+        self._progress_bar: bool | Literal["auto"] = "auto"
+        self._lightning_log_level = logging.WARNING
+
+    # ------------------------------------------------------------------ logging
+    @property
+    def verbosity(self) -> int:
+        """Level of the ``"holocell"`` logger."""
+        return logging.getLogger(LOGGER_NAME).getEffectiveLevel()
+
+    @verbosity.setter
+    def verbosity(self, value: int | str) -> None:
+        logger = logging.getLogger(LOGGER_NAME)
+        logger.setLevel(_level(value))
+        if not logger.hasHandlers():  # nothing would print below WARNING: give it a handler
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+            logger.addHandler(handler)
+
+    @property
+    def lightning_log_level(self) -> int:
+        """Level of Lightning's loggers while holocell trains."""
+        return self._lightning_log_level
+
+    @lightning_log_level.setter
+    def lightning_log_level(self, value: int | str) -> None:
+        self._lightning_log_level = _level(value)
+
+    @contextlib.contextmanager
+    def lightning_logging(self) -> Iterator[None]:
+        """Context in which Lightning's loggers use :attr:`lightning_log_level` (restored on exit)."""
+        loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+        before = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(self._lightning_log_level)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, before, strict=True):
+                lg.setLevel(level)
+
+    # ------------------------------------------------------------------ progress bars
+    @property
+    def progress_bar(self) -> bool | Literal["auto"]:
+        """``"auto"``, ``True`` or ``False``."""
+        return self._progress_bar
+
+    @progress_bar.setter
+    def progress_bar(self, value: bool | Literal["auto"]) -> None:
+        if not (isinstance(value, bool) or value == "auto"):
+            raise ValueError(f"progress_bar must be 'auto', True or False, got {value!r}.")
+        self._progress_bar = value
+
+    def show_progress(self, progress_bar: bool | None = None) -> bool:
+        """Whether to show a progress bar: ``progress_bar`` itself, or this setting when it is ``None``."""
+        choice = self._progress_bar if progress_bar is None else progress_bar
+        return _interactive() if choice == "auto" else bool(choice)
+
+    # ------------------------------------------------------------------ huge pages
+    @property
+    def huge_pages(self) -> bool:
+        """Whether ``THP_MEM_ALLOC_ENABLE=1`` is set for this process."""
+        return os.environ.get(HUGE_PAGES_ENV) == "1"
+
+    @huge_pages.setter
+    def huge_pages(self, value: bool) -> None:
+        if value:
+            os.environ[HUGE_PAGES_ENV] = "1"
+        else:
+            os.environ.pop(HUGE_PAGES_ENV, None)
+
+    def __repr__(self) -> str:
+        return (
+            f"holocell settings: verbosity={logging.getLevelName(self.verbosity)}, "
+            f"progress_bar={self.progress_bar!r}, "
+            f"lightning_log_level={logging.getLevelName(self.lightning_log_level)}, huge_pages={self.huge_pages}"
+        )
+
+
+settings = HolocellSettings()
+"""The settings object of this process (``hc.settings``)."""

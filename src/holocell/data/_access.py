@@ -1,0 +1,153 @@
+"""MuData -> count arrays in a model's feature order: batch and species codes, backed files.
+
+The model class validates the data (``holocell.model._validate``); these functions only read it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import mudata
+import numpy as np
+from mudata import MuData
+
+from ..vocab import SPECIES
+from ._mosaic import MosaicArrays, collect_arrays
+from ._streaming import BackedMosaicArrays, collect_backed_arrays, is_backed
+
+
+def read_backed(path: str | Path) -> MuData:
+    """Open an ``.h5mu`` file backed (its matrices stay on disk).
+
+    Parameters
+    ----------
+    path
+        Path of the ``.h5mu`` file.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"No such .h5mu file: {str(path)!r}. Pass a MuData or the path of an .h5mu file."
+        )
+    return mudata.read_h5mu(str(path), backed=True)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def closes_backed_path(method: _F) -> _F:
+    """Decorator for a model method whose first argument is ``mdata``: a path given there is opened
+    backed (:func:`read_backed`) and closed again before the method returns or raises, so the caller
+    can rewrite the file straight away. A MuData (backed or not) is passed through untouched.
+
+    Parameters
+    ----------
+    method
+        The method to wrap.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, mdata=None, *args, **kwargs):
+        if not isinstance(mdata, str | os.PathLike):
+            return method(self, mdata, *args, **kwargs)
+        opened = read_backed(mdata)
+        try:
+            return method(self, opened, *args, **kwargs)
+        finally:
+            opened.file.close()
+
+    return wrapper  # type: ignore[return-value]
+
+
+def batch_codes(
+    mdata: MuData, batch_key: str | None, categories: Sequence[str], transform_batch: str | None = None
+) -> np.ndarray:
+    """``(n_cells,)`` batch code of every cell: its index in ``categories``.
+
+    Parameters
+    ----------
+    mdata
+        The cells.
+    batch_key
+        Column of ``mdata.obs`` with the batch names (``None``: every cell is batch 0).
+    categories
+        The training batches, in code order. A batch not among them gets ``len(categories)``, the
+        "unseen batch" code.
+    transform_batch
+        Give every cell this training batch's code (counterfactual batch).
+    """
+    lookup = {str(c): i for i, c in enumerate(categories)}
+    if transform_batch is not None:
+        if str(transform_batch) not in lookup:
+            raise ValueError(
+                f"transform_batch {transform_batch!r} is not a training batch; choose from {list(categories)}."
+            )
+        return np.full(mdata.n_obs, lookup[str(transform_batch)], dtype=np.int64)
+    if batch_key is None:
+        return np.zeros(mdata.n_obs, dtype=np.int64)
+    unseen = len(categories)
+    return np.array([lookup.get(str(b), unseen) for b in mdata.obs[batch_key]], dtype=np.int64)
+
+
+def species_codes(mdata: MuData, species_key: str) -> np.ndarray:
+    """``(n_cells,)`` species code (index in :data:`holocell.vocab.SPECIES`) from ``mdata.obs[species_key]``.
+
+    Parameters
+    ----------
+    mdata
+        The cells.
+    species_key
+        Column of ``mdata.obs`` with ``"human"`` / ``"mouse"`` per cell.
+    """
+    values = mdata.obs[species_key].astype(str)
+    bad = sorted(set(values) - set(SPECIES))
+    if bad:
+        raise ValueError(
+            f"mdata.obs[{species_key!r}] has values {bad[:5]}; every cell needs one of {list(SPECIES)}."
+        )
+    return values.map({s: i for i, s in enumerate(SPECIES)}).to_numpy(dtype=np.int64)
+
+
+def mudata_arrays(
+    mdata: MuData,
+    modalities: Mapping[str, str],
+    layers: Mapping[str, str | None],
+    features: Mapping[str, np.ndarray],
+    *,
+    batch_key: str | None,
+    batch_categories: Sequence[str],
+    species: str = "human",
+    species_key: str | None = None,
+    transform_batch: str | None = None,
+) -> MosaicArrays | BackedMosaicArrays:
+    """Counts of ``mdata`` in a model's feature order, in memory or (a backed MuData) read from disk on demand.
+
+    Parameters
+    ----------
+    mdata
+        The MuData (mosaic allowed), in memory or opened backed.
+    modalities
+        holocell modality -> modality name in ``mdata.mod``.
+    layers
+        holocell modality -> layer holding counts (``None`` = ``.X``).
+    features
+        holocell modality -> feature names in the model's order (looked up by name).
+    batch_key, batch_categories, transform_batch
+        See :func:`batch_codes`.
+    species
+        Species of every cell, unless ``species_key`` names an ``mdata.obs`` column with it.
+    species_key
+        See :func:`species_codes`.
+    """
+    codes = batch_codes(mdata, batch_key, batch_categories, transform_batch)
+    collect = collect_backed_arrays if is_backed(mdata) else collect_arrays
+    arrays = collect(mdata, modalities, layers, features, codes, SPECIES.index(species))
+    if species_key is not None:
+        arrays.species = species_codes(mdata, species_key)
+    return arrays
+
+
+__all__ = ["batch_codes", "closes_backed_path", "mudata_arrays", "read_backed", "species_codes"]

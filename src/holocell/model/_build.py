@@ -1,0 +1,70 @@
+"""What a new model is built from: the feature space of its data and the prior-knowledge matrices."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from mudata import MuData
+
+from ..data.arrays import MosaicArrays
+from ..priors import PRIOR_INPUT_DIMS, load_priors
+from ..vocab import MODALITIES, FeatureSpace, build_feature_space, map_proteins_to_genes
+from ._validate import gene_table_for
+
+
+def feature_space_for(mdata: MuData, modalities: Mapping[str, str], setup_args: Mapping) -> FeatureSpace:
+    """Gene anchors and feature maps of the registered modalities of ``mdata``."""
+    var = {m: mdata.mod[name].var for m, name in modalities.items()}
+    return build_feature_space(
+        var,
+        map_proteins=map_proteins_to_genes,
+        gene_table=gene_table_for(mdata, modalities, setup_args.get("genome")) if "atac" in var else None,
+        species=setup_args.get("species", "human"),
+        gene_id_type=setup_args.get("gene_id_type", "auto"),
+    )
+
+
+def prior_inputs(
+    space: FeatureSpace,
+    priors: Sequence[str],
+    *,
+    grn_edges: pd.DataFrame | None = None,
+    arrays: MosaicArrays | None = None,
+    loading: bool = False,
+) -> tuple[dict[str, np.ndarray], pd.DataFrame | None]:
+    """Prior matrices (values + known flag) for the network, and a report (columns, anchors known per prior).
+
+    Parameters
+    ----------
+    space
+        The model's anchors.
+    priors
+        Prior names.
+    grn_edges
+        Own TF -> target edges for the ``"grn"`` prior.
+    arrays
+        The registered counts (needed by ``"coexpression"``).
+    loading
+        The weights will be loaded: the matrices are zeros (they are buffers in the saved weights) and
+        there is no report.
+    """
+    if loading:
+        return {p: np.zeros((space.n_anchors, PRIOR_INPUT_DIMS[p]), np.float32) for p in priors}, None
+    rna = {}
+    if "coexpression" in priors and "rna" in space.maps:
+        rna = {
+            "rna_counts": arrays.counts["rna"],
+            "rna_anchor": space.maps["rna"].anchor,
+            "rna_present": arrays.present[:, MODALITIES.index("rna")],
+        }
+    mats = load_priors(space.anchors, list(priors), grn_edges=grn_edges, **rna)
+    report = pd.DataFrame(
+        {"n_columns": [m.values.shape[1] for m in mats.values()], "n_known": [m.n_known for m in mats.values()]},
+        index=pd.Index(list(mats), name="prior"),
+    )
+    return {p: m.network_input() for p, m in mats.items()}, report
+
+
+__all__ = ["feature_space_for", "prior_inputs"]

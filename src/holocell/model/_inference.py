@@ -1,0 +1,223 @@
+"""HoloCell methods that run the trained network over cells: embeddings and generation (mixed into :class:`HoloCell`)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .._settings import settings
+from ..data.arrays import closes_backed_path, make_loader
+
+if TYPE_CHECKING:
+    from mudata import MuData
+
+ACTIVATION_BUDGET = 2**24
+"""Default inference batches keep one ``(cells, anchors, d_model)`` float32 tensor near this many values (64 MB)."""
+OUTPUT_BUDGET = 2**22
+"""... and a ``(cells, n_outputs)`` one (e.g. every peak, when generating ATAC) near this many (16 MB)."""
+MIN_BATCH, MAX_BATCH = 8, 256
+"""Bounds of the default inference batch size, in cells."""
+
+GENERATED_TRANSFORM = {
+    "rna": "log1p(counts / library * 1e4)",
+    "protein": "CLR: log1p(counts) - mean over antibodies of log1p(counts)",
+    "atac": "probability that the peak is accessible",
+}
+"""What ``X`` of a generated modality holds, per modality (recorded in its ``uns["holocell"]["X"]``)."""
+
+
+class InferenceMixin:
+    """:meth:`get_latent_representation` and :meth:`generate`, and the batching they share."""
+
+    def _inference_batch_size(self, batch_size: int | None, n_outputs: int = 0) -> int:
+        """``batch_size``, or one that keeps the activations within :data:`ACTIVATION_BUDGET` and the outputs
+        within :data:`OUTPUT_BUDGET`."""
+        if batch_size is not None:
+            return int(batch_size)
+        size = min(MAX_BATCH, ACTIVATION_BUDGET // (self.config.n_anchors * self.config.d_model))
+        if n_outputs:
+            size = min(size, OUTPUT_BUDGET // n_outputs)
+        return int(max(MIN_BATCH, size))
+
+    def _device(self, device: str | torch.device | None) -> torch.device:
+        if device is not None:
+            self.module.to(device)
+        return next(self.module.parameters()).device
+
+    def _batches(
+        self, arrays, indices, batch_size: int, device: torch.device, desc: str, progress_bar: bool | None
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Mini-batches of ``arrays`` (cells ``indices``, in order) on ``device``, with a progress bar."""
+        loader = make_loader(arrays, indices, batch_size=batch_size)
+        for batch in tqdm(loader, desc=desc, disable=not settings.show_progress(progress_bar)):
+            yield {k: v.to(device) for k, v in batch.items()}
+
+    @closes_backed_path
+    @torch.inference_mode()
+    def get_latent_representation(
+        self,
+        mdata: MuData | str | Path | None = None,
+        indices: Sequence[int] | None = None,
+        modality: str | Sequence[str] | None = None,
+        batch_size: int | None = None,
+        device: str | torch.device | None = None,
+        progress_bar: bool | None = None,
+    ) -> np.ndarray:
+        """Cell embeddings (the pooled latent states).
+
+        Parameters
+        ----------
+        mdata
+            MuData to embed (default: the registered one); needs the registered modalities' names.
+            A backed MuData (``mudata.read_h5mu(path, backed=True)``) or the path of an ``.h5mu``
+            file is streamed from disk in mini-batches, so memory does not grow with the cells; a
+            file opened from a path is closed again before this returns (also on error).
+        indices
+            Cells to embed (default: all).
+        modality
+            Embed from this modality (or list) only; default: every modality each cell has.
+        batch_size
+            Cells per forward pass; default: as many as keep one activation tensor near 64 MB
+            (256 for a few hundred anchors, fewer for large ATAC feature sets).
+        device
+            Device to run on (default: where the model is).
+        progress_bar
+            Show a progress bar (``None``: follow :data:`holocell.settings` ``.progress_bar``).
+
+        Returns
+        -------
+        ``(n_cells, d_model)`` float32 array.
+        """
+        keep = self._check_modalities(modality)
+        mdata, arrays = self._arrays(mdata)
+        device = self._device(device)
+        self.module.eval()
+        idx = np.arange(arrays.n_cells) if indices is None else np.asarray(indices)
+        out = np.zeros((len(idx), self.config.d_model), dtype=np.float32)
+        start = 0
+        for batch in self._batches(arrays, idx, self._inference_batch_size(batch_size), device, "embedding", progress_bar):
+            z = self.module.embed(batch, keep).float().cpu().numpy()
+            out[start : start + len(z)] = z
+            start += len(z)
+        return out
+
+    @closes_backed_path
+    @torch.inference_mode()
+    def generate(
+        self,
+        mdata: MuData | str | Path | None = None,
+        target: Literal["rna", "atac", "protein"] = "protein",
+        n_steps: int = 8,
+        key_added: str | None = None,
+        *,
+        sources: Sequence[str] | None = None,
+        remasking: Literal["low_confidence", "random"] = "low_confidence",
+        temperature: float = 0.0,
+        transform_batch: str | None = None,
+        batch_size: int | None = None,
+        device: str | torch.device | None = None,
+        seed: int = 0,
+        overwrite: bool = False,
+        progress_bar: bool | None = None,
+    ) -> ad.AnnData:
+        """Generate ``target`` for every cell from its other modalities and add it to ``mdata``.
+
+        Observed cells are generated too (from their other modalities, their own target values
+        hidden), so generated and measured values can be compared.
+
+        Parameters
+        ----------
+        mdata
+            MuData (default: the registered one). It gets a new modality ``key_added`` (in memory,
+            also for a backed MuData, whose inputs are streamed from disk; a path is opened backed
+            and closed again before this returns).
+        target
+            Modality to generate.
+        n_steps
+            Denoising steps.
+        key_added
+            Name of the new modality; default ``"<modality name>_generated"``.
+        sources
+            Modalities to condition on; default: all others.
+        remasking
+            ``"low_confidence"`` (commit the most confident predictions first) or ``"random"``.
+        temperature
+            0 for the most likely values; > 0 samples bins and peaks.
+        transform_batch
+            Generate every cell as if it came from this training batch (e.g. one where the target
+            modality was measured); default: each cell's own batch.
+        batch_size, device, seed
+            Batching, device, random seed.
+        progress_bar
+            Show a progress bar (``None``: follow :data:`holocell.settings` ``.progress_bar``).
+        overwrite
+            Replace an existing modality named ``key_added``.
+
+        Returns
+        -------
+        The new AnnData (also stored in ``mdata.mod[key_added]``): ``X`` holds the continuous
+        values (log1p CP10k for RNA, CLR for protein, accessibility probability for ATAC),
+        ``layers["bins"]`` the committed value bins (RNA/protein), ``uns["holocell"]`` the settings.
+        """
+        if target not in self.modalities_:
+            raise ValueError(f"Unknown target {target!r}; this model has {list(self.modalities_)}.")
+        sources = self._check_modalities(sources)
+        if sources is not None and target in sources:
+            raise ValueError("The target modality cannot also be a source.")
+        mdata, arrays = self._arrays(mdata, transform_batch)
+        key_added = key_added or f"{self.modalities_[target]}_generated"
+        if key_added in mdata.mod and not overwrite:
+            raise ValueError(f"mdata.mod already has {key_added!r}; pass overwrite=True or another key_added.")
+        device = self._device(device)
+        self.module.eval()
+        generator = torch.Generator(device=device).manual_seed(seed)
+        # outputs are filled in place, batch by batch: no second copy of a (cells, features) matrix
+        n_features = len(self.feature_space.maps[target].features)
+        values = np.zeros((arrays.n_cells, n_features), dtype=np.float32)
+        bins = np.zeros((arrays.n_cells, n_features), dtype=np.int16) if target != "atac" else None
+        size = self._inference_batch_size(batch_size, n_features if target == "atac" else 0)
+        start = 0
+        for batch in self._batches(arrays, None, size, device, f"generating {target}", progress_bar):
+            res = self.module.generate(
+                batch, target, sources, n_steps=n_steps, remasking=remasking, temperature=temperature, generator=generator
+            )
+            stop = start + len(batch["present"])
+            if target == "atac":
+                values[start:stop] = res.values.float().cpu().numpy()
+            else:
+                values[start:stop] = self.module.to_features(target, res.values).float().cpu().numpy()
+                bins[start:stop] = self.module.to_features(target, res.bins).cpu().numpy()
+            start = stop
+        var = pd.DataFrame(index=pd.Index(self.feature_space.maps[target].features.astype(str)))
+        generated = ad.AnnData(X=values, obs=pd.DataFrame(index=mdata.obs_names), var=var)
+        if bins is not None:
+            generated.layers["bins"] = bins
+        generated.uns["holocell"] = {
+            "params": {
+                "target": target,
+                "sources": list(sources) if sources else [m for m in self.modalities_ if m != target],
+                "n_steps": n_steps,
+                "remasking": remasking,
+                "temperature": temperature,
+                "transform_batch": transform_batch,
+                "seed": seed,
+            },
+            "X": GENERATED_TRANSFORM[target],
+        }
+        mdata.mod[key_added] = generated
+        with warnings.catch_warnings():
+            # the generated modality shares its feature names with the measured one, by design
+            warnings.filterwarnings("ignore", message="Cannot join columns with the same name")
+            mdata.update()
+        return generated
+
+
+__all__ = ["GENERATED_TRANSFORM", "InferenceMixin"]

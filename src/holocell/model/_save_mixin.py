@@ -1,0 +1,112 @@
+"""HoloCell save / load (mixed into :class:`HoloCell`); the file format is in :mod:`._checkpoint`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from . import _checkpoint, _pretrained
+
+if TYPE_CHECKING:
+    from mudata import MuData
+
+    from ._holocell import HoloCell
+
+
+def init_kwargs(config: dict) -> dict:
+    """Constructor keywords of a saved model: its ``init_params``, objective and training settings.
+
+    Files written before the typed settings have only ``init_params`` (the objective's
+    ``p_drop_modality`` and ``align_weight`` among them): the other settings take their defaults.
+    """
+    kwargs = {**config["init_params"], **config.get("objective", {})}
+    if "training" in config:
+        kwargs["train_config"] = config["training"]
+    return kwargs
+
+
+class SaveLoadMixin:
+    """:meth:`save`, :meth:`load` and :meth:`save_pretrained`."""
+
+    def save(self, dir_path: str | Path, overwrite: bool = False, save_mudata: bool = False) -> None:
+        """Save weights (safetensors) and a JSON config atomically into ``dir_path``.
+
+        Parameters
+        ----------
+        dir_path
+            Directory to create. Written to a temporary sibling first and renamed into place,
+            so an interrupted save never leaves a half-written model.
+        overwrite
+            Replace an existing holocell checkpoint directory. Anything else at ``dir_path`` (a
+            folder with other files, a plain file, a link to something else) is refused with
+            ``FileExistsError``, overwrite or not; a symlink to a checkpoint is kept and the
+            checkpoint it points to replaced. The files are fsynced before the rename.
+        save_mudata
+            Also write the registered MuData as ``mdata.h5mu``.
+        """
+        _checkpoint.save_model(self, Path(dir_path), overwrite=overwrite, save_mudata=save_mudata)
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str | Path,
+        mdata: MuData | None = None,
+        accelerator: str = "auto",
+        device: str | torch.device | None = None,
+    ) -> HoloCell:
+        """Load a model saved with :meth:`save` onto ``mdata``.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        mdata
+            MuData with the same modality names and features; set up with the saved setup
+            arguments. Default: ``dir_path/mdata.h5mu`` when it was saved.
+        accelerator
+            Unused placeholder for scvi-tools signature compatibility.
+        device
+            Device to place the weights on (default CPU).
+        """
+        return cls._from_checkpoint_dir(Path(dir_path), mdata, device)
+
+    @classmethod
+    def _from_checkpoint_dir(cls, dir_path: Path, mdata: MuData | None, device=None) -> HoloCell:
+        """The model saved in ``dir_path``, rebuilt on ``mdata`` (set up here with the saved setup arguments)."""
+        config, state, mdata = _checkpoint.load_checkpoint(cls.__name__, dir_path, mdata)
+        cls.setup_mudata(mdata, **_checkpoint.setup_args(config))
+        model = cls(
+            mdata,
+            **init_kwargs(config),
+            feature_space=config["feature_space"],
+            batch_categories=config["batch_categories"],
+        )
+        _checkpoint.load_state(model.module, state, dir_path, config)
+        model.is_trained_ = bool(config.get("is_trained", True))
+        model.module.eval()
+        if device is not None:
+            model.module.to(device)
+        return model
+
+    def save_pretrained(self, archive_path: str | Path, overwrite: bool = False) -> Path:
+        """Save the model as one ``.zip`` file (weights + JSON config with the vocabulary).
+
+        Parameters
+        ----------
+        archive_path
+            Output path ending in ``.zip``; :meth:`load_pretrained` reads it.
+        overwrite
+            Replace an existing holocell checkpoint archive. Anything else at ``archive_path`` (another
+            file, a directory) is refused with ``FileExistsError``; a symlink to an archive is kept
+            and the archive it points to replaced.
+
+        Returns
+        -------
+        The archive path.
+        """
+        return _pretrained.save_pretrained(self, archive_path, overwrite)
+
+
+__all__ = ["SaveLoadMixin", "init_kwargs"]

@@ -1,0 +1,124 @@
+"""HoloCell.train (mixed into :class:`HoloCell`): the model's side of a training run.
+
+The Lightning set-up, the epoch history and the run itself are in :mod:`holocell.train`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+
+from .._settings import settings
+from ..train import fit
+from ..train._fit import run_config
+
+
+class TrainingMixin:
+    """:meth:`train`; sets ``is_trained_``, ``history_``, ``train_indices_`` and ``validation_indices_``."""
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        accelerator: str = "auto",
+        devices: int | str | list[int] = "auto",
+        batch_size: int = 32,
+        validation_size: float = 0.1,
+        early_stopping: bool = True,
+        early_stopping_patience: int = 20,
+        lr: float | None = None,
+        ema_decay: float | None = 0.995,
+        seed: int = 0,
+        enable_progress_bar: bool | None = None,
+        plan_kwargs: dict | None = None,
+        *,
+        strategy: str | pl.strategies.Strategy = "auto",
+        precision: str | int | None = None,
+        num_nodes: int = 1,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+        **trainer_kwargs,
+    ) -> None:
+        """Train by masked discrete diffusion with Lightning.
+
+        Parameters
+        ----------
+        max_epochs
+            Epochs; by default about ``train_config.target_steps`` (1,500) optimiser steps, between
+            ``train_config.min_epochs`` (20) and ``train_config.max_epochs`` (400) epochs.
+        accelerator, devices
+            Lightning device selection (``"cpu"``, ``"gpu"``, ``"auto"``; ``devices=8`` or ``[0, 1]``).
+        batch_size
+            Cells per mini-batch (per device).
+        validation_size
+            Fraction of cells held out to monitor the loss (and for early stopping).
+        early_stopping
+            Stop when the validation loss has not improved for ``early_stopping_patience`` epochs.
+        lr
+            Peak learning rate (AdamW, warm-up, cosine decay); default ``train_config.lr`` (1e-3).
+        ema_decay
+            Decay of the exponential moving average of the weights that the model keeps at the
+            end of training (``None``: keep the last weights).
+        seed
+            Seeds the train/validation split, the shuffling and the diffusion masks of this run.
+        enable_progress_bar
+            Show Lightning's progress bar (``None``: follow :data:`holocell.settings` ``.progress_bar``).
+        plan_kwargs
+            :class:`~holocell.train.TrainingConfig` fields overriding ``train_config`` for this run.
+        strategy
+            Lightning strategy: ``"auto"``, ``"ddp"`` (several devices or nodes; the trained
+            weights end up in the process that called ``train``), ``"ddp_spawn"``, ...
+        precision
+            Lightning precision, e.g. ``"bf16-mixed"`` (GPU, or CPU autocast); ``None``: 32-bit.
+        num_nodes
+            Machines for multi-node DDP (launched by ``torchrun`` or SLURM, see the scaling docs).
+        checkpoint_dir
+            Write a Lightning checkpoint (``last.ckpt``) there at the end of every epoch.
+        resume
+            Continue from ``checkpoint_dir/last.ckpt`` (weights, optimiser, schedule, epoch and
+            step) when it exists; start afresh, with a warning, when it does not. Lightning
+            checkpoints are loaded with ``weights_only=True``; resume only from checkpoints you
+            wrote yourself.
+        **trainer_kwargs
+            Passed to :class:`lightning.pytorch.Trainer` (``callbacks`` are added to holocell's own).
+
+        Raises
+        ------
+        FloatingPointError
+            When the training loss becomes NaN or infinite (naming the step).
+        """
+        config, extra = run_config(self.train_config, lr, plan_kwargs)
+        if precision is not None:
+            trainer_kwargs["precision"] = precision
+        callbacks = [*self._train_callbacks(), *trainer_kwargs.pop("callbacks", [])]
+        _, arrays = self._arrays(None)
+        result = fit(
+            self.module,
+            arrays,
+            config,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            validation_size=validation_size,
+            early_stopping=early_stopping,
+            early_stopping_patience=early_stopping_patience,
+            ema_decay=extra.get("ema_decay", ema_decay),
+            total_steps=extra.get("total_steps"),
+            seed=seed,
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            num_nodes=num_nodes,
+            enable_progress_bar=settings.show_progress(enable_progress_bar),
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            callbacks=callbacks,
+            **trainer_kwargs,
+        )
+        if result.device is not None:  # Lightning hands the module back on the CPU; inference stays where training ran
+            self.module.to(result.device)
+        self.is_trained_ = True
+        self.train_indices_, self.validation_indices_ = result.train_indices, result.validation_indices
+        self.history_ = result.history
+
+
+__all__ = ["TrainingMixin"]

@@ -1,0 +1,57 @@
+"""``holocell.tl.embed``: cell embeddings into ``.obsm``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mudata import MuData
+
+    from ..model import HoloCell
+
+
+def embed(
+    mdata: MuData,
+    model: HoloCell,
+    *,
+    modality: str | Sequence[str] | None = None,
+    key_added: str = "X_holocell",
+    batch_size: int | None = None,
+    progress_bar: bool | None = None,
+    copy: bool = False,
+) -> MuData | None:
+    """Write holocell cell embeddings to ``mdata.obsm[key_added]``.
+
+    Parameters
+    ----------
+    mdata
+        MuData with the modalities the model was set up with.
+    model
+        Trained :class:`~holocell.HoloCell`.
+    modality
+        Embed from this modality (or list) only; default: all modalities each cell has.
+    key_added
+        ``.obsm`` and ``.uns`` key.
+    batch_size
+        Cells per forward pass (default: chosen from the model size).
+    progress_bar
+        Show a progress bar (``None``: follow ``holocell.settings.progress_bar``).
+    copy
+        Work on and return a copy instead of modifying ``mdata``.
+
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``. Writes ``mdata.obsm[key_added]``
+    (``(n_cells, d_model)``) and ``mdata.uns[key_added]["params"]`` (``modality``: the modalities embedded
+    from, ``"all"`` for every modality each cell has).
+    """
+    mdata = mdata.copy() if copy else mdata
+    mdata.obsm[key_added] = model.get_latent_representation(
+        mdata, modality=modality, batch_size=batch_size, progress_bar=progress_bar
+    )
+    params = {"modality": "all" if modality is None else modality}
+    if batch_size is not None:
+        params["batch_size"] = batch_size
+    mdata.uns[key_added] = {"params": params}
+    return mdata if copy else None

@@ -1,0 +1,68 @@
+"""``holocell.tl.generate``: a generated modality into ``.mod``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from mudata import MuData
+
+    from ..model import HoloCell
+
+
+def generate(
+    mdata: MuData,
+    model: HoloCell,
+    *,
+    target: Literal["rna", "atac", "protein"] = "protein",
+    n_steps: int = 8,
+    key_added: str | None = None,
+    sources: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    overwrite: bool = False,
+    progress_bar: bool | None = None,
+    copy: bool = False,
+) -> MuData | None:
+    """Generate a modality for every cell and add it to ``mdata.mod[key_added]``.
+
+    Parameters
+    ----------
+    mdata
+        MuData with the model's source modalities.
+    model
+        Trained :class:`~holocell.HoloCell`.
+    target
+        Modality to generate.
+    n_steps
+        Denoising steps.
+    key_added
+        New modality name (default ``"<modality name>_generated"``).
+    sources
+        Modalities to condition on (default: all others).
+    batch_size
+        Cells per forward pass (default: chosen from the model size).
+    overwrite
+        Replace an existing modality named ``key_added``.
+    progress_bar
+        Show a progress bar (``None``: follow ``holocell.settings.progress_bar``).
+    copy
+        Work on and return a copy instead of modifying ``mdata``.
+
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``. Writes ``mdata.mod[key_added]``, whose ``X``,
+    ``layers["bins"]`` and ``uns["holocell"]`` are described in :meth:`HoloCell.generate`.
+    """
+    mdata = mdata.copy() if copy else mdata
+    model.generate(
+        mdata,
+        target=target,
+        n_steps=n_steps,
+        key_added=key_added,
+        sources=sources,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        progress_bar=progress_bar,
+    )
+    return mdata if copy else None

@@ -1,0 +1,283 @@
+"""A training run with Lightning: split, trainer, callbacks, the epoch history, and the fit itself.
+
+:meth:`holocell.HoloCell.train` calls :func:`fit`; nothing here knows about AnnData.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.loggers import Logger
+from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+from .._settings import settings
+from ..data.arrays import BackedMosaicArrays, MosaicArrays
+from ..nn import HoloCellModule
+from ._config import TrainingConfig
+from ._plan import MosaicDataModule, TrainingPlan, split_indices
+
+
+class HistoryLogger(Logger):
+    """A Lightning logger that keeps the epoch-level metrics in memory (``model.history_``).
+
+    Lightning logs the validation metrics and the training-epoch metrics of an epoch in separate calls,
+    each tagged with the epoch; :meth:`frame` joins them into one row per epoch.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict[str, float]] = []
+
+    @property
+    def name(self) -> str:
+        """Logger name."""
+        return "holocell"
+
+    @property
+    def version(self) -> int:
+        """Logger version (one run per logger)."""
+        return 0
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        """Hyper-parameters are not logged (they are in the model's configs)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Record one call's metrics (they carry their ``epoch``)."""
+        self.rows.append({k: float(v) for k, v in metrics.items()})
+
+    def frame(self) -> pd.DataFrame:
+        """One row per epoch (index ``epoch``), one column per logged metric, in order of first appearance."""
+        rows = [r for r in self.rows if "epoch" in r]
+        if not rows:
+            return pd.DataFrame()
+        frame = pd.DataFrame(rows)
+        frame["epoch"] = frame["epoch"].astype(int)
+        return frame.groupby("epoch", sort=True).first()
+
+
+class WeightEMA(WeightAveraging):
+    """Exponential moving average of the weights, updated after every optimiser step.
+
+    Lightning's :class:`~lightning.pytorch.callbacks.WeightAveraging` with the EMA update of
+    :func:`torch.optim.swa_utils.get_ema_multi_avg_fn` (``ema.lerp_(w, 1 - decay)``), over the parameters
+    (the buffers are constant). Validation runs on the averaged weights, which end up in the module
+    when training ends; checkpoints hold both. The average lives on the training device.
+
+    Parameters
+    ----------
+    decay
+        Weight of the old average at each update.
+    """
+
+    def __init__(self, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {decay!r}.")
+        super().__init__(use_buffers=False, multi_avg_fn=get_ema_multi_avg_fn(decay))
+        self.decay = decay
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Create the average on the device the run trains on (the module is still on the CPU here)."""
+        if self._device is None:
+            self._device = trainer.strategy.root_device
+        super().setup(trainer, pl_module, stage)
+
+
+class RowFreeze:
+    """Holds some rows of parameters at fixed values: zero gradient, and restored after every step of the
+    optimizers it is attached to (:meth:`attach`), which also undoes decoupled weight decay.
+
+    Parameters
+    ----------
+    module
+        The module whose parameters are frozen.
+    frozen
+        Parameter name -> ``(n_rows,)`` bool, rows to hold.
+    """
+
+    def __init__(self, module: torch.nn.Module, frozen: dict[str, np.ndarray]) -> None:
+        params = dict(module.named_parameters())
+        self.rows: dict[str, tuple[torch.nn.Parameter, torch.Tensor, torch.Tensor]] = {}
+        self._grad_hooks = []
+        for key, rows in frozen.items():
+            p = params[key]
+            mask = torch.from_numpy(rows).to(p.device)
+            self.rows[key] = (p, mask, p.detach()[mask].clone())
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            self._grad_hooks.append(p.register_hook(_zero_rows(mask.view(shape))))
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Write the held values back into their rows."""
+        for p, mask, values in self.rows.values():
+            p[mask.to(p.device)] = values.to(p.device, p.dtype)
+
+    def attach(self, optimizer: torch.optim.Optimizer):
+        """Restore the rows after every step of ``optimizer`` (and of no other); returns the hook handle."""
+        return optimizer.register_step_post_hook(lambda opt, args, kwargs: self.restore())
+
+    def remove(self) -> None:
+        """Remove the gradient hooks (the rows become trainable again)."""
+        for h in self._grad_hooks:
+            h.remove()
+        self._grad_hooks = []
+
+
+def _zero_rows(mask: torch.Tensor):
+    """Gradient hook that zeroes the rows in ``mask``."""
+    return lambda grad: grad.masked_fill(mask.to(grad.device), 0.0)
+
+
+class RowFreezeCallback(pl.Callback):
+    """Attaches a :class:`RowFreeze` to the optimizers of this training run only, for the run's length."""
+
+    def __init__(self, freeze: RowFreeze) -> None:
+        self.freeze = freeze
+        self._handles = []
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Hook the run's optimizers (created by the strategy just before)."""
+        self._handles = [self.freeze.attach(opt) for opt in trainer.optimizers]
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Unhook them."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+@dataclass
+class FitResult:
+    """What a training run leaves behind.
+
+    Attributes
+    ----------
+    train_indices, validation_indices
+        Cells of each split.
+    history
+        One row per epoch of the logged losses (see :class:`HistoryLogger`).
+    device
+        Where training ran (single-process runs leave the module there).
+    """
+
+    train_indices: np.ndarray
+    validation_indices: np.ndarray
+    history: pd.DataFrame
+    device: torch.device | None
+
+
+def fit(
+    module: HoloCellModule,
+    arrays: MosaicArrays | BackedMosaicArrays,
+    config: TrainingConfig,
+    *,
+    max_epochs: int | None = None,
+    batch_size: int = 32,
+    validation_size: float = 0.1,
+    early_stopping: bool = True,
+    early_stopping_patience: int = 20,
+    ema_decay: float | None = None,
+    total_steps: int | None = None,
+    seed: int = 0,
+    accelerator: str = "auto",
+    devices: int | str | list[int] = "auto",
+    strategy: str | pl.strategies.Strategy = "auto",
+    num_nodes: int = 1,
+    enable_progress_bar: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[pl.Callback] = (),
+    **trainer_kwargs,
+) -> FitResult:
+    """Train ``module`` on ``arrays`` with Lightning (arguments as in :meth:`holocell.HoloCell.train`).
+
+    Parameters
+    ----------
+    module
+        The torch module; trained in place (left in eval mode).
+    arrays
+        Counts of the registered cells.
+    config
+        Optimiser and schedule settings of this run.
+    ema_decay
+        Keep an exponential moving average of the weights (:class:`WeightEMA`); ``None``: the last weights.
+    total_steps
+        Length of the cosine schedule (default: the run's optimiser steps per device).
+    callbacks
+        Extra Lightning callbacks (e.g. :class:`RowFreezeCallback`).
+    """
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir, the directory train() wrote checkpoints to.")
+    pl.seed_everything(seed, verbose=False)
+    train_idx, val_idx = split_indices(arrays.n_cells, validation_size, seed)
+    steps_per_epoch = max(1, len(train_idx) // batch_size)
+    if max_epochs is None:
+        max_epochs = config.default_epochs(steps_per_epoch)
+    history = HistoryLogger()
+    callbacks = list(callbacks)
+    if ema_decay is not None:
+        callbacks.append(WeightEMA(ema_decay))
+    if early_stopping and len(val_idx) > 0:
+        callbacks.append(pl.callbacks.EarlyStopping("validation_loss", patience=early_stopping_patience, mode="min"))
+    ckpt_path = None
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        callbacks.append(
+            pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="{epoch}-{step}", save_top_k=1, save_last=True)
+        )
+        last = checkpoint_dir / "last.ckpt"
+        if resume and last.exists():
+            ckpt_path = str(last)
+        elif resume:
+            warnings.warn(f"No checkpoint at {last}; training starts from scratch.", UserWarning, stacklevel=3)
+    trainer_kwargs.setdefault("log_every_n_steps", 1)  # only epoch-level metrics are logged
+    with settings.lightning_logging():
+        trainer = pl.Trainer(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            num_nodes=num_nodes,
+            callbacks=callbacks,
+            enable_progress_bar=enable_progress_bar,
+            enable_model_summary=False,
+            enable_checkpointing=checkpoint_dir is not None,
+            logger=history,
+            gradient_clip_val=config.gradient_clip_val,
+            num_sanity_val_steps=0,
+            **trainer_kwargs,
+        )
+        # each device sees 1/world_size of the mini-batches
+        steps_per_device = max(1, -(-steps_per_epoch // trainer.world_size))
+        plan = TrainingPlan(module, config, total_steps=total_steps or max_epochs * steps_per_device)
+        datamodule = MosaicDataModule(arrays, train_idx, val_idx, batch_size, seed)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__`.*")  # streaming
+            trainer.fit(plan, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    device = trainer.strategy.root_device if trainer.world_size == 1 else None
+    module.eval()
+    return FitResult(train_idx, val_idx, history.frame(), device)
+
+
+def run_config(base: TrainingConfig, lr: float | None, plan_kwargs: dict | None) -> tuple[TrainingConfig, dict]:
+    """The run's :class:`TrainingConfig` (``base`` with ``plan_kwargs`` and ``lr`` applied) and the
+    plan arguments that are not config fields (``ema_decay``, ``total_steps``)."""
+    overrides = dict(plan_kwargs or {})
+    extra = {k: overrides.pop(k) for k in ("ema_decay", "total_steps") if k in overrides}
+    if lr is not None:
+        overrides["lr"] = lr
+    try:
+        return replace(base, **overrides), extra
+    except TypeError as err:
+        raise TypeError(f"Unknown plan_kwargs: {err}; use fields of holocell.train.TrainingConfig.") from err
+
+
+__all__ = ["FitResult", "HistoryLogger", "RowFreeze", "RowFreezeCallback", "WeightEMA", "fit", "run_config"]
