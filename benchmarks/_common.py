@@ -28,12 +28,20 @@ import scipy.sparse as sp
 import torch
 from _verdict import verdict_table
 
+import holocell as hc
 from holocell import evaluation as ev
 from holocell.model import HoloCell
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 GFLOPS_PEAK_CPU = 320.0  # fp32 matmul peak of the 2-core reference CPU (DESIGN.md section 4)
+
+# A benchmark script is a process of its own, like the `holocell` command line: back large CPU tensors with
+# transparent huge pages (~40% of CPU embedding time was first-touch page faults, docs/design.md). Since
+# issue 17 importing holocell sets nothing, so the scripts switch it on here, when they import this module,
+# before their first model or tensor. A test that imports these helpers leaves its process alone.
+if Path(sys.argv[0]).resolve().parent == Path(__file__).resolve().parent:
+    hc.settings.huge_pages = True
 
 
 # ------------------------------------------------------------------------------------------- plumbing
@@ -111,6 +119,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "huge_pages": hc.settings.huge_pages,
         "platform": platform.platform(),
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }

@@ -85,7 +85,8 @@ def main() -> None:
         t0 = time.perf_counter()
         model.train(max_epochs=args.epochs, seed=args.seed, enable_progress_bar=False)
         secs = time.perf_counter() - t0
-        table = hc.tl.grn(model, tfs=tfs, method="embedding")
+        hc.tl.grn(m, model, tfs=tfs, method="embedding")
+        table = m.uns["holocell_grn"]
         row = scores_row(f"{label}: embedding similarity", table.set_index(["tf", "target"])["score"], pairs, y)
         row["train_s"] = secs
         rows.append(row)

@@ -45,6 +45,7 @@ from sklearn.preprocessing import StandardScaler
 
 import holocell as hc
 from holocell import evaluation as ev
+from holocell.tl._annotate import transfer_labels
 
 
 # ----------------------------------------------------------------------------------------- simulator
@@ -162,12 +163,12 @@ def grn_eval(args, truth, train_m, model):
     indirect = direct | set(zip(via_cre.tf, via_cre.gene, strict=True))
     pairs = [(t, g) for t in tfs for g in genes if g != t]
     scores = {}
-    emb = hc.tl.grn(model, tfs=tfs, method="embedding")
-    scores["holocell: embedding similarity"] = emb.set_index(["tf", "target"])["score"]
+    hc.tl.grn(train_m, model, tfs=tfs, method="embedding", key_added="grn_embedding")
+    scores["holocell: embedding similarity"] = train_m.uns["grn_embedding"].set_index(["tf", "target"])["score"]
     for label, sources in (("holocell: in-silico knockout", None), ("holocell: in-silico knockout (no ATAC)", [])):
-        ko = hc.tl.grn(model, tfs=tfs, method="knockout", mdata=train_m, sources=sources,
-                       n_cells=args.grn_cells, n_steps=args.n_steps, progress_bar=False)
-        scores[label] = ko.set_index(["tf", "target"])["score"]
+        hc.tl.grn(train_m, model, tfs=tfs, method="knockout", sources=sources, n_cells=args.grn_cells,
+                  n_steps=args.n_steps, key_added="grn_knockout", progress_bar=False)
+        scores[label] = train_m.uns["grn_knockout"].set_index(["tf", "target"])["score"]
     rna = pd.DataFrame(ev.log_normalize(train_m["rna"].X), columns=genes)
     corr = rna.corr().abs()
     scores["expression |correlation|"] = pd.Series({(t, g): corr.loc[t, g] for t, g in pairs})
@@ -200,7 +201,7 @@ def pbmc_eval(args):
     for task, (ref_b, q_b) in tasks.items():
         ref, q = batch == ref_b, batch == q_b
         for method in ("knn", "classifier", "both"):
-            proba, classes = hc.tools.transfer_labels(z[ref], label[ref], z[q], method=method, seed=args.seed)
+            proba, classes = transfer_labels(z[ref], label[ref], z[q], method=method, seed=args.seed)
             rows.append(_cls_row(task, f"holocell ({method})", label[q], classes[proba.argmax(1)]))
         x_ref, x_q = _pca_inputs(mdata, obs.index[ref], obs.index[q], rna, adt, batch)
         pca = PCA(n_components=min(50, x_ref.shape[1] - 1), random_state=args.seed).fit(np.vstack([x_ref, x_q]))

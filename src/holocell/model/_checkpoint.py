@@ -194,7 +194,9 @@ def save_model(model: HoloCell, dir_path: Path, *, overwrite: bool, save_mudata:
                 remove_tree(old)
             except OSError as err:  # the new model is in place; say what is left behind
                 warnings.warn(
-                    f"Saved {target}, but could not remove the previous model at {old}: {err}", stacklevel=3
+                    f"Saved {target}, but could not remove the previous model at {old}: {err}",
+                    HoloCellWarning,
+                    stacklevel=3,
                 )
         else:  # a new path, or an empty directory (renamed over)
             os.replace(tmp, target)

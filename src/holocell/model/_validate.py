@@ -171,7 +171,7 @@ def check_gene_matching(
         warnings.warn(
             f"Only {what} Unmatched features get anchors of their own: no gene identity, no priors and no "
             f"cross-species sharing. {causes}",
-            UserWarning,
+            HoloCellWarning,
             stacklevel=4,
         )
     elif not allow_unmatched:
@@ -183,7 +183,7 @@ def check_gene_matching(
     else:
         warnings.warn(
             f"{what} allow_unmatched_genes=True: every RNA feature keeps a dataset-only anchor.",
-            UserWarning,
+            HoloCellWarning,
             stacklevel=4,
         )
     return share
