@@ -14,7 +14,8 @@ TUTORIALS = sorted((Path(__file__).resolve().parents[1] / "tutorials").glob("*.i
 
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", TUTORIALS, ids=[p.stem for p in TUTORIALS])
-def test_tutorial_runs(notebook: Path, tmp_path: Path) -> None:
+def test_tutorial_runs(notebook: Path, tmp_path: Path, shared_data_dir: Path) -> None:
+    # the kernel inherits HOLOCELL_DATA_DIR (the mouse multiome tutorial reads SNARE-seq2 from it)
     # Run a copy in a temporary directory so files the notebook writes (saved models) land there.
     path = tmp_path / notebook.name
     shutil.copy(notebook, path)
