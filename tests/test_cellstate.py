@@ -7,12 +7,13 @@ import pytest
 import torch
 from scvi.distributions import NegativeBinomial
 
-from holocell import HoloCell
+from holocell import HoloCell, HoloCellWarning
 from holocell.data import simulate_multiome
 from holocell.nn._cellstate import kl_normal, sample_z
 from holocell.nn._count_decoder import CountDecoder
 
 MODS = {"rna": "rna", "atac": "atac", "protein": "protein"}
+SIM_GENES = r"RNA features of modality .* map to a known"  # the simulator's gene names are made up
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -29,7 +30,8 @@ def model():
         48, n_genes=30, n_tfs=5, n_proteins=6, n_distal_peaks=5, peaks_per_gene=2, n_batches=3,
         missing={"protein": ["batch1"], "atac": ["batch1"], "rna": ["batch2"]}, seed=0,
     )
-    HoloCell.setup_mudata(mdata, modalities=MODS, batch_key="batch")
+    with pytest.warns(HoloCellWarning, match=SIM_GENES):
+        HoloCell.setup_mudata(mdata, modalities=MODS, batch_key="batch")
     model = HoloCell(mdata, d_model=32, n_layers=1, n_heads=2, n_latents=8, n_latent=6)
     model.train(max_epochs=2, batch_size=16, enable_progress_bar=False, early_stopping=False)
     return model
@@ -144,7 +146,8 @@ def test_cell_state_settings_are_checked_and_saved(model, tmp_path):
     with pytest.raises(ValueError, match="needs an input"):
         HoloCell(model.adata, cell_state_kwargs={"value_path": False, "latents_in_posterior": False})
     model.save(tmp_path / "m")
-    again = HoloCell.load(tmp_path / "m", model.adata.copy())
+    with pytest.warns(HoloCellWarning, match=SIM_GENES):
+        again = HoloCell.load(tmp_path / "m", model.adata.copy())
     assert again.config.n_latent == 6 and again.config.cell_state
     np.testing.assert_allclose(
         again.get_latent_representation(progress_bar=False), model.get_latent_representation(progress_bar=False),
@@ -155,7 +158,8 @@ def test_cell_state_settings_are_checked_and_saved(model, tmp_path):
 def test_model_without_cell_state_keeps_the_pooled_embedding():
     """cell_state=False is the model before the cell state (and what checkpoints of format < 3 load as)."""
     mdata, _ = simulate_multiome(24, n_genes=20, n_tfs=4, n_proteins=4, seed=1)
-    HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    with pytest.warns(HoloCellWarning, match=SIM_GENES):
+        HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
     legacy = {"cell_state": False, "batch_in_encoder": True, "library_in_encoder": True, "z_in_denoiser": False}
     model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4, cell_state_kwargs=legacy)
     assert not hasattr(model.module.network, "counts")

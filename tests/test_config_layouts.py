@@ -108,7 +108,7 @@ BAD = [  # (section, key, value, words in the message)
     ("objective", "align_temperature", 0, "'objective.align_temperature' must lie in (0,"),
     ("objective", "regression_weight", math.nan, "'objective.regression_weight' must be a finite number"),
     ("objective", "p_hide_library", "0.1", "'objective.p_hide_library' must be a number"),
-    ("objective", "kl_weight", 1.0, "'objective.kl_weight' is not a key holocell knows"),
+    ("objective", "kl_wieght", 1.0, "'objective.kl_wieght' is not a key holocell knows"),
     ("training", "lr", 0.0, "'training.lr' must lie in (0,"),
     ("training", "warmup_steps", 2.5, "'training.warmup_steps' must be an integer"),
     ("training", "betas", [0.9], "'training.betas' must be two numbers in [0, 1)"),

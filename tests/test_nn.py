@@ -133,7 +133,8 @@ def test_add_noise_without_drop_and_reproducible(module, batch):
 def test_loss_finite_with_per_modality_parts(module, batch):
     out = module.loss(batch, generator=torch.Generator().manual_seed(0))
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
-    assert set(out.per_modality) == {"rna", "atac", "protein"}
+    # the diffusion loss of each modality, and the cell state's ELBO and KL
+    assert set(out.per_modality) == {"rna", "atac", "protein", "elbo", "kl"}
     assert all(torch.isfinite(v) and v > 0 for v in out.per_modality.values())
     assert torch.isfinite(out.regression)
     # a batch with only RNA cells has only an RNA part
@@ -141,7 +142,7 @@ def test_loss_finite_with_per_modality_parts(module, batch):
     rna_only &= batch["present"][:, 0]
     sub = {k: v[rna_only] for k, v in batch.items()}
     out = module.loss(sub, generator=torch.Generator().manual_seed(0))
-    assert set(out.per_modality) == {"rna"}
+    assert set(out.per_modality) == {"rna", "elbo", "kl"}
     assert torch.isfinite(out.loss)
 
 
@@ -237,16 +238,19 @@ def test_sampling_and_random_remasking_reproducible(module, batch, target):
         assert ((a.values > 0) & (a.values < 1)).all()
 
 
-def test_generate_from_sources_and_rejects_zero_steps(module, batch):
+def test_generate_from_sources_and_rejects_negative_steps(module, batch):
     only_rna = module.generate(batch, "protein", sources=["rna"], n_steps=2)
     assert torch.isfinite(only_rna.values).all()
     with pytest.raises(ValueError, match="n_steps"):
-        module.generate(batch, "protein", n_steps=0)
+        module.generate(batch, "protein", n_steps=-1)
+    # n_steps=0 is one-shot decoding of the cell state's likelihood mean
+    mean = module.generate(batch, "protein", sources=["rna"], n_steps=0)
+    assert torch.isfinite(mean.values).all() and mean.bins.shape == only_rna.bins.shape
 
 
 def test_embedding_depends_only_on_allowed_modalities(module, batch):
     base = module.embed(batch, ["rna"])
-    assert base.shape == (batch["present"].shape[0], module.network.config.d_model)
+    assert base.shape == (batch["present"].shape[0], module.network.config.n_latent)
     changed = dict(batch)
     changed["protein"] = batch["protein"] * 7 + 3
     changed["atac"] = 1 - batch["atac"].clamp(max=1)

@@ -155,7 +155,7 @@ def test_embed_and_generate_never_overwrite_without_asking(files, tmp_path, caps
     with _sim_genes():
         _embed(files, out, "--overwrite")  # replaced atomically: no temporary left beside it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5mu"]
-    assert md.read_h5mu(out).obsm["X_holocell"].shape == (80, 16)
+    assert md.read_h5mu(out).obsm["X_holocell"].shape == (80, 32)  # the cell state: n_latent
     with _sim_genes():
         main([*gen, "--out", str(out), "--overwrite"])
     assert "protein_generated" in md.read_h5mu(out).mod
@@ -179,7 +179,7 @@ def test_cli_sha256_is_checked_for_a_model_folder(files, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
     with _sim_genes():
         _embed(files, tmp_path / "o.h5mu", "--sha256", good)
-    assert md.read_h5mu(tmp_path / "o.h5mu").obsm["X_holocell"].shape == (80, 16)
+    assert md.read_h5mu(tmp_path / "o.h5mu").obsm["X_holocell"].shape == (80, 32)  # the cell state: n_latent
 
 
 @pytest.mark.parametrize(

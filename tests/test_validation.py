@@ -241,7 +241,7 @@ def test_dense_and_csc_accepted(mdata):
     _set_x(mdata, "atac", sp.csc_matrix(mdata.mod["atac"].X))
     _setup_ok(mdata)
     model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4)
-    assert model.get_latent_representation().shape == (mdata.n_obs, 16)
+    assert model.get_latent_representation().shape == (mdata.n_obs, model.config.n_latent)
 
 
 @pytest.mark.parametrize("fmt", ["coo", "lil", "dok"])

@@ -26,6 +26,12 @@ logger = logging.getLogger("holocell")
 
 ANCHOR_KEY = "network.anchor.weight"
 BATCH_KEY = "network.batch.weight"
+BATCH_KEYS = (BATCH_KEY, "network.counts.batch.weight")
+"""Per-batch parameters: the encoder-side batch embedding and the count decoders' batch rows."""
+_PER_SLOT_PREFIXES = ("network.counts.weight.", "network.counts.bias.", "network.counts.log_theta.",
+                      "network.cell.value_in.")  # fmt: skip
+_PER_PEAK = ("network.counts.peak_factor", "network.counts.peak_bias", "network.cell.peak_in")
+"""Per-peak parameters: peaks are the data set's own, so a reference's are kept only for the same peaks."""
 
 
 @dataclass
@@ -46,13 +52,20 @@ class TransferState:
 
 
 def _slot_of(key: str) -> str | None:
-    """``"network.slots.rna.anchor_value"`` -> ``"rna"``; None for modality-free per-anchor params."""
+    """``"network.slots.rna.anchor_value"``, ``"network.counts.weight.rna"`` -> ``"rna"``; None for
+    modality-free per-anchor params."""
     parts = key.split(".")
+    if key.startswith(_PER_SLOT_PREFIXES):
+        return parts[-1]
     return parts[2] if len(parts) > 3 and parts[1] == "slots" else None
 
 
 def _is_per_anchor(key: str) -> bool:
-    return key == ANCHOR_KEY or key.endswith(".anchor_value")
+    return (
+        key in (ANCHOR_KEY, "network.counts.atac_anchor")
+        or key.endswith(".anchor_value")
+        or key.startswith(_PER_SLOT_PREFIXES)
+    )
 
 
 def map_state(
@@ -101,20 +114,30 @@ def map_state(
             new_state[key] = _map_rows(new, old, src, known, rows_known)
             used = space.slot_exists(slot) if slot is not None else np.ones(len(new), bool)
             info.new_rows[key] = used & ~known  # rows the new data uses that have no pretrained value
-        elif key == BATCH_KEY and old.shape[1:] == new.shape[1:]:
+        elif key in BATCH_KEYS and old.shape[1:] == new.shape[1:]:
             b_src = np.array([ref_batches.index(b) if b in ref_batches else -1 for b in batches])
             unseen = old[len(ref_batches)]
             mapped = torch.stack([old[i] if i >= 0 else unseen for i in b_src] + [unseen])
             new_state[key] = mapped
             info.new_rows[key] = np.append(b_src < 0, False)
-        elif old.shape == new.shape:
+        elif old.shape == new.shape and (key not in _PER_PEAK or _same_peaks(space, ref_space)):
             new_state[key] = old
+        elif key in _PER_PEAK:  # other peaks: the decoder falls back to anchor + distance bucket rows
+            info.fresh.append(key)
+            new_state[key] = new
         else:
             raise ValueError(
                 f"Pretrained parameter {key} has shape {tuple(old.shape)}, the new model needs "
                 f"{tuple(new.shape)}; the checkpoint is from an incompatible holocell version."
             )
     return new_state, info
+
+
+def _same_peaks(space: FeatureSpace, ref_space: FeatureSpace) -> bool:
+    """Both models have the same ATAC peaks, in the same order."""
+    if "atac" not in space.maps or "atac" not in ref_space.maps:
+        return False
+    return list(space.maps["atac"].features) == list(ref_space.maps["atac"].features)
 
 
 def _anchor_source(new_anchors: list[str], ref_anchors: list[str]) -> np.ndarray:
@@ -189,7 +212,7 @@ def frozen_rows(
         new_rows = info.new_rows.get(key)
         if key in info.fresh and except_new:
             trainable = p.numel()
-        elif new_rows is not None and (except_new or key == BATCH_KEY) and new_rows.any():
+        elif new_rows is not None and (except_new or key in BATCH_KEYS) and new_rows.any():
             frozen[key] = ~new_rows
             trainable = int(new_rows.sum()) * (p.numel() // len(new_rows))
         else:

@@ -87,26 +87,34 @@ class CellState(nn.Module):
         self.out = nn.Linear(d, 2 * n_latent)
         self.z_token = nn.Linear(n_latent, d) if z_in_denoiser else None
 
-    def value_summary(self, tokens: Tokens, peak_anchor: torch.Tensor | None) -> torch.Tensor:
-        """``(B, d)`` linear map of the visible values, layer-normed."""
+    def value_summary(
+        self, tokens: Tokens, slot_exists: dict[str, torch.Tensor], peak_anchor: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``(B, d)`` linear map of the visible values (slots that exist and are not hidden), layer-normed."""
         out = None
         for m, weight in self.value_in.items():
-            values = tokens.values[m].masked_fill(tokens.mask[m], 0.0)  # (B, G)
+            visible = ~tokens.mask[m] & slot_exists[m][None, :]
+            values = torch.where(visible, tokens.values[m], 0.0)  # (B, G); what is hidden is never read
             out = values @ weight if out is None else out + values @ weight
         if self.peak_in is not None:
             visible = ~tokens.mask["atac"][:, peak_anchor]  # (B, P)
-            term = (tokens.peaks * visible) @ self.peak_in
+            term = torch.where(visible, tokens.peaks, 0.0) @ self.peak_in
             out = term if out is None else out + term
         return self.ln_values(out)
 
     def forward(
-        self, tokens: Tokens, pooled: torch.Tensor | None, peak_anchor: torch.Tensor | None
+        self,
+        tokens: Tokens,
+        pooled: torch.Tensor | None,
+        slot_exists: dict[str, torch.Tensor],
+        peak_anchor: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance ``(B, n)`` of ``q(z | x)`` (``pooled``: mean of the encoder's latents, or
-        ``None`` when the posterior does not read them)."""
+        ``None`` when the posterior does not read them; ``slot_exists``: modality -> ``(G,)`` anchors with a
+        slot)."""
         parts = [pooled] if self.latents_in_posterior else []
         if self.value_path:
-            parts.append(self.value_summary(tokens, peak_anchor))
+            parts.append(self.value_summary(tokens, slot_exists, peak_anchor))
         h = F.gelu(self.hidden(self.ln(torch.cat(parts, dim=-1))))
         mu, logvar = self.out(h).chunk(2, dim=-1)
         return mu, logvar.clamp(*LOGVAR_RANGE)

@@ -100,21 +100,33 @@ class CountDecoder(nn.Module):
         return h @ self.weight[modality][anchors].T + self.bias[modality][anchors]
 
     def log_likelihood(
-        self, h: torch.Tensor, modality: str, x: torch.Tensor, library: torch.Tensor
+        self,
+        h: torch.Tensor,
+        modality: str,
+        x: torch.Tensor,
+        library: torch.Tensor,
+        measured: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``(B,)`` log-likelihood of the observed ``x`` ``(B, F)`` (counts; 0/1 for ATAC).
 
-        ``library`` ``(B,)``: total count of the modality (number of open peaks for ATAC).
+        ``library`` ``(B,)``: total count of the modality (number of open peaks for ATAC). ``measured``
+        ``(B, F)`` bool: features the cell's data set measured (merged data sets); the others are left out of
+        the softmax and of the likelihood (default: all measured).
         """
-        log_rate = F.log_softmax(self.logits(h, modality), dim=-1) + torch.log(library.clamp(min=1.0))[:, None]
+        logits = self.logits(h, modality)
+        if measured is not None:
+            logits = logits.masked_fill(~measured, -1e4)
+        log_rate = F.log_softmax(logits, dim=-1) + torch.log(library.clamp(min=1.0))[:, None]
         if modality == "atac":
             lam = log_rate.exp()
             # x log(1 - e^-lam) + (1 - x)(-lam)
             log_open = torch.log(-torch.expm1(-lam.clamp(min=1e-8)))
-            return (x * log_open - (1.0 - x) * lam).sum(-1)
-        anchors = getattr(self, f"{modality}_feature_anchor")
-        theta = self.log_theta[modality][anchors].exp()
-        return NegativeBinomial(mu=log_rate.exp(), theta=theta).log_prob(x).sum(-1)
+            ll = x * log_open - (1.0 - x) * lam
+        else:
+            anchors = getattr(self, f"{modality}_feature_anchor")
+            theta = self.log_theta[modality][anchors].exp()
+            ll = NegativeBinomial(mu=log_rate.exp(), theta=theta).log_prob(x)
+        return (ll if measured is None else torch.where(measured, ll, torch.zeros_like(ll))).sum(-1)
 
     def mean(self, h: torch.Tensor, modality: str, library: torch.Tensor | float) -> torch.Tensor:
         """``(B, F)`` expected counts (RNA / protein) or open probability (ATAC) at the given library size."""
@@ -136,7 +148,12 @@ class CountDecoder(nn.Module):
 
 
 def reconstruction_nll(
-    decoder: CountDecoder, z: torch.Tensor, clean: Tokens, counts: dict[str, torch.Tensor], track: bool = False
+    decoder: CountDecoder,
+    z: torch.Tensor,
+    clean: Tokens,
+    counts: dict[str, torch.Tensor],
+    track: bool = False,
+    measured: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``(B,)`` negative log-likelihood of every observed modality of each cell given ``z``, its batch and its
     observed library size.
@@ -153,6 +170,8 @@ def reconstruction_nll(
         Modality -> ``(B, F)`` raw counts (RNA / protein).
     track
         Fold the observed library sizes into :attr:`CountDecoder.typical_library` (training).
+    measured
+        Modality -> ``(B, F)`` bool, the features each cell's data set measured (merged data sets; default all).
     """
     h = decoder.hidden_state(z, clean.batch)
     total = z.new_zeros(z.shape[0])
@@ -165,7 +184,7 @@ def reconstruction_nll(
         library = x.sum(1)
         if track:
             decoder.track_library(k, library[observed])
-        ll = decoder.log_likelihood(h, m, x, library)
+        ll = decoder.log_likelihood(h, m, x, library, None if measured is None else measured.get(m))
         total = total - torch.where(observed, ll, torch.zeros_like(ll))
     return total
 

@@ -298,6 +298,7 @@ def objective(
     generator: torch.Generator | None = None,
     counts: dict[str, torch.Tensor] | None = None,
     kl_scale: float = 1.0,
+    measured: dict[str, torch.Tensor] | None = None,
 ) -> LossOutput:
     """The training loss of a mini-batch: noise the clean tokens, predict, score (plus the cell state's
     negative ELBO and the alignment term).
@@ -318,6 +319,8 @@ def objective(
         Modality -> ``(B, F)`` raw counts of RNA / protein (needed with a cell state).
     kl_scale
         Warm-up factor of the KL weight (the training plan's schedule; 1 for validation).
+    measured
+        Modality -> ``(B, F)`` bool, features each cell's data set measured (merged data sets; default all).
     """
     noised = add_noise(
         clean,
@@ -337,7 +340,7 @@ def objective(
         if config.elbo_input == "clean":
             mu, logvar = network.cell_posterior(subset_view(clean, noised, exists))
             z = sample_z(mu, logvar) if network.training else mu
-        nll = reconstruction_nll(network.counts, z, clean, counts or {}, track=network.training)
+        nll = reconstruction_nll(network.counts, z, clean, counts or {}, track=network.training, measured=measured)
         kl = kl_normal(mu, logvar)
         n_features = sum(
             (peak_anchor.shape[0] if m == "atac" else counts[m].shape[1]) * clean.present[:, MODALITIES.index(m)]

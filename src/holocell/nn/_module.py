@@ -74,7 +74,10 @@ class HoloCellModule(nn.Module):
         """Training loss of a mini-batch (see :func:`holocell.nn.objective`); ``kl_scale``: KL warm-up factor."""
         exists = {m: self.tokenizer.exists(m) for m in self.modalities}
         counts = {m: batch[m] for m in self.modalities if m != "atac"}
-        return objective(self.network, self.tokenize(batch), exists, self.objective, generator, counts, kl_scale)
+        measured = {m: batch[f"{m}_measured"].bool() for m in self.modalities if f"{m}_measured" in batch} or None
+        return objective(
+            self.network, self.tokenize(batch), exists, self.objective, generator, counts, kl_scale, measured
+        )
 
     def restrict(self, tokens: Tokens, keep: Sequence[str] | None) -> Tokens:
         """Hide every modality not in ``keep`` (``None`` keeps all)."""
@@ -102,6 +105,10 @@ class HoloCellModule(nn.Module):
         ``n_steps=0``: one-shot decoding of the count likelihood's mean from the cell state
         (:meth:`predict_mean`).
         """
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 0:
+            raise ValueError(
+                f"n_steps must be an integer >= 0 (0: decode the cell state's likelihood mean), got {n_steps!r}."
+            )
         tokens = self.restrict(self.tokenize(batch), sources)
         if n_steps == 0:
             return self.predict_mean(tokens, target)

@@ -358,7 +358,8 @@ class HoloCellNetwork(nn.Module):
         pooled = None
         if self.config.latents_in_posterior:
             pooled = self.pool(self.encode(tokens) if latents is None else latents)
-        return self.cell(tokens, pooled, getattr(self, "peak_anchor", None))
+        exists = {m: self.exists(m) for m in self.modalities if m != "atac"}
+        return self.cell(tokens, pooled, exists, getattr(self, "peak_anchor", None))
 
     def embedding(self, tokens: Tokens, latents: torch.Tensor | None = None) -> torch.Tensor:
         """Cell embedding of the visible tokens: the posterior mean of ``z`` (without a cell state: the mean of
