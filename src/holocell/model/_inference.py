@@ -102,8 +102,7 @@ class InferenceMixin:
         device = self._device(device)
         self.module.eval()
         idx = np.arange(arrays.n_cells) if indices is None else np.asarray(indices)
-        width = self.config.n_latent if self.config.cell_state else self.config.d_model
-        out = np.zeros((len(idx), width), dtype=np.float32)
+        out = np.zeros((len(idx), self.config.embedding_dim), dtype=np.float32)
         start = 0
         for batch in self._batches(arrays, idx, self._inference_batch_size(batch_size), device, "embedding", progress_bar):
             z = self.module.embed(batch, keep).float().cpu().numpy()

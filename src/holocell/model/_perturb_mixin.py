@@ -34,7 +34,7 @@ class PerturbationResult:
         Modality -> ``(n_cells, n_features)`` regenerated values without / with the edit (log1p
         CP10k for RNA, CLR for protein); rows of cells the edit does not apply to are NaN.
     embedding_control, embedding_perturbed
-        ``(n_cells, d_model)`` embeddings of the regenerated cells (NaN rows as above).
+        ``(n_cells, n_latent)`` embeddings (cell states) of the regenerated cells (NaN rows as above).
     applied
         ``(n_cells,)`` bool: the cell has the edited modality, so the edit applies.
     edited
@@ -248,7 +248,7 @@ class PerturbMixin:
         features = {m: self.feature_space.maps[m].features.astype(str) for m in regenerate}
         control = {m: np.full((arrays.n_cells, len(features[m])), np.nan, np.float32) for m in regenerate}
         perturbed = {m: c.copy() for m, c in control.items()}
-        z_c = np.full((arrays.n_cells, self.config.d_model), np.nan, np.float32)
+        z_c = np.full((arrays.n_cells, self.config.embedding_dim), np.nan, np.float32)
         z_p = z_c.copy()
         batches = self._batches(arrays, run, self._inference_batch_size(batch_size), device, "perturbing", progress_bar)
         start = 0

@@ -102,7 +102,7 @@ def perturb_tokens(
     for state in (tokens, apply_edits(tokens, edits)):
         gen = torch.Generator(device=state.present.device).manual_seed(seed)
         res = sample(network, state, targets, keep, n_steps=n_steps, temperature=temperature, generator=gen)
-        results.append((res.values, network.pool(network.encode(res.tokens))))
+        results.append((res.values, network.embedding(res.tokens)))
     (c, zc), (p, zp) = results
     return PerturbedBatch({m: c[m] for m in targets}, {m: p[m] for m in targets}, zc, zp)
 

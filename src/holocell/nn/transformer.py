@@ -64,6 +64,11 @@ class NetworkConfig:
         if self.cell_state and not (self.value_path or self.latents_in_posterior):
             raise ValueError("The cell state needs an input: set value_path and/or latents_in_posterior.")
 
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the cell embedding: ``n_latent`` with a cell state, ``d_model`` without one."""
+        return self.n_latent if self.cell_state else self.d_model
+
     def to_dict(self) -> dict:
         """JSON-serialisable form."""
         return asdict(self)

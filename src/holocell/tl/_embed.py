@@ -43,7 +43,7 @@ def embed(
     Returns
     -------
     ``None``, or the modified copy when ``copy=True``. Writes ``mdata.obsm[key_added]``
-    (``(n_cells, d_model)``) and ``mdata.uns[key_added]["params"]`` (``modality``: the modalities embedded
+    (``(n_cells, n_latent)``, the cell state's posterior mean) and ``mdata.uns[key_added]["params"]`` (``modality``: the modalities embedded
     from, ``"all"`` for every modality each cell has).
     """
     mdata = mdata.copy() if copy else mdata
