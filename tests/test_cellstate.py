@@ -191,3 +191,19 @@ def test_elbo_from_the_clean_subset_view(model):
     finally:
         module.objective.elbo_input = "noised"
     assert torch.isfinite(out.loss) and out.per_modality["kl"] > 0
+
+
+def test_quality_floor_knn_label_accuracy_on_pbmc(trained_pbmc):
+    """Regression floor: the RNA-only cell state of the tiny 2-epoch model separates PBMC cell types.
+
+    Measured 0.68 when written (the model without a cell state: 0.61; PCA(50) of log-normalised RNA: 0.92, the
+    issue's target for full-size models); the floor leaves a margin.
+    """
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    mdata, model = trained_pbmc
+    has_rna = np.isin(mdata.obs_names, mdata["rna"].obs_names)
+    emb = model.get_latent_representation(modality="rna", progress_bar=False)[has_rna]
+    labels = mdata.obs["celltype"].astype(str).to_numpy()[has_rna]
+    assert cross_val_score(KNeighborsClassifier(15), emb, labels, cv=5).mean() >= 0.60
