@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("input")
     gen.add_argument("--out", required=True, help="output .h5mu")
     gen.add_argument("--target", required=True, choices=["rna", "atac", "protein"])
-    gen.add_argument("--n-steps", type=int, default=8)
+    gen.add_argument("--n-steps", type=int, default=None, help="denoising steps; 0: the likelihood mean in one shot (default: 0 for a model with a cell state, else 8)")
     gen.add_argument("--key-added", default=None)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument(

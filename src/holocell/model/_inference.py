@@ -116,7 +116,7 @@ class InferenceMixin:
         self,
         mdata: MuData | str | Path | None = None,
         target: Literal["rna", "atac", "protein"] = "protein",
-        n_steps: int = 8,
+        n_steps: int | None = None,
         key_added: str | None = None,
         *,
         sources: Sequence[str] | None = None,
@@ -143,7 +143,10 @@ class InferenceMixin:
         target
             Modality to generate.
         n_steps
-            Denoising steps.
+            Denoising steps of iterative masked-diffusion generation with remasking; ``0`` decodes the cell
+            state's count likelihood mean in one shot. Default (``None``): ``0`` for a model with a cell state
+            (the better point prediction on PBMC and SNARE-seq2 validation data, see
+            ``benchmarks/results/cellstate_ablation.md``), ``8`` for a model without one.
         key_added
             Name of the new modality; default ``"<modality name>_generated"``.
         sources
@@ -173,6 +176,8 @@ class InferenceMixin:
         sources = self._check_modalities(sources)
         if sources is not None and target in sources:
             raise ValueError("The target modality cannot also be a source.")
+        if n_steps is None:
+            n_steps = 0 if self.config.cell_state else 8
         mdata, arrays = self._arrays(mdata, transform_batch)
         key_added = key_added or f"{self.modalities_[target]}_generated"
         if key_added in mdata.mod and not overwrite:

@@ -16,7 +16,7 @@ def generate(
     model: HoloCell,
     *,
     target: Literal["rna", "atac", "protein"] = "protein",
-    n_steps: int = 8,
+    n_steps: int | None = None,
     key_added: str | None = None,
     sources: Sequence[str] | None = None,
     batch_size: int | None = None,
@@ -35,7 +35,8 @@ def generate(
     target
         Modality to generate.
     n_steps
-        Denoising steps.
+        Denoising steps (``0``: the cell state's likelihood mean in one shot); default as
+        :meth:`~holocell.HoloCell.generate`.
     key_added
         New modality name (default ``"<modality name>_generated"``).
     sources
