@@ -33,7 +33,8 @@ def test_generate_protein_every_cell(trained_pbmc):
     new = model.generate(mdata, target="protein", n_steps=4, key_added="adt_gen")
     assert "adt_gen" in mdata.mod
     assert new.shape == (mdata.n_obs, mdata["adt"].n_vars)
-    assert list(new.var_names) == list(mdata["adt"].var_names)
+    assert list(new.var["measured_name"]) == list(mdata["adt"].var_names)
+    assert list(new.var_names) == [f"{name}_generated" for name in mdata["adt"].var_names]
     assert np.isfinite(new.X).all()
     assert new.layers["bins"].min() >= 0 and new.layers["bins"].max() < model.config.n_bins
     assert mdata.obsm["adt_gen"].all()  # every cell, observed ones included
