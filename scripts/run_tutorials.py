@@ -8,6 +8,7 @@ only what changed. ``tests/test_tutorials.py`` checks the committed outputs for 
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -20,6 +21,9 @@ TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 
 
 def run(path: Path) -> None:
+    # The kernel inherits this environment: a non-interactive MPLBACKEND (e.g. Agg under CI) would keep the
+    # figures out of the saved outputs.
+    os.environ.pop("MPLBACKEND", None)
     nb = nbformat.read(path, as_version=4)
     with tempfile.TemporaryDirectory() as folder:
         client = nbclient.NotebookClient(

@@ -1,9 +1,9 @@
 """Real chromatin data: loaders, genome builds, peak parsing, and a tiny model on real SNARE-seq2 cells.
 
 The converted files come from ``$HOLOCELL_DATA_DIR`` (``tests/conftest.py`` points it at ``../shared/data``).
-Without them, under ``CI=true`` (the GitHub workflow) or with ``HOLOCELL_TEST_DOWNLOADS=1`` the loaders
-download the original public files, check them and convert them (the workflow caches
-``$HOLOCELL_CACHE_DIR``); otherwise these tests skip with a message.
+Without them, with ``HOLOCELL_TEST_DOWNLOADS=1`` (set by the GitHub workflow, which caches
+``$HOLOCELL_CACHE_DIR``) the loaders download the original public files, check them and convert them;
+otherwise these tests skip with a message (``require_real_data`` in ``conftest.py``).
 """
 
 from __future__ import annotations
@@ -34,19 +34,6 @@ DIGESTS = {
 }
 
 
-def _require(name: str) -> None:
-    """Skip unless the converted file is local or downloads are meant to run (CI, HOLOCELL_TEST_DOWNLOADS=1)."""
-    if _local_copy(REGISTRY[name]) is not None:
-        return
-    if os.environ.get("CI", "").lower() == "true" or os.environ.get("HOLOCELL_TEST_DOWNLOADS") == "1":
-        return  # the loader downloads the originals from their public URLs and converts them
-    pytest.skip(
-        f"{REGISTRY[name].filename!r} ({name}) is not in $HOLOCELL_DATA_DIR="
-        f"{os.environ.get('HOLOCELL_DATA_DIR', '')!r}; put the shared data folder beside the clone "
-        "(../shared/data), point HOLOCELL_DATA_DIR at it, or set HOLOCELL_TEST_DOWNLOADS=1 to download."
-    )
-
-
 def _digest(data) -> str:
     h = hashlib.sha256()
     for adata in [data[k] for k in sorted(data.mod)] if isinstance(data, md.MuData) else [data]:
@@ -59,8 +46,8 @@ def _digest(data) -> str:
 
 
 @pytest.fixture(scope="module")
-def snare() -> md.MuData:
-    _require("snareseq2_mop")
+def snare(require_real_data) -> md.MuData:
+    require_real_data("snareseq2_mop")
     return hc.data.snareseq2_mop(progressbar=False)
 
 
@@ -98,8 +85,8 @@ def test_snareseq2_loader_shapes(snare):
     assert sp.issparse(x) and np.allclose(x.data, np.round(x.data)) and x.data.min() >= 1
 
 
-def test_granja_loader_shapes():
-    _require("granja2019_bmmc")
+def test_granja_loader_shapes(require_real_data):
+    require_real_data("granja2019_bmmc")
     adata = hc.data.granja2019_bmmc(progressbar=False)
     assert isinstance(adata, ad.AnnData)
     assert adata.shape == (14_125, 10_000)
@@ -108,8 +95,8 @@ def test_granja_loader_shapes():
     assert {"chrom", "start", "end"} <= set(adata.var.columns)
 
 
-def test_pbmc_multiome_loader_is_the_users_read():
-    _require("pbmc_multiome_1k")
+def test_pbmc_multiome_loader_is_the_users_read(require_real_data):
+    require_real_data("pbmc_multiome_1k")
     mdata = hc.data.pbmc_multiome_1k(progressbar=False)
     assert mdata["rna"].shape == (1_000, 45) and mdata["atac"].shape == (1_000, 174)
     # same file, same reader: what a user gets from mudata.read_h5mu
@@ -119,14 +106,14 @@ def test_pbmc_multiome_loader_is_the_users_read():
 
 
 @pytest.mark.parametrize("name", sorted(DIGESTS))
-def test_loader_content_equals_the_benchmark_copies(name):
+def test_loader_content_equals_the_benchmark_copies(name, require_real_data):
     """From a local copy or converted from a fresh download, the content is that of ../shared/data."""
-    _require(name)
+    require_real_data(name)
     assert _digest(getattr(hc.data, name)(progressbar=False)) == DIGESTS[name]
 
 
-def test_fetch_refuses_a_tampered_local_copy(tmp_path, monkeypatch):
-    _require("pbmc_multiome_1k")
+def test_fetch_refuses_a_tampered_local_copy(tmp_path, monkeypatch, require_real_data):
+    require_real_data("pbmc_multiome_1k")
     entry = REGISTRY["pbmc_multiome_1k"]
     if _local_copy(entry) is None:
         pytest.skip("needs the reference copy in $HOLOCELL_DATA_DIR (a conversion made here has other bytes)")
@@ -138,8 +125,8 @@ def test_fetch_refuses_a_tampered_local_copy(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- peaks and genome builds
-def test_peak_name_forms_give_the_var_coordinates():
-    _require("granja2019_bmmc")
+def test_peak_name_forms_give_the_var_coordinates(require_real_data):
+    require_real_data("granja2019_bmmc")
     var = hc.data.granja2019_bmmc(progressbar=False).var
     from_columns = parse_peaks(var)
     # index "chr5:180470204-180470704"; var["name"] "chr5_180470204_180470704"; and the dash form
@@ -151,9 +138,9 @@ def test_peak_name_forms_give_the_var_coordinates():
 @pytest.mark.parametrize(
     ("name", "genome"), [("snareseq2_mop", "mm10"), ("granja2019_bmmc", "hg19"), ("pbmc_multiome_1k", "hg38")]
 )
-def test_right_build_puts_peaks_on_promoters(name, genome):
+def test_right_build_puts_peaks_on_promoters(name, genome, require_real_data):
     """With the data's own build most peaks link to a gene, and >= 2x more sit within 1 kb of a TSS."""
-    _require(name)
+    require_real_data(name)
     data = getattr(hc.data, name)(progressbar=False)
     peaks = parse_peaks((data["atac"] if isinstance(data, md.MuData) else data).var)
     promoter, linked = {}, {}

@@ -111,6 +111,19 @@ def test_help_shows_every_default(command):
             assert f"(default: {action.default})" in text, (command, action.dest)
 
 
+@pytest.mark.parametrize("command", sorted(PARITY))
+def test_help_gives_no_default_for_required_options_or_switches(command):
+    """``--out OUT output .h5mu`` rather than ``... (default: None)``; ``--overwrite`` without ``(default: False)``."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    text = " ".join(sub.format_help().split())
+    quiet = [a for a in sub._actions if a.option_strings and (a.required or a.nargs == 0) and a.help]
+    assert quiet
+    for action in quiet:
+        help_text = " ".join(action.help.split())
+        assert help_text in text and f"{help_text} (default:" not in text, (command, action.dest)
+
+
 def test_train_help_shows_the_api_sizes(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--help"])

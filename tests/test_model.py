@@ -147,3 +147,25 @@ def test_simulator_peaks_link_to_their_genes(simulated):
     report = model.feature_space.maps["atac"].report
     linked = truth.cre_gene.drop_duplicates("peak").set_index("peak")["gene"]
     assert (report.loc[linked.index, "anchor"] == linked).mean() > 0.9
+
+
+def test_every_train_call_trains_in_training_mode(simulated):
+    """A second ``train`` (after the first left the network in eval mode) trains with dropout on again."""
+    import lightning.pytorch as pl
+
+    class Modes(pl.Callback):
+        def __init__(self) -> None:
+            self.seen: list[bool] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.seen.append(all(m.training for m in pl_module.modules()))
+
+    mdata, _ = simulated
+    mdata = mdata.copy()
+    hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    model = hc.HoloCell(mdata, **TINY)
+    for _ in range(2):
+        modes = Modes()
+        model.train(max_epochs=1, enable_progress_bar=False, callbacks=[modes])
+        assert modes.seen and all(modes.seen)
+        assert not any(m.training for m in model.module.modules())  # inference-ready afterwards

@@ -74,7 +74,12 @@ def test_committed_outputs_are_clean(notebook: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", TUTORIALS, ids=IDS)
-def test_tutorial_runs(notebook: Path, tmp_path: Path) -> None:
+def test_tutorial_runs(notebook: Path, tmp_path: Path, require_real_data, real_data_loaders) -> None:
+    """The notebook runs top to bottom without an error (one that loads a real data set needs that data)."""
+    sources = "\n".join(c.source for c in _code_cells(notebook))
+    for name in real_data_loaders:
+        if f"hc.data.{name}(" in sources:
+            require_real_data(name)
     # Run a copy in a temporary directory so files the notebook writes (saved models) land there.
     path = tmp_path / notebook.name
     shutil.copy(notebook, path)

@@ -60,7 +60,12 @@ def _device(text: str) -> str | None:
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each default (``(default: ...)``) after the help text."""
+    """Shows each option's default (``(default: ...)``) after its help text; not for required options and flags."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.nargs == 0:  # nothing to default / on-off switches
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _data_arguments(parser: argparse.ArgumentParser, *, required_modalities: bool = False) -> None:
