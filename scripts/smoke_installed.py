@@ -46,13 +46,17 @@ def check_installed() -> None:
     print(f"holocell {hc.__version__} from {installed.parent}")
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # no line per request
+        pass
+
+
 def serve_originals(originals: Path) -> tuple[http.server.ThreadingHTTPServer, bool]:
     """Serve ``originals`` on 127.0.0.1 and point every source entry there; whether all are the real files."""
     import holocell as hc
     from holocell.data import REGISTRY
 
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(originals))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    handler = functools.partial(_QuietHandler, directory=str(originals))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}/"

@@ -220,6 +220,8 @@ def convert_muon_multiome(path: Path) -> md.MuData:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
+        # muon's own test file, written before mudata stamped its files: expected, not the user's concern
+        warnings.filterwarnings("ignore", message="The HDF5 file was not created by muon", category=UserWarning)
         mdata = md.read_h5mu(path)
     files = mdata["atac"].uns.get("files", {}) if "atac" in mdata.mod else {}
     if isinstance(files.get("fragments"), str):
