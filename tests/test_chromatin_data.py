@@ -9,7 +9,6 @@ otherwise these tests skip with a message (``require_real_data`` in ``conftest.p
 from __future__ import annotations
 
 import hashlib
-import os
 
 import anndata as ad
 import mudata as md
