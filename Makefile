@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build of torch, pinned here only (pyproject keeps torch>=2.3 unpinned)
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-quick bench-tools bench-streaming bench-chromatin bench-gpu clean
+.PHONY: install demo test lint bench bench-quick bench-summary bench-tools bench-streaming bench-chromatin bench-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,34 +32,46 @@ test: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# Every benchmark script writes its own results/<name>.md|json (with date, commit, machine, command, settings);
+# summary.py then builds docs/benchmarks.md and the model card from those JSON files only.
+BENCH_OUT ?= benchmarks/results
+BENCH_DATA = HOLOCELL_DATA_DIR=$${HOLOCELL_DATA_DIR:-$(abspath ..)/shared/data}
+BENCH_JOBS = demo pbmc simulated cost scaling steps grn_pbmc transfer
+BENCH_PY = cd benchmarks && $(BENCH_DATA) $(abspath $(BIN))/python
+
 bench: $(VENV)/.installed
-	$(BIN)/holocell demo --out build/bench_demo --no-progress
-	mkdir -p benchmarks/results
-	cp build/bench_demo/results.md benchmarks/results/demo.md
-	cp build/bench_demo/results.json benchmarks/results/demo.json
-	cp build/bench_demo/umap.png benchmarks/results/demo_umap.png
-	for job in pbmc simulated cost scaling; do $(BIN)/python benchmarks/$$job.py || exit 1; done
-	$(BIN)/python benchmarks/perturbation.py --out benchmarks/results
-	$(BIN)/python benchmarks/grn_pbmc.py
-	$(BIN)/python benchmarks/priors.py  # priors ablation + cross-species (mouse cells: scanpy sdist, see DATA.md)
-	HOLOCELL_DATA_DIR=$${HOLOCELL_DATA_DIR:-$(abspath ..)/shared/data} $(BIN)/python benchmarks/chromatin.py
+	for job in $(BENCH_JOBS); do ($(BENCH_PY) $$job.py --out $(abspath $(BENCH_OUT))) || exit 1; done
+	$(BENCH_PY) perturbation.py --out $(abspath $(BENCH_OUT))
+	$(BENCH_PY) priors.py --out $(abspath $(BENCH_OUT))  # cross-species needs --mouse-zarr (scanpy sdist, see DATA.md)
+	$(BENCH_PY) chromatin.py --out $(abspath $(BENCH_OUT))
+	$(BENCH_PY) streaming.py --out $(abspath $(BENCH_OUT))
+	$(BIN)/python benchmarks/summary.py --results $(BENCH_OUT)
 
 bench-quick: $(VENV)/.installed
-	for job in pbmc simulated cost scaling; do $(BIN)/python benchmarks/$$job.py --quick --out build/bench_quick || exit 1; done
+	for job in $(BENCH_JOBS); do ($(BENCH_PY) $$job.py --quick --out $(abspath $(BENCH_OUT))) || exit 1; done
+	$(BENCH_PY) perturbation.py --quick --out $(abspath $(BENCH_OUT))
+	$(BENCH_PY) priors.py --quick --out $(abspath $(BENCH_OUT))
+	$(BENCH_PY) chromatin.py --quick --out $(abspath $(BENCH_OUT))
+	$(BENCH_PY) streaming.py --quick --out $(abspath $(BENCH_OUT))
+	$(BIN)/python benchmarks/summary.py --results $(BENCH_OUT)
+
+bench-summary:
+	$(BIN)/python benchmarks/summary.py --results $(BENCH_OUT)
 
 bench-gpu: $(VENV)/.installed  # needs a CUDA device (and a CUDA build of torch)
-	$(BIN)/python benchmarks/gpu.py && $(BIN)/python benchmarks/sweep.py --configs base:30,base:100 --batch-size 32
+	$(BENCH_PY) gpu.py --out $(abspath $(BENCH_OUT)) && $(BENCH_PY) sweep.py --configs base:30,base:100 --batch-size 32 --out $(abspath $(BENCH_OUT))
+	$(BIN)/python benchmarks/summary.py --results $(BENCH_OUT)
 
 bench-tools: $(VENV)/.installed
-	$(BIN)/python benchmarks/perturbation.py --out benchmarks/results
-	$(BIN)/python benchmarks/grn_pbmc.py
+	$(BENCH_PY) perturbation.py --out $(abspath $(BENCH_OUT))
+	$(BENCH_PY) grn_pbmc.py --out $(abspath $(BENCH_OUT))
 
 bench-streaming: $(VENV)/.installed
-	$(BIN)/python benchmarks/streaming.py
+	$(BENCH_PY) streaming.py --out $(abspath $(BENCH_OUT))
 
 # ATAC quality on real cells (SNARE-seq2, Granja 2019) beside MULTIVI / PeakVI / WNN; data from ../shared/data
 bench-chromatin: $(VENV)/.installed
-	HOLOCELL_DATA_DIR=$${HOLOCELL_DATA_DIR:-$(abspath ..)/shared/data} $(BIN)/python benchmarks/chromatin.py
+	$(BENCH_PY) chromatin.py --out $(abspath $(BENCH_OUT))
 
 clean:
 	rm -rf $(VENV) demo_output build .pytest_cache

@@ -8,48 +8,61 @@ installed package.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
 import platform
 import resource
+import subprocess
+import sys
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import anndata as ad
 import mudata as md
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from _verdict import verdict_table
 
+import holocell as hc
 from holocell import evaluation as ev
-from holocell._demo import score
 from holocell.model import HoloCell
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 GFLOPS_PEAK_CPU = 320.0  # fp32 matmul peak of the 2-core reference CPU (DESIGN.md section 4)
+
+# A benchmark script is a process of its own, like the `holocell` command line: back large CPU tensors with
+# transparent huge pages (~40% of CPU embedding time was first-touch page faults, docs/design.md). Since
+# issue 17 importing holocell sets nothing, so the scripts switch it on here, when they import this module,
+# before their first model or tensor. A test that imports these helpers leaves its process alone.
+if Path(sys.argv[0]).resolve().parent == Path(__file__).resolve().parent:
+    hc.settings.huge_pages = True
 
 
 # ------------------------------------------------------------------------------------------- plumbing
-def parse_args(description: str) -> argparse.Namespace:
-    """``--quick``, ``--seed`` and ``--out`` shared by every script."""
+def parser(description: str) -> argparse.ArgumentParser:
+    """``--quick``, ``--seed`` and ``--out`` shared by every script (add more, then ``parse_args()``)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="fewer epochs / cells, for iteration")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
-    return parser.parse_args()
+    return parser
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    """The shared arguments only."""
+    return parser(description).parse_args()
 
 
 def quiet() -> None:
-    """Silence Lightning / scvi-tools chatter (the tables are the output)."""
-    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "scvi"):
+    """Silence Lightning / scvi-tools logging chatter (the tables are the output). Warnings are left alone."""
+    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "scvi", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 @contextmanager
@@ -87,30 +100,111 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
-    """What the numbers were measured on."""
+    """What the numbers were measured on: CPU, cores, torch, the device holocell trains on, the load."""
+    cuda = torch.cuda.is_available()
     return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "load_average_1_5_15": list(os.getloadavg()),
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "huge_pages": hc.settings.huge_pages,
+        "platform": platform.platform(),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
 
 
-def write_results(
-    out: Path, name: str, title: str, results: dict, sections: Sequence[tuple[str, list[dict], list[str]]], notes: str
-) -> None:
-    """Write ``out/<name>.json`` (``results``) and ``out/<name>.md`` (one table per section + notes)."""
+def git_commit() -> dict:
+    """The commit the scripts ran from, and whether the work tree had uncommitted changes (read when the
+    script starts: see ``_START``)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks/*.py"))
+    return {"commit": git("rev-parse", "--short=12", "HEAD") or "unknown", "dirty": dirty}
+
+
+_START: dict = {}
+
+
+def command() -> str:
+    """How this script was started, relative to the repository root; other absolute paths keep their name only."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script = script.relative_to(ROOT)
+    except ValueError:
+        script = Path(script.name)
+
+    def clean(arg: str) -> str:
+        arg = arg.replace(str(ROOT) + "/", "")
+        return f"<path>/{Path(arg).name}" if arg.startswith("/") else arg
+
+    return " ".join(["python", str(script), *map(clean, sys.argv[1:])])
+
+
+def provenance(settings: Mapping | None = None, quick: bool | None = None) -> dict:
+    """Date, commit, machine, command and settings of a run: the ``meta`` block of every result file."""
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **(_START or git_commit()),
+        "command": command(),
+        "quick": quick,
+        "settings": dict(settings or {}),
+        "machine": machine(),
+    }
+
+
+def provenance_line(meta: Mapping) -> str:
+    """One markdown line naming the command, date, commit and machine of a result file."""
+    m = meta["machine"]
+    dirty = " (uncommitted changes)" if meta.get("dirty") else ""
+    mode = {True: "quick run", False: "full run", None: "run"}[meta.get("quick")]
+    return (
+        f"_{mode}: `{meta['command']}` on {meta['date']}, commit `{meta['commit']}`{dirty}; "
+        f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), device {m['device']}; "
+        f"load average {', '.join(f'{x:.1f}' for x in m['load_average_1_5_15'])}._"
+    )
+
+
+def write_json(out: Path, name: str, results: Mapping) -> Path:
+    """Write ``out/<name>.json`` (numpy values converted)."""
     out.mkdir(parents=True, exist_ok=True)
-    results = {**results, "machine": machine()}
-    (out / f"{name}.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
+    return path
+
+
+def write_results(
+    out: Path,
+    name: str,
+    title: str,
+    results: dict,
+    sections: Sequence[tuple[str, list[dict], list[str]]],
+    notes: str,
+    *,
+    settings: Mapping | None = None,
+) -> None:
+    """Write ``out/<name>.json`` (``results`` + ``meta``: date, commit, machine, command, settings) and
+    ``out/<name>.md`` (one table per section, the verdicts, the notes and the provenance line)."""
+    results = {**results, "meta": provenance(settings, results.get("quick"))}
+    write_json(out, name, results)
     parts = [f"## {title}\n"]
     for heading, rows, columns in sections:
         parts.append(f"### {heading}\n\n{ev.format_table(rows, columns)}\n")
-    load = ", ".join(f"{x:.1f}" for x in results["machine"]["load_average_1_5_15"])
-    mode = "--quick run" if results.get("quick") else "full run"
-    parts.append(notes.strip() + f"\n\n_{mode}; load average at the end (1/5/15 min): {load}._\n")
+    if results.get("verdicts"):
+        parts.append(f"### Verdicts (holocell vs the best peer on the same cells)\n\n{verdict_table(results['verdicts'])}\n")
+    parts.append(notes.strip() + "\n\n" + provenance_line(results["meta"]) + "\n")
     text = "\n".join(parts)
     (out / f"{name}.md").write_text(text)
     print(text)
@@ -121,6 +215,8 @@ def _json_default(obj):
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj)}")
 
 
@@ -161,24 +257,6 @@ def has_mod(mdata: md.MuData, mod: str) -> np.ndarray:
     return np.asarray(mdata.obsm[mod]).astype(bool)
 
 
-def padded(mdata: md.MuData, mods: Sequence[str]) -> md.MuData:
-    """Fully paired copy of ``mdata`` for scvi-tools: absent cells become zero rows (MultiVI's
-    convention for a missing modality). Global ``obs`` columns are copied into every modality."""
-    cells = mdata.obs_names
-    out = {}
-    for name in mods:
-        a = mdata[name]
-        x = sp.csr_matrix(a.X, dtype=np.float32)
-        pos = pd.Series(np.arange(a.n_obs), index=a.obs_names).reindex(cells)
-        rows = np.flatnonzero(pos.notna().to_numpy())
-        sel = sp.csr_matrix((np.ones(rows.size), (rows, pos.to_numpy()[rows].astype(int))), shape=(len(cells), a.n_obs))
-        obs = mdata.obs.drop(columns=[c for c in mdata.obs.columns if ":" in c]).copy()
-        out[name] = ad.AnnData(X=sp.csr_matrix(sel @ x), obs=obs, var=a.var.copy())
-    result = md.MuData(out)
-    result.obs = mdata.obs.drop(columns=[c for c in mdata.obs.columns if ":" in c]).copy()
-    return result
-
-
 # ------------------------------------------------------------------------------------------- holocell
 def train_holocell(
     mdata: md.MuData, modalities: dict[str, str], epochs: int, seed: int, **model_kwargs
@@ -189,71 +267,6 @@ def train_holocell(
     t0 = time.perf_counter()
     model.train(max_epochs=epochs, seed=seed, enable_progress_bar=False)
     return model, time.perf_counter() - t0
-
-
-# ------------------------------------------------------------------------------------------- scvi-tools peers
-def scvi_seed(seed: int) -> None:
-    """Seed scvi-tools (and torch / numpy through it)."""
-    import scvi
-
-    scvi.settings.seed = seed
-    scvi.settings.verbosity = logging.ERROR
-
-
-def totalvi_inputs(full: md.MuData, split: md.MuData, protein_mod: str = "adt") -> tuple[ad.AnnData, np.ndarray]:
-    """TOTALVI's inputs from a mosaic split: the RNA cells (``obs`` = ``batch`` only) and their protein counts,
-    zero rows for RNA cells without protein (see :func:`train_totalvi`)."""
-    rna_cells = split["rna"].obs_names
-    protein = np.zeros((len(rna_cells), full[protein_mod].n_vars))
-    has = np.isin(rna_cells, split[protein_mod].obs_names)
-    protein[has] = split[protein_mod][rna_cells[has]].X.toarray()
-    rna = split["rna"].copy()
-    rna.obs = rna.obs[["batch"]].astype(str).astype("category")
-    return rna, protein
-
-
-def train_totalvi(rna: ad.AnnData, protein: np.ndarray, proteins: Sequence[str], epochs: int, seed: int):
-    """TOTALVI on RNA cells with their protein counts (zeros where a batch has no protein measured:
-    scvi-tools' protein batch mask then drops those batches from the protein likelihood)."""
-    import scvi
-
-    scvi_seed(seed)
-    adata = rna.copy()
-    adata.obsm["protein_expression"] = pd.DataFrame(protein, index=adata.obs_names, columns=list(proteins))
-    scvi.model.TOTALVI.setup_anndata(adata, protein_expression_obsm_key="protein_expression", batch_key="batch")
-    model = scvi.model.TOTALVI(adata, override_missing_proteins=True)
-    t0 = time.perf_counter()
-    model.train(max_epochs=epochs, enable_progress_bar=False, early_stopping=False)
-    return model, adata, time.perf_counter() - t0
-
-
-def train_multivi(mdata: md.MuData, layers: dict[str, str], epochs: int, seed: int):
-    """MULTIVI on a zero-padded copy of a mosaic MuData (``layers``: scvi setup argument -> modality)."""
-    import scvi
-
-    scvi_seed(seed)
-    mods = list(layers.values())
-    pad = padded(mdata, mods)
-    scvi.model.MULTIVI.setup_mudata(pad, batch_key="batch", modalities={**layers, "batch_key": mods[0]})
-    kwargs = {"n_genes": pad[layers["rna_layer"]].n_vars} if "rna_layer" in layers else {}
-    kwargs["n_regions"] = pad[layers["atac_layer"]].n_vars if "atac_layer" in layers else 0
-    model = scvi.model.MULTIVI(pad, **kwargs)
-    t0 = time.perf_counter()
-    model.train(max_epochs=epochs, enable_progress_bar=False, early_stopping=False)
-    return model, pad, time.perf_counter() - t0
-
-
-def train_scvi(rna: ad.AnnData, epochs: int, seed: int):
-    """SCVI on RNA counts with batch as covariate."""
-    import scvi
-
-    scvi_seed(seed)
-    adata = rna.copy()
-    scvi.model.SCVI.setup_anndata(adata, batch_key="batch")
-    model = scvi.model.SCVI(adata)
-    t0 = time.perf_counter()
-    model.train(max_epochs=epochs, enable_progress_bar=False, early_stopping=False)
-    return model, adata, time.perf_counter() - t0
 
 
 def genie3_scores(expr: pd.DataFrame, tfs: Sequence[str], seed: int) -> pd.Series:
@@ -270,44 +283,17 @@ def genie3_scores(expr: pd.DataFrame, tfs: Sequence[str], seed: int) -> pd.Serie
     return pd.Series(scores)
 
 
-def pca_embedding(x: np.ndarray, n_pcs: int = 50, seed: int = 0, transform: str = "log") -> np.ndarray:
-    """PCA of log-normalised (``"log"``) or CLR (``"clr"``) counts."""
-    from sklearn.decomposition import PCA
-
-    values = ev.log_normalize(x) if transform == "log" else ev.clr(x)
-    return PCA(n_components=min(n_pcs, min(values.shape) - 1), random_state=seed).fit_transform(values)
-
-
 # ------------------------------------------------------------------------------------------- scoring
-def score_regression(method: str, truth: np.ndarray, pred: np.ndarray) -> dict:
-    """Per-feature Pearson (mean and median over features that vary; constant predictions count as 0)
-    and RMSE: the demo's scoring, so the two tables agree."""
-    return score(method, truth, pred)
+def score_regression(method: str, truth: np.ndarray, pred: np.ndarray, **extra) -> dict:
+    """A table row: per-feature Pearson (mean / median over features that vary in the truth; a constant
+    prediction counts as 0) and RMSE, from :func:`holocell.evaluation.prediction_scores`."""
+    return {"method": method, **extra, **ev.prediction_scores(truth, np.asarray(pred))}
 
 
-def score_auroc(method: str, truth: np.ndarray, scores: np.ndarray) -> dict:
-    """Per-peak AUROC (mean / median over peaks with both classes)."""
-    a = ev.per_feature_auroc(truth, scores)
-    return {"method": method, "auroc_mean": float(np.nanmean(a)), "auroc_median": float(np.nanmedian(a))}
+def score_auroc(method: str, truth: np.ndarray, scores: np.ndarray, **extra) -> dict:
+    """A table row: per-peak AUROC (mean / median over peaks with both classes in >= 1% of cells), from
+    :func:`holocell.evaluation.auroc_scores`."""
+    return {"method": method, **extra, **ev.auroc_scores(truth, np.asarray(scores))}
 
 
-def mark_winner(rows: list[dict], metric: str, higher_is_better: bool = True) -> dict:
-    """Compare holocell (rows whose method starts with ``holocell``) with the best peer on ``metric``."""
-    ours = [r for r in rows if r["method"].startswith("holocell") and r.get(metric) is not None]
-    peers = [r for r in rows if not r["method"].startswith("holocell") and r.get(metric) is not None]
-    peers = [r for r in peers if not np.isnan(r[metric])]
-    if not ours or not peers:
-        return {}
-    best = max(peers, key=lambda r: r[metric]) if higher_is_better else min(peers, key=lambda r: r[metric])
-    h = ours[0][metric]
-    rel = (h - best[metric]) / abs(best[metric]) if best[metric] else float("nan")
-    if not higher_is_better:
-        rel = -rel
-    return {
-        "metric": metric,
-        "holocell": h,
-        "best_peer": best["method"],
-        "best_peer_value": best[metric],
-        "relative_gain": rel,
-        "meets_target_10pct": bool(rel >= 0.10),
-    }
+_START.update(git_commit())  # the commit at the start of the run, not at its end

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import RESULTS, hide_modality, machine, quiet, score_regression
+from _common import RESULTS, hide_modality, quiet, score_regression, write_results
 
 import holocell as hc
 from holocell import evaluation as ev
@@ -111,16 +111,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     quiet()
-    info = {"machine": machine(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    info = {"cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "quick": False}
     info["pbmc"] = pbmc_rows(args.epochs, args.seed)
     info["large"] = large_rows(args.large_cells, args.seed) if args.large_cells else []
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu.json").write_text(json.dumps(info, indent=1))
-    md_text = (f"## GPU path ({info['cuda']})\n\n### PBMC, default model\n\n"
-               + ev.format_table(info["pbmc"], list(info["pbmc"][0])) + "\n\n### Larger model, simulated multiome\n\n"
-               + (ev.format_table(info["large"], list(info["large"][0])) if info["large"] else "(not run)") + "\n")
-    (args.out / "gpu.md").write_text(md_text)
-    print(md_text)
+    write_results(
+        args.out, "gpu", f"GPU path ({info['cuda']})", info,
+        [("PBMC, default model", info["pbmc"], list(info["pbmc"][0])),
+         ("Larger model, simulated multiome", info["large"], list(info["large"][0]) if info["large"] else ["config"])],
+        "Written by `benchmarks/gpu.py` on a CUDA device (`make bench-gpu`).",
+        settings={"epochs": args.epochs, "large_cells": args.large_cells, "large": LARGE},
+    )
 
 
 if __name__ == "__main__":

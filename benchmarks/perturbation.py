@@ -31,12 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import genie3_scores
+from _common import RESULTS, genie3_scores, provenance, provenance_line, quiet, write_json
+from _verdict import verdict_table, verdicts
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score
@@ -45,10 +45,7 @@ from sklearn.preprocessing import StandardScaler
 
 import holocell as hc
 from holocell import evaluation as ev
-
-warnings.filterwarnings("ignore", category=FutureWarning)
-warnings.filterwarnings("ignore", category=UserWarning)
-RESULTS = Path(__file__).resolve().parent / "results"
+from holocell.tl._annotate import transfer_labels
 
 
 # ----------------------------------------------------------------------------------------- simulator
@@ -166,12 +163,12 @@ def grn_eval(args, truth, train_m, model):
     indirect = direct | set(zip(via_cre.tf, via_cre.gene, strict=True))
     pairs = [(t, g) for t in tfs for g in genes if g != t]
     scores = {}
-    emb = hc.tl.grn(model, tfs=tfs, method="embedding")
-    scores["holocell: embedding similarity"] = emb.set_index(["tf", "target"])["score"]
+    hc.tl.grn(train_m, model, tfs=tfs, method="embedding", key_added="grn_embedding")
+    scores["holocell: embedding similarity"] = train_m.uns["grn_embedding"].set_index(["tf", "target"])["score"]
     for label, sources in (("holocell: in-silico knockout", None), ("holocell: in-silico knockout (no ATAC)", [])):
-        ko = hc.tl.grn(model, tfs=tfs, method="knockout", mdata=train_m, sources=sources,
-                       n_cells=args.grn_cells, n_steps=args.n_steps, progress_bar=False)
-        scores[label] = ko.set_index(["tf", "target"])["score"]
+        hc.tl.grn(train_m, model, tfs=tfs, method="knockout", sources=sources, n_cells=args.grn_cells,
+                  n_steps=args.n_steps, key_added="grn_knockout", progress_bar=False)
+        scores[label] = train_m.uns["grn_knockout"].set_index(["tf", "target"])["score"]
     rna = pd.DataFrame(ev.log_normalize(train_m["rna"].X), columns=genes)
     corr = rna.corr().abs()
     scores["expression |correlation|"] = pd.Series({(t, g): corr.loc[t, g] for t, g in pairs})
@@ -204,7 +201,7 @@ def pbmc_eval(args):
     for task, (ref_b, q_b) in tasks.items():
         ref, q = batch == ref_b, batch == q_b
         for method in ("knn", "classifier", "both"):
-            proba, classes = hc.tools.transfer_labels(z[ref], label[ref], z[q], method=method, seed=args.seed)
+            proba, classes = transfer_labels(z[ref], label[ref], z[q], method=method, seed=args.seed)
             rows.append(_cls_row(task, f"holocell ({method})", label[q], classes[proba.argmax(1)]))
         x_ref, x_q = _pca_inputs(mdata, obs.index[ref], obs.index[q], rna, adt, batch)
         pca = PCA(n_components=min(50, x_ref.shape[1] - 1), random_state=args.seed).fit(np.vstack([x_ref, x_q]))
@@ -242,24 +239,8 @@ def _cls_row(task, method, y_true, y_pred):
 
 
 # ----------------------------------------------------------------------------------------- report
-def targets(summary: pd.DataFrame, grn: pd.DataFrame) -> list[str]:
-    """One line per target: does the best holocell variant beat every peer?"""
-    lines = []
-    for kind in summary["kind"].unique():
-        for col in ("pearson_rna", "pearson_protein"):
-            s = summary[summary["kind"] == kind].set_index("method")[col]
-            ours = s[s.index.str.startswith("holocell")]
-            peers = s[~s.index.str.startswith("holocell")]
-            verdict = "met" if ours.max() > peers.max() else "NOT met"
-            lines.append(f"- {kind} knockout, {col}: holocell {ours.max():.3f} vs best peer {peers.max():.3f} "
-                         f"({peers.idxmax()}): {verdict}")
-    for truth_name, g in grn.groupby("truth"):
-        s = g.set_index("method")["auprc_ratio"]
-        ours, peers = s[s.index.str.startswith("holocell")], s[~s.index.str.startswith("holocell")]
-        verdict = "met" if ours.max() > peers.max() else "NOT met"
-        lines.append(f"- GRN AUPRC ratio ({truth_name}): holocell {ours.max():.2f} vs best peer {peers.max():.2f} "
-                     f"({peers.idxmax()}): {verdict}")
-    return lines
+#: sizes and holocell's settings of a --quick run (the defaults of the arguments are the full run)
+QUICK = {"n_cells": 400, "epochs": 4, "grn_cells": 100, "pbmc_epochs": 3}
 
 
 def main(argv=None):
@@ -278,7 +259,16 @@ def main(argv=None):
     ap.add_argument("--pbmc-epochs", type=int, default=20)
     ap.add_argument("--pbmc-d-model", type=int, default=64)
     ap.add_argument("--skip-pbmc", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="QUICK's smaller sizes (a smoke run)")
+    ap.add_argument("--render", action="store_true", help="only write perturbation.md from perturbation.json")
     args = ap.parse_args(argv)
+    if args.render:
+        render(args.out)
+        return
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(args, k, v)
+    quiet()
     t_all = time.time()
     mdata, truth, train_m, test_m, model, sim_train_s = train_sim(args)
     print(f"simulator model trained in {sim_train_s:.0f} s", flush=True)
@@ -294,8 +284,19 @@ def main(argv=None):
         .reset_index()
     )
     args.out.mkdir(parents=True, exist_ok=True)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"}
+    verdict_rows = []
+    for kind, rows in summary.groupby("kind"):
+        verdict_rows += verdicts(f"Simulated {kind} knockouts", rows.to_dict("records"), ["pearson_rna", "pearson_protein"])
+    for truth_kind, rows in grn.groupby("truth"):
+        verdict_rows += verdicts(f"Simulated GRN ({truth_kind})", rows.to_dict("records"), ["auprc_ratio"])
+    if not ann.empty:
+        for task, rows in ann.groupby("task"):
+            verdict_rows += verdicts(f"PBMC label transfer {task}", rows.to_dict("records"), ["accuracy", "macro_f1"])
     result = {
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "quick": args.quick,
+        "verdicts": verdict_rows,
+        "settings": settings,
         "sim_train_seconds": sim_train_s,
         "pbmc_train_seconds": pbmc_train_s,
         "total_seconds": time.time() - t_all,
@@ -304,37 +305,46 @@ def main(argv=None):
         "grn": grn.to_dict("records"),
         "annotation": ann.to_dict("records"),
     }
-    (args.out / "perturbation.json").write_text(json.dumps(result, indent=1))
+    result["meta"] = provenance(settings, args.quick)
+    write_json(args.out, "perturbation", result)
+    render(args.out)
+
+
+def render(out: Path) -> None:
+    """Write ``perturbation.md`` from ``perturbation.json`` (every number on the page comes from the JSON)."""
+    result = json.loads((out / "perturbation.json").read_text())
+    st = result["settings"]
+    ko_cols = ["kind", "method", "pearson_rna", "pearson_protein", "rmse_rna", "rmse_protein"]
     md = [
         "# Downstream tools benchmark",
         "",
-        f"Command: `python benchmarks/perturbation.py` (seed {args.seed}); total {result['total_seconds']:.0f} s "
-        "on a shared 2-core CPU (timings distorted by other jobs).",
+        f"Seed {st['seed']}; total {result['total_seconds']:.0f} s.",
         "",
-        f"## Simulated knockouts ({args.n_cells} cells, {args.n_genes} genes, {args.n_tfs} TFs, "
-        f"{args.n_proteins} proteins; model d_model={args.d_model}, {args.epochs} epochs on 80% of cells; "
+        f"## Simulated knockouts ({st['n_cells']} cells, {st['n_genes']} genes, {st['n_tfs']} TFs, "
+        f"{st['n_proteins']} proteins; model d_model={st['d_model']}, {st['epochs']} epochs on 80% of cells; "
         "scored on the other 20%)",
         "",
         "Pearson / RMSE over (cell type x feature) of the predicted vs true per-cell-type mean shift, "
-        f"averaged over the {args.n_tfs} TF knockouts (`gene`) and the {args.n_cre} strongest CRE knockouts (`cre`).",
+        f"averaged over the {st['n_tfs']} TF knockouts (`gene`) and the {st['n_cre']} strongest CRE knockouts (`cre`).",
         "",
-        summary.round(3).to_markdown(index=False),
+        ev.format_table(result["knockout_summary"], ko_cols),
         "",
         "## GRN recovery (AUPRC / edge density; TF x gene candidates, self-edges excluded)",
         "",
-        grn.round(3).to_markdown(index=False),
+        ev.format_table(result["grn"], ["truth", "method", "auprc", "density", "auprc_ratio"]),
         "",
     ]
-    if not ann.empty:
+    if result["annotation"]:
         md += [
-            f"## PBMC label transfer (holocell d_model={args.pbmc_d_model}, {args.pbmc_epochs} epochs, no labels in "
-            "training)",
+            f"## PBMC label transfer (holocell d_model={st['pbmc_d_model']}, {st['pbmc_epochs']} epochs, no labels "
+            "in training)",
             "",
-            ann.round(3).to_markdown(index=False),
+            ev.format_table(result["annotation"], ["task", "method", "accuracy", "macro_f1"]),
             "",
         ]
-    md += ["## Targets (holocell must beat every peer)", "", *targets(summary, grn), ""]
-    (args.out / "perturbation.md").write_text("\n".join(md))
+    md += ["## Verdicts (holocell vs the best peer)", "", verdict_table(result["verdicts"]), "",
+           provenance_line(result["meta"]), ""]
+    (out / "perturbation.md").write_text("\n".join(md))
     print("\n".join(md))
 
 

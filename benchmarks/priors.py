@@ -26,9 +26,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import time
-import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -36,6 +34,8 @@ import mudata as md
 import numpy as np
 import pandas as pd
 import torch
+from _common import RESULTS, provenance, provenance_line, quiet, write_json
+from _verdict import verdict_table, verdicts
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -44,7 +44,6 @@ from holocell.priors import grn_prior
 from holocell.vocab import map_genes, rename_to_anchors
 from holocell.vocab._genes import shared_fraction
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CONFIGS = [None, "grn", "family", "position", "coexpression", "all"]
 MODEL = {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_latents": 16}
 
@@ -149,7 +148,7 @@ def simulator_grn(epochs: int, n_cells: int, rows: list[dict], save, seed: int =
         order = [space.anchors.index(a) for a in space.maps["rna"].report["anchor"]]
         emb = model.module.network.anchor_embedding().detach().cpu().numpy()[order]
         name = priors if isinstance(priors, str) or priors is None else "+".join(priors)
-        rows.append({"method": f"HoloCell anchor embedding, priors={name or 'none'}", "heldout_edge_auroc": _edge_auroc(_cosine(emb), genes, train, test), "train_s": secs})
+        rows.append({"method": f"holocell anchor embedding, priors={name or 'none'}", "heldout_edge_auroc": _edge_auroc(_cosine(emb), genes, train, test), "train_s": secs})
         print(rows[-1], flush=True)
         save()
     return rows
@@ -189,7 +188,7 @@ def cross_species(mouse_zarr: Path | None, epochs: int, n_mouse: int = 2000) -> 
 
 
 def _md(res: dict) -> str:
-    lines = ["# Priors and cross-species vocabulary", "", f"Command: `{res['command']}`; {res['machine']}.", ""]
+    lines = ["# Priors and cross-species vocabulary", ""]
     v = res["vocabulary"]
     lines += ["## Vocabulary", "", "| data | genes | on a human gene anchor | how |", "|---|---|---|---|"]
     p = v["pbmc_rna"]
@@ -215,7 +214,9 @@ def _md(res: dict) -> str:
         c = res["cross_species"]
         lines += ["", "## One model, human + mouse", "", "| key | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in c.items()]
-    lines += ["", res["notes"], ""]
+    if res.get("verdicts"):
+        lines += ["", "## Verdicts (simulator GRN: holocell vs the best peer)", "", verdict_table(res["verdicts"])]
+    lines += ["", res["notes"], "", provenance_line(res["meta"]), ""]
     return "\n".join(lines)
 
 
@@ -230,19 +231,17 @@ def main() -> None:
     ap.add_argument("--reuse-simulator", action="store_true",
                     help="keep the simulator rows of the existing priors.json instead of recomputing them")
     ap.add_argument("--quick", action="store_true", help="2 epochs, two configurations (smoke run)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-    warnings.filterwarnings("ignore")
+    quiet()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     configs = [None if c == "none" else c for c in args.configs.split(",")]
     configs = [None, "all"] if args.quick else configs
     epochs, sim_epochs = (2, 2) if args.quick else (args.epochs, args.sim_epochs)
     t = time.perf_counter()
     res = {
-        "command": "python benchmarks/priors.py "
-        + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
-                  for k, v in vars(args).items() if k not in ("mouse_zarr",) and v not in (False, None)),
+        "quick": args.quick,
         "epochs": {"pbmc": epochs, "simulator": sim_epochs, "simulator_cells": args.sim_cells},
-        "machine": f"{torch.get_num_threads()} CPU threads, shared with other jobs (timings are distorted; accuracies are seeded)",
         "model": MODEL,
         "vocabulary": vocabulary(args.mouse_zarr),
     }
@@ -254,14 +253,20 @@ def main() -> None:
     )
     res["simulator"], res["pbmc"], res["cross_species"] = [], [], {}
 
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"}
+    settings["mouse_zarr"] = Path(args.mouse_zarr).name if args.mouse_zarr else None  # a name, not a machine path
+    res["meta"] = provenance(settings, args.quick)
+
     def save() -> None:
         res["total_s"] = time.perf_counter() - t
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "priors.json").write_text(json.dumps(res, indent=1))
-        (RESULTS / "priors.md").write_text(_md(res))
+        res["verdicts"] = verdicts("Simulator held-out TF -> target edges", res["simulator"], ["heldout_edge_auroc"])
+        write_json(args.out, "priors", res)
+        (args.out / "priors.md").write_text(_md(res))
 
     if args.reuse_simulator:
-        previous = json.loads((RESULTS / "priors.json").read_text())
+        import json
+
+        previous = json.loads((args.out / "priors.json").read_text())
         res["simulator"] = previous["simulator"]
         res["epochs"].update({k: previous["epochs"][k] for k in ("simulator", "simulator_cells")})
     else:

@@ -128,7 +128,7 @@ def main() -> None:
     write_results(args.out, "scaling", "Scaling (simulated cells)", results, [
         ("Embedding", rows, cols),
         ("ATAC generation", atac, cols[:3] + ["peaks"] + cols[3:] + ["output_mb"]),
-    ], notes)
+    ], notes, settings={"embed_sizes": sizes, "atac_cells": atac_cells})
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _common import provenance, provenance_line, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 MODS = {"rna": "rna", "atac": "atac", "protein": "protein"}
@@ -229,11 +230,11 @@ def run_worker(name: str, **kwargs) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ report
-def to_markdown(results: list[dict], model_kwargs: dict, command: str) -> str:
+def to_markdown(results: list[dict], model_kwargs: dict, meta: dict) -> str:
     lines = [
         "# Scaling: time and peak memory against the number of cells",
         "",
-        f"Command: `{command}`. Simulated RNA + ATAC + protein mosaic (200 genes, 850 peaks, 30 proteins; "
+        "Simulated RNA + ATAC + protein mosaic (200 genes, 850 peaks, 30 proteins; "
         "batch1 lacks protein), sets above 10,000 cells tiled from one 10,000-cell block with binomially "
         f"thinned counts; `HoloCell({model_kwargs})`. Each row is a fresh "
         "process; *peak* is its high-water RSS (`VmHWM`: Python + torch + model + data), *baseline* "
@@ -258,6 +259,7 @@ def to_markdown(results: list[dict], model_kwargs: dict, command: str) -> str:
             "tensor stays near 16 MB; training uses 128-cell mini-batches read from disk in blocks of 1,024 "
             "cells, 8 blocks shuffled together.",
         ]
+    lines += ["", provenance_line(meta)]
     return "\n".join(lines) + "\n"
 
 
@@ -280,7 +282,6 @@ def main() -> None:
     parser.add_argument("--merge", nargs="+", help="merge these result JSON files into --out, run nothing")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    warnings.simplefilter("ignore")
     if args.worker:
         name, kwargs = args.worker
         print(json.dumps(WORKERS[name](**json.loads(kwargs))))
@@ -289,12 +290,12 @@ def main() -> None:
     if args.merge:
         records = [json.loads(Path(f).read_text()) for f in args.merge]
         results = [r for record in records for r in record["results"]]
-        command = " && ".join(record["command"] for record in records)
         model_kwargs = records[0]["model_kwargs"]
         out = Path(args.out)
-        record = {"command": command, "model_kwargs": model_kwargs, "results": results}
-        (out / "streaming.json").write_text(json.dumps(record, indent=2) + "\n")
-        (out / "streaming.md").write_text(to_markdown(results, model_kwargs, command))
+        meta = {**records[0]["meta"], "command": " && ".join(r["meta"]["command"] for r in records)}
+        record = {"quick": records[0].get("quick"), "model_kwargs": model_kwargs, "results": results, "meta": meta}
+        write_json(out, "streaming", record)
+        (out / "streaming.md").write_text(to_markdown(results, model_kwargs, meta))
         return
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -309,10 +310,9 @@ def main() -> None:
     results: list[dict] = []
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/streaming.py " + " ".join(
-        f"'{a}'" if a.startswith("{") else a for a in sys.argv[1:]
-    )
-    stem = "streaming_quick" if args.quick else "streaming"
+    settings = {k: v for k, v in vars(args).items() if k not in ("cache", "out", "worker", "merge")}
+    meta = provenance(settings, args.quick)
+    stem = "streaming"
 
     def measure(name: str, keep: bool = True, **kwargs) -> None:
         """Run one worker; keep its result and rewrite the tables (partial runs still leave them)."""
@@ -320,9 +320,9 @@ def main() -> None:
         if not keep:
             return
         results.append(result)
-        record = {"command": command, "model_kwargs": kw["model_kwargs"], "results": results}
-        (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
-        (out / f"{stem}.md").write_text(to_markdown(results, kw["model_kwargs"], command))
+        record = {"quick": args.quick, "model_kwargs": kw["model_kwargs"], "results": results, "meta": meta}
+        write_json(out, stem, record)
+        (out / f"{stem}.md").write_text(to_markdown(results, kw["model_kwargs"], meta))
 
     print("training (backed, fixed steps):", flush=True)
     if "train" not in args.tasks:

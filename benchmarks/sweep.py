@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import RESULTS, hide_modality, machine, quiet, score_regression
+from _common import RESULTS, hide_modality, quiet, score_regression, write_results
 
 from holocell import evaluation as ev
 from holocell.data import pbmc_cite_mosaic
@@ -70,14 +70,13 @@ def main() -> None:
     for item in args.configs.split(","):
         name, epochs = item.split(":")
         rows.append(run(name, int(epochs), args.seed, args.precision, args.batch_size, args.lr))
-    args.out.mkdir(parents=True, exist_ok=True)
-    info = {"rows": rows, "machine": machine(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    (args.out / f"{args.tag}.json").write_text(json.dumps(info, indent=1))
+    info = {"rows": rows, "quick": False, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     cols = ["config", "epochs", "precision", "batch_size", "lr", "rna_to_protein_pearson", "rna_to_protein_train_s",
             "protein_to_rna_pearson", "protein_to_rna_train_s"]
-    (args.out / f"{args.tag}.md").write_text(ev.format_table(rows, cols) + "\n")
-    print(ev.format_table(rows, cols))
+    write_results(args.out, args.tag, "holocell training-length and capacity sweep (PBMC p4)", info,
+                  [("Configurations", rows, cols)], "Written by `benchmarks/sweep.py`.",
+                  settings={"configs": args.configs, "precision": args.precision, "batch_size": args.batch_size,
+                            "lr": args.lr, "model_configs": CONFIGS})
 
 
 if __name__ == "__main__":

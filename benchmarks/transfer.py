@@ -20,22 +20,21 @@ Timings are wall-clock on a shared CPU and vary with load; quality numbers are s
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
-import warnings
-from pathlib import Path
 
 import mudata as md
 import numpy as np
+from _common import ROOT, parser, quiet, score_regression, write_results
+from _verdict import verdicts
 
 import holocell as hc
 import holocell.evaluation as ev
-from holocell._demo import score
 
 HELD_OUT = "p4_0"
 CHECKPOINT = "holocell-small"
+#: holocell's settings in this script: fine-tuning / from-scratch epochs
+HOLOCELL = {"quick": {"max_epochs": 2}, "full": {"max_epochs": 10}}
 
 
 def held_out_split(seed: int = 0) -> tuple[md.MuData, np.ndarray, np.ndarray, np.ndarray]:
@@ -55,7 +54,7 @@ def evaluate(name: str, model: hc.HoloCell, mdata: md.MuData, a, b, truth: np.nd
     ia, ib = [idx[c] for c in a], [idx[c] for c in b]
     gen = model.generate(mdata, target="protein", key_added="adt_gen", overwrite=True, progress_bar=False)
     pred = gen[b].X
-    row = score(name, ev.clr(truth), pred)
+    row = score_regression(name, ev.clr(truth), pred)
     z = model.get_latent_representation(mdata, modality="rna", progress_bar=False)
     labels = mdata.obs["celltype"].astype(str).to_numpy()
     row["knn_label_transfer_rna"] = ev.knn_label_transfer_accuracy(z[ia], labels[ia], z[ib], labels[ib])
@@ -65,14 +64,11 @@ def evaluate(name: str, model: hc.HoloCell, mdata: md.MuData, a, b, truth: np.nd
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/results")
-    args = parser.parse_args()
-    warnings.simplefilter("ignore")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=None, help=f"fine-tuning epochs (default {HOLOCELL})")
+    args = p.parse_args()
+    args.epochs = args.epochs or HOLOCELL["quick" if args.quick else "full"]["max_epochs"]
+    quiet()
 
     # ---- load time (no data; then onto the held-out cells)
     times = []
@@ -107,7 +103,7 @@ def main() -> None:
         "ridge on RNA PCA(50)": ev.pca_ridge_predict(rna[a].X, y_a, rna[b].X, n_pcs=50, seed=0),
         "mean predictor": ev.mean_predict(y_a, len(b)),
     }
-    rows += [score(name, ev.clr(truth), pred) for name, pred in preds.items()]
+    rows += [score_regression(name, ev.clr(truth), pred) for name, pred in preds.items()]
     pcs = ev.shared_pca(rna[a].X, rna[b].X, n_pcs=50, seed=0)
     labels = mdata.obs["celltype"].astype(str)
     rows[-3]["knn_label_transfer_rna"] = ev.knn_label_transfer_accuracy(
@@ -115,7 +111,7 @@ def main() -> None:
     )
 
     # ---- overlap with an unseen 10x multiome (RNA + ATAC, GRCh38)
-    os.environ.setdefault("HOLOCELL_DATA_DIR", "/work/shared/data")
+    os.environ.setdefault("HOLOCELL_DATA_DIR", str(ROOT.parent / "shared" / "data"))
     try:
         multiome = md.read_h5mu(hc.data.fetch("pbmc_multiome_1k", progressbar=False))
         hc.HoloCell.setup_mudata(multiome, modalities={"rna": "rna", "atac": "atac"}, genome="hg38")
@@ -139,29 +135,26 @@ def main() -> None:
         "epochs": args.epochs,
         "seed": args.seed,
     }
-    (out / "transfer.json").write_text(json.dumps(results, indent=1) + "\n")
-    cols = ["method", "pearson_mean", "pearson_median", "rmse", "knn_label_transfer_rna"]
-    lines = [
-        "# Transfer of the pretrained `holocell-small` checkpoint",
-        "",
-        results["task"] + ". Cells of this batch were never seen in pretraining.",
-        "",
-        ev.format_table(rows, cols),
-        "",
-        "## Overlap with the checkpoint (n_shared / n_query)",
-        "",
-    ]
+    results["quick"] = args.quick
+    results["verdicts"] = verdicts("holocell-small on held-out PBMC p4 (RNA -> protein, half B)", rows,
+                                   ["pearson_mean", "rmse", "knn_label_transfer_rna"])
+    ov_lines = []
     for name, report in overlap.items():
         if isinstance(report, str):
-            lines.append(f"- {name}: {report}")
+            ov_lines.append(f"- {name}: {report}")
         else:
             parts = [f"{r['item']} {r['n_shared']}/{r['n_query']} ({r['fraction_shared']:.0%})" for r in report]
-            lines.append(f"- {name}: " + ", ".join(parts))
-    lines += ["", "## Cost (wall-clock seconds, shared 2-core CPU under load from other jobs)", ""]
-    lines += [f"- {k}: {v:.2f}" for k, v in results["cost_seconds"].items()]
-    lines += ["", f"Command: `python benchmarks/transfer.py --epochs {args.epochs} --seed {args.seed}`", ""]
-    (out / "transfer.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+            ov_lines.append(f"- {name}: " + ", ".join(parts))
+    cost = [{"step": k, "seconds": v} for k, v in results["cost_seconds"].items()]
+    write_results(
+        args.out, "transfer", "Transfer of the pretrained `holocell-small` checkpoint", results,
+        [("Held-out p4: zero-shot, fine-tuned, from scratch, peers", rows,
+          ["method", "pearson_mean", "pearson_median", "rmse", "knn_label_transfer_rna"]),
+         ("Cost (wall-clock seconds)", cost, ["step", "seconds"])],
+        results["task"] + ". Cells of this batch were never seen in pretraining. Overlap with the checkpoint "
+        "(n_shared / n_query):\n\n" + "\n".join(ov_lines),
+        settings={"holocell": {"max_epochs": args.epochs}, "checkpoint": CHECKPOINT},
+    )
 
 
 if __name__ == "__main__":

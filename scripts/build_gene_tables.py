@@ -59,7 +59,7 @@ PROVENANCE: dict[str, dict[str, str]] = {
         "gene_id": "Ensembl gene id",
     },
     "genes_hg19.tsv.gz": {
-        "source": "/work/shared/data/genomes/hg19_genes_archr.tsv.gz, converted from GreenleafLab/ArchR "
+        "source": "shared/data/genomes/ (the project's data folder) hg19_genes_archr.tsv.gz, converted from GreenleafLab/ArchR "
         "commit 6feec354 data/geneAnnoHg19.rda (TxDb.Hsapiens.UCSC.hg19.knownGene); biotype from "
         "Debian r-bioc-org.hs.eg.db 3.16.0-1 (NCBI gene type, Entrez Gene 2022-Sep12)",
         "version": "ArchR 6feec354 (UCSC knownGene hg19)",
@@ -67,7 +67,7 @@ PROVENANCE: dict[str, dict[str, str]] = {
         "gene_id": "Entrez gene id",
     },
     "genes_mm10.tsv.gz": {
-        "source": "/work/shared/data/genomes/mm10_genes_archr.tsv.gz, converted from GreenleafLab/ArchR "
+        "source": "shared/data/genomes/ (the project's data folder) mm10_genes_archr.tsv.gz, converted from GreenleafLab/ArchR "
         "commit 6feec354 data/geneAnnoMm10.rda (TxDb.Mmusculus.UCSC.mm10.knownGene)",
         "version": "ArchR 6feec354 (UCSC knownGene mm10)",
         "licence": "MIT (ArchR)",

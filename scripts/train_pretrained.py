@@ -23,13 +23,20 @@ Usage::
 Training stops at ``--max-epochs`` or after ``--max-minutes`` of wall-clock time, whichever comes
 first (the epochs actually run are recorded next to the archive).
 
-Prints the archive's sha256 for the registry (``holocell/model/_files/README.md``).
+Prints the archive's sha256 for the registry (``holocell/model/_files/README.md``) and writes the training
+record next to the archive (``<archive>.json``: cells per source, network, parameters, epochs, the
+command; file names only, never a machine's absolute path). The model card in ``docs/pretrained.md`` is
+generated from that record by ``benchmarks/summary.py``.
+
+``--record-only`` trains nothing: it reads the existing record and archive, adds what an older record
+lacks (the parameter count, the command) and drops absolute paths.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -108,7 +115,11 @@ def main() -> None:
     parser.add_argument("--mouse-zarr", default=None, help="scanpy's tests/_data/10x-10k-subset.zarr")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--record-only", action="store_true", help="update the record of the existing archive")
     args = parser.parse_args()
+    if args.record_only:
+        update_record(Path(args.out))
+        return
     mdata = pretraining_mudata(seed=args.seed, mop_cells=args.mop_cells, mouse_zarr=args.mouse_zarr)
     print(mdata)
     print(mdata.obs.groupby(["source", "species"], observed=True).size())
@@ -133,7 +144,9 @@ def main() -> None:
     seconds = time.perf_counter() - start
     out = model.save_pretrained(args.out, overwrite=True)
     info = {
-        "file": str(out),
+        "file": out.name,
+        "command": _command(),
+        "n_parameters": sum(p.numel() for p in model.module.parameters()),
         "bytes": out.stat().st_size,
         "sha256": sha256sum(out),
         "holocell_version": hc.__version__,
@@ -156,6 +169,32 @@ def main() -> None:
     }
     print(json.dumps(info, indent=1))
     Path(args.out).with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+
+
+def _command() -> str:
+    """This script's command line with file arguments reduced to their names (no machine paths)."""
+    args = [Path(a).name if "/" in a else a for a in sys.argv[1:]]
+    return " ".join(["python scripts/train_pretrained.py", *args])
+
+
+def update_record(archive: Path) -> None:
+    """Rewrite ``<archive>.json`` from the archive itself: parameter count, file name only, no absolute paths."""
+    record_path = archive.with_suffix(".json")
+    info = json.loads(record_path.read_text())
+    model = hc.HoloCell.load_pretrained(str(archive))
+    info["file"] = archive.name
+    info["n_parameters"] = sum(p.numel() for p in model.module.parameters())
+    info.setdefault(
+        "command",
+        "python scripts/train_pretrained.py "
+        f"--max-epochs {info['max_epochs']} --max-minutes {info['max_minutes']} --mop-cells {info['mop_cells']}"
+        + (f" --mouse-zarr <scanpy sdist>/tests/_data/{info['mouse_zarr']}" if info.get("mouse_zarr") else "")
+        + f" --seed {info['seed']} --batch-size {info['batch_size']} --lr {info['lr']}",
+    )
+    if sha256sum(archive) != info["sha256"]:
+        info["archive_sha256_now"] = sha256sum(archive)  # the shipped archive was repacked after training
+    record_path.write_text(json.dumps(info, indent=1) + "\n")
+    print(json.dumps(info, indent=1))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import hashlib
 import http.server
 import os
 import threading
-import warnings
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -16,9 +16,9 @@ import pytest
 import holocell as hc
 
 #: Real chromatin data (SNARE-seq2, Granja 2019, PBMC multiome): converted copies in ``../shared/data`` beside
-#: the clone, when it is there. A value the caller already set wins.
+#: the clone, when it is there. Only the tests that read it see ``HOLOCELL_DATA_DIR`` (fixture
+#: ``shared_data_dir``); a value the caller already set wins.
 SHARED_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-os.environ.setdefault("HOLOCELL_DATA_DIR", str(SHARED_DATA_DIR))
 
 #: ``HOLOCELL_TEST_DOWNLOADS=1`` (the GitHub workflow sets it) lets tests download the real originals from
 #: their public hosts. Without it, and without a local converted copy, tests of a real data set skip: a clean
@@ -31,12 +31,27 @@ REAL_DATA = ("snareseq2_mop", "granja2019_bmmc", "pbmc_multiome_1k")
 TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}
 
 
-@pytest.fixture(autouse=True)
-def _quiet_warnings():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        yield
+@contextmanager
+def shared_data_env():
+    """``HOLOCELL_DATA_DIR`` pointing at the shared data folder inside the block only."""
+    value = os.environ.get("HOLOCELL_DATA_DIR") or str(SHARED_DATA_DIR)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOLOCELL_DATA_DIR", value)
+        yield Path(value)
+
+
+@pytest.fixture
+def shared_data_dir():
+    """``HOLOCELL_DATA_DIR`` set to the shared data folder for this test only; yields the folder."""
+    with shared_data_env() as path:
+        yield path
+
+
+@pytest.fixture(scope="module")
+def shared_data_module():
+    """As ``shared_data_dir``, for module-scoped fixtures that load the shared files (restored after the module)."""
+    with shared_data_env() as path:
+        yield path
 
 
 def _require_real_data(name: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import nullcontext
 from dataclasses import fields
 
 import pytest
@@ -24,6 +25,13 @@ from holocell.train import TrainingConfig
 
 TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}
 FIX = "save the model again or fetch a fresh copy"
+#: The simulator's genes (SIM1, SIM2, ...) are synthetic: setting its data up (or loading a model onto it, which
+#: replays the setup) reports that few RNA features are vocabulary genes (issue 20). The tests expect it.
+SIM_GENES = r"RNA features of modality .* map to a known"
+
+
+def _sim_genes():
+    return pytest.warns(hc.HoloCellWarning, match=SIM_GENES)
 
 
 def _sim(atac: bool = False):
@@ -38,7 +46,10 @@ def _sim(atac: bool = False):
         extra["genome"] = var.assign(gene_name=var.index)[
             ["gene_name", "chrom", "tss", "strand"]
         ].reset_index(drop=True)
-    hc.HoloCell.setup_mudata(mdata, modalities=mods, batch_key="batch", **extra)
+    # 64 simulated cells: with ATAC, two have no ATAC count at all, and holocell says so at setup
+    empty = pytest.warns(hc.HoloCellWarning, match="have no counts at all") if atac else nullcontext()
+    with empty, _sim_genes():
+        hc.HoloCell.setup_mudata(mdata, modalities=mods, batch_key="batch", **extra)
     return mdata
 
 
@@ -86,7 +97,8 @@ def test_rule_tables_have_one_line_per_field_of_the_typed_configs():
 def test_new_layout_round_trips(model, saved):
     config = json.loads((saved / "config.json").read_text())
     assert "network" not in config and {"objective", "training"} <= set(config)
-    loaded = hc.HoloCell.load(saved, _sim())
+    with _sim_genes():
+        loaded = hc.HoloCell.load(saved, _sim())
     assert loaded.objective_config == model.objective_config and loaded.train_config.lr == 3e-4
 
 
@@ -121,15 +133,18 @@ def test_bad_typed_settings_are_named(saved, section, key, value, words):
 
 def test_typed_sections_are_optional_and_no_clipping_is_allowed(model, saved):
     _rewrite(saved, lambda c: c["training"].__setitem__("gradient_clip_val", None))
-    assert hc.HoloCell.load(saved, _sim()).train_config.gradient_clip_val is None
+    with _sim_genes():
+        assert hc.HoloCell.load(saved, _sim()).train_config.gradient_clip_val is None
     _rewrite(saved, lambda c: (c.pop("objective"), c.pop("training")))  # neither layout's extras
-    loaded = hc.HoloCell.load(saved, _sim())
+    with _sim_genes():
+        loaded = hc.HoloCell.load(saved, _sim())
     assert loaded.objective_config == ObjectiveConfig() and loaded.train_config == TrainingConfig()
 
 
 def test_old_layout_with_network_is_accepted_and_validated(model, saved):
     config = _rewrite(saved, _old_layout(model))
-    loaded = hc.HoloCell.load(saved, _sim())  # old files load; their settings are the defaults
+    with _sim_genes():
+        loaded = hc.HoloCell.load(saved, _sim())  # old files load; their settings are the defaults
     assert loaded.train_config == TrainingConfig() and loaded.objective_config == ObjectiveConfig()
     cases = [
         (

@@ -30,7 +30,7 @@ from holocell.data import _registry
 from holocell.data._registry import CACHE_DIR_ENV, DATA_DIR_ENV, REGISTRY
 
 SLICES = Path(__file__).parent / "data" / "sources"
-#: The benchmark copies and their originals: ../shared/data (tests/conftest.py puts it in $HOLOCELL_DATA_DIR).
+#: The benchmark copies and their originals: a folder of $HOLOCELL_DATA_DIR with originals/, else ../shared/data.
 SHARED = next(
     (
         Path(d)

@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from holocell.evaluation import (
+    auroc_scores,
     clr,
     format_table,
     knn_label_transfer_accuracy,
@@ -17,6 +18,7 @@ from holocell.evaluation import (
     pca_ridge_predict,
     per_feature_auroc,
     per_feature_pearson,
+    prediction_scores,
     rmse,
     silhouette_batch,
     silhouette_label,
@@ -84,6 +86,33 @@ def test_auroc_matches_sklearn(rng):
     scores = rng.integers(0, 5, size=(200, 3)).astype(float)  # many ties
     expected = [roc_auc_score(truth[:, j], scores[:, j]) for j in range(3)]
     np.testing.assert_allclose(per_feature_auroc(truth, scores), expected)
+
+
+def test_prediction_scores_match_scipy_and_count_constant_predictions_as_zero(rng):
+    from scipy.stats import pearsonr
+
+    truth = rng.normal(size=(80, 5))
+    truth[:, 4] = 1.0  # a feature that does not vary in the truth is not scored
+    pred = truth + rng.normal(size=truth.shape)
+    pred[:, 3] = 0.5  # a constant prediction of a varying feature scores r = 0
+    r = [pearsonr(truth[:, j], pred[:, j])[0] for j in range(3)] + [0.0]
+    out = prediction_scores(truth, pred)
+    assert out["pearson_mean"] == pytest.approx(np.mean(r))
+    assert out["pearson_median"] == pytest.approx(np.median(r))
+    assert out["rmse"] == pytest.approx(np.sqrt(np.mean((truth - pred) ** 2)))
+
+
+def test_auroc_scores_summarise_scored_features(rng):
+    from sklearn.metrics import roc_auc_score
+
+    truth = rng.random((300, 4)) < 0.3
+    truth[:, 3] = False  # no positives: not scored
+    scores = truth + rng.normal(size=truth.shape)
+    out = auroc_scores(truth, scores)
+    expected = [roc_auc_score(truth[:, j], scores[:, j]) for j in range(3)]
+    assert out["features_scored"] == 3
+    assert out["auroc_mean"] == pytest.approx(np.mean(expected))
+    assert out["auroc_median"] == pytest.approx(np.median(expected))
 
 
 def test_rmse():

@@ -165,12 +165,13 @@ def test_freeze_keeps_pretrained_values_through_training(trained_pbmc, pbmc):
 def test_shipped_holocell_small_works_offline(pbmc, tmp_path, monkeypatch):
     monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))  # empty cache; there is no server
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-    assert {"holocell-small", "holocell-pbmc-small"} <= set(hc.data.available("checkpoint"))
+    assert {"holocell-small", "holocell-small-v1", "holocell-pbmc-small"} <= set(hc.data.available("checkpoint"))
     reference = hc.HoloCell.load_pretrained("holocell-small")
     assert {"rna", "atac", "protein"} == set(reference.modalities_)
     held_out = pbmc[pbmc.obs_names[(pbmc.obs["batch"] == "p4_0").to_numpy()][:64]].copy()
     hc.HoloCell.setup_mudata(held_out, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
-    model = hc.HoloCell.load_pretrained("holocell-pbmc-small", held_out)
+    with pytest.warns(hc.HoloCellDeprecationWarning, match="'holocell-pbmc-small' is deprecated.*mouse"):
+        model = hc.HoloCell.load_pretrained("holocell-pbmc-small", held_out)
     report = model.transfer_report_
     assert report.loc["rna", "fraction_shared"] == 1.0 and report.loc["protein", "fraction_shared"] > 0.95
     z = model.get_latent_representation(held_out)

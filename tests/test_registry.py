@@ -114,3 +114,14 @@ def test_bad_registrations_are_explained(entry_name):
         register(entry_name, "x.bin", _sha(b""), kind="model")
     with pytest.raises(KeyError, match="not in the holocell registry"):
         fetch("no-such-entry")
+
+
+def test_checkpoint_descriptions_say_what_the_shipped_model_was_trained_on():
+    """holocell-small: 15,800 cells, 14,000 of them mouse; the misleading PBMC alias warns."""
+    from holocell import HoloCellDeprecationWarning
+
+    entry = _registry.REGISTRY["holocell-small"]
+    assert "14,000" in entry.description and "mouse" in entry.description and "1,800 human" in entry.description
+    assert _registry.REGISTRY["holocell-small-v1"].sha256 == entry.sha256
+    with pytest.warns(HoloCellDeprecationWarning, match="holocell-pbmc-small.*deprecated"):
+        assert fetch("holocell-pbmc-small", progressbar=False) == fetch("holocell-small", progressbar=False)

@@ -19,6 +19,13 @@ from holocell.model import _checkpoint
 TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}
 MODS = {"rna": "rna", "protein": "protein"}
 FIX = "save the model again or fetch a fresh copy"
+#: The simulator's genes (SIM1, SIM2, ...) are synthetic: setting its data up (or loading a model onto it, which
+#: replays the setup) reports that few RNA features are vocabulary genes (issue 20). The tests expect it.
+SIM_GENES = r"RNA features of modality .* map to a known"
+
+
+def _sim_genes():
+    return pytest.warns(hc.HoloCellWarning, match=SIM_GENES)
 
 
 def _sim():
@@ -28,7 +35,8 @@ def _sim():
 
 
 def _setup(mdata):
-    hc.HoloCell.setup_mudata(mdata, modalities=MODS, batch_key="batch")
+    with _sim_genes():
+        hc.HoloCell.setup_mudata(mdata, modalities=MODS, batch_key="batch")
     return mdata
 
 
@@ -83,7 +91,8 @@ def test_save_through_a_symlink_replaces_the_checkpoint_and_keeps_the_link(model
     config = json.loads((saved / "config.json").read_text())
     assert config["weights_sha256"] == _checkpoint.file_sha256(saved / "model.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "model"]  # no aside copy left
-    hc.HoloCell.load(link, _setup(_sim()))
+    with _sim_genes():
+        hc.HoloCell.load(link, _setup(_sim()))
     # a link to something else, and a dangling link, are refused and left as they are
     folder = _user_folder(tmp_path / "results")
     (tmp_path / "to_results").symlink_to(folder, target_is_directory=True)
@@ -121,7 +130,8 @@ def test_overwrite_replaces_a_checkpoint_fsynced_and_cleaned_up(model, saved, tm
     assert {"config.json", "model.safetensors"} <= set(names)
     assert str(tmp_path) in synced  # the directory holding the renamed checkpoint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # old copy removed before returning
-    hc.HoloCell.load(saved, _setup(_sim()))
+    with _sim_genes():
+        hc.HoloCell.load(saved, _setup(_sim()))
 
 
 def test_save_pretrained_replaces_only_an_archive(model, tmp_path, snapshot):

@@ -74,8 +74,14 @@ def test_committed_outputs_are_clean(notebook: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", TUTORIALS, ids=IDS)
-def test_tutorial_runs(notebook: Path, tmp_path: Path, require_real_data, real_data_loaders) -> None:
-    """The notebook runs top to bottom without an error (one that loads a real data set needs that data)."""
+def test_tutorial_runs(
+    notebook: Path, tmp_path: Path, shared_data_dir: Path, require_real_data, real_data_loaders
+) -> None:
+    """The notebook runs top to bottom without an error (one that loads a real data set needs that data).
+
+    The kernel inherits ``HOLOCELL_DATA_DIR`` (``shared_data_dir``): the notebooks on real cells read the
+    converted copies from there, or download the originals with ``HOLOCELL_TEST_DOWNLOADS=1``.
+    """
     sources = "\n".join(c.source for c in _code_cells(notebook))
     for name in real_data_loaders:
         if f"hc.data.{name}(" in sources:

@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from ._settings import settings
+from ._warnings import HoloCellDeprecationWarning, HoloCellWarning
 
 if TYPE_CHECKING:  # what the lazy attributes below resolve to
     from . import data, evaluation, pl, priors, tl, vocab
@@ -22,7 +23,19 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0"
 
-__all__ = ["HoloCell", "data", "evaluation", "pl", "priors", "settings", "tl", "vocab", "__version__"]
+__all__ = [
+    "HoloCell",
+    "HoloCellDeprecationWarning",
+    "HoloCellWarning",
+    "data",
+    "evaluation",
+    "pl",
+    "priors",
+    "settings",
+    "tl",
+    "vocab",
+    "__version__",
+]
 
 _SUBPACKAGES = {"data", "evaluation", "model", "nn", "pl", "priors", "tl", "tokenize", "train", "vocab", "tools"}
 

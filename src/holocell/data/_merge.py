@@ -4,8 +4,11 @@ Anchors are built per MuData, so a model trained over several data sets needs th
 object. Each input's modalities are renamed to holocell's (``rna``, ``atac``, ``protein``), cells
 are prefixed with the data set name, batches become ``<name>:<batch>``, and a modality an input
 lacks is simply absent for its cells (masked, as in any mosaic). Features are joined by name;
-a feature one input does not measure reads as a zero count in that input's cells. The inputs are
-only read.
+a feature one input does not measure is **masked** in that input's cells, never read as a zero:
+the merged modality carries a presence table, ``varm["holocell_measured"]`` (features x data sets,
+bool) with ``uns["holocell_measured_by"] = "source"`` (the ``obs`` column naming each cell's data
+set), which holocell's setup reads and turns into masked slots (``holocell.data._mosaic``). The
+count matrix holds zeros there only as storage. The inputs are only read.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..vocab import MODALITIES, map_proteins_to_genes
+from ._mosaic import MEASURED_BY_KEY, MEASURED_KEY
 
 BATCH_KEY = "batch"
 SOURCE_KEY = "source"
@@ -102,6 +106,14 @@ def _join(m: str, parts: list[ad.AnnData]) -> ad.AnnData:
         warnings.simplefilter("ignore")
         a = ad.concat(parts, join="outer", fill_value=0)
     a.X = sp.csr_matrix(a.X, dtype=np.float32)
+    # which data set measured which feature: a feature one set lacks is masked in its cells, not zero
+    measured = pd.DataFrame(
+        {str(p.obs[SOURCE_KEY].iloc[0]): a.var_names.isin(p.var_names) for p in parts if p.n_obs},
+        index=a.var_names,
+    )
+    if not measured.to_numpy().all():
+        a.varm[MEASURED_KEY] = measured
+        a.uns[MEASURED_BY_KEY] = SOURCE_KEY
     # feature annotations: the first non-missing value over the inputs that have the feature
     a.var = pd.concat([p.var for p in parts]).groupby(level=0, sort=False).first().reindex(a.var_names)
     if m == "rna" and "tss" in a.var.columns:

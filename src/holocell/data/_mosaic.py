@@ -2,12 +2,18 @@
 
 Cells a modality lacks get an empty row and ``present = False``; the row is never read as data.
 The user's MuData is only read.
+
+**Features measured in some cells only.** A modality's AnnData may carry a presence table
+``varm["holocell_measured"]`` (features x groups, bool) with ``uns["holocell_measured_by"]`` naming the
+column of its ``obs`` that gives each cell's group (``merge_for_pretraining`` writes both: the groups are
+the merged data sets). A feature whose entry is False for a cell's group was not measured in that cell:
+its count is not data, and the tokenizer masks its slot (``<modality>_measured`` in each mini-batch).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -15,6 +21,9 @@ import torch
 from mudata import MuData
 
 from ..vocab import MODALITIES
+
+MEASURED_KEY = "holocell_measured"  # modality .varm: features x groups, bool
+MEASURED_BY_KEY = "holocell_measured_by"  # modality .uns: the obs column holding each cell's group
 
 
 @dataclass
@@ -29,12 +38,16 @@ class MosaicArrays:
         ``(n_cells, 3)`` bool, modality observed (order of :data:`~holocell.vocab.MODALITIES`).
     batch, species
         ``(n_cells,)`` integer codes.
+    measured
+        Modality -> ``(group code per cell, groups x features bool table)`` for modalities whose
+        features were measured in some cells only (see the module docstring); empty otherwise.
     """
 
     counts: dict[str, sp.csr_matrix]
     present: np.ndarray
     batch: np.ndarray
     species: np.ndarray
+    measured: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def n_cells(self) -> int:
@@ -47,6 +60,8 @@ class MosaicArrays:
         out["present"] = torch.from_numpy(self.present[idx])
         out["batch"] = torch.from_numpy(self.batch[idx].astype(np.int64))
         out["species"] = torch.from_numpy(self.species[idx].astype(np.int64))
+        for m, (codes, table) in self.measured.items():
+            out[f"{m}_measured"] = torch.from_numpy(table[codes[idx]])
         return out
 
 
@@ -117,17 +132,54 @@ def collect_arrays(
     """
     n = mdata.n_obs
     present = np.zeros((n, len(MODALITIES)), dtype=bool)
-    counts = {}
+    counts, measured = {}, {}
     for m, mod_name in modalities.items():
         adata = mdata.mod[mod_name]
         x = adata.X if layers.get(m) is None else adata.layers[layers[m]]
         x = sp.csr_matrix(x, dtype=np.float32)
-        x = x[:, feature_order(adata.var_names, features[m], mod_name)]
+        order = feature_order(adata.var_names, features[m], mod_name)
+        x = x[:, order]
         rows = np.asarray(mdata.obsmap[mod_name]).astype(np.int64)  # 1-based, 0 = absent
         present[:, MODALITIES.index(m)] = rows > 0
         counts[m] = rows_or_empty(x, np.where(rows > 0, rows - 1, x.shape[0]))
+        table = measured_table(adata, order, np.where(rows > 0, rows - 1, -1))
+        if table is not None:
+            measured[m] = table
     species = np.full(n, species_code, dtype=np.int64)
-    return MosaicArrays(counts, present, np.asarray(batch_codes, dtype=np.int64), species)
+    return MosaicArrays(counts, present, np.asarray(batch_codes, dtype=np.int64), species, measured)
+
+
+def measured_table(adata, order: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The presence table of a modality in model feature order, and each global cell's group code.
+
+    Parameters
+    ----------
+    adata
+        The modality (in memory or backed; only ``obs``, ``varm`` and ``uns`` are read).
+    order
+        Column of each model feature in ``adata``.
+    rows
+        ``(n_cells,)`` row of each global cell in ``adata``, -1 where the cell lacks the modality.
+
+    Returns
+    -------
+    ``(codes, table)`` with ``table[codes[i]]`` the features measured in global cell ``i``, or None when
+    the modality has no presence table (every feature measured in every cell).
+    """
+    if MEASURED_KEY not in adata.varm or MEASURED_BY_KEY not in adata.uns:
+        return None
+    frame = adata.varm[MEASURED_KEY]
+    columns = [str(c) for c in frame.columns]
+    table = np.asarray(frame, dtype=bool)[order].T  # (groups, features)
+    group = adata.obs[str(adata.uns[MEASURED_BY_KEY])].astype(str).to_numpy()
+    lookup = {c: i for i, c in enumerate(columns)}
+    unknown = sorted(set(group) - set(lookup))
+    if unknown:
+        raise ValueError(f"Cells of groups {unknown[:3]} have no column in varm[{MEASURED_KEY!r}] ({columns[:3]}...).")
+    codes = np.zeros(len(rows), dtype=np.int64)  # cells without the modality: any group (their slots are masked)
+    has = rows >= 0
+    codes[has] = [lookup[g] for g in group[rows[has]]]
+    return codes, np.ascontiguousarray(table)
 
 
 def rows_or_empty(x: sp.csr_matrix, positions: np.ndarray) -> sp.csr_matrix:

@@ -27,12 +27,14 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pooch
 
+from .._warnings import HoloCellDeprecationWarning
 from ._download import MAX_CHECKPOINT_BYTES, CappedDownloader, DownloadRefused, max_download_bytes
 
 #: Environment variable naming local directories searched before any download.
@@ -66,6 +68,8 @@ class RegistryEntry:
     sources
         Registry names of the original files a converted data set is made from (empty for a file
         that is downloaded as it is); see :mod:`holocell.data._derived`.
+    deprecated
+        For a deprecated name: the message :func:`fetch` warns with (naming the replacement), else None.
     """
 
     name: str
@@ -76,6 +80,7 @@ class RegistryEntry:
     description: str = ""
     shipped: str | None = None
     sources: tuple[str, ...] = ()
+    deprecated: str | None = None
 
 
 REGISTRY: dict[str, RegistryEntry] = {}
@@ -236,6 +241,8 @@ def fetch(name: str, *, progressbar: bool = True) -> Path:
     if name not in REGISTRY:
         raise KeyError(f"{name!r} is not in the holocell registry; available: {available()}.")
     entry = REGISTRY[name]
+    if entry.deprecated:
+        warnings.warn(entry.deprecated, HoloCellDeprecationWarning, stacklevel=2)
     local = _local_copy(entry)
     if local is not None:
         return local
@@ -345,23 +352,41 @@ def fetch_url(
 # ------------------------------------------------------------------------------------ checkpoints
 _SHIPPED = Path(__file__).resolve().parents[1] / "model" / "_files"
 _SMALL_SHA256 = "c4a79d5517c20c74d2b11e9a5e620fccbd6b50b78cf2330f757cb6494a17bb92"
+_SMALL_DESCRIPTION = (
+    "Shipped small checkpoint (d_model 64, 2 layers), trained on 15,800 cells, 14,000 of them mouse: "
+    "14,000 mouse RNA-only cells (4,000 SNARE-seq2 motor cortex, 10,000 scanpy mouse 10x) and 1,800 human "
+    "cells (1,200 PBMC CITE-seq p1-p3, 600 simulated multiome, the only ATAC it saw), on shared human/mouse "
+    "gene anchors. Model card: docs/pretrained.md; scripts/train_pretrained.py."
+)
 register(
     "holocell-small",
     "holocell-small-v1.zip",
     _SMALL_SHA256,
     kind="checkpoint",
-    description="Shipped small checkpoint (PBMC CITE-seq p1-p3 + simulated multiome, human); "
-    "scripts/train_pretrained.py, see holocell/model/_files/README.md.",
+    description=_SMALL_DESCRIPTION,
     shipped=_SHIPPED / "holocell-small-v1.zip",
 )
 register(
-    "holocell-pbmc-small",
-    "holocell-pbmc-small-v1.zip",
+    "holocell-small-v1",
+    "holocell-small-v1.zip",
     _SMALL_SHA256,
     kind="checkpoint",
-    description="Release asset of the same archive as holocell-small (identical bytes and sha256); "
-    "resolves to the shipped copy until the release is published.",
+    description="Versioned name of holocell-small (same bytes; release asset, resolves to the shipped copy "
+    "until the release is published). " + _SMALL_DESCRIPTION,
     shipped=_SHIPPED / "holocell-small-v1.zip",
+)
+REGISTRY["holocell-pbmc-small"] = RegistryEntry(
+    "holocell-pbmc-small",
+    "holocell-small-v1.zip",
+    _SMALL_SHA256,
+    BASE_URL + "holocell-small-v1.zip",
+    kind="checkpoint",
+    description="Deprecated alias of holocell-small-v1 (the name suggested a PBMC model; most of its training "
+    "cells are mouse).",
+    shipped=str(_SHIPPED / "holocell-small-v1.zip"),
+    deprecated="The checkpoint name 'holocell-pbmc-small' is deprecated: the model is not a PBMC model (14,000 of "
+    "its 15,800 training cells are mouse; see docs/pretrained.md). Use 'holocell-small' (or the versioned "
+    "'holocell-small-v1'); the old name will be removed.",
 )
 
 # ------------------------------------------------------------------------------------- datasets

@@ -26,7 +26,7 @@ import torch
 from mudata import MuData
 
 from ..vocab import MODALITIES
-from ._mosaic import MosaicArrays, feature_order, rows_or_empty
+from ._mosaic import MosaicArrays, feature_order, measured_table, rows_or_empty
 
 _MAX_GAP = 64  # rows: sorted rows closer than this are read as one contiguous slice
 
@@ -84,8 +84,15 @@ class BackedMosaicArrays:
         ``(n_cells,)`` integer codes.
     """
 
-    def __init__(self, modalities: dict[str, BackedModality], batch: np.ndarray, species: np.ndarray) -> None:
+    def __init__(
+        self,
+        modalities: dict[str, BackedModality],
+        batch: np.ndarray,
+        species: np.ndarray,
+        measured: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> None:
         self.modalities = modalities
+        self.measured = measured or {}
         self.batch = np.asarray(batch, dtype=np.int64)
         self.species = np.asarray(species, dtype=np.int64)
         self.present = np.zeros((len(self.batch), len(MODALITIES)), dtype=bool)
@@ -109,7 +116,8 @@ class BackedMosaicArrays:
             position = np.full(len(idx), len(unique), dtype=np.int64)  # the empty row
             position[has] = inverse
             counts[m] = rows_or_empty(x, position)
-        return MosaicArrays(counts, self.present[idx], self.batch[idx], self.species[idx])
+        measured = {m: (codes[idx], table) for m, (codes, table) in self.measured.items()}
+        return MosaicArrays(counts, self.present[idx], self.batch[idx], self.species[idx], measured)
 
     def take(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         """Mini-batch dict of dense tensors for cells ``idx``."""
@@ -130,15 +138,18 @@ def collect_backed_arrays(
     Only ``.X`` stays on disk: anndata reads the layers of a backed file into memory when it
     opens it, so keep the counts of large files in ``.X``.
     """
-    mods = {}
+    mods, measured = {}, {}
     for m, mod_name in modalities.items():
         adata = mdata.mod[mod_name]
         source = adata.X if layers.get(m) is None else adata.layers[layers[m]]
         order = feature_order(adata.var_names, features[m], mod_name)
         rows = np.asarray(mdata.obsmap[mod_name]).astype(np.int64) - 1  # obsmap is 1-based, 0 = absent
         mods[m] = BackedModality(source, order, rows)
+        table = measured_table(adata, order, rows)
+        if table is not None:
+            measured[m] = table
     species = np.full(mdata.n_obs, species_code, dtype=np.int64)
-    return BackedMosaicArrays(mods, batch_codes, species)
+    return BackedMosaicArrays(mods, batch_codes, species, measured)
 
 
 class ChunkedBatches(torch.utils.data.IterableDataset):

@@ -5,10 +5,12 @@ from __future__ import annotations
 from holocell.evaluation._baselines import mean_predict, pca_knn_predict, pca_ridge_predict, shared_pca
 from holocell.evaluation._integration import graph_connectivity, ilisi, integration_metrics, lisi
 from holocell.evaluation._metrics import (
+    auroc_scores,
     knn_label_transfer_accuracy,
     nmi_ari,
     per_feature_auroc,
     per_feature_pearson,
+    prediction_scores,
     rmse,
     silhouette_batch,
     silhouette_label,
@@ -18,6 +20,7 @@ from holocell.evaluation._tables import format_table
 from holocell.evaluation._transforms import clr, log_normalize
 
 __all__ = [
+    "auroc_scores",
     "baseline_scores",
     "clr",
     "format_table",
@@ -33,6 +36,7 @@ __all__ = [
     "pca_ridge_predict",
     "per_feature_auroc",
     "per_feature_pearson",
+    "prediction_scores",
     "rmse",
     "score_prediction",
     "shared_pca",

@@ -1,15 +1,18 @@
-"""Integration metrics on a kNN graph: iLISI and graph connectivity, plus a one-call summary.
+"""Integration metrics on a kNN graph: LISI / iLISI and graph connectivity, plus a one-call summary.
 
-scib-metrics (the maintained implementation) needs jax; on Python 3.11 its installable releases
-pull jax/jaxlib into the environment, so the two graph metrics it provides that sklearn does not
-are implemented here once, following the scib definitions:
+These follow scib-metrics 0.5 (:cite:p:`luecken2022benchmarking`; the maintained implementation of
+the scib metrics), which needs jax and so is not a dependency here. ``tests/test_scib_reference.py``
+checks the values against scib-metrics itself on a fixture.
 
-- **iLISI** (Korsunsky et al. 2019; scib): per cell, a Gaussian kernel over its ``k`` nearest
-  neighbours, calibrated to a fixed perplexity, gives batch proportions ``p_b``; the cell's LISI is
-  the inverse Simpson index ``1 / sum_b p_b^2`` (1 = one batch only, ``n_batches`` = perfect
-  mixing). The score is the median LISI scaled to ``[0, 1]``: ``(median - 1) / (n_batches - 1)``.
-- **graph connectivity** (scib): for each label, the fraction of its cells in the largest connected
-  component of the kNN graph restricted to that label; averaged over labels.
+- **Neighbours** (as scib-metrics' ``NeighborsResults``): exact Euclidean neighbours, the cell itself
+  included as its own first neighbour; the Benchmarker uses 90 for LISI and 15 for graph connectivity.
+- **LISI** (Korsunsky et al. 2019): per cell, weights ``exp(-beta * d)`` on the (unsquared) distances to
+  its neighbours, itself excluded, with ``beta`` found by bisection so that their entropy is
+  ``log(perplexity)`` (default ``perplexity = n_neighbors // 3``); ``p_b`` = weight of group ``b``;
+  LISI = ``1 / sum_b p_b^2`` (1 = one group only, ``n_groups`` = perfect mixing).
+- **iLISI**: ``(median LISI - 1) / (n_batches - 1)``, in ``[0, 1]``.
+- **graph connectivity**: for each label, the fraction of its cells in the largest *strongly* connected
+  component of the directed kNN graph restricted to that label; averaged over labels.
 """
 
 from __future__ import annotations
@@ -30,44 +33,65 @@ from holocell.evaluation._transforms import to_dense
 
 __all__ = ["graph_connectivity", "ilisi", "integration_metrics", "lisi"]
 
+_TOL, _MAX_TRIES = 1e-5, 50  # scib-metrics' bisection settings
 
-def _knn(embedding: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distances and indices of the ``k`` nearest neighbours of every cell, itself excluded."""
+
+def knn(embedding: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Euclidean neighbours of every cell, itself included: ``(n, k)`` distances and indices.
+
+    ``n_neighbors`` counts the cell itself (as scib-metrics and scanpy do) and is capped at ``n_cells``.
+    """
     n = embedding.shape[0]
     if n < 2:
         raise ValueError(f"need at least 2 cells for a kNN graph, got {n}")
-    k = min(k, n - 1)
-    dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(embedding).kneighbors(embedding)
-    return dist[:, 1:], idx[:, 1:]
+    return NearestNeighbors(n_neighbors=min(n_neighbors, n)).fit(embedding).kneighbors(embedding)
 
 
-def _perplexity_weights(dist: np.ndarray, perplexity: float, n_iter: int = 50, tol: float = 1e-5) -> np.ndarray:
-    """Row-normalised Gaussian kernel weights whose entropy matches ``log(perplexity)`` (bisection on beta)."""
-    n, k = dist.shape
-    target = np.log(min(perplexity, k))
-    d2 = dist**2
-    d2 = d2 - d2[:, :1]  # shift by the nearest distance for numerical stability; cancels on normalising
+def _neighbour_weights(dist: np.ndarray, not_self: np.ndarray, perplexity: float) -> np.ndarray:
+    """Row-normalised weights ``exp(-beta d)`` (0 on the self edge) whose entropy is ``log(perplexity)``.
+
+    The bisection is scib-metrics': ``beta`` starts at 1, doubles (halves) while the entropy is too
+    high (low) and no upper (lower) bound is known, then bisects; at most 50 steps, tolerance 1e-5.
+    """
+    n = dist.shape[0]
+    log_u = np.log(perplexity)
+    # shift by the nearest other distance: H and P are unchanged, and exp() cannot underflow to all zeros
+    shift = np.where(not_self, dist, np.inf).min(axis=1, keepdims=True)
+    shifted = np.where(not_self, dist - shift, 0.0)
+
+    def entropy(beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        w = np.exp(-shifted * beta[:, None]) * not_self
+        s = w.sum(axis=1)
+        return np.log(s) + beta * (shifted * w).sum(axis=1) / s, w / s[:, None]
+
     beta = np.ones(n)
-    lo, hi = np.zeros(n), np.full(n, np.inf)
-    for _ in range(n_iter):
-        w = np.exp(-d2 * beta[:, None])
-        w_sum = w.sum(axis=1, keepdims=True)
-        p = w / w_sum
-        entropy = np.log(w_sum[:, 0]) + beta * (d2 * p).sum(axis=1)
-        diff = entropy - target
-        if np.all(np.abs(diff) < tol):
+    lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
+    h, p = entropy(beta)
+    diff = h - log_u
+    for _ in range(_MAX_TRIES):
+        active = np.abs(diff) >= _TOL
+        if not active.any():
             break
-        too_flat = diff > 0  # entropy too high: sharpen (raise beta)
-        lo = np.where(too_flat, beta, lo)
-        hi = np.where(too_flat, hi, beta)
-        beta = np.where(np.isinf(hi), beta * 2.0, (lo + hi) / 2.0)
+        up = diff > 0  # entropy too high: sharpen the kernel (raise beta)
+        new_beta = np.where(
+            up,
+            np.where(np.isinf(hi), beta * 2, (beta + hi) / 2),
+            np.where(np.isinf(lo), beta / 2, (beta + lo) / 2),
+        )
+        lo = np.where(active & up, beta, lo)
+        hi = np.where(active & ~up, beta, hi)
+        beta = np.where(active, new_beta, beta)
+        h_new, p_new = entropy(beta)
+        h = np.where(active, h_new, h)
+        p = np.where(active[:, None], p_new, p)
+        diff = h - log_u
     return p
 
 
 def lisi(
-    embedding: ArrayLike, groups: ArrayLike, *, k: int = 90, perplexity: float = 30.0
+    embedding: ArrayLike, groups: ArrayLike, *, n_neighbors: int = 90, perplexity: float | None = None
 ) -> np.ndarray:
-    """Local inverse Simpson index of ``groups`` around every cell.
+    """Local inverse Simpson index of ``groups`` around every cell (scib-metrics' ``lisi_knn``).
 
     Parameters
     ----------
@@ -75,10 +99,10 @@ def lisi(
         Cells x dims embedding.
     groups
         Group (e.g. batch) per cell.
-    k
-        Neighbours per cell (capped at ``n_cells - 1``).
+    n_neighbors
+        Neighbours per cell, the cell itself included (capped at ``n_cells``).
     perplexity
-        Effective neighbourhood size of the Gaussian kernel (capped at ``k``).
+        Effective neighbourhood size of the kernel; default ``n_neighbors // 3``.
 
     Returns
     -------
@@ -89,18 +113,22 @@ def lisi(
     groups = np.asarray(groups).astype(str)
     if groups.shape[0] != emb.shape[0]:
         raise ValueError(f"embedding has {emb.shape[0]} cells but groups has {groups.shape[0]}")
-    dist, idx = _knn(emb, k)
-    p = _perplexity_weights(dist, perplexity)
+    dist, idx = knn(emb, n_neighbors)
+    if perplexity is None:
+        perplexity = float(np.floor(idx.shape[1] / 3))
+    not_self = idx != np.arange(idx.shape[0])[:, None]
+    p = _neighbour_weights(dist, not_self, perplexity)
     _, codes = np.unique(groups, return_inverse=True)
-    n_groups = codes.max() + 1
     neigh = codes[idx]  # (n, k)
-    props = np.zeros((emb.shape[0], n_groups))
-    np.add.at(props, (np.repeat(np.arange(emb.shape[0]), idx.shape[1]), neigh.ravel()), p.ravel())
+    props = np.zeros((emb.shape[0], codes.max() + 1))
+    np.add.at(props, (np.repeat(np.arange(emb.shape[0]), neigh.shape[1]), neigh.ravel()), p.ravel())
     return 1.0 / (props**2).sum(axis=1)
 
 
-def ilisi(embedding: ArrayLike, batch: ArrayLike, *, k: int = 90, perplexity: float = 30.0) -> float:
-    """Batch-mixing iLISI scaled to ``[0, 1]``: ``(median LISI - 1) / (n_batches - 1)``.
+def ilisi(
+    embedding: ArrayLike, batch: ArrayLike, *, n_neighbors: int = 90, perplexity: float | None = None
+) -> float:
+    """Batch-mixing iLISI scaled to ``[0, 1]``: ``(median LISI - 1) / (n_batches - 1)`` (scib-metrics' ``ilisi_knn``).
 
     Parameters
     ----------
@@ -108,7 +136,7 @@ def ilisi(embedding: ArrayLike, batch: ArrayLike, *, k: int = 90, perplexity: fl
         Cells x dims embedding.
     batch
         Batch per cell (at least two batches).
-    k, perplexity
+    n_neighbors, perplexity
         See :func:`lisi`.
 
     Returns
@@ -120,12 +148,12 @@ def ilisi(embedding: ArrayLike, batch: ArrayLike, *, k: int = 90, perplexity: fl
     n_batches = len(np.unique(batch))
     if n_batches < 2:
         raise ValueError("iLISI needs at least two batches.")
-    score = lisi(embedding, batch, k=k, perplexity=perplexity)
-    return float((np.median(score) - 1.0) / (n_batches - 1.0))
+    score = lisi(embedding, batch, n_neighbors=n_neighbors, perplexity=perplexity)
+    return float((np.nanmedian(score) - 1.0) / (n_batches - 1.0))
 
 
-def graph_connectivity(embedding: ArrayLike, labels: ArrayLike, *, k: int = 15) -> float:
-    """scib graph connectivity of a kNN graph of the embedding.
+def graph_connectivity(embedding: ArrayLike, labels: ArrayLike, *, n_neighbors: int = 15) -> float:
+    """scib graph connectivity of the directed kNN graph of the embedding (scib-metrics' ``graph_connectivity``).
 
     Parameters
     ----------
@@ -133,28 +161,27 @@ def graph_connectivity(embedding: ArrayLike, labels: ArrayLike, *, k: int = 15) 
         Cells x dims embedding.
     labels
         Label (cell type) per cell.
-    k
-        Neighbours per cell in the (symmetrised) kNN graph.
+    n_neighbors
+        Neighbours per cell, the cell itself included.
 
     Returns
     -------
     float
-        Mean over labels of the fraction of the label's cells in the largest connected
-        component of the graph restricted to that label; 1 = every label is connected.
+        Mean over labels of the fraction of the label's cells in the largest strongly connected
+        component of the kNN graph restricted to that label; 1 = every label is connected.
     """
     emb = to_dense(embedding)
     labels = np.asarray(labels).astype(str)
     if labels.shape[0] != emb.shape[0]:
         raise ValueError(f"embedding has {emb.shape[0]} cells but labels has {labels.shape[0]}")
-    _, idx = _knn(emb, k)
+    _, idx = knn(emb, n_neighbors)
     n = emb.shape[0]
     rows = np.repeat(np.arange(n), idx.shape[1])
     graph = sparse.csr_matrix((np.ones(rows.size), (rows, idx.ravel())), shape=(n, n))
-    graph = graph + graph.T
     fractions = []
     for lab in np.unique(labels):
         cells = np.flatnonzero(labels == lab)
-        _, comp = connected_components(graph[cells][:, cells], directed=False)
+        _, comp = connected_components(graph[cells][:, cells], directed=True, connection="strong")
         fractions.append(np.bincount(comp).max() / cells.size)
     return float(np.mean(fractions))
 
@@ -188,15 +215,16 @@ def integration_metrics(
     -------
     dict
         ``nmi``, ``ari``, ``asw_label``, ``asw_batch``, ``ilisi``, ``graph_connectivity`` and the
-        ``transfer_*`` accuracies.
+        ``transfer_*`` accuracies. ``asw_batch`` and ``ilisi`` are ``NaN`` with a single batch.
     """
     emb = to_dense(embedding)
     labels = np.asarray(labels).astype(str)
     batch = np.asarray(batch).astype(str)
     out = nmi_ari(emb, labels, seed=seed)
     out["asw_label"] = silhouette_label(emb, labels)
-    out["asw_batch"] = silhouette_batch(emb, batch, labels)
-    out["ilisi"] = ilisi(emb, batch)
+    several = len(np.unique(batch)) > 1
+    out["asw_batch"] = silhouette_batch(emb, batch, labels) if several else float("nan")
+    out["ilisi"] = ilisi(emb, batch) if several else float("nan")
     out["graph_connectivity"] = graph_connectivity(emb, labels)
     for name, (ref, query) in (transfer or {}).items():
         out[f"transfer_{name}"] = knn_label_transfer_accuracy(emb[ref], labels[ref], emb[query], labels[query])

@@ -21,10 +21,12 @@ from sklearn.neighbors import KNeighborsClassifier
 from holocell.evaluation._transforms import to_dense
 
 __all__ = [
+    "auroc_scores",
     "knn_label_transfer_accuracy",
     "nmi_ari",
     "per_feature_auroc",
     "per_feature_pearson",
+    "prediction_scores",
     "rmse",
     "silhouette_batch",
     "silhouette_label",
@@ -109,6 +111,60 @@ def per_feature_auroc(
     return out
 
 
+def prediction_scores(y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
+    """Per-feature Pearson (mean and median) and RMSE of a cross-modal prediction.
+
+    The summaries run over the features that vary in the truth; a feature the prediction holds
+    constant (e.g. :func:`~holocell.evaluation.mean_predict`) counts as ``r = 0`` (no signal), not
+    as missing.
+
+    Parameters
+    ----------
+    y_true, y_pred
+        Cells x features truth and prediction on the same scale (e.g. CLR protein, log-normalised RNA).
+
+    Returns
+    -------
+    dict
+        ``{"pearson_mean", "pearson_median", "rmse"}``.
+    """
+    a, b = _paired(y_true, y_pred)
+    r = per_feature_pearson(a, b)
+    varies = a.std(axis=0) > 1e-6
+    r = np.where(np.isnan(r) & varies, 0.0, r)[varies]
+    return {
+        "pearson_mean": float(np.mean(r)) if r.size else float("nan"),
+        "pearson_median": float(np.median(r)) if r.size else float("nan"),
+        "rmse": rmse(a, b),
+    }
+
+
+def auroc_scores(y_true_binary: ArrayLike, scores: ArrayLike, min_positive_frac: float = 0.01) -> dict[str, float]:
+    """Per-feature AUROC summarised over the features with both classes (see :func:`per_feature_auroc`).
+
+    Parameters
+    ----------
+    y_true_binary
+        Cells x features truth; non-zero entries are positives (e.g. accessible peaks).
+    scores
+        Cells x features predicted scores.
+    min_positive_frac
+        Features with fewer positives or negatives than this fraction of cells are not scored.
+
+    Returns
+    -------
+    dict
+        ``{"auroc_mean", "auroc_median", "features_scored"}``.
+    """
+    a = per_feature_auroc(y_true_binary, scores, min_positive_frac=min_positive_frac)
+    ok = np.isfinite(a)
+    return {
+        "auroc_mean": float(np.mean(a[ok])) if ok.any() else float("nan"),
+        "auroc_median": float(np.median(a[ok])) if ok.any() else float("nan"),
+        "features_scored": int(ok.sum()),
+    }
+
+
 def rmse(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     """Root mean squared error over all entries.
 
@@ -160,10 +216,10 @@ def nmi_ari(embedding: ArrayLike, labels: ArrayLike, seed: int = 0) -> dict[str,
     """NMI and ARI between a clustering of the embedding and the labels.
 
     The clustering is KMeans with ``k`` equal to the number of distinct labels
-    (``n_init=10``, fixed ``seed``) rather than scib's Leiden resolution
-    search: it needs no graph library, is deterministic, and gives the
-    clustering the true number of groups, so it is an optimistic but
-    method-neutral reading of label structure.
+    (``n_init=10``, fixed ``seed``), as scib-metrics'
+    ``nmi_ari_cluster_labels_kmeans`` (its Benchmarker default) does, rather
+    than scib's Leiden resolution search; NMI uses the arithmetic mean
+    normalisation of both.
 
     Parameters
     ----------

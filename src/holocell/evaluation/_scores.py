@@ -6,14 +6,16 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from holocell.evaluation._baselines import mean_predict, pca_knn_predict, pca_ridge_predict
-from holocell.evaluation._metrics import per_feature_pearson, rmse
+from holocell.evaluation._metrics import prediction_scores
 from holocell.evaluation._transforms import clr
 
 __all__ = ["baseline_scores", "score_prediction"]
 
 
 def score_prediction(method: str, truth: np.ndarray, pred: np.ndarray) -> dict:
-    """Per-feature Pearson (mean and median over features; constant predictions count as 0) and RMSE.
+    """:func:`~holocell.evaluation.prediction_scores` of one named predictor.
+
+    Per-feature Pearson (mean and median over features; constant predictions count as 0) and RMSE.
 
     Parameters
     ----------
@@ -27,15 +29,7 @@ def score_prediction(method: str, truth: np.ndarray, pred: np.ndarray) -> dict:
     ``{"method", "pearson_mean", "pearson_median", "rmse"}``; features constant in ``truth`` are left out
     of the Pearson summaries.
     """
-    r = per_feature_pearson(truth, pred)
-    varies = truth.std(0) > 1e-6
-    r = np.where(np.isnan(r) & varies, 0.0, r)
-    return {
-        "method": method,
-        "pearson_mean": float(np.nanmean(r[varies])),
-        "pearson_median": float(np.nanmedian(r[varies])),
-        "rmse": rmse(truth, pred),
-    }
+    return {"method": method, **prediction_scores(truth, pred)}
 
 
 def baseline_scores(

@@ -27,6 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .._warnings import HoloCellWarning
 from ._config_check import validate_config
 from ._config_header import check_header
 from ._safe_write import fsync_path, fsync_tree, remove_tree, replaceable_target
@@ -193,7 +194,9 @@ def save_model(model: HoloCell, dir_path: Path, *, overwrite: bool, save_mudata:
                 remove_tree(old)
             except OSError as err:  # the new model is in place; say what is left behind
                 warnings.warn(
-                    f"Saved {target}, but could not remove the previous model at {old}: {err}", stacklevel=3
+                    f"Saved {target}, but could not remove the previous model at {old}: {err}",
+                    HoloCellWarning,
+                    stacklevel=3,
                 )
         else:  # a new path, or an empty directory (renamed over)
             os.replace(tmp, target)
@@ -330,7 +333,7 @@ def load_checkpoint(
         warnings.warn(
             f"{dir_path} records no sha256 of its weights (written by an older holocell); they cannot be "
             "verified. Save the model again to add it.",
-            UserWarning,
+            HoloCellWarning,
             stacklevel=4,
         )
     state = read_weights(dir_path, expected)

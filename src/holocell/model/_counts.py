@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import numpy as np
 import scipy.sparse as sp
 
+from .._warnings import HoloCellWarning
+
 #: Largest ``|x - round(x)|`` of a value still read as an integer count.
 INTEGER_TOLERANCE = 1e-6
 #: Values checked per chunk (4 MB of float64): the memory bound of the check.
@@ -103,7 +105,7 @@ def check_counts(x, name: str, m: str, *, chunk: int = CHUNK_VALUES) -> None:
         Modality name in ``mdata.mod`` (for the message).
     m
         holocell modality (``"rna"``, ``"atac"``, ``"protein"``), for the ``<m>_layer=`` hint. For
-        ``"atac"``, non-negative non-integer values are accepted with a ``UserWarning``.
+        ``"atac"``, non-negative non-integer values are accepted with a :class:`~holocell.HoloCellWarning`.
     chunk
         Values checked at a time (memory stays flat).
 
@@ -158,7 +160,7 @@ def check_counts(x, name: str, m: str, *, chunk: int = CHUNK_VALUES) -> None:
             f"Modality {name!r} (ATAC) has {fractional} non-integer values (e.g. half-counts). holocell "
             "models ATAC as binary accessibility (a peak with any value > 0 is open), so they are used "
             f"as they are; pass {m}_layer= to read integer counts from a layer instead.",
-            UserWarning,
+            HoloCellWarning,
             stacklevel=4,
         )
 

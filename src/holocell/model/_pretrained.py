@@ -314,9 +314,13 @@ def load_pretrained(
         if config["model_name"] != cls.__name__:
             raise ValueError(f"{path} holds a {config['model_name']}, not a {cls.__name__}.")
         if mdata is None:
-            with warnings.catch_warnings():  # the placeholder's empty cells are not the user's data
+            with warnings.catch_warnings():  # the placeholder's empty cells and features are not the user's data
                 warnings.filterwarnings("ignore", message=".*have no counts at all.*")
                 warnings.filterwarnings("ignore", message=".*has fewer than 3 cells.*")
+                # its features are the checkpoint's names only (no .var columns), and the feature space is the
+                # checkpoint's: their vocabulary match was reported when the checkpoint's data was set up
+                warnings.filterwarnings("ignore", message=r".*RNA features of modality .* map to a known")
+                warnings.filterwarnings("ignore", message=r"No antibody of modality .* maps to a gene")
                 return cls._from_checkpoint_dir(ckpt, reference_mudata(config), device=device)
         state = _checkpoint.read_weights(ckpt, config.get("weights_sha256"))
     model = cls._transferred(mdata, state, config)

@@ -12,6 +12,7 @@ import pandas as pd
 import scipy.sparse as sp
 from mudata import MuData
 
+from .._warnings import HoloCellWarning
 from ..vocab import (
     MODALITIES,
     SPECIES,
@@ -170,7 +171,7 @@ def check_gene_matching(
         warnings.warn(
             f"Only {what} Unmatched features get anchors of their own: no gene identity, no priors and no "
             f"cross-species sharing. {causes}",
-            UserWarning,
+            HoloCellWarning,
             stacklevel=4,
         )
     elif not allow_unmatched:
@@ -182,7 +183,7 @@ def check_gene_matching(
     else:
         warnings.warn(
             f"{what} allow_unmatched_genes=True: every RNA feature keeps a dataset-only anchor.",
-            UserWarning,
+            HoloCellWarning,
             stacklevel=4,
         )
     return share
@@ -213,7 +214,7 @@ def _warn_empty_cells(x, name: str) -> None:
             "them as measured with zero counts. If they were not measured, remove them from that modality "
             "(holocell masks absent modalities); otherwise filter them, e.g. with "
             "scanpy.pp.filter_cells(adata, min_counts=1), then mdata.update().",
-            UserWarning,
+            HoloCellWarning,
             stacklevel=3,
         )
 
@@ -259,7 +260,7 @@ def _check_vocabulary(mdata: MuData, modalities: Mapping[str, str], genome) -> N
                     "maps to a gene; each keeps an anchor of its own, so protein shares no token with RNA "
                     "or ATAC. Add a 'gene' column (gene symbols) to its .var to link them; the mapping is "
                     "in model.feature_space.maps['protein'].report.",
-                    UserWarning,
+                    HoloCellWarning,
                     stacklevel=3,
                 )
 

@@ -173,7 +173,7 @@ def add_noise(
         noised_here = ~cross | is_target[:, j]
         hide = random_mask & noised_here[:, None] & exists[m][None, :]
         noised.mask[m] = tokens.mask[m] | hide
-        target[m] = hide & present[:, j : j + 1]
+        target[m] = hide & ~tokens.mask[m]  # observed slots only: not an absent modality or unmeasured feature
         weight[m] = 1.0 / t_cell
         k = MODALITIES.index(m)
         random_library = ~cross & (torch.rand(B, generator=generator, device=device) < p_hide_library)
@@ -206,6 +206,8 @@ def diffusion_loss(
             continue
         if m == "atac":
             peak_target = tgt[:, peak_anchor]  # (B, P)
+            if clean.peak_measured is not None:  # peaks the cell's data set did not measure are not scored
+                peak_target = peak_target & clean.peak_measured
             bce = F.binary_cross_entropy_with_logits(outputs["atac_logits"], clean.peaks, reduction="none")
             per_cell = (bce * peak_target).sum(1) / peak_anchor.shape[0]
         else:

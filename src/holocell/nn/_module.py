@@ -61,7 +61,9 @@ class HoloCellModule(nn.Module):
     def tokenize(self, batch: dict[str, torch.Tensor]) -> Tokens:
         """Tokens of a mini-batch dict (``rna``/``atac``/``protein`` counts, ``present``, ``batch``, ``species``)."""
         counts = {m: batch[m] for m in self.modalities}
-        return self.tokenizer(counts, batch["present"], batch["batch"], batch["species"])
+        # per-feature presence of merged data sets (``<modality>_measured``, see data/_mosaic.py), if any
+        measured = {m: batch[f"{m}_measured"] for m in self.modalities if f"{m}_measured" in batch} or None
+        return self.tokenizer(counts, batch["present"], batch["batch"], batch["species"], measured)
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> LossOutput:
         """Masked-diffusion loss of a mini-batch (see :func:`holocell.nn.objective`)."""

@@ -1,4 +1,5 @@
-"""Old call forms of the ``tl`` functions, kept working with a :class:`FutureWarning`."""
+"""Old call forms of the ``tl`` functions, kept working with a
+:class:`~holocell.HoloCellDeprecationWarning` (a :class:`FutureWarning`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import inspect
 import warnings
 from collections.abc import Callable
 
+from .._warnings import HoloCellDeprecationWarning
+
 
 def legacy_positional(*names: str) -> Callable:
-    """Accept the old positional arguments ``names`` after the new positional ones, with a FutureWarning.
+    """Accept the old positional arguments ``names`` after the new positional ones, with a
+    :class:`~holocell.HoloCellDeprecationWarning` (a FutureWarning).
 
     The wrapped function keeps its signature (``inspect.signature`` follows ``__wrapped__``).
     """
@@ -33,7 +37,7 @@ def legacy_positional(*names: str) -> Callable:
             warnings.warn(
                 f"Passing {', '.join(moved)} to holocell.tl.{func.__name__} by position is deprecated; "
                 f"pass {'them' if len(moved) > 1 else 'it'} by keyword ({', '.join(f'{n}=...' for n in moved)}).",
-                FutureWarning,
+                HoloCellDeprecationWarning,
                 stacklevel=2,
             )
             return func(*args[:n_positional], **kwargs)

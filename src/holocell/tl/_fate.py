@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
+from .._warnings import HoloCellDeprecationWarning
+
 if TYPE_CHECKING:
     from mudata import MuData
 
@@ -36,7 +38,7 @@ def _accept_old_call(func):
         warnings.warn(
             "hc.tl.fate_shift(mdata, model, groupby, source, target) is deprecated: pass groupby=, source=, "
             "target= by keyword; the call then returns None and the ranking is in mdata.uns[key_added]['ranking'].",
-            FutureWarning,
+            HoloCellDeprecationWarning,
             stacklevel=2,
         )
         kwargs["copy"] = False

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
+from .._warnings import HoloCellDeprecationWarning
 from ..priors import load_grn_edges
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def _accept_old_call(func):
         warnings.warn(
             "hc.tl.grn(model, tfs, ...) is deprecated: call hc.tl.grn(mdata, model, tfs=...), which writes the "
             "edge table to mdata.uns[key_added] (default 'holocell_grn').",
-            FutureWarning,
+            HoloCellDeprecationWarning,
             stacklevel=2,
         )
         model = args[0] if args else kwargs.pop("model")

@@ -42,6 +42,9 @@ class Tokens:
         ``(B, 3)`` log library size per modality (0 where absent).
     batch, species
         ``(B,)`` long codes.
+    peak_measured
+        ``(B, P)`` bool, the peak was measured in the cell's data set (``None``: every peak of a
+        present ATAC modality was). Peaks that were not are never scored by the loss.
     """
 
     bins: dict[str, torch.Tensor]
@@ -52,6 +55,7 @@ class Tokens:
     library: torch.Tensor
     batch: torch.Tensor
     species: torch.Tensor
+    peak_measured: torch.Tensor | None = None
 
     def clone(self) -> Tokens:
         """Copy whose tensors (and dicts) can be changed without touching this one."""
@@ -133,6 +137,7 @@ class Tokenizer(nn.Module):
         present: torch.Tensor,
         batch: torch.Tensor,
         species: torch.Tensor,
+        measured: dict[str, torch.Tensor] | None = None,
     ) -> Tokens:
         """Tokenize a batch of cells.
 
@@ -144,6 +149,11 @@ class Tokenizer(nn.Module):
             ``(B, 3)`` bool, modality observed.
         batch, species
             ``(B,)`` codes.
+        measured
+            Optional modality -> ``(B, F)`` bool: the feature was measured in the cell's data set
+            (merged data sets, :func:`holocell.data.merge_for_pretraining`). A slot of a feature that
+            was not is masked, like an absent modality, not read as a zero; an ATAC anchor is masked
+            when none of its peaks was measured.
         """
         n_cells = present.shape[0]
         device = present.device
@@ -155,9 +165,21 @@ class Tokenizer(nn.Module):
             is_present = present[:, MODALITIES.index(m)]
             library[:, MODALITIES.index(m)] = torch.where(is_present, log_library(x), 0.0)
             mask[m] = (~is_present)[:, None] & self.exists(m)[None, :]
+            if measured is not None and m in measured:
+                mask[m] |= self._unmeasured_slots(m, measured[m])
             if m in SLOT_MODALITIES:
                 bins[m] = self.to_slots(m, quantile_bins(x, self.n_bins))
                 values[m] = self.to_slots(m, CONTINUOUS[m](x))
             else:
                 peaks = CONTINUOUS[m](x) * is_present[:, None]
-        return Tokens(bins, values, peaks, mask, present.bool(), library, batch.long(), species.long())
+        peak_measured = measured["atac"].bool() if measured is not None and "atac" in measured else None
+        return Tokens(bins, values, peaks, mask, present.bool(), library, batch.long(), species.long(), peak_measured)
+
+    def _unmeasured_slots(self, modality: str, measured: torch.Tensor) -> torch.Tensor:
+        """``(B, G)`` True on slots none of whose features was measured (slots that exist only)."""
+        n_measured = self.to_slots(modality, measured.float()) if modality in SLOT_MODALITIES else (
+            measured.float().new_zeros(measured.shape[0], self.n_anchors).index_add_(
+                1, self.anchor_of(modality), measured.float()
+            )
+        )
+        return (n_measured == 0) & self.exists(modality)[None, :]

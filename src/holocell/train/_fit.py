@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import Logger
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from .._settings import settings
+from .._warnings import HoloCellWarning
 from ..data.arrays import BackedMosaicArrays, MosaicArrays
 from ..nn import HoloCellModule
 from ._config import TrainingConfig
@@ -236,7 +237,7 @@ def fit(
         if resume and last.exists():
             ckpt_path = str(last)
         elif resume:
-            warnings.warn(f"No checkpoint at {last}; training starts from scratch.", UserWarning, stacklevel=3)
+            warnings.warn(f"No checkpoint at {last}; training starts from scratch.", HoloCellWarning, stacklevel=3)
     trainer_kwargs.setdefault("log_every_n_steps", 1)  # only epoch-level metrics are logged
     with settings.lightning_logging():
         trainer = pl.Trainer(
