@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError
@@ -51,6 +52,8 @@ autosummary_generate = True
 autodoc_member_order = "groupwise"
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "inherited-members": False, "show-inheritance": True}
+# Methods that override Lightning's without a docstring would show Lightning's own (other roles, other labels).
+autodoc_inherit_docstrings = False
 # Heavy runtime dependencies that may be absent on a docs-only builder.
 autodoc_mock_imports: list[str] = []
 
@@ -84,8 +87,11 @@ intersphinx_mapping = {
     "scvi-tools": ("https://docs.scvi-tools.org/en/stable/", None),
     "torch": ("https://docs.pytorch.org/docs/stable/", None),
 }
-# Offline builds must not hang on inventory downloads.
+# Offline builds must not hang on inventory downloads; HOLOCELL_DOCS_OFFLINE=1 skips them (links to other
+# projects' docs become plain text), so a machine without network still builds with -W.
 intersphinx_timeout = 5
+if os.environ.get("HOLOCELL_DOCS_OFFLINE"):
+    intersphinx_mapping = {}
 
 # -- HTML output ---------------------------------------------------------------
 

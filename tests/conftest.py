@@ -15,10 +15,18 @@ import pytest
 
 import holocell as hc
 
-#: Real chromatin data (SNARE-seq2, Granja 2019, PBMC multiome) sits in ``../shared/data`` beside the clone
-#: (CI has it there). Only the tests that read it see ``HOLOCELL_DATA_DIR`` (fixture ``shared_data_dir``);
-#: a value the caller already set wins.
+#: Real chromatin data (SNARE-seq2, Granja 2019, PBMC multiome): converted copies in ``../shared/data`` beside
+#: the clone, when it is there. Only the tests that read it see ``HOLOCELL_DATA_DIR`` (fixture
+#: ``shared_data_dir``); a value the caller already set wins.
 SHARED_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+#: ``HOLOCELL_TEST_DOWNLOADS=1`` (the GitHub workflow sets it) lets tests download the real originals from
+#: their public hosts. Without it, and without a local converted copy, tests of a real data set skip: a clean
+#: clone that reaches only the package registries stays green.
+DOWNLOADS_ENV = "HOLOCELL_TEST_DOWNLOADS"
+
+#: The loaders of the real data sets (``hc.data.<name>()``), each converted from public originals.
+REAL_DATA = ("snareseq2_mop", "granja2019_bmmc", "pbmc_multiome_1k")
 
 TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}
 
@@ -44,6 +52,30 @@ def shared_data_module():
     """As ``shared_data_dir``, for module-scoped fixtures that load the shared files (restored after the module)."""
     with shared_data_env() as path:
         yield path
+
+
+def _require_real_data(name: str) -> None:
+    from holocell.data._registry import REGISTRY, _local_copy
+
+    if _local_copy(REGISTRY[name]) is not None or os.environ.get(DOWNLOADS_ENV) == "1":
+        return
+    pytest.skip(
+        f"{REGISTRY[name].filename!r} ({name}) is not in $HOLOCELL_DATA_DIR="
+        f"{os.environ.get('HOLOCELL_DATA_DIR', '')!r}; put the shared data folder beside the clone "
+        f"(../shared/data), point HOLOCELL_DATA_DIR at it, or set {DOWNLOADS_ENV}=1 to download the originals."
+    )
+
+
+@pytest.fixture(scope="session")
+def require_real_data():
+    """``require_real_data(name)``: skip unless real data set ``name`` is local or downloads are allowed."""
+    return _require_real_data
+
+
+@pytest.fixture(scope="session")
+def real_data_loaders() -> tuple[str, ...]:
+    """Names of the real data sets' loaders (``hc.data.<name>()``)."""
+    return REAL_DATA
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,8 @@ def test_generate_protein_every_cell(trained_pbmc):
     new = model.generate(mdata, target="protein", n_steps=4, key_added="adt_gen")
     assert "adt_gen" in mdata.mod
     assert new.shape == (mdata.n_obs, mdata["adt"].n_vars)
-    assert list(new.var_names) == list(mdata["adt"].var_names)
+    assert list(new.var["measured_name"]) == list(mdata["adt"].var_names)
+    assert list(new.var_names) == [f"{name}_generated" for name in mdata["adt"].var_names]
     assert np.isfinite(new.X).all()
     assert new.layers["bins"].min() >= 0 and new.layers["bins"].max() < model.config.n_bins
     assert mdata.obsm["adt_gen"].all()  # every cell, observed ones included
@@ -154,3 +155,26 @@ def test_simulator_peaks_link_to_their_genes(simulated):
     report = model.feature_space.maps["atac"].report
     linked = truth.cre_gene.drop_duplicates("peak").set_index("peak")["gene"]
     assert (report.loc[linked.index, "anchor"] == linked).mean() > 0.9
+
+
+def test_every_train_call_trains_in_training_mode(simulated):
+    """A second ``train`` (after the first left the network in eval mode) trains with dropout on again."""
+    import lightning.pytorch as pl
+
+    class Modes(pl.Callback):
+        def __init__(self) -> None:
+            self.seen: list[bool] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.seen.append(all(m.training for m in pl_module.modules()))
+
+    mdata, _ = simulated
+    mdata = mdata.copy()
+    with pytest.warns(hc.HoloCellWarning, match=SIM_GENES):
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    model = hc.HoloCell(mdata, **TINY)
+    for _ in range(2):
+        modes = Modes()
+        model.train(max_epochs=1, enable_progress_bar=False, callbacks=[modes])
+        assert modes.seen and all(modes.seen)
+        assert not any(m.training for m in model.module.modules())  # inference-ready afterwards

@@ -1,4 +1,6 @@
-"""Terminal entry point: ``holocell demo | train | pretrain | embed | generate`` on ``.h5mu`` files.
+"""Terminal entry point: ``holocell demo | train | pretrain | embed | generate | perturb | grn`` on ``.h5mu`` files.
+
+Each option is a parameter of the Python API with the same default (:mod:`holocell._cli_parser`).
 
 Outputs are never overwritten without ``--overwrite``, the input file never at all, and ``.h5mu``
 outputs are written to a temporary file beside the target and renamed into place. Problems with
@@ -14,6 +16,10 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+
+from ._cli_parser import DEFAULT_MODEL, build_parser
+
+__all__ = ["DEFAULT_MODEL", "UsageError", "build_parser", "main"]
 
 
 class UsageError(SystemExit):
@@ -60,26 +66,12 @@ def _write_h5mu(mdata, out: Path) -> None:
         mdata.write(str(tmp))
 
 
-def _parse_modalities(text: str) -> dict[str, str]:
-    """``"rna=rna,protein=adt"`` -> ``{"rna": "rna", "protein": "adt"}``."""
-    out = {}
-    for part in text.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise argparse.ArgumentTypeError(
-                f"Bad --modalities entry {part!r}; use e.g. --modalities rna=rna,protein=adt"
-            )
-        out[key.strip()] = value.strip()
-    return out
-
-
 #: mdata.mod names recognised when --modalities is not given
 _MODALITY_ALIASES = {
     "rna": ("rna", "gex", "expression", "genes"),
     "atac": ("atac", "peaks", "chromatin"),
     "protein": ("protein", "prot", "adt", "cite"),
 }
-DEFAULT_MODEL = "holocell-small"
 
 
 def _guess_modalities(mdata, given: dict[str, str] | None) -> dict[str, str]:
@@ -139,12 +131,16 @@ def _cmd_train(args: argparse.Namespace) -> None:
         )
     _check_model_out(args.model, args.overwrite)
     mdata = _read(args.input)
-    HoloCell.setup_mudata(
-        mdata, modalities=args.modalities, batch_key=args.batch_key, species=args.species, genome=args.genome
+    HoloCell.setup_mudata(mdata, modalities=args.modalities, **_setup_kwargs(args))
+    model = HoloCell(
+        mdata, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, n_latents=args.n_latents,
+        n_latent=args.n_latent
     )
-    model = HoloCell(mdata, d_model=args.d_model, n_layers=args.n_layers)
     model.train(
         max_epochs=args.max_epochs,
+        batch_size=args.batch_size,
+        accelerator=args.accelerator,
+        devices=args.devices,
         seed=args.seed,
         enable_progress_bar=not args.no_progress,
         checkpoint_dir=args.checkpoint_dir,
@@ -152,6 +148,18 @@ def _cmd_train(args: argparse.Namespace) -> None:
     )
     model.save(args.model, overwrite=args.overwrite)
     print(f"Saved model to {args.model}")
+
+
+def _setup_kwargs(args: argparse.Namespace) -> dict:
+    """The set-up options of ``HoloCell.setup_mudata`` given on the command line."""
+    return {
+        "batch_key": args.batch_key,
+        "species": args.species,
+        "genome": args.genome,
+        "rna_layer": args.rna_layer,
+        "atac_layer": args.atac_layer,
+        "protein_layer": args.protein_layer,
+    }
 
 
 def _load(args: argparse.Namespace):
@@ -173,13 +181,13 @@ def _load(args: argparse.Namespace):
                 resolve(args.model, args.sha256)
             except ValueError as err:
                 raise UsageError(str(err)) from None
-        return mdata, HoloCell.load(args.model, mdata)
+        return mdata, HoloCell.load(args.model, mdata, device=args.device)
     modalities = _guess_modalities(mdata, args.modalities)
-    HoloCell.setup_mudata(
-        mdata, modalities=modalities, batch_key=args.batch_key, species=args.species, genome=args.genome
+    HoloCell.setup_mudata(mdata, modalities=modalities, **_setup_kwargs(args))
+    model = HoloCell.load_pretrained(args.model, mdata, sha256=args.sha256, device=args.device)
+    print(
+        f"Model {args.model} transferred onto {args.input} ({modalities}); shared with the pretrained model:"
     )
-    model = HoloCell.load_pretrained(args.model, mdata, sha256=args.sha256)
-    print(f"Model {args.model} transferred onto {args.input} ({modalities}); shared with the pretrained model:")
     print(model.transfer_report_.to_string(float_format=lambda x: f"{x:.2f}"))
     return mdata, model
 
@@ -215,7 +223,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
         model.save_pretrained(args.out, overwrite=args.overwrite)
     else:
         model.save(args.out, overwrite=args.overwrite)
-    print(f"Saved pretrained model ({merged.n_obs} cells, {model.feature_space.n_anchors} anchors) to {args.out}")
+    print(
+        f"Saved pretrained model ({merged.n_obs} cells, {model.feature_space.n_anchors} anchors) to {args.out}"
+    )
 
 
 _CONFIG_KEYS = {"model", "train", "datasets", "modalities", "batch_key", "species", "genome"}
@@ -252,7 +262,9 @@ def _read_config(path: str) -> dict:
 def _cmd_embed(args: argparse.Namespace) -> None:
     out = _check_out(args.out, [args.input], args.overwrite)
     mdata, model = _load(args)
-    mdata.obsm[args.key_added] = model.get_latent_representation(mdata, modality=args.modality)
+    mdata.obsm[args.key_added] = model.get_latent_representation(
+        mdata, modality=args.modality, batch_size=args.batch_size, device=args.device
+    )
     _write_h5mu(mdata, out)
     print(f"Wrote {args.out} with .obsm[{args.key_added!r}]")
 
@@ -261,105 +273,88 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     out = _check_out(args.out, [args.input], args.overwrite)
     mdata, model = _load(args)
     new = model.generate(
-        mdata, target=args.target, n_steps=args.n_steps, key_added=args.key_added, seed=args.seed
+        mdata,
+        target=args.target,
+        n_steps=args.n_steps,
+        key_added=args.key_added,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        var_suffix=args.var_suffix or None,
     )
     key = args.key_added or next(k for k, v in mdata.mod.items() if v is new)
     _write_h5mu(mdata, out)
     print(f"Wrote {args.out} with new modality {key!r}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``holocell`` argument parser."""
-    parser = argparse.ArgumentParser(prog="holocell", description="holocell multi-omics foundation model")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _cmd_perturb(args: argparse.Namespace) -> None:
+    from .tl import perturb
 
-    demo = sub.add_parser(
-        "demo", help="train on the bundled PBMC data, generate held-out protein, print scores"
+    if not args.genes and not args.cres:
+        raise UsageError("perturb needs --genes and/or --cres, e.g. --genes MS4A1,CD79A")
+    out = _check_out(args.out, [args.input], args.overwrite)
+    mdata, model = _load(args)
+    perturb(
+        mdata,
+        model,
+        genes=args.genes,
+        cres=args.cres,
+        mode=args.mode,
+        regenerate=args.regenerate,
+        overexpress_quantile=args.overexpress_quantile,
+        n_top=args.n_top,
+        n_steps=args.n_steps,
+        key_added=args.key_added,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
     )
-    demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
-    demo.add_argument("--max-epochs", type=int, default=40)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    demo.set_defaults(func=_cmd_demo)
-
-    train = sub.add_parser("train", help="set up and train a model on an .h5mu file, then save it")
-    train.add_argument("input", help=".h5mu file with raw counts")
-    train.add_argument("--model", required=True, help="folder to save the model to")
-    train.add_argument("--modalities", type=_parse_modalities, required=True, help="e.g. rna=rna,protein=adt")
-    train.add_argument("--batch-key", default=None)
-    train.add_argument("--species", default="human", choices=["human", "mouse"])
-    train.add_argument("--genome", default=None, help="hg38, hg19, mm10 or a BED/GTF of TSSs (for ATAC)")
-    train.add_argument("--max-epochs", type=int, default=None)
-    train.add_argument("--d-model", type=int, default=128)
-    train.add_argument("--n-layers", type=int, default=4)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument(
-        "--overwrite", action="store_true", help="replace an existing model folder saved by holocell"
-    )
-    train.add_argument(
-        "--checkpoint-dir",
-        default=None,
-        help="write a training checkpoint (last.ckpt) there after every epoch",
-    )
-    train.add_argument(
-        "--resume", action="store_true", help="continue from --checkpoint-dir/last.ckpt (e.g. after a crash)"
-    )
-    train.add_argument("--no-progress", action="store_true")
-    train.set_defaults(func=_cmd_train)
-
-    pre = sub.add_parser("pretrain", help="pretrain one model over several .h5mu files (a JSON config)")
-    pre.add_argument("inputs", nargs="+", help=".h5mu files with raw counts")
-    pre.add_argument("--config", required=True, help="JSON: model, train, datasets (per-file modalities...)")
-    pre.add_argument("--out", required=True, help="output: a .zip archive or a folder")
-    pre.add_argument("--overwrite", action="store_true")
-    pre.add_argument("--no-progress", action="store_true")
-    pre.set_defaults(func=_cmd_pretrain)
-
-    embed = sub.add_parser("embed", help="write cell embeddings of an .h5mu file")
-    embed.add_argument("input")
-    embed.add_argument("--out", required=True, help="output .h5mu")
-    embed.add_argument("--modality", default=None, help="embed from this modality only")
-    embed.add_argument("--key-added", default="X_holocell")
-    embed.add_argument(
-        "--overwrite", action="store_true", help="replace an existing --out file (never the input)"
-    )
-    _model_arguments(embed)
-    embed.set_defaults(func=_cmd_embed)
-
-    gen = sub.add_parser("generate", help="generate a modality for every cell of an .h5mu file")
-    gen.add_argument("input")
-    gen.add_argument("--out", required=True, help="output .h5mu")
-    gen.add_argument("--target", required=True, choices=["rna", "atac", "protein"])
-    gen.add_argument("--n-steps", type=int, default=None, help="denoising steps; 0: the likelihood mean in one shot (default: 0 for a model with a cell state, else 8)")
-    gen.add_argument("--key-added", default=None)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument(
-        "--overwrite", action="store_true", help="replace an existing --out file (never the input)"
-    )
-    _model_arguments(gen)
-    gen.set_defaults(func=_cmd_generate)
-    return parser
+    _write_h5mu(mdata, out)
+    print(f"Wrote {args.out} with .uns[{args.key_added!r}] (top responders) and the shifted values")
+    print(mdata.uns[args.key_added]["summary"].head(10).to_string(index=False))
 
 
-def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"a folder saved by `holocell train`, or a pretrained checkpoint (registry name, .zip, URL) "
-        f"transferred onto the input (default: {DEFAULT_MODEL}, shipped, works offline)",
+def _cmd_grn(args: argparse.Namespace) -> None:
+    from .tl import grn
+
+    out = _check_out(args.out, [args.input], args.overwrite)
+    table = _check_out(args.table, [args.input, args.out], args.overwrite) if args.table else None
+    mdata, model = _load(args)
+    grn(
+        mdata,
+        model,
+        tfs=args.tfs,
+        targets=args.targets,
+        method=args.method,
+        n_cells=args.n_cells,
+        n_steps=args.n_steps,
+        key_added=args.key_added,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
     )
-    parser.add_argument(
-        "--sha256",
-        default=None,
-        help="expected sha256 of --model: required for a URL, checked for an archive or folder too",
+    _write_h5mu(mdata, out)
+    edges = mdata.uns[args.key_added]
+    if table is not None:
+        from .model._safe_write import atomic_file
+
+        with atomic_file(table.resolve() if table.is_symlink() else table, suffix=".tsv") as tmp:
+            edges.to_csv(tmp, sep="\t", index=False)
+    print(
+        f"Wrote {args.out} with .uns[{args.key_added!r}] ({len(edges)} edges)"
+        + (f" and {args.table}" if table else "")
     )
-    parser.add_argument("--transfer", action="store_true", help="transfer a model folder onto the input")
-    parser.add_argument(
-        "--modalities", type=_parse_modalities, default=None, help="e.g. rna=rna,protein=adt (default: by name)"
-    )
-    parser.add_argument("--batch-key", default=None)
-    parser.add_argument("--species", default="human", choices=["human", "mouse"])
-    parser.add_argument("--genome", default=None, help="hg38, hg19, mm10 or a BED/GTF of TSSs (for ATAC)")
+
+
+_COMMANDS = {
+    "demo": _cmd_demo,
+    "train": _cmd_train,
+    "pretrain": _cmd_pretrain,
+    "embed": _cmd_embed,
+    "generate": _cmd_generate,
+    "perturb": _cmd_perturb,
+    "grn": _cmd_grn,
+}
 
 
 def _quiet() -> None:
@@ -383,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet()
     try:
-        args.func(args)
+        _COMMANDS[args.command](args)
     except UsageError as err:
         print(f"holocell: error: {err}", file=sys.stderr)
         raise

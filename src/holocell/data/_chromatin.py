@@ -1,9 +1,11 @@
 """Real single-cell chromatin data sets, fetched through the registry and read like a user's own file.
 
-Each loader calls :func:`holocell.data.fetch` (a local directory in ``$HOLOCELL_DATA_DIR``, the cache,
-or a download checked against the registered sha256) and reads the file with ``mudata``/``anndata``,
-nothing else: what you get is what ``mudata.read_h5mu(path)`` gives for the same file. Provenance and
-licences are in each object's ``.uns["provenance"]`` and in ``docs/data.md``.
+Each loader calls :func:`holocell.data.fetch`: a converted copy in ``$HOLOCELL_DATA_DIR`` (checked
+against its sha256), else the conversion cached earlier, else the original public files (pinned
+commits of the source repositories) are downloaded with pooch, checked against their sha256 and
+converted to ``.h5mu`` / ``.h5ad`` once into the cache. The loader then reads that file with
+``mudata``/``anndata``, nothing else: what you get is what ``mudata.read_h5mu(path)`` gives for the
+same file. Provenance and licences are in each object's ``.uns["provenance"]`` and in ``docs/data.md``.
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ def snareseq2_mop(*, progressbar: bool = True) -> md.MuData:
                                  batch_key="batch", species="mouse", genome="mm10")
 
     Source: BICCN SNARE-seq2 (Bakken et al. 2021) as distributed by scMoMaT (GitHub PeterZZQ/scMoMaT,
-    ``data/real/MOp_5batches``, MIT licence), converted to h5mu.
+    ``data/real/MOp_5batches``, MIT licence): the files ``RxC1.npz``, ``GxC1.npz``, ``meta_c1.csv``,
+    ``genes.txt`` and ``regions.txt`` at commit ``dbd954de``, about 5.8 MB, converted to h5mu once.
 
     Parameters
     ----------
     progressbar
-        Show a progress bar if the file has to be downloaded.
+        Show a progress bar if the original files have to be downloaded.
 
     Returns
     -------
@@ -63,13 +66,14 @@ def granja2019_bmmc(*, progressbar: bool = True) -> ad.AnnData:
     cluster labels of the original study. Wrap it for holocell with
     ``mudata.MuData({"atac": adata})`` and set it up with ``genome="hg19"``.
 
-    Source: the ``hemato.rda`` data of epiCHAOS (GitHub CompEpigen/epiCHAOS, MIT licence), derived
-    from the 10x scATAC of healthy bone marrow in Granja et al., Nat. Biotechnol. 2019.
+    Source: the ``hemato.rda`` data of epiCHAOS (GitHub CompEpigen/epiCHAOS at commit ``6a299c5e``, MIT
+    licence, 3.4 MB), derived from the 10x scATAC of healthy bone marrow in Granja et al., Nat.
+    Biotechnol. 2019; read with the pure-Python ``rdata`` package (no R needed) and converted to h5ad once.
 
     Parameters
     ----------
     progressbar
-        Show a progress bar if the file has to be downloaded.
+        Show a progress bar if the original files have to be downloaded.
 
     Returns
     -------
@@ -86,12 +90,13 @@ def pbmc_multiome_1k(*, progressbar: bool = True) -> md.MuData:
     (peaks named ``chr:start-end``), raw counts in ``.X``. Meant for quick checks and examples; set
     it up with ``genome="hg38"``.
 
-    Source: muon's test data (GitHub scverse/muon, ``tests/data/atac``, BSD-3 licence).
+    Source: muon's test data (GitHub scverse/muon at commit ``03c762e5``,
+    ``tests/data/atac/test_rna_atac.h5mu``, BSD-3 licence), stored once with its provenance.
 
     Parameters
     ----------
     progressbar
-        Show a progress bar if the file has to be downloaded.
+        Show a progress bar if the original files have to be downloaded.
 
     Returns
     -------

@@ -11,6 +11,10 @@ Resolution order for a registered file:
 4. a download from the registered URL (progress bar), written to a temporary file, checked, then moved
    into the cache. A file whose hash does not match is refused and nothing is cached.
 
+The real data sets are *converted* entries: their registered URLs and hashes are those of the original
+public files (at a pinned commit), which are downloaded, checked, and converted to ``.h5mu`` /
+``.h5ad`` once into the cache (:mod:`holocell.data._derived`).
+
 A download is capped in size (``$HOLOCELL_MAX_DOWNLOAD_BYTES``, default 32 GiB; checkpoints 4 GiB),
 follows redirects only to ``http(s)://`` URLs, and its errors name the real cause: a cache path
 that is a file or not writable, a refused redirect, an oversized file, a hash mismatch, or the
@@ -37,7 +41,7 @@ from ._download import MAX_CHECKPOINT_BYTES, CappedDownloader, DownloadRefused, 
 DATA_DIR_ENV = "HOLOCELL_DATA_DIR"
 #: Environment variable overriding the download cache directory.
 CACHE_DIR_ENV = "HOLOCELL_CACHE_DIR"
-#: Release assets are published under this URL (one folder per data release).
+#: Default URL folder of an entry registered without a ``url`` (the checkpoint release assets).
 BASE_URL = "https://github.com/holocell-dev/holocell-data/releases/download/v1/"
 
 
@@ -61,6 +65,9 @@ class RegistryEntry:
         One line: what the file is, its source and licence.
     shipped
         Path of a copy shipped inside the package (used before the cache and the URL), or None.
+    sources
+        Registry names of the original files a converted data set is made from (empty for a file
+        that is downloaded as it is); see :mod:`holocell.data._derived`.
     deprecated
         For a deprecated name: the message :func:`fetch` warns with (naming the replacement), else None.
     """
@@ -72,6 +79,7 @@ class RegistryEntry:
     kind: str = "dataset"
     description: str = ""
     shipped: str | None = None
+    sources: tuple[str, ...] = ()
     deprecated: str | None = None
 
 
@@ -138,7 +146,8 @@ def register(
     url
         Download URL (default: :data:`BASE_URL` + ``filename``).
     kind
-        ``"dataset"`` or ``"checkpoint"``.
+        ``"dataset"``, ``"checkpoint"``, or ``"source"`` (an original file a data set is converted from;
+        re-registering one with another ``url`` points a loader at a mirror).
     description
         Free text shown by :func:`available`.
     shipped
@@ -150,8 +159,8 @@ def register(
     """
     sha256 = check_sha256(sha256, f"sha256 for {name!r}")
     check_file_name(filename, f"filename for {name!r}")
-    if kind not in ("dataset", "checkpoint"):
-        raise ValueError(f"kind must be 'dataset' or 'checkpoint', got {kind!r}.")
+    if kind not in ("dataset", "checkpoint", "source"):
+        raise ValueError(f"kind must be 'dataset', 'checkpoint' or 'source', got {kind!r}.")
     shipped = None if shipped is None else str(shipped)
     entry = RegistryEntry(name, filename, sha256, url or BASE_URL + filename, kind, description, shipped)
     REGISTRY[name] = entry
@@ -159,8 +168,15 @@ def register(
 
 
 def available(kind: str | None = None) -> list[str]:
-    """Names in the registry, optionally only datasets or only checkpoints."""
-    return sorted(n for n, e in REGISTRY.items() if kind is None or e.kind == kind)
+    """Names in the registry: datasets and checkpoints, or only the given ``kind``.
+
+    Parameters
+    ----------
+    kind
+        ``"dataset"``, ``"checkpoint"``, ``"source"`` (the original files data sets are converted from),
+        or None for datasets and checkpoints.
+    """
+    return sorted(n for n, e in REGISTRY.items() if (e.kind != "source" if kind is None else e.kind == kind))
 
 
 def cache_dir() -> Path:
@@ -209,7 +225,9 @@ def fetch(name: str, *, progressbar: bool = True) -> Path:
 
     Returns
     -------
-    Local path of the verified file.
+    Local path of the verified file. For a converted data set (``snareseq2_mop``, ``granja2019_bmmc``,
+    ``pbmc_multiome_1k``): the ``.h5mu`` / ``.h5ad`` made from its checked original files, converted
+    once into the cache.
 
     Raises
     ------
@@ -228,6 +246,10 @@ def fetch(name: str, *, progressbar: bool = True) -> Path:
     local = _local_copy(entry)
     if local is not None:
         return local
+    if entry.sources:
+        from ._derived import fetch_converted
+
+        return fetch_converted(entry, progressbar=progressbar)
     cap = MAX_CHECKPOINT_BYTES if entry.kind == "checkpoint" else None
     return fetch_url(entry.url, entry.sha256, entry.filename, progressbar=progressbar, max_bytes=cap)
 
@@ -327,26 +349,6 @@ def fetch_url(
     return Path(path)
 
 
-# ---------------------------------------------------------------------------------------- entries
-register(
-    "snareseq2_mop",
-    "scmomat_mop_snareseq2_10k.h5mu",
-    "bc1561ed1950932a16f5f7f70daf6554e6f91cb3fac6df3dd3c9a33bd5d772d2",
-    description="Mouse motor cortex SNARE-seq2 (mm10), paired RNA + ATAC, 10,309 cells; via scMoMaT (MIT).",
-)
-register(
-    "granja2019_bmmc",
-    "granja2019_bmmc_scatac_14k.h5ad",
-    "b6bb7864fa6150dbda0b569fd0c0834a2dcb10fbdb49ee8228e346c8e14c9451",
-    description="Human bone-marrow scATAC (hg19), Granja et al. 2019, 14,125 cells; via epiCHAOS (MIT).",
-)
-register(
-    "pbmc_multiome_1k",
-    "muon_test_pbmc_multiome_1k.h5mu",
-    "917a6beab7e5cd602ebd8151db9020ba088782003b8f262bf08a9ba56b7188ae",
-    description="Human PBMC 10x Multiome (GRCh38), 1,000 cells, 174 peaks + 45 genes; muon test data (BSD-3).",
-)
-
 # ------------------------------------------------------------------------------------ checkpoints
 _SHIPPED = Path(__file__).resolve().parents[1] / "model" / "_files"
 _SMALL_SHA256 = "c4a79d5517c20c74d2b11e9a5e620fccbd6b50b78cf2330f757cb6494a17bb92"
@@ -386,3 +388,8 @@ REGISTRY["holocell-pbmc-small"] = RegistryEntry(
     "its 15,800 training cells are mouse; see docs/pretrained.md). Use 'holocell-small' (or the versioned "
     "'holocell-small-v1'); the old name will be removed.",
 )
+
+# ------------------------------------------------------------------------------------- datasets
+# The real data sets are converted from their original public files (registered there, with the
+# URL at a pinned commit and the sha256 of the original bytes); imported last, it uses the above.
+from . import _derived  # noqa: E402, F401

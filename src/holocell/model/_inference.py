@@ -33,6 +33,9 @@ GENERATED_TRANSFORM = {
 }
 """What ``X`` of a generated modality holds, per modality (recorded in its ``uns["holocell"]["X"]``)."""
 
+GENERATED_SUFFIX = "_generated"
+"""Default suffix of a generated modality's feature names (``generate(..., var_suffix=...)``)."""
+
 
 class InferenceMixin:
     """:meth:`get_latent_representation` and :meth:`generate`, and the batching they share."""
@@ -128,6 +131,7 @@ class InferenceMixin:
         seed: int = 0,
         overwrite: bool = False,
         progress_bar: bool | None = None,
+        var_suffix: str | None = GENERATED_SUFFIX,
     ) -> ad.AnnData:
         """Generate ``target`` for every cell from its other modalities and add it to ``mdata``.
 
@@ -164,6 +168,10 @@ class InferenceMixin:
             Show a progress bar (``None``: follow :data:`holocell.settings` ``.progress_bar``).
         overwrite
             Replace an existing modality named ``key_added``.
+        var_suffix
+            Appended to each feature name of the new modality (``cd14`` -> ``cd14_generated``), so that
+            ``mdata.var_names`` stay unique; ``var["measured_name"]`` keeps the measured feature's name.
+            ``None`` keeps the measured names (``mdata.var_names`` are then not unique).
 
         Returns
         -------
@@ -171,6 +179,8 @@ class InferenceMixin:
         values (log1p CP10k for RNA, CLR for protein, accessibility probability for ATAC),
         ``layers["bins"]`` the committed value bins (RNA/protein), ``uns["holocell"]`` the settings.
         """
+        if var_suffix is not None and (not isinstance(var_suffix, str) or not var_suffix):
+            raise ValueError(f"var_suffix must be a non-empty string or None, got {var_suffix!r}.")
         if target not in self.modalities_:
             raise ValueError(f"Unknown target {target!r}; this model has {list(self.modalities_)}.")
         sources = self._check_modalities(sources)
@@ -202,7 +212,9 @@ class InferenceMixin:
                 values[start:stop] = self.module.to_features(target, res.values).float().cpu().numpy()
                 bins[start:stop] = self.module.to_features(target, res.bins).cpu().numpy()
             start = stop
-        var = pd.DataFrame(index=pd.Index(self.feature_space.maps[target].features.astype(str)))
+        # issue 19: generated features get their own names (measured name + var_suffix)
+        measured = pd.Index(self.feature_space.maps[target].features.astype(str))
+        var = pd.DataFrame({"measured_name": measured.to_numpy()}, index=measured + (var_suffix or ""))
         generated = ad.AnnData(X=values, obs=pd.DataFrame(index=mdata.obs_names), var=var)
         if bins is not None:
             generated.layers["bins"] = bins
@@ -215,15 +227,16 @@ class InferenceMixin:
                 "temperature": temperature,
                 "transform_batch": transform_batch,
                 "seed": seed,
+                "var_suffix": var_suffix,
             },
             "X": GENERATED_TRANSFORM[target],
         }
         mdata.mod[key_added] = generated
         with warnings.catch_warnings():
-            # the generated modality shares its feature names with the measured one, by design
+            # with var_suffix=None the generated modality shares its feature names with the measured one
             warnings.filterwarnings("ignore", message="Cannot join columns with the same name")
             mdata.update()
         return generated
 
 
-__all__ = ["GENERATED_TRANSFORM", "InferenceMixin"]
+__all__ = ["GENERATED_SUFFIX", "GENERATED_TRANSFORM", "InferenceMixin"]

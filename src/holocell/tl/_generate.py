@@ -22,6 +22,7 @@ def generate(
     batch_size: int | None = None,
     overwrite: bool = False,
     progress_bar: bool | None = None,
+    var_suffix: str | None = "_generated",
     copy: bool = False,
 ) -> MuData | None:
     """Generate a modality for every cell and add it to ``mdata.mod[key_added]``.
@@ -47,6 +48,10 @@ def generate(
         Replace an existing modality named ``key_added``.
     progress_bar
         Show a progress bar (``None``: follow ``holocell.settings.progress_bar``).
+    var_suffix
+        Appended to the generated features' names so ``mdata.var_names`` stay unique (``cd14`` ->
+        ``cd14_generated``; ``var["measured_name"]`` keeps the measured name); ``None`` keeps the
+        measured names.
     copy
         Work on and return a copy instead of modifying ``mdata``.
 
@@ -65,5 +70,6 @@ def generate(
         batch_size=batch_size,
         overwrite=overwrite,
         progress_bar=progress_bar,
+        var_suffix=var_suffix,
     )
     return mdata if copy else None

@@ -88,7 +88,11 @@ def perturb(
 
     Returns
     -------
-    ``None``, or the modified copy when ``copy=True``. Writes
+    ``None``, or the modified copy when ``copy=True``. What is written is listed under Notes.
+
+    Notes
+    -----
+    Writes
 
     - ``mdata.mod[f"{key_added}_{m}"]`` for each regenerated modality ``m`` (``"rna"``,
       ``"protein"``): all cells x the model's features of ``m``; ``X`` = predicted shift

@@ -259,6 +259,9 @@ def fit(
         steps_per_device = max(1, -(-steps_per_epoch // trainer.world_size))
         plan = TrainingPlan(module, config, total_steps=total_steps or max_epochs * steps_per_device)
         datamodule = MosaicDataModule(arrays, train_idx, val_idx, batch_size, seed)
+        # Lightning keeps each submodule's mode: a module left in eval mode by an earlier fit, load or
+        # transfer would train without dropout (and Lightning would warn about it)
+        module.train()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__`.*")  # streaming

@@ -1,11 +1,14 @@
-"""Plots of holocell results (matplotlib; each function returns the Axes it drew on)."""
+"""Plots of ``hc.tl.perturb`` and ``hc.tl.grn`` results."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
+
+from ._utils import finish
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -22,6 +25,8 @@ def perturbation(
     n_top: int = 10,
     include_edited: bool = False,
     ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | os.PathLike[str] | None = None,
 ) -> Axes:
     """Top responders of :func:`holocell.tl.perturb`.
 
@@ -42,8 +47,8 @@ def perturbation(
         Number of features shown.
     include_edited
         Also show the edited features themselves (their shift is the edit).
-    ax
-        Axes to draw on (default: a new figure).
+    ax, show, save
+        See :mod:`holocell.pl`.
 
     Returns
     -------
@@ -51,8 +56,11 @@ def perturbation(
     """
     import matplotlib.pyplot as plt
 
+    given_ax = ax is not None
     if key not in mdata.uns or "summary" not in mdata.uns[key]:
-        raise KeyError(f"mdata.uns has no {key!r} perturbation summary; run hc.tl.perturb(..., key_added={key!r}).")
+        raise KeyError(
+            f"mdata.uns has no {key!r} perturbation summary; run hc.tl.perturb(..., key_added={key!r})."
+        )
     summary = pd.DataFrame(mdata.uns[key]["summary"])
     top = summary[summary["modality"] == modality]
     if not include_edited:
@@ -77,7 +85,9 @@ def perturbation(
         cols = shift.var_names.get_indexer(top["feature"].astype(str))
         x = np.asarray(shift.X)[:, cols]
         groups = mdata.obs[groupby].astype(str)
-        means = pd.DataFrame(x, index=mdata.obs_names, columns=top["feature"]).groupby(groups.to_numpy()).mean()
+        means = (
+            pd.DataFrame(x, index=mdata.obs_names, columns=top["feature"]).groupby(groups.to_numpy()).mean()
+        )
         if ax is None:
             _, ax = plt.subplots(figsize=(0.4 * len(top) + 2, 0.35 * len(means) + 1.5))
         lim = float(np.nanmax(np.abs(means.to_numpy()))) or 1.0
@@ -88,10 +98,18 @@ def perturbation(
     else:
         raise ValueError(f"kind must be 'bar' or 'heatmap', got {kind!r}.")
     ax.set_title(title)
-    return ax
+    return finish(ax, show, save, given_ax)
 
 
-def grn_scores(edges: pd.DataFrame, tf: str, *, n_top: int = 10, ax: Axes | None = None) -> Axes:
+def grn_scores(
+    edges: pd.DataFrame,
+    tf: str,
+    *,
+    n_top: int = 10,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | os.PathLike[str] | None = None,
+) -> Axes:
     """Bar chart of a TF's top targets in a :func:`holocell.tl.grn` table.
 
     Parameters
@@ -102,8 +120,8 @@ def grn_scores(edges: pd.DataFrame, tf: str, *, n_top: int = 10, ax: Axes | None
         Regulator to show.
     n_top
         Number of targets.
-    ax
-        Axes to draw on (default: a new figure).
+    ax, show, save
+        See :mod:`holocell.pl`.
 
     Returns
     -------
@@ -111,6 +129,7 @@ def grn_scores(edges: pd.DataFrame, tf: str, *, n_top: int = 10, ax: Axes | None
     """
     import matplotlib.pyplot as plt
 
+    given_ax = ax is not None
     rows = edges[edges["tf"] == tf].sort_values("rank").head(n_top)
     if rows.empty:
         raise ValueError(f"No edges from {tf!r} in the table.")
@@ -119,7 +138,7 @@ def grn_scores(edges: pd.DataFrame, tf: str, *, n_top: int = 10, ax: Axes | None
     ax.barh(rows["target"].astype(str).to_numpy()[::-1], rows["score"].to_numpy()[::-1], color="C2")
     ax.set_xlabel("edge score")
     ax.set_title(f"{tf}: top predicted targets")
-    return ax
+    return finish(ax, show, save, given_ax)
 
 
 __all__ = ["grn_scores", "perturbation"]

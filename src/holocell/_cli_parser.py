@@ -1,0 +1,240 @@
+"""The ``holocell`` argument parser: one argument per API parameter, with the API's defaults.
+
+Every default here equals the default of the Python function it is passed to (``tests/test_cli_parity.py``
+compares them with :func:`inspect.signature`), and ``--help`` shows it. The commands' bodies are in
+:mod:`holocell.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from importlib.metadata import PackageNotFoundError, version
+
+DEFAULT_MODEL = "holocell-small"
+
+
+def _version() -> str:
+    try:
+        return version("holocell")
+    except PackageNotFoundError:  # a source tree on the path, not installed
+        from . import __version__
+
+        return __version__
+
+
+def _parse_modalities(text: str) -> dict[str, str]:
+    """``"rna=rna,protein=adt"`` -> ``{"rna": "rna", "protein": "adt"}``."""
+    out = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise argparse.ArgumentTypeError(
+                f"Bad --modalities entry {part!r}; use e.g. --modalities rna=rna,protein=adt"
+            )
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _names(text: str) -> list[str]:
+    """``"GATA1,SPI1"`` -> ``["GATA1", "SPI1"]``."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def _devices(text: str) -> int | str | list[int]:
+    """``auto``, a count (``2``) or device indices (``0,1``), as Lightning's ``devices``."""
+    if text == "auto":
+        return text
+    try:
+        return [int(p) for p in text.split(",")] if "," in text else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--devices takes 'auto', a count or indices like 0,1; got {text!r}"
+        ) from None
+
+
+def _device(text: str) -> str | None:
+    return None if text == "auto" else text
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default (``(default: ...)``) after its help text; not for required options and flags."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.nargs == 0:  # nothing to default / on-off switches
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _data_arguments(parser: argparse.ArgumentParser, *, required_modalities: bool = False) -> None:
+    """Set-up arguments (HoloCell.setup_mudata)."""
+    parser.add_argument(
+        "--modalities",
+        type=_parse_modalities,
+        required=required_modalities,
+        default=None,
+        help="which mdata.mod holds which modality, e.g. rna=rna,protein=adt"
+        + ("" if required_modalities else " (None: guessed from the names)"),
+    )
+    parser.add_argument("--batch-key", default=None, help="column of mdata.obs with the batch of each cell")
+    parser.add_argument("--species", default="human", choices=["human", "mouse"], help="species of the cells")
+    parser.add_argument("--genome", default=None, help="hg38, hg19, mm10 or a BED/GTF of TSSs (for ATAC)")
+    for modality in ("rna", "atac", "protein"):
+        parser.add_argument(
+            f"--{modality}-layer",
+            default=None,
+            help=f"layer of the {modality} modality with raw counts, e.g. counts (None: .X)",
+        )
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="a folder saved by `holocell train`, or a pretrained checkpoint (registry name, .zip, URL) "
+        "transferred onto the input (the default is shipped and works offline)",
+    )
+    parser.add_argument(
+        "--sha256",
+        default=None,
+        help="expected sha256 of --model: required for a URL, checked for a .zip or folder",
+    )
+    parser.add_argument("--transfer", action="store_true", help="transfer a model folder onto the input")
+    _data_arguments(parser)
+
+
+def _inference_arguments(parser: argparse.ArgumentParser, seed: bool = True) -> None:
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="cells per forward pass (None: from the model size)"
+    )
+    parser.add_argument(
+        "--device", type=_device, default=None, help="cpu, cuda, cuda:1, mps (None: the model's device)"
+    )
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="random seed")
+
+
+def _output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help=".h5mu file with raw counts")
+    parser.add_argument("--out", required=True, help="output .h5mu (written atomically)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out file (never the input)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``holocell`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="holocell", description="holocell multi-omics foundation model", formatter_class=_Formatter
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter)
+
+    demo = command("demo", "train on the bundled PBMC data, generate held-out protein, print scores")
+    demo.add_argument("--out", default="demo_output", help="output folder")
+    demo.add_argument("--max-epochs", type=int, default=40, help="training epochs")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    train = command("train", "set up and train a model on an .h5mu file, then save it")
+    train.add_argument("input", help=".h5mu file with raw counts")
+    train.add_argument("--model", required=True, help="folder to save the model to")
+    _data_arguments(train, required_modalities=True)
+    train.add_argument(
+        "--max-epochs", type=int, default=None, help="epochs (None: about 1,500 steps, 20-400 epochs)"
+    )
+    train.add_argument("--batch-size", type=int, default=32, help="cells per training step")
+    train.add_argument("--accelerator", default="auto", help="cpu, gpu, mps or auto (Lightning)")
+    train.add_argument("--devices", type=_devices, default="auto", help="auto, a count, or indices like 0,1")
+    train.add_argument("--d-model", type=int, default=128, help="width of the network")
+    train.add_argument("--n-layers", type=int, default=2, help="transformer layers")
+    train.add_argument("--n-heads", type=int, default=4, help="attention heads")
+    train.add_argument("--n-latents", type=int, default=32, help="latent vectors the tokens are read into")
+    train.add_argument("--n-latent", type=int, default=32, help="size of the cell state (the embedding)")
+    train.add_argument("--seed", type=int, default=0, help="random seed")
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace an existing model folder saved by holocell"
+    )
+    train.add_argument(
+        "--checkpoint-dir", default=None, help="write a training checkpoint (last.ckpt) there every epoch"
+    )
+    train.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir/last.ckpt")
+    train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    pre = command("pretrain", "pretrain one model over several .h5mu files (a JSON config)")
+    pre.add_argument("inputs", nargs="+", help=".h5mu files with raw counts")
+    pre.add_argument("--config", required=True, help="JSON: model, train, datasets (per-file modalities...)")
+    pre.add_argument("--out", required=True, help="output: a .zip archive or a folder")
+    pre.add_argument("--overwrite", action="store_true", help="replace an existing output saved by holocell")
+    pre.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    embed = command("embed", "write cell embeddings of an .h5mu file")
+    _output_arguments(embed)
+    embed.add_argument(
+        "--modality", default=None, help="embed from this modality only (None: all the cell has)"
+    )
+    embed.add_argument("--key-added", default="X_holocell", help="key of .obsm")
+    _inference_arguments(embed, seed=False)
+    _model_arguments(embed)
+
+    gen = command("generate", "generate a modality for every cell of an .h5mu file")
+    _output_arguments(gen)
+    gen.add_argument(
+        "--target", required=True, choices=["rna", "atac", "protein"], help="modality to generate"
+    )
+    gen.add_argument(
+        "--n-steps", type=int, default=None,
+        help="denoising steps; 0: the likelihood mean in one shot (default: 0 with a cell state, else 8)",
+    )
+    gen.add_argument(
+        "--key-added", default=None, help="name of the new modality (None: <modality>_generated)"
+    )
+    gen.add_argument(
+        "--var-suffix", default="_generated", help="appended to the generated features' names ('' keeps them)"
+    )
+    _inference_arguments(gen)
+    _model_arguments(gen)
+
+    pert = command("perturb", "in-silico knockout / overexpression of genes or peaks (hc.tl.perturb)")
+    _output_arguments(pert)
+    pert.add_argument("--genes", type=_names, default=None, help="genes to edit, comma-separated")
+    pert.add_argument(
+        "--cres", type=_names, default=None, help="peaks to close (knockout only), comma-separated"
+    )
+    pert.add_argument("--mode", default="knockout", choices=["knockout", "overexpress"], help="the edit")
+    pert.add_argument(
+        "--regenerate", type=_names, default=None, help="modalities to regenerate (None: the others)"
+    )
+    pert.add_argument("--overexpress-quantile", type=float, default=0.99, help="value set by overexpression")
+    pert.add_argument("--n-top", type=int, default=20, help="responders kept in the summary")
+    pert.add_argument("--n-steps", type=int, default=8, help="denoising steps")
+    pert.add_argument("--key-added", default="holocell_perturb", help="key of .uns / .layers / .obsm")
+    _inference_arguments(pert)
+    _model_arguments(pert)
+
+    grn = command("grn", "rank TF -> target edges from the model (hc.tl.grn)")
+    _output_arguments(grn)
+    grn.add_argument("--tfs", type=_names, default=None, help="regulators, comma-separated (None: known TFs)")
+    grn.add_argument(
+        "--targets", type=_names, default=None, help="targets, comma-separated (None: all genes)"
+    )
+    grn.add_argument(
+        "--method", default="both", choices=["embedding", "knockout", "both"], help="how edges are scored"
+    )
+    grn.add_argument("--n-cells", type=int, default=500, help="cells used for knockouts")
+    grn.add_argument("--n-steps", type=int, default=4, help="denoising steps")
+    grn.add_argument("--key-added", default="holocell_grn", help="key of .uns")
+    grn.add_argument(
+        "--table", default=None, help="also write the edge table to this .tsv (atomic, never overwritten)"
+    )
+    _inference_arguments(grn)
+    _model_arguments(grn)
+    return parser
+
+
+__all__ = ["DEFAULT_MODEL", "build_parser"]

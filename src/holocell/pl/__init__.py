@@ -1,0 +1,20 @@
+"""Plots of holocell results (matplotlib), following scanpy's conventions.
+
+Every function draws into ``ax`` (default: a new figure) and returns the Axes. ``save=`` writes the
+figure to a path (the format follows the extension); ``show=`` shows it, by default unless an ``ax``
+or ``save`` was given. For embeddings use scanpy's and muon's own plots on holocell's outputs, e.g.
+``mu.pl.embedding(mdata, basis="X_umap", color=["celltype"])``.
+"""
+
+from ._generation import feature_scores, generated_vs_measured
+from ._tools import grn_scores, perturbation
+from ._training import training_history, transfer_report
+
+__all__ = [
+    "feature_scores",
+    "generated_vs_measured",
+    "grn_scores",
+    "perturbation",
+    "training_history",
+    "transfer_report",
+]

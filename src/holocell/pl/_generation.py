@@ -1,0 +1,218 @@
+"""Measured vs generated values: one feature at a time, and the distribution of per-feature scores."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ._utils import finish, new_axes
+
+if TYPE_CHECKING:
+    import anndata as ad
+    from matplotlib.axes import Axes
+    from mudata import MuData
+    from numpy.typing import ArrayLike
+
+
+def _dense(x) -> np.ndarray:
+    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
+
+
+def _target(gen: ad.AnnData) -> str:
+    params = gen.uns.get("holocell", {}).get("params", {})
+    if "target" not in params:
+        raise ValueError(
+            "The generated modality has no uns['holocell']['params']['target']; was it made by generate?"
+        )
+    return str(params["target"])
+
+
+class Paired(NamedTuple):
+    truth: np.ndarray
+    prediction: np.ndarray
+    features: pd.Index
+    cells: pd.Index
+    target: str
+
+
+def paired_values(
+    mdata: MuData, measured: str | ad.AnnData, generated: str, layer: str | None = None
+) -> Paired:
+    """Measured values (on the generated modality's scale) and generated ones, for the cells and features in both.
+
+    Parameters
+    ----------
+    mdata
+        MuData holding the generated modality (and the measured one when ``measured`` is a name).
+    measured
+        Name of the measured modality in ``mdata.mod``, or an AnnData of raw counts (e.g. the held-out part
+        returned by :func:`holocell.data.hold_out`).
+    generated
+        Name of the generated modality (:meth:`holocell.HoloCell.generate`'s ``key_added``).
+    layer
+        Layer of the measured data with raw counts (default ``.X``).
+
+    Returns
+    -------
+    ``Paired(truth, prediction, features, cells, target)``: cells x features arrays (RNA: log1p CP10k;
+    protein: CLR; ATAC: 0/1 accessibility), the features' and cells' names, and the generated modality
+    (``"rna"``, ``"protein"`` or ``"atac"``).
+    """
+    from ..evaluation import clr, log_normalize
+
+    gen = mdata.mod[generated]
+    meas = mdata.mod[measured] if isinstance(measured, str) else measured
+    target = _target(gen)
+    names = pd.Index(gen.var["measured_name"].astype(str) if "measured_name" in gen.var else gen.var_names)
+    cells = meas.obs_names[meas.obs_names.isin(gen.obs_names)]
+    keep = meas.var_names.isin(names)
+    if len(cells) == 0 or not keep.any():
+        raise ValueError(f"The measured data and {generated!r} share no cells or no features.")
+    counts = meas[cells].layers[layer] if layer is not None else meas[cells].X
+    transform = {"protein": clr, "rna": log_normalize}.get(target)
+    truth = transform(counts) if transform else (_dense(counts) > 0).astype(np.float64)
+    truth = np.asarray(truth)[:, keep]
+    features = meas.var_names[keep]
+    prediction = _dense(gen[cells].X)[:, names.get_indexer(features)]
+    return Paired(truth, prediction, features, cells, target)
+
+
+def generated_vs_measured(
+    mdata: MuData,
+    feature: str,
+    *,
+    measured: str | ad.AnnData = "adt",
+    generated: str = "adt_generated",
+    layer: str | None = None,
+    color: str | None = None,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | os.PathLike[str] | None = None,
+) -> Axes:
+    """Measured vs generated values of one feature, one point per cell.
+
+    Parameters
+    ----------
+    mdata
+        MuData with the generated modality.
+    feature
+        Measured feature name (e.g. ``"cd14"``; the generated one is ``"cd14_generated"``).
+    measured
+        Measured modality (name in ``mdata.mod``) or an AnnData of raw counts, e.g. held-out cells.
+    generated
+        Generated modality (name in ``mdata.mod``).
+    layer
+        Layer of the measured data with raw counts (default ``.X``).
+    color
+        Column of ``mdata.obs`` to colour the cells by (e.g. the cell type).
+    ax
+        Axes to draw on (default: a new figure).
+    show
+        Show the figure (default: unless ``ax`` or ``save`` is given).
+    save
+        Write the figure to this path (format from the extension).
+
+    Returns
+    -------
+    The matplotlib Axes. RNA is on the log1p CP10k scale and protein on the CLR scale on both axes;
+    for ATAC, the generated accessibility probability of closed and open cells.
+    """
+    given_ax = ax is not None
+    truth, prediction, features, cells, target = paired_values(mdata, measured, generated, layer)
+    if feature not in features:
+        raise KeyError(f"{feature!r} is not a feature of both the measured data and {generated!r}.")
+    j = features.get_loc(feature)
+    x, y = truth[:, j], prediction[:, j]
+    ax = new_axes(ax)
+    if target == "atac":
+        ax.boxplot([y[x == 0], y[x > 0]], tick_labels=["closed", "open"])
+        ax.set_xlabel("measured")
+        ax.set_ylabel("generated accessibility")
+    else:
+        if color is not None:
+            labels = mdata.obs.loc[cells, color]
+            for k, name in enumerate(pd.unique(labels.astype(str))):
+                sel = (labels.astype(str) == name).to_numpy()
+                ax.scatter(x[sel], y[sel], s=6, alpha=0.7, color=f"C{k % 10}", label=name)
+            ax.legend(fontsize=6, markerscale=2, frameon=False, bbox_to_anchor=(1, 1), loc="upper left")
+        else:
+            ax.scatter(x, y, s=6, alpha=0.6, color="C0")
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, ls="--")
+        scale = "CLR" if target == "protein" else "log1p CP10k"
+        ax.set_xlabel(f"measured ({scale})")
+        ax.set_ylabel(f"generated ({scale})")
+    r = np.corrcoef(x, y)[0, 1] if x.std() > 0 and y.std() > 0 else np.nan
+    ax.set_title(f"{feature}: r = {r:.2f}")
+    return finish(ax, show, save, given_ax)
+
+
+def feature_scores(
+    mdata: MuData,
+    *,
+    measured: str | ad.AnnData = "adt",
+    generated: str = "adt_generated",
+    layer: str | None = None,
+    metric: Literal["auto", "pearson", "auroc"] = "auto",
+    others: Mapping[str, ArrayLike] | None = None,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | os.PathLike[str] | None = None,
+) -> Axes:
+    """Distribution of per-feature scores of a generated modality against the measured values.
+
+    Parameters
+    ----------
+    mdata
+        MuData with the generated modality.
+    measured
+        Measured modality (name in ``mdata.mod``) or an AnnData of raw counts, e.g. held-out cells.
+    generated
+        Generated modality (name in ``mdata.mod``).
+    layer
+        Layer of the measured data with raw counts (default ``.X``).
+    metric
+        ``"pearson"`` (per-feature correlation; the default for RNA and protein) or ``"auroc"`` (per
+        peak; the default for ATAC). Computed by :func:`holocell.evaluation.per_feature_pearson` /
+        :func:`~holocell.evaluation.per_feature_auroc`; features that do not vary are left out.
+    others
+        More distributions to draw beside holocell's, e.g. ``{"kNN": scores}`` (one value per feature).
+    ax, show, save
+        Axes to draw on; show the figure (default: unless ``ax`` or ``save`` is given); write it to a path.
+
+    Returns
+    -------
+    The matplotlib Axes: one box per method, with its median in the label.
+    """
+    from ..evaluation import per_feature_auroc, per_feature_pearson
+
+    given_ax = ax is not None
+    truth, prediction, _, _, target = paired_values(mdata, measured, generated, layer)
+    metric = ("auroc" if target == "atac" else "pearson") if metric == "auto" else metric
+    if metric not in ("pearson", "auroc"):
+        raise ValueError(f"metric must be 'auto', 'pearson' or 'auroc', got {metric!r}.")
+    score = per_feature_pearson if metric == "pearson" else per_feature_auroc
+    series = {
+        "holocell": score(truth, prediction),
+        **{k: np.asarray(v, dtype=float) for k, v in (others or {}).items()},
+    }
+    series = {k: v[np.isfinite(v)] for k, v in series.items()}
+    ax = new_axes(ax, (1.2 + 1.1 * len(series), 3.5))
+    labels = [f"{k}\n(median {np.median(v):.2f})" if len(v) else f"{k}\n(none)" for k, v in series.items()]
+    ax.boxplot(list(series.values()), tick_labels=labels, showfliers=False)
+    rng = np.random.default_rng(0)
+    for k, values in enumerate(series.values()):
+        ax.scatter(k + 1 + rng.uniform(-0.15, 0.15, len(values)), values, s=4, alpha=0.5, color=f"C{k % 10}")
+    if metric == "auroc":
+        ax.axhline(0.5, color="0.5", lw=0.8, ls="--")
+    ax.set_ylabel("per-feature Pearson r" if metric == "pearson" else "per-feature AUROC")
+    ax.set_title(f"{generated}: {metric} per feature")
+    return finish(ax, show, save, given_ax)
+
+
+__all__ = ["feature_scores", "generated_vs_measured", "paired_values"]

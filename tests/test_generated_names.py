@@ -1,0 +1,40 @@
+"""Generated modalities get their own feature names, so ``mdata.var_names`` stay unique (issue 19)."""
+
+from __future__ import annotations
+
+import pytest
+
+import holocell as hc
+
+
+def test_generated_features_are_renamed_and_var_names_stay_unique(trained_pbmc):
+    mdata, model = trained_pbmc
+    work = mdata.copy()
+    assert work.var_names.is_unique
+    gen = model.generate(work, target="protein", n_steps=1, key_added="adt_generated", progress_bar=False)
+    measured = work["adt"].var_names.tolist()
+    assert gen.var_names.tolist() == [f"{name}_generated" for name in measured]
+    assert gen.var["measured_name"].tolist() == measured
+    assert work.var_names.is_unique  # measured and generated features side by side in one MuData
+    assert gen.uns["holocell"]["params"]["var_suffix"] == "_generated"
+
+
+def test_var_suffix_chooses_the_names_and_none_keeps_the_measured_ones(trained_pbmc):
+    mdata, model = trained_pbmc
+    work = mdata.copy()
+    gen = model.generate(work, target="protein", n_steps=1, key_added="pred", var_suffix=".pred", progress_bar=False)
+    assert gen.var_names[0] == f"{work['adt'].var_names[0]}.pred"
+    same = model.generate(work, target="protein", n_steps=1, key_added="same", var_suffix=None, progress_bar=False)
+    assert same.var_names.tolist() == work["adt"].var_names.tolist()
+    assert not work.var_names.is_unique  # what the user asked for
+    with pytest.raises(ValueError, match="var_suffix"):
+        model.generate(work, target="protein", n_steps=1, key_added="bad", var_suffix="", progress_bar=False)
+
+
+def test_tl_generate_uses_the_same_names(trained_pbmc):
+    mdata, model = trained_pbmc
+    out = hc.tl.generate(mdata, model, target="protein", n_steps=1, progress_bar=False, copy=True)
+    assert out["adt_generated"].var_names.tolist() == [f"{n}_generated" for n in mdata["adt"].var_names]
+    assert out.var_names.is_unique
+    kept = hc.tl.generate(mdata, model, target="protein", n_steps=1, progress_bar=False, var_suffix=None, copy=True)
+    assert kept["adt_generated"].var_names.tolist() == mdata["adt"].var_names.tolist()
