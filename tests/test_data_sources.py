@@ -210,7 +210,8 @@ def test_sources_are_pinned_public_urls_and_not_listed_as_datasets():
 
 # ------------------------------------------------------------------------- the real originals
 @pytest.mark.skipif(
-    not ORIGINALS.is_dir(), reason=f"{ORIGINALS} is not here (the GitHub workflow downloads them)"
+    not ORIGINALS.is_dir(),
+    reason=f"{ORIGINALS} is not here (with HOLOCELL_TEST_DOWNLOADS=1, test_chromatin_data.py compares downloads)",
 )
 @pytest.mark.parametrize("dataset", sorted(FOLDERS))
 def test_real_originals_convert_to_the_benchmark_copies(dataset, server, cache):
