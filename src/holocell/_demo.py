@@ -103,6 +103,9 @@ def run_demo(
     truth = ev.clr(split.held_out_protein)
     pred = generated[split.held_out_cells].X
     rows = [ev.score_prediction("holocell (mosaic, 8 steps)", truth, np.asarray(pred))]
+    if model.config.cell_state:  # the default point prediction: the cell state's likelihood mean
+        mean = model.generate(mdata, target="protein", n_steps=0, key_added="adt_mean", seed=seed)
+        rows.insert(0, ev.score_prediction("holocell (mosaic, likelihood mean)", truth, np.asarray(mean[split.held_out_cells].X)))
     rows += baseline_rows(split, full)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results = {
