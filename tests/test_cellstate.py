@@ -9,6 +9,7 @@ from scvi.distributions import NegativeBinomial
 
 from holocell import HoloCell, HoloCellWarning
 from holocell.data import simulate_multiome
+from holocell.model._build import LEGACY_CELL_STATE
 from holocell.nn._cellstate import kl_normal, sample_z
 from holocell.nn._count_decoder import CountDecoder
 
@@ -160,8 +161,7 @@ def test_model_without_cell_state_keeps_the_pooled_embedding():
     mdata, _ = simulate_multiome(24, n_genes=20, n_tfs=4, n_proteins=4, seed=1)
     with pytest.warns(HoloCellWarning, match=SIM_GENES):
         HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
-    legacy = {"cell_state": False, "batch_in_encoder": True, "library_in_encoder": True, "z_in_denoiser": False}
-    model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4, cell_state_kwargs=legacy)
+    model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4, cell_state_kwargs=LEGACY_CELL_STATE)
     assert not hasattr(model.module.network, "counts")
     assert model.get_latent_representation(progress_bar=False).shape == (24, 16)
     with pytest.raises(ValueError, match="no cell state"):

@@ -11,6 +11,7 @@ from mudata import MuData
 from ..data.arrays import MosaicArrays
 from ..priors import PRIOR_INPUT_DIMS, load_priors
 from ..vocab import MODALITIES, FeatureSpace, build_feature_space, map_proteins_to_genes
+from ._config_check import CELL_STATE
 from ._validate import gene_table_for
 
 
@@ -67,10 +68,7 @@ def prior_inputs(
     return {p: m.network_input() for p, m in mats.items()}, report
 
 
-CELL_STATE_KEYS = (
-    "cell_state", "n_hidden", "peak_factors", "value_path", "latents_in_posterior", "z_in_denoiser",
-    "batch_in_encoder", "library_in_encoder",
-)  # fmt: skip
+CELL_STATE_KEYS = tuple(rule.key for rule in CELL_STATE)
 """The :class:`~holocell.nn.NetworkConfig` fields ``HoloCell(cell_state_kwargs=...)`` may set."""
 
 LEGACY_CELL_STATE = {"cell_state": False, "batch_in_encoder": True, "library_in_encoder": True, "z_in_denoiser": False}

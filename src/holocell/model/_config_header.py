@@ -16,6 +16,7 @@ _ANCHORS_D = "'feature_space.anchors', 'init_params.d_model'"
 _MLP_RATIO = NetworkConfig.__dataclass_fields__["mlp_ratio"].default  # not a constructor argument
 _BINS_D = "'init_params.n_bins', 'init_params.d_model'"
 _CELL_DEFAULTS = {k: NetworkConfig.__dataclass_fields__[k].default for k in ("cell_state", "n_hidden")}
+_N_LATENT = NetworkConfig.__dataclass_fields__["n_latent"].default
 
 
 def expected_shapes(config: dict) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -48,7 +49,7 @@ def expected_shapes(config: dict) -> dict[str, tuple[tuple[int, ...], str]]:
             shapes[f"network.slots.{m}.anchor_value"] = ((n_anchors, d), _ANCHORS_D)
             shapes[f"network.slots.{m}.bin.weight"] = ((n_bins + 2, d), _BINS_D)
             shapes[f"network.heads.{m}.weight"] = ((n_bins + 1, d), _BINS_D)
-    cell = {**_CELL_DEFAULTS, **(init.get("cell_state_kwargs") or {}), "n_latent": init.get("n_latent", 32)}
+    cell = {**_CELL_DEFAULTS, **(init.get("cell_state_kwargs") or {}), "n_latent": init.get("n_latent", _N_LATENT)}
     if cell["cell_state"]:
         keys = "'init_params.n_latent', 'init_params.cell_state_kwargs', 'init_params.d_model'"
         n_latent, n_hidden = cell["n_latent"], cell["n_hidden"]
