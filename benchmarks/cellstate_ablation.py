@@ -37,7 +37,8 @@ from holocell import evaluation as ev
 OUT = Path(__file__).parent / "results" / "cellstate_ablation.json"
 #: arm name -> (HoloCell keyword arguments, what it tests)
 ARMS: dict[str, tuple[dict, str]] = {
-    "default": ({}, "the model: cell state from latents + value path, ELBO x10, z in the denoiser"),
+    "default": ({"align_weight": 0.0}, "the cell state as first landed: latents + value path, ELBO x10, z in the "
+                "denoiser, no alignment term (the default until `align_distill`, which is the default now)"),
     "no_cell_state": (
         {"cell_state_kwargs": {"cell_state": False, "batch_in_encoder": True, "library_in_encoder": True,
                                "z_in_denoiser": False}},
@@ -48,7 +49,12 @@ ARMS: dict[str, tuple[dict, str]] = {
         {"cell_state_kwargs": {"latents_in_posterior": False}}, "q(z|x) reads the value path only"),
     "batch_in_encoder": ({"cell_state_kwargs": {"batch_in_encoder": True}}, "property 4: batch also in the encoder"),
     "no_random_subsets": ({"p_drop_modality": 0.0}, "property 3: no cross-modal (single-subset) examples"),
-    "align": ({"align_weight": 1.0}, "property 3: contrastive alignment of single-modality states"),
+    "align": ({"align_weight": 1.0, "align_mode": "contrastive"},
+              "property 3: contrastive alignment of single-modality states"),
+    "align_distill": ({"align_weight": 1.0, "align_mode": "distill"},
+                      "property 3: single-modality states regress onto the (fixed) joint state"),
+    "align_joint": ({"align_weight": 1.0, "align_mode": "joint_contrastive"},
+                    "property 3: InfoNCE of each single-modality state against the (fixed) joint state"),
     "no_peak_factors": ({"cell_state_kwargs": {"peak_factors": False}}, "property 6: no per-peak decoder factor"),
     "no_z_in_denoiser": ({"cell_state_kwargs": {"z_in_denoiser": False}}, "property 5: denoiser not given z"),
     "elbo_weight_1": ({"elbo_weight": 1.0}, "ELBO weight 1 instead of 10"),

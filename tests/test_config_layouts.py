@@ -175,7 +175,9 @@ def test_shipped_checkpoint_has_the_old_layout_and_passes():
         config = _checkpoint.read_checkpoint(ckpt, str(path))  # config rules and safetensors header
     assert "network" in config and "objective" not in config and "training" not in config
     model = hc.HoloCell.load_pretrained("holocell-small")
-    assert model.objective_config == ObjectiveConfig() and model.train_config == TrainingConfig()
+    # format 2: trained before the distilled alignment became the default, it keeps the settings it had
+    assert model.objective_config == ObjectiveConfig(align_weight=0.0, align_mode="contrastive")
+    assert model.train_config == TrainingConfig()
 
 
 @pytest.mark.parametrize("old", [False, True], ids=["new layout", "old layout"])

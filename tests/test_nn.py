@@ -133,8 +133,8 @@ def test_add_noise_without_drop_and_reproducible(module, batch):
 def test_loss_finite_with_per_modality_parts(module, batch):
     out = module.loss(batch, generator=torch.Generator().manual_seed(0))
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
-    # the diffusion loss of each modality, and the cell state's ELBO and KL
-    assert set(out.per_modality) == {"rna", "atac", "protein", "elbo", "kl"}
+    # the diffusion loss of each modality, the cell state's ELBO and KL, and the alignment term
+    assert set(out.per_modality) == {"rna", "atac", "protein", "elbo", "kl", "align"}
     assert all(torch.isfinite(v) and v > 0 for v in out.per_modality.values())
     assert torch.isfinite(out.regression)
     # a batch with only RNA cells has only an RNA part
@@ -142,7 +142,8 @@ def test_loss_finite_with_per_modality_parts(module, batch):
     rna_only &= batch["present"][:, 0]
     sub = {k: v[rna_only] for k, v in batch.items()}
     out = module.loss(sub, generator=torch.Generator().manual_seed(0))
-    assert set(out.per_modality) == {"rna", "elbo", "kl"}
+    assert set(out.per_modality) == {"rna", "elbo", "kl", "align"}
+    assert out.per_modality["align"] == 0  # no cell with two modalities: nothing to align
     assert torch.isfinite(out.loss)
 
 
@@ -273,9 +274,10 @@ def test_absent_rows_are_never_read(module, batch):
     assert torch.allclose(a.loss, b.loss)
 
 
-def test_alignment_term(module, batch):
-    before = module.objective.align_weight
-    module.objective.align_weight = 1.0
+@pytest.mark.parametrize("mode", ["contrastive", "distill", "joint_contrastive"])
+def test_alignment_term(module, batch, mode):
+    before = module.objective.align_weight, module.objective.align_mode
+    module.objective.align_weight, module.objective.align_mode = 1.0, mode
     try:
         out = module.loss(batch, generator=torch.Generator().manual_seed(0))
         assert "align" in out.per_modality
@@ -283,5 +285,31 @@ def test_alignment_term(module, batch):
         out.loss.backward()  # the alignment term is differentiable through the encoder
         assert module.network.read_in.attn.q.weight.grad is not None
     finally:
-        module.objective.align_weight = before
+        module.objective.align_weight, module.objective.align_mode = before
         module.zero_grad()
+
+
+def test_distill_alignment_regresses_single_states_onto_the_joint_one(module, batch):
+    """The distillation term is the squared distance of each single-modality state to the joint state of the
+    cells measured with several modalities; the joint state is the target and gets no gradient."""
+    from holocell.nn._diffusion import alignment_loss, only
+    from holocell.vocab import MODALITIES
+
+    was_training = module.training
+    module.eval()
+    tokens = module.tokenize(batch)
+    mods = module.modalities
+    loss = alignment_loss(module.network, tokens, mods, 0.1, "distill")
+    cols = [MODALITIES.index(m) for m in mods]
+    multi = tokens.present[:, cols].sum(1) >= 2
+    assert multi.any()
+    cells = tokens.select(multi.nonzero().squeeze(1))
+    with torch.no_grad():
+        joint = module.network.embedding(cells)
+        expected = sum(
+            ((module.network.embedding(only(cells, [m], mods)) - joint) ** 2).mean(1)[cells.present[:, k]].mean()
+            for m, k in zip(mods, cols, strict=True)
+            if cells.present[:, k].any()
+        )
+    assert torch.allclose(loss.detach(), expected, rtol=1e-4)
+    module.train(was_training)

@@ -87,6 +87,28 @@ def test_perturb_cre_and_overexpress(sim_model):
         hc.tl.perturb(out, model)
 
 
+def test_perturb_staged_flow_reads_chromatin_then_rna(sim_model):
+    """Staged flow: protein is regenerated from RNA alone, so a CRE edit reaches protein only through RNA."""
+    mdata, truth, model = sim_model
+    peak = truth.cre_gene.assign(a=truth.cre_gene.weight.abs()).sort_values("a").peak.iloc[-1]
+    cells = np.arange(60)
+    only_protein = model.predict_perturbation(
+        mdata, cres=[peak], regenerate=["protein"], indices=cells, n_steps=2, progress_bar=False
+    )
+    assert only_protein.params["flow"] == "staged"
+    applied = only_protein.applied[cells]
+    assert applied.any()
+    np.testing.assert_array_equal(only_protein.shift("protein")[cells][applied], 0.0)  # RNA was not regenerated
+    joint = model.predict_perturbation(
+        mdata, cres=[peak], regenerate=["protein"], indices=cells, n_steps=2, flow="joint", progress_bar=False
+    )
+    assert np.abs(joint.shift("protein")[cells][applied]).max() > 0  # joint: ATAC conditions protein directly
+    staged = model.predict_perturbation(mdata, cres=[peak], indices=cells, n_steps=2, progress_bar=False)
+    assert np.abs(staged.shift("rna")[cells][applied]).max() > 0
+    with pytest.raises(ValueError, match="flow must be"):
+        model.predict_perturbation(mdata, cres=[peak], indices=cells, flow="parallel")
+
+
 def test_perturb_results_save_to_h5mu(sim_model, tmp_path):
     mdata, _, model = sim_model
     out = hc.tl.perturb(mdata, model, genes=["SIM2", "SIM3"], mode="overexpress", n_steps=1, copy=True)
@@ -132,6 +154,23 @@ def test_annotate_beats_chance(sim_model):
     assert accuracy > 0.3  # 5 balanced types: chance is 0.2 (3 epochs of a tiny model reach ~0.4)
     with pytest.raises(KeyError, match="no column"):
         hc.tl.annotate(mdata, model, labels_key="missing", query=query)
+
+
+def test_annotate_unknown_label_below_the_confidence_threshold(sim_model):
+    """Query cells below the confidence threshold, and only those, are labelled "unknown"."""
+    mdata, _, model = sim_model
+    mdata = mdata.copy()
+    query = (mdata.obs["batch"] == "batch1").to_numpy()
+    hc.tl.annotate(mdata, model, labels_key="cell_type", query=query)
+    conf = mdata.obs["holocell_label_confidence"][query]
+    cut = float(np.quantile(conf, 0.5))
+    hc.tl.annotate(mdata, model, labels_key="cell_type", query=query, unknown_threshold=cut, key_added="thr")
+    pred = mdata.obs["thr"][query].astype(str)
+    assert ((pred == "unknown") == (conf < cut).to_numpy()).all()
+    assert "unknown" in mdata.obs["thr"].cat.categories
+    assert mdata.uns["thr"]["params"]["unknown_threshold"] == cut
+    with pytest.raises(ValueError, match="unknown_threshold"):
+        hc.tl.annotate(mdata, model, labels_key="cell_type", query=query, unknown_threshold=1.5)
 
 
 def test_fate_shift_ranked_table(sim_model):

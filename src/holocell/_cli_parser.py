@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--regenerate", type=_names, default=None, help="modalities to regenerate (None: the others)"
     )
     pert.add_argument("--overexpress-quantile", type=float, default=0.99, help="value set by overexpression")
+    pert.add_argument(
+        "--flow", default="staged", choices=["staged", "joint"], help="chromatin -> RNA -> protein, or all at once"
+    )
     pert.add_argument("--n-top", type=int, default=20, help="responders kept in the summary")
     pert.add_argument("--n-steps", type=int, default=8, help="denoising steps")
     pert.add_argument("--key-added", default="holocell_perturb", help="key of .uns / .layers / .obsm")

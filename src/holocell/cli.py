@@ -302,6 +302,7 @@ def _cmd_perturb(args: argparse.Namespace) -> None:
         mode=args.mode,
         regenerate=args.regenerate,
         overexpress_quantile=args.overexpress_quantile,
+        flow=args.flow,
         n_top=args.n_top,
         n_steps=args.n_steps,
         key_added=args.key_added,

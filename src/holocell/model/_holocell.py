@@ -63,8 +63,11 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         Training: probability that a cell with several modalities is a cross-modal example (one
         modality hidden, entirely or in part, while the others stay visible).
     align_weight
-        Training: weight of a contrastive term pulling together the single-modality embeddings of
-        cells measured with several modalities (0 = off).
+        Training: weight of the term aligning the single-modality embeddings of cells measured with
+        several modalities (0 = off). By default (``align_mode="distill"``) each single-modality cell
+        state regresses onto the cell's joint state, held fixed, so that cells measured with one
+        modality land where their paired counterparts are; ``align_mode="contrastive"`` is InfoNCE
+        between the modalities.
     read_in_tokens
         Which anchor tokens the latents read: ``"all"`` (default), or only the ``"values"``: tokens
         that carry a value (expressed genes, measured proteins, anchors with open peaks), as
@@ -96,7 +99,7 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         dict of its fields); default ``TrainingConfig()``.
     **objective_kwargs
         Further fields of :class:`~holocell.nn.ObjectiveConfig`, the training objective's settings:
-        ``p_whole``, ``p_hide_library``, ``eps``, ``regression_weight``, ``align_temperature``,
+        ``p_whole``, ``p_hide_library``, ``eps``, ``regression_weight``, ``align_mode``, ``align_temperature``,
         ``diffusion_weight``, ``elbo_weight``, ``kl_weight``, ``kl_warmup``.
 
     Attributes
@@ -145,7 +148,7 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         n_bins: int = 16,
         dropout: float = 0.0,
         p_drop_modality: float = 0.5,
-        align_weight: float = 0.0,
+        align_weight: float = 1.0,
         read_in_tokens: str = "all",
         n_latent: int = 32,
         cell_state_kwargs: dict | None = None,

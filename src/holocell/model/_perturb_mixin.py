@@ -11,7 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ..nn import SlotEdit, perturb_tokens
+from ..nn import SlotEdit, perturb_staged, perturb_tokens
 from ..vocab import MODALITIES
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class PerturbMixin:
         sources: Sequence[str] | None = None,
         indices: Sequence[int] | None = None,
         overexpress_quantile: float = 0.99,
+        flow: Literal["staged", "joint"] = "staged",
         n_steps: int = 8,
         batch_size: int | None = None,
         device: str | torch.device | None = None,
@@ -92,10 +93,17 @@ class PerturbMixin:
     ) -> PerturbationResult:
         """Predict the effect of setting genes' RNA and/or CREs' accessibility, cell by cell.
 
-        The edited values are set, the ``regenerate`` modalities are generated again by iterative
-        denoising around them (the edited genes' own RNA slots stay clamped), and the result is
-        compared with the same regeneration from the unedited cell (same hidden slots, same seed),
-        so the shift is the causal difference under the model, not reconstruction error.
+        The edited values are set, the ``regenerate`` modalities are generated again around them (the
+        edited genes' own RNA slots stay clamped), and the result is compared with the same regeneration
+        from the unedited cell (same hidden slots, same seed), so the shift is the causal difference under
+        the model, not reconstruction error.
+
+        With ``flow="staged"`` (default) the regeneration follows the information flow CRE accessibility ->
+        RNA -> protein: RNA is denoised from the (edited) chromatin and the edited genes, then protein from
+        that RNA alone. With a cell state, each stage adds the shift of the likelihood mean decoded from the
+        edited cell's state (trans effects) to the denoiser's (cis effects, through the gene-anchored
+        tokens); see :func:`holocell.nn.perturb_staged`. ``flow="joint"`` denoises every regenerated
+        modality jointly from the sources (the behaviour of 0.1.0).
 
         Parameters
         ----------
@@ -118,6 +126,8 @@ class PerturbMixin:
             Cells to perturb (default: all).
         overexpress_quantile
             Quantile of the gene's expression used by ``mode="overexpress"``.
+        flow
+            ``"staged"`` (chromatin -> RNA -> protein) or ``"joint"``.
         n_steps, batch_size, device, seed, progress_bar
             Denoising steps, cells per pass, device, random seed, progress display.
 
@@ -136,6 +146,7 @@ class PerturbMixin:
             sources=sources,
             indices=indices,
             overexpress_quantile=overexpress_quantile,
+            flow=flow,
             n_steps=n_steps,
             batch_size=batch_size,
             device=device,
@@ -186,6 +197,7 @@ class PerturbMixin:
         sources=None,
         indices=None,
         overexpress_quantile=0.99,
+        flow="staged",
         n_steps=8,
         batch_size=None,
         device=None,
@@ -200,6 +212,8 @@ class PerturbMixin:
             raise ValueError("Give `genes` and/or `cres` to perturb.")
         if mode not in ("knockout", "overexpress"):
             raise ValueError(f"mode must be 'knockout' or 'overexpress', got {mode!r}.")
+        if flow not in ("staged", "joint"):
+            raise ValueError(f"flow must be 'staged' (chromatin -> RNA -> protein) or 'joint', got {flow!r}.")
         if not 0 < overexpress_quantile <= 1:
             raise ValueError("overexpress_quantile must be in (0, 1].")
         regenerate = [m for m in _REGENERABLE if m in self.modalities_] if regenerate is None else list(regenerate)
@@ -256,7 +270,8 @@ class PerturbMixin:
             for batch in batches:
                 rows = run[start : start + len(batch["present"])]
                 start += len(rows)
-                res = perturb_tokens(
+                run_flow = perturb_staged if flow == "staged" else perturb_tokens
+                res = run_flow(
                     network, self.module.tokenize(batch), slot_edits, regenerate, sources, n_steps=n_steps, seed=seed
                 )
                 for m in regenerate:
@@ -271,6 +286,7 @@ class PerturbMixin:
             "regenerate": regenerate,
             "sources": list(sources),
             "overexpress_quantile": overexpress_quantile,
+            "flow": flow,
             "n_steps": n_steps,
             "seed": seed,
         }

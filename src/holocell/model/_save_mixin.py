@@ -20,8 +20,13 @@ def init_kwargs(config: dict) -> dict:
 
     Files written before the typed settings have only ``init_params`` (the objective's
     ``p_drop_modality`` and ``align_weight`` among them): the other settings take their defaults.
+    Files of format 1-2 (before the cell state and ``align_mode``) were trained with the contrastive alignment
+    term, off unless their ``align_weight`` says otherwise, and keep it.
     """
     kwargs = {**config["init_params"], **config.get("objective", {})}
+    if config.get("format_version", 1) < 3:
+        kwargs.setdefault("align_mode", "contrastive")
+        kwargs.setdefault("align_weight", 0.0)
     if "training" in config:
         kwargs["train_config"] = config["training"]
     return kwargs

@@ -10,7 +10,7 @@ from ._diffusion import (
     sample_times,
 )
 from ._module import HoloCellModule
-from ._perturb import PerturbedBatch, SlotEdit, apply_edits, perturb_tokens
+from ._perturb import PerturbedBatch, SlotEdit, apply_edits, perturb_staged, perturb_tokens
 from ._sampler import Generated, Sampled, sample
 from ._sampler import generate_modality as generate_modality  # deprecated, not in __all__
 from .transformer import HoloCellNetwork, NetworkConfig
@@ -30,6 +30,7 @@ __all__ = [
     "apply_edits",
     "diffusion_loss",
     "objective",
+    "perturb_staged",
     "perturb_tokens",
     "sample",
     "sample_times",

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from .transformer import HoloCellNetwork
 
 
+ALIGN_MODES = ("contrastive", "distill", "joint_contrastive")
+
+
 @dataclass
 class ObjectiveConfig:
     """Settings of the masked-diffusion training objective; saved in checkpoints (``"objective"``).
@@ -52,10 +55,14 @@ class ObjectiveConfig:
     regression_weight
         Weight of the squared error of the continuous value (RNA / protein) beside the bin cross-entropy.
     align_weight
-        Weight of the contrastive term pulling together the single-modality embeddings of the same cell
-        (cells with >= 2 modalities; InfoNCE over the mini-batch). 0 switches it off.
+        Weight of the alignment term between the single-modality embeddings of a cell with >= 2 modalities.
+        0 switches it off.
+    align_mode
+        ``"contrastive"``: InfoNCE between each pair of single-modality embeddings over the mini-batch.
+        ``"distill"``: each single-modality posterior mean regresses onto the cell's joint posterior mean,
+        which is held fixed (no gradient), so a weak modality learns the joint state without pulling it.
     align_temperature
-        Softmax temperature of that term.
+        Softmax temperature of the contrastive term.
     diffusion_weight
         Weight of the masked-diffusion loss (0 trains the cell state alone, for the ablation).
     elbo_weight
@@ -76,8 +83,9 @@ class ObjectiveConfig:
     p_hide_library: float = 0.25
     eps: float = 0.02
     regression_weight: float = 1.0
-    align_weight: float = 0.0
+    align_weight: float = 1.0
     align_temperature: float = 0.1
+    align_mode: str = "distill"
     diffusion_weight: float = 1.0
     elbo_weight: float = 10.0
     kl_weight: float = 1.0
@@ -90,6 +98,8 @@ class ObjectiveConfig:
                 raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)!r}.")
         if not 0.0 < self.eps < 1.0:
             raise ValueError(f"eps must be in (0, 1), got {self.eps!r}.")
+        if self.align_mode not in ALIGN_MODES:
+            raise ValueError(f"align_mode must be one of {ALIGN_MODES}, got {self.align_mode!r}.")
         if self.elbo_input not in ("noised", "clean"):
             raise ValueError(f"elbo_input must be 'noised' or 'clean', got {self.elbo_input!r}.")
         if not 0.0 <= self.kl_warmup <= 1.0:
@@ -251,10 +261,46 @@ def diffusion_loss(
     return LossOutput(total, per_modality, regression.detach())
 
 
-def alignment_loss(network: HoloCellNetwork, clean: Tokens, modalities: Sequence[str], temperature: float) -> torch.Tensor:
-    """InfoNCE between the single-modality embeddings of the cells that have both modalities of a pair."""
+def alignment_loss(
+    network: HoloCellNetwork, clean: Tokens, modalities: Sequence[str], temperature: float, mode: str = "contrastive"
+) -> torch.Tensor:
+    """Alignment of the single-modality embeddings of the cells measured with several modalities.
+
+    ``"contrastive"``: InfoNCE between the two embeddings of each pair of modalities. ``"distill"``: the mean
+    squared distance of each single-modality embedding to the cell's joint embedding, computed without gradient.
+    """
     total = clean.library.new_zeros(())
     present = clean.present
+    if mode == "distill":
+        n_present = present[:, [MODALITIES.index(m) for m in modalities]].sum(1)
+        multi = (n_present >= 2).nonzero().squeeze(1)
+        if len(multi) == 0:
+            return total
+        cells = clean.select(multi)
+        with torch.no_grad():
+            joint = network.embedding(cells)
+        for m in modalities:
+            has = cells.present[:, MODALITIES.index(m)]
+            if has.any():
+                single = network.embedding(only(cells, [m], modalities))
+                total = total + ((single - joint) ** 2).mean(1)[has].mean()
+        return total
+    if mode == "joint_contrastive":
+        n_present = present[:, [MODALITIES.index(m) for m in modalities]].sum(1)
+        multi = (n_present >= 2).nonzero().squeeze(1)
+        if len(multi) < 2:
+            return total
+        cells = clean.select(multi)
+        with torch.no_grad():
+            joint = F.normalize(network.embedding(cells), dim=-1)
+        for m in modalities:
+            has = cells.present[:, MODALITIES.index(m)].nonzero().squeeze(1)
+            if len(has) < 2:
+                continue
+            single = F.normalize(network.embedding(only(cells.select(has), [m], modalities)), dim=-1)
+            logits = single @ joint[has].T / temperature
+            total = total + F.cross_entropy(logits, torch.arange(len(has), device=logits.device))
+        return total
     for i, a in enumerate(modalities):
         for b in modalities[i + 1 :]:
             both = (present[:, MODALITIES.index(a)] & present[:, MODALITIES.index(b)]).nonzero().squeeze(1)
@@ -351,7 +397,7 @@ def objective(
         out.per_modality["kl"] = kl.mean().detach()
         out.loss = out.loss + config.elbo_weight * elbo
     if config.align_weight > 0:
-        align = alignment_loss(network, clean, list(exists), config.align_temperature)
+        align = alignment_loss(network, clean, list(exists), config.align_temperature, config.align_mode)
         out.per_modality["align"] = align.detach()
         out.loss = out.loss + config.align_weight * align
     return out

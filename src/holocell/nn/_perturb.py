@@ -1,9 +1,17 @@
 """In-silico perturbation on tokens: edit some values, then regenerate other slots around them.
 
-A perturbation sets chosen values (RNA / protein slots of some anchors, or ATAC peaks) and
-regenerates the slots of the ``targets`` modalities with the sampler (:func:`~holocell.nn.sample`),
-keeping the edited slots of a target modality visible (its ``keep`` mask) while the rest of it is
-generated. Several targets (RNA and protein) are generated jointly.
+A perturbation sets chosen values (RNA / protein slots of some anchors, or ATAC peaks) and regenerates the
+slots of the ``targets`` modalities with the sampler (:func:`~holocell.nn.sample`), keeping the edited slots
+of a target modality visible (its ``keep`` mask) while the rest of it is generated.
+
+Two flows:
+
+- :func:`perturb_staged` (the default of :meth:`~holocell.HoloCell.predict_perturbation`) follows the
+  information flow CRE accessibility -> RNA -> protein: RNA is regenerated from the (edited) chromatin, then
+  protein from that RNA. With a cell state, each stage adds the shift of the likelihood mean decoded from the
+  cell state of the edited cell (its trans effect) to the denoiser's shift (its cis effect, read through the
+  gene-anchored tokens).
+- :func:`perturb_tokens` regenerates every target jointly.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from ..tokenize import Tokens
+from ..tokenize._values import CONTINUOUS
+from ..vocab import MODALITIES
 from ._sampler import sample
 from .transformer import HoloCellNetwork
 
@@ -107,4 +117,104 @@ def perturb_tokens(
     return PerturbedBatch({m: c[m] for m in targets}, {m: p[m] for m in targets}, zc, zp)
 
 
-__all__ = ["PerturbedBatch", "SlotEdit", "apply_edits", "perturb_tokens"]
+def _state_mean(network: HoloCellNetwork, tokens: Tokens, target: str) -> torch.Tensor:
+    """``(B, G)`` slot values of the count decoder's mean of ``target`` from the cell state of ``tokens``."""
+    decoder = network.counts
+    h = decoder.hidden_state(network.embedding(tokens), tokens.batch)
+    mean = decoder.mean(h, target, decoder.typical_library[MODALITIES.index(target)])
+    return network_slots(network, target, CONTINUOUS[target](mean))
+
+
+def network_slots(network: HoloCellNetwork, modality: str, features: torch.Tensor) -> torch.Tensor:
+    """``(B, F)`` feature values -> ``(B, G)`` slot values (mean over the features of an anchor; 0 elsewhere)."""
+    anchor = getattr(network.counts, f"{modality}_feature_anchor")
+    G = network.config.n_anchors
+    total = features.new_zeros(features.shape[0], G).index_add_(1, anchor, features)
+    count = features.new_zeros(G).index_add_(0, anchor, torch.ones_like(features[0]))
+    return total / count.clamp(min=1)
+
+
+@torch.no_grad()
+def perturb_staged(
+    network: HoloCellNetwork,
+    tokens: Tokens,
+    edits: Sequence[SlotEdit],
+    targets: Sequence[str],
+    sources: Sequence[str],
+    *,
+    n_steps: int = 8,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> PerturbedBatch:
+    """Regenerate ``targets`` with and without ``edits``, stage after stage: RNA from the chromatin, then protein
+    from that RNA.
+
+    Stage RNA (when ``"rna"`` is a target): the RNA is denoised from the ``sources`` (ATAC, with its edited
+    peaks) and the edited genes, which stay clamped; the rest of the cell's RNA is hidden. With a cell state, the
+    perturbed run adds the shift of the RNA likelihood mean decoded from the state of the whole observed cell
+    (sources and its own RNA, edited vs not): the denoiser carries the cis effects, the state the trans ones.
+
+    Stage protein (when ``"protein"`` is a target): the protein is denoised from the RNA alone (the RNA stage's
+    output, or the cell's own RNA with the edits when RNA is not a target), and, with a cell state, the perturbed
+    run adds the shift of the protein mean decoded from the state of that RNA.
+
+    Control and perturbed runs share the hidden slots and the random seed, so the difference is the edit's.
+    """
+    targets = list(targets)
+    states = {"control": tokens, "perturbed": apply_edits(tokens, edits)}
+    with_state = network.config.cell_state
+    out: dict[str, dict[str, torch.Tensor]] = {name: {} for name in states}
+    rna_view = dict(states)  # what the protein stage reads
+    if "rna" in targets:
+        shift = 0.0
+        if with_state:  # trans effect: the whole observed cell's state, edited vs not
+            whole = {n: _only(network, t, [m for m in network.modalities if m in sources or m == "rna"])
+                     for n, t in states.items()}
+            shift = _state_mean(network, whole["perturbed"], "rna") - _state_mean(network, whole["control"], "rna")
+        keep = {"rna": _edit_mask(network, edits, "rna")}
+        for name, state in states.items():
+            gen = torch.Generator(device=state.present.device).manual_seed(seed)
+            res = sample(network, _only(network, state, [*sources, "rna"]), ["rna"], keep, n_steps=n_steps,
+                         temperature=temperature, generator=gen)
+            values, bins = res.values["rna"].clone(), res.tokens.bins["rna"].clone()
+            if name == "perturbed":  # the edited (kept) slots stay at their set values
+                values = values + torch.where(keep["rna"], 0.0, shift) if with_state else values
+            out[name]["rna"] = values
+            view = res.tokens.clone()
+            view.values["rna"], view.bins["rna"] = values.to(view.values["rna"].dtype), bins
+            rna_view[name] = view
+    if "protein" in targets:
+        views = {n: _only(network, t, ["rna"]) for n, t in rna_view.items()}
+        shift = 0.0
+        if with_state:
+            shift = _state_mean(network, views["perturbed"], "protein") - _state_mean(network, views["control"], "protein")
+        edited = _edit_mask(network, edits, "protein")
+        for name, view in views.items():
+            gen = torch.Generator(device=view.present.device).manual_seed(seed + 1)
+            res = sample(network, view, ["protein"], {"protein": edited} if edited.any() else None, n_steps=n_steps,
+                         temperature=temperature, generator=gen)
+            values = res.values["protein"].clone()
+            if name == "perturbed" and with_state:
+                values = values + torch.where(edited, 0.0, shift)
+            out[name]["protein"] = values
+    z = {n: network.embedding(rna_view[n] if "rna" in targets else _only(network, t, [*sources, *targets]))
+         for n, t in states.items()}
+    return PerturbedBatch(out["control"], out["perturbed"], z["control"], z["perturbed"])
+
+
+def _only(network: HoloCellNetwork, tokens: Tokens, keep: Sequence[str]) -> Tokens:
+    for m in network.modalities:
+        if m not in keep:
+            tokens = tokens.hide(m)
+    return tokens
+
+
+def _edit_mask(network: HoloCellNetwork, edits: Sequence[SlotEdit], modality: str) -> torch.Tensor:
+    keep = torch.zeros_like(network.exists(modality))
+    for e in edits:
+        if e.modality == modality:
+            keep[e.index] = True
+    return keep
+
+
+__all__ = ["PerturbedBatch", "SlotEdit", "apply_edits", "network_slots", "perturb_staged", "perturb_tokens"]

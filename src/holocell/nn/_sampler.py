@@ -76,6 +76,7 @@ def sample(
     remasking: Literal["low_confidence", "random"] = "low_confidence",
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
+    z: torch.Tensor | None = None,
 ) -> Sampled:
     """Generate the ``targets`` slots of every cell in ``tokens`` around the visible ones.
 
@@ -99,6 +100,9 @@ def sample(
         tempered distribution (and peaks from their Bernoulli) when they are committed.
     generator
         Random generator for sampling and random remasking.
+    z
+        ``(B, n_latent)`` cell state the denoiser is conditioned on at every step (models with a cell state);
+        default: the posterior mean of the tokens visible at that step.
     """
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}.")
@@ -130,7 +134,7 @@ def sample(
             commit = _commit_peaks if m == "atac" else _commit_slots
             chosen.append(
                 commit(network, state, values, latents, token_emb, m, free[m], masked, n_commit,
-                       remasking=remasking, temperature=temperature, generator=generator)
+                       remasking=remasking, temperature=temperature, generator=generator, z=z)
             )
         committed = torch.cat(chosen, dim=1)
     return Sampled(state, values)
@@ -181,12 +185,12 @@ def _refresh(
 
 
 def _commit_slots(
-    network, state, values, latents, token_emb, m, slots, masked, n_commit, *, remasking, temperature, generator
+    network, state, values, latents, token_emb, m, slots, masked, n_commit, *, remasking, temperature, generator, z=None
 ) -> torch.Tensor:
     """Decode each cell's still-masked ``m`` slots and commit the ``n_commit`` chosen ones; returns them ``(B, k)``."""
     B = masked.shape[0]
     pending = slots[masked.nonzero()[:, 1].view(B, -1)]  # (B, n_masked) anchors
-    out = network.decode(state, latents, token_emb, [m], pending)
+    out = network.decode(state, latents, token_emb, [m], pending, z=z)
     logits = out[f"{m}_logits"]  # (B, n_masked, nb)
     confidence = torch.softmax(logits, dim=-1).max(-1).values
     if remasking == "random":
@@ -207,10 +211,10 @@ def _commit_slots(
 
 
 def _commit_peaks(
-    network, state, values, latents, token_emb, m, slots, masked, n_commit, *, remasking, temperature, generator
+    network, state, values, latents, token_emb, m, slots, masked, n_commit, *, remasking, temperature, generator, z=None
 ) -> torch.Tensor:
     """Decode every peak, commit the peaks of the ``n_commit`` most confident masked anchors; returns them ``(B, k)``."""
-    p = torch.sigmoid(network.decode(state, latents, token_emb, ["atac"])["atac_logits"])  # (B, P)
+    p = torch.sigmoid(network.decode(state, latents, token_emb, ["atac"], z=z)["atac_logits"])  # (B, P)
     confidence = _anchor_mean(network, torch.maximum(p, 1 - p))[:, slots]
     if remasking == "random":
         confidence = torch.rand(confidence.shape, generator=generator, device=p.device)

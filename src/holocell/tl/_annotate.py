@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from ..model import HoloCell
 
 
+UNKNOWN = "unknown"
+"""Label of query cells whose confidence is below ``unknown_threshold``."""
+
+
 @legacy_positional("labels_key", "query")
 def annotate(
     mdata: MuData,
@@ -31,6 +35,7 @@ def annotate(
     use_rep: str = "X_holocell",
     modality: str | Sequence[str] | None = None,
     n_neighbors: int = 15,
+    unknown_threshold: float | None = None,
     key_added: str = "holocell_label",
     seed: int = 0,
     copy: bool = False,
@@ -65,6 +70,10 @@ def annotate(
         Embed from this modality (or list) only, when embeddings are computed.
     n_neighbors
         Neighbours of the kNN vote.
+    unknown_threshold
+        Query cells whose confidence (probability of the best label) is below this value are labelled
+        ``"unknown"`` instead, e.g. cells of a type the reference lacks. ``None`` (default) always
+        predicts a reference label.
     key_added
         Output key prefix.
     seed
@@ -75,14 +84,16 @@ def annotate(
     Returns
     -------
     ``None``, or the modified copy when ``copy=True``. Writes ``mdata.obs[key_added]`` (predicted
-    label of query cells, categorical, NaN elsewhere), ``mdata.obs[f"{key_added}_confidence"]``
-    (probability of the predicted label, NaN outside the query) and ``mdata.uns[key_added]``
-    (``"params"`` and ``"classes"``).
+    label of query cells, categorical, NaN elsewhere; ``"unknown"`` below ``unknown_threshold``),
+    ``mdata.obs[f"{key_added}_confidence"]`` (probability of the best label, NaN outside the query)
+    and ``mdata.uns[key_added]`` (``"params"`` and ``"classes"``).
     """
     if labels_key not in mdata.obs:
         raise KeyError(f"mdata.obs has no column {labels_key!r}; pass labels_key= with the reference labels.")
     if method not in ("knn", "classifier", "both"):
         raise ValueError(f"method must be 'knn', 'classifier' or 'both', got {method!r}.")
+    if unknown_threshold is not None and not 0.0 <= float(unknown_threshold) <= 1.0:
+        raise ValueError(f"unknown_threshold is a probability in [0, 1] (or None), got {unknown_threshold!r}.")
     mdata = mdata.copy() if copy else mdata
     labels = mdata.obs[labels_key]
     labelled = labels.notna().to_numpy()
@@ -105,7 +116,13 @@ def annotate(
     conf = np.full(mdata.n_obs, np.nan)
     pred[q] = classes[proba.argmax(1)]
     conf[q] = proba.max(1)
-    mdata.obs[key_added] = pd.Categorical(pred, categories=classes)
+    categories = list(classes)
+    if unknown_threshold is not None:
+        low = q & (conf < unknown_threshold)
+        pred[low] = UNKNOWN
+        if UNKNOWN not in categories:
+            categories.append(UNKNOWN)
+    mdata.obs[key_added] = pd.Categorical(pred, categories=categories)
     mdata.obs[f"{key_added}_confidence"] = conf
     mdata.uns[key_added] = {
         "params": {
@@ -118,6 +135,8 @@ def annotate(
         },
         "classes": list(classes),
     }
+    if unknown_threshold is not None:  # (None cannot be written to .h5mu)
+        mdata.uns[key_added]["params"]["unknown_threshold"] = float(unknown_threshold)
     return mdata if copy else None
 
 
