@@ -274,7 +274,7 @@ def test_absent_rows_are_never_read(module, batch):
     assert torch.allclose(a.loss, b.loss)
 
 
-@pytest.mark.parametrize("mode", ["contrastive", "distill", "joint_contrastive"])
+@pytest.mark.parametrize("mode", ["contrastive", "distill", "joint_contrastive", "distill_cross"])
 def test_alignment_term(module, batch, mode):
     before = module.objective.align_weight, module.objective.align_mode
     module.objective.align_weight, module.objective.align_mode = 1.0, mode

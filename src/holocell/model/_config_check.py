@@ -148,7 +148,7 @@ OBJECTIVE = (
     Rule("regression_weight", float, 0, 1e6, required=False),
     Rule("align_weight", float, 0, 1e6, required=False),
     Rule("align_temperature", float, 0, 1e6, required=False, bounds="(]"),
-    Rule("align_mode", str, required=False, choices=("contrastive", "distill", "joint_contrastive")),
+    Rule("align_mode", str, required=False, choices=("contrastive", "distill", "joint_contrastive", "distill_cross")),
     Rule("diffusion_weight", float, 0, 1e6, required=False),
     Rule("elbo_weight", float, 0, 1e6, required=False),
     Rule("kl_weight", float, 0, 1e6, required=False),

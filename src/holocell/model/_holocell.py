@@ -64,10 +64,11 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         modality hidden, entirely or in part, while the others stay visible).
     align_weight
         Training: weight of the term aligning the single-modality embeddings of cells measured with
-        several modalities (0 = off). By default (``align_mode="distill"``) each single-modality cell
-        state regresses onto the cell's joint state, held fixed, so that cells measured with one
-        modality land where their paired counterparts are; ``align_mode="contrastive"`` is InfoNCE
-        between the modalities.
+        several modalities (0 = off). By default (``align_mode="distill_cross"``) the cell state
+        inferred for a cross-modal training example (one modality hidden) regresses onto the cell's
+        joint state, held fixed, so that cells measured with one modality land where their paired
+        counterparts are; ``"distill"`` does so for every single modality (one more encoder pass
+        each), ``"contrastive"`` is InfoNCE between the modalities.
     read_in_tokens
         Which anchor tokens the latents read: ``"all"`` (default), or only the ``"values"``: tokens
         that carry a value (expressed genes, measured proteins, anchors with open peaks), as

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .transformer import HoloCellNetwork
 
 
-ALIGN_MODES = ("contrastive", "distill", "joint_contrastive")
+ALIGN_MODES = ("contrastive", "distill", "joint_contrastive", "distill_cross")
 
 
 @dataclass
@@ -61,6 +61,9 @@ class ObjectiveConfig:
         ``"contrastive"``: InfoNCE between each pair of single-modality embeddings over the mini-batch.
         ``"distill"``: each single-modality posterior mean regresses onto the cell's joint posterior mean,
         which is held fixed (no gradient), so a weak modality learns the joint state without pulling it.
+        ``"distill_cross"`` (default): the same for the state the denoiser already infers for the cross-modal
+        examples (one modality hidden); it costs one forward pass without gradient over those cells only.
+        ``"joint_contrastive"``: InfoNCE of each single-modality embedding against the fixed joint one.
     align_temperature
         Softmax temperature of the contrastive term.
     diffusion_weight
@@ -85,7 +88,7 @@ class ObjectiveConfig:
     regression_weight: float = 1.0
     align_weight: float = 1.0
     align_temperature: float = 0.1
-    align_mode: str = "distill"
+    align_mode: str = "distill_cross"
     diffusion_weight: float = 1.0
     elbo_weight: float = 10.0
     kl_weight: float = 1.0
@@ -315,6 +318,21 @@ def alignment_loss(
     return total
 
 
+def cross_distill_loss(network: HoloCellNetwork, clean: Tokens, noised: NoisedTokens, qz_mu: torch.Tensor) -> torch.Tensor:
+    """Squared distance of the cross-modal examples' cell states (``qz_mu``, inferred with one modality hidden) to
+    the cells' joint states (all modalities visible, no gradient): the alignment at the price of one forward pass
+    without gradient over those cells."""
+    cross = torch.zeros_like(clean.present[:, 0])
+    for target in (noised.cross_target or {}).values():
+        cross |= target
+    cells = cross.nonzero().squeeze(1)
+    if len(cells) == 0:
+        return qz_mu.new_zeros(())
+    with torch.no_grad():
+        joint = network.embedding(clean.select(cells))
+    return ((qz_mu[cells] - joint) ** 2).mean()
+
+
 def subset_view(clean: Tokens, noised: NoisedTokens, exists: dict[str, torch.Tensor]) -> Tokens:
     """The clean tokens with each cell's cross-modal target modality hidden (its other slots all visible)."""
     view = clean.clone()
@@ -396,7 +414,11 @@ def objective(
         out.per_modality["elbo"] = elbo.detach()
         out.per_modality["kl"] = kl.mean().detach()
         out.loss = out.loss + config.elbo_weight * elbo
-    if config.align_weight > 0:
+    if config.align_weight > 0 and config.align_mode == "distill_cross" and network.config.cell_state:
+        align = cross_distill_loss(network, clean, noised, outputs["qz_mu"])
+        out.per_modality["align"] = align.detach()
+        out.loss = out.loss + config.align_weight * align
+    elif config.align_weight > 0:
         align = alignment_loss(network, clean, list(exists), config.align_temperature, config.align_mode)
         out.per_modality["align"] = align.detach()
         out.loss = out.loss + config.align_weight * align
