@@ -7,6 +7,7 @@ import mudata as md
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import holocell as hc
 
@@ -154,6 +155,28 @@ def test_annotate_beats_chance(sim_model):
     assert accuracy > 0.3  # 5 balanced types: chance is 0.2 (3 epochs of a tiny model reach ~0.4)
     with pytest.raises(KeyError, match="no column"):
         hc.tl.annotate(mdata, model, labels_key="missing", query=query)
+
+
+def test_annotate_finetuned_head_leaves_the_model_unchanged(sim_model):
+    """method="finetune": a head trained with a copy of the encoder labels the query; the user's model is untouched."""
+    mdata, _, model = sim_model
+    mdata = mdata.copy()
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    query = (mdata.obs["batch"] == "batch1").to_numpy()
+    hc.tl.annotate(mdata, model, labels_key="cell_type", query=query, method="finetune", max_epochs=10,
+                   progress_bar=False)  # fmt: skip
+    pred = mdata.obs["holocell_label"]
+    conf = mdata.obs["holocell_label_confidence"][query]
+    assert pred[query].notna().all() and pred[~query].isna().all()
+    assert ((conf > 0) & (conf <= 1 + 1e-9)).all()
+    accuracy = (pred[query].astype(str) == mdata.obs["cell_type"][query].astype(str)).mean()
+    assert accuracy > 0.3  # 5 balanced types: chance is 0.2
+    params = mdata.uns["holocell_label"]["params"]
+    assert params["method"] == "finetune" and params["temperature"] > 0 and 1 <= params["epochs_run"] <= 10
+    for key, value in model.module.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    with pytest.raises(ValueError, match="pass the trained model"):
+        hc.tl.annotate(mdata, None, labels_key="cell_type", query=query, method="finetune")
 
 
 def test_annotate_unknown_label_below_the_confidence_threshold(sim_model):

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ..model import HoloCell
 
 
+METHODS = ("knn", "classifier", "both", "finetune")
 UNKNOWN = "unknown"
 """Label of query cells whose confidence is below ``unknown_threshold``."""
 
@@ -31,22 +32,32 @@ def annotate(
     labels_key: str = "celltype",
     query: Sequence[bool] | Sequence[str] | None = None,
     reference: Sequence[bool] | Sequence[str] | None = None,
-    method: Literal["knn", "classifier", "both"] = "both",
+    method: Literal["knn", "classifier", "both", "finetune"] = "both",
     use_rep: str = "X_holocell",
     modality: str | Sequence[str] | None = None,
     n_neighbors: int = 15,
     unknown_threshold: float | None = None,
+    max_epochs: int = 20,
     key_added: str = "holocell_label",
+    batch_size: int | None = None,
+    device: str | None = None,
     seed: int = 0,
+    progress_bar: bool | None = None,
     copy: bool = False,
 ) -> MuData | None:
     """Transfer labels from reference cells to query cells through holocell embeddings.
 
-    Two predictors on the cell embeddings, alone or averaged:
+    Predictors on the cell states:
 
     - ``"knn"``: distance-weighted vote of the ``n_neighbors`` nearest reference cells (cosine);
     - ``"classifier"``: a classification head (multinomial logistic regression) trained on the
-      reference embeddings, the transformer kept frozen.
+      reference embeddings, the transformer kept frozen;
+    - ``"both"``: the mean of these two probability vectors;
+    - ``"finetune"``: a linear head on the cell state trained together with the encoder, semi-supervised
+      as scANVI is: a copy of the model keeps training on every cell of ``mdata`` with its own
+      unsupervised objective while the head learns the reference labels. A tenth of the reference cells
+      is held out to stop the run and to calibrate the confidence (a softmax temperature). ``model`` is
+      not changed.
 
     Parameters
     ----------
@@ -63,7 +74,7 @@ def annotate(
     reference
         Labelled cells to learn from (same forms); default: every labelled cell not in ``query``.
     method
-        ``"knn"``, ``"classifier"`` or ``"both"`` (mean of the two probability vectors).
+        ``"knn"``, ``"classifier"``, ``"both"`` or ``"finetune"`` (needs ``model``).
     use_rep
         ``.obsm`` key of existing embeddings.
     modality
@@ -74,8 +85,12 @@ def annotate(
         Query cells whose confidence (probability of the best label) is below this value are labelled
         ``"unknown"`` instead, e.g. cells of a type the reference lacks. ``None`` (default) always
         predicts a reference label.
+    max_epochs
+        ``"finetune"``: epochs over the cells at most (early stopping on the held-out reference cells).
     key_added
         Output key prefix.
+    batch_size, device, progress_bar
+        ``"finetune"``: cells per step (default 128), where to train, progress display.
     seed
         Seed of the classifier.
     copy
@@ -90,8 +105,10 @@ def annotate(
     """
     if labels_key not in mdata.obs:
         raise KeyError(f"mdata.obs has no column {labels_key!r}; pass labels_key= with the reference labels.")
-    if method not in ("knn", "classifier", "both"):
-        raise ValueError(f"method must be 'knn', 'classifier' or 'both', got {method!r}.")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if method == "finetune" and model is None:
+        raise ValueError("method='finetune' trains a copy of the model: pass the trained model.")
     if unknown_threshold is not None and not 0.0 <= float(unknown_threshold) <= 1.0:
         raise ValueError(f"unknown_threshold is a probability in [0, 1] (or None), got {unknown_threshold!r}.")
     mdata = mdata.copy() if copy else mdata
@@ -103,15 +120,22 @@ def annotate(
         raise ValueError(f"{int((ref & ~labelled).sum())} reference cells have no {labels_key!r} label.")
     if ref.sum() == 0 or q.sum() == 0:
         raise ValueError(f"Need reference and query cells; got {int(ref.sum())} and {int(q.sum())}.")
-    if use_rep in mdata.obsm:
+    extra = {}
+    if method == "finetune":
+        proba, classes, extra = _finetuned_proba(
+            mdata, model, labels, ref, q, modality=modality, max_epochs=max_epochs, batch_size=batch_size,
+            device=device, seed=seed, progress_bar=progress_bar,
+        )  # fmt: skip
+    elif use_rep in mdata.obsm:
         z = np.asarray(mdata.obsm[use_rep], dtype=np.float64)
     elif model is not None:
         z = model.get_latent_representation(mdata, modality=modality).astype(np.float64)
     else:
         raise ValueError(f"mdata.obsm has no {use_rep!r}; pass a trained model or run hc.tl.embed first.")
-    proba, classes = transfer_labels(
-        z[ref], labels[ref].astype(str).to_numpy(), z[q], method=method, n_neighbors=n_neighbors, seed=seed
-    )
+    if method != "finetune":
+        proba, classes = transfer_labels(
+            z[ref], labels[ref].astype(str).to_numpy(), z[q], method=method, n_neighbors=n_neighbors, seed=seed
+        )
     pred = np.full(mdata.n_obs, np.nan, dtype=object)
     conf = np.full(mdata.n_obs, np.nan)
     pred[q] = classes[proba.argmax(1)]
@@ -135,9 +159,32 @@ def annotate(
         },
         "classes": list(classes),
     }
+    mdata.uns[key_added]["params"].update(extra)
     if unknown_threshold is not None:  # (None cannot be written to .h5mu)
         mdata.uns[key_added]["params"]["unknown_threshold"] = float(unknown_threshold)
     return mdata if copy else None
+
+
+def _finetuned_proba(mdata, model, labels, ref, q, *, modality, max_epochs, batch_size, device, seed, progress_bar):
+    """Class probabilities of the query cells from a head fine-tuned with the encoder (``method="finetune"``)."""
+    from ..model._classifier import finetune_classifier, predict_proba
+
+    if int(max_epochs) < 1:
+        raise ValueError(f"max_epochs must be >= 1, got {max_epochs!r}.")
+    classes = np.unique(labels[ref].astype(str).to_numpy())
+    codes = np.full(mdata.n_obs, -1, dtype=np.int64)
+    codes[ref] = np.searchsorted(classes, labels[ref].astype(str).to_numpy())
+    keep = model._check_modalities(modality)
+    _, arrays = model._arrays(mdata)
+    size = 128 if batch_size is None else int(batch_size)
+    torch_device = model._device(device)
+    clf = finetune_classifier(
+        model, arrays, codes, classes, max_epochs=int(max_epochs), batch_size=size, device=torch_device, seed=seed,
+        progress_bar=progress_bar,
+    )  # fmt: skip
+    proba = predict_proba(model, clf, arrays, np.flatnonzero(q), modalities=keep, batch_size=size,
+                          device=torch_device, progress_bar=progress_bar)  # fmt: skip
+    return proba, classes, {"temperature": clf.temperature, "epochs_run": len(clf.history) or int(max_epochs)}
 
 
 def transfer_labels(
@@ -145,7 +192,7 @@ def transfer_labels(
     y_ref: np.ndarray,
     z_query: np.ndarray,
     *,
-    method: Literal["knn", "classifier", "both"] = "both",
+    method: Literal["knn", "classifier", "both", "finetune"] = "both",
     n_neighbors: int = 15,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,182 @@
+"""A cell-type head fine-tuned together with the encoder, semi-supervised (used by ``tl.annotate(method="finetune")``).
+
+A copy of the model's module is trained further on every cell with its own unsupervised objective (masked
+diffusion, the cell state's ELBO and the alignment term), plus the cross-entropy of a linear head on the cell state
+of the labelled reference cells, as scANVI adds a classifier to scVI. The unsupervised part keeps unlabelled and
+single-modality cells in the same space, so the head also labels cells measured with other modalities. A tenth of
+the reference cells is held out: the run stops when their loss stops falling, and a softmax temperature fitted on
+them calibrates the confidence. The head starts at a logistic regression on the frozen cell states. The user's
+model is not changed.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from ..nn import HoloCellModule
+    from ._holocell import HoloCell
+
+#: candidate softmax temperatures of the calibration (log-spaced)
+TEMPERATURES = np.exp(np.linspace(np.log(0.25), np.log(8.0), 41))
+
+
+@dataclass
+class FinetunedClassifier:
+    """A fine-tuned module copy, its cell-type head and the calibrated softmax temperature."""
+
+    module: HoloCellModule
+    head: nn.Linear
+    classes: np.ndarray
+    temperature: float
+    history: list[float]
+
+    @torch.no_grad()
+    def logits(self, batch: dict[str, torch.Tensor], modalities: Sequence[str] | None) -> torch.Tensor:
+        """``(B, n_classes)`` head logits of a mini-batch (embedded from ``modalities``, default all observed)."""
+        return self.head(self.module.embed(batch, modalities))
+
+
+def finetune_classifier(
+    model: HoloCell,
+    arrays,
+    codes: np.ndarray,
+    classes: np.ndarray,
+    *,
+    max_epochs: int = 20,
+    lr: float = 3e-4,
+    class_weight: float = 1.0,
+    batch_size: int = 128,
+    patience: int = 3,
+    device: torch.device,
+    seed: int = 0,
+    progress_bar: bool | None = None,
+) -> FinetunedClassifier:
+    """Fine-tune a copy of ``model``'s module with a cell-type head.
+
+    Parameters
+    ----------
+    model
+        The trained model (left unchanged).
+    arrays
+        Checked counts of all cells (``model._arrays``).
+    codes
+        ``(n_cells,)`` class index of each reference cell, -1 for the others (unlabelled cells still train
+        the unsupervised objective).
+    classes
+        Class names, in code order.
+    max_epochs, lr, class_weight, batch_size, patience
+        Epochs over all cells at most; learning rate of the module (the head's is 10x); weight of the
+        cross-entropy; cells per step; epochs without a better held-out loss before stopping.
+    device, seed, progress_bar
+        Where to train, the seed of the split, the order and the head, and the progress display.
+    """
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    labelled = np.flatnonzero(codes >= 0)
+    held = rng.choice(labelled, size=max(1, len(labelled) // 10), replace=False) if len(labelled) >= 20 else labelled[:0]
+    train_codes = codes.copy()
+    train_codes[held] = -1
+    module = copy.deepcopy(model.module).to(device)
+    head = _warm_start(model, module, arrays, train_codes, len(classes), batch_size, device, seed)
+    optimiser = torch.optim.AdamW(
+        [{"params": module.parameters(), "lr": lr}, {"params": head.parameters(), "lr": 10 * lr}], weight_decay=1e-4
+    )
+    best, best_state, history, waited = np.inf, None, [], 0
+    for _ in range(max_epochs):
+        module.train()
+        order = rng.permutation(arrays.n_cells)
+        start = 0
+        for batch in model._batches(arrays, order, batch_size, device, "fine-tuning", progress_bar):
+            rows = order[start : start + len(batch["present"])]
+            start += len(rows)
+            loss = module.loss(batch).loss
+            y = torch.as_tensor(train_codes[rows], device=device)
+            has = (y >= 0).nonzero().squeeze(1)
+            if len(has):
+                z = module.network.embedding(module.tokenize(batch).select(has))
+                loss = loss + class_weight * F.cross_entropy(head(z), y[has])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        if not len(held):
+            continue
+        logits = _held_logits(model, module, head, arrays, held, batch_size, device)
+        score = float(F.cross_entropy(logits, torch.as_tensor(codes[held], device=device)))
+        history.append(score)
+        if score < best - 1e-4:
+            best, waited = score, 0
+            best_state = (copy.deepcopy(module.state_dict()), copy.deepcopy(head.state_dict()))
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    if best_state is not None:
+        module.load_state_dict(best_state[0])
+        head.load_state_dict(best_state[1])
+    module.eval()
+    temperature = 1.0
+    if len(held):
+        logits = _held_logits(model, module, head, arrays, held, batch_size, device)
+        target = torch.as_tensor(codes[held], device=device)
+        nll = [float(F.cross_entropy(logits / t, target)) for t in TEMPERATURES]
+        temperature = float(TEMPERATURES[int(np.argmin(nll))])
+    return FinetunedClassifier(module, head, np.asarray(classes), temperature, history)
+
+
+@torch.no_grad()
+def _warm_start(model, module, arrays, codes, n_classes, batch_size, device, seed) -> nn.Linear:
+    """The head, started at a logistic regression on the frozen cell states of the training reference cells (so
+    fine-tuning starts from the frozen-embedding classifier); classes absent there start with a very low bias."""
+    from sklearn.linear_model import LogisticRegression
+
+    head = nn.Linear(model.config.embedding_dim, n_classes).to(device)
+    cells = np.flatnonzero(codes >= 0)
+    present = np.unique(codes[cells])
+    if len(present) < 2:
+        return head
+    module.eval()
+    z = torch.cat([module.embed(b) for b in model._batches(arrays, cells, batch_size, device, "embedding", False)])
+    lr = LogisticRegression(max_iter=1000, random_state=seed).fit(z.float().cpu().numpy(), codes[cells])
+    weight = torch.zeros_like(head.weight)
+    bias = torch.full_like(head.bias, -10.0)
+    weight[torch.as_tensor(lr.classes_, device=device)] = torch.as_tensor(lr.coef_, dtype=weight.dtype, device=device)
+    bias[torch.as_tensor(lr.classes_, device=device)] = torch.as_tensor(lr.intercept_, dtype=bias.dtype, device=device)
+    head.weight.data.copy_(weight)
+    head.bias.data.copy_(bias)
+    return head
+
+
+@torch.no_grad()
+def _held_logits(model, module, head, arrays, cells, batch_size, device) -> torch.Tensor:
+    module.eval()
+    parts = [head(module.embed(b)) for b in model._batches(arrays, cells, batch_size, device, "validating", False)]
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def predict_proba(
+    model: HoloCell,
+    classifier: FinetunedClassifier,
+    arrays,
+    cells: np.ndarray,
+    *,
+    modalities: Sequence[str] | None,
+    batch_size: int,
+    device: torch.device,
+    progress_bar: bool | None = None,
+) -> np.ndarray:
+    """``(len(cells), n_classes)`` calibrated class probabilities."""
+    out = []
+    for batch in model._batches(arrays, cells, batch_size, device, "annotating", progress_bar):
+        logits = classifier.logits(batch, modalities) / classifier.temperature
+        out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(classifier.classes)))
