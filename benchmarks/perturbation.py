@@ -21,8 +21,9 @@ correlation and a GENIE3-like regression (sklearn extra-trees importances; the m
 arboreto packages are not installed here).
 
 PBMC (bundled real data): label transfer (accuracy, macro-F1) across batches (paired p3 -> paired p4)
-and across modalities (protein-only p2 -> RNA-only p1); holocell trains without labels on all cells.
-Peers: kNN and logistic regression on PCA (for p2 -> p1 through a bridge: the paired cells impute
+and across modalities (protein-only p2 -> RNA-only p1); holocell trains without labels on all cells, then
+labels the query from the frozen cell states (kNN, logistic regression, both) and with a head fine-tuned with the
+encoder on the reference labels (``tl.annotate(method="finetune")``). Peers: kNN and logistic regression on PCA (for p2 -> p1 through a bridge: the paired cells impute
 protein for the RNA-only query cells).
 """
 
@@ -205,6 +206,11 @@ def pbmc_eval(args):
         for method in ("knn", "classifier", "both"):
             proba, classes = transfer_labels(z[ref], label[ref], z[q], method=method, seed=args.seed)
             rows.append(_cls_row(task, f"holocell ({method})", label[q], classes[proba.argmax(1)]))
+        tuned = mdata.copy()  # the head fine-tuned with the encoder sees the reference labels only
+        tuned.obs["reference_label"] = obs["celltype"].astype(str).where(ref)
+        hc.tl.annotate(tuned, model, labels_key="reference_label", query=q, reference=ref, method="finetune",
+                       max_epochs=args.finetune_epochs, seed=args.seed, progress_bar=False)  # fmt: skip
+        rows.append(_cls_row(task, "holocell (fine-tuned head)", label[q], tuned.obs["holocell_label"][q].astype(str)))
         x_ref, x_q = _pca_inputs(mdata, obs.index[ref], obs.index[q], rna, adt, batch)
         pca = PCA(n_components=min(50, x_ref.shape[1] - 1), random_state=args.seed).fit(np.vstack([x_ref, x_q]))
         p_ref, p_q = pca.transform(x_ref), pca.transform(x_q)
@@ -242,7 +248,7 @@ def _cls_row(task, method, y_true, y_pred):
 
 # ----------------------------------------------------------------------------------------- report
 #: sizes and holocell's settings of a --quick run (the defaults of the arguments are the full run)
-QUICK = {"n_cells": 400, "epochs": 4, "grn_cells": 100, "pbmc_epochs": 3}
+QUICK = {"n_cells": 400, "epochs": 4, "grn_cells": 100, "pbmc_epochs": 3, "finetune_epochs": 3}
 
 
 def main(argv=None):
@@ -260,6 +266,7 @@ def main(argv=None):
     ap.add_argument("--grn-cells", type=int, default=200)
     ap.add_argument("--pbmc-epochs", type=int, default=20)
     ap.add_argument("--pbmc-d-model", type=int, default=64)
+    ap.add_argument("--finetune-epochs", type=int, default=20, help="tl.annotate(method='finetune') epochs at most")
     ap.add_argument("--skip-pbmc", action="store_true")
     ap.add_argument("--quick", action="store_true", help="QUICK's smaller sizes (a smoke run)")
     ap.add_argument("--render", action="store_true", help="only write perturbation.md from perturbation.json")

@@ -52,7 +52,7 @@ def finetune_classifier(
     classes: np.ndarray,
     *,
     max_epochs: int = 20,
-    lr: float = 3e-4,
+    lr: float = 1e-3,
     class_weight: float = 1.0,
     batch_size: int = 128,
     patience: int = 3,
