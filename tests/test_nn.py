@@ -292,7 +292,7 @@ def test_alignment_term(module, batch, mode):
 def test_distill_alignment_regresses_single_states_onto_the_joint_one(module, batch):
     """The distillation term is the squared distance of each single-modality state to the joint state of the
     cells measured with several modalities; the joint state is the target and gets no gradient."""
-    from holocell.nn._diffusion import alignment_loss, only
+    from holocell.nn._align import alignment_loss, only
     from holocell.vocab import MODALITIES
 
     was_training = module.training

@@ -14,7 +14,8 @@ from torch import nn
 from ..tokenize import Tokenizer, Tokens
 from ..tokenize._values import CONTINUOUS, quantile_bins
 from ..vocab import MODALITIES
-from ._diffusion import LossOutput, ObjectiveConfig, objective, only
+from ._align import only
+from ._diffusion import LossOutput, ObjectiveConfig, objective
 from ._sampler import Generated, sample
 from .transformer import HoloCellNetwork, NetworkConfig
 
