@@ -16,9 +16,13 @@ shift, the knocked-out gene itself left out. Peers, fit on the same training cel
   observational data lacks; with single perturbations its additive combination is the single effect).
 
 GRN: AUPRC / edge density of TF -> gene edges (true = direct TF -> gene edges; or direct or through a
-CRE the TF binds) for holocell (gene-embedding similarity, in-silico knockout), absolute expression
+CRE the TF binds) for holocell (gene-embedding similarity, in-silico knockout, their mean rank), absolute expression
 correlation and a GENIE3-like regression (sklearn extra-trees importances; the maintained GENIE3 /
 arboreto packages are not installed here).
+
+Fate shift: for cell-type pairs of the simulator, ``tl.fate_shift`` ranks every gene by how far its
+in-silico overexpression moves source cells toward the target type; the planted drivers are the TFs far more active
+in the target type. Peer: the genes' mean RNA difference between the two types.
 
 PBMC (bundled real data): label transfer (accuracy, macro-F1) across batches (paired p3 -> paired p4)
 and across modalities (protein-only p2 -> RNA-only p1); holocell trains without labels on all cells, then
@@ -168,10 +172,10 @@ def grn_eval(args, truth, train_m, model):
     scores = {}
     hc.tl.grn(train_m, model, tfs=tfs, method="embedding", key_added="grn_embedding")
     scores["holocell: embedding similarity"] = train_m.uns["grn_embedding"].set_index(["tf", "target"])["score"]
-    for label, sources in (("holocell: in-silico knockout", None),):
-        hc.tl.grn(train_m, model, tfs=tfs, method="knockout", sources=sources, n_cells=args.grn_cells,
-                  n_steps=args.n_steps, key_added="grn_knockout", progress_bar=False)
-        scores[label] = train_m.uns["grn_knockout"].set_index(["tf", "target"])["score"]
+    for label, method in (("holocell: in-silico knockout", "knockout"), ("holocell: both (mean rank)", "both")):
+        hc.tl.grn(train_m, model, tfs=tfs, method=method, n_cells=args.grn_cells, n_steps=args.n_steps,
+                  key_added="grn_model", progress_bar=False)
+        scores[label] = train_m.uns["grn_model"].set_index(["tf", "target"])["score"]
     rna = pd.DataFrame(ev.log_normalize(train_m["rna"].X), columns=genes)
     corr = rna.corr().abs()
     scores["expression |correlation|"] = pd.Series({(t, g): corr.loc[t, g] for t, g in pairs})
@@ -183,6 +187,35 @@ def grn_eval(args, truth, train_m, model):
             ap = average_precision_score(y, s.reindex(pd.MultiIndex.from_tuples(pairs)).fillna(0).to_numpy())
             rows.append({"truth": truth_name, "method": method, "auprc": ap, "density": y.mean(),
                          "auprc_ratio": ap / y.mean()})
+    return pd.DataFrame(rows)
+
+
+def fate_eval(args, truth, train_m, model):
+    """Fate shift on the simulator: for the first ``args.fate_pairs`` ordered cell-type pairs that have one, the
+    planted drivers are the TFs whose activity is higher in the target type than in the source type by > 1
+    (``SimulationTruth.cell_type_tf_activity``); every RNA gene is a candidate. Reported: the rank of the best-ranked
+    driver, and whether a driver is in the top 5."""
+    from math import comb
+
+    act = truth.cell_type_tf_activity
+    types = list(truth.cell_types)
+    genes = list(truth.genes)
+    rna = pd.DataFrame(ev.log_normalize(train_m["rna"].X), columns=genes)
+    ct = train_m.obs["cell_type"].astype(str).to_numpy()
+    rows = []
+    pairs = [(a, b) for a in types for b in types if a != b and ((act.loc[b] - act.loc[a]) > 1.0).any()]
+    for a, b in pairs[: args.fate_pairs]:
+        drivers = set(act.columns[(act.loc[b] - act.loc[a]) > 1.0])
+        hc.tl.fate_shift(train_m, model, groupby="cell_type", source=a, target=b, n_cells=args.fate_cells,
+                         n_steps=args.n_steps, key_added="fate", seed=args.seed, progress_bar=False)  # fmt: skip
+        rankings = {"holocell fate_shift (overexpression)": list(train_m.uns["fate"]["ranking"]["gene"])}
+        diff = rna[ct == b].mean() - rna[ct == a].mean()
+        rankings["RNA difference (target - source mean)"] = list(diff.sort_values(ascending=False).index)
+        random_hit = 1 - comb(len(genes) - len(drivers), 5) / comb(len(genes), 5)
+        for method, order in rankings.items():
+            best = min(order.index(d) + 1 for d in drivers)
+            rows.append({"pair": f"{a} -> {b}", "drivers": ",".join(sorted(drivers)), "method": method,
+                         "best_driver_rank": best, "hit_at_5": float(best <= 5), "random_hit_at_5": random_hit})
     return pd.DataFrame(rows)
 
 
@@ -248,7 +281,8 @@ def _cls_row(task, method, y_true, y_pred):
 
 # ----------------------------------------------------------------------------------------- report
 #: sizes and holocell's settings of a --quick run (the defaults of the arguments are the full run)
-QUICK = {"n_cells": 400, "epochs": 4, "grn_cells": 100, "pbmc_epochs": 3, "finetune_epochs": 3}
+QUICK = {"n_cells": 400, "epochs": 4, "grn_cells": 100, "pbmc_epochs": 3, "finetune_epochs": 3, "fate_pairs": 2,
+         "fate_cells": 20}
 
 
 def main(argv=None):
@@ -264,6 +298,8 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--n-steps", type=int, default=4)
     ap.add_argument("--grn-cells", type=int, default=200)
+    ap.add_argument("--fate-pairs", type=int, default=5, help="cell-type pairs of the fate-shift check")
+    ap.add_argument("--fate-cells", type=int, default=50, help="source cells perturbed per candidate gene")
     ap.add_argument("--pbmc-epochs", type=int, default=20)
     ap.add_argument("--pbmc-d-model", type=int, default=64)
     ap.add_argument("--finetune-epochs", type=int, default=20, help="tl.annotate(method='finetune') epochs at most")
@@ -286,6 +322,8 @@ def main(argv=None):
     print("knockouts done", flush=True)
     grn = grn_eval(args, truth, train_m, model)
     print("GRN done", flush=True)
+    fate = fate_eval(args, truth, train_m, model)
+    print("fate shift done", flush=True)
     ann, pbmc_train_s = (pd.DataFrame(), 0.0) if args.skip_pbmc else pbmc_eval(args)
     summary = (
         ko.groupby(["kind", "method"])[["pearson_rna", "pearson_protein", "rmse_rna", "rmse_protein"]]
@@ -312,6 +350,7 @@ def main(argv=None):
         "knockout_summary": summary.to_dict("records"),
         "knockout_per_perturbation": ko.to_dict("records"),
         "grn": grn.to_dict("records"),
+        "fate": fate.to_dict("records"),
         "annotation": ann.to_dict("records"),
     }
     result["meta"] = provenance(settings, args.quick)
@@ -343,6 +382,20 @@ def render(out: Path) -> None:
         ev.format_table(result["grn"], ["truth", "method", "auprc", "density", "auprc_ratio"]),
         "",
     ]
+    if result.get("fate"):
+        fate = pd.DataFrame(result["fate"])
+        summary = fate.groupby("method")[["best_driver_rank", "hit_at_5", "random_hit_at_5"]].mean().reset_index()
+        md += [
+            f"## Fate shift (planted drivers; {fate['pair'].nunique()} cell-type pairs, every gene a candidate)",
+            "",
+            "Drivers: the TFs whose activity is higher in the target type than in the source type by > 1. "
+            "`hit_at_5`: a driver is among the 5 top-ranked genes (`random_hit_at_5`: its chance).",
+            "",
+            ev.format_table(result["fate"], ["pair", "drivers", "method", "best_driver_rank", "hit_at_5"]),
+            "",
+            ev.format_table(summary.to_dict("records"), ["method", "best_driver_rank", "hit_at_5", "random_hit_at_5"]),
+            "",
+        ]
     if result["annotation"]:
         md += [
             f"## PBMC label transfer (holocell d_model={st['pbmc_d_model']}, {st['pbmc_epochs']} epochs, no labels "
