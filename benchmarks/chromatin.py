@@ -24,6 +24,7 @@ most frequent ones (the cap is the only departure, for CPU time). Files come fro
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -35,7 +36,7 @@ import numpy as np
 import pandas as pd
 import psutil
 import scipy.sparse as sp
-from _common import ROOT, parser, quiet, score_auroc, score_regression, write_results
+from _common import ROOT, parser, provenance, quiet, score_auroc, score_regression, write_results
 from _peers import (
     MULTIVI_MIN_CELLS,
     PEAKVI_MIN_CELLS,
@@ -382,6 +383,9 @@ def write(results: dict, out: Path) -> None:
         "MULTIVI's documentation uses paired cells as the anchor between modalities, so it is run outside its "
         "intended setting there (as is every method; the task measures what each does without a bridge)."
         + (f"\n\nErrors: `{results['errors']}`" if results.get("errors") else "")
+        + ("\n\nTasks and the runs that measured them (`--add` re-runs some tasks of a results file): "
+           + "; ".join(f"{t}: {r.get('date', '?')}, commit `{r.get('commit', '?')}`"
+                       for t, r in results["task_runs"].items()) + "." if len(results.get("task_runs", {})) > 1 else "")
         + "\n\nWhere a deep peer is below a plain baseline on the same cells (evidence: its training record):\n\n"
         + ("\n".join(filter(None, [
             below_baseline_notes(results.get("task2_embedding", []), ["MULTIVI"],
@@ -398,10 +402,46 @@ def write(results: dict, out: Path) -> None:
                   "bone marrow)", results, sections, notes, settings=results["settings"])
 
 
+#: results keys, cost / peer-training tags and size keys written by each task (for ``--add``)
+TASK_KEYS = {
+    "paired": (["task1_rna_to_atac", "task1_atac_to_rna", "task2_embedding"], "SNARE paired", "paired", "paired"),
+    "diagonal": (["task3_diagonal"], "SNARE diagonal", "diagonal", "diagonal"),
+    "granja": (["task4_granja"], "Granja scATAC", "granja", "granja"),
+    "generation": (["generation_cost"], None, None, None),
+}
+
+
+def kept_tasks(path: Path, fresh: dict, rerun: list[str]) -> dict:
+    """The results of ``path`` (same sizes, holocell settings and seed) without the tasks about to be re-run."""
+    if not path.exists():
+        return fresh
+    old = json.loads(path.read_text())
+    if "task_runs" not in old and "meta" in old:  # a file of one run: each of its tasks came from that run
+        old["task_runs"] = {t: old["meta"] for t in old.get("settings", {}).get("tasks", "").split(",") if t}
+    same = ("mode", "seed")
+    if any(old.get(k) != fresh[k] for k in same) or old.get("settings", {}).get("holocell") != fresh["settings"]["holocell"]:
+        raise SystemExit(f"{path} holds a run of other sizes, seed or holocell settings; --add needs the same.")
+    for task in rerun:
+        keys, cost_tag, peer_tag, size_key = TASK_KEYS[task]
+        for key in keys:
+            old.pop(key, None)
+        old["cost"] = [c for c in old.get("cost", []) if c.get("task") != cost_tag]
+        old["peer_training"] = [t for t in old.get("peer_training", []) if t.get("task") != peer_tag]
+        old.get("sizes", {}).pop(size_key, None)
+        old.get("task_runs", {}).pop(task, None)
+    tasks = {*old.get("settings", {}).get("tasks", "").split(","), *rerun} - {""}
+    old["settings"] = {**fresh["settings"], "tasks": ",".join(t for t in TASK_KEYS if t in tasks)}
+    for key in ("errors", "verdicts", "meta", "total_seconds"):
+        old.pop(key, None)
+    return old
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--size", choices=sorted(SIZES), default=None, help="sizes by name (overrides --quick)")
     p.add_argument("--tasks", default="paired,diagonal,granja,generation")
+    p.add_argument("--add", action="store_true",
+                   help="keep the other tasks of the results file of the same size; re-run only --tasks")
     args = p.parse_args()
     os.environ.setdefault(hc.data._registry.DATA_DIR_ENV, str(ROOT.parent / "shared" / "data"))
     quiet()
@@ -410,6 +450,8 @@ def main() -> None:
     results = {"name": "chromatin" if mode != "gpu" else "chromatin_gpu", "quick": mode == "quick", "mode": mode,
                "seed": args.seed, "settings": {"sizes": cfg, "holocell": hc_cfg, "tasks": args.tasks},
                "sizes": {}, "cost": [], "peer_training": []}
+    if args.add:
+        results = kept_tasks(args.out / f"{results['name']}.json", results, args.tasks.split(","))
     snare = hc.data.snareseq2_mop(progressbar=False)
     state = {"test_names": snare.obs_names[np.isin(snare.obs["batch"].astype(str), TEST_LIBS)]}
     jobs = {
@@ -427,6 +469,7 @@ def main() -> None:
             results.setdefault("errors", {})[name] = f"{type(err).__name__}: {err}"
             traceback.print_exc()
         print(f"[{time.perf_counter() - t0:.0f}s] {name} done", flush=True)
+        results.setdefault("task_runs", {})[name] = provenance(None, results["quick"])
     results["total_seconds"] = time.perf_counter() - t0
     write(results, args.out)
 

@@ -28,3 +28,33 @@ def test_hide_modality_and_multivi_padding(pbmc):
     p2 = split.obs_names[(split.obs["batch"] == "p2_0").to_numpy()]
     assert set(modality[p2]) == {"protein"}
     assert (pad["rna"].obs[MODALITY_KEY] == pad.obs[MODALITY_KEY]).all()
+
+
+def test_chromatin_add_keeps_the_other_tasks(tmp_path):
+    """``chromatin.py --add``: the tasks not re-run keep their rows and their run's provenance; a file of other
+    sizes or settings is refused."""
+    import json
+
+    import pytest
+    from chromatin import kept_tasks
+
+    settings = {"sizes": {"per_lib": 50}, "holocell": {"max_epochs": None}, "tasks": "paired,granja"}
+    old = {
+        "name": "chromatin", "mode": "full", "seed": 0, "quick": False, "settings": settings,
+        "task2_embedding": [{"method": "holocell", "nmi": 0.4}], "task4_granja": [{"method": "holocell", "nmi": 0.5}],
+        "task3_diagonal": [{"method": "stale"}], "sizes": {"paired": {}, "granja": {}, "diagonal": {}},
+        "cost": [{"task": "SNARE paired"}, {"task": "SNARE diagonal"}],
+        "peer_training": [{"task": "paired"}, {"task": "diagonal"}], "meta": {"date": "then", "commit": "abc"},
+    }  # fmt: skip
+    path = tmp_path / "chromatin.json"
+    path.write_text(json.dumps(old))
+    fresh = {"mode": "full", "seed": 0, "quick": False, "settings": {**settings, "tasks": "diagonal"}}
+    kept = kept_tasks(path, fresh, ["diagonal"])
+    assert kept["task2_embedding"] == old["task2_embedding"] and kept["task4_granja"] == old["task4_granja"]
+    assert "task3_diagonal" not in kept and "diagonal" not in kept["sizes"]
+    assert kept["cost"] == [{"task": "SNARE paired"}] and kept["peer_training"] == [{"task": "paired"}]
+    assert kept["task_runs"] == {"paired": old["meta"], "granja": old["meta"]}
+    assert kept["settings"]["tasks"] == "paired,diagonal,granja" and "meta" not in kept
+    with pytest.raises(SystemExit, match="--add needs the same"):
+        kept_tasks(path, {**fresh, "seed": 1}, ["diagonal"])
+    assert kept_tasks(tmp_path / "absent.json", fresh, ["diagonal"]) is fresh
