@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mudata as md
 import pytest
+import torch
 
 import holocell as hc
 
@@ -175,3 +176,14 @@ def tree_snapshot(root: Path) -> dict[str, str]:
 def snapshot():
     """``snapshot(path)``: the file tree under ``path`` with the sha256 of every file (compare before/after)."""
     return tree_snapshot
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests on one torch thread: for tiny tensors it is fastest and immune to oversubscription on a
+    busy machine. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+

@@ -17,12 +17,7 @@ MODS = {"rna": "rna", "atac": "atac", "protein": "protein"}
 SIM_GENES = r"RNA features of modality .* map to a known"  # the simulator's gene names are made up
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -143,8 +143,7 @@ def _warm_start(model, module, arrays, codes, n_classes, batch_size, device, see
     present = np.unique(codes[cells])
     if len(present) < 2:
         return head
-    module.eval()
-    z = torch.cat([module.embed(b) for b in model._batches(arrays, cells, batch_size, device, "embedding", False)])
+    z = _embed(model, module, arrays, cells, batch_size, device)
     lr = LogisticRegression(max_iter=1000, random_state=seed).fit(z.float().cpu().numpy(), codes[cells])
     weight = torch.zeros_like(head.weight)
     bias = torch.full_like(head.bias, -10.0)
@@ -156,10 +155,15 @@ def _warm_start(model, module, arrays, codes, n_classes, batch_size, device, see
 
 
 @torch.no_grad()
-def _held_logits(model, module, head, arrays, cells, batch_size, device) -> torch.Tensor:
+def _embed(model, module, arrays, cells, batch_size, device) -> torch.Tensor:
+    """``(len(cells), n_latent)`` cell states of ``cells`` under ``module`` (eval mode, every observed modality)."""
     module.eval()
-    parts = [head(module.embed(b)) for b in model._batches(arrays, cells, batch_size, device, "validating", False)]
-    return torch.cat(parts)
+    return torch.cat([module.embed(b) for b in model._batches(arrays, cells, batch_size, device, "embedding", False)])
+
+
+@torch.no_grad()
+def _held_logits(model, module, head, arrays, cells, batch_size, device) -> torch.Tensor:
+    return head(_embed(model, module, arrays, cells, batch_size, device))
 
 
 @torch.no_grad()

@@ -190,3 +190,12 @@ def reconstruction_nll(
 
 
 __all__ = ["CountDecoder", "reconstruction_nll"]
+
+
+def state_mean(network, tokens: Tokens, target: str) -> torch.Tensor:
+    """``(B, F)`` expected counts (RNA / protein) or open probability (ATAC) of ``target``, decoded from the cell
+    state of the visible ``tokens`` at the training cells' typical library size."""
+    decoder = network.counts
+    h = decoder.hidden_state(network.embedding(tokens), tokens.batch)
+    return decoder.mean(h, target, decoder.typical_library[MODALITIES.index(target)])
+

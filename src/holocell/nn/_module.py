@@ -13,8 +13,8 @@ from torch import nn
 
 from ..tokenize import Tokenizer, Tokens
 from ..tokenize._values import CONTINUOUS, quantile_bins
-from ..vocab import MODALITIES
 from ._align import only
+from ._count_decoder import state_mean
 from ._diffusion import LossOutput, ObjectiveConfig, objective
 from ._sampler import Generated, sample
 from .transformer import HoloCellNetwork, NetworkConfig
@@ -125,10 +125,7 @@ class HoloCellModule(nn.Module):
         """
         if not self.network.config.cell_state:
             raise ValueError("n_steps=0 decodes the cell state's likelihood mean; this model has no cell state.")
-        tokens = tokens.hide(target)
-        decoder = self.network.counts
-        h = decoder.hidden_state(self.network.embedding(tokens), tokens.batch)
-        mean = decoder.mean(h, target, decoder.typical_library[MODALITIES.index(target)])  # (B, F)
+        mean = state_mean(self.network, tokens.hide(target), target)  # (B, F)
         if target == "atac":
             return Generated(None, mean)
         values = CONTINUOUS[target](mean)

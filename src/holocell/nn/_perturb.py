@@ -23,7 +23,8 @@ import torch
 
 from ..tokenize import Tokens
 from ..tokenize._values import CONTINUOUS
-from ..vocab import MODALITIES
+from ._align import only
+from ._count_decoder import state_mean
 from ._sampler import sample
 from .transformer import HoloCellNetwork
 
@@ -99,9 +100,7 @@ def perturb_tokens(
     target modality are clamped in both runs: to the edited value in the perturbed run and to the
     cell's own value in the control run, so that the difference is the effect of the edit alone.
     """
-    for m in network.modalities:
-        if m not in sources and m not in targets:
-            tokens = tokens.hide(m)
+    tokens = only(tokens, [*sources, *targets], network.modalities)
     keep = {}
     for e in edits:
         if e.modality in targets:
@@ -119,13 +118,10 @@ def perturb_tokens(
 
 def _state_mean(network: HoloCellNetwork, tokens: Tokens, target: str) -> torch.Tensor:
     """``(B, G)`` slot values of the count decoder's mean of ``target`` from the cell state of ``tokens``."""
-    decoder = network.counts
-    h = decoder.hidden_state(network.embedding(tokens), tokens.batch)
-    mean = decoder.mean(h, target, decoder.typical_library[MODALITIES.index(target)])
-    return network_slots(network, target, CONTINUOUS[target](mean))
+    return _to_slots(network, target, CONTINUOUS[target](state_mean(network, tokens, target)))
 
 
-def network_slots(network: HoloCellNetwork, modality: str, features: torch.Tensor) -> torch.Tensor:
+def _to_slots(network: HoloCellNetwork, modality: str, features: torch.Tensor) -> torch.Tensor:
     """``(B, F)`` feature values -> ``(B, G)`` slot values (mean over the features of an anchor; 0 elsewhere)."""
     anchor = getattr(network.counts, f"{modality}_feature_anchor")
     G = network.config.n_anchors
@@ -166,25 +162,23 @@ def perturb_staged(
     out: dict[str, dict[str, torch.Tensor]] = {name: {} for name in states}
     rna_view = dict(states)  # what the protein stage reads
     if "rna" in targets:
+        conds = {n: only(t, [*sources, "rna"], network.modalities) for n, t in states.items()}
         shift = 0.0
-        if with_state:  # trans effect: the whole observed cell's state, edited vs not
-            whole = {n: _only(network, t, [m for m in network.modalities if m in sources or m == "rna"])
-                     for n, t in states.items()}
-            shift = _state_mean(network, whole["perturbed"], "rna") - _state_mean(network, whole["control"], "rna")
+        if with_state:  # trans effect: the state of the whole observed cell, edited vs not
+            shift = _state_mean(network, conds["perturbed"], "rna") - _state_mean(network, conds["control"], "rna")
         keep = {"rna": _edit_mask(network, edits, "rna")}
-        for name, state in states.items():
-            gen = torch.Generator(device=state.present.device).manual_seed(seed)
-            res = sample(network, _only(network, state, [*sources, "rna"]), ["rna"], keep, n_steps=n_steps,
-                         temperature=temperature, generator=gen)
+        for name, cond in conds.items():
+            gen = torch.Generator(device=cond.present.device).manual_seed(seed)
+            res = sample(network, cond, ["rna"], keep, n_steps=n_steps, temperature=temperature, generator=gen)
             values, bins = res.values["rna"].clone(), res.tokens.bins["rna"].clone()
             if name == "perturbed":  # the edited (kept) slots stay at their set values
-                values = values + torch.where(keep["rna"], 0.0, shift) if with_state else values
+                values = values + torch.where(keep["rna"], 0.0, shift)
             out[name]["rna"] = values
             view = res.tokens.clone()
             view.values["rna"], view.bins["rna"] = values.to(view.values["rna"].dtype), bins
             rna_view[name] = view
     if "protein" in targets:
-        views = {n: _only(network, t, ["rna"]) for n, t in rna_view.items()}
+        views = {n: only(t, ["rna"], network.modalities) for n, t in rna_view.items()}
         shift = 0.0
         if with_state:
             shift = _state_mean(network, views["perturbed"], "protein") - _state_mean(network, views["control"], "protein")
@@ -194,19 +188,12 @@ def perturb_staged(
             res = sample(network, view, ["protein"], {"protein": edited} if edited.any() else None, n_steps=n_steps,
                          temperature=temperature, generator=gen)
             values = res.values["protein"].clone()
-            if name == "perturbed" and with_state:
+            if name == "perturbed":
                 values = values + torch.where(edited, 0.0, shift)
             out[name]["protein"] = values
-    z = {n: network.embedding(rna_view[n] if "rna" in targets else _only(network, t, [*sources, *targets]))
+    z = {n: network.embedding(rna_view[n] if "rna" in targets else only(t, [*sources, *targets], network.modalities))
          for n, t in states.items()}
     return PerturbedBatch(out["control"], out["perturbed"], z["control"], z["perturbed"])
-
-
-def _only(network: HoloCellNetwork, tokens: Tokens, keep: Sequence[str]) -> Tokens:
-    for m in network.modalities:
-        if m not in keep:
-            tokens = tokens.hide(m)
-    return tokens
 
 
 def _edit_mask(network: HoloCellNetwork, edits: Sequence[SlotEdit], modality: str) -> torch.Tensor:
@@ -217,4 +204,4 @@ def _edit_mask(network: HoloCellNetwork, edits: Sequence[SlotEdit], modality: st
     return keep
 
 
-__all__ = ["PerturbedBatch", "SlotEdit", "apply_edits", "network_slots", "perturb_staged", "perturb_tokens"]
+__all__ = ["PerturbedBatch", "SlotEdit", "apply_edits", "perturb_staged", "perturb_tokens"]
