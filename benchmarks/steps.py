@@ -7,11 +7,13 @@ Two tasks, each trained once and then generated with every (steps, remasking) pa
   ``pbmc.py``;
 - SNARE-seq2 RNA -> ATAC on held-out libraries 09J-09L (per-peak AUROC), the split of ``chromatin.py``.
 
-``--steps`` is a comma-separated list (default ``1,2,4,8,16,32``); a value the model does not accept
-(e.g. ``0``, one-shot decoding, before issue 15) is recorded as an error row, not a crash. Writes
+``--steps`` is a comma-separated list (default ``0,1,2,4,8,16``). ``0`` is one-shot decoding of the count
+likelihood's mean from the cell state (the default of ``generate`` for point predictions); it has no
+remasking, so it is run once. A value the model does not accept is recorded as an error row, not a crash.
+The SNARE model uses ``chromatin.py``'s sizes and holocell settings (default training schedule). Writes
 ``<out>/steps.json``, ``steps.md`` and ``steps.png``.
 
-Run: ``python benchmarks/steps.py [--quick] [--steps 1,2,4,8,16,32]``.
+Run: ``python benchmarks/steps.py [--quick] [--steps 0,1,2,4,8,16]``.
 """
 
 from __future__ import annotations
@@ -35,31 +37,30 @@ import holocell as hc
 from holocell import evaluation as ev
 
 REMASKING = ("low_confidence", "random")
-#: holocell's settings in this script (the lead revisits them after the model change of issue 15)
-HOLOCELL = {
-    "quick": {"pbmc_epochs": 3, "snare_epochs": 1, "snare_per_lib": 20, "snare_test_per_lib": 15, "max_peaks": 500,
-              "snare_d_model": 32},
-    "full": {"pbmc_epochs": 40, "snare_epochs": 6, "snare_per_lib": 50, "snare_test_per_lib": 25, "max_peaks": 1500,
-             "snare_d_model": 64},
-}
+ONE_SHOT = "none (one-shot mean)"
+"""The ``remasking`` column of the ``n_steps=0`` row."""
+#: PBMC epochs as in ``pbmc.py``; SNARE: the mode of ``chromatin.py`` whose sizes and holocell settings are used
+HOLOCELL = {"quick": {"pbmc_epochs": 3, "snare": "quick"}, "full": {"pbmc_epochs": 40, "snare": "full"}}
 
 
 def sweep(model, query, target: str, steps: list[int], score, seed: int) -> list[dict]:
     rows = []
-    for remasking in REMASKING:
-        for n in steps:
-            row = {"remasking": remasking, "n_steps": n}
-            try:
-                t0 = time.perf_counter()
-                gen = model.generate(query, target=target, n_steps=n, remasking=remasking, seed=seed,
-                                     key_added="steps_gen", overwrite=True, progress_bar=False)
-                row["seconds"] = time.perf_counter() - t0
-                row["cells/s"] = query.n_obs / row["seconds"]
-                row.update(score(np.asarray(gen.X)))
-            except (ValueError, TypeError) as err:
-                row["error"] = f"{type(err).__name__}: {err}"
-            rows.append(row)
-            print(row, flush=True)
+    runs = [(ONE_SHOT, 0)] if 0 in steps else []
+    runs += [(remasking, n) for remasking in REMASKING for n in steps if n != 0]
+    for remasking, n in runs:
+        row = {"remasking": remasking, "n_steps": n}
+        try:
+            t0 = time.perf_counter()
+            gen = model.generate(query, target=target, n_steps=n, seed=seed, key_added="steps_gen",
+                                 overwrite=True, progress_bar=False,
+                                 **({} if remasking == ONE_SHOT else {"remasking": remasking}))
+            row["seconds"] = time.perf_counter() - t0
+            row["cells/s"] = query.n_obs / row["seconds"]
+            row.update(score(np.asarray(gen.X)))
+        except (ValueError, TypeError) as err:
+            row["error"] = f"{type(err).__name__}: {err}"
+        rows.append(row)
+        print(row, flush=True)
     return rows
 
 
@@ -76,25 +77,29 @@ def pbmc_task(cfg: dict, steps: list[int], seed: int) -> list[dict]:
 
 def snare_task(cfg: dict, steps: list[int], seed: int) -> list[dict]:
     from chromatin import (
+        HOLOCELL as CHROMATIN_HOLOCELL,
+    )
+    from chromatin import (
         MULTIVI_MIN_CELLS,
+        SIZES,
         TEST_LIBS,
         TRAIN_LIBS,
         _subset,
         binarize,
+        holocell_model,
         sample_cells,
         select_peaks,
     )
 
+    sizes, hc_cfg = SIZES[cfg["snare"]], CHROMATIN_HOLOCELL[cfg["snare"]]
     snare = hc.data.snareseq2_mop(progressbar=False)
     rng = np.random.default_rng(seed)
-    train_cells = sample_cells(snare.obs, TRAIN_LIBS, cfg["snare_per_lib"], rng)
-    test_cells = sample_cells(snare.obs, TEST_LIBS, cfg["snare_test_per_lib"], rng)
-    peaks = select_peaks(snare["atac"].X[train_cells], MULTIVI_MIN_CELLS, cfg["max_peaks"])
+    train_cells = sample_cells(snare.obs, TRAIN_LIBS, sizes["per_lib"], rng)
+    test_cells = sample_cells(snare.obs, TEST_LIBS, sizes["test_per_lib"], rng)
+    peaks = select_peaks(snare["atac"].X[train_cells], MULTIVI_MIN_CELLS, sizes["max_peaks"])
     train, test = _subset(snare, train_cells, peaks), _subset(snare, test_cells, peaks)
-    hc.HoloCell.setup_mudata(train, modalities={"rna": "rna", "atac": "atac"}, batch_key="batch",
-                             species="mouse", genome="mm10")
-    model = hc.HoloCell(train, d_model=cfg["snare_d_model"], seed=seed)
-    model.train(max_epochs=cfg["snare_epochs"], seed=seed, enable_progress_bar=False, early_stopping=False)
+    model, _ = holocell_model(train, {"rna": "rna", "atac": "atac"}, species="mouse", genome="mm10", cfg=hc_cfg,
+                              seed=seed)  # the model of chromatin.py's paired task
     truth = binarize(test["atac"].X).toarray()
     return sweep(model, test, "atac", steps,
                  lambda x: {k: v for k, v in score_auroc("", truth, x).items() if k != "method"}, seed)
@@ -113,6 +118,9 @@ def plot(results: dict, path) -> None:
         for remasking in REMASKING:
             rows = [r for r in results.get(key, []) if r["remasking"] == remasking and metric in r]
             ax.plot([r["n_steps"] for r in rows], [r[metric] for r in rows], marker="o", label=remasking)
+        for r in results.get(key, []):
+            if r["remasking"] == ONE_SHOT and metric in r:
+                ax.axhline(r[metric], color="grey", linestyle="--", label="one-shot mean (n_steps=0)")
         ax.set_xscale("symlog", base=2, linthresh=1)
         ax.set_xlabel("denoising steps")
         ax.set_title(title, fontsize=9)
@@ -124,7 +132,7 @@ def plot(results: dict, path) -> None:
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--steps", default="1,2,4,8,16,32", help="comma-separated step counts")
+    p.add_argument("--steps", default="0,1,2,4,8,16", help="comma-separated step counts (0: one-shot mean)")
     p.add_argument("--tasks", default="pbmc,snare")
     args = p.parse_args()
     os.environ.setdefault(hc.data._registry.DATA_DIR_ENV, str(ROOT.parent / "shared" / "data"))
