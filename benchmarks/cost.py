@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -127,25 +128,32 @@ def run_multivi(epochs: int, seed: int, repeats: int) -> dict:
     return out
 
 
+@contextmanager
+def git_worktree(ref: str):
+    """A temporary, detached git worktree of this repository at commit ``ref`` (its path); removed on exit."""
+    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True,
+                          cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = os.path.join(tmp, "baseline")
+        subprocess.run(["git", "worktree", "add", "--detach", tree, ref], cwd=root, check=True, capture_output=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=root, capture_output=True)
+
+
 def run_holocell_at(ref: str, epochs: int, seed: int, repeats: int) -> dict:
     """:func:`run_holocell` with holocell's source as of git commit ``ref`` (a temporary worktree, on the import
     path ahead of the installed package, in a fresh interpreter); the row is named ``holocell @ ref``."""
-    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
-                          check=True, cwd=os.path.dirname(__file__)).stdout.strip()
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = os.path.join(tmp, "baseline")
-        subprocess.run(["git", "worktree", "add", "--detach", tree, ref], cwd=root, check=True,
-                       capture_output=True)
-        try:
-            code = (
-                "import json, cost, holocell; "
-                f"assert holocell.__file__.startswith({tree!r}), holocell.__file__; "
-                f"print('ROW', json.dumps(cost.run_holocell({epochs}, {seed}, {repeats})))"
-            )
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(tree, "src"), os.path.dirname(__file__)])}
-            out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=root, capture_output=True)
+    here = os.path.dirname(os.path.abspath(__file__))
+    with git_worktree(ref) as tree:
+        code = (
+            "import json, cost, holocell; "
+            f"assert holocell.__file__.startswith({tree!r}), holocell.__file__; "
+            f"print('ROW', json.dumps(cost.run_holocell({epochs}, {seed}, {repeats})))"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(tree, "src"), here])}
+        out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
     row = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("ROW "))[4:])
     return {**row, "method": f"holocell @ {ref}"}
 

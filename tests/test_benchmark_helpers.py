@@ -58,3 +58,24 @@ def test_chromatin_add_keeps_the_other_tasks(tmp_path):
     with pytest.raises(SystemExit, match="--add needs the same"):
         kept_tasks(path, {**fresh, "seed": 1}, ["diagonal"])
     assert kept_tasks(tmp_path / "absent.json", fresh, ["diagonal"]) is fresh
+
+
+def test_cost_baseline_worktree_is_temporary():
+    """``cost.py --baseline REF`` measures the code of an older commit from a temporary git worktree: the tree holds
+    that commit's package and is gone (also from ``git worktree list``) afterwards."""
+    import subprocess
+
+    import pytest
+    from cost import git_worktree
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+    with git_worktree(head.stdout.strip()) as tree:
+        assert (Path(tree) / "src" / "holocell" / "__init__.py").is_file()
+        shown = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, capture_output=True, text=True, check=True)
+        assert shown.stdout == head.stdout
+    assert not Path(tree).exists()
+    listed = subprocess.run(["git", "worktree", "list"], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert tree not in listed
