@@ -57,6 +57,8 @@ ARMS: dict[str, tuple[dict, str]] = {
                     "property 3: InfoNCE of each single-modality state against the (fixed) joint state"),
     "align_distill_cross": ({"align_weight": 1.0, "align_mode": "distill_cross"},
                             "property 3: the cross-modal examples' states regress onto the (fixed) joint state"),
+    "batch_mmd": ({"batch_mmd_weight": 1.0}, "property 4: MMD between the batches' cell states, weight 1"),
+    "batch_mmd_10": ({"batch_mmd_weight": 10.0}, "property 4: MMD between the batches' cell states, weight 10"),
     "no_peak_factors": ({"cell_state_kwargs": {"peak_factors": False}}, "property 6: no per-peak decoder factor"),
     "no_z_in_denoiser": ({"cell_state_kwargs": {"z_in_denoiser": False}}, "property 5: denoiser not given z"),
     "elbo_weight_1": ({"elbo_weight": 1.0}, "ELBO weight 1 instead of 10"),

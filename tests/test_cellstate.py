@@ -202,3 +202,41 @@ def test_quality_floor_knn_label_accuracy_on_pbmc(trained_pbmc):
     emb = model.get_latent_representation(modality="rna", progress_bar=False)[has_rna]
     labels = mdata.obs["celltype"].astype(str).to_numpy()[has_rna]
     assert cross_val_score(KNeighborsClassifier(15), emb, labels, cv=5).mean() >= 0.60
+
+
+def test_batch_mmd_penalty():
+    """The optional batch-mixing term: zero for one batch, small for two batches drawn alike, large for two batches
+    apart; it enters the loss only when asked for, and needs a cell state."""
+    from holocell.nn import HoloCellModule, NetworkConfig, ObjectiveConfig
+    from holocell.nn._mixing import batch_mmd
+
+    g = torch.Generator().manual_seed(0)
+    alike = torch.randn(64, 4, generator=g)
+    batch = torch.arange(64) % 2
+    assert batch_mmd(alike, torch.zeros(64, dtype=torch.long)) == 0
+    apart = alike + 3.0 * batch[:, None]
+    assert batch_mmd(apart, batch) > 10 * batch_mmd(alike, batch)
+    z = apart.clone().requires_grad_(True)
+    batch_mmd(z, batch).backward()  # the gradient pulls the batches together
+    assert (z.grad[batch == 1].mean(0) > 0).all() and (z.grad[batch == 0].mean(0) < 0).all()
+    with pytest.raises(ValueError, match="batch_mmd_weight"):
+        ObjectiveConfig(batch_mmd_weight=-1.0)
+    config = NetworkConfig(n_anchors=5, n_batches=2, d_model=8, n_layers=1, n_heads=2, n_latents=2, cell_state=False,
+                           batch_in_encoder=True, library_in_encoder=True, z_in_denoiser=False)
+    with pytest.raises(ValueError, match="batch_mmd_weight acts on the cell state"):
+        HoloCellModule(config, {"rna": np.arange(5)}, objective=ObjectiveConfig(batch_mmd_weight=1.0))
+
+
+def test_batch_mmd_in_the_objective(model):
+    """With ``batch_mmd_weight`` the loss gains the penalty (reported as ``batch_mmd``); the weight is saved."""
+    module = model.module
+    batch = model._arrays(None)[1].take(np.arange(32))
+    base = module.loss(batch, generator=torch.Generator().manual_seed(0))
+    assert "batch_mmd" not in base.per_modality
+    module.objective.batch_mmd_weight = 5.0
+    try:
+        out = module.loss(batch, generator=torch.Generator().manual_seed(0))
+    finally:
+        module.objective.batch_mmd_weight = 0.0
+    assert out.per_modality["batch_mmd"] > 0
+    torch.testing.assert_close(out.loss, base.loss + 5.0 * out.per_modality["batch_mmd"])

@@ -101,7 +101,9 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
     **objective_kwargs
         Further fields of :class:`~holocell.nn.ObjectiveConfig`, the training objective's settings:
         ``p_whole``, ``p_hide_library``, ``eps``, ``regression_weight``, ``align_mode``, ``align_temperature``,
-        ``diffusion_weight``, ``elbo_weight``, ``kl_weight``, ``kl_warmup``.
+        ``diffusion_weight``, ``elbo_weight``, ``kl_weight``, ``kl_warmup``, ``batch_mmd_weight`` (an MMD penalty
+        between the batches' cell states, off by default: for strong batch effects between batches of similar
+        composition).
 
     Attributes
     ----------

@@ -26,6 +26,7 @@ from ..vocab import MODALITIES
 from ._align import ALIGN_MODES, alignment_loss, cross_distill_loss
 from ._cellstate import kl_normal, sample_z
 from ._count_decoder import reconstruction_nll
+from ._mixing import batch_mmd
 
 if TYPE_CHECKING:
     from .transformer import HoloCellNetwork
@@ -71,6 +72,10 @@ class ObjectiveConfig:
         Weight of the KL term inside the ELBO (1 is the ELBO).
     kl_warmup
         The KL weight rises linearly from 0 over this fraction of a training run.
+    batch_mmd_weight
+        Weight of an MMD penalty between the cell states (posterior means) of the batches in each mini-batch
+        (:func:`holocell.nn._mixing.batch_mmd`); 0 (default) is off. For strong batch effects between batches of
+        similar composition.
     elbo_input
         What the cell state of the ELBO is inferred from: ``"noised"``, the denoiser's own input (slots hidden at
         rate ``t``), or ``"clean"``, the cell's clean tokens with only the cross-modal target modality hidden
@@ -91,6 +96,7 @@ class ObjectiveConfig:
     kl_weight: float = 1.0
     kl_warmup: float = 0.33
     elbo_input: str = "noised"
+    batch_mmd_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("p_drop_modality", "p_whole", "p_hide_library"):
@@ -104,7 +110,8 @@ class ObjectiveConfig:
             raise ValueError(f"elbo_input must be 'noised' or 'clean', got {self.elbo_input!r}.")
         if not 0.0 <= self.kl_warmup <= 1.0:
             raise ValueError(f"kl_warmup is a fraction of the run in [0, 1], got {self.kl_warmup!r}.")
-        for name in ("regression_weight", "align_weight", "diffusion_weight", "elbo_weight", "kl_weight"):
+        for name in ("regression_weight", "align_weight", "diffusion_weight", "elbo_weight", "kl_weight",
+                     "batch_mmd_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
         if self.align_temperature <= 0:
@@ -283,7 +290,7 @@ def objective(
     measured: dict[str, torch.Tensor] | None = None,
 ) -> LossOutput:
     """The training loss of a mini-batch: noise the clean tokens, predict, score (plus the cell state's
-    negative ELBO and the alignment term).
+    negative ELBO, the alignment term and, if asked for, the batch-mixing penalty).
 
     Parameters
     ----------
@@ -332,6 +339,10 @@ def objective(
         out.per_modality["elbo"] = elbo.detach()
         out.per_modality["kl"] = kl.mean().detach()
         out.loss = out.loss + config.elbo_weight * elbo
+        if config.batch_mmd_weight > 0:
+            mixing = batch_mmd(mu, clean.batch)
+            out.per_modality["batch_mmd"] = mixing.detach()
+            out.loss = out.loss + config.batch_mmd_weight * mixing
     if config.align_weight > 0 and config.align_mode == "distill_cross" and network.config.cell_state:
         align = cross_distill_loss(network, clean, noised, outputs["qz_mu"])
         out.per_modality["align"] = align.detach()

@@ -56,6 +56,8 @@ class HoloCellModule(nn.Module):
         slot_anchor = {m: self.tokenizer.anchor_of(m) for m in self.tokenizer.modalities if m != "atac"}
         self.network = HoloCellNetwork(config, exists, peak_anchor, bucket, prior_tensors, slot_anchor)
         self.objective = ObjectiveConfig() if objective is None else objective
+        if self.objective.batch_mmd_weight > 0 and not config.cell_state:
+            raise ValueError("batch_mmd_weight acts on the cell state; this network has none (cell_state=False).")
 
     @property
     def modalities(self) -> list[str]:
