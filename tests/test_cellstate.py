@@ -240,3 +240,12 @@ def test_batch_mmd_in_the_objective(model):
         module.objective.batch_mmd_weight = 0.0
     assert out.per_modality["batch_mmd"] > 0
     torch.testing.assert_close(out.loss, base.loss + 5.0 * out.per_modality["batch_mmd"])
+
+
+def test_batch_mmd_cannot_be_lowered_by_shrinking_the_states():
+    """The kernel width follows the data's scale, so a collapse of the cell states does not pay."""
+    from holocell.nn._mixing import batch_mmd
+
+    z = torch.randn(64, 4, generator=torch.Generator().manual_seed(1)) + 2.0 * (torch.arange(64) % 2)[:, None]
+    batch = torch.arange(64) % 2
+    torch.testing.assert_close(batch_mmd(0.01 * z, batch), batch_mmd(z, batch))
