@@ -249,3 +249,16 @@ def test_batch_mmd_cannot_be_lowered_by_shrinking_the_states():
     z = torch.randn(64, 4, generator=torch.Generator().manual_seed(1)) + 2.0 * (torch.arange(64) % 2)[:, None]
     batch = torch.arange(64) % 2
     torch.testing.assert_close(batch_mmd(0.01 * z, batch), batch_mmd(z, batch))
+
+
+def test_default_steps_per_target(model):
+    """The default point prediction: the likelihood mean for protein / RNA, one denoising step for ATAC (recorded
+    in the generated modality's settings)."""
+    mdata = model.adata.copy()
+    prot = model.generate(mdata, target="protein", key_added="p_default", progress_bar=False)
+    mean = model.generate(mdata, target="protein", n_steps=0, key_added="p_mean", progress_bar=False)
+    np.testing.assert_array_equal(prot.X, mean.X)
+    atac = model.generate(mdata, target="atac", key_added="a_default", progress_bar=False)
+    one = model.generate(mdata, target="atac", n_steps=1, key_added="a_one", progress_bar=False)
+    np.testing.assert_array_equal(atac.X, one.X)
+    assert prot.uns["holocell"]["params"]["n_steps"] == 0 and atac.uns["holocell"]["params"]["n_steps"] == 1

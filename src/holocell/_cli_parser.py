@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument(
         "--n-steps", type=int, default=None,
-        help="denoising steps; 0: the likelihood mean in one shot (default: 0 with a cell state, else 8)",
+        help="denoising steps; 0: the likelihood mean in one shot (default with a cell state: 0 for rna and "
+        "protein, 1 for atac; else 8)",
     )
     gen.add_argument(
         "--key-added", default=None, help="name of the new modality (None: <modality>_generated)"
