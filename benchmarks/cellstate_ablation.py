@@ -57,6 +57,7 @@ ARMS: dict[str, tuple[dict, str]] = {
                     "property 3: InfoNCE of each single-modality state against the (fixed) joint state"),
     "align_distill_cross": ({"align_weight": 1.0, "align_mode": "distill_cross"},
                             "property 3: the cross-modal examples' states regress onto the (fixed) joint state"),
+    "batch_mmd_01": ({"batch_mmd_weight": 0.1}, "property 4: MMD between the batches' cell states, weight 0.1"),
     "batch_mmd": ({"batch_mmd_weight": 1.0}, "property 4: MMD between the batches' cell states, weight 1"),
     "batch_mmd_10": ({"batch_mmd_weight": 10.0}, "property 4: MMD between the batches' cell states, weight 10"),
     "no_peak_factors": ({"cell_state_kwargs": {"peak_factors": False}}, "property 6: no per-peak decoder factor"),
