@@ -102,8 +102,8 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         Further fields of :class:`~holocell.nn.ObjectiveConfig`, the training objective's settings:
         ``p_whole``, ``p_hide_library``, ``eps``, ``regression_weight``, ``align_mode``, ``align_temperature``,
         ``diffusion_weight``, ``elbo_weight``, ``kl_weight``, ``kl_warmup``, ``batch_mmd_weight`` (an MMD penalty
-        between the batches' cell states, off by default: for strong batch effects between batches of similar
-        composition).
+        between the batches' cell states, off by default; experimental: in the ablation it collapsed the cell
+        state at weights 0.1-10, see ``docs/design.md``).
 
     Attributes
     ----------

@@ -74,8 +74,8 @@ class ObjectiveConfig:
         The KL weight rises linearly from 0 over this fraction of a training run.
     batch_mmd_weight
         Weight of an MMD penalty between the cell states (posterior means) of the batches in each mini-batch
-        (:func:`holocell.nn._mixing.batch_mmd`); 0 (default) is off. For strong batch effects between batches of
-        similar composition.
+        (:func:`holocell.nn._mixing.batch_mmd`); 0 (default) is off. Experimental: on PBMC and SNARE-seq2 it
+        collapsed the cell state at weights 0.1-10 (``docs/design.md``, "Batch mixing term").
     elbo_input
         What the cell state of the ELBO is inferred from: ``"noised"``, the denoiser's own input (slots hidden at
         rate ``t``), or ``"clean"``, the cell's clean tokens with only the cross-modal target modality hidden
