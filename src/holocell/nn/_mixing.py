@@ -4,7 +4,8 @@
 The cell state already keeps the batch out of its inputs (the batch goes to the decoders). For strong batch
 effects that the encoder still picks up from the values, the penalty pulls each batch's cell states towards
 those of the other batches in the mini-batch. It assumes the batches hold similar cell types: with very different
-compositions it mixes what should stay apart, which is why it is off unless asked for.
+compositions it mixes what should stay apart, which is why it is off unless asked for. Experimental: on PBMC and
+SNARE-seq2 it collapsed the cell state at weights 0.1-10 (``docs/design.md``, "Batch mixing term").
 """
 
 from __future__ import annotations
