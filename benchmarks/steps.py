@@ -76,31 +76,18 @@ def pbmc_task(cfg: dict, steps: list[int], seed: int) -> list[dict]:
 
 
 def snare_task(cfg: dict, steps: list[int], seed: int) -> list[dict]:
-    from chromatin import (
-        HOLOCELL as CHROMATIN_HOLOCELL,
-    )
-    from chromatin import (
-        MULTIVI_MIN_CELLS,
-        SIZES,
-        TEST_LIBS,
-        TRAIN_LIBS,
-        _subset,
-        binarize,
-        holocell_model,
-        sample_cells,
-        select_peaks,
-    )
+    import chromatin as ch
 
-    sizes, hc_cfg = SIZES[cfg["snare"]], CHROMATIN_HOLOCELL[cfg["snare"]]
+    sizes, hc_cfg = ch.SIZES[cfg["snare"]], ch.HOLOCELL[cfg["snare"]]
     snare = hc.data.snareseq2_mop(progressbar=False)
     rng = np.random.default_rng(seed)
-    train_cells = sample_cells(snare.obs, TRAIN_LIBS, sizes["per_lib"], rng)
-    test_cells = sample_cells(snare.obs, TEST_LIBS, sizes["test_per_lib"], rng)
-    peaks = select_peaks(snare["atac"].X[train_cells], MULTIVI_MIN_CELLS, sizes["max_peaks"])
-    train, test = _subset(snare, train_cells, peaks), _subset(snare, test_cells, peaks)
-    model, _ = holocell_model(train, {"rna": "rna", "atac": "atac"}, species="mouse", genome="mm10", cfg=hc_cfg,
-                              seed=seed)  # the model of chromatin.py's paired task
-    truth = binarize(test["atac"].X).toarray()
+    train_cells = ch.sample_cells(snare.obs, ch.TRAIN_LIBS, sizes["per_lib"], rng)
+    test_cells = ch.sample_cells(snare.obs, ch.TEST_LIBS, sizes["test_per_lib"], rng)
+    peaks = ch.select_peaks(snare["atac"].X[train_cells], ch.MULTIVI_MIN_CELLS, sizes["max_peaks"])
+    train, test = ch._subset(snare, train_cells, peaks), ch._subset(snare, test_cells, peaks)
+    model, _ = ch.holocell_model(train, {"rna": "rna", "atac": "atac"}, species="mouse", genome="mm10",
+                                 cfg=hc_cfg, seed=seed)  # the model of chromatin.py's paired task
+    truth = ch.binarize(test["atac"].X).toarray()
     return sweep(model, test, "atac", steps,
                  lambda x: {k: v for k, v in score_auroc("", truth, x).items() if k != "method"}, seed)
 

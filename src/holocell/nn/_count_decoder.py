@@ -15,6 +15,8 @@ Shapes: ``B`` cells, ``G`` anchors, ``P`` peaks, ``F`` features of a modality, `
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from scvi.distributions import NegativeBinomial
@@ -22,6 +24,9 @@ from torch import nn
 
 from ..tokenize import Tokens
 from ..vocab import MODALITIES
+
+if TYPE_CHECKING:
+    from .transformer import HoloCellNetwork
 
 
 class CountDecoder(nn.Module):
@@ -189,13 +194,12 @@ def reconstruction_nll(
     return total
 
 
-__all__ = ["CountDecoder", "reconstruction_nll"]
-
-
-def state_mean(network, tokens: Tokens, target: str) -> torch.Tensor:
+def state_mean(network: HoloCellNetwork, tokens: Tokens, target: str) -> torch.Tensor:
     """``(B, F)`` expected counts (RNA / protein) or open probability (ATAC) of ``target``, decoded from the cell
     state of the visible ``tokens`` at the training cells' typical library size."""
     decoder = network.counts
     h = decoder.hidden_state(network.embedding(tokens), tokens.batch)
     return decoder.mean(h, target, decoder.typical_library[MODALITIES.index(target)])
 
+
+__all__ = ["CountDecoder", "reconstruction_nll", "state_mean"]

@@ -16,23 +16,18 @@ BANDWIDTHS = (0.25, 1.0, 4.0)
 """Gaussian kernel widths (squared), as multiples of the median squared distance between the pooled cell states."""
 
 
-def mmd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Squared maximum mean discrepancy between two samples ``(n, k)`` and ``(m, k)`` (biased estimate).
-
-    The kernel is a sum of Gaussians whose widths are multiples (:data:`BANDWIDTHS`) of the median squared distance
-    between all the cells, taken without gradient: the penalty cannot be lowered by shrinking the cell states, only
-    by mixing them.
-    """
-    both = torch.cat([x, y])
-    d2 = torch.cdist(both, both).pow(2)
+def kernel(z: torch.Tensor) -> torch.Tensor:
+    """``(B, B)`` sum of Gaussian kernels between the cell states ``z``, with widths that are multiples
+    (:data:`BANDWIDTHS`) of their median squared distance, taken without gradient: the penalty cannot be lowered by
+    shrinking the cell states, only by mixing them."""
+    d2 = torch.cdist(z, z).pow(2)
     scale = d2.detach().median().clamp(min=1e-6)
-    kernel = sum(torch.exp(-d2 / (s * scale)) for s in BANDWIDTHS)
-    n = len(x)
-    return kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2.0 * kernel[:n, n:].mean()
+    return sum(torch.exp(-d2 / (s * scale)) for s in BANDWIDTHS)
 
 
 def batch_mmd(z: torch.Tensor, batch: torch.Tensor, min_cells: int = 2) -> torch.Tensor:
-    """Mean over the batches in a mini-batch of the MMD between that batch's cell states and the others'.
+    """Mean over the batches in a mini-batch of the squared MMD (biased estimate) between that batch's cell states
+    and the others'; one kernel matrix over the mini-batch serves every batch.
 
     Parameters
     ----------
@@ -47,14 +42,17 @@ def batch_mmd(z: torch.Tensor, batch: torch.Tensor, min_cells: int = 2) -> torch
     -------
     Scalar; 0 when the mini-batch holds fewer than two batches with ``min_cells`` cells each.
     """
+    k = None
     terms = []
     for b in torch.unique(batch):
         inside = batch == b
-        if int(inside.sum()) >= min_cells and int((~inside).sum()) >= min_cells:
-            terms.append(mmd(z[inside], z[~inside]))
+        if int(inside.sum()) < min_cells or int((~inside).sum()) < min_cells:
+            continue
+        k = kernel(z) if k is None else k
+        terms.append(k[inside][:, inside].mean() + k[~inside][:, ~inside].mean() - 2.0 * k[inside][:, ~inside].mean())
     if not terms:
         return z.new_zeros(())
     return torch.stack(terms).mean()
 
 
-__all__ = ["BANDWIDTHS", "batch_mmd", "mmd"]
+__all__ = ["BANDWIDTHS", "batch_mmd", "kernel"]
