@@ -61,6 +61,11 @@ ARMS: dict[str, tuple[dict, str]] = {
     "batch_mmd": ({"batch_mmd_weight": 1.0}, "property 4: MMD between the batches' cell states, weight 1"),
     "batch_mmd_10": ({"batch_mmd_weight": 10.0}, "property 4: MMD between the batches' cell states, weight 10"),
     "no_peak_factors": ({"cell_state_kwargs": {"peak_factors": False}}, "property 6: no per-peak decoder factor"),
+    "peak_embeddings": ({"align_weight": 1.0, "align_mode": "distill_cross", "cell_state_kwargs": {"peak_embeddings": True}},
+                        "property 6: each peak's own input vector in the encoder (the default since it was added)"),
+    "no_peak_embeddings": (
+        {"align_weight": 1.0, "align_mode": "distill_cross", "cell_state_kwargs": {"peak_embeddings": False}},
+        "property 6: peaks enter the encoder only pooled per (anchor, distance bucket)"),
     "no_z_in_denoiser": ({"cell_state_kwargs": {"z_in_denoiser": False}}, "property 5: denoiser not given z"),
     "elbo_weight_1": ({"elbo_weight": 1.0}, "ELBO weight 1 instead of 10"),
     "elbo_input_clean": ({"elbo_input": "clean"}, "the ELBO's z inferred from the clean subset view"),
@@ -223,7 +228,7 @@ def main() -> None:
         for data in args.data:
             if data in results["arms"].get(arm, {}) and not args.redo:
                 continue
-            if arm == "no_peak_factors" and data == "pbmc":  # no ATAC
+            if arm in ("no_peak_factors", "peak_embeddings", "no_peak_embeddings") and data == "pbmc":  # no ATAC
                 continue
             steps = args.steps if arm in ("default", "no_z_in_denoiser", "no_cell_state") else [0, 8]
             run = run_pbmc if data == "pbmc" else run_snare

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from holocell import HoloCell, HoloCellWarning
 from holocell.data import simulate_multiome
 from holocell.nn import HoloCellModule, sample
 from holocell.nn._diffusion import add_noise, sample_times
+from holocell.nn._layers import PeakEmbedding
 from holocell.vocab import MODALITIES
 
 MODS = {"rna": "rna", "atac": "atac", "protein": "protein"}
@@ -307,3 +310,40 @@ def test_distill_alignment_regresses_single_states_onto_the_joint_one(module, ba
         )
     assert torch.allclose(loss.detach(), expected, rtol=1e-4)
     module.train(was_training)
+
+
+def test_peak_embedding_pools_the_open_peaks_of_each_requested_token():
+    torch.manual_seed(0)
+    layer = PeakEmbedding(n_peaks=7, d=3)
+    with torch.no_grad():
+        layer.weight.normal_()
+    peak_anchor = torch.tensor([0, 0, 1, 1, 1, 3, 3])
+    peaks = (torch.rand(4, 7) > 0.4).float()
+    b, g = torch.tensor([2, 0, 3, 1, 0, 2]), torch.tensor([1, 3, 0, 2, 0, 3])  # distinct pairs, any order
+    out = layer(peaks, peak_anchor, 4, b, g)
+    for row, (cell, anchor) in enumerate(zip(b.tolist(), g.tolist(), strict=True)):
+        open_ = (peaks[cell] > 0) & (peak_anchor == anchor)
+        expected = layer.weight[open_].sum(0) / max(1, int(open_.sum())) ** 0.5
+        torch.testing.assert_close(out[row], expected)
+    assert layer(torch.zeros(4, 7), peak_anchor, 4, b, g).abs().sum() == 0  # no open peak: nothing added
+
+
+def test_peaks_sharing_anchor_and_bucket_are_told_apart(module, batch):
+    """With the peaks' own input vectors, closing one or the other of two peaks in one bucket changes the
+    anchor's token differently; the bucket pooling alone cannot tell them apart."""
+    net = copy.deepcopy(module.network)
+    key = net.peak_anchor * net.config.n_buckets + net.peak_bucket
+    p1 = next(p for p in range(len(key)) if (key == key[p]).sum() > 1)
+    p2 = next(p for p in range(len(key)) if p != p1 and key[p] == key[p1])
+    tokens = module.tokenize(batch)
+    cell = int(tokens.present[:, MODALITIES.index("atac")].nonzero()[0, 0])
+    one, other = tokens.clone(), tokens.clone()
+    one.peaks[cell, [p1, p2]] = torch.tensor([1.0, 0.0])
+    other.peaks[cell, [p1, p2]] = torch.tensor([0.0, 1.0])
+    one.mask["atac"][cell] = other.mask["atac"][cell] = False
+    b, g = torch.tensor([cell]), net.peak_anchor[[p1]]
+    with torch.no_grad():
+        net.peak_embedding.weight.normal_()
+        assert not torch.allclose(net.embed_at(one, b, g), net.embed_at(other, b, g))
+        net.peak_embedding = None  # the model with peak_embeddings=False
+        torch.testing.assert_close(net.embed_at(one, b, g), net.embed_at(other, b, g))

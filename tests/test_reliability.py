@@ -348,9 +348,22 @@ def test_save_load_atac_model_set_up_with_a_genome_table(tmp_path):
         hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "atac": "atac"}, batch_key="batch", genome=table)
     model = hc.HoloCell(mdata, **TINY)
     model.save(tmp_path / "m")
+    old = hc.HoloCell(mdata, **TINY, cell_state_kwargs={"peak_embeddings": False})
+    old.save(tmp_path / "old")
     with pytest.warns(hc.HoloCellWarning, match="have no counts at all"), _sim_genes():
         loaded = hc.HoloCell.load(tmp_path / "m", mdata.copy())  # the table was saved as text; anchors are reused
     assert loaded.feature_space.anchors == model.feature_space.anchors
+    assert loaded.module.network.peak_embedding is not None  # each peak's input vector is saved and read back
+    torch.testing.assert_close(
+        loaded.module.network.peak_embedding.weight, model.module.network.peak_embedding.weight
+    )
+    # a format-3 checkpoint (before the peaks' input vectors) loads as the network it was written from
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    config["format_version"], config["init_params"]["cell_state_kwargs"] = 3, None
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    with pytest.warns(hc.HoloCellWarning, match="have no counts at all"), _sim_genes():
+        loaded = hc.HoloCell.load(tmp_path / "old", mdata.copy())
+    assert loaded.module.network.peak_embedding is None
 
 
 def test_save_killed_between_renames_points_to_old_model(saved):

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ._holocell import HoloCell
 
 FORMAT = "holocell-checkpoint"
-FORMAT_VERSION = 3  # 2: config.json records the sha256 of the weights; 3: the cell state
+FORMAT_VERSION = 4  # 2: config.json records the sha256 of the weights; 3: the cell state; 4: peaks' input vectors
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 MUDATA = "mdata.h5mu"
@@ -254,6 +254,9 @@ def read_config(dir_path: Path, label: str | None = None) -> dict:
     config = validate_config(config, where)
     if version_ < 3:  # written before the cell state: the network without one
         config["init_params"].setdefault("cell_state_kwargs", dict(LEGACY_CELL_STATE))
+    if version_ < 4:  # written before the peaks had input vectors of their own
+        kwargs = config["init_params"].get("cell_state_kwargs") or {}
+        config["init_params"]["cell_state_kwargs"] = {"peak_embeddings": False, **kwargs}
     return config
 
 

@@ -131,6 +131,7 @@ NETWORK = (
         Rule("cell_state", bool, required=False),
         Rule("n_hidden", int, 1, MAX_D_MODEL, required=False),
         Rule("peak_factors", bool, required=False),
+        Rule("peak_embeddings", bool, required=False),
         Rule("value_path", bool, required=False),
         Rule("latents_in_posterior", bool, required=False),
         Rule("z_in_denoiser", bool, required=False),

@@ -15,7 +15,9 @@ from ._config_check import ConfigError
 _ANCHORS_D = "'feature_space.anchors', 'init_params.d_model'"
 _MLP_RATIO = NetworkConfig.__dataclass_fields__["mlp_ratio"].default  # not a constructor argument
 _BINS_D = "'init_params.n_bins', 'init_params.d_model'"
-_CELL_DEFAULTS = {k: NetworkConfig.__dataclass_fields__[k].default for k in ("cell_state", "n_hidden")}
+_CELL_DEFAULTS = {
+    k: NetworkConfig.__dataclass_fields__[k].default for k in ("cell_state", "n_hidden", "peak_embeddings")
+}
 _N_LATENT = NetworkConfig.__dataclass_fields__["n_latent"].default
 
 
@@ -39,17 +41,20 @@ def expected_shapes(config: dict) -> dict[str, tuple[tuple[int, ...], str]]:
         "network.latents": ((init["n_latents"], d), "'init_params.n_latents', 'init_params.d_model'"),
         "network.read_in.mlp.fc.weight": ((mlp_ratio * d, d), mlp_keys),
     }
+    cell = {**_CELL_DEFAULTS, **(init.get("cell_state_kwargs") or {}), "n_latent": init.get("n_latent", _N_LATENT)}
     for m, fmap in config["feature_space"]["maps"].items():
         features = f"'feature_space.maps.{m}.features'"
         shapes[f"tokenizer.{m}_anchor"] = ((len(fmap["features"]),), features)
         shapes[f"network.{m}_exists"] = ((n_anchors,), "'feature_space.anchors'")
         if m == "atac":
             shapes["network.peak_anchor"] = ((len(fmap["features"]),), features)
+            if cell["peak_embeddings"]:
+                keys = f"{features}, 'init_params.d_model', 'init_params.cell_state_kwargs'"
+                shapes["network.peak_embedding.weight"] = ((len(fmap["features"]), d), keys)
         else:
             shapes[f"network.slots.{m}.anchor_value"] = ((n_anchors, d), _ANCHORS_D)
             shapes[f"network.slots.{m}.bin.weight"] = ((n_bins + 2, d), _BINS_D)
             shapes[f"network.heads.{m}.weight"] = ((n_bins + 1, d), _BINS_D)
-    cell = {**_CELL_DEFAULTS, **(init.get("cell_state_kwargs") or {}), "n_latent": init.get("n_latent", _N_LATENT)}
     if cell["cell_state"]:
         keys = "'init_params.n_latent', 'init_params.cell_state_kwargs', 'init_params.d_model'"
         n_latent, n_hidden = cell["n_latent"], cell["n_hidden"]

@@ -163,3 +163,36 @@ class SlotEmbedding(nn.Module):
     def direction(self, anchors: torch.Tensor) -> torch.Tensor:
         """Value direction of the given anchors (long tensor of any shape ``S``): ``(*S, d)``."""
         return self.value + F.embedding(anchors, self.anchor_value)
+
+
+class PeakEmbedding(nn.Module):
+    """An input vector of each peak's own, so that peaks in one distance bucket of an anchor can differ.
+
+    An anchor token receives the sum of the vectors of its open peaks, divided by the square root of their
+    number. The vectors start at zero: a fresh model reads only the bucket-pooled positions, as one without them.
+    """
+
+    def __init__(self, n_peaks: int, d: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(n_peaks, d))
+
+    def forward(
+        self, peaks: torch.Tensor, peak_anchor: torch.Tensor, n_anchors: int, b: torch.Tensor, g: torch.Tensor
+    ) -> torch.Tensor:
+        """``(N, d)`` pooled peak vectors of the distinct (cell, anchor) pairs ``(b, g)`` (two ``(N,)`` long
+        tensors), read from the ``(B, P)`` accessibility ``peaks``; only the open peaks are touched."""
+        cell, peak = peaks.nonzero(as_tuple=True)
+        query = b * n_anchors + g
+        order = torch.argsort(query)
+        ranked = query[order]
+        out = self.weight.new_zeros(len(b), self.weight.shape[1])
+        if len(cell) == 0 or len(b) == 0:
+            return out
+        key = cell * n_anchors + peak_anchor[peak]
+        pos = torch.searchsorted(ranked, key).clamp(max=len(ranked) - 1)
+        hit = ranked[pos] == key
+        rows, cell, peak = order[pos[hit]], cell[hit], peak[hit]
+        weight = peaks[cell, peak].to(out.dtype).unsqueeze(-1)
+        out = out.index_add(0, rows, F.embedding(peak, self.weight) * weight)
+        n_open = out.new_zeros(len(b)).index_add(0, rows, weight.squeeze(-1))
+        return out / n_open.clamp(min=1.0).sqrt().unsqueeze(-1)

@@ -24,7 +24,7 @@ from ..tokenize import Tokens
 from ..vocab import MODALITIES, N_BUCKETS
 from ._cellstate import CellState, sample_z
 from ._count_decoder import CountDecoder
-from ._layers import Block, ReadOut, SlotEmbedding
+from ._layers import Block, PeakEmbedding, ReadOut, SlotEmbedding
 
 LIBRARY_SCALE = 10.0
 """A modality's library size enters as ``log1p(total count)`` (about 5 to 12 for real cells); it is divided by
@@ -52,6 +52,7 @@ class NetworkConfig:
     n_latent: int = 32  # size of z
     n_hidden: int = 128  # hidden width of the count decoders
     peak_factors: bool = True  # every peak has an output vector of its own in the ATAC count decoder
+    peak_embeddings: bool = True  # every peak has an input vector of its own in the encoder's anchor tokens
     value_path: bool = True  # q(z | x) reads a linear map of the visible values
     latents_in_posterior: bool = True  # q(z | x) reads the pooled latents of the encoder
     z_in_denoiser: bool = True  # the token read-out attends to z as well as to the latents
@@ -122,6 +123,7 @@ class HoloCellNetwork(nn.Module):
             self.register_buffer("peak_anchor", peak_anchor.long().clone())
             self.register_buffer("peak_bucket", peak_bucket.long().clone())
             self.peak_position = nn.Parameter(torch.randn(c.n_buckets, d) * 0.02)  # encoder side
+            self.peak_embedding = PeakEmbedding(len(peak_anchor), d) if c.peak_embeddings else None
             self.atac_mask = nn.Parameter(torch.zeros(d))
             self.atac_head = nn.Linear(d, c.n_buckets)  # decoder: a logit per (anchor, bucket)
         # prefix context: batch, species, library size of each modality
@@ -230,8 +232,8 @@ class HoloCellNetwork(nn.Module):
 
         A token is its anchor's identity embedding, plus for every value slot the row of its bin (or of
         [MASK], or of "no such slot") and its continuous value along the slot's direction, plus the
-        anchor's accessible peaks pooled with their position embedding (ATAC). This is the one place
-        a token is computed in full: :meth:`encoder_inputs` uses it for the tokens that carry a value,
+        anchor's accessible peaks pooled with their position embedding and their own vectors (ATAC). This is
+        the one place a token is computed in full: :meth:`encoder_inputs` uses it for the tokens that carry a value,
         and iterative generation for the tokens it has just committed. Rows are gathered with
         :func:`~torch.nn.functional.embedding`, whose backward is deterministic on CPU (plain indexing
         accumulates in a thread-dependent order). ``per_bucket`` (:meth:`_peaks_per_bucket`) and
@@ -247,6 +249,8 @@ class HoloCellNetwork(nn.Module):
             per_bucket = self._peaks_per_bucket(tokens) if per_bucket is None else per_bucket
             masked = tokens.mask["atac"][b, g] & self.exists("atac")[g]
             pooled = torch.log1p(per_bucket[b, g]) @ self.peak_position
+            if self.peak_embedding is not None:
+                pooled = pooled + self.peak_embedding(tokens.peaks, self.peak_anchor, self.config.n_anchors, b, g)
             emb = emb + torch.where(masked.unsqueeze(-1), self.atac_mask, pooled)
         return emb
 
