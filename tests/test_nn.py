@@ -319,7 +319,7 @@ def test_peak_embedding_pools_the_open_peaks_of_each_requested_token():
         layer.weight.normal_()
     peak_anchor = torch.tensor([0, 0, 1, 1, 1, 3, 3])
     peaks = (torch.rand(4, 7) > 0.4).float()
-    b, g = torch.tensor([2, 0, 3, 1, 0, 2]), torch.tensor([1, 3, 0, 2, 0, 3])  # distinct pairs, any order
+    b, g = torch.tensor([2, 0, 3, 1, 0, 2, 3]), torch.tensor([1, 3, 0, 2, 0, 3, 0])  # any order; (3, 0) twice
     out = layer(peaks, peak_anchor, 4, b, g)
     for row, (cell, anchor) in enumerate(zip(b.tolist(), g.tolist(), strict=True)):
         open_ = (peaks[cell] > 0) & (peak_anchor == anchor)

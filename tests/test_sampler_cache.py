@@ -31,6 +31,8 @@ def _module_and_batch(read_in_tokens: str):
         HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "atac": "atac", "protein": "protein"}, batch_key="batch")
     model = HoloCell(mdata, d_model=32, n_layers=1, n_heads=2, n_latents=8, read_in_tokens=read_in_tokens)
     model.module.eval()
+    with torch.no_grad():  # the peaks' input vectors start at zero: give them values the comparisons can see
+        model.module.network.peak_embedding.weight.normal_(std=0.1)
     arrays = model._arrays(None)[1]
     return model.module, arrays.take(np.arange(arrays.n_cells))
 
@@ -61,6 +63,12 @@ def plain_token_embeddings(network, tokens):
         for p, (a, k) in enumerate(zip(network.peak_anchor.tolist(), network.peak_bucket.tolist(), strict=True)):
             per_bucket[:, a, k] += tokens.peaks[:, p]
         pooled = torch.log1p(per_bucket) @ network.peak_position
+        if network.peak_embedding is not None:  # each open peak's own vector, over sqrt(open peaks of the anchor)
+            own, n_open = torch.zeros(B, G, pooled.shape[-1]), torch.zeros(B, G)
+            for p, a in enumerate(network.peak_anchor.tolist()):
+                own[:, a] += tokens.peaks[:, p, None] * network.peak_embedding.weight[p]
+                n_open[:, a] += tokens.peaks[:, p]
+            pooled = pooled + own / n_open.clamp(min=1).sqrt().unsqueeze(-1)
         hidden = tokens.mask["atac"].unsqueeze(-1)
         x = x + torch.where(hidden, network.atac_mask, pooled) * network.exists("atac")[None, :, None]
     return x
