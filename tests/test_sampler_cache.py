@@ -59,16 +59,13 @@ def plain_token_embeddings(network, tokens):
         x = x + slot.table()[ids] + values.unsqueeze(-1) * (slot.value + slot.anchor_value)
     if "atac" in network.modalities:
         K = network.config.n_buckets
-        per_bucket = torch.zeros(B, G, K)
+        per_bucket, own = torch.zeros(B, G, K), torch.zeros(B, G, network.config.d_model)
         for p, (a, k) in enumerate(zip(network.peak_anchor.tolist(), network.peak_bucket.tolist(), strict=True)):
             per_bucket[:, a, k] += tokens.peaks[:, p]
-        pooled = torch.log1p(per_bucket) @ network.peak_position
-        if network.peak_embedding is not None:  # each open peak's own vector, over sqrt(open peaks of the anchor)
-            own, n_open = torch.zeros(B, G, pooled.shape[-1]), torch.zeros(B, G)
-            for p, a in enumerate(network.peak_anchor.tolist()):
+            if network.peak_embedding is not None:  # each open peak's own vector
                 own[:, a] += tokens.peaks[:, p, None] * network.peak_embedding.weight[p]
-                n_open[:, a] += tokens.peaks[:, p]
-            pooled = pooled + own / n_open.clamp(min=1).sqrt().unsqueeze(-1)
+        n_open = per_bucket.sum(-1).clamp(min=1).sqrt().unsqueeze(-1)  # the vectors' sum is over sqrt(open peaks)
+        pooled = torch.log1p(per_bucket) @ network.peak_position + own / n_open
         hidden = tokens.mask["atac"].unsqueeze(-1)
         x = x + torch.where(hidden, network.atac_mask, pooled) * network.exists("atac")[None, :, None]
     return x
