@@ -5,9 +5,11 @@ Run ``python benchmarks/perturbation.py`` (``make bench-tools``); writes
 same split.
 
 Simulator (``hc.data.simulate_multiome``, RNA + ATAC + protein): holocell trains on 80% of the cells;
-knockouts are predicted for the other 20% and compared with the true expected effects
-(``SimulationTruth.knockout_effect``): Pearson over (cell type x feature) of the per-cell-type mean
-shift, the knocked-out gene itself left out. Peers, fit on the same training cells:
+knockouts and TF overexpression are predicted for the other 20% and compared with the true expected effects
+(``SimulationTruth.knockout_effect``, ``SimulationTruth.overexpression_effect``: the TF's activity and RNA at
+their 0.99 quantile over the cells, as ``predict_perturbation(mode="overexpress")`` sets the RNA): Pearson over
+(cell type x feature) of the per-cell-type mean shift, the perturbed gene itself left out. Peers, fit on the same
+training cells:
 
 - zero shift (Pearson undefined: scored 0);
 - correlation regression: each feature regressed on the perturbed feature alone, effect = slope x change;
@@ -136,6 +138,9 @@ class LinearPeers:
         return {m: c[j] for m, c in self._ridge.items()}
 
 
+#: the expression quantile an overexpressed TF is set to (holocell's edit and the simulator's truth)
+OVEREXPRESS_QUANTILE = 0.99
+
 #: ablations of the knockout rows: label -> HoloCell settings (same seed and schedule as the default model)
 ABLATIONS = {"holocell (ablation: peaks without input vectors)": {"cell_state_kwargs": {"peak_embeddings": False}}}
 
@@ -151,16 +156,23 @@ def knockout_eval(args, truth, test_m, model, peers, ablations=None):
     cres = list(strongest.peak.drop_duplicates().head(args.n_cre))
     peaks = list(test_m["atac"].var_names)
     jobs = [("gene", g, genes.index(g)) for g in tfs] + [("cre", c, len(genes) + peaks.index(c)) for c in cres]
+    jobs += [("overexpress", g, genes.index(g)) for g in tfs]
     rows = []
     for kind, name, j in jobs:
-        true = truth.knockout_effect(gene=name) if kind == "gene" else truth.knockout_effect(cre=name)
-        drop = [name] if kind == "gene" else []
-        delta = -x_test[:, j]  # knockout: value -> 0
+        if kind == "overexpress":
+            true = truth.overexpression_effect(gene=name, quantile=OVEREXPRESS_QUANTILE)
+            delta = np.quantile(x_test[:, j], OVEREXPRESS_QUANTILE) - x_test[:, j]  # value -> its quantile
+        else:
+            true = truth.knockout_effect(gene=name) if kind == "gene" else truth.knockout_effect(cre=name)
+            delta = -x_test[:, j]  # knockout: value -> 0
+        drop = [] if kind == "cre" else [name]
         preds = {}
         runs = [("holocell", model, "staged"), ("holocell (joint flow)", model, "joint")]
         runs += [(label, other, "staged") for label, other in (ablations or {}).items()]
         for label, run_model, flow in runs:
-            kw = {"genes": [name]} if kind == "gene" else {"cres": [name]}
+            kw = {"cres": [name]} if kind == "cre" else {"genes": [name]}
+            if kind == "overexpress":
+                kw.update(mode="overexpress", overexpress_quantile=OVEREXPRESS_QUANTILE)
             res = run_model.predict_perturbation(test_m, **kw, flow=flow, n_steps=args.n_steps, progress_bar=False)
             preds[label] = {m: res.shift(m) for m in ("rna", "protein")}
         slopes, ridge = peers.corr_slopes(j), peers.ridge_coefs(j)
@@ -350,7 +362,8 @@ def main(argv=None):
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"}
     verdict_rows = []
     for kind, rows in summary.groupby("kind"):
-        verdict_rows += verdicts(f"Simulated {kind} knockouts", rows.to_dict("records"), ["pearson_rna", "pearson_protein"])
+        task = "Simulated TF overexpression" if kind == "overexpress" else f"Simulated {kind} knockouts"
+        verdict_rows += verdicts(task, rows.to_dict("records"), ["pearson_rna", "pearson_protein"])
     for truth_kind, rows in grn.groupby("truth"):
         verdict_rows += verdicts(f"Simulated GRN ({truth_kind})", rows.to_dict("records"), ["auprc_ratio"])
     if not ann.empty:
@@ -384,12 +397,14 @@ def render(out: Path) -> None:
         "",
         f"Seed {st['seed']}; total {result['total_seconds']:.0f} s.",
         "",
-        f"## Simulated knockouts ({st['n_cells']} cells, {st['n_genes']} genes, {st['n_tfs']} TFs, "
+        f"## Simulated knockouts and overexpression ({st['n_cells']} cells, {st['n_genes']} genes, {st['n_tfs']} TFs, "
         f"{st['n_proteins']} proteins; model d_model={st['d_model']}, {st['epochs']} epochs on 80% of cells; "
         "scored on the other 20%)",
         "",
         "Pearson / RMSE over (cell type x feature) of the predicted vs true per-cell-type mean shift, "
-        f"averaged over the {st['n_tfs']} TF knockouts (`gene`) and the {st['n_cre']} strongest CRE knockouts (`cre`); "
+        f"averaged over the {st['n_tfs']} TF knockouts (`gene`), the {st['n_cre']} strongest CRE knockouts (`cre`) "
+        f"and the {st['n_tfs']} TF overexpressions (`overexpress`: the TF's RNA, and in the truth its activity, at the "
+        f"{OVEREXPRESS_QUANTILE} quantile over the cells); "
         "a CRE whose gene codes no protein and is no TF has no protein effect and no protein Pearson. "
         "`holocell (ablation: ...)`: the same model, seed and schedule without one design choice.",
         "",

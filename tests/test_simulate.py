@@ -229,6 +229,45 @@ def test_non_tf_gene_knockout(sim):
         truth.knockout_effect()
 
 
+def test_tf_overexpression(sim):
+    _, truth = sim
+    tf = truth.tf_target["tf"].value_counts().index[0]
+    eff = truth.overexpression_effect(gene=tf)
+    rna = eff["rna"]
+    # the TF goes up (or stays) in every type: its rate is set to the 0.99 quantile over the cells
+    assert (rna[tf] > -1e-12).all() and rna[tf].max() > 0.1
+    # each direct target moves with the sign of its edge where the TF's activity rose most
+    act = truth.cell_type_tf_activity[tf]
+    low = act.idxmin()
+    edges = truth.tf_target[truth.tf_target["tf"] == tf]
+    strong = edges[edges["weight"].abs() > 0.3]
+    assert len(strong)
+    via_cre = set(truth.cre_gene["gene"][truth.cre_gene["peak"].isin(truth.tf_cre["peak"][truth.tf_cre["tf"] == tf])])
+    for _, e in strong.iterrows():
+        if e["target"] not in via_cre:  # a CRE path could oppose the direct edge
+            assert np.sign(rna.loc[low, e["target"]]) == np.sign(e["weight"]), e["target"]
+    affected = set(edges["target"]) | via_cre | {tf}
+    unrelated = [g for g in rna.columns if g not in affected]
+    np.testing.assert_allclose(rna[unrelated].to_numpy(), 0.0, atol=1e-10)
+    # a higher quantile pushes further
+    assert truth.overexpression_effect(gene=tf, quantile=1.0)["rna"][tf].sum() > rna[tf].sum()
+
+
+def test_non_tf_gene_overexpression(sim):
+    _, truth = sim
+    gene, prot = truth.gene_protein.iloc[0]
+    eff = truth.overexpression_effect(gene=gene, quantile=0.9)
+    np.testing.assert_allclose(eff["rna"].drop(columns=gene).to_numpy(), 0.0, atol=1e-12)
+    np.testing.assert_allclose(eff["protein"].drop(columns=prot).to_numpy(), 0.0, atol=1e-12)
+    assert np.sign(eff["protein"][prot]).eq(np.sign(eff["rna"][gene])).all()
+    with pytest.raises(ValueError, match="quantile"):
+        truth.overexpression_effect(gene=gene, quantile=0.0)
+    with pytest.raises(ValueError, match="at least one gene"):
+        truth.overexpression_effect(gene=[])
+    with pytest.raises(KeyError):
+        truth.overexpression_effect(gene="NOTAGENE")
+
+
 def test_expected_matches_sampled(sim):
     """The expected-value model used for knockouts is the model the counts were drawn from."""
     mdata, truth = sim

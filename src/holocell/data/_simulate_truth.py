@@ -77,18 +77,32 @@ class _Model:
         return self.protein_bg[None, :] + self.protein_scale[None, :] * rel
 
     def expected(
-        self, cre_ko: np.ndarray | None = None, gene_ko: np.ndarray | None = None
+        self,
+        cre_ko: np.ndarray | None = None,
+        gene_ko: np.ndarray | None = None,
+        gene_oe: np.ndarray | None = None,
+        oe_quantile: float = 0.99,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Expected accessibility, normalised gene rate and protein rate, optionally with knockouts."""
+        """Expected accessibility, normalised gene rate and protein rate, optionally with knockouts and
+        overexpressed genes.
+
+        An overexpressed gene's rate is set, in every cell, to its ``oe_quantile`` over the unperturbed cells;
+        an overexpressed TF's activity likewise, so that it acts on its CREs and targets.
+        """
         activity = self.tf_activity.copy()
         gene_ko = np.asarray([] if gene_ko is None else gene_ko, dtype=int)
+        gene_oe = np.asarray([] if gene_oe is None else gene_oe, dtype=int)
         cre_ko = np.asarray([] if cre_ko is None else cre_ko, dtype=int)
         tf_ko = gene_ko[gene_ko < self.n_tfs]
         activity[:, tf_ko] = 0.0  # knocked-out TF genes lose their activity downstream
+        tf_oe = gene_oe[gene_oe < self.n_tfs]
+        activity[:, tf_oe] = np.quantile(self.tf_activity[:, tf_oe], oe_quantile, axis=0)
         p = self.accessibility(activity)
         p[:, cre_ko] = 0.0
         rate = np.exp(self.log_rate(activity, self.cre_term_expected(p)) - self.log_offset)
         rate[:, gene_ko] = 0.0
+        if gene_oe.size:
+            rate[:, gene_oe] = np.quantile(self.expected()[1][:, gene_oe], oe_quantile, axis=0)
         return p, rate, self.protein_rate(rate)
 
 
@@ -165,6 +179,35 @@ class SimulationTruth:
         base = self._per_type(*self._model.expected())
         ko = self._per_type(*self._model.expected(cre_ko=cre_idx, gene_ko=gene_idx))
         return {k: ko[k] - base[k] for k in base}
+
+    def overexpression_effect(self, gene: str | Sequence[str], quantile: float = 0.99) -> dict[str, pd.DataFrame]:
+        """True expected effect of overexpressing genes.
+
+        An overexpressed gene's expected normalised rate is set, in every cell, to its ``quantile`` over the
+        unperturbed cells (as :meth:`~holocell.HoloCell.predict_perturbation` sets the RNA value of an overexpressed
+        gene to a quantile of its expression); an overexpressed TF's activity is set to its own ``quantile`` over
+        the cells, so that it acts on its target CREs and genes.
+
+        Parameters
+        ----------
+        gene
+            Gene symbol(s) to overexpress.
+        quantile
+            The quantile, in ``(0, 1]``.
+
+        Returns
+        -------
+        Dict of DataFrames indexed by cell type, as :meth:`knockout_effect` (positive = up after the
+        overexpression).
+        """
+        if not 0 < quantile <= 1:
+            raise ValueError(f"quantile must be in (0, 1], got {quantile!r}.")
+        gene_idx = self._lookup(self.genes, gene, "gene")
+        if gene_idx.size == 0:
+            raise ValueError("Give at least one gene to overexpress.")
+        base = self._per_type(*self._model.expected())
+        up = self._per_type(*self._model.expected(gene_oe=gene_idx, oe_quantile=quantile))
+        return {k: up[k] - base[k] for k in base}
 
     @staticmethod
     def _lookup(index: pd.Index, names: str | Sequence[str] | None, what: str) -> np.ndarray:
