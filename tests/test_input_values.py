@@ -1,0 +1,120 @@
+"""Input checks at set-up: every count value is checked, and gene names are matched to the vocabulary (issue 20).
+
+Real components: simulated and hand-built MuData, real ``.h5mu`` files (backed reads), a real save / load.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import holocell as hc
+
+TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}
+SIM = {"n_genes": 20, "n_tfs": 4, "n_proteins": 5, "n_distal_peaks": 3, "peaks_per_gene": 2,
+       "missing": {"protein": ["batch1"]}, "seed": 0}  # fmt: skip
+#: the simulator's genes (SIM1, ...) are synthetic: setting its data up reports how few are vocabulary genes
+SIM_GENES = r"RNA features of modality .* map to a known"
+
+
+def _sim():
+    return hc.data.simulate_multiome(64, **SIM)[0]
+
+
+def _sim_genes():
+    return pytest.warns(hc.HoloCellWarning, match=SIM_GENES)
+
+
+# ----------------------------------------------------------------------------- issue 20: every value checked
+def _rna_only(x, names=None):
+    """A MuData with one RNA modality holding ``x`` (gene names known to the vocabulary by default)."""
+    import anndata as ad
+    import mudata as md
+
+    genes = names if names is not None else _sim()["rna"].var_names[:2].tolist() + ["CD4", "CD8A", "MS4A1"]
+    obs = pd.DataFrame(index=[f"c{i}" for i in range(x.shape[0])])
+    return md.MuData({"rna": ad.AnnData(x, obs=obs, var=pd.DataFrame(index=genes[: x.shape[1]]))})
+
+
+@pytest.mark.parametrize(("bad", "words"), [(np.nan, "NaN or Inf"), (np.inf, "NaN or Inf"), (-1.0, "negative"),
+                                            (100_000.4, "non-integer"), (7.5, "non-integer")])  # fmt: skip
+@pytest.mark.parametrize("kind", ["dense", "csr", "backed"])
+def test_every_value_is_checked(tmp_path, bad, words, kind):
+    """A bad value after the first 1.2 million stored values (and after the first 10,000 rows)."""
+    import mudata as md
+
+    x = np.ones((250_000, 5), dtype=np.float64)  # 1.25 M values, all counts but the last
+    x[-1, -1] = bad
+    x[-1, 0] = 100_000  # a large count next to it: the tolerance is absolute, not relative
+    mdata = _rna_only(sp.csr_matrix(x) if kind != "dense" else x)
+    if kind == "backed":
+        mdata.write(tmp_path / "d.h5mu")
+        mdata = md.read_h5mu(tmp_path / "d.h5mu", backed=True)
+    with pytest.raises(ValueError, match=words) as err:
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna"})
+    assert "rna_layer='counts'" in str(err.value)
+
+
+def test_check_is_exact_to_an_absolute_tolerance_with_flat_memory():
+    import tracemalloc
+
+    from holocell.model._counts import CHUNK_VALUES, check_counts
+
+    x = np.full((2000, 4000), 3.0)  # 64 MB
+    x[0, 0] = 100_000.0 + 5e-7  # float noise within 1e-6 of an integer: a count
+    check_counts(x, "rna", "rna")
+    x[-1, -1] = 100_000.4
+    tracemalloc.start()
+    with pytest.raises(ValueError, match=r"non-integer values \(e\.g\. 100000\.4\)"):
+        check_counts(x, "rna", "rna")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 3 * CHUNK_VALUES * x.itemsize < x.nbytes / 5  # a few chunks, not a copy of the matrix
+
+
+# ----------------------------------------------------------------------------- issue 20: vocabulary matching
+def test_low_and_zero_gene_matching(tmp_path):
+    counts = sp.csr_matrix(np.ones((30, 10), dtype=np.float32))
+    names = ["CD4", "CD8A", "MS4A1"] + [f"ENSG_OTHER_RELEASE_{i}" for i in range(7)]
+    with pytest.warns(UserWarning, match=r"Only 3 of 10 RNA features .* \(30%\)") as rec:
+        hc.HoloCell.setup_mudata(_rna_only(counts, names), modalities={"rna": "rna"})
+    text = str([w.message for w in rec])
+    assert "species" in text and "Ensembl" in text and "annotation release" in text
+    unmatched = _rna_only(counts, [f"{i}" for i in range(10)])  # integer indices as names
+    with pytest.raises(ValueError, match="None of the 10 RNA features") as err:
+        hc.HoloCell.setup_mudata(unmatched, modalities={"rna": "rna"})
+    assert "allow_unmatched_genes=True" in str(err.value)
+    with pytest.warns(UserWarning, match="dataset-only anchor"):
+        hc.HoloCell.setup_mudata(unmatched, modalities={"rna": "rna"}, allow_unmatched_genes=True)
+    model = hc.HoloCell(unmatched, **TINY)
+    model.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["setup_args"]["allow_unmatched_genes"]
+    with pytest.warns(UserWarning, match="dataset-only anchor"):  # the setup is replayed, allowance included
+        loaded = hc.HoloCell.load(tmp_path / "m", _rna_only(counts, [f"{i}" for i in range(10)]))
+    assert loaded.adata_manager.registry["setup_args"]["allow_unmatched_genes"] is True
+
+
+def test_atac_half_counts_are_accepted_rna_and_protein_still_need_counts():
+    mdata = _sim()
+    mdata.mod["atac"].X = mdata["atac"].X * 0.5  # half-counts, as in some public multiome releases
+    mdata.update()
+    half = pytest.warns(UserWarning, match=r"'atac' \(ATAC\) has \d+ non-integer values .* binary accessibility")
+    # 64 simulated cells: two have no ATAC count at all, and holocell says so at setup
+    empty = pytest.warns(hc.HoloCellWarning, match="have no counts at all")
+    with half, empty, _sim_genes():
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "atac": "atac"}, genome=_table(mdata))
+    for m in ("rna", "protein"):
+        other = _sim()
+        other.mod[m].X = other[m].X * 0.5
+        with pytest.raises(ValueError, match=f"'{m}' has non-integer values") as err:
+            hc.HoloCell.setup_mudata(other, modalities={m: m})
+        assert f"{m}_layer='counts'" in str(err.value)
+
+
+def _table(mdata):
+    var = mdata["rna"].var
+    return var.assign(gene_name=var.index)[["gene_name", "chrom", "tss", "strand"]].reset_index(drop=True)
