@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 
+import anndata as ad
 import mudata as md
 import numpy as np
+import pandas as pd
 import pytest
 
 import holocell as hc
@@ -124,3 +127,46 @@ def test_embed_without_model_uses_shipped_checkpoint(pbmc_small_h5mu, tmp_path, 
     z = embedded.obsm["X_holocell"]
     assert z.shape[0] == embedded.n_obs and np.isfinite(z).all() and z.std(0).mean() > 0
     assert not (tmp_path / "empty_cache").exists()
+
+
+# ----------------------------------------------------------------------------- perturb / grn paths, checked first
+def _exit_2(capsys, argv: list[str], words: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and words in err, err
+
+
+def test_perturb_and_grn_refuse_bad_paths_before_any_work(sim_h5mu, tmp_path, capsys, snapshot):
+    """Each path problem is one line and exit code 2 before the model is loaded; nothing is written."""
+    (tmp_path / "notes.txt").write_text("the user's notes")
+    ad.AnnData(np.ones((3, 2), dtype=np.float32)).write_h5ad(tmp_path / "adata.h5ad")
+    os.symlink(tmp_path / "gone" / "x.h5mu", tmp_path / "dangling.h5mu")
+    before = snapshot(tmp_path)
+    model = ["--model", str(tmp_path / "never_read")]
+    perturb = ["perturb", str(sim_h5mu), *model, "--genes", "SIM1"]
+    _exit_2(capsys, [*perturb, "--out", str(tmp_path / "out.csv")], "does not end in .h5mu")
+    _exit_2(capsys, [*perturb, "--out", str(tmp_path / "notes.txt" / "o.h5mu")], "is a file, not a folder")
+    _exit_2(capsys, [*perturb, "--out", str(tmp_path / "dangling.h5mu"), "--overwrite"], "which does not exist")
+    grn = ["grn", str(sim_h5mu), *model, "--tfs", "SIM1", "--out", str(tmp_path / "g.h5mu")]
+    _exit_2(capsys, [*grn, "--table", str(tmp_path / "g.h5mu")], "is also --out")
+    _exit_2(capsys, [*grn, "--table", str(tmp_path / "edges.h5mu")], "tab-separated text table")
+    for bad, words in (("adata.h5ad", "cannot be read as a MuData"), ("notes.txt", "not an HDF5 file"), (".", "is a directory")):
+        _exit_2(capsys, ["perturb", str(tmp_path / bad), *model, "--genes", "SIM1", "--out",
+                         str(tmp_path / "p.h5mu")], words)  # fmt: skip
+    assert snapshot(tmp_path) == before
+
+
+def test_grn_table_in_a_new_folder_is_compressed_as_named(sim_h5mu, tmp_path):
+    model_dir = tmp_path / "model"
+    with pytest.warns(hc.HoloCellWarning, match=SIM_GENES):
+        main(["train", str(sim_h5mu), "--model", str(model_dir), "--modalities", "rna=rna", "--max-epochs", "1",
+              "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--n-latents", "4", "--no-progress"])  # fmt: skip
+    table = tmp_path / "results" / "edges.tsv.gz"  # formerly: the .h5mu written, then FileNotFoundError
+    with pytest.warns(hc.HoloCellWarning, match=SIM_GENES):
+        main(["grn", str(sim_h5mu), "--model", str(model_dir), "--out", str(tmp_path / "g.h5mu"), "--table",
+              str(table), "--tfs", "SIM1,SIM2", "--method", "embedding"])  # fmt: skip
+    assert table.read_bytes()[:2] == b"\x1f\x8b"  # gzip, not plain text under a .gz name
+    edges = pd.read_csv(table, sep="\t")
+    assert set(edges["tf"]) == {"SIM1", "SIM2"} and len(edges) == len(md.read_h5mu(tmp_path / "g.h5mu").uns["holocell_grn"])
+    assert sorted(p.name for p in table.parent.iterdir()) == ["edges.tsv.gz"]  # no temporary left

@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     grn.add_argument("--n-steps", type=int, default=4, help="denoising steps")
     grn.add_argument("--key-added", default="holocell_grn", help="key of .uns")
     grn.add_argument(
-        "--table", default=None, help="also write the edge table to this .tsv (atomic, never overwritten)"
+        "--table", default=None, help="also write the edge table to this .tsv (.tsv.gz: compressed; atomic, replaced only with --overwrite)"
     )
     _inference_arguments(grn)
     _model_arguments(grn)

@@ -3,7 +3,8 @@
 Each option is a parameter of the Python API with the same default (:mod:`holocell._cli_parser`).
 
 Outputs are never overwritten without ``--overwrite``, the input file never at all, and ``.h5mu``
-outputs are written to a temporary file beside the target and renamed into place. Problems with
+outputs are written to a temporary file beside the target and renamed into place. Output paths are
+checked before any work (kind, folder, existing file), so a bad one costs nothing. Problems with
 the arguments or a config file end with a one-line ``holocell: error: ...`` and exit code 2.
 """
 
@@ -11,59 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._cli_files import UsageError
+from ._cli_files import check_out as _check_out
+from ._cli_files import read as _read
+from ._cli_files import write_h5mu as _write_h5mu
+from ._cli_files import write_table as _write_table
 from ._cli_parser import DEFAULT_MODEL, build_parser
 
 __all__ = ["DEFAULT_MODEL", "UsageError", "build_parser", "main"]
-
-
-class UsageError(SystemExit):
-    """A bad argument or config file: printed as one line, exit code 2, no traceback."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(2)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return os.path.abspath(a) == os.path.abspath(b)
-
-
-def _check_out(out: str, inputs: Sequence[str], overwrite: bool) -> Path:
-    """Refuse an ``--out`` that is an input file, or exists without ``--overwrite``, before any work."""
-    path = Path(out)
-    for given in inputs:
-        if _same_file(path, Path(given)):
-            raise UsageError(
-                f"--out {out} is the input file {given}; holocell never overwrites its input. Write to a new file."
-            )
-    if path.is_dir():
-        raise UsageError(f"--out {out} is a directory; give the path of an .h5mu file to write.")
-    if os.path.lexists(path) and not overwrite:
-        raise UsageError(
-            f"--out {out} already exists; pass --overwrite to replace it, or choose another path."
-        )
-    return path
-
-
-def _write_h5mu(mdata, out: Path) -> None:
-    """Write atomically: a temporary file in the same directory, fsynced, then renamed onto ``out``."""
-    from .model._safe_write import atomic_file
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    target = out.resolve() if out.is_symlink() else out  # keep a link, replace what it points to
-    with atomic_file(target, suffix=".h5mu") as tmp:
-        mdata.write(str(tmp))
 
 
 #: mdata.mod names recognised when --modalities is not given
@@ -89,16 +50,6 @@ def _guess_modalities(mdata, given: dict[str, str] | None) -> dict[str, str]:
             "pass e.g. --modalities rna=rna,protein=adt"
         )
     return found
-
-
-def _read(path: str):
-    import mudata as md
-
-    if not Path(path).exists():
-        raise SystemExit(f"holocell: input file {path} does not exist.")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return md.read_h5mu(path)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -319,7 +270,9 @@ def _cmd_grn(args: argparse.Namespace) -> None:
     from .tl import grn
 
     out = _check_out(args.out, [args.input], args.overwrite)
-    table = _check_out(args.table, [args.input, args.out], args.overwrite) if args.table else None
+    table = None
+    if args.table:
+        table = _check_out(args.table, [args.input], args.overwrite, option="--table", other_outputs={"--out": args.out})
     mdata, model = _load(args)
     grn(
         mdata,
@@ -337,10 +290,7 @@ def _cmd_grn(args: argparse.Namespace) -> None:
     _write_h5mu(mdata, out)
     edges = mdata.uns[args.key_added]
     if table is not None:
-        from .model._safe_write import atomic_file
-
-        with atomic_file(table.resolve() if table.is_symlink() else table, suffix=".tsv") as tmp:
-            edges.to_csv(tmp, sep="\t", index=False)
+        _write_table(edges, table)
     print(
         f"Wrote {args.out} with .uns[{args.key_added!r}] ({len(edges)} edges)"
         + (f" and {args.table}" if table else "")

@@ -13,6 +13,7 @@ import torch
 
 from ..nn import SlotEdit, perturb_staged, perturb_tokens
 from ..vocab import MODALITIES
+from ._args import as_names, cell_indices, check_count, check_quantile
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -67,11 +68,52 @@ class PerturbMixin:
         features = pd.Index(self.feature_space.maps[modality].features.astype(str))
         idx = features.get_indexer(list(names))
         if (idx < 0).any():
-            bad = [n for n, i in zip(names, idx, strict=True) if i < 0][:5]
+            bad = [n for n, i in zip(names, idx, strict=True) if i < 0]
+            lower = {f.lower(): f for f in features}
+            close = {n: lower[n.lower()] for n in bad if n.lower() in lower}
+            hint = f" Names are case-sensitive: did you mean {list(close.values())[:5]}?" if close else ""
             raise KeyError(
-                f"Unknown {what} {bad}: use names from mdata.mod[{self.modalities_[modality]!r}].var_names."
+                f"Unknown {what} {bad[:5]}: the model knows {len(features)} {modality} features, the var_names of "
+                f"mdata.mod[{self.modalities_[modality]!r}] it was set up with "
+                f"(model.feature_space.maps[{modality!r}].features).{hint}"
             )
         return idx
+
+    def _perturb_settings(self, genes, cres, mode, regenerate, sources, overexpress_quantile, flow, n_steps,
+                          batch_size) -> dict:  # fmt: skip
+        """The checked, normalised settings of a perturbation (before any data is read)."""
+        genes, cres = as_names(genes, "genes"), as_names(cres, "cres")
+        if not genes and not cres:
+            raise ValueError("Give `genes` and/or `cres` to perturb.")
+        if mode not in ("knockout", "overexpress"):
+            raise ValueError(f"mode must be 'knockout' or 'overexpress', got {mode!r}.")
+        if flow not in ("staged", "joint"):
+            raise ValueError(f"flow must be 'staged' (chromatin -> RNA -> protein) or 'joint', got {flow!r}.")
+        regenerate = [m for m in _REGENERABLE if m in self.modalities_] if regenerate is None else regenerate
+        regenerate = [regenerate] if isinstance(regenerate, str) else list(regenerate)
+        bad = [m for m in regenerate if m not in _REGENERABLE or m not in self.modalities_]
+        if bad or not regenerate:
+            raise ValueError(
+                f"regenerate must be a non-empty subset of the model's RNA/protein modalities, got {regenerate}."
+            )
+        if sources is None:
+            sources = [m for m in self.modalities_ if m not in regenerate]
+        sources = self._check_modalities([sources] if isinstance(sources, str) else list(sources)) or []
+        if genes:
+            self._feature_index("rna", genes, "genes")
+        if cres:
+            self._feature_index("atac", cres, "CREs")
+        return {
+            "genes": genes,
+            "cres": cres,
+            "mode": mode,
+            "regenerate": regenerate,
+            "sources": sources,
+            "overexpress_quantile": check_quantile(overexpress_quantile),
+            "flow": flow,
+            "n_steps": check_count(n_steps, "n_steps"),
+            "batch_size": check_count(batch_size, "batch_size", none_ok=True),
+        }
 
     def predict_perturbation(
         self,
@@ -123,7 +165,7 @@ class PerturbMixin:
             Modalities kept visible as conditioning (default: every modality not regenerated, e.g.
             ATAC). Edited RNA of a regenerated RNA modality is always visible.
         indices
-            Cells to perturb (default: all).
+            Cells to perturb: integer positions or a boolean mask over the cells (default: all).
         overexpress_quantile
             Quantile of the gene's expression used by ``mode="overexpress"``.
         flow
@@ -136,28 +178,18 @@ class PerturbMixin:
         :class:`PerturbationResult`. The edit applies to cells that have the edited modality (RNA for
         ``genes``, ATAC for ``cres``); other cells get NaN rows.
         """
+        settings = self._perturb_settings(
+            genes, cres, mode, regenerate, sources, overexpress_quantile, flow, n_steps, batch_size
+        )
         mdata, arrays = self._arrays(mdata)
         return self._perturb_arrays(
-            arrays,
-            genes,
-            cres,
-            mode,
-            regenerate=regenerate,
-            sources=sources,
-            indices=indices,
-            overexpress_quantile=overexpress_quantile,
-            flow=flow,
-            n_steps=n_steps,
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-            progress_bar=progress_bar,
+            arrays, indices=indices, device=device, seed=seed, progress_bar=progress_bar, **settings
         )
 
     def iter_perturbations(
         self,
         mdata: MuData | None = None,
-        genes: Sequence[str] | None = None,
+        genes: str | Sequence[str] | None = None,
         mode: Literal["knockout", "overexpress"] = "knockout",
         **kwargs,
     ) -> Iterator[tuple[str, PerturbationResult]]:
@@ -179,8 +211,11 @@ class PerturbMixin:
         ------
         ``(gene, result)`` for each gene, in order; ``result`` as from :meth:`predict_perturbation`.
         """
-        if genes is None:
-            genes = list(self.feature_space.maps["rna"].features.astype(str)) if "rna" in self.modalities_ else []
+        if "rna" not in self.modalities_:
+            raise ValueError("iter_perturbations perturbs genes' RNA: the model has no RNA modality.")
+        all_genes = list(self.feature_space.maps["rna"].features.astype(str))
+        genes = all_genes if genes is None else as_names(genes, "genes")
+        self._feature_index("rna", genes, "genes")  # every name checked before the first regeneration
         mdata, arrays = self._arrays(mdata)
         totals = {}  # RNA library sizes, computed once for every overexpressed gene
         for gene in genes:
@@ -206,26 +241,10 @@ class PerturbMixin:
         _totals: dict | None = None,
     ) -> PerturbationResult:
         """:meth:`predict_perturbation` on checked count arrays."""
-        genes = [genes] if isinstance(genes, str) else list(genes or [])
-        cres = [cres] if isinstance(cres, str) else list(cres or [])
-        if not genes and not cres:
-            raise ValueError("Give `genes` and/or `cres` to perturb.")
-        if mode not in ("knockout", "overexpress"):
-            raise ValueError(f"mode must be 'knockout' or 'overexpress', got {mode!r}.")
-        if flow not in ("staged", "joint"):
-            raise ValueError(f"flow must be 'staged' (chromatin -> RNA -> protein) or 'joint', got {flow!r}.")
-        if not 0 < overexpress_quantile <= 1:
-            raise ValueError("overexpress_quantile must be in (0, 1].")
-        regenerate = [m for m in _REGENERABLE if m in self.modalities_] if regenerate is None else list(regenerate)
-        bad = [m for m in regenerate if m not in _REGENERABLE or m not in self.modalities_]
-        if bad or not regenerate:
-            raise ValueError(
-                f"regenerate must be a non-empty subset of the model's RNA/protein modalities, got {regenerate}."
-            )
-        if sources is None:
-            sources = [m for m in self.modalities_ if m not in regenerate]
-        sources = self._check_modalities(list(sources)) or []
-        idx = np.arange(arrays.n_cells) if indices is None else np.asarray(indices)
+        s = self._perturb_settings(genes, cres, mode, regenerate, sources, overexpress_quantile, flow, n_steps, batch_size)
+        genes, cres, regenerate, sources = s["genes"], s["cres"], s["regenerate"], s["sources"]
+        overexpress_quantile, n_steps, batch_size = s["overexpress_quantile"], s["n_steps"], s["batch_size"]
+        idx = cell_indices(indices, arrays.n_cells)
 
         edits, needs = [], []
         if genes:
@@ -246,6 +265,12 @@ class PerturbMixin:
         applied = np.zeros(arrays.n_cells, dtype=bool)
         applied[idx] = arrays.present[idx][:, needs].all(axis=1)
         run = idx[applied[idx]]
+        if not len(run):
+            need = " and ".join(MODALITIES[i].upper() for i in needs)
+            raise ValueError(
+                f"None of the {len(idx)} cells to perturb has {need}, which the edit needs, so nothing can be "
+                "predicted; perturb cells that have it (`indices`) or edit another modality."
+            )
 
         device = self._device(device)
         self.module.eval()

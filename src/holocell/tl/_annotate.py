@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -11,7 +12,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
+from ..model._args import check_count
 from ._compat import legacy_positional
+from ._keys import check_key_added, check_outputs
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -88,7 +91,8 @@ def annotate(
     max_epochs
         ``"finetune"``: epochs over the cells at most (early stopping on the held-out reference cells).
     key_added
-        Output key prefix.
+        Output key prefix. The results of an earlier ``annotate`` with the same ``key_added`` are replaced;
+        any other existing key (the user's data, e.g. ``labels_key``) is never replaced: ``ValueError``.
     batch_size, device, progress_bar
         ``"finetune"``: cells per step (default 128), where to train, progress display.
     seed
@@ -109,8 +113,20 @@ def annotate(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if method == "finetune" and model is None:
         raise ValueError("method='finetune' trains a copy of the model: pass the trained model.")
-    if unknown_threshold is not None and not 0.0 <= float(unknown_threshold) <= 1.0:
+    if unknown_threshold is not None and (
+        isinstance(unknown_threshold, bool)
+        or not isinstance(unknown_threshold, numbers.Real)
+        or not 0.0 <= float(unknown_threshold) <= 1.0
+    ):
         raise ValueError(f"unknown_threshold is a probability in [0, 1] (or None), got {unknown_threshold!r}.")
+    check_count(n_neighbors, "n_neighbors")
+    check_key_added(key_added)
+    if labels_key in (key_added, f"{key_added}_confidence"):
+        raise ValueError(
+            f"key_added={key_added!r} would write over the reference labels mdata.obs[{labels_key!r}]; "
+            "pass another key_added (default 'holocell_label')."
+        )
+    check_outputs(mdata, key_added, "annotate", obs=[key_added, f"{key_added}_confidence"])
     mdata = mdata.copy() if copy else mdata
     labels = mdata.obs[labels_key]
     labelled = labels.notna().to_numpy()
@@ -133,6 +149,13 @@ def annotate(
     else:
         raise ValueError(f"mdata.obsm has no {use_rep!r}; pass a trained model or run hc.tl.embed first.")
     if method != "finetune":
+        bad = int((~np.isfinite(z[ref | q]).all(axis=1)).sum())
+        if bad:
+            raise ValueError(
+                f"The embeddings{'' if use_rep not in mdata.obsm else f' mdata.obsm[{use_rep!r}]'} have NaN or "
+                f"infinite values in {bad} of the reference and query cells; compute them again (hc.tl.embed) or "
+                "pass another use_rep."
+            )
         proba, classes = transfer_labels(
             z[ref], labels[ref].astype(str).to_numpy(), z[q], method=method, n_neighbors=n_neighbors, seed=seed
         )
@@ -142,7 +165,7 @@ def annotate(
     conf[q] = proba.max(1)
     categories = list(classes)
     if unknown_threshold is not None:
-        low = q & (conf < unknown_threshold)
+        low = q & (conf < float(unknown_threshold))
         pred[low] = UNKNOWN
         if UNKNOWN not in categories:
             categories.append(UNKNOWN)
@@ -219,11 +242,24 @@ def transfer_labels(
 
 
 def _as_mask(mdata: MuData, cells: Sequence[bool] | Sequence[str], what: str) -> np.ndarray:
+    if isinstance(cells, pd.Series) and pd.api.types.is_bool_dtype(cells) and not cells.index.equals(mdata.obs_names):
+        aligned = cells.reindex(mdata.obs_names)  # a mask of other cells, or in another order: aligned by name
+        if aligned.isna().any():
+            raise ValueError(
+                f"Boolean `{what}` is a Series indexed by other cells than mdata.obs_names "
+                f"({int(aligned.isna().sum())} cells missing); give one entry per cell of mdata."
+            )
+        cells = aligned.astype(bool)
     arr = np.asarray(cells)
     if arr.dtype == bool:
         if arr.shape != (mdata.n_obs,):
             raise ValueError(f"Boolean `{what}` must have one entry per cell ({mdata.n_obs}), got {arr.shape}.")
         return arr
+    if arr.size and not (arr.dtype.kind in "OUS" and all(isinstance(c, str) for c in arr.ravel())):
+        raise TypeError(
+            f"`{what}` must be a boolean mask over the cells or a list of obs names, got {arr.dtype} values "
+            f"such as {list(arr.ravel()[:3])}; for positions pass mdata.obs_names[positions]."
+        )
     idx = mdata.obs_names.get_indexer(arr.astype(str))
     if (idx < 0).any():
         raise KeyError(f"`{what}` names unknown cells, e.g. {list(arr[idx < 0][:3])}.")

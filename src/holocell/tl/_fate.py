@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from .._warnings import HoloCellDeprecationWarning
+from ..model._args import as_names, check_count
+from ._keys import check_outputs
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -91,7 +93,7 @@ def fate_shift(
     model
         Trained :class:`~holocell.HoloCell` with an RNA modality.
     groupby
-        Column of ``mdata.obs`` holding the populations.
+        Column of ``mdata.obs`` holding the populations (cells with a missing value belong to none).
     source, target
         Values of ``groupby``: the population perturbed and the one to reach.
     genes
@@ -99,11 +101,12 @@ def fate_shift(
     mode
         ``"overexpress"`` (default) or ``"knockout"``.
     n_cells
-        Source cells sampled (``None``: all source cells with RNA).
+        Source cells with RNA sampled (``None``: all of them); at least 1.
     regenerate, sources, n_steps, batch_size, device, seed, progress_bar
         See :func:`holocell.tl.perturb`.
     key_added
-        ``.uns`` key of the result.
+        ``.uns`` key of the result. The result of an earlier ``fate_shift`` there is replaced; any other entry
+        (the user's data) is never replaced: ``ValueError``.
     copy
         Work on and return a copy instead of modifying ``mdata``.
 
@@ -113,27 +116,43 @@ def fate_shift(
     and ``"ranking"``: a DataFrame with columns ``gene``, ``score``, ``cosine``, ``distance_before``,
     ``distance_after``, ``rank`` (1 = moves furthest toward the target), sorted by ``rank``.
     """
-    if groupby not in mdata.obs:
-        raise KeyError(f"mdata.obs has no column {groupby!r}.")
-    groups = mdata.obs[groupby].astype(str).to_numpy()
-    for name, value in (("source", source), ("target", target)):
-        if str(value) not in set(groups):
-            raise ValueError(f"{name} {value!r} is not a value of mdata.obs[{groupby!r}].")
-    if str(source) == str(target):
-        raise ValueError("source and target must differ.")
+    check_outputs(mdata, key_added, "fate_shift")
+    if not isinstance(groupby, str) or groupby not in mdata.obs:
+        raise KeyError(
+            f"mdata.obs has no column {groupby!r}; columns: {list(mdata.obs.columns)[:20]} "
+            "(a column of one modality only: mdata.pull_obs() first)."
+        )
     if "rna" not in model.modalities_:
         raise ValueError("fate_shift needs a model with an RNA modality.")
+    if mode not in ("knockout", "overexpress"):
+        raise ValueError(f"mode must be 'knockout' or 'overexpress', got {mode!r}.")
+    column = mdata.obs[groupby]
+    in_source = _group_mask(column, source, "source", groupby)
+    in_target = _group_mask(column, target, "target", groupby)
+    if str(source) == str(target) or (in_source == in_target).all():
+        raise ValueError("source and target must differ.")
     all_genes = list(model.feature_space.maps["rna"].features.astype(str))
-    genes = all_genes if genes is None else ([genes] if isinstance(genes, str) else list(genes))
+    genes = all_genes if genes is None else as_names(genes, "genes")
     if not genes:
         raise ValueError("Give at least one candidate gene.")
+    model._feature_index("rna", genes, "genes")  # every name checked before any work
+    n_cells = check_count(n_cells, "n_cells", none_ok=True)
+    check_count(n_steps, "n_steps")
+    check_count(batch_size, "batch_size", none_ok=True)
+    rna = model.modalities_["rna"]
+    if rna not in mdata.mod:
+        raise KeyError(
+            f"MuData has no modality {rna!r}, the RNA the model was set up with; available: {list(mdata.mod)}."
+        )
+    src = np.flatnonzero(in_source & (np.asarray(mdata.obsmap[rna]).ravel() > 0))
+    if not len(src):
+        raise ValueError(f"No {source!r} cell has RNA (mdata.mod[{rna!r}]), so no gene can be perturbed in them.")
 
     mdata = mdata.copy() if copy else mdata
     z = model.get_latent_representation(mdata, batch_size=batch_size, device=device, progress_bar=progress_bar)
-    c_s = z[groups == str(source)].mean(0)
-    c_t = z[groups == str(target)].mean(0)
+    c_s = z[in_source].mean(0)
+    c_t = z[in_target].mean(0)
     span = max(float(np.linalg.norm(c_t - c_s)), 1e-12)
-    src = np.flatnonzero(groups == str(source))
     if n_cells is not None and n_cells < len(src):
         src = np.sort(np.random.default_rng(seed).choice(src, n_cells, replace=False))
 
@@ -152,9 +171,7 @@ def fate_shift(
         progress_bar=False,
     )
     for gene, res in perturbations:
-        cells = src[res.applied[src]]
-        if len(cells) == 0:
-            raise ValueError(f"No {source!r} cells have RNA, so no gene can be perturbed in them.")
+        cells = src[res.applied[src]]  # every one: src holds cells with RNA
         dz = res.embedding_perturbed[cells] - res.embedding_control[cells]
         before = np.linalg.norm(z[cells] - c_t, axis=1).mean()
         after = np.linalg.norm(z[cells] + dz - c_t, axis=1).mean()
@@ -177,3 +194,21 @@ def fate_shift(
         "ranking": table,
     }
     return mdata if copy else None
+
+
+def _group_mask(column: pd.Series, value, what: str, groupby: str) -> np.ndarray:
+    """The cells whose ``column`` value is ``value`` (compared as text, then as a value: ``0`` finds ``0.0``;
+    missing values belong to no group)."""
+    valid = column.notna().to_numpy()
+    mask = valid & (column.astype(str).to_numpy() == str(value))
+    if not mask.any():
+        try:
+            mask = valid & np.asarray(column == value, dtype=bool)
+        except (TypeError, ValueError):
+            pass
+    if not mask.any():
+        values = sorted(map(str, column.dropna().unique()))
+        raise ValueError(
+            f"{what} {value!r} is not a value of mdata.obs[{groupby!r}] that any cell has; values: {values[:20]}."
+        )
+    return mask

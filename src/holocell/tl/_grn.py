@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 
 from .._warnings import HoloCellDeprecationWarning
+from ..model._args import as_names, check_count
 from ..priors import load_grn_edges
+from ._keys import check_outputs
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -99,11 +101,12 @@ def grn(
     sources
         Conditioning modalities during the knockouts (see :func:`holocell.tl.perturb`).
     n_cells
-        Cells sampled for the knockouts (``None``: all).
+        Cells with RNA sampled for the knockouts (``None``: all); at least 1.
     n_steps, batch_size, device, seed, progress_bar
         Regeneration settings.
     key_added
-        ``.uns`` key of the table.
+        ``.uns`` key of the table. A table of an earlier ``grn`` run there is replaced; any other entry (the
+        user's data) is never replaced: ``ValueError``.
     copy
         Work on and return a copy instead of modifying ``mdata``.
 
@@ -118,6 +121,7 @@ def grn(
     >>> hc.tl.grn(mdata, model, tfs=["GATA1", "SPI1"], method="embedding")
     >>> hc.pl.grn_scores(mdata.uns["holocell_grn"], "GATA1")
     """
+    check_outputs(mdata, key_added, "grn")
     mdata = mdata.copy() if copy else mdata
     mdata.uns[key_added] = edge_table(
         model,
@@ -156,20 +160,29 @@ def edge_table(
         raise ValueError(f"method must be 'embedding', 'knockout' or 'both', got {method!r}.")
     if "rna" not in model.modalities_:
         raise ValueError("grn needs a model with an RNA modality.")
+    n_cells = check_count(n_cells, "n_cells", none_ok=True)
+    check_count(n_steps, "n_steps")
+    check_count(batch_size, "batch_size", none_ok=True)
     mdata = model.adata if mdata is None else mdata
+    rna = model.modalities_["rna"]
+    if (tfs is None or method != "embedding") and rna not in mdata.mod:
+        raise KeyError(
+            f"MuData has no modality {rna!r}, the RNA the model was set up with; available: {list(mdata.mod)}."
+        )
     genes = pd.Index(model.feature_space.maps["rna"].features.astype(str))
     if tfs is None:
-        var = mdata.mod[model.modalities_["rna"]].var
         anchors = model.feature_space.maps["rna"].report["anchor"].astype(str).to_numpy()
-        tfs = default_tfs(genes, anchors, var)
-    tfs = [tfs] if isinstance(tfs, str) else list(tfs)
-    targets = list(genes) if targets is None else list(targets)
+        tfs = default_tfs(genes, anchors, mdata.mod[rna].var)
+    tfs = as_names(tfs, "tfs")
+    targets = list(genes) if targets is None else as_names(targets, "targets")
     for what, names in (("TFs", tfs), ("targets", targets)):
         unknown = [n for n in names if n not in genes]
         if unknown:
             raise KeyError(f"Unknown {what} {unknown[:5]}: use RNA var_names the model was set up with.")
     if not tfs or not targets:
         raise ValueError("Need at least one TF and one target.")
+    if len(tfs) == 1 and targets == tfs:  # names are unique, so every other choice leaves an edge
+        raise ValueError(f"The only candidate edge is the self-edge {tfs[0]} -> {tfs[0]}, which grn leaves out.")
 
     pairs = pd.MultiIndex.from_product([tfs, targets], names=["tf", "target"])
     table = pd.DataFrame(index=pairs).reset_index()
@@ -184,9 +197,11 @@ def edge_table(
         sim = unit.loc[tfs].to_numpy() @ unit.loc[targets].to_numpy().T  # (n_tfs, n_targets)
         table["similarity"] = pd.DataFrame(sim, index=tfs, columns=targets).stack().loc[edges].to_numpy()
     if method in ("knockout", "both"):
-        indices = None
-        if n_cells is not None and n_cells < mdata.n_obs:
-            indices = np.sort(np.random.default_rng(seed).choice(mdata.n_obs, n_cells, replace=False))
+        indices = np.flatnonzero(np.asarray(mdata.obsmap[rna]).ravel() > 0)  # the cells a knockout applies to
+        if not len(indices):
+            raise ValueError(f"No cell of the MuData has RNA (mdata.mod[{rna!r}]), so no TF can be knocked out.")
+        if n_cells is not None and n_cells < len(indices):
+            indices = np.sort(np.random.default_rng(seed).choice(indices, n_cells, replace=False))
         effects = {}
         knockouts = model.iter_perturbations(
             mdata,
@@ -232,7 +247,20 @@ def default_tfs(genes: pd.Index, anchors: Sequence[str], var: pd.DataFrame) -> l
         The RNA ``.var`` of the data.
     """
     if "is_tf" in var:
-        return list(var.index[var["is_tf"].astype(bool)])
+        flags = var["is_tf"]
+        if flags.isna().any() or not (
+            pd.api.types.is_bool_dtype(flags) or (pd.api.types.is_numeric_dtype(flags) and flags.isin([0, 1]).all())
+        ):
+            raise ValueError(
+                f"The RNA .var['is_tf'] column must be True/False for every gene, got dtype {flags.dtype} with "
+                f"{int(flags.isna().sum())} missing values; fix it (e.g. var['is_tf'] = var['is_tf'] == 'True'), "
+                "or pass tfs= yourself."
+            )
+        known = set(genes)
+        flagged = [g for g in var.index[flags.astype(bool).to_numpy()] if g in known]
+        if not flagged:
+            raise ValueError("The RNA .var['is_tf'] column marks no gene the model knows as a TF; pass tfs=.")
+        return flagged
     regulators = set(load_grn_edges()["tf"])
     known = [g for g, a in zip(genes, anchors, strict=True) if a in regulators]
     return known if known else list(genes)

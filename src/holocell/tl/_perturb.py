@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ..model._args import check_count
 from ._compat import legacy_positional
+from ._keys import check_key_added, check_outputs
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -83,11 +85,12 @@ def perturb(
     flow
         ``"staged"`` (chromatin -> RNA -> protein) or ``"joint"``.
     n_top
-        Top responding features per modality kept in the summary table.
+        Top responding features per modality kept in the summary table (at least 1).
     n_steps
         Denoising steps.
     key_added
-        Prefix of every key written.
+        Prefix of every key written. The results of an earlier ``perturb`` with the same ``key_added`` are
+        replaced; any other existing key (the user's data) is never replaced: ``ValueError``.
     batch_size, device, seed, progress_bar
         Cells per pass, device, random seed, progress display.
     copy
@@ -118,6 +121,19 @@ def perturb(
     >>> hc.tl.perturb(mdata, model, genes=["GATA1"], mode="knockout")
     >>> mdata.uns["holocell_perturb"]["summary"].head()
     """
+    check_count(n_top, "n_top")
+    check_key_added(key_added)
+    regen = [m for m in ("rna", "protein") if m in model.modalities_] if regenerate is None else regenerate
+    regen = [regen] if isinstance(regen, str) else list(regen) if isinstance(regen, Iterable) else []
+    written = [f"{key_added}_{m}" for m in regen]
+    used = [name for name in written if name in model.modalities_.values()]
+    if used:
+        raise ValueError(
+            f"key_added={key_added!r} would write over mdata.mod{used}, which the model reads; pass another key_added."
+        )
+    check_outputs(
+        mdata, key_added, "perturb", obs=[f"{key_added}_applied"], obsm=[f"X_{key_added}_shift"], mod=written
+    )
     mdata = mdata.copy() if copy else mdata
     res = model.predict_perturbation(
         mdata,

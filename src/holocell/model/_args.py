@@ -1,0 +1,97 @@
+"""Checks of the downstream API's arguments (feature names, counts, cells), with messages that name the
+problem and the fix. Shared by :class:`~holocell.HoloCell`'s perturbation methods and ``holocell.tl``."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def as_names(value: str | Iterable[str] | None, what: str) -> list[str]:
+    """``value`` (one name or names) as a list of ``str``; ``None`` gives ``[]``.
+
+    Parameters
+    ----------
+    value
+        A name, or an iterable of names (list, tuple, array, ``pd.Index``).
+    what
+        The argument, for the messages (``"genes"``, ``"tfs"``, ...).
+
+    Raises
+    ------
+    TypeError
+        ``bytes``, a number, or an item that is not a ``str``.
+    ValueError
+        A name given more than once.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, bytes | bytearray):
+        raise TypeError(f"`{what}` must be a name (str) or a list of names, got bytes {value!r}; decode it first.")
+    if not isinstance(value, Iterable):
+        raise TypeError(
+            f"`{what}` must be a name (str) or a list of names, got {type(value).__name__} {value!r}; "
+            "feature names are strings such as mdata.mod['rna'].var_names[0]."
+        )
+    names = list(value)
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise TypeError(
+            f"`{what}` must hold names (str), got {bad[:3]!r} ({type(bad[0]).__name__}); use feature names, "
+            "not positions or bytes, e.g. mdata.mod['rna'].var_names[[0, 1]]."
+        )
+    index = pd.Index(names)
+    if index.has_duplicates:
+        dups = list(index[index.duplicated()].unique())
+        raise ValueError(f"`{what}` names {dups[:5]} more than once; give each name once.")
+    return names
+
+
+def check_count(value, what: str, *, minimum: int = 1, none_ok: bool = False) -> int | None:
+    """``value`` as an ``int >= minimum`` (or ``None`` when ``none_ok``); ``TypeError`` / ``ValueError`` otherwise."""
+    if value is None and none_ok:
+        return None
+    allowed = f"an integer >= {minimum}" + (" or None" if none_ok else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{what} must be {allowed}, got {type(value).__name__} {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{what} must be {allowed}, got {value!r}.")
+    return int(value)
+
+
+def check_quantile(value, what: str = "overexpress_quantile") -> float:
+    """``value`` as a float in ``(0, 1]``; ``ValueError`` otherwise (NaN, strings, 0, above 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) <= 1:
+        raise ValueError(f"{what} must be a number in (0, 1] (e.g. 0.99), got {value!r}.")
+    return float(value)
+
+
+def cell_indices(indices: Sequence[int] | np.ndarray | None, n_cells: int) -> np.ndarray:
+    """Positions of the cells to use: ``None`` (all), integer positions or a boolean mask over the cells."""
+    if indices is None:
+        return np.arange(n_cells)
+    idx = np.asarray(indices)
+    if idx.dtype == bool:
+        if idx.shape != (n_cells,):
+            raise ValueError(f"A boolean `indices` needs one entry per cell ({n_cells}), got shape {idx.shape}.")
+        idx = np.flatnonzero(idx)
+    elif idx.size and (idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer)):
+        raise TypeError(
+            f"`indices` must be integer positions of cells or a boolean mask, got {idx.dtype} of shape {idx.shape}; "
+            "for cell names use mdata.obs_names.get_indexer(names)."
+        )
+    if idx.size == 0:
+        raise ValueError("`indices` selects no cell; give at least one (None: every cell).")
+    idx = idx.astype(np.int64)
+    out = (idx < -n_cells) | (idx >= n_cells)
+    if out.any():
+        raise IndexError(f"`indices` {list(idx[out][:5])} are not cell positions of this MuData (0 to {n_cells - 1}).")
+    return np.where(idx < 0, idx + n_cells, idx)
+
+
+__all__ = ["as_names", "cell_indices", "check_count", "check_quantile"]

@@ -1,0 +1,82 @@
+"""Where the ``tl`` functions write, and the rule that keeps the user's data: a key is replaced only when
+holocell wrote it.
+
+Each function records its run in ``mdata.uns[key_added]`` (:data:`RECORDS`). Running it again with the
+same ``key_added`` replaces its earlier results, as documented. A key that exists without that record
+(a column, embedding, modality or ``.uns`` entry of the user, of scanpy, or holocell's set-up keys) is
+never replaced: the call stops with a ``ValueError`` before anything is computed or written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from mudata import MuData
+
+#: function -> what its ``mdata.uns[key_added]`` holds (the keys of a dict, or the columns of the table)
+RECORDS = {
+    "perturb": ("params", "summary"),
+    "annotate": ("params", "classes"),
+    "fate_shift": ("params", "ranking"),
+    "grn": ("tf", "target", "score", "rank"),
+}
+
+
+def written_by(value, function: str) -> bool:
+    """Whether ``value`` (an ``mdata.uns`` entry) is the record of a ``holocell.tl.<function>`` run."""
+    keys = RECORDS[function]
+    if isinstance(value, pd.DataFrame):
+        return set(keys) <= set(value.columns)
+    return isinstance(value, Mapping) and set(keys) <= set(value)
+
+
+def check_key_added(key_added, what: str = "key_added") -> str:
+    """``key_added`` as a non-empty ``str``."""
+    if not isinstance(key_added, str) or not key_added:
+        raise TypeError(f"{what} must be a non-empty string (the name of the keys written), got {key_added!r}.")
+    return key_added
+
+
+def check_outputs(
+    mdata: MuData,
+    key_added: str,
+    function: str,
+    *,
+    obs: Sequence[str] = (),
+    obsm: Sequence[str] = (),
+    mod: Sequence[str] = (),
+) -> None:
+    """Refuse to write where holocell would replace data it did not write.
+
+    Parameters
+    ----------
+    mdata
+        The MuData written to.
+    key_added
+        The function's ``key_added`` (its record goes to ``mdata.uns[key_added]``).
+    function
+        The ``holocell.tl`` function (a key of :data:`RECORDS`).
+    obs, obsm, mod
+        The other keys the function writes.
+    """
+    check_key_added(key_added)
+    if written_by(mdata.uns.get(key_added), function):
+        return  # an earlier run of the same function: replacing it is the documented behaviour
+    taken = [f"mdata.uns[{key_added!r}]"] if key_added in mdata.uns else []
+    taken += [f"mdata.obs[{k!r}]" for k in obs if k in mdata.obs.columns]
+    taken += [f"mdata.obsm[{k!r}]" for k in obsm if k in mdata.obsm]
+    taken += [f"mdata.mod[{k!r}]" for k in mod if k in mdata.mod]
+    if taken:
+        raise ValueError(
+            f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''} and {'was' if len(taken) == 1 else 'were'} "
+            f"not written by holocell.tl.{function} (mdata.uns[{key_added!r}] holds no record of it); holocell never "
+            f"replaces data it did not write. Pass another key_added=, or delete {'it' if len(taken) == 1 else 'them'} "
+            "yourself if you mean to replace it."
+        )
+
+
+__all__ = ["RECORDS", "check_key_added", "check_outputs", "written_by"]

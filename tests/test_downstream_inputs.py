@@ -1,0 +1,329 @@
+"""The downstream API (``hc.tl.perturb`` / ``grn`` / ``annotate`` / ``fate_shift``, ``HoloCell.predict_perturbation``
+/ ``iter_perturbations``) on careless and hostile input: a clear error before any work, never a raw IndexError or
+silent NaN, and never a change to data holocell did not write."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import holocell as hc
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: The simulator's genes (SIM1, ...) are synthetic: setting its data up reports that few are vocabulary genes.
+SIM_GENES = r"RNA features of modality .* map to a known"
+FAST = {"n_steps": 1, "progress_bar": False}
+
+
+@pytest.fixture(scope="module")
+def sim():
+    """A mosaic of three batches (batch1 lacks ATAC, batch2 lacks RNA) and a tiny model trained 2 epochs (read-only)."""
+    mdata, _ = hc.data.simulate_multiome(
+        150, n_genes=24, n_tfs=4, n_proteins=6, n_batches=3, missing={"atac": ["batch1"], "rna": ["batch2"]}, seed=0
+    )
+    with pytest.warns(hc.HoloCellWarning, match=SIM_GENES):
+        hc.HoloCell.setup_mudata(
+            mdata, modalities={"rna": "rna", "atac": "atac", "protein": "protein"}, batch_key="batch"
+        )
+    model = hc.HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4)
+    model.train(max_epochs=2, enable_progress_bar=False, seed=0)
+    return mdata, model
+
+
+def fingerprint(mdata) -> tuple:
+    """Everything a user owns in ``mdata``: modalities (X, obs, var), global obs, obsm and uns."""
+    digest = {}
+    for name, adata in mdata.mod.items():
+        x = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+        digest[name] = (hashlib.sha256(x.tobytes()).hexdigest(), adata.obs.to_csv(), adata.var.to_csv())
+    obsm = {k: hashlib.sha256(np.asarray(v).tobytes()).hexdigest() for k, v in mdata.obsm.items()}
+    return digest, mdata.obs.to_csv(), obsm, repr(sorted(mdata.uns.keys()))
+
+
+def rna_cells(mdata) -> np.ndarray:
+    return np.asarray(mdata.obsmap["rna"]).ravel() > 0
+
+
+@pytest.fixture
+def no_work(sim, monkeypatch):
+    """Reading the data or embedding fails the test: the call under test must stop before any work."""
+    _, model = sim
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the data were read before the arguments were checked")
+
+    monkeypatch.setattr(model, "_arrays", fail)
+    monkeypatch.setattr(model, "get_latent_representation", fail)
+    return model
+
+
+# ----------------------------------------------------------------------------- names
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"genes": b"SIM1"}, TypeError, "got bytes"),
+        ({"genes": 5}, TypeError, "got int 5"),
+        ({"genes": [5]}, TypeError, "must hold names"),
+        ({"genes": ["SIM1", "SIM1"]}, ValueError, "more than once"),
+        ({"genes": ["NOPE"]}, KeyError, "Unknown genes"),
+        ({"genes": ["sim1"]}, KeyError, "did you mean \\['SIM1'\\]"),
+        ({"genes": [], "cres": None}, ValueError, "Give `genes` and/or `cres`"),
+        ({"cres": ["chr9:1-2"]}, KeyError, "Unknown CREs"),
+        ({"genes": "SIM1", "n_top": 0}, ValueError, "n_top must be an integer >= 1"),
+        ({"genes": "SIM1", "n_steps": 0}, ValueError, "n_steps must be an integer >= 1"),
+        ({"genes": "SIM1", "batch_size": 0}, ValueError, "batch_size must be an integer >= 1"),
+        ({"genes": "SIM1", "mode": "overexpress", "overexpress_quantile": 1.5}, ValueError, "overexpress_quantile"),
+        ({"genes": "SIM1", "mode": "overexpress", "overexpress_quantile": "0.5"}, ValueError, "overexpress_quantile"),
+        ({"genes": "SIM1", "key_added": None}, TypeError, "key_added must be a non-empty string"),
+    ],
+)
+def test_perturb_arguments_are_checked_before_any_work(sim, no_work, kwargs, error, words):
+    mdata, _ = sim
+    work = mdata.copy()
+    before = fingerprint(work)
+    with pytest.raises(error, match=words):
+        hc.tl.perturb(work, no_work, **kwargs)
+    assert fingerprint(work) == before
+
+
+def test_names_may_be_a_string_an_index_or_an_array(sim):
+    mdata, model = sim
+    cells = np.flatnonzero(rna_cells(mdata))[:8]
+    for genes in ("SIM1", pd.Index(["SIM1"]), np.array(["SIM1"])):
+        res = model.predict_perturbation(mdata, genes=genes, regenerate="rna", indices=cells, **FAST)
+        assert res.params["genes"] == ["SIM1"] and set(res.features) == {"rna"}  # "rna" is one modality
+    assert [g for g, _ in model.iter_perturbations(mdata, "SIM2", indices=cells, **FAST)] == ["SIM2"]
+
+
+def test_iter_perturbations_checks_every_gene_before_the_first(sim, monkeypatch):
+    mdata, model = sim
+    calls = []
+    monkeypatch.setattr(model, "_perturb_arrays", lambda *a, **k: calls.append(a))
+    with pytest.raises(KeyError, match="Unknown genes \\['NOPE'\\]"):
+        list(model.iter_perturbations(mdata, ["SIM1", "SIM2", "NOPE"]))
+    assert calls == []  # formerly SIM1 and SIM2 were regenerated before the bad name was found
+
+
+# ----------------------------------------------------------------------------- cells
+def test_perturbation_cells_as_mask_positions_or_bad_values(sim):
+    mdata, model = sim
+    mask = np.zeros(mdata.n_obs, dtype=bool)
+    mask[np.flatnonzero(rna_cells(mdata))[:5]] = True
+    res = model.predict_perturbation(mdata, genes=["SIM1"], indices=mask, **FAST)  # formerly an IndexError
+    assert (res.applied == mask).all() and np.isfinite(res.shift("rna")[mask]).all()
+    assert np.isnan(res.shift("rna")[~mask]).all()
+    with pytest.raises(ValueError, match="selects no cell"):
+        model.predict_perturbation(mdata, genes=["SIM1"], indices=[])
+    with pytest.raises(IndexError, match="not cell positions"):
+        model.predict_perturbation(mdata, genes=["SIM1"], indices=[mdata.n_obs + 5])
+    with pytest.raises(TypeError, match="integer positions"):
+        model.predict_perturbation(mdata, genes=["SIM1"], indices=[1.5])
+
+
+def test_an_edit_that_applies_to_no_cell_is_an_error_not_nan(sim):
+    mdata, model = sim
+    no_atac = np.flatnonzero((mdata.obs["batch"] == "batch1").to_numpy())
+    peak = mdata["atac"].var_names[0]
+    with pytest.raises(ValueError, match="None of the .* cells to perturb has ATAC"):
+        model.predict_perturbation(mdata, cres=[peak], indices=no_atac, **FAST)
+    no_rna = np.flatnonzero(~rna_cells(mdata))
+    with pytest.raises(ValueError, match="has RNA"):
+        model.predict_perturbation(mdata, genes=["SIM1"], indices=no_rna, **FAST)
+
+
+def test_other_feature_order_subset_or_missing_modality(sim):
+    mdata, model = sim
+    cells = np.flatnonzero(rna_cells(mdata))[:6]
+    reference = model.predict_perturbation(mdata, genes=["SIM1"], indices=cells, seed=3, **FAST)
+    shuffled = mdata.copy()
+    shuffled.mod["rna"] = shuffled["rna"][:, shuffled["rna"].var_names[::-1]].copy()
+    shuffled.update()
+    res = model.predict_perturbation(shuffled, genes=["SIM1"], indices=cells, seed=3, **FAST)
+    np.testing.assert_allclose(res.shift("rna")[cells], reference.shift("rna")[cells], atol=1e-5)  # read by name
+    subset = mdata.copy()
+    subset.mod["rna"] = subset["rna"][:, subset["rna"].var_names[:10]].copy()
+    subset.update()
+    with pytest.raises(ValueError, match="lacks 14 features"):
+        hc.tl.perturb(subset, model, genes=["SIM1"], **FAST)
+    without_atac = mdata.copy()
+    del without_atac.mod["atac"]
+    without_atac.update()
+    with pytest.raises(KeyError, match="MuData has no modality \\['atac'\\]"):
+        hc.tl.perturb(without_atac, model, genes=["SIM1"], **FAST)
+    assert "holocell_perturb" not in subset.uns and "holocell_perturb" not in without_atac.uns
+
+
+# ----------------------------------------------------------------------------- grn
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"tfs": ["SIM1", "SIM1"]}, ValueError, "more than once"),
+        ({"tfs": b"SIM1"}, TypeError, "got bytes"),
+        ({"tfs": ["SIM1"], "targets": ["SIM1"]}, ValueError, "only candidate edge is the self-edge"),
+        ({"tfs": ["SIM1"], "n_cells": 0}, ValueError, "n_cells must be an integer >= 1 or None"),
+        ({"tfs": ["SIM1"], "n_cells": -3}, ValueError, "n_cells"),
+        ({"tfs": ["SIM1"], "n_cells": 1.5}, TypeError, "n_cells"),
+        ({"tfs": ["SIM1"], "n_steps": 0}, ValueError, "n_steps"),
+    ],
+)
+def test_grn_arguments_are_checked_before_any_work(sim, no_work, kwargs, error, words):
+    mdata, _ = sim
+    work = mdata.copy()
+    with pytest.raises(error, match=words):
+        hc.tl.grn(work, no_work, method="knockout", **kwargs)
+    assert "holocell_grn" not in work.uns
+
+
+def test_grn_target_string_and_is_tf_column(sim):
+    mdata, model = sim
+    work = mdata.copy()
+    hc.tl.grn(work, model, tfs="SIM1", targets="SIM2", method="embedding")
+    edges = work.uns["holocell_grn"]
+    assert list(edges["target"]) == ["SIM2"]  # formerly read as the targets 'S', 'I', 'M', '2'
+    for bad in (np.nan, "False"):  # NaN and the string "False" both made every gene a TF
+        work["rna"].var["is_tf"] = bad
+        with pytest.raises(ValueError, match=r"is_tf'\] column must be True/False"):
+            hc.tl.grn(work, model, method="embedding", key_added="grn_default")
+    work["rna"].var["is_tf"] = False
+    with pytest.raises(ValueError, match="marks no gene"):
+        hc.tl.grn(work, model, method="embedding", key_added="grn_default")
+    without_rna = work.copy()
+    del without_rna.mod["rna"]
+    without_rna.update()
+    with pytest.raises(KeyError, match="MuData has no modality 'rna'"):  # formerly a bare KeyError: 'rna'
+        hc.tl.grn(without_rna, model, method="embedding")
+
+
+def test_grn_knockouts_sample_cells_with_rna(sim, monkeypatch):
+    mdata, model = sim
+    seen = {}
+    original = model.iter_perturbations
+
+    def spy(*args, **kwargs):
+        seen["indices"] = kwargs["indices"]
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "iter_perturbations", spy)
+    work = mdata.copy()
+    hc.tl.grn(work, model, tfs=["SIM1"], method="knockout", n_cells=20, **FAST)
+    assert len(seen["indices"]) == 20 and rna_cells(mdata)[seen["indices"]].all()
+    assert work.uns["holocell_grn"]["knockout_effect"].notna().all()
+
+
+# ----------------------------------------------------------------------------- fate_shift
+def test_fate_shift_groups(sim, no_work):
+    mdata, _ = sim
+    work = mdata.copy()
+    base = {"groupby": "cell_type", "source": "type0", "target": "type1"}
+    cases = [
+        ({"genes": ["SIM1", "SIM1"]}, ValueError, "more than once"),
+        ({"genes": ["NOPE"]}, KeyError, "Unknown genes"),
+        ({"genes": b"SIM1"}, TypeError, "got bytes"),
+        ({"genes": ["SIM1"], "n_cells": 0}, ValueError, "n_cells must be an integer"),
+        ({"genes": ["SIM1"], "n_cells": -1}, ValueError, "n_cells"),
+        ({"genes": ["SIM1"], "mode": "ko"}, ValueError, "mode must be"),
+        ({"genes": ["SIM1"], "groupby": "batch", "source": "batch2", "target": "batch0"}, ValueError, "has RNA"),
+    ]
+    for kwargs, error, words in cases:
+        with pytest.raises(error, match=words):
+            hc.tl.fate_shift(work, no_work, **{**base, **kwargs})
+    work.obs["with_nan"] = work.obs["cell_type"].astype(object).where(work.obs["cell_type"] != "type2")
+    with pytest.raises(ValueError, match="'nan' is not a value"):  # missing values are no group named "nan"
+        hc.tl.fate_shift(work, no_work, groupby="with_nan", source="nan", target="type1", genes=["SIM1"])
+    cats = list(work.obs["cell_type"].cat.categories)
+    work.obs["with_empty"] = pd.Categorical(work.obs["cell_type"].astype(str), categories=[*cats, "empty"])
+    with pytest.raises(ValueError, match="that any cell has"):  # a category without cells
+        hc.tl.fate_shift(work, no_work, groupby="with_empty", source="type0", target="empty", genes=["SIM1"])
+    with pytest.raises(ValueError, match="must differ"):
+        hc.tl.fate_shift(work, no_work, groupby="cell_type", source="type0", target="type0", genes=["SIM1"])
+    assert "holocell_fate_shift" not in work.uns
+
+
+def test_fate_shift_numeric_groupby(sim):
+    mdata, model = sim
+    work = mdata.copy()
+    work.obs["code"] = work.obs["cell_type"].cat.codes.astype(float)  # 0.0, 1.0, ...
+    hc.tl.fate_shift(work, model, groupby="code", source=0, target=1, genes=["SIM1"], n_cells=5, n_steps=1)
+    assert work.uns["holocell_fate_shift"]["ranking"]["gene"].tolist() == ["SIM1"]  # formerly: "0 is not a value"
+
+
+# ----------------------------------------------------------------------------- annotate
+def test_annotate_never_writes_over_the_labels_or_other_user_columns(sim):
+    mdata, model = sim
+    work = mdata.copy()
+    query = (work.obs["batch"] == "batch1").to_numpy()
+    before = fingerprint(work)
+    for key in ("cell_type", "batch"):  # formerly the reference labels / the batches became the predictions
+        with pytest.raises(ValueError, match="labels|not written by holocell.tl.annotate"):
+            hc.tl.annotate(work, model, labels_key="cell_type", query=query, key_added=key)
+    assert fingerprint(work) == before
+    for _ in range(2):  # its own earlier result is replaced, as documented
+        hc.tl.annotate(work, model, labels_key="cell_type", query=query)
+    assert work.obs["holocell_label"][query].notna().all()
+
+
+def test_annotate_arguments(sim):
+    mdata, model = sim
+    work = mdata.copy()
+    query = (work.obs["batch"] == "batch1").to_numpy()
+    with pytest.raises(ValueError, match="unknown_threshold"):
+        hc.tl.annotate(work, model, labels_key="cell_type", query=query, unknown_threshold="0.5")
+    with pytest.raises(ValueError, match="n_neighbors must be an integer >= 1"):
+        hc.tl.annotate(work, model, labels_key="cell_type", query=query, n_neighbors=0)
+    with pytest.raises(TypeError, match="mdata.obs_names\\[positions\\]"):
+        hc.tl.annotate(work, model, labels_key="cell_type", query=[0, 1, 2])
+    work.obsm["nan_rep"] = np.full((work.n_obs, 3), np.nan)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        hc.tl.annotate(work, model, labels_key="cell_type", query=query, use_rep="nan_rep")
+    # a boolean Series is aligned by cell name, not by position
+    work.obsm["rep"] = np.random.default_rng(0).normal(size=(work.n_obs, 4))
+    shuffled = pd.Series(query, index=work.obs_names).iloc[::-1]
+    hc.tl.annotate(work, None, labels_key="cell_type", query=shuffled, use_rep="rep", method="knn")
+    assert (work.obs["holocell_label"].notna().to_numpy() == query).all()
+
+
+# ----------------------------------------------------------------------------- keys the user owns, copies
+def test_tl_never_replaces_keys_it_did_not_write(sim):
+    mdata, model = sim
+    work = mdata.copy()
+    work.obs["ko_applied"] = "mine"
+    work.obsm["X_ko2_shift"] = np.zeros((work.n_obs, 2))
+    work.uns["neighbors"] = {"params": {"n_neighbors": 15}}
+    before = fingerprint(work)
+    calls = [
+        lambda: hc.tl.perturb(work, model, genes=["SIM1"], key_added="ko", **FAST),
+        lambda: hc.tl.perturb(work, model, genes=["SIM1"], key_added="ko2", **FAST),
+        lambda: hc.tl.grn(work, model, tfs=["SIM1"], method="embedding", key_added="neighbors"),
+        lambda: hc.tl.grn(work, model, tfs=["SIM1"], method="embedding", key_added="_scvi_uuid"),
+        lambda: hc.tl.fate_shift(work, model, groupby="cell_type", source="type0", target="type1",
+                                 genes=["SIM1"], key_added="neighbors"),  # fmt: skip
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="not written by holocell"):
+            call()
+    assert fingerprint(work) == before and work.uns["neighbors"] == {"params": {"n_neighbors": 15}}
+    cells = dict(genes=["SIM1"], **FAST)
+    hc.tl.perturb(work, model, key_added="mine", **cells)
+    hc.tl.perturb(work, model, key_added="mine", **cells)  # its own earlier result: replaced
+    assert work.uns["mine"]["params"]["genes"] == ["SIM1"]
+
+
+def test_copy_leaves_the_input_untouched(sim):
+    mdata, model = sim
+    work = mdata.copy()
+    before = fingerprint(work)
+    query = (work.obs["batch"] == "batch1").to_numpy()
+    outs = [
+        hc.tl.perturb(work, model, genes=["SIM1"], copy=True, **FAST),
+        hc.tl.grn(work, model, tfs=["SIM1"], n_cells=10, copy=True, **FAST),
+        hc.tl.annotate(work, model, labels_key="cell_type", query=query, method="knn", copy=True),
+        hc.tl.fate_shift(work, model, groupby="cell_type", source="type0", target="type1", genes=["SIM1"],
+                         n_cells=5, n_steps=1, copy=True),  # fmt: skip
+    ]
+    assert all(out is not work for out in outs)
+    assert "holocell_perturb" in outs[0].uns and "holocell_grn" in outs[1].uns
+    assert fingerprint(work) == before
