@@ -40,7 +40,8 @@ GFLOPS_PEAK_CPU = 320.0  # fp32 matmul peak of the 2-core reference CPU (DESIGN.
 # transparent huge pages (~40% of CPU embedding time was first-touch page faults, docs/design.md). Since
 # issue 17 importing holocell sets nothing, so the scripts switch it on here, when they import this module,
 # before their first model or tensor. A test that imports these helpers leaves its process alone.
-if Path(sys.argv[0]).resolve().parent == Path(__file__).resolve().parent:
+# holocell before issue 17 (the tree of a `cost.py --baseline` run) has no `settings`: it switched them on at import.
+if Path(sys.argv[0]).resolve().parent == Path(__file__).resolve().parent and hasattr(hc, "settings"):
     hc.settings.huge_pages = True
 
 
