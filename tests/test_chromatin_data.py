@@ -184,6 +184,28 @@ def test_setup_mm10_links_snare_peaks_to_mouse_genes(snare_small):
     assert len(gene_anchors & rna_anchors) > 40
 
 
+def test_benchmark_gene_activity_joins_peaks_to_genes_by_anchor(snare_small):
+    """The gene-activity peer of ``chromatin.py``'s unpaired task: a mouse gene's anchor carries its human ortholog's
+    name (or ``mouse:<symbol>``), so joining peaks to genes by anchor name links nearly nothing (the bug that made the
+    peer give every cell one label); the benchmark joins them by anchor index."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from chromatin import peak_gene_links
+
+    mdata = snare_small.copy()
+    hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "atac": "atac"}, batch_key="batch", species="mouse",
+                             genome="mm10")  # fmt: skip
+    model = hc.HoloCell(mdata, **TINY)
+    maps = model.feature_space.maps
+    by_name = pd.Index(mdata["rna"].var_names).get_indexer(maps["atac"].report["anchor"].astype(str))
+    assert (by_name >= 0).mean() < 0.05
+    links = peak_gene_links(model, mdata).tocoo()
+    assert len(np.unique(links.col)) > 40  # genes with at least one linked peak
+    np.testing.assert_array_equal(maps["atac"].anchor[links.row], maps["rna"].anchor[links.col])
+
+
 # ----------------------------------------------------------------------------- a tiny model on real cells
 def test_tiny_train_embed_generate_on_snare(snare_small):
     mdata = snare_small.copy()
