@@ -56,7 +56,6 @@ from _peers import (
 from _verdict import verdicts
 from sklearn.decomposition import PCA
 from sklearn.metrics import f1_score
-from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
 import holocell as hc
@@ -284,7 +283,7 @@ def task_diagonal(snare, cfg, hc_cfg, seed, results, out):
         row = {"method": name}
         for key, tag in (("cell_type", "coarse"), ("cell_type_fine", "fine")):
             lab = mosaic.obs[key].to_numpy().astype(str)
-            pred = knn_transfer(e[is_rna], lab[is_rna], e[~is_rna])
+            pred = ev.knn_label_transfer(e[is_rna], lab[is_rna], e[~is_rna])
             row[f"transfer_{tag}"], row[f"transfer_{tag}_f1"] = transfer_scores(lab[~is_rna], pred)
         row["modality_ilisi"] = ev.ilisi(e, modality)
         row["modality_asw"] = ev.silhouette_batch(e, modality, ct)
@@ -311,12 +310,6 @@ def peak_gene_links(model, mdata: md.MuData) -> sp.csr_matrix:
     pairs = peaks.merge(genes, on="anchor")
     shape = (len(peaks), len(genes))
     return sp.csr_matrix((np.ones(len(pairs)), (pairs["peak"].to_numpy(), pairs["gene"].to_numpy())), shape=shape)
-
-
-def knn_transfer(emb_ref, labels_ref, emb_query, k: int = 15) -> np.ndarray:
-    """Majority vote of the ``k`` nearest reference cells (Euclidean), as ``ev.knn_label_transfer_accuracy``."""
-    clf = KNeighborsClassifier(n_neighbors=min(k, len(labels_ref))).fit(emb_ref, labels_ref)
-    return clf.predict(emb_query)
 
 
 def transfer_scores(truth, pred) -> tuple[float, float]:

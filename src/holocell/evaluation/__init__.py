@@ -6,6 +6,7 @@ from holocell.evaluation._baselines import mean_predict, pca_knn_predict, pca_ri
 from holocell.evaluation._integration import graph_connectivity, ilisi, integration_metrics, lisi
 from holocell.evaluation._metrics import (
     auroc_scores,
+    knn_label_transfer,
     knn_label_transfer_accuracy,
     nmi_ari,
     per_feature_auroc,
@@ -27,6 +28,7 @@ __all__ = [
     "graph_connectivity",
     "ilisi",
     "integration_metrics",
+    "knn_label_transfer",
     "knn_label_transfer_accuracy",
     "lisi",
     "log_normalize",

@@ -182,6 +182,29 @@ def rmse(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     return float(np.sqrt(np.mean((a - b) ** 2)))
 
 
+def knn_label_transfer(emb_ref: ArrayLike, labels_ref: ArrayLike, emb_query: ArrayLike, k: int = 15) -> np.ndarray:
+    """Labels of query cells by majority vote of their ``k`` nearest reference cells.
+
+    Parameters
+    ----------
+    emb_ref, emb_query
+        Cells x dims embeddings of reference and query cells (same space).
+    labels_ref
+        Label per reference cell.
+    k
+        Neighbours (Euclidean) used for the vote; capped at the reference size.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_query,)`` transferred labels (as ``str``).
+    """
+    labels_ref = np.asarray(labels_ref).astype(str)
+    clf = KNeighborsClassifier(n_neighbors=min(k, len(labels_ref)))
+    clf.fit(to_dense(emb_ref), labels_ref)
+    return clf.predict(to_dense(emb_query))
+
+
 def knn_label_transfer_accuracy(
     emb_ref: ArrayLike,
     labels_ref: ArrayLike,
@@ -189,7 +212,7 @@ def knn_label_transfer_accuracy(
     labels_query: ArrayLike,
     k: int = 15,
 ) -> float:
-    """Accuracy of majority-vote kNN label transfer from reference to query cells.
+    """Accuracy of majority-vote kNN label transfer from reference to query cells (:func:`knn_label_transfer`).
 
     Parameters
     ----------
@@ -205,11 +228,8 @@ def knn_label_transfer_accuracy(
     float
         Fraction of query cells whose transferred label equals the truth.
     """
-    labels_ref = np.asarray(labels_ref).astype(str)
-    labels_query = np.asarray(labels_query).astype(str)
-    clf = KNeighborsClassifier(n_neighbors=min(k, len(labels_ref)))
-    clf.fit(to_dense(emb_ref), labels_ref)
-    return float(np.mean(clf.predict(to_dense(emb_query)) == labels_query))
+    predicted = knn_label_transfer(emb_ref, labels_ref, emb_query, k)
+    return float(np.mean(predicted == np.asarray(labels_query).astype(str)))
 
 
 def nmi_ari(embedding: ArrayLike, labels: ArrayLike, seed: int = 0) -> dict[str, float]:

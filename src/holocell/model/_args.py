@@ -71,6 +71,18 @@ def check_quantile(value, what: str = "overexpress_quantile") -> float:
     return float(value)
 
 
+def modality_cells(mdata, modalities: dict[str, str], modality: str = "rna") -> np.ndarray:
+    """``(n_obs,)`` bool: the cells of ``mdata`` that have the model's ``modality`` (``modalities``: the model's
+    ``modalities_``); ``KeyError`` naming the modality when ``mdata`` lacks it."""
+    name = modalities[modality]
+    if name not in mdata.mod:
+        raise KeyError(
+            f"MuData has no modality {name!r}, the {modality.upper()} the model was set up with; "
+            f"available: {list(mdata.mod)}."
+        )
+    return np.asarray(mdata.obsmap[name]).ravel() > 0
+
+
 def cell_indices(indices: Sequence[int] | np.ndarray | None, n_cells: int) -> np.ndarray:
     """Positions of the cells to use: ``None`` (all), integer positions or a boolean mask over the cells."""
     if indices is None:
@@ -94,4 +106,4 @@ def cell_indices(indices: Sequence[int] | np.ndarray | None, n_cells: int) -> np
     return np.where(idx < 0, idx + n_cells, idx)
 
 
-__all__ = ["as_names", "cell_indices", "check_count", "check_quantile"]
+__all__ = ["as_names", "cell_indices", "check_count", "check_quantile", "modality_cells"]

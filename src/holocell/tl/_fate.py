@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._warnings import HoloCellDeprecationWarning
-from ..model._args import as_names, check_count
+from ..model._args import as_names, check_count, modality_cells
 from ._keys import check_outputs
 
 if TYPE_CHECKING:
@@ -139,13 +139,9 @@ def fate_shift(
     n_cells = check_count(n_cells, "n_cells", none_ok=True)
     check_count(n_steps, "n_steps")
     check_count(batch_size, "batch_size", none_ok=True)
-    rna = model.modalities_["rna"]
-    if rna not in mdata.mod:
-        raise KeyError(
-            f"MuData has no modality {rna!r}, the RNA the model was set up with; available: {list(mdata.mod)}."
-        )
-    src = np.flatnonzero(in_source & (np.asarray(mdata.obsmap[rna]).ravel() > 0))
+    src = np.flatnonzero(in_source & modality_cells(mdata, model.modalities_))
     if not len(src):
+        rna = model.modalities_["rna"]
         raise ValueError(f"No {source!r} cell has RNA (mdata.mod[{rna!r}]), so no gene can be perturbed in them.")
 
     mdata = mdata.copy() if copy else mdata

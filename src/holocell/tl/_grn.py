@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._warnings import HoloCellDeprecationWarning
-from ..model._args import as_names, check_count
+from ..model._args import as_names, check_count, modality_cells
 from ..priors import load_grn_edges
 from ._keys import check_outputs
 
@@ -165,10 +165,7 @@ def edge_table(
     check_count(batch_size, "batch_size", none_ok=True)
     mdata = model.adata if mdata is None else mdata
     rna = model.modalities_["rna"]
-    if (tfs is None or method != "embedding") and rna not in mdata.mod:
-        raise KeyError(
-            f"MuData has no modality {rna!r}, the RNA the model was set up with; available: {list(mdata.mod)}."
-        )
+    has_rna = modality_cells(mdata, model.modalities_) if tfs is None or method != "embedding" else None
     genes = pd.Index(model.feature_space.maps["rna"].features.astype(str))
     if tfs is None:
         anchors = model.feature_space.maps["rna"].report["anchor"].astype(str).to_numpy()
@@ -197,7 +194,7 @@ def edge_table(
         sim = unit.loc[tfs].to_numpy() @ unit.loc[targets].to_numpy().T  # (n_tfs, n_targets)
         table["similarity"] = pd.DataFrame(sim, index=tfs, columns=targets).stack().loc[edges].to_numpy()
     if method in ("knockout", "both"):
-        indices = np.flatnonzero(np.asarray(mdata.obsmap[rna]).ravel() > 0)  # the cells a knockout applies to
+        indices = np.flatnonzero(has_rna)  # the cells a knockout applies to
         if not len(indices):
             raise ValueError(f"No cell of the MuData has RNA (mdata.mod[{rna!r}]), so no TF can be knocked out.")
         if n_cells is not None and n_cells < len(indices):
