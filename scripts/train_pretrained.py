@@ -142,6 +142,7 @@ def main() -> None:
         lr=args.lr,
     )
     seconds = time.perf_counter() - start
+    print(model.history_.to_string())
     out = model.save_pretrained(args.out, overwrite=True)
     info = {
         "file": out.name,

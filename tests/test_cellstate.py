@@ -262,3 +262,26 @@ def test_default_steps_per_target(model):
     one = model.generate(mdata, target="atac", n_steps=1, key_added="a_one", progress_bar=False)
     np.testing.assert_array_equal(atac.X, one.X)
     assert prot.uns["holocell"]["params"]["n_steps"] == 0 and atac.uns["holocell"]["params"]["n_steps"] == 1
+
+
+@pytest.mark.parametrize(("kl_warmup", "counted"), [(1.0, False), (0.0, True)])
+def test_early_stopping_waits_for_the_kl_warmup(kl_warmup, counted):
+    """During the KL warm-up the validation loss (KL at full weight) is not comparable with the objective being
+    trained; early stopping neither counts those epochs nor records a best score from them."""
+    from holocell.train import EarlyStoppingAfterWarmup
+
+    mdata, _ = simulate_multiome(
+        48, n_genes=30, n_tfs=5, n_proteins=6, n_distal_peaks=5, peaks_per_gene=2, n_batches=3,
+        missing={"protein": ["batch1"], "atac": ["batch1"], "rna": ["batch2"]}, seed=0,
+    )
+    with pytest.warns(HoloCellWarning, match=SIM_GENES):
+        HoloCell.setup_mudata(mdata, modalities=MODS, batch_key="batch")
+    model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4, n_latent=4, kl_warmup=kl_warmup)
+    stopper = EarlyStoppingAfterWarmup(patience=0)  # would stop at the first epoch without improvement
+    model.train(max_epochs=3, batch_size=16, enable_progress_bar=False, early_stopping=False, callbacks=[stopper])
+    assert bool(np.isfinite(stopper.best_score.item())) is counted
+    if not counted:
+        assert len(model.history_) == 3 and stopper.wait_count == 0
+        # train()'s own early stopping is the same callback: a run inside the warm-up is never cut short
+        model.train(max_epochs=4, batch_size=16, enable_progress_bar=False, early_stopping_patience=0)
+        assert len(model.history_) == 4

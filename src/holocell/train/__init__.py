@@ -1,10 +1,19 @@
 """Training: the Lightning training plan and data module, the run set-up, and its typed settings."""
 
 from ._config import TrainingConfig
-from ._fit import FitResult, HistoryLogger, RowFreeze, RowFreezeCallback, WeightEMA, fit
+from ._fit import (
+    EarlyStoppingAfterWarmup,
+    FitResult,
+    HistoryLogger,
+    RowFreeze,
+    RowFreezeCallback,
+    WeightEMA,
+    fit,
+)
 from ._plan import MosaicDataModule, TrainingPlan, split_indices
 
 __all__ = [
+    "EarlyStoppingAfterWarmup",
     "FitResult",
     "HistoryLogger",
     "MosaicDataModule",

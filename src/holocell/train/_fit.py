@@ -91,6 +91,38 @@ class WeightEMA(WeightAveraging):
         super().setup(trainer, pl_module, stage)
 
 
+class EarlyStoppingAfterWarmup(pl.callbacks.EarlyStopping):
+    """Early stopping on ``validation_loss`` that starts counting once the KL warm-up of the cell state is over.
+
+    During the warm-up the training loss weighs the cell state's KL term by less than 1 while the validation
+    loss always weighs it by 1, so the validation loss can rise for the whole warm-up while training is on course
+    (the posterior spreads out before the KL weight reins it in). Counting those epochs stopped long runs at the
+    end of the warm-up: a 60-epoch run (warm-up 20 epochs, patience 20) ended after 21 epochs with its best
+    validation loss at epoch 0. Epochs before the warm-up ends neither count towards ``patience`` nor set the
+    best score.
+
+    Parameters
+    ----------
+    patience
+        Epochs without improvement, after the warm-up, before training stops.
+    """
+
+    def __init__(self, patience: int) -> None:
+        super().__init__("validation_loss", patience=patience, mode="min")
+
+    @staticmethod
+    def _warming_up(pl_module: pl.LightningModule) -> bool:
+        return isinstance(pl_module, TrainingPlan) and pl_module.warming_up()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._warming_up(pl_module):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._warming_up(pl_module):
+            super().on_validation_end(trainer, pl_module)
+
+
 class RowFreeze:
     """Holds some rows of parameters at fixed values: zero gradient, and restored after every step of the
     optimizers it is attached to (:meth:`attach`), which also undoes decoupled weight decay.
@@ -226,7 +258,7 @@ def fit(
     if ema_decay is not None:
         callbacks.append(WeightEMA(ema_decay))
     if early_stopping and len(val_idx) > 0:
-        callbacks.append(pl.callbacks.EarlyStopping("validation_loss", patience=early_stopping_patience, mode="min"))
+        callbacks.append(EarlyStoppingAfterWarmup(early_stopping_patience))
     ckpt_path = None
     if checkpoint_dir is not None:
         checkpoint_dir = Path(checkpoint_dir)

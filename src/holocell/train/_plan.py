@@ -50,6 +50,10 @@ class TrainingPlan(pl.LightningModule):
         warmup = self.module.objective.kl_warmup * self.total_steps
         return 1.0 if warmup < 1 else min(1.0, (self.global_step + 1) / warmup)
 
+    def warming_up(self) -> bool:
+        """Whether the cell state's KL warm-up is still under way (never for a model without a cell state)."""
+        return bool(self.module.network.config.cell_state) and self.kl_scale() < 1.0
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.module.loss(batch, kl_scale=self.kl_scale())
         if not torch.isfinite(out.loss):
