@@ -18,10 +18,11 @@ Usage::
 
     python scripts/train_pretrained.py [--out src/holocell/model/_files/holocell-small-v1.zip]
         [--max-epochs 30] [--max-minutes 15] [--seed 0] [--mop-cells 4000]
-        [--mouse-zarr .../scanpy/tests/_data/10x-10k-subset.zarr] [--batch-size 128] [--lr 2e-3]
+        [--mouse-zarr .../scanpy/tests/_data/10x-10k-subset.zarr] [--batch-size 128] [--lr 2e-3] [--keep-diverged]
 
 Training stops at ``--max-epochs`` or after ``--max-minutes`` of wall-clock time, whichever comes
-first (the epochs actually run are recorded next to the archive).
+first (the epochs actually run are recorded next to the archive). A run whose cell state diverged (see
+``HoloCell.train``'s warning) writes nothing, so it never replaces the shipped archive, unless ``--keep-diverged``.
 
 Prints the archive's sha256 for the registry (``holocell/model/_files/README.md``) and writes the training
 record next to the archive (``<archive>.json``: cells per source, network, parameters, epochs, the
@@ -48,6 +49,7 @@ import numpy as np
 import holocell as hc
 from holocell.data._merge import MergeInput, merge_for_pretraining
 from holocell.data._registry import sha256sum
+from holocell.train._fit import cell_state_diverged
 
 HELD_OUT_BATCH = "p4_0"
 SIM_CELLS = 600
@@ -115,6 +117,7 @@ def main() -> None:
     parser.add_argument("--mouse-zarr", default=None, help="scanpy's tests/_data/10x-10k-subset.zarr")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--keep-diverged", action="store_true", help="write the archive even if the cell state diverged")
     parser.add_argument("--record-only", action="store_true", help="update the record of the existing archive")
     args = parser.parse_args()
     if args.record_only:
@@ -143,6 +146,8 @@ def main() -> None:
     )
     seconds = time.perf_counter() - start
     print(model.history_.to_string())
+    if cell_state_diverged(model.history_, model.module.network.config.n_latent) and not args.keep_diverged:
+        sys.exit(f"The cell state diverged (train_loss_kl above); {args.out} was not written (--keep-diverged writes it).")
     out = model.save_pretrained(args.out, overwrite=True)
     info = {
         "file": out.name,

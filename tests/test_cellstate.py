@@ -285,3 +285,23 @@ def test_early_stopping_waits_for_the_kl_warmup(kl_warmup, counted):
         # train()'s own early stopping is the same callback: a run inside the warm-up is never cut short
         model.train(max_epochs=4, batch_size=16, enable_progress_bar=False, early_stopping_patience=0)
         assert len(model.history_) == 4
+
+
+def test_a_diverged_cell_state_is_reported(model):
+    """A run whose cell state ran away from the prior (the pretraining run in docs/design.md reached a KL of
+    about 7e5 nats per cell) warns, naming the fix; a fitted one does not."""
+    import pandas as pd
+
+    from holocell.train._fit import KL_PER_DIMENSION_LIMIT, cell_state_diverged, check_cell_state
+
+    n_latent = model.module.network.config.n_latent
+    fitted = model.history_
+    assert float(fitted["train_loss_kl"].iloc[-1]) < KL_PER_DIMENSION_LIMIT * n_latent
+    check_cell_state(fitted, n_latent)  # no warning (warnings are errors in this suite)
+    diverged = pd.DataFrame({"train_loss_kl": [40.0, 4.6e3, 7.1e5]})
+    assert cell_state_diverged(diverged, n_latent) and not cell_state_diverged(fitted, n_latent)
+    assert not cell_state_diverged(pd.DataFrame({"train_loss": [1.0]}), n_latent)  # no cell state, nothing to check
+    with pytest.warns(HoloCellWarning, match=r"cell state diverged.*7\.1e\+05 nats.*train\(lr=\.\.\.\)"):
+        check_cell_state(diverged, n_latent)
+    with pytest.warns(HoloCellWarning, match="cell state diverged"):
+        check_cell_state(pd.DataFrame({"train_loss_kl": [float("nan")]}), n_latent)

@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 
 from .._settings import settings
 from ..train import fit
-from ..train._fit import run_config
+from ..train._fit import check_cell_state, run_config
 
 
 class TrainingMixin:
@@ -53,7 +53,9 @@ class TrainingMixin:
         validation_size
             Fraction of cells held out to monitor the loss (and for early stopping).
         early_stopping
-            Stop when the validation loss has not improved for ``early_stopping_patience`` epochs.
+            Stop when the validation loss has not improved for ``early_stopping_patience`` epochs, counted
+            from the end of the cell state's KL warm-up (the validation loss weighs the KL fully, the
+            training loss by the warm-up factor, so the two are not comparable before).
         lr
             Peak learning rate (AdamW, warm-up, cosine decay); default ``train_config.lr`` (1e-3).
         ema_decay
@@ -86,6 +88,12 @@ class TrainingMixin:
         ------
         FloatingPointError
             When the training loss becomes NaN or infinite (naming the step).
+
+        Warns
+        -----
+        HoloCellWarning
+            When the cell state diverged: its mean KL in the last epoch is above 100 nats per dimension of ``z``
+            (its means far outside the prior). Early stopping counts epochs only after the KL warm-up.
         """
         config, extra = run_config(self.train_config, lr, plan_kwargs)
         if precision is not None:
@@ -119,6 +127,8 @@ class TrainingMixin:
         self.is_trained_ = True
         self.train_indices_, self.validation_indices_ = result.train_indices, result.validation_indices
         self.history_ = result.history
+        if self.module.network.config.cell_state:
+            check_cell_state(self.history_, self.module.network.config.n_latent)
 
 
 __all__ = ["TrainingMixin"]

@@ -303,6 +303,44 @@ def fit(
     return FitResult(train_idx, val_idx, history.frame(), device)
 
 
+KL_PER_DIMENSION_LIMIT = 100.0
+"""Mean KL of the cell state per dimension of ``z`` (nats per cell) above which a run is reported as diverged: a
+posterior mean about 14 prior standard deviations from 0 in every dimension. Converged runs stay far below it."""
+
+
+def cell_state_diverged(history: pd.DataFrame, n_latent: int) -> bool:
+    """Whether the cell state of a run has diverged: its last epoch's mean KL per cell (``train_loss_kl``) is not
+    finite or above :data:`KL_PER_DIMENSION_LIMIT` times ``n_latent``. ``False`` for a run without a cell state."""
+    if "train_loss_kl" not in history or history.empty:
+        return False
+    kl = float(history["train_loss_kl"].iloc[-1])
+    return not (np.isfinite(kl) and kl <= KL_PER_DIMENSION_LIMIT * n_latent)
+
+
+def check_cell_state(history: pd.DataFrame, n_latent: int) -> None:
+    """Warn when the cell state of a run has diverged (its last epoch's mean KL far above any fitted posterior).
+
+    Parameters
+    ----------
+    history
+        ``model.history_`` of the run (its ``train_loss_kl`` column: mean KL per cell of each epoch).
+    n_latent
+        Size of ``z``.
+    """
+    if not cell_state_diverged(history, n_latent):
+        return
+    kl = float(history["train_loss_kl"].iloc[-1])
+    warnings.warn(
+        f"The cell state diverged in training: its KL from the prior is {kl:.4g} nats per cell in the last epoch "
+        f"(a fitted {n_latent}-dimensional state stays below {KL_PER_DIMENSION_LIMIT * n_latent:.0f}), so its "
+        "posterior means are far outside the prior and the embedding and generation are unreliable. Train again "
+        "with a lower learning rate (train(lr=...)) or a shorter KL warm-up (HoloCell(..., kl_warmup=...)); "
+        "model.history_ shows when train_loss_kl started to grow.",
+        HoloCellWarning,
+        stacklevel=3,
+    )
+
+
 def run_config(base: TrainingConfig, lr: float | None, plan_kwargs: dict | None) -> tuple[TrainingConfig, dict]:
     """The run's :class:`TrainingConfig` (``base`` with ``plan_kwargs`` and ``lr`` applied) and the
     plan arguments that are not config fields (``ema_decay``, ``total_steps``)."""
