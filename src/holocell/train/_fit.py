@@ -334,7 +334,8 @@ def check_cell_state(history: pd.DataFrame, n_latent: int) -> None:
         f"The cell state diverged in training: its KL from the prior is {kl:.4g} nats per cell in the last epoch "
         f"(a fitted {n_latent}-dimensional state stays below {KL_PER_DIMENSION_LIMIT * n_latent:.0f}), so its "
         "posterior means are far outside the prior and the embedding and generation are unreliable. Train again "
-        "with a lower learning rate (train(lr=...)) or a shorter KL warm-up (HoloCell(..., kl_warmup=...)); "
+        "with a lower learning rate (train(lr=...)), a shorter KL warm-up (HoloCell(..., kl_warmup=...)) or, if "
+        "you lowered it, a kl_weight closer to 1; "
         "model.history_ shows when train_loss_kl started to grow.",
         HoloCellWarning,
         stacklevel=3,
