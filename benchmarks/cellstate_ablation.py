@@ -70,6 +70,8 @@ ARMS: dict[str, tuple[dict, str]] = {
     "elbo_weight_1": ({"elbo_weight": 1.0}, "ELBO weight 1 instead of 10"),
     "elbo_input_clean": ({"elbo_input": "clean"}, "the ELBO's z inferred from the clean subset view"),
     "vae_only": ({"diffusion_weight": 0.0}, "the cell state alone (no diffusion loss)"),
+    "fast_schedule": ({"kl_warmup": 0.1, "train_config": {"lr": 2e-3}},
+                      "schedule: lr 2e-3 and the KL warm-up over 10% of the run (the current defaults otherwise)"),
 }
 SIZE = {"d_model": 64, "n_latents": 16, "seed": 0}
 EPOCHS = {"pbmc": 15, "snare": 40}  # about 700 and 500 optimiser steps
