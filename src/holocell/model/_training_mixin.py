@@ -127,8 +127,7 @@ class TrainingMixin:
         self.is_trained_ = True
         self.train_indices_, self.validation_indices_ = result.train_indices, result.validation_indices
         self.history_ = result.history
-        if self.module.network.config.cell_state:
-            check_cell_state(self.history_, self.module.network.config.n_latent)
+        check_cell_state(self.history_, self.module.network.config.n_latent)  # no KL logged without a cell state
 
 
 __all__ = ["TrainingMixin"]
