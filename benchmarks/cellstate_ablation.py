@@ -67,6 +67,8 @@ ARMS: dict[str, tuple[dict, str]] = {
         {"align_weight": 1.0, "align_mode": "distill_cross", "cell_state_kwargs": {"peak_embeddings": False}},
         "property 6: peaks enter the encoder only pooled per (anchor, distance bucket)"),
     "no_z_in_denoiser": ({"cell_state_kwargs": {"z_in_denoiser": False}}, "property 5: denoiser not given z"),
+    "z_detached": ({"cell_state_kwargs": {"z_grad_from_denoiser": False}},
+                   "property 5: the denoiser reads z detached (only the ELBO and the alignment term train q(z|x))"),
     "elbo_weight_1": ({"elbo_weight": 1.0}, "ELBO weight 1 instead of 10"),
     "elbo_input_clean": ({"elbo_input": "clean"}, "the ELBO's z inferred from the clean subset view"),
     "vae_only": ({"diffusion_weight": 0.0}, "the cell state alone (no diffusion loss)"),

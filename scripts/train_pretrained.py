@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--mouse-zarr", default=None, help="scanpy's tests/_data/10x-10k-subset.zarr")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--model-kwargs", type=json.loads, default={},
+                        help='JSON of HoloCell arguments over the defaults, e.g. \'{"kl_warmup": 0.1}\'')
     parser.add_argument("--keep-diverged", action="store_true", help="write the archive even if the cell state diverged")
     parser.add_argument("--record-only", action="store_true", help="update the record of the existing archive")
     args = parser.parse_args()
@@ -133,7 +135,8 @@ def main() -> None:
         species_key="species",
         gene_id_type="symbol",
     )
-    model = hc.HoloCell(mdata, **MODEL_KWARGS)
+    model_kwargs = {**MODEL_KWARGS, **args.model_kwargs}
+    model = hc.HoloCell(mdata, **model_kwargs)
     print(model)
     start = time.perf_counter()
     model.train(
@@ -161,7 +164,7 @@ def main() -> None:
         "max_minutes": args.max_minutes,
         "epochs_run": len(model.history_),
         "train_seconds": round(seconds, 1),
-        "model_kwargs": MODEL_KWARGS,
+        "model_kwargs": model_kwargs,
         "simulator_kwargs": {**SIM_KWARGS, "n_cells": SIM_CELLS, "seed": args.seed},
         "n_cells": int(mdata.n_obs),
         "cells_per_source": {str(k): int(v) for k, v in mdata.obs["source"].value_counts().items()},

@@ -305,3 +305,21 @@ def test_a_diverged_cell_state_is_reported(model):
         check_cell_state(diverged, n_latent)
     with pytest.warns(HoloCellWarning, match="cell state diverged"):
         check_cell_state(pd.DataFrame({"train_loss_kl": [float("nan")]}), n_latent)
+
+
+@pytest.mark.parametrize("z_grad", [True, False])
+def test_denoiser_loss_reaches_the_posterior_only_when_asked(z_grad):
+    """``z_grad_from_denoiser=False``: the denoiser reads ``z`` detached, so its loss alone leaves q(z | x) untouched."""
+    mdata, _ = simulate_multiome(24, n_genes=20, n_tfs=4, n_proteins=4, seed=1)
+    with pytest.warns(HoloCellWarning, match=SIM_GENES):
+        HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    again = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4, n_latent=4, align_weight=0.0,
+                     elbo_weight=0.0, cell_state_kwargs={"z_grad_from_denoiser": z_grad})
+    _, arrays = again._arrays(None)
+    batch = arrays.take(np.arange(arrays.n_cells))
+    again.module.train()
+    again.module.loss(batch, generator=torch.Generator().manual_seed(0)).loss.backward()
+    grad = again.module.network.cell.out.weight.grad
+    touched = grad is not None and bool(grad.abs().sum() > 0)
+    assert touched == z_grad
+    assert again.module.network.cell.z_token.weight.grad.abs().sum() > 0  # the denoiser still reads z

@@ -56,6 +56,7 @@ class NetworkConfig:
     value_path: bool = True  # q(z | x) reads a linear map of the visible values
     latents_in_posterior: bool = True  # q(z | x) reads the pooled latents of the encoder
     z_in_denoiser: bool = True  # the token read-out attends to z as well as to the latents
+    z_grad_from_denoiser: bool = True  # the denoiser's loss trains q(z | x) too (False: it reads z detached)
     batch_in_encoder: bool = False  # the encoder reads the batch (True: the model before the cell state)
     library_in_encoder: bool = False  # the encoder reads the library sizes (else only the decoders do)
 
@@ -213,6 +214,7 @@ class HoloCellNetwork(nn.Module):
         does not read; ``None`` when there are none."""
         parts = []
         if z is not None and self.cell.z_token is not None:
+            z = z if self.config.z_grad_from_denoiser else z.detach()
             parts.append(self.cell.z_token(z)[:, None])
         if not self.config.batch_in_encoder:
             parts.append(self._batch_token(tokens))
