@@ -33,14 +33,22 @@ def model():
     return model
 
 
-def _decoder(peak_factors: bool = True) -> CountDecoder:
+def _decoder(peak_factors: bool = True, batch_after_norm: bool = False) -> CountDecoder:
     torch.manual_seed(0)
     return CountDecoder(
         n_latent=4, n_hidden=8, n_batches=2, n_anchors=5,
         slot_anchor={"rna": torch.tensor([0, 1, 2, 3])},
         peak_anchor=torch.tensor([0, 0, 1, 4]), peak_bucket=torch.tensor([1, 1, 2, 0]), n_buckets=3,
-        peak_factors=peak_factors,
+        peak_factors=peak_factors, batch_after_norm=batch_after_norm,
     )
+
+
+@pytest.mark.parametrize("after", [False, True])
+def test_a_large_state_drowns_the_batch_unless_it_is_added_after_the_norm(after):
+    dec = _decoder(batch_after_norm=after)
+    z = 1e4 * torch.randn(1, 4).repeat(2, 1)  # one far-out state, two batches
+    h = dec.hidden_state(z, torch.tensor([0, 1]))
+    assert torch.allclose(h[0], h[1], atol=1e-3) != after
 
 
 def test_nb_likelihood_is_scvi_negative_binomial_with_library_offset():

@@ -136,6 +136,7 @@ NETWORK = (
         Rule("latents_in_posterior", bool, required=False),
         Rule("z_in_denoiser", bool, required=False),
         Rule("z_grad_from_denoiser", bool, required=False),
+        Rule("batch_after_norm", bool, required=False),
         Rule("batch_in_encoder", bool, required=False),
         Rule("library_in_encoder", bool, required=False),
     )),

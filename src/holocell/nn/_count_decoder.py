@@ -46,6 +46,9 @@ class CountDecoder(nn.Module):
         ATAC: anchor and distance bucket of every peak (``None`` without ATAC).
     peak_factors
         Give every peak an output vector of its own (added to its anchor's and bucket's).
+    batch_after_norm
+        Add the batch embedding after the layer norm of ``z``'s projection, so that a large ``z`` cannot drown
+        the batch (default: both are summed, then normalised).
     """
 
     def __init__(
@@ -59,8 +62,10 @@ class CountDecoder(nn.Module):
         peak_bucket: torch.Tensor | None = None,
         n_buckets: int = 0,
         peak_factors: bool = True,
+        batch_after_norm: bool = False,
     ) -> None:
         super().__init__()
+        self.batch_after_norm = batch_after_norm
         self.slot_modalities = list(slot_anchor)
         self.modalities = [m for m in MODALITIES if m in slot_anchor or (m == "atac" and peak_anchor is not None)]
         self.hidden = nn.Linear(n_latent, n_hidden)
@@ -92,7 +97,10 @@ class CountDecoder(nn.Module):
     def hidden_state(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         """``(B, h)`` shared hidden layer; the batch enters here, never the encoder."""
         n_rows = self.batch.num_embeddings
-        return F.gelu(self.ln(self.hidden(z) + self.batch(batch.clamp(max=n_rows - 1))))
+        b = self.batch(batch.clamp(max=n_rows - 1))
+        if self.batch_after_norm:
+            return F.gelu(self.ln(self.hidden(z)) + b)
+        return F.gelu(self.ln(self.hidden(z) + b))
 
     def logits(self, h: torch.Tensor, modality: str) -> torch.Tensor:
         """``(B, F)`` unnormalised log-rates of every feature of ``modality``."""

@@ -57,6 +57,7 @@ class NetworkConfig:
     latents_in_posterior: bool = True  # q(z | x) reads the pooled latents of the encoder
     z_in_denoiser: bool = True  # the token read-out attends to z as well as to the latents
     z_grad_from_denoiser: bool = True  # the denoiser's loss trains q(z | x) too (False: it reads z detached)
+    batch_after_norm: bool = False  # count decoders add the batch after normalising z's projection
     batch_in_encoder: bool = False  # the encoder reads the batch (True: the model before the cell state)
     library_in_encoder: bool = False  # the encoder reads the library sizes (else only the decoders do)
 
@@ -149,7 +150,7 @@ class HoloCellNetwork(nn.Module):
             self.counts = CountDecoder(
                 c.n_latent, c.n_hidden, c.n_batches, c.n_anchors,
                 {m: torch.as_tensor(feature_anchor[m]) for m in slot_modalities},
-                peak_anchor, peak_bucket, c.n_buckets, c.peak_factors,
+                peak_anchor, peak_bucket, c.n_buckets, c.peak_factors, c.batch_after_norm,
             )
         if self.prior_names:  # anchor embedding = identity + sum_p gate_p * W_p prior_p
             for name, matrix in priors.items():
