@@ -47,7 +47,7 @@ def _decoder(peak_factors: bool = True, batch_after_norm: bool = False) -> Count
 def test_a_large_state_drowns_the_batch_unless_it_is_added_after_the_norm(after):
     dec = _decoder(batch_after_norm=after)
     with torch.no_grad():
-        dec.batch.weight.normal_()  # a trained batch embedding (it starts at zero when added after the norm)
+        dec.batch.weight.normal_()  # a trained batch embedding, of the size of the normalised projection
     z = 1e4 * torch.randn(1, 4).repeat(2, 1)  # one far-out state, two batches
     h = dec.hidden_state(z, torch.tensor([0, 1]))
     assert torch.allclose(h[0], h[1], atol=1e-3) != after

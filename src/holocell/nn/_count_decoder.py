@@ -48,7 +48,7 @@ class CountDecoder(nn.Module):
         Give every peak an output vector of its own (added to its anchor's and bucket's).
     batch_after_norm
         Add the batch embedding after the layer norm of ``z``'s projection, so that a large ``z`` cannot drown
-        the batch (default: both are summed, then normalised). The embedding then starts at zero.
+        the batch (default: both are summed, then normalised).
     """
 
     def __init__(
@@ -70,8 +70,6 @@ class CountDecoder(nn.Module):
         self.modalities = [m for m in MODALITIES if m in slot_anchor or (m == "atac" and peak_anchor is not None)]
         self.hidden = nn.Linear(n_latent, n_hidden)
         self.batch = nn.Embedding(n_batches + 1, n_hidden)
-        if batch_after_norm:  # added to a normalised vector: start at no batch effect, not at one of its size
-            nn.init.zeros_(self.batch.weight)
         self.ln = nn.LayerNorm(n_hidden)
         self.weight = nn.ParameterDict()
         self.bias = nn.ParameterDict()

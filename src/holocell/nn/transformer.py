@@ -136,9 +136,7 @@ class HoloCellNetwork(nn.Module):
         self.library_missing = nn.Parameter(torch.zeros(len(MODALITIES), d))
         self.latents = nn.Parameter(torch.randn(c.n_latents, d) * 0.02)
         self.read_in = Block(d, c.n_heads, c.mlp_ratio, c.dropout, cross=True)
-        self.blocks = nn.ModuleList(
-            Block(d, c.n_heads, c.mlp_ratio, c.dropout, cross=False) for _ in range(c.n_layers)
-        )
+        self.blocks = nn.ModuleList(Block(d, c.n_heads, c.mlp_ratio, c.dropout, cross=False) for _ in range(c.n_layers))
         self.ln_latent = nn.LayerNorm(d)
         self.read_out = ReadOut(d, c.n_heads)
         if c.cell_state:
@@ -215,8 +213,7 @@ class HoloCellNetwork(nn.Module):
         does not read; ``None`` when there are none."""
         parts = []
         if z is not None and self.cell.z_token is not None:
-            z = z if self.config.z_grad_from_denoiser else z.detach()
-            parts.append(self.cell.z_token(z)[:, None])
+            parts.append(self.cell.z_token(z if self.config.z_grad_from_denoiser else z.detach())[:, None])
         if not self.config.batch_in_encoder:
             parts.append(self._batch_token(tokens))
         if not self.config.library_in_encoder:
