@@ -1,6 +1,6 @@
 """Ablation of the cell state (issue 15): each design choice switched off (or on), same seed, two datasets.
 
-Run ``python benchmarks/cellstate_ablation.py [--arms a b ...] [--data pbmc snare] [--epochs N]``. Every arm is
+Run ``python benchmarks/cellstate_ablation.py [--arms a b ...] [--data pbmc snare] [--seed N]``. Every arm is
 trained and scored on *validation* data only, never on the benchmarks' held-out cells:
 
 - **PBMC** (bundled CITE-seq mosaic): the protein of batch p3 is hidden in training and generated from RNA
@@ -37,6 +37,7 @@ from holocell import evaluation as ev
 OUT = Path(__file__).parent / "results" / "cellstate_ablation.json"
 #: arm name -> (HoloCell keyword arguments, what it tests)
 ARMS: dict[str, tuple[dict, str]] = {
+    "defaults": ({}, "the current defaults (the same model as `align_distill_cross` / `peak_embeddings` rows)"),
     "default": ({"align_weight": 0.0}, "the cell state as first landed: latents + value path, ELBO x10, z in the "
                 "denoiser, no alignment term (the default until `align_distill`, which is the default now)"),
     "no_cell_state": (
@@ -95,16 +96,16 @@ def _embedding_scores(emb, labels, batch) -> dict:
     return {k: m[k] for k in ("nmi", "ari", "asw_label", "ilisi")}
 
 
-def run_pbmc(kwargs: dict, epochs: int, steps: list[int]) -> dict:
+def run_pbmc(kwargs: dict, epochs: int, steps: list[int], seed: int = 0) -> dict:
     full = hc.data.pbmc_cite_mosaic()
     hide = (full["adt"].obs["batch"] == PBMC_HELD).to_numpy()
     held = full["adt"].obs_names[hide]
     mdata = md.MuData({"rna": full["rna"].copy(), "adt": full["adt"][~hide].copy()})
     mdata.obs = mdata.obs.join(full.obs[["batch", "celltype"]])
     hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
-    model = hc.HoloCell(mdata, **SIZE, **kwargs)
+    model = hc.HoloCell(mdata, **{**SIZE, "seed": seed}, **kwargs)
     t0 = time.perf_counter()
-    model.train(max_epochs=epochs, enable_progress_bar=False, seed=0, early_stopping=False)
+    model.train(max_epochs=epochs, enable_progress_bar=False, seed=seed, early_stopping=False)
     res = {"train_s": time.perf_counter() - t0}
     labels, batch = mdata.obs["celltype"].astype(str).to_numpy(), mdata.obs["batch"].astype(str).to_numpy()
     has_rna = np.isin(mdata.obs_names, full["rna"].obs_names)
@@ -141,14 +142,14 @@ def _snare_samples() -> tuple[md.MuData, md.MuData]:
     return ch._subset(snare, cells, peaks), ch._subset(snare, held, peaks)
 
 
-def run_snare(kwargs: dict, epochs: int, steps: list[int]) -> dict:
+def run_snare(kwargs: dict, epochs: int, steps: list[int], seed: int = 0) -> dict:
     train, held = _snare_samples()
     setup = {"modalities": {"rna": "rna", "atac": "atac"}, "batch_key": "batch", "species": "mouse",
              "genome": "mm10"}
     hc.HoloCell.setup_mudata(train, **setup)
-    model = hc.HoloCell(train, **SIZE, **kwargs)
+    model = hc.HoloCell(train, **{**SIZE, "seed": seed}, **kwargs)
     t0 = time.perf_counter()
-    model.train(max_epochs=epochs, enable_progress_bar=False, seed=0, early_stopping=False, batch_size=32)
+    model.train(max_epochs=epochs, enable_progress_bar=False, seed=seed, early_stopping=False, batch_size=32)
     res = {"train_s": time.perf_counter() - t0}
     labels, batch = train.obs["cell_type"].astype(str).to_numpy(), train.obs["batch"].astype(str).to_numpy()
     res.update(_embedding_scores(model.get_latent_representation(progress_bar=False), labels, batch))
@@ -202,7 +203,8 @@ def render(results: dict) -> str:
         gen = [{"arm": r["arm"], **{names[k]: r[k] for k in steps if k in r}} for r in rows]
         lines += [f"## {data}: {task} by number of steps (mean: one-shot likelihood mean)", "",
                   ev.format_table(gen, ["arm", *names.values()]), ""]
-    lines += ["## Arms", ""] + [f"- `{a}`: {ARMS[a][1]} (`{ARMS[a][0]}`)" for a in results["arms"]]
+    lines += ["## Arms", "", "`<arm>@seed<n>`: the arm with model and training seed n (same cells).", ""]
+    lines += [f"- `{a}`: {ARMS[a][1]} (`{ARMS[a][0]}`)" for a in results["arms"] if a in ARMS]
     if "meta" in results:
         lines += ["", "Latest run: " + provenance_line(results["meta"])]
     return "\n".join(lines) + "\n"
@@ -214,6 +216,7 @@ def main() -> None:
     p.add_argument("--data", nargs="*", default=["pbmc", "snare"])
     p.add_argument("--steps", type=int, nargs="*", default=[0, 1, 2, 4, 8, 16])
     p.add_argument("--redo", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="model and training seed (the cells stay the same)")
     p.add_argument("--render", action="store_true", help="only render the page from the JSON")
     args = p.parse_args()
     if args.render:
@@ -232,23 +235,24 @@ def main() -> None:
     if "baselines" not in results:
         results["baselines"] = baselines()
     for arm in args.arms:
+        key = arm if args.seed == 0 else f"{arm}@seed{args.seed}"
         for data in args.data:
-            if data in results["arms"].get(arm, {}) and not args.redo:
+            if data in results["arms"].get(key, {}) and not args.redo:
                 continue
             if arm in ("no_peak_factors", "peak_embeddings", "no_peak_embeddings") and data == "pbmc":  # no ATAC
                 continue
             steps = args.steps if arm in ("default", "no_z_in_denoiser", "no_cell_state") else [0, 8]
             run = run_pbmc if data == "pbmc" else run_snare
-            res = run(ARMS[arm][0], EPOCHS[data], steps)
+            res = run(ARMS[arm][0], EPOCHS[data], steps, args.seed)
             res["git"] = git
             if OUT.exists():  # another run may have added arms meanwhile: add this one entry to the file's
                 results["arms"] = json.loads(OUT.read_text())["arms"]
-            results["arms"].setdefault(arm, {})[data] = res
-            results["meta"] = provenance({"size": SIZE, "epochs": EPOCHS, "arm": arm, "data": data})
+            results["arms"].setdefault(key, {})[data] = res
+            results["meta"] = provenance({"size": SIZE, "epochs": EPOCHS, "arm": arm, "data": data, "seed": args.seed})
             results["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
             OUT.write_text(json.dumps(results, indent=1))
             OUT.with_suffix(".md").write_text(render(results))
-            print(arm, data, json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()}), flush=True)
+            print(key, data, json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()}), flush=True)
 
 
 if __name__ == "__main__":
