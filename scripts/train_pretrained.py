@@ -122,6 +122,8 @@ def main() -> None:
     parser.add_argument("--keep-diverged", action="store_true", help="write the archive even if the cell state diverged")
     parser.add_argument("--record-only", action="store_true", help="update the record of the existing archive")
     args = parser.parse_args()
+    if not isinstance(args.model_kwargs, dict):
+        parser.error(f"--model-kwargs must be a JSON object of HoloCell arguments, got {args.model_kwargs!r}.")
     if args.record_only:
         update_record(Path(args.out))
         return
