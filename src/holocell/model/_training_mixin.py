@@ -57,7 +57,7 @@ class TrainingMixin:
             from the end of the cell state's KL warm-up (the validation loss weighs the KL fully, the
             training loss by the warm-up factor, so the two are not comparable before).
         lr
-            Peak learning rate (AdamW, warm-up, cosine decay); default ``train_config.lr`` (1e-3).
+            Peak learning rate (AdamW, warm-up, cosine decay); default ``train_config.lr`` (2e-3).
         ema_decay
             Decay of the exponential moving average of the weights that the model keeps at the
             end of training (``None``: keep the last weights).

@@ -71,7 +71,8 @@ class ObjectiveConfig:
     kl_weight
         Weight of the KL term inside the ELBO (1 is the ELBO).
     kl_warmup
-        The KL weight rises linearly from 0 over this fraction of a training run.
+        The KL weight rises linearly from 0 over this fraction of a training run (default 0.1; it was 0.33
+        before the schedule ablation, ``docs/design.md``).
     batch_mmd_weight
         Weight of an MMD penalty between the cell states (posterior means) of the batches in each mini-batch
         (:func:`holocell.nn._mixing.batch_mmd`); 0 (default) is off. Experimental: on PBMC and SNARE-seq2 it
@@ -94,7 +95,7 @@ class ObjectiveConfig:
     diffusion_weight: float = 1.0
     elbo_weight: float = 10.0
     kl_weight: float = 1.0
-    kl_warmup: float = 0.33
+    kl_warmup: float = 0.1
     elbo_input: str = "noised"
     batch_mmd_weight: float = 0.0
 
