@@ -80,6 +80,9 @@ ARMS: dict[str, tuple[dict, str]] = {
     "vae_only": ({"diffusion_weight": 0.0}, "the cell state alone (no diffusion loss)"),
     "fast_schedule": ({"kl_warmup": 0.1, "train_config": {"lr": 2e-3}},
                       "schedule: lr 2e-3 and the KL warm-up over 10% of the run (the defaults since it was adopted)"),
+    "fast_z_detached": ({"kl_warmup": 0.1, "train_config": {"lr": 2e-3},
+                         "cell_state_kwargs": {"z_grad_from_denoiser": False}},
+                        "property 5 on the new schedule: `fast_schedule` with the denoiser reading z detached"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
                      "schedule: lr 1e-3 and the KL warm-up over 33% of the run (the defaults before `fast_schedule`)"),
 }
