@@ -1,4 +1,4 @@
-"""Multi-device training through Lightning: DDP on 2 CPU processes (gloo), and bf16 mixed precision."""
+"""Multi-device training through Lightning: DDP on 2 CPU processes (gloo), bf16 mixed precision, the fused optimiser."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -26,6 +27,8 @@ import hashlib, sys, warnings
 warnings.simplefilter("ignore")
 import torch
 import torch.distributed as dist
+import lightning.pytorch as pl
+
 import holocell as hc
 
 hc.settings.lightning_log_level = "info"  # Lightning's start-up lines (the test reads the backend from them)
@@ -72,3 +75,24 @@ def test_bf16_mixed_precision_trains():
     assert np.isfinite(model.history_["train_loss"]).all()
     assert next(model.module.parameters()).dtype == torch.float32  # mixed precision keeps fp32 weights
     assert np.isfinite(model.get_latent_representation()).all()
+
+
+class _OptimizerSpy(pl.Callback):
+    """Records whether the run's AdamW is fused."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.fused = bool(trainer.optimizers[0].defaults.get("fused"))
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_adamw_is_fused_only_in_full_precision(precision):
+    # fused AdamW unscales internally, which Lightning's gradient clipping refuses under mixed precision
+    mdata = hc.data.simulate_multiome(48, n_genes=12, n_tfs=3, n_proteins=4, seed=1)[0]
+    with pytest.warns(hc.HoloCellWarning, match=SIM_GENES):
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    model = hc.HoloCell(mdata, **TINY)
+    spy = _OptimizerSpy()
+    model.train(max_epochs=1, batch_size=16, precision=precision, accelerator="cpu", enable_progress_bar=False,
+                callbacks=[spy])
+    assert spy.fused == (precision == "32-true")
+    assert np.isfinite(model.history_["train_loss"]).all()

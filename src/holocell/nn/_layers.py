@@ -49,7 +49,7 @@ class Attention(nn.Module):
         S = kv.shape[1]
         h = self.n_heads
         q = self.q(x).view(B, T, h, d // h).transpose(1, 2)  # (B, h, T, hs)
-        k, v = kv.view(B, S, 2, h, d // h).permute(2, 0, 3, 1, 4)  # 2 x (B, h, S, hs)
+        k, v = (t.transpose(1, 2) for t in kv.view(B, S, 2, h, d // h).unbind(2))  # 2 x (B, h, S, hs), see below
         mask = None if key_mask is None else key_mask[:, None, None, :]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, d))
@@ -86,11 +86,13 @@ class ReadOut(nn.Module):
         h = self.n_heads
         q = self.q(self.ln_q(anchors))  # per anchor, not per cell
         if index is None:
-            q = q.view(-1, h, d // h).transpose(0, 1).unsqueeze(0).expand(B, -1, -1, -1)  # (B, h, G', hs)
+            q = q.view(-1, h, d // h).transpose(0, 1).unsqueeze(0)  # (1, h, G', hs), broadcast over cells
         else:
             q = q[index].view(B, index.shape[1], h, d // h).transpose(1, 2)  # (B, h, k, hs)
-        k, v = self.kv(latents).view(B, L, 2, h, d // h).permute(2, 0, 3, 1, 4)  # 2 x (B, h, L, hs)
-        y = F.scaled_dot_product_attention(q, k, v)  # (B, h, G', hs)
+        k, v = (t.transpose(1, 2) for t in self.kv(latents).view(B, L, 2, h, d // h).unbind(2))  # 2 x (B, h, L, hs)
+        # Plain softmax attention: with few keys (the latents) and many queries (the anchors) it is faster than
+        # fused SDPA on a CPU (forward + backward), and the (B, h, G', L) scores are smaller than the outputs.
+        y = torch.softmax(q @ k.transpose(-2, -1) * (d // h) ** -0.5, dim=-1) @ v  # (B, h, G', hs)
         return self.ln_out(token_emb + self.out(y.transpose(1, 2).reshape(B, -1, d)))
 
 
