@@ -84,6 +84,10 @@ ARMS: dict[str, tuple[dict, str]] = {
                       "schedule: lr 2e-3 and the KL warm-up over 10% of the run (the defaults since it was adopted)"),
     "fast_z_detached": ({**FAST_SCHEDULE, "cell_state_kwargs": {"z_grad_from_denoiser": False}},
                         "property 5 on the new schedule: `fast_schedule` with the denoiser reading z detached"),
+    "fast_kl_weight_2": ({**FAST_SCHEDULE, "kl_weight": 2.0},
+                         "property 1 on the new schedule: the KL term at twice the ELBO's weight (a beta-VAE, beta 2)"),
+    "fast_kl_weight_5": ({**FAST_SCHEDULE, "kl_weight": 5.0},
+                         "property 1 on the new schedule: the KL term at five times the ELBO's weight (beta 5)"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
                      "schedule: lr 1e-3 and the KL warm-up over 33% of the run (the defaults before `fast_schedule`)"),
 }
