@@ -297,12 +297,11 @@ class HoloCellNetwork(nn.Module):
         # only) the B x C prefix tokens; each (cell, position) looks up its row. One lookup, no in-place
         # writes: their backward would copy the whole (B, C + G, 2d) gradient.
         const_emb = (anchor_emb[:, None, :] + state_emb[None, :, :]).flatten(0, 1)  # (G * n_states, d)
-        b, g = varying.nonzero(as_tuple=True)
-        emb_var = self.embed_at(tokens, b, g, per_bucket, anchor_emb)  # (N, d) the tokens that carry a value
+        b, g = varying.nonzero(as_tuple=True)  # the N tokens that carry a value, computed in full:
+        emb_rows = torch.cat([const_emb, self.embed_at(tokens, b, g, per_bucket, anchor_emb)])
         row = torch.arange(G, device=device) * n_states + state  # (B, G) row of each token
         row[b, g] = len(const_emb) + torch.arange(len(b), device=device)
         prefix_kv = self.read_in.project_context(self.context_tokens(tokens)).flatten(0, 1)  # (B * C, 2d)
-        emb_rows = torch.cat([const_emb, emb_var])
         kv_rows = torch.cat([self.read_in.project_context(emb_rows), prefix_kv])
         prefix_row = len(emb_rows) + torch.arange(B * C, device=device).view(B, C)
         kv = F.embedding(torch.cat([prefix_row, row], dim=1), kv_rows)  # (B, C + G, 2d)
