@@ -340,9 +340,9 @@ def task_granja(cfg, hc_cfg, seed, results, out):
     adata = hc.data.granja2019_bmmc(progressbar=False)
     rng = np.random.default_rng(seed + 2)
     cells = np.sort(rng.choice(adata.n_obs, cfg["n_granja"], replace=False))
-    peaks = select_peaks(adata.X[cells], MULTIVI_MIN_CELLS, cfg["max_peaks"])
-    sub = adata[cells][:, peaks].copy()
-    tutorial = adata[cells][:, select_peaks(adata.X[cells], PEAKVI_MIN_CELLS, cfg["max_peaks"])].copy()
+    x = adata.X[cells]
+    sub = adata[cells][:, select_peaks(x, MULTIVI_MIN_CELLS, cfg["max_peaks"])].copy()
+    tutorial = adata[cells][:, select_peaks(x, PEAKVI_MIN_CELLS, cfg["max_peaks"])].copy()
     results["sizes"]["granja"] = {"cells": sub.n_obs, "peaks": int(sub.n_vars), "peaks_peakvi_tutorial": tutorial.n_vars}
     labels, donor = sub.obs["cell_type"].astype(str).to_numpy(), sub.obs["batch"].astype(str).to_numpy()
     emb, cost = {}, {}

@@ -27,8 +27,6 @@ import hashlib, sys, warnings
 warnings.simplefilter("ignore")
 import torch
 import torch.distributed as dist
-import lightning.pytorch as pl
-
 import holocell as hc
 
 hc.settings.lightning_log_level = "info"  # Lightning's start-up lines (the test reads the backend from them)

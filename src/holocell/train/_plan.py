@@ -80,13 +80,12 @@ class TrainingPlan(pl.LightningModule):
         """Whether AdamW runs fused (one kernel over all parameters; about 4x faster optimiser steps on a CPU,
         docs/design.md). Only where it is safe: full precision (mixed precision's gradient clipping refuses an
         optimiser that unscales internally), parameters on CPU or CUDA, and a torch with a fused CPU AdamW (2.4)."""
-        version = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
         try:
             precision = str(self.trainer.precision)
         except RuntimeError:  # not attached to a trainer
             return False
         devices = {p.device.type for p in self.module.parameters()}
-        return precision in ("32-true", "32") and devices <= {"cpu", "cuda"} and version >= (2, 4)
+        return precision in ("32-true", "32") and devices <= {"cpu", "cuda"} and torch.__version__ >= "2.4"
 
     def configure_optimizers(self):
         c = self.config
