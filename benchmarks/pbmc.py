@@ -51,7 +51,7 @@ OBS = ["batch", "celltype"]
 MODS = {"rna": "rna", "protein": "adt"}
 #: holocell's settings in this script (the lead revisits them after the model change of issue 15)
 HOLOCELL = {"quick": {"max_epochs": 12}, "full": {"max_epochs": 40}}
-PEER_MAX_EPOCHS = {"quick": None, "full": None}  # None: each peer's documented default, early stopping
+PEER_MAX_EPOCHS = {"quick": None, "full": None}  # None: each peer's cap in _peers.py, early stopping
 
 
 def baselines(full, src: str, tgt: str, cells, truth, transform) -> list[dict]:
@@ -89,7 +89,7 @@ def main() -> None:
     protein = pd.DataFrame(0.0, index=rna_a.obs_names, columns=full["adt"].var_names)
     with_prot = rna_a.obs_names[np.isin(rna_a.obs_names, split_a["adt"].obs_names)]
     protein.loc[with_prot] = split_a["adt"][with_prot].X.toarray()
-    tvi, tvi_adata = train_totalvi(rna_a, protein, "batch", args.seed, peer_epochs)
+    tvi, tvi_adata = train_totalvi(rna_a, protein, "batch", args.seed, *([peer_epochs] if peer_epochs else []))
     training.append(train_summary(tvi, "TOTALVI"))
     plot_history(tvi, args.out / "peers_pbmc_totalvi.png", "TOTALVI on PBMC (RNA cells, p4 protein hidden)")
     tvi_prot = totalvi_protein(tvi, tvi_adata, p4, transform_batch=PAIRED)
