@@ -88,6 +88,10 @@ ARMS: dict[str, tuple[dict, str]] = {
                          "property 1 on the new schedule: the KL term at twice the ELBO's weight (a beta-VAE, beta 2)"),
     "fast_kl_weight_5": ({**FAST_SCHEDULE, "kl_weight": 5.0},
                          "property 1 on the new schedule: the KL term at five times the ELBO's weight (beta 5)"),
+    "fast_adversary_01": ({**FAST_SCHEDULE, "batch_adversary_weight": 0.1},
+                          "property 4: a batch classifier on z behind a gradient reversal layer, weight 0.1"),
+    "fast_adversary_1": ({**FAST_SCHEDULE, "batch_adversary_weight": 1.0},
+                         "property 4: a batch classifier on z behind a gradient reversal layer, weight 1"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
                      "schedule: lr 1e-3 and the KL warm-up over 33% of the run (the defaults before `fast_schedule`)"),
 }

@@ -118,3 +118,36 @@ def test_atac_half_counts_are_accepted_rna_and_protein_still_need_counts():
 def _table(mdata):
     var = mdata["rna"].var
     return var.assign(gene_name=var.index)[["gene_name", "chrom", "tss", "strand"]].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- constructor arguments
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"d_model": "64"}, "'d_model' must be an integer"),
+        ({"n_layers": 1.5}, "'n_layers' must be an integer"),
+        ({"dropout": 1.5}, r"'dropout' must lie in \[0, 1\]"),
+        ({"kl_weight": "a lot"}, "'kl_weight' must be a number"),
+        ({"elbo_weight": float("nan")}, "'elbo_weight' must be a finite number"),
+        ({"batch_adversary_weight": float("inf")}, "'batch_adversary_weight' must be a finite number"),
+        ({"batch_mmd_weight": -1.0}, "'batch_mmd_weight' must lie in"),
+        ({"align_mode": "both"}, "'align_mode' must be one of"),
+        ({"no_such_setting": 1.0}, "Unknown objective settings"),
+    ],
+)
+def test_bad_constructor_arguments_are_named(kwargs, words):
+    """A wrong type, NaN, infinity or an out-of-range value is refused before anything is built, naming the
+    argument (it used to fail inside torch, or to train on NaN)."""
+    mdata = _sim()
+    with _sim_genes():
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    with pytest.raises(ValueError, match=words):
+        hc.HoloCell(mdata, **{**TINY, **kwargs})
+
+
+def test_numpy_numbers_are_accepted_as_constructor_arguments():
+    mdata = _sim()
+    with _sim_genes():
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    model = hc.HoloCell(mdata, d_model=np.int64(32), n_layers=1, n_heads=2, n_latents=8, kl_weight=np.float32(2.0))
+    assert model.objective_config.kl_weight == 2.0 and isinstance(model.objective_config.kl_weight, float)

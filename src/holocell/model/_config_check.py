@@ -158,6 +158,7 @@ OBJECTIVE = (
     Rule("kl_warmup", float, 0, 1, required=False),
     Rule("elbo_input", str, required=False, choices=("noised", "clean")),
     Rule("batch_mmd_weight", float, 0, 1e6, required=False),
+    Rule("batch_adversary_weight", float, 0, 1e6, required=False),
 )
 #: One line per field of :class:`holocell.train.TrainingConfig` (``betas``: two numbers in [0, 1)).
 TRAINING = (

@@ -26,6 +26,7 @@ from ..nn import HoloCellModule, NetworkConfig, ObjectiveConfig
 from ..priors import check_prior_names
 from ..train import TrainingConfig
 from ..vocab import FeatureSpace
+from ._arguments import check_arguments
 from ._build import cell_state_settings, feature_space_for, prior_inputs
 from ._inference import InferenceMixin
 from ._perturb_mixin import PerturbMixin
@@ -105,7 +106,8 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         ``p_whole``, ``p_hide_library``, ``eps``, ``regression_weight``, ``align_mode``, ``align_temperature``,
         ``diffusion_weight``, ``elbo_weight``, ``kl_weight``, ``kl_warmup``, ``batch_mmd_weight`` (an MMD penalty
         between the batches' cell states, off by default; experimental: in the ablation it collapsed the cell
-        state at weights 0.1-10, see ``docs/design.md``).
+        state at weights 0.1-10, see ``docs/design.md``), ``batch_adversary_weight`` (a batch classifier on the
+        cell state behind a gradient reversal layer, off by default; see ``docs/design.md``).
 
     Attributes
     ----------
@@ -166,6 +168,7 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         train_config: TrainingConfig | dict | None = None,
         **objective_kwargs,
     ) -> None:
+        objective_kwargs = check_arguments(locals(), objective_kwargs)
         super().__init__(mdata)
         loading = feature_space is not None
         setup = self._setup_args

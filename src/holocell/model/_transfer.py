@@ -104,6 +104,10 @@ def map_state(
             info.fresh.append(key)
             new_state[key] = new
             continue
+        if key.startswith("batch_adversary."):  # a classifier of the reference's batches: the query's start afresh
+            info.fresh.append(key)
+            new_state[key] = new
+            continue
         old = ref_state[key].to(new.dtype)
         if _is_per_anchor(key) and old.shape[1:] == new.shape[1:]:
             slot = _slot_of(key)

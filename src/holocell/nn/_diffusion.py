@@ -26,7 +26,7 @@ from ..vocab import MODALITIES
 from ._align import ALIGN_MODES, alignment_loss, cross_distill_loss
 from ._cellstate import kl_normal, sample_z
 from ._count_decoder import reconstruction_nll
-from ._mixing import batch_mmd
+from ._mixing import BatchAdversary, batch_mmd
 
 if TYPE_CHECKING:
     from .transformer import HoloCellNetwork
@@ -77,6 +77,9 @@ class ObjectiveConfig:
         Weight of an MMD penalty between the cell states (posterior means) of the batches in each mini-batch
         (:func:`holocell.nn._mixing.batch_mmd`); 0 (default) is off. Experimental: on PBMC and SNARE-seq2 it
         collapsed the cell state at weights 0.1-10 (``docs/design.md``, "Batch mixing term").
+    batch_adversary_weight
+        Weight of a batch adversary on the cell state (:class:`holocell.nn._mixing.BatchAdversary`: a classifier
+        of the batch behind a gradient reversal layer); 0 (default) is off.
     elbo_input
         What the cell state of the ELBO is inferred from: ``"noised"``, the denoiser's own input (slots hidden at
         rate ``t``), or ``"clean"``, the cell's clean tokens with only the cross-modal target modality hidden
@@ -98,6 +101,7 @@ class ObjectiveConfig:
     kl_warmup: float = 0.1
     elbo_input: str = "noised"
     batch_mmd_weight: float = 0.0
+    batch_adversary_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("p_drop_modality", "p_whole", "p_hide_library"):
@@ -112,9 +116,9 @@ class ObjectiveConfig:
         if not 0.0 <= self.kl_warmup <= 1.0:
             raise ValueError(f"kl_warmup is a fraction of the run in [0, 1], got {self.kl_warmup!r}.")
         for name in ("regression_weight", "align_weight", "diffusion_weight", "elbo_weight", "kl_weight",
-                     "batch_mmd_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
+                     "batch_mmd_weight", "batch_adversary_weight"):
+            if not getattr(self, name) >= 0:  # NaN too
+                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}.")
         if self.align_temperature <= 0:
             raise ValueError(f"align_temperature must be > 0, got {self.align_temperature!r}.")
 
@@ -289,9 +293,10 @@ def objective(
     counts: dict[str, torch.Tensor] | None = None,
     kl_scale: float = 1.0,
     measured: dict[str, torch.Tensor] | None = None,
+    adversary: BatchAdversary | None = None,
 ) -> LossOutput:
     """The training loss of a mini-batch: noise the clean tokens, predict, score (plus the cell state's
-    negative ELBO, the alignment term and, if asked for, the batch-mixing penalty).
+    negative ELBO, the alignment term and, if asked for, the batch-mixing terms).
 
     Parameters
     ----------
@@ -311,6 +316,8 @@ def objective(
         Warm-up factor of the KL weight (the training plan's schedule; 1 for validation).
     measured
         Modality -> ``(B, F)`` bool, features each cell's data set measured (merged data sets; default all).
+    adversary
+        The batch adversary (with ``config.batch_adversary_weight > 0``).
     """
     noised = add_noise(
         clean,
@@ -344,6 +351,10 @@ def objective(
             mixing = batch_mmd(mu, clean.batch)
             out.per_modality["batch_mmd"] = mixing.detach()
             out.loss = out.loss + config.batch_mmd_weight * mixing
+        if adversary is not None and config.batch_adversary_weight > 0:
+            confusion = adversary(mu, clean.batch)
+            out.per_modality["batch_adversary"] = confusion.detach()
+            out.loss = out.loss + config.batch_adversary_weight * confusion
     if config.align_weight > 0 and config.align_mode == "distill_cross" and network.config.cell_state:
         align = cross_distill_loss(network, clean, noised, outputs["qz_mu"])
         out.per_modality["align"] = align.detach()

@@ -1,5 +1,10 @@
-"""Batch mixing: an optional MMD penalty between the cell states of different batches
-(:class:`~holocell.nn.ObjectiveConfig` ``batch_mmd_weight``, off by default).
+"""Batch mixing: two optional terms that push the batch out of the cell state, both off by default.
+
+- An MMD penalty between the cell states of different batches (:class:`~holocell.nn.ObjectiveConfig`
+  ``batch_mmd_weight``).
+- A batch adversary (``batch_adversary_weight``): a small classifier learns to tell each cell's batch from its
+  cell state, and a gradient reversal layer hands the encoder the opposite gradient (domain-adversarial
+  training), so the encoder learns states the classifier cannot separate.
 
 The cell state already keeps the batch out of its inputs (the batch goes to the decoders). For strong batch
 effects that the encoder still picks up from the values, the penalty pulls each batch's cell states towards
@@ -11,6 +16,8 @@ SNARE-seq2 it collapsed the cell state at weights 0.1-10 (``docs/design.md``, "B
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 BANDWIDTHS = (0.25, 1.0, 4.0)
 """Gaussian kernel widths (squared), as multiples of the median squared distance between the pooled cell states."""
@@ -55,4 +62,51 @@ def batch_mmd(z: torch.Tensor, batch: torch.Tensor, min_cells: int = 2) -> torch
     return torch.stack(terms).mean()
 
 
-__all__ = ["BANDWIDTHS", "batch_mmd", "kernel"]
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward; the gradient is negated on the way back."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return -grad
+
+
+def reverse_gradient(x: torch.Tensor) -> torch.Tensor:
+    """``x`` unchanged, with its gradient negated (a gradient reversal layer)."""
+    return _ReverseGradient.apply(x)
+
+
+class BatchAdversary(nn.Module):
+    """Predicts each cell's batch from its cell state behind a gradient reversal layer.
+
+    Its cross-entropy, added to the loss, trains the classifier to find the batch in ``z`` and, through the
+    reversed gradient, the encoder to hide it. Training-only: nothing else reads it.
+
+    Parameters
+    ----------
+    n_latent
+        Size of ``z``.
+    n_batches
+        Training batches (one more output stands for a batch unseen in training, as in the decoders).
+    n_hidden
+        Width of the classifier's hidden layer.
+    """
+
+    def __init__(self, n_latent: int, n_batches: int, n_hidden: int = 64) -> None:
+        super().__init__()
+        self.n_classes = n_batches + 1
+        self.classifier = nn.Sequential(
+            nn.Linear(n_latent, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_hidden), nn.ReLU(),
+            nn.Linear(n_hidden, self.n_classes),
+        )
+
+    def forward(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """Scalar cross-entropy of the batch ``(B,)`` predicted from the cell states ``z`` ``(B, n)``."""
+        logits = self.classifier(reverse_gradient(z))
+        return F.cross_entropy(logits, batch.clamp(max=self.n_classes - 1))
+
+
+__all__ = ["BANDWIDTHS", "BatchAdversary", "batch_mmd", "kernel", "reverse_gradient"]

@@ -16,6 +16,7 @@ from ..tokenize._values import CONTINUOUS, quantile_bins
 from ._align import only
 from ._count_decoder import state_mean
 from ._diffusion import LossOutput, ObjectiveConfig, objective
+from ._mixing import BatchAdversary
 from ._sampler import Generated, sample
 from .transformer import HoloCellNetwork, NetworkConfig
 
@@ -56,8 +57,13 @@ class HoloCellModule(nn.Module):
         slot_anchor = {m: self.tokenizer.anchor_of(m) for m in self.tokenizer.modalities if m != "atac"}
         self.network = HoloCellNetwork(config, exists, peak_anchor, bucket, prior_tensors, slot_anchor)
         self.objective = ObjectiveConfig() if objective is None else objective
-        if self.objective.batch_mmd_weight > 0 and not config.cell_state:
-            raise ValueError("batch_mmd_weight acts on the cell state; this network has none (cell_state=False).")
+        for name in ("batch_mmd_weight", "batch_adversary_weight"):
+            if getattr(self.objective, name) > 0 and not config.cell_state:
+                raise ValueError(f"{name} acts on the cell state; this network has none (cell_state=False).")
+        # training-only batch classifier (see holocell.nn._mixing); transfer re-initialises it for new batches
+        self.batch_adversary = (
+            BatchAdversary(config.n_latent, config.n_batches) if self.objective.batch_adversary_weight > 0 else None
+        )
 
     @property
     def modalities(self) -> list[str]:
@@ -79,7 +85,8 @@ class HoloCellModule(nn.Module):
         counts = {m: batch[m] for m in self.modalities if m != "atac"}
         measured = {m: batch[f"{m}_measured"].bool() for m in self.modalities if f"{m}_measured" in batch} or None
         return objective(
-            self.network, self.tokenize(batch), exists, self.objective, generator, counts, kl_scale, measured
+            self.network, self.tokenize(batch), exists, self.objective, generator, counts, kl_scale, measured,
+            self.batch_adversary,
         )
 
     def restrict(self, tokens: Tokens, keep: Sequence[str] | None) -> Tokens:
