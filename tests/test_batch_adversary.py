@@ -45,20 +45,25 @@ def test_reverse_gradient_is_the_identity_with_the_gradient_negated():
     torch.testing.assert_close(x.grad, -torch.arange(3.0).expand(5, 3))
 
 
-def test_the_classifier_learns_the_batch_while_the_states_move_to_hide_it():
+@pytest.mark.parametrize("mode", ["confusion", "reverse"])
+def test_the_classifier_learns_the_batch_while_the_states_move_to_hide_it(mode):
     """One optimiser over states and classifier: the classifier's loss on fixed states falls (it finds the batch),
-    and the reversed gradient moves the two batches' states towards each other."""
+    and the encoder's gradient moves the two batches' states towards each other."""
     torch.manual_seed(0)
     batch = torch.arange(128) % 2
     z = (torch.randn(128, 4) + 2.0 * batch[:, None]).requires_grad_(True)
-    adversary = BatchAdversary(n_latent=4, n_batches=2, n_hidden=16)
+    adversary = BatchAdversary(n_latent=4, n_batches=2, n_hidden=16, mode=mode)
     opt = torch.optim.SGD(adversary.parameters(), lr=0.1)
-    first = adversary(z.detach(), batch).item()
+
+    def classifier_loss() -> float:
+        return torch.nn.functional.cross_entropy(adversary.classifier(z.detach()), batch).item()
+
+    first = classifier_loss()
     for _ in range(50):
         opt.zero_grad()
         adversary(z.detach(), batch).backward()
         opt.step()
-    assert adversary(z.detach(), batch).item() < 0.5 * first
+    assert classifier_loss() < 0.5 * first
     gap = (z[batch == 1].mean(0) - z[batch == 0].mean(0)).detach()
     adversary(z, batch).backward()
     step = -z.grad  # a descent step on the total loss
@@ -66,9 +71,34 @@ def test_the_classifier_learns_the_batch_while_the_states_move_to_hide_it():
     assert float(moved @ gap) < 0  # the step closes the gap between the batches
 
 
+def test_in_the_confusion_form_the_classifier_learns_only_from_its_own_loss():
+    """The encoder's term holds the classifier fixed: the classifier's gradient is that of its cross-entropy on
+    the detached states alone; the encoder's term is 0 exactly when the prediction is uniform."""
+    torch.manual_seed(0)
+    batch = torch.arange(32) % 3
+    z = torch.randn(32, 4, requires_grad=True)
+    adversary = BatchAdversary(n_latent=4, n_batches=3, n_hidden=8)
+    adversary(z, batch).backward()
+    total = [p.grad.clone() for p in adversary.classifier.parameters()]
+    adversary.zero_grad()
+    torch.nn.functional.cross_entropy(adversary.classifier(z.detach()), batch).backward()
+    for got, want in zip(total, [p.grad for p in adversary.classifier.parameters()], strict=True):
+        torch.testing.assert_close(got, want)
+    with torch.no_grad():  # a classifier that always predicts uniformly over the 3 batches, 0 for "unseen"
+        for p in adversary.classifier.parameters():
+            p.zero_()
+        adversary.classifier[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.0, -1e4]))
+    fit = torch.nn.functional.cross_entropy(adversary.classifier(z), batch)
+    torch.testing.assert_close(adversary(z, batch), fit)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        BatchAdversary(4, 3, mode="mmd")
+
+
 def test_the_adversary_is_refused_without_a_cell_state_and_with_a_negative_weight():
     with pytest.raises(ValueError, match="batch_adversary_weight"):
         ObjectiveConfig(batch_adversary_weight=-0.5)
+    with pytest.raises(ValueError, match="batch_adversary_mode must be one of"):
+        ObjectiveConfig(batch_adversary_mode="mmd")
     config = NetworkConfig(n_anchors=5, n_batches=2, d_model=8, n_layers=1, n_heads=2, n_latents=2, cell_state=False,
                            batch_in_encoder=True, library_in_encoder=True, z_in_denoiser=False)
     with pytest.raises(ValueError, match="batch_adversary_weight acts on the cell state"):

@@ -130,8 +130,9 @@ def _table(mdata):
         ({"kl_weight": "a lot"}, "'kl_weight' must be a number"),
         ({"elbo_weight": float("nan")}, "'elbo_weight' must be a finite number"),
         ({"batch_adversary_weight": float("inf")}, "'batch_adversary_weight' must be a finite number"),
-        ({"batch_mmd_weight": -1.0}, "'batch_mmd_weight' must lie in"),
-        ({"align_mode": "both"}, "'align_mode' must be one of"),
+        ({"batch_mmd_weight": -1.0}, "batch_mmd_weight must be a number >= 0"),
+        ({"p_whole": 1.5}, "p_whole is a probability"),
+        ({"align_mode": "both"}, "align_mode must be one of"),
         ({"no_such_setting": 1.0}, "Unknown objective settings"),
     ],
 )

@@ -8,6 +8,7 @@ instead of failing deep inside torch or silently training on NaN. numpy scalars 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -39,9 +40,11 @@ def check_arguments(arguments: Mapping, objective_kwargs: Mapping) -> dict:
     """
     init = {k: _plain(arguments[k]) for k in _CHECKED if k in arguments}
     check_section(init, [r for r in INIT_PARAMS if r.key in _CHECKED], "HoloCell()", partial=True, hint=_HINT)
+    # types and finiteness here; ranges and choices by ObjectiveConfig, whose messages say what each field is
+    types_only = [replace(r, low=None, high=None, choices=()) for r in OBJECTIVE]
     known = {r.key for r in OBJECTIVE}
     objective = {k: _plain(v) for k, v in objective_kwargs.items()}
-    check_section({k: v for k, v in objective.items() if k in known}, OBJECTIVE, "HoloCell()", partial=True,
+    check_section({k: v for k, v in objective.items() if k in known}, types_only, "HoloCell()", partial=True,
                   hint=_HINT)  # fmt: skip
     return objective
 

@@ -159,6 +159,7 @@ OBJECTIVE = (
     Rule("elbo_input", str, required=False, choices=("noised", "clean")),
     Rule("batch_mmd_weight", float, 0, 1e6, required=False),
     Rule("batch_adversary_weight", float, 0, 1e6, required=False),
+    Rule("batch_adversary_mode", str, required=False, choices=("confusion", "reverse")),
 )
 #: One line per field of :class:`holocell.train.TrainingConfig` (``betas``: two numbers in [0, 1)).
 TRAINING = (

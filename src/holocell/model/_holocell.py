@@ -107,7 +107,8 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         ``diffusion_weight``, ``elbo_weight``, ``kl_weight``, ``kl_warmup``, ``batch_mmd_weight`` (an MMD penalty
         between the batches' cell states, off by default; experimental: in the ablation it collapsed the cell
         state at weights 0.1-10, see ``docs/design.md``), ``batch_adversary_weight`` (a batch classifier on the
-        cell state behind a gradient reversal layer, off by default; see ``docs/design.md``).
+        cell state that the encoder learns to defeat, off by default) and ``batch_adversary_mode`` (its form,
+        ``"confusion"`` or ``"reverse"``; see ``docs/design.md``).
 
     Attributes
     ----------

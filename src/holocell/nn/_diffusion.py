@@ -26,7 +26,7 @@ from ..vocab import MODALITIES
 from ._align import ALIGN_MODES, alignment_loss, cross_distill_loss
 from ._cellstate import kl_normal, sample_z
 from ._count_decoder import reconstruction_nll
-from ._mixing import BatchAdversary, batch_mmd
+from ._mixing import ADVERSARY_MODES, BatchAdversary, batch_mmd
 
 if TYPE_CHECKING:
     from .transformer import HoloCellNetwork
@@ -79,7 +79,10 @@ class ObjectiveConfig:
         collapsed the cell state at weights 0.1-10 (``docs/design.md``, "Batch mixing term").
     batch_adversary_weight
         Weight of a batch adversary on the cell state (:class:`holocell.nn._mixing.BatchAdversary`: a classifier
-        of the batch behind a gradient reversal layer); 0 (default) is off.
+        of the batch that the encoder learns to defeat); 0 (default) is off.
+    batch_adversary_mode
+        Its form: ``"confusion"`` (default; the encoder makes the classifier's prediction uniform) or
+        ``"reverse"`` (a gradient reversal layer).
     elbo_input
         What the cell state of the ELBO is inferred from: ``"noised"``, the denoiser's own input (slots hidden at
         rate ``t``), or ``"clean"``, the cell's clean tokens with only the cross-modal target modality hidden
@@ -102,6 +105,7 @@ class ObjectiveConfig:
     elbo_input: str = "noised"
     batch_mmd_weight: float = 0.0
     batch_adversary_weight: float = 0.0
+    batch_adversary_mode: str = "confusion"
 
     def __post_init__(self) -> None:
         for name in ("p_drop_modality", "p_whole", "p_hide_library"):
@@ -111,6 +115,10 @@ class ObjectiveConfig:
             raise ValueError(f"eps must be in (0, 1), got {self.eps!r}.")
         if self.align_mode not in ALIGN_MODES:
             raise ValueError(f"align_mode must be one of {ALIGN_MODES}, got {self.align_mode!r}.")
+        if self.batch_adversary_mode not in ADVERSARY_MODES:
+            raise ValueError(
+                f"batch_adversary_mode must be one of {ADVERSARY_MODES}, got {self.batch_adversary_mode!r}."
+            )
         if self.elbo_input not in ("noised", "clean"):
             raise ValueError(f"elbo_input must be 'noised' or 'clean', got {self.elbo_input!r}.")
         if not 0.0 <= self.kl_warmup <= 1.0:

@@ -3,8 +3,7 @@
 - An MMD penalty between the cell states of different batches (:class:`~holocell.nn.ObjectiveConfig`
   ``batch_mmd_weight``).
 - A batch adversary (``batch_adversary_weight``): a small classifier learns to tell each cell's batch from its
-  cell state, and a gradient reversal layer hands the encoder the opposite gradient (domain-adversarial
-  training), so the encoder learns states the classifier cannot separate.
+  cell state, and the encoder learns states that leave it guessing (:class:`BatchAdversary`).
 
 The cell state already keeps the batch out of its inputs (the batch goes to the decoders). For strong batch
 effects that the encoder still picks up from the values, the penalty pulls each batch's cell states towards
@@ -14,6 +13,8 @@ SNARE-seq2 it collapsed the cell state at weights 0.1-10 (``docs/design.md``, "B
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -79,11 +80,24 @@ def reverse_gradient(x: torch.Tensor) -> torch.Tensor:
     return _ReverseGradient.apply(x)
 
 
-class BatchAdversary(nn.Module):
-    """Predicts each cell's batch from its cell state behind a gradient reversal layer.
+#: Forms of the batch adversary (:class:`BatchAdversary`).
+ADVERSARY_MODES = ("confusion", "reverse")
 
-    Its cross-entropy, added to the loss, trains the classifier to find the batch in ``z`` and, through the
-    reversed gradient, the encoder to hide it. Training-only: nothing else reads it.
+
+class BatchAdversary(nn.Module):
+    """A classifier of each cell's batch from its cell state, and a term that makes the encoder defeat it.
+
+    Two forms (``mode``):
+
+    - ``"confusion"`` (default): the classifier learns the batch from the states held fixed (cross-entropy), and
+      the encoder, with the classifier held fixed, moves the states so that the classifier's prediction is
+      uniform over the training batches (the KL divergence from uniform to it): its best is a state that says
+      nothing about the batch.
+    - ``"reverse"``: one cross-entropy behind a gradient reversal layer (domain-adversarial training): the
+      encoder maximises the classifier's loss, which a confidently *wrong* classifier also satisfies, so the
+      batches can stay apart. In the ablation it did (``docs/design.md``, "Batch adversary").
+
+    Training-only: nothing else reads it.
 
     Parameters
     ----------
@@ -92,11 +106,17 @@ class BatchAdversary(nn.Module):
     n_batches
         Training batches (one more output stands for a batch unseen in training, as in the decoders).
     n_hidden
-        Width of the classifier's hidden layer.
+        Width of the classifier's hidden layers.
+    mode
+        ``"confusion"`` or ``"reverse"``.
     """
 
-    def __init__(self, n_latent: int, n_batches: int, n_hidden: int = 64) -> None:
+    def __init__(self, n_latent: int, n_batches: int, n_hidden: int = 64, mode: str = "confusion") -> None:
         super().__init__()
+        if mode not in ADVERSARY_MODES:
+            raise ValueError(f"mode must be one of {ADVERSARY_MODES}, got {mode!r}.")
+        self.mode = mode
+        self.n_batches = n_batches
         self.n_classes = n_batches + 1
         self.classifier = nn.Sequential(
             nn.Linear(n_latent, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_hidden), nn.ReLU(),
@@ -104,9 +124,16 @@ class BatchAdversary(nn.Module):
         )
 
     def forward(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-        """Scalar cross-entropy of the batch ``(B,)`` predicted from the cell states ``z`` ``(B, n)``."""
-        logits = self.classifier(reverse_gradient(z))
-        return F.cross_entropy(logits, batch.clamp(max=self.n_classes - 1))
+        """Scalar loss of the cell states ``z`` ``(B, n)`` of batches ``batch`` ``(B,)``: the classifier's
+        cross-entropy plus (``"confusion"``) the encoder's divergence from a uniform prediction."""
+        target = batch.clamp(max=self.n_classes - 1)
+        if self.mode == "reverse":
+            return F.cross_entropy(self.classifier(reverse_gradient(z)), target)
+        fit = F.cross_entropy(self.classifier(z.detach()), target)
+        fixed = {name: p.detach() for name, p in self.classifier.named_parameters()}
+        log_p = F.log_softmax(torch.func.functional_call(self.classifier, fixed, (z,)), dim=-1)
+        confusion = -log_p[:, : self.n_batches].mean(-1) - math.log(self.n_batches)  # KL(uniform || p) >= 0
+        return fit + confusion.mean()
 
 
-__all__ = ["BANDWIDTHS", "BatchAdversary", "batch_mmd", "kernel", "reverse_gradient"]
+__all__ = ["ADVERSARY_MODES", "BANDWIDTHS", "BatchAdversary", "batch_mmd", "kernel", "reverse_gradient"]

@@ -62,7 +62,9 @@ class HoloCellModule(nn.Module):
                 raise ValueError(f"{name} acts on the cell state; this network has none (cell_state=False).")
         # training-only batch classifier (see holocell.nn._mixing); transfer re-initialises it for new batches
         self.batch_adversary = (
-            BatchAdversary(config.n_latent, config.n_batches) if self.objective.batch_adversary_weight > 0 else None
+            BatchAdversary(config.n_latent, config.n_batches, mode=self.objective.batch_adversary_mode)
+            if self.objective.batch_adversary_weight > 0
+            else None
         )
 
     @property
