@@ -96,6 +96,10 @@ ARMS: dict[str, tuple[dict, str]] = {
                           "property 4: the encoder makes a batch classifier on z predict uniformly, weight 0.1"),
     "fast_confusion_1": ({**FAST_SCHEDULE, "batch_adversary_weight": 1.0, "batch_adversary_mode": "confusion"},
                          "property 4: the encoder makes a batch classifier on z predict uniformly, weight 1"),
+    "fast_align_10": ({**FAST_SCHEDULE, "align_weight": 10.0},
+                      "property 3: the cross-modal states' regression onto the joint state at weight 10 (default 1)"),
+    "fast_align_30": ({**FAST_SCHEDULE, "align_weight": 30.0},
+                      "property 3: the cross-modal states' regression onto the joint state at weight 30 (default 1)"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
                      "schedule: lr 1e-3 and the KL warm-up over 33% of the run (the defaults before `fast_schedule`)"),
 }
