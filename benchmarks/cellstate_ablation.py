@@ -100,6 +100,8 @@ ARMS: dict[str, tuple[dict, str]] = {
                       "property 3: the cross-modal states' regression onto the joint state at weight 10 (default 1)"),
     "fast_align_30": ({**FAST_SCHEDULE, "align_weight": 30.0},
                       "property 3: the cross-modal states' regression onto the joint state at weight 30 (default 1)"),
+    "fast_align_scaled": ({**FAST_SCHEDULE, "align_mode": "distill_cross_scaled"},
+                          "property 3: the cross-modal alignment weighed by a learnt noise scale per hidden modality"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
                      "schedule: lr 1e-3 and the KL warm-up over 33% of the run (the defaults before `fast_schedule`)"),
 }

@@ -333,3 +333,34 @@ def test_denoiser_loss_reaches_the_posterior_only_when_asked(z_grad):
     touched = grad is not None and bool(grad.abs().sum() > 0)
     assert touched == z_grad
     assert again.module.network.cell.z_token.weight.grad.abs().sum() > 0  # the denoiser still reads z
+
+
+def test_scaled_alignment_learns_a_noise_scale_per_hidden_modality(tmp_path):
+    """``align_mode="distill_cross_scaled"``: the term is the Gaussian likelihood of the joint state given the
+    cross-modal one, with a learnt variance per hidden modality; it trains, and the scales are saved."""
+    from holocell.nn._align import AlignmentScale
+
+    scale = AlignmentScale()
+    distance = torch.tensor([0.5, 0.5, 2.0])
+    hidden = torch.tensor([0, 0, 1])
+    torch.testing.assert_close(scale(distance, hidden), distance.mean() / 2)  # unit variance at the start
+    opt = torch.optim.SGD(scale.parameters(), lr=0.5)
+    for _ in range(200):
+        opt.zero_grad()
+        scale(distance, hidden).backward()
+        opt.step()
+    torch.testing.assert_close(scale.log_var.exp()[:2], torch.tensor([0.5, 2.0]), rtol=1e-3, atol=1e-3)
+    mdata, _ = simulate_multiome(
+        48, n_genes=30, n_tfs=5, n_proteins=6, n_distal_peaks=5, peaks_per_gene=2, n_batches=2, seed=0,
+    )
+    with pytest.warns(HoloCellWarning, match=SIM_GENES):
+        HoloCell.setup_mudata(mdata, modalities=MODS, batch_key="batch")
+    model = HoloCell(mdata, d_model=32, n_layers=1, n_heads=2, n_latents=8, n_latent=6,
+                     align_mode="distill_cross_scaled")
+    model.train(max_epochs=2, batch_size=16, enable_progress_bar=False, early_stopping=False, seed=0)
+    learnt = model.module.alignment_scale.log_var.detach().clone()
+    assert not torch.equal(learnt, torch.zeros_like(learnt))
+    model.save(tmp_path / "m")
+    with pytest.warns(HoloCellWarning, match=SIM_GENES):
+        loaded = HoloCell.load(tmp_path / "m", mdata)
+    assert torch.equal(loaded.module.alignment_scale.log_var.detach(), learnt)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..tokenize import Tokens
 from ..vocab import MODALITIES
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from ._diffusion import NoisedTokens
     from .transformer import HoloCellNetwork
 
-ALIGN_MODES = ("contrastive", "distill", "joint_contrastive", "distill_cross")
+ALIGN_MODES = ("contrastive", "distill", "joint_contrastive", "distill_cross", "distill_cross_scaled")
 
 
 def only(tokens: Tokens, keep: Sequence[str] | None, modalities: Sequence[str]) -> Tokens:
@@ -83,16 +84,46 @@ def alignment_loss(
     return total
 
 
-def cross_distill_loss(network: HoloCellNetwork, clean: Tokens, noised: NoisedTokens, qz_mu: torch.Tensor) -> torch.Tensor:
+class AlignmentScale(nn.Module):
+    """A learnt noise scale of the cross-modal alignment, one per hidden modality (``align_mode=
+    "distill_cross_scaled"``).
+
+    The joint state is modelled as the cross-modal state plus Gaussian noise of variance ``sigma_m^2``, ``m`` the
+    hidden modality: the term is ``d / (2 sigma_m^2) + log(sigma_m^2) / 2`` per cell, ``d`` the mean squared
+    distance. At its optimum ``sigma_m^2`` is the mean distance, so a view that predicts the joint state well is
+    pulled hard and one that cannot (ATAC alone, say) is pulled softly.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_var = nn.Parameter(torch.zeros(len(MODALITIES)))
+
+    def forward(self, distance: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Mean term over cells of their ``distance`` ``(n,)`` with modality ``hidden`` ``(n,)`` (index) hidden."""
+        log_var = self.log_var[hidden]
+        return (0.5 * distance * torch.exp(-log_var) + 0.5 * log_var).mean()
+
+
+def cross_distill_loss(
+    network: HoloCellNetwork,
+    clean: Tokens,
+    noised: NoisedTokens,
+    qz_mu: torch.Tensor,
+    scale: AlignmentScale | None = None,
+) -> torch.Tensor:
     """Squared distance of the cross-modal examples' cell states (``qz_mu``, inferred with one modality hidden) to
     the cells' joint states (all modalities visible, no gradient): the alignment at the price of one forward pass
-    without gradient over those cells."""
+    without gradient over those cells. With ``scale``, each cell's distance is weighed by its hidden modality's
+    learnt noise scale (:class:`AlignmentScale`)."""
     cross = torch.zeros_like(clean.present[:, 0])
-    for target in (noised.cross_target or {}).values():
+    hidden = torch.zeros(cross.shape, dtype=torch.long, device=cross.device)
+    for m, target in (noised.cross_target or {}).items():
+        hidden = torch.where(target & ~cross, MODALITIES.index(m), hidden)
         cross |= target
     cells = cross.nonzero().squeeze(1)
     if len(cells) == 0:
         return qz_mu.new_zeros(())
     with torch.no_grad():
         joint = network.embedding(clean.select(cells))
-    return ((qz_mu[cells] - joint) ** 2).mean()
+    distance = ((qz_mu[cells] - joint) ** 2).mean(1)
+    return distance.mean() if scale is None else scale(distance, hidden[cells])

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..tokenize import Tokens
 from ..vocab import MODALITIES
-from ._align import ALIGN_MODES, alignment_loss, cross_distill_loss
+from ._align import ALIGN_MODES, AlignmentScale, alignment_loss, cross_distill_loss
 from ._cellstate import kl_normal, sample_z
 from ._count_decoder import reconstruction_nll
 from ._mixing import ADVERSARY_MODES, BatchAdversary, batch_mmd
@@ -61,6 +61,9 @@ class ObjectiveConfig:
         which is held fixed (no gradient), so a weak modality learns the joint state without pulling it.
         ``"distill_cross"`` (default): the same for the state the denoiser already infers for the cross-modal
         examples (one modality hidden); it costs one forward pass without gradient over those cells only.
+        ``"distill_cross_scaled"``: as ``"distill_cross"``, each cell's distance weighed by a learnt noise scale
+        of its hidden modality (:class:`holocell.nn._align.AlignmentScale`): views that predict the joint
+        state well are pulled harder.
         ``"joint_contrastive"``: InfoNCE of each single-modality embedding against the fixed joint one.
     align_temperature
         Softmax temperature of the contrastive term.
@@ -302,6 +305,7 @@ def objective(
     kl_scale: float = 1.0,
     measured: dict[str, torch.Tensor] | None = None,
     adversary: BatchAdversary | None = None,
+    align_scale: AlignmentScale | None = None,
 ) -> LossOutput:
     """The training loss of a mini-batch: noise the clean tokens, predict, score (plus the cell state's
     negative ELBO, the alignment term and, if asked for, the batch-mixing terms).
@@ -326,6 +330,8 @@ def objective(
         Modality -> ``(B, F)`` bool, features each cell's data set measured (merged data sets; default all).
     adversary
         The batch adversary (with ``config.batch_adversary_weight > 0``).
+    align_scale
+        The alignment's learnt noise scales (with ``align_mode="distill_cross_scaled"``).
     """
     noised = add_noise(
         clean,
@@ -363,8 +369,8 @@ def objective(
             confusion = adversary(mu, clean.batch)
             out.per_modality["batch_adversary"] = confusion.detach()
             out.loss = out.loss + config.batch_adversary_weight * confusion
-    if config.align_weight > 0 and config.align_mode == "distill_cross" and network.config.cell_state:
-        align = cross_distill_loss(network, clean, noised, outputs["qz_mu"])
+    if config.align_weight > 0 and config.align_mode.startswith("distill_cross") and network.config.cell_state:
+        align = cross_distill_loss(network, clean, noised, outputs["qz_mu"], align_scale)
         out.per_modality["align"] = align.detach()
         out.loss = out.loss + config.align_weight * align
     elif config.align_weight > 0:

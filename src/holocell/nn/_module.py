@@ -13,7 +13,7 @@ from torch import nn
 
 from ..tokenize import Tokenizer, Tokens
 from ..tokenize._values import CONTINUOUS, quantile_bins
-from ._align import only
+from ._align import AlignmentScale, only
 from ._count_decoder import state_mean
 from ._diffusion import LossOutput, ObjectiveConfig, objective
 from ._mixing import BatchAdversary
@@ -66,6 +66,7 @@ class HoloCellModule(nn.Module):
             if self.objective.batch_adversary_weight > 0
             else None
         )
+        self.alignment_scale = AlignmentScale() if self.objective.align_mode == "distill_cross_scaled" else None
 
     @property
     def modalities(self) -> list[str]:
@@ -88,7 +89,7 @@ class HoloCellModule(nn.Module):
         measured = {m: batch[f"{m}_measured"].bool() for m in self.modalities if f"{m}_measured" in batch} or None
         return objective(
             self.network, self.tokenize(batch), exists, self.objective, generator, counts, kl_scale, measured,
-            self.batch_adversary,
+            self.batch_adversary, self.alignment_scale,
         )
 
     def restrict(self, tokens: Tokens, keep: Sequence[str] | None) -> Tokens:
