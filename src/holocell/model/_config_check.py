@@ -26,6 +26,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ..nn._align import ALIGN_MODES
+from ..nn._mixing import ADVERSARY_MODES
 from ..priors import PRIOR_INPUT_DIMS
 from ..train import TrainingConfig
 from ..vocab import MODALITIES, N_BUCKETS, SPECIES
@@ -151,8 +153,7 @@ OBJECTIVE = (
     Rule("regression_weight", float, 0, 1e6, required=False),
     Rule("align_weight", float, 0, 1e6, required=False),
     Rule("align_temperature", float, 0, 1e6, required=False, bounds="(]"),
-    Rule("align_mode", str, required=False,
-         choices=("contrastive", "distill", "joint_contrastive", "distill_cross", "distill_cross_scaled")),
+    Rule("align_mode", str, required=False, choices=ALIGN_MODES),
     Rule("diffusion_weight", float, 0, 1e6, required=False),
     Rule("elbo_weight", float, 0, 1e6, required=False),
     Rule("kl_weight", float, 0, 1e6, required=False),
@@ -160,7 +161,7 @@ OBJECTIVE = (
     Rule("elbo_input", str, required=False, choices=("noised", "clean")),
     Rule("batch_mmd_weight", float, 0, 1e6, required=False),
     Rule("batch_adversary_weight", float, 0, 1e6, required=False),
-    Rule("batch_adversary_mode", str, required=False, choices=("confusion", "reverse")),
+    Rule("batch_adversary_mode", str, required=False, choices=ADVERSARY_MODES),
 )
 #: One line per field of :class:`holocell.train.TrainingConfig` (``betas``: two numbers in [0, 1)).
 TRAINING = (
