@@ -102,6 +102,11 @@ ARMS: dict[str, tuple[dict, str]] = {
                       "property 3: the cross-modal states' regression onto the joint state at weight 30 (default 1)"),
     "fast_align_scaled": ({**FAST_SCHEDULE, "align_mode": "distill_cross_scaled"},
                           "property 3: the cross-modal alignment weighed by a learnt noise scale per hidden modality"),
+    "fast_align_symmetric": ({**FAST_SCHEDULE, "align_mode": "distill_cross_symmetric"},
+                             "property 3: the alignment with gradient through the joint state as well (MultiVI-style "
+                             "symmetric pull)"),
+    "fast_align_symmetric_3": ({**FAST_SCHEDULE, "align_mode": "distill_cross_symmetric", "align_weight": 3.0},
+                               "property 3: the symmetric alignment at weight 3"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
                      "schedule: lr 1e-3 and the KL warm-up over 33% of the run (the defaults before `fast_schedule`)"),
 }

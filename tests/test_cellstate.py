@@ -364,3 +364,32 @@ def test_scaled_alignment_learns_a_noise_scale_per_hidden_modality(tmp_path):
     with pytest.warns(HoloCellWarning, match=SIM_GENES):
         loaded = HoloCell.load(tmp_path / "m", mdata)
     assert torch.equal(loaded.module.alignment_scale.log_var.detach(), learnt)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_symmetric_alignment_also_pulls_the_joint_state(symmetric):
+    """``align_mode="distill_cross_symmetric"``: the joint state is a target with gradient, so the alignment
+    term reaches the network through it too; ``"distill_cross"`` holds it fixed."""
+    from holocell.nn._align import cross_distill_loss
+    from holocell.nn._diffusion import add_noise
+
+    mdata, _ = simulate_multiome(24, n_genes=20, n_tfs=4, n_proteins=4, seed=1)
+    with pytest.warns(HoloCellWarning, match=SIM_GENES):
+        HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    mode = "distill_cross_symmetric" if symmetric else "distill_cross"
+    model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4, n_latent=4, align_mode=mode)
+    _, arrays = model._arrays(None)
+    module = model.module
+    module.train()
+    clean = module.tokenize(arrays.take(np.arange(arrays.n_cells)))
+    exists = {m: module.tokenizer.exists(m) for m in module.modalities}
+    noised = add_noise(clean, exists, p_drop_modality=1.0, generator=torch.Generator().manual_seed(0))
+    assert any(t.any() for t in noised.cross_target.values())
+    qz_mu = torch.zeros(clean.present.shape[0], 4, requires_grad=True)  # the cross-modal states, a leaf here
+    loss = cross_distill_loss(module.network, clean, noised, qz_mu, symmetric=symmetric)
+    loss.backward()
+    assert qz_mu.grad.abs().sum() > 0
+    grad = module.network.cell.out.weight.grad
+    assert (grad is not None and bool(grad.abs().sum() > 0)) == symmetric
+    model.train(max_epochs=1, batch_size=12, enable_progress_bar=False, early_stopping=False, seed=0)
+    assert np.isfinite(model.get_latent_representation(progress_bar=False)).all()  # it trains in that mode

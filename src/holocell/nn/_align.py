@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from ._diffusion import NoisedTokens
     from .transformer import HoloCellNetwork
 
-ALIGN_MODES = ("contrastive", "distill", "joint_contrastive", "distill_cross", "distill_cross_scaled")
+ALIGN_MODES = (
+    "contrastive", "distill", "joint_contrastive", "distill_cross", "distill_cross_scaled", "distill_cross_symmetric"
+)
 
 
 def only(tokens: Tokens, keep: Sequence[str] | None, modalities: Sequence[str]) -> Tokens:
@@ -110,11 +112,14 @@ def cross_distill_loss(
     noised: NoisedTokens,
     qz_mu: torch.Tensor,
     scale: AlignmentScale | None = None,
+    symmetric: bool = False,
 ) -> torch.Tensor:
     """Squared distance of the cross-modal examples' cell states (``qz_mu``, inferred with one modality hidden) to
     the cells' joint states (all modalities visible, no gradient): the alignment at the price of one forward pass
     without gradient over those cells. With ``scale``, each cell's distance is weighed by its hidden modality's
-    learnt noise scale (:class:`AlignmentScale`)."""
+    learnt noise scale (:class:`AlignmentScale`). ``symmetric``: the joint states are computed with gradient, so
+    the pull goes both ways (MultiVI's penalty between its modalities' states): the joint state also moves towards
+    what the cell's other modalities alone give, at the price of a backward pass over those cells."""
     cross = torch.zeros_like(clean.present[:, 0])
     hidden = torch.zeros(cross.shape, dtype=torch.long, device=cross.device)
     for m, target in (noised.cross_target or {}).items():
@@ -123,7 +128,7 @@ def cross_distill_loss(
     cells = cross.nonzero().squeeze(1)
     if len(cells) == 0:
         return qz_mu.new_zeros(())
-    with torch.no_grad():
+    with torch.set_grad_enabled(symmetric and torch.is_grad_enabled()):
         joint = network.embedding(clean.select(cells))
     distance = ((qz_mu[cells] - joint) ** 2).mean(1)
     return distance.mean() if scale is None else scale(distance, hidden[cells])

@@ -64,6 +64,9 @@ class ObjectiveConfig:
         ``"distill_cross_scaled"``: as ``"distill_cross"``, each cell's distance weighed by a learnt noise scale
         of its hidden modality (:class:`holocell.nn._align.AlignmentScale`): views that predict the joint
         state well are pulled harder.
+        ``"distill_cross_symmetric"``: as ``"distill_cross"``, with gradient through the joint state too, so
+        the joint state is also pulled towards the one-modality-hidden state (costs a backward pass over
+        those cells).
         ``"joint_contrastive"``: InfoNCE of each single-modality embedding against the fixed joint one.
     align_temperature
         Softmax temperature of the contrastive term.
@@ -370,7 +373,8 @@ def objective(
             out.per_modality["batch_adversary"] = confusion.detach()
             out.loss = out.loss + config.batch_adversary_weight * confusion
     if config.align_weight > 0 and config.align_mode.startswith("distill_cross") and network.config.cell_state:
-        align = cross_distill_loss(network, clean, noised, outputs["qz_mu"], align_scale)
+        symmetric = config.align_mode == "distill_cross_symmetric"
+        align = cross_distill_loss(network, clean, noised, outputs["qz_mu"], align_scale, symmetric)
         out.per_modality["align"] = align.detach()
         out.loss = out.loss + config.align_weight * align
     elif config.align_weight > 0:
