@@ -107,6 +107,8 @@ ARMS: dict[str, tuple[dict, str]] = {
                              "symmetric pull)"),
     "fast_align_symmetric_3": ({**FAST_SCHEDULE, "align_mode": "distill_cross_symmetric", "align_weight": 3.0},
                                "property 3: the symmetric alignment at weight 3"),
+    "fast_cross_08": ({**FAST_SCHEDULE, "p_drop_modality": 0.8},
+                      "property 3: 80% of the cells with several modalities are cross-modal examples (default 50%)"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
                      "schedule: lr 1e-3 and the KL warm-up over 33% of the run (the defaults before `fast_schedule`)"),
 }
