@@ -109,6 +109,8 @@ ARMS: dict[str, tuple[dict, str]] = {
                                "property 3: the symmetric alignment at weight 3"),
     "fast_cross_08": ({**FAST_SCHEDULE, "p_drop_modality": 0.8},
                       "property 3: 80% of the cells with several modalities are cross-modal examples (default 50%)"),
+    "fast_whole_1": ({**FAST_SCHEDULE, "p_whole": 1.0},
+                     "property 3: every cross-modal example hides its target modality entirely (default half of them)"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
                      "schedule: lr 1e-3 and the KL warm-up over 33% of the run (the defaults before `fast_schedule`)"),
 }
