@@ -111,6 +111,8 @@ ARMS: dict[str, tuple[dict, str]] = {
                       "property 3: 80% of the cells with several modalities are cross-modal examples (default 50%)"),
     "fast_whole_1": ({**FAST_SCHEDULE, "p_whole": 1.0},
                      "property 3: every cross-modal example hides its target modality entirely (default half of them)"),
+    "fast_tie_peaks": ({**FAST_SCHEDULE, "cell_state_kwargs": {"tie_peaks_to_genes": True}},
+                       "property 3 / 6: an open peak reaches q(z|x) through its gene's RNA weights plus its own"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
                      "schedule: lr 1e-3 and the KL warm-up over 33% of the run (the defaults before `fast_schedule`)"),
 }
@@ -274,7 +276,7 @@ def main() -> None:
         for data in args.data:
             if data in results["arms"].get(key, {}) and not args.redo:
                 continue
-            if arm in ("no_peak_factors", "peak_embeddings", "no_peak_embeddings") and data == "pbmc":  # no ATAC
+            if arm in ("no_peak_factors", "peak_embeddings", "no_peak_embeddings", "fast_tie_peaks") and data == "pbmc":
                 continue
             steps = args.steps if arm in ("default", "no_z_in_denoiser", "no_cell_state") else [0, 8]
             run = run_pbmc if data == "pbmc" else run_snare

@@ -393,3 +393,32 @@ def test_symmetric_alignment_also_pulls_the_joint_state(symmetric):
     assert (grad is not None and bool(grad.abs().sum() > 0)) == symmetric
     model.train(max_epochs=1, batch_size=12, enable_progress_bar=False, early_stopping=False, seed=0)
     assert np.isfinite(model.get_latent_representation(progress_bar=False)).all()  # it trains in that mode
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_peaks_tied_to_their_genes_reach_the_state_through_its_rna_weights(tie, tmp_path):
+    """``tie_peaks_to_genes``: an ATAC-only cell's state reads its open peaks through their genes' RNA weights (plus
+    each peak's own), so moving a gene's RNA input weights moves it; untied, the RNA weights never touch it."""
+    mdata, _ = simulate_multiome(
+        32, n_genes=20, n_tfs=4, n_proteins=4, n_distal_peaks=4, peaks_per_gene=2, n_batches=2,
+        missing={"rna": ["batch1"]}, seed=2,
+    )
+    with pytest.warns(HoloCellWarning, match=SIM_GENES):
+        HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "atac": "atac"}, batch_key="batch")
+    model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4, n_latent=4,
+                     cell_state_kwargs={"tie_peaks_to_genes": tie})
+    cell = model.module.network.cell
+    assert cell.tie_peaks == tie
+    atac_only = np.flatnonzero((mdata.obs["batch"] == "batch1").to_numpy())
+    before = model.get_latent_representation(indices=atac_only, progress_bar=False)
+    with torch.no_grad():
+        cell.value_in["rna"].add_(torch.randn_like(cell.value_in["rna"]))
+    after = model.get_latent_representation(indices=atac_only, progress_bar=False)
+    assert (not np.allclose(before, after, atol=1e-6)) == tie
+    model.train(max_epochs=1, batch_size=16, enable_progress_bar=False, early_stopping=False, seed=0)
+    model.save(tmp_path / "m")
+    with pytest.warns(HoloCellWarning, match=SIM_GENES):
+        loaded = HoloCell.load(tmp_path / "m", mdata)
+    assert loaded.module.network.config.tie_peaks_to_genes == tie
+    np.testing.assert_allclose(loaded.get_latent_representation(progress_bar=False),
+                               model.get_latent_representation(progress_bar=False), atol=1e-5)

@@ -5,7 +5,9 @@
 - the encoder's latent vectors, mean-pooled (the transformer's view of the gene-anchored tokens);
 - the *value path*: a linear map of the visible values (continuous RNA / protein channel of every anchor,
   open peaks), layer-normed, the input an scVI encoder reads. Hidden and absent values contribute nothing,
-  so any subset of modalities gives a state.
+  so any subset of modalities gives a state. With ``tie_peaks_to_genes`` an open peak's weights are its gene's
+  RNA weights plus a vector of its own, so chromatin reaches the state the way its gene's expression does (the
+  hierarchy CRE -> gene, and the idea behind gene-activity scores).
 
 The batch and the library sizes are not inputs of ``q(z | x)``: they go to the count decoders
 (:mod:`._count_decoder`) and the denoiser, so nothing rewards ``z`` for carrying them.
@@ -57,7 +59,13 @@ class CellState(nn.Module):
         Read the pooled latent vectors of the encoder.
     z_in_denoiser
         Keep a projection of ``z`` to a key of the token read-out (the denoiser is conditioned on ``z``).
+    tie_peaks_to_genes
+        Value path: an open peak is read through its anchor's RNA weights plus its own vector (needs RNA; without
+        it a peak has its own weights only).
     """
+
+    SWITCHES = ("value_path", "latents_in_posterior", "z_in_denoiser", "tie_peaks_to_genes")
+    """The :class:`~holocell.nn.NetworkConfig` fields this module takes as keyword arguments."""
 
     def __init__(
         self,
@@ -70,6 +78,7 @@ class CellState(nn.Module):
         value_path: bool = True,
         latents_in_posterior: bool = True,
         z_in_denoiser: bool = True,
+        tie_peaks_to_genes: bool = False,
     ) -> None:
         super().__init__()
         if not (value_path or latents_in_posterior):
@@ -81,6 +90,7 @@ class CellState(nn.Module):
             )
             self.peak_in = nn.Parameter(torch.randn(len(peak_anchor), d) * 0.02) if peak_anchor is not None else None
             self.ln_values = nn.LayerNorm(d)
+        self.tie_peaks = bool(value_path and tie_peaks_to_genes and peak_anchor is not None and "rna" in slot_modalities)
         width = d * (int(value_path) + int(latents_in_posterior))
         self.ln = nn.LayerNorm(width)
         self.hidden = nn.Linear(width, d)
@@ -98,7 +108,8 @@ class CellState(nn.Module):
             out = values @ weight if out is None else out + values @ weight
         if self.peak_in is not None:
             visible = ~tokens.mask["atac"][:, peak_anchor]  # (B, P)
-            term = torch.where(visible, tokens.peaks, 0.0) @ self.peak_in
+            weight = self.peak_in + self.value_in["rna"][peak_anchor] if self.tie_peaks else self.peak_in
+            term = torch.where(visible, tokens.peaks, 0.0) @ weight
             out = term if out is None else out + term
         return self.ln_values(out)
 

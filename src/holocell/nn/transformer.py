@@ -47,7 +47,7 @@ class NetworkConfig:
     mlp_ratio: int = 4
     dropout: float = 0.0
     read_in_tokens: str = "all"  # "all" anchor tokens, or only the "values": tokens that carry a value
-    # the cell state (see holocell.nn._cellstate); the defaults are the model, the switches its ablations
+    # the cell state (holocell.nn._cellstate): the defaults are the model, the switches its ablations
     cell_state: bool = True  # a variational cell state z with count decoders (False: the embedding pools latents)
     n_latent: int = 32  # size of z
     n_hidden: int = 128  # hidden width of the count decoders
@@ -55,6 +55,7 @@ class NetworkConfig:
     peak_embeddings: bool = True  # every peak has an input vector of its own in the encoder's anchor tokens
     value_path: bool = True  # q(z | x) reads a linear map of the visible values
     latents_in_posterior: bool = True  # q(z | x) reads the pooled latents of the encoder
+    tie_peaks_to_genes: bool = False  # q(z | x) reads an open peak through its gene's RNA weights + its own
     z_in_denoiser: bool = True  # the token read-out attends to z as well as to the latents
     z_grad_from_denoiser: bool = True  # the denoiser's loss trains q(z | x) too (False: it reads z detached)
     batch_after_norm: bool = False  # count decoders add the batch after normalising z's projection
@@ -142,8 +143,7 @@ class HoloCellNetwork(nn.Module):
         if c.cell_state:
             slot_modalities = [m for m in self.modalities if m != "atac"]
             self.cell = CellState(
-                d, c.n_latent, c.n_anchors, slot_modalities, peak_anchor,
-                value_path=c.value_path, latents_in_posterior=c.latents_in_posterior, z_in_denoiser=c.z_in_denoiser,
+                d, c.n_latent, c.n_anchors, slot_modalities, peak_anchor, **{k: getattr(c, k) for k in CellState.SWITCHES}
             )
             self.counts = CountDecoder(
                 c.n_latent, c.n_hidden, c.n_batches, c.n_anchors,
