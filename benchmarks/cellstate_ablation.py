@@ -113,6 +113,9 @@ ARMS: dict[str, tuple[dict, str]] = {
                      "property 3: every cross-modal example hides its target modality entirely (default half of them)"),
     "fast_tie_peaks": ({**FAST_SCHEDULE, "cell_state_kwargs": {"tie_peaks_to_genes": True}},
                        "property 3 / 6: an open peak reaches q(z|x) through its gene's RNA weights plus its own"),
+    "fast_tie_peaks_both": ({**FAST_SCHEDULE, "cell_state_kwargs": {"tie_peaks_to_genes": True,
+                                                                     "tie_peak_decoder_to_genes": True}},
+                            "property 3 / 6: peaks share their gene's RNA weights in q(z|x) and in the count decoder"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
                      "schedule: lr 1e-3 and the KL warm-up over 33% of the run (the defaults before `fast_schedule`)"),
 }
@@ -276,7 +279,8 @@ def main() -> None:
         for data in args.data:
             if data in results["arms"].get(key, {}) and not args.redo:
                 continue
-            if arm in ("no_peak_factors", "peak_embeddings", "no_peak_embeddings", "fast_tie_peaks") and data == "pbmc":
+            if arm in ("no_peak_factors", "peak_embeddings", "no_peak_embeddings", "fast_tie_peaks",
+                       "fast_tie_peaks_both") and data == "pbmc":
                 continue
             steps = args.steps if arm in ("default", "no_z_in_denoiser", "no_cell_state") else [0, 8]
             run = run_pbmc if data == "pbmc" else run_snare

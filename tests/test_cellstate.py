@@ -422,3 +422,21 @@ def test_peaks_tied_to_their_genes_reach_the_state_through_its_rna_weights(tie, 
     assert loaded.module.network.config.tie_peaks_to_genes == tie
     np.testing.assert_allclose(loaded.get_latent_representation(progress_bar=False),
                                model.get_latent_representation(progress_bar=False), atol=1e-5)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_peak_decoder_tied_to_genes_shares_their_rna_output_rows(tie):
+    """``tie_peak_decoder_to_genes``: a peak's output weights include its anchor's RNA row, so moving a gene's RNA
+    output row moves its peaks' logits (and only theirs); untied, ATAC's logits never read the RNA rows."""
+    torch.manual_seed(0)
+    decoder = CountDecoder(
+        n_latent=4, n_hidden=8, n_batches=2, n_anchors=5, slot_anchor={"rna": torch.tensor([0, 1, 2, 3])},
+        peak_anchor=torch.tensor([0, 0, 1, 4]), peak_bucket=torch.tensor([1, 1, 2, 0]), n_buckets=3,
+        tie_peaks_to_genes=tie,
+    )
+    h = decoder.hidden_state(torch.randn(3, 4), torch.tensor([0, 1, 0]))
+    before = decoder.logits(h, "atac").detach().clone()
+    with torch.no_grad():
+        decoder.weight["rna"][0].add_(1.0)  # gene anchor 0: peaks 0 and 1
+    moved = (decoder.logits(h, "atac") - before).abs().amax(0) > 1e-6
+    assert moved.tolist() == ([True, True, False, False] if tie else [False] * 4)

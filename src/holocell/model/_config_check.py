@@ -137,6 +137,7 @@ NETWORK = (
         Rule("value_path", bool, required=False),
         Rule("latents_in_posterior", bool, required=False),
         Rule("tie_peaks_to_genes", bool, required=False),
+        Rule("tie_peak_decoder_to_genes", bool, required=False),
         Rule("z_in_denoiser", bool, required=False),
         Rule("z_grad_from_denoiser", bool, required=False),
         Rule("batch_after_norm", bool, required=False),

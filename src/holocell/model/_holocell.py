@@ -81,7 +81,8 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         Switches of the cell state (:class:`~holocell.nn.NetworkConfig` fields, for ablations): ``n_hidden``
         (count decoders' width), ``peak_factors``, ``peak_embeddings`` (each peak's own input vector), ``value_path``,
         ``latents_in_posterior``, ``tie_peaks_to_genes`` (an open peak reaches the state through its gene's RNA
-        weights), ``z_in_denoiser``, ``z_grad_from_denoiser`` (False: the denoiser reads ``z``
+        weights), ``tie_peak_decoder_to_genes`` (a peak's decoder weights include its gene's RNA row),
+        ``z_in_denoiser``, ``z_grad_from_denoiser`` (False: the denoiser reads ``z``
         detached), ``batch_after_norm`` (count decoders add the batch after the norm), ``batch_in_encoder``,
         ``library_in_encoder``, and ``cell_state=False`` for the model without one.
     seed

@@ -49,6 +49,9 @@ class CountDecoder(nn.Module):
     batch_after_norm
         Add the batch embedding after the layer norm of ``z``'s projection, so that a large ``z`` cannot drown
         the batch (default: both are summed, then normalised).
+    tie_peaks_to_genes
+        A peak's output weights also include its anchor's RNA output row (with RNA), so a state that raises a
+        gene's expression opens its peaks too.
     """
 
     def __init__(
@@ -63,9 +66,11 @@ class CountDecoder(nn.Module):
         n_buckets: int = 0,
         peak_factors: bool = True,
         batch_after_norm: bool = False,
+        tie_peaks_to_genes: bool = False,
     ) -> None:
         super().__init__()
         self.batch_after_norm = batch_after_norm
+        self.tie_peaks = bool(tie_peaks_to_genes and peak_anchor is not None and "rna" in slot_anchor)
         self.slot_modalities = list(slot_anchor)
         self.modalities = [m for m in MODALITIES if m in slot_anchor or (m == "atac" and peak_anchor is not None)]
         self.hidden = nn.Linear(n_latent, n_hidden)
@@ -106,6 +111,8 @@ class CountDecoder(nn.Module):
         """``(B, F)`` unnormalised log-rates of every feature of ``modality``."""
         if modality == "atac":
             w = self.atac_anchor[self.atac_peak_anchor] + self.atac_bucket[self.atac_peak_bucket]  # (P, h)
+            if self.tie_peaks:
+                w = w + self.weight["rna"][self.atac_peak_anchor]
             if self.peak_factor is not None:
                 w = w + self.peak_factor
             return h @ w.T + self.peak_bias

@@ -10,6 +10,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def init_weights(module: nn.Module) -> None:
+    """Small normal initial weights (std 0.02) for linear and embedding layers, zero biases and padding rows."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.padding_idx is not None:
+            module.weight.data[module.padding_idx].zero_()
+
 class MLP(nn.Module):
     """Two-layer GELU feed-forward block."""
 

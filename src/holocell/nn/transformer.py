@@ -24,7 +24,7 @@ from ..tokenize import Tokens
 from ..vocab import MODALITIES, N_BUCKETS
 from ._cellstate import CellState, sample_z
 from ._count_decoder import CountDecoder
-from ._layers import Block, PeakEmbedding, ReadOut, SlotEmbedding
+from ._layers import Block, PeakEmbedding, ReadOut, SlotEmbedding, init_weights
 
 LIBRARY_SCALE = 10.0
 """A modality's library size enters as ``log1p(total count)`` (about 5 to 12 for real cells); it is divided by
@@ -56,6 +56,7 @@ class NetworkConfig:
     value_path: bool = True  # q(z | x) reads a linear map of the visible values
     latents_in_posterior: bool = True  # q(z | x) reads the pooled latents of the encoder
     tie_peaks_to_genes: bool = False  # q(z | x) reads an open peak through its gene's RNA weights + its own
+    tie_peak_decoder_to_genes: bool = False  # a peak's decoder weights include its gene's RNA output row
     z_in_denoiser: bool = True  # the token read-out attends to z as well as to the latents
     z_grad_from_denoiser: bool = True  # the denoiser's loss trains q(z | x) too (False: it reads z detached)
     batch_after_norm: bool = False  # count decoders add the batch after normalising z's projection
@@ -148,7 +149,7 @@ class HoloCellNetwork(nn.Module):
             self.counts = CountDecoder(
                 c.n_latent, c.n_hidden, c.n_batches, c.n_anchors,
                 {m: torch.as_tensor(feature_anchor[m]) for m in slot_modalities},
-                peak_anchor, peak_bucket, c.n_buckets, c.peak_factors, c.batch_after_norm,
+                peak_anchor, peak_bucket, c.n_buckets, c.peak_factors, c.batch_after_norm, c.tie_peak_decoder_to_genes,
             )
         if self.prior_names:  # anchor embedding = identity + sum_p gate_p * W_p prior_p
             for name, matrix in priors.items():
@@ -157,18 +158,7 @@ class HoloCellNetwork(nn.Module):
                 {name: nn.Linear(m.shape[1], d, bias=False) for name, m in priors.items()}
             )
             self.prior_gate = nn.Parameter(torch.zeros(len(self.prior_names)))
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=0.02)
-            if module.padding_idx is not None:
-                module.weight.data[module.padding_idx].zero_()
+        self.apply(init_weights)
 
     def exists(self, modality: str) -> torch.Tensor:
         """``(G,)`` anchors with a slot for ``modality``."""
