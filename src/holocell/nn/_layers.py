@@ -21,6 +21,7 @@ def init_weights(module: nn.Module) -> None:
         if module.padding_idx is not None:
             module.weight.data[module.padding_idx].zero_()
 
+
 class MLP(nn.Module):
     """Two-layer GELU feed-forward block."""
 
