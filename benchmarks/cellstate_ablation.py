@@ -116,6 +116,9 @@ ARMS: dict[str, tuple[dict, str]] = {
     "fast_tie_peaks_both": ({**FAST_SCHEDULE, "cell_state_kwargs": {"tie_peaks_to_genes": True,
                                                                      "tie_peak_decoder_to_genes": True}},
                             "property 3 / 6: peaks share their gene's RNA weights in q(z|x) and in the count decoder"),
+    "fast_kl_weight_05": ({**FAST_SCHEDULE, "kl_weight": 0.5},
+                          "property 1: KL weight 0.5 inside the ELBO (a looser bottleneck)"),
+    "fast_n_latent_64": ({**FAST_SCHEDULE, "n_latent": 64}, "property 1: a cell state of 64 dimensions (default 32)"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
                      "schedule: lr 1e-3 and the KL warm-up over 33% of the run (the defaults before `fast_schedule`)"),
 }
