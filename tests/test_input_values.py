@@ -134,6 +134,9 @@ def _table(mdata):
         ({"p_whole": 1.5}, "p_whole is a probability"),
         ({"align_mode": "both"}, "align_mode must be one of"),
         ({"no_such_setting": 1.0}, "Unknown objective settings"),
+        ({"cell_state_kwargs": {"value_path": "False"}}, "'value_path' must be true or false"),
+        ({"cell_state_kwargs": {"tie_peaks_to_genes": 1.5}}, "'tie_peaks_to_genes' must be true or false"),
+        ({"cell_state_kwargs": {"n_hidden": 0}}, "'n_hidden'"),
     ],
 )
 def test_bad_constructor_arguments_are_named(kwargs, words):
@@ -152,3 +155,5 @@ def test_numpy_numbers_are_accepted_as_constructor_arguments():
         hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
     model = hc.HoloCell(mdata, d_model=np.int64(32), n_layers=1, n_heads=2, n_latents=8, kl_weight=np.float32(2.0))
     assert model.objective_config.kl_weight == 2.0 and isinstance(model.objective_config.kl_weight, float)
+    model = hc.HoloCell(mdata, **TINY, cell_state_kwargs={"value_path": np.bool_(True), "n_hidden": np.int64(16)})
+    assert model.module.network.config.value_path is True and model.module.network.config.n_hidden == 16
