@@ -157,3 +157,51 @@ def test_numpy_numbers_are_accepted_as_constructor_arguments():
     assert model.objective_config.kl_weight == 2.0 and isinstance(model.objective_config.kl_weight, float)
     model = hc.HoloCell(mdata, **TINY, cell_state_kwargs={"value_path": np.bool_(True), "n_hidden": np.int64(16)})
     assert model.module.network.config.value_path is True and model.module.network.config.n_hidden == 16
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "words"),
+    [
+        ({"max_epochs": "2"}, TypeError, "max_epochs must be an integer"),
+        ({"max_epochs": 2.5}, TypeError, "max_epochs must be an integer"),
+        ({"batch_size": 0}, ValueError, "batch_size must be an integer >= 1"),
+        ({"seed": "a"}, TypeError, "seed must be an integer >= 0"),
+        ({"early_stopping_patience": -1}, ValueError, "early_stopping_patience must be an integer >= 0"),
+        ({"validation_size": "0.1"}, TypeError, "validation_size must be a number"),
+        ({"lr": float("nan")}, ValueError, "'lr' must be a finite number"),
+        ({"plan_kwargs": {"warmup_steps": "ten"}}, ValueError, "'warmup_steps' must be an integer"),
+    ],
+)
+def test_bad_train_arguments_are_named_before_training(call, error, words):
+    """``train()``'s counts, fractions and learning rate are checked before Lightning starts (they used to fail
+    inside it as a ZeroDivisionError or a comparison between str and int)."""
+    mdata = _sim()
+    with _sim_genes():
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    model = hc.HoloCell(mdata, **TINY)
+    with pytest.raises(error, match=words):
+        model.train(**{"max_epochs": 1, "enable_progress_bar": False, **call})
+    assert not model.is_trained_
+
+
+@pytest.mark.parametrize("train_config", [{"lr": "fast"}, {"lr": float("nan")}, {"min_epochs": 0}])
+def test_bad_train_config_is_refused_naming_the_field(train_config):
+    mdata = _sim()
+    with _sim_genes():
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    with pytest.raises(ValueError, match=f"'{next(iter(train_config))}'"):
+        hc.HoloCell(mdata, **TINY, train_config=train_config)
+    model = hc.HoloCell(mdata, **TINY, train_config={"lr": np.float32(1e-3), "betas": (0.9, 0.99)})
+    assert model.train_config.lr == pytest.approx(1e-3) and model.train_config.betas == (0.9, 0.99)
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), -1.0, "hot"])
+def test_generation_temperature_must_be_finite_and_non_negative(temperature):
+    """A NaN or negative temperature used to mean 0 (greedy) without a word."""
+    mdata = _sim()
+    with _sim_genes():
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    model = hc.HoloCell(mdata, **TINY)
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+        model.generate(mdata, target="protein", n_steps=2, temperature=temperature, progress_bar=False)
+    assert "protein_generated" not in mdata.mod

@@ -71,6 +71,14 @@ def check_quantile(value, what: str = "overexpress_quantile") -> float:
     return float(value)
 
 
+def check_temperature(value) -> float:
+    """``value`` as a finite float ``>= 0`` (0: the most likely value; > 0: sampling); ``ValueError`` otherwise (NaN
+    or a negative number used to mean 0 silently)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < float("inf"):
+        raise ValueError(f"temperature must be a finite number >= 0 (0: most likely values), got {value!r}.")
+    return float(value)
+
+
 def modality_cells(mdata, modalities: dict[str, str], modality: str = "rna") -> np.ndarray:
     """``(n_obs,)`` bool: the cells of ``mdata`` that have the model's ``modality`` (``modalities``: the model's
     ``modalities_``); ``KeyError`` naming the modality when ``mdata`` lacks it."""

@@ -7,12 +7,14 @@ instead of failing deep inside torch or silently training on NaN. numpy scalars 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import replace
 
 import numpy as np
 
-from ._config_check import INIT_PARAMS, OBJECTIVE, check_section
+from ._args import check_count
+from ._config_check import INIT_PARAMS, OBJECTIVE, TRAINING, check_section
 
 _HINT = "Pass a value of that type and range to HoloCell(...) (see its docstring)."
 #: Constructor arguments checked here (the others have checks of their own: priors, feature space, batches).
@@ -49,4 +51,35 @@ def check_arguments(arguments: Mapping, objective_kwargs: Mapping) -> dict:
     return objective
 
 
-__all__ = ["check_arguments"]
+def check_training(values: Mapping | None, where: str, *, upper_bounds: bool = True) -> dict:
+    """Check a dict of :class:`~holocell.train.TrainingConfig` fields (``HoloCell(train_config=...)``,
+    ``train(plan_kwargs=...)``) with the checkpoint's rules: a learning rate given as a string, NaN or a negative
+    number is refused naming the field. ``upper_bounds=False`` (a run's overrides, which are not saved) keeps
+    only the types, finiteness and lower bounds. Returns the dict with numpy scalars as Python numbers (unknown
+    keys are left to ``TrainingConfig``, which names them)."""
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise TypeError(f"{where} must be a dict or None, got {type(values).__name__}.")
+    plain = {k: _plain(v) for k, v in values.items()}
+    known = {r.key for r in TRAINING}
+    as_json = {k: list(v) if isinstance(v, tuple) else v for k, v in plain.items() if k in known}
+    rules = TRAINING if upper_bounds else [replace(r, high=float("inf"), bounds=r.bounds[0] + ")") for r in TRAINING]
+    check_section(as_json, rules, where, partial=True, hint="See holocell.train.TrainingConfig for each field.")
+    return plain
+
+
+def check_train_call(max_epochs, batch_size, validation_size, early_stopping_patience, lr, seed) -> None:
+    """Check the arguments of :meth:`~holocell.HoloCell.train` before anything runs (a string, a float epoch
+    count, a zero batch size or a NaN learning rate used to fail deep inside Lightning or numpy)."""
+    check_count(max_epochs, "max_epochs", none_ok=True)
+    check_count(batch_size, "batch_size")
+    check_count(early_stopping_patience, "early_stopping_patience", minimum=0)
+    check_count(seed, "seed", minimum=0)
+    if isinstance(validation_size, bool) or not isinstance(validation_size, numbers.Real):
+        raise TypeError(f"validation_size must be a number in [0, 1), got {type(validation_size).__name__}.")
+    if lr is not None:
+        check_training({"lr": lr}, "train()", upper_bounds=False)
+
+
+__all__ = ["check_arguments", "check_train_call", "check_training"]

@@ -26,7 +26,7 @@ from ..nn import HoloCellModule, NetworkConfig, ObjectiveConfig
 from ..priors import check_prior_names
 from ..train import TrainingConfig
 from ..vocab import FeatureSpace
-from ._arguments import check_arguments
+from ._arguments import check_arguments, check_training
 from ._build import cell_state_settings, feature_space_for, prior_inputs
 from ._inference import InferenceMixin
 from ._perturb_mixin import PerturbMixin
@@ -198,7 +198,7 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
             {"p_drop_modality": p_drop_modality, "align_weight": align_weight, **objective_kwargs}
         )
         if isinstance(train_config, dict):
-            train_config = TrainingConfig.from_dict(train_config)
+            train_config = TrainingConfig.from_dict(check_training(train_config, "HoloCell(train_config=...)"))
         self.train_config: TrainingConfig = train_config or TrainingConfig()
         self._fingerprint = data_fingerprint(mdata, self.modalities_)
         self.priors_: list[str] = check_prior_names(priors)

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from .._settings import settings
 from ..data.arrays import closes_backed_path, make_loader
+from ._args import check_temperature
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -192,6 +193,7 @@ class InferenceMixin:
             raise ValueError(f"var_suffix must be a non-empty string or None, got {var_suffix!r}.")
         if target not in self.modalities_:
             raise ValueError(f"Unknown target {target!r}; this model has {list(self.modalities_)}.")
+        temperature = check_temperature(temperature)
         sources = self._check_modalities(sources)
         if sources is not None and target in sources:
             raise ValueError("The target modality cannot also be a source.")

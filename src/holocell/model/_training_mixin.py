@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 from .._settings import settings
 from ..train import fit
 from ..train._fit import check_cell_state, run_config
+from ._arguments import check_train_call, check_training
 
 
 class TrainingMixin:
@@ -95,7 +96,9 @@ class TrainingMixin:
             When the cell state diverged: its mean KL in the last epoch is above 100 nats per dimension of ``z``
             (its means far outside the prior). Early stopping counts epochs only after the KL warm-up.
         """
-        config, extra = run_config(self.train_config, lr, plan_kwargs)
+        check_train_call(max_epochs, batch_size, validation_size, early_stopping_patience, lr, seed)
+        overrides = check_training(plan_kwargs, "train(plan_kwargs=...)", upper_bounds=False)
+        config, extra = run_config(self.train_config, lr, overrides)
         if precision is not None:
             trainer_kwargs["precision"] = precision
         callbacks = [*self._train_callbacks(), *trainer_kwargs.pop("callbacks", [])]

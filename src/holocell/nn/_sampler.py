@@ -108,6 +108,8 @@ def sample(
         raise ValueError(f"n_steps must be >= 1, got {n_steps}.")
     if remasking not in ("low_confidence", "random"):
         raise ValueError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}.")
+    if not 0 <= temperature < float("inf"):  # NaN fails too
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}.")
     targets = list(targets)
     bad = [m for m in targets if m not in network.modalities]
     if bad or len(set(targets)) != len(targets) or not targets:
