@@ -22,7 +22,7 @@ _CHECKED = ("d_model", "n_layers", "n_heads", "n_latents", "n_bins", "dropout", 
             "read_in_tokens", "n_latent", "seed")  # fmt: skip
 
 
-def _plain(value):
+def python_scalar(value):
     """numpy scalars as Python numbers; anything else unchanged."""
     if isinstance(value, np.bool_):
         return bool(value)
@@ -40,12 +40,12 @@ def check_arguments(arguments: Mapping, objective_kwargs: Mapping) -> dict:
     Returns the objective keyword arguments with numpy scalars turned into Python numbers (unknown keys are
     left for :meth:`~holocell.nn.ObjectiveConfig.from_dict` to refuse).
     """
-    init = {k: _plain(arguments[k]) for k in _CHECKED if k in arguments}
+    init = {k: python_scalar(arguments[k]) for k in _CHECKED if k in arguments}
     check_section(init, [r for r in INIT_PARAMS if r.key in _CHECKED], "HoloCell()", partial=True, hint=_HINT)
     # types and finiteness here; ranges and choices by ObjectiveConfig, whose messages say what each field is
     types_only = [replace(r, low=None, high=None, choices=()) for r in OBJECTIVE]
     known = {r.key for r in OBJECTIVE}
-    objective = {k: _plain(v) for k, v in objective_kwargs.items()}
+    objective = {k: python_scalar(v) for k, v in objective_kwargs.items()}
     check_section({k: v for k, v in objective.items() if k in known}, types_only, "HoloCell()", partial=True,
                   hint=_HINT)  # fmt: skip
     return objective
@@ -61,7 +61,7 @@ def check_training(values: Mapping | None, where: str, *, upper_bounds: bool = T
         return {}
     if not isinstance(values, Mapping):
         raise TypeError(f"{where} must be a dict or None, got {type(values).__name__}.")
-    plain = {k: _plain(v) for k, v in values.items()}
+    plain = {k: python_scalar(v) for k, v in values.items()}
     known = {r.key for r in TRAINING}
     as_json = {k: list(v) if isinstance(v, tuple) else v for k, v in plain.items() if k in known}
     rules = TRAINING if upper_bounds else [replace(r, high=float("inf"), bounds=r.bounds[0] + ")") for r in TRAINING]
@@ -82,4 +82,4 @@ def check_train_call(max_epochs, batch_size, validation_size, early_stopping_pat
         check_training({"lr": lr}, "train()", upper_bounds=False)
 
 
-__all__ = ["check_arguments", "check_train_call", "check_training"]
+__all__ = ["check_arguments", "check_train_call", "check_training", "python_scalar"]

@@ -11,6 +11,7 @@ from mudata import MuData
 from ..data.arrays import MosaicArrays
 from ..priors import PRIOR_INPUT_DIMS, load_priors
 from ..vocab import MODALITIES, FeatureSpace, build_feature_space, map_proteins_to_genes
+from ._arguments import python_scalar
 from ._config_check import CELL_STATE, check_section
 from ._validate import gene_table_for
 
@@ -85,7 +86,7 @@ def cell_state_settings(kwargs: Mapping | None) -> dict:
     if unknown:
         raise ValueError(f"Unknown cell_state_kwargs {unknown}; known: {list(CELL_STATE_KEYS)}.")
     # a switch given as "no" or 1.5 would otherwise be read as True; numpy scalars count as Python values
-    plain = {k: v.item() if isinstance(v, np.generic) else v for k, v in kwargs.items()}
+    plain = {k: python_scalar(v) for k, v in kwargs.items()}
     check_section(plain, CELL_STATE, "HoloCell(cell_state_kwargs=...)", partial=True,
                   hint="Pass True or False for a switch, an integer for n_hidden (see HoloCell's docstring).")
     return plain
