@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import matplotlib
 import mudata as md
 import numpy as np
@@ -194,10 +195,43 @@ def test_annotate_finetuned_head_leaves_the_model_unchanged(sim_model):
     assert accuracy > 0.3  # 5 balanced types: chance is 0.2
     params = mdata.uns["holocell_label"]["params"]
     assert params["method"] == "finetune" and params["temperature"] > 0 and 1 <= params["epochs_run"] <= 10
+    assert params["classification_weight"] == hc.tl._annotate.CLASSIFICATION_WEIGHT
     for key, value in model.module.state_dict().items():
         assert torch.equal(value, before[key]), key
     with pytest.raises(ValueError, match="pass the trained model"):
         hc.tl.annotate(mdata, None, labels_key="cell_type", query=query, method="finetune")
+
+
+def test_annotate_balanced_class_weight_recovers_a_rare_type():
+    """class_weight="balanced": a rare reference type that overlaps a common one is predicted for more of its query
+    cells than with equal weights, and the choice is recorded."""
+    rng = np.random.default_rng(0)
+    n_common, n_rare, n_query = 190, 10, 60
+    z = np.vstack([rng.normal(0.0, 1.0, (n_common, 2)), rng.normal(1.5, 1.0, (n_rare + n_query, 2))])
+    labels = np.array(["common"] * n_common + ["rare"] * (n_rare + n_query), dtype=object)
+    labels[n_common + n_rare :] = None
+    mdata = md.MuData({"x": ad.AnnData(np.zeros((len(z), 1), dtype=np.float32))})
+    mdata.obs["label"] = labels
+    mdata.obsm["rep"] = z
+    recall = {}
+    for weight in (None, "balanced"):
+        hc.tl.annotate(mdata, None, labels_key="label", use_rep="rep", method="classifier", class_weight=weight,
+                       key_added="pred")  # fmt: skip
+        query = mdata.obs["label"].isna().to_numpy()
+        recall[weight] = float((mdata.obs["pred"][query] == "rare").mean())
+        assert mdata.uns["pred"]["params"]["class_weight"] == (weight or "none")
+    assert recall["balanced"] > recall[None] + 0.3, recall
+
+
+def test_finetune_class_weights_are_inverse_frequencies():
+    """The fine-tuned head's balanced weights give each labelled class the same total weight; absent ones none."""
+    from holocell.model._classifier import _class_weights
+
+    codes = np.array([0] * 6 + [1] * 2 + [-1] * 5 + [3] * 4)
+    weights = _class_weights(codes, 4, torch.device("cpu")).numpy()
+    totals = np.bincount(codes[codes >= 0], minlength=4) * weights
+    assert weights[2] == 0 and np.allclose(totals[[0, 1, 3]], totals[0])
+    assert np.isclose((weights[codes[codes >= 0]]).mean(), 1.0)
 
 
 def test_annotate_unknown_label_below_the_confidence_threshold(sim_model):

@@ -53,7 +53,8 @@ def finetune_classifier(
     *,
     max_epochs: int = 20,
     lr: float = 1e-3,
-    class_weight: float = 1.0,
+    classification_weight: float = 10.0,
+    balance_classes: bool = False,
     batch_size: int = 128,
     patience: int = 3,
     device: torch.device,
@@ -73,9 +74,13 @@ def finetune_classifier(
         the unsupervised objective).
     classes
         Class names, in code order.
-    max_epochs, lr, class_weight, batch_size, patience
+    max_epochs, lr, classification_weight, batch_size, patience
         Epochs over all cells at most; learning rate of the module (the head's is 10x); weight of the
-        cross-entropy; cells per step; epochs without a better held-out loss before stopping.
+        cross-entropy beside the unsupervised loss (scANVI's classification ratio); cells per step; epochs without
+        a better held-out loss before stopping.
+    balance_classes
+        Weigh each reference cell's cross-entropy by the inverse frequency of its class (rare types count as much
+        as common ones in total).
     device, seed, progress_bar
         Where to train, the seed of the split, the order and the head, and the progress display.
     """
@@ -87,6 +92,7 @@ def finetune_classifier(
     train_codes[held] = -1
     module = copy.deepcopy(model.module).to(device)
     head = _warm_start(model, module, arrays, train_codes, len(classes), batch_size, device, seed)
+    weights = _class_weights(train_codes, len(classes), device) if balance_classes else None
     optimiser = torch.optim.AdamW(
         [{"params": module.parameters(), "lr": lr}, {"params": head.parameters(), "lr": 10 * lr}], weight_decay=1e-4
     )
@@ -103,7 +109,7 @@ def finetune_classifier(
             has = (y >= 0).nonzero().squeeze(1)
             if len(has):
                 z = module.network.embedding(module.tokenize(batch).select(has))
-                loss = loss + class_weight * F.cross_entropy(head(z), y[has])
+                loss = loss + classification_weight * F.cross_entropy(head(z), y[has], weight=weights)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -130,6 +136,13 @@ def finetune_classifier(
         nll = [float(F.cross_entropy(logits / t, target)) for t in TEMPERATURES]
         temperature = float(TEMPERATURES[int(np.argmin(nll))])
     return FinetunedClassifier(module, head, np.asarray(classes), temperature, history)
+
+
+def _class_weights(codes: np.ndarray, n_classes: int, device: torch.device) -> torch.Tensor:
+    """Per-class cross-entropy weights: inverse class frequency among the labelled cells, mean 1 over them."""
+    counts = np.bincount(codes[codes >= 0], minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
+    return torch.as_tensor(weights, dtype=torch.float32, device=device)
 
 
 @torch.no_grad()

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 
 METHODS = ("knn", "classifier", "both", "finetune")
+CLASSIFICATION_WEIGHT = 10.0
+"""Default weight of the fine-tuned head's cross-entropy beside the unsupervised loss (chosen on validation tasks,
+docs/design.md)."""
+CLASS_WEIGHT: Literal["balanced"] | None = None
+"""Default class weighting of the classifiers: none (``"balanced"`` traded accuracy for macro F1, docs/design.md)."""
 UNKNOWN = "unknown"
 """Label of query cells whose confidence is below ``unknown_threshold``."""
 
@@ -41,6 +46,8 @@ def annotate(
     n_neighbors: int = 15,
     unknown_threshold: float | None = None,
     max_epochs: int = 20,
+    classification_weight: float = CLASSIFICATION_WEIGHT,
+    class_weight: Literal["balanced"] | None = CLASS_WEIGHT,
     key_added: str = "holocell_label",
     batch_size: int | None = None,
     device: str | None = None,
@@ -90,6 +97,13 @@ def annotate(
         predicts a reference label.
     max_epochs
         ``"finetune"``: epochs over the cells at most (early stopping on the held-out reference cells).
+    classification_weight
+        ``"finetune"``: weight of the head's cross-entropy beside the model's unsupervised loss (scANVI's
+        classification ratio). Higher shapes the encoder more towards the reference labels.
+    class_weight
+        ``"balanced"``: each reference cell's loss is weighted by the inverse frequency of its label, so rare types
+        count as much as common ones (scikit-learn's convention; used by ``"classifier"``, ``"both"`` and
+        ``"finetune"``); ``None``: every cell counts the same.
     key_added
         Output key prefix. The results of an earlier ``annotate`` with the same ``key_added`` are replaced;
         any other existing key (the user's data, e.g. ``labels_key``) is never replaced: ``ValueError``.
@@ -120,6 +134,14 @@ def annotate(
     ):
         raise ValueError(f"unknown_threshold is a probability in [0, 1] (or None), got {unknown_threshold!r}.")
     check_count(n_neighbors, "n_neighbors")
+    if class_weight not in (None, "balanced"):
+        raise ValueError(f"class_weight must be 'balanced' or None, got {class_weight!r}.")
+    if (
+        isinstance(classification_weight, bool)
+        or not isinstance(classification_weight, numbers.Real)
+        or not 0.0 < float(classification_weight) < np.inf
+    ):
+        raise ValueError(f"classification_weight must be a finite number > 0, got {classification_weight!r}.")
     check_key_added(key_added)
     if labels_key in (key_added, f"{key_added}_confidence"):
         raise ValueError(
@@ -140,7 +162,8 @@ def annotate(
     if method == "finetune":
         proba, classes, extra = _finetuned_proba(
             mdata, model, labels, ref, q, modality=modality, max_epochs=max_epochs, batch_size=batch_size,
-            device=device, seed=seed, progress_bar=progress_bar,
+            device=device, seed=seed, progress_bar=progress_bar, classification_weight=float(classification_weight),
+            balance_classes=class_weight == "balanced",
         )  # fmt: skip
     elif use_rep in mdata.obsm:
         z = np.asarray(mdata.obsm[use_rep], dtype=np.float64)
@@ -157,7 +180,8 @@ def annotate(
                 "pass another use_rep."
             )
         proba, classes = transfer_labels(
-            z[ref], labels[ref].astype(str).to_numpy(), z[q], method=method, n_neighbors=n_neighbors, seed=seed
+            z[ref], labels[ref].astype(str).to_numpy(), z[q], method=method, n_neighbors=n_neighbors, seed=seed,
+            class_weight=class_weight,
         )
     pred = np.full(mdata.n_obs, np.nan, dtype=object)
     conf = np.full(mdata.n_obs, np.nan)
@@ -177,6 +201,7 @@ def annotate(
             "method": method,
             "use_rep": use_rep,
             "n_neighbors": n_neighbors,
+            "class_weight": "none" if class_weight is None else class_weight,
             "n_reference": int(ref.sum()),
             "n_query": int(q.sum()),
         },
@@ -188,7 +213,9 @@ def annotate(
     return mdata if copy else None
 
 
-def _finetuned_proba(mdata, model, labels, ref, q, *, modality, max_epochs, batch_size, device, seed, progress_bar):
+def _finetuned_proba(
+    mdata, model, labels, ref, q, *, modality, max_epochs, batch_size, device, seed, progress_bar, **head_kwargs
+):
     """Class probabilities of the query cells from a head fine-tuned with the encoder (``method="finetune"``)."""
     from ..model._classifier import finetune_classifier, predict_proba
 
@@ -203,11 +230,12 @@ def _finetuned_proba(mdata, model, labels, ref, q, *, modality, max_epochs, batc
     torch_device = model._device(device)
     clf = finetune_classifier(
         model, arrays, codes, classes, max_epochs=int(max_epochs), batch_size=size, device=torch_device, seed=seed,
-        progress_bar=progress_bar,
+        progress_bar=progress_bar, **head_kwargs,
     )  # fmt: skip
     proba = predict_proba(model, clf, arrays, np.flatnonzero(q), modalities=keep, batch_size=size,
                           device=torch_device, progress_bar=progress_bar)  # fmt: skip
-    return proba, classes, {"temperature": clf.temperature, "epochs_run": len(clf.history) or int(max_epochs)}
+    extra = {"temperature": clf.temperature, "epochs_run": len(clf.history) or int(max_epochs)}
+    return proba, classes, extra | {"classification_weight": head_kwargs["classification_weight"]}
 
 
 def transfer_labels(
@@ -218,8 +246,10 @@ def transfer_labels(
     method: Literal["knn", "classifier", "both", "finetune"] = "both",
     n_neighbors: int = 15,
     seed: int = 0,
+    class_weight: Literal["balanced"] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities ``(n_query, n_classes)`` and the class names, from reference embeddings."""
+    """Class probabilities ``(n_query, n_classes)`` and the class names, from reference embeddings
+    (``class_weight``: the logistic regression's, as in scikit-learn)."""
     classes = np.unique(y_ref)
     parts = []
     if method in ("knn", "both"):
@@ -235,7 +265,9 @@ def transfer_labels(
             parts.append(np.ones((len(z_query), 1)))
         else:
             scaler = StandardScaler().fit(z_ref)
-            clf = LogisticRegression(max_iter=2000, random_state=seed).fit(scaler.transform(z_ref), y_ref)
+            clf = LogisticRegression(max_iter=2000, random_state=seed, class_weight=class_weight).fit(
+                scaler.transform(z_ref), y_ref
+            )
             proba = clf.predict_proba(scaler.transform(z_query))
             parts.append(proba[:, np.searchsorted(clf.classes_, classes)])
     return np.mean(parts, axis=0), classes
