@@ -440,3 +440,41 @@ def test_peak_decoder_tied_to_genes_shares_their_rna_output_rows(tie):
         decoder.weight["rna"][0].add_(1.0)  # gene anchor 0: peaks 0 and 1
     moved = (decoder.logits(h, "atac") - before).abs().amax(0) > 1e-6
     assert moved.tolist() == ([True, True, False, False] if tie else [False] * 4)
+
+
+def test_gene_activity_sums_open_peaks_per_rna_feature():
+    """A cell's gene activity counts its open peaks on each RNA feature's gene; peaks on genes without an RNA feature
+    (anchor 4 here) count nowhere."""
+    decoder = _decoder()  # RNA features on anchors 0-3; peaks on anchors 0, 0, 1, 4
+    peaks = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 0.0, 1.0]])
+    assert decoder.gene_activity(peaks).tolist() == [[2.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_gene_activity_term_ties_atac_only_cells_to_the_rna_decoder(weight):
+    """``gene_activity_weight``: an ATAC-only cell's loss reads its gene activity through the RNA decoder (a gradient
+    on the RNA output rows from ATAC-only cells alone); off, the RNA decoder never sees those cells."""
+    from holocell.nn._count_decoder import gene_activity_nll
+
+    mdata, _ = simulate_multiome(
+        32, n_genes=20, n_tfs=4, n_proteins=4, n_distal_peaks=4, peaks_per_gene=2, n_batches=2,
+        missing={"rna": ["batch1"]}, seed=2,
+    )
+    with pytest.warns(HoloCellWarning, match=SIM_GENES):
+        HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "atac": "atac"}, batch_key="batch")
+    model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4, n_latent=4, gene_activity_weight=weight)
+    assert model.objective_config.gene_activity_weight == weight
+    module = model.module
+    atac_only = np.flatnonzero((mdata.obs["batch"] == "batch1").to_numpy())
+    _, arrays = model._arrays(mdata)
+    batch = next(iter(model._batches(arrays, atac_only, len(atac_only), torch.device("cpu"), "x", False)))
+    module.train()
+    module.loss(batch).loss.backward()
+    grad = module.network.counts.weight["rna"].grad
+    assert (grad is not None and grad.abs().sum() > 0) == (weight > 0)
+    tokens = module.tokenize(batch)
+    nll = gene_activity_nll(module.network.counts, torch.zeros(len(atac_only), 4), tokens)
+    assert (nll > 0).all()  # every ATAC-only cell is scored
+    paired = np.flatnonzero((mdata.obs["batch"] == "batch0").to_numpy())
+    both = module.tokenize(next(iter(model._batches(arrays, paired, len(paired), torch.device("cpu"), "x", False))))
+    assert (gene_activity_nll(module.network.counts, torch.zeros(len(paired), 4), both) == 0).all()

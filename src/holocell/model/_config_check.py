@@ -164,6 +164,7 @@ OBJECTIVE = (
     Rule("batch_mmd_weight", float, 0, 1e6, required=False),
     Rule("batch_adversary_weight", float, 0, 1e6, required=False),
     Rule("batch_adversary_mode", str, required=False, choices=ADVERSARY_MODES),
+    Rule("gene_activity_weight", float, 0, 1e6, required=False),
 )
 #: One line per field of :class:`holocell.train.TrainingConfig` (``betas``: two numbers in [0, 1)).
 TRAINING = (

@@ -154,6 +154,19 @@ class CountDecoder(nn.Module):
         rate = F.softmax(self.logits(h, modality), dim=-1) * library.reshape(-1, 1)
         return -torch.expm1(-rate) if modality == "atac" else rate
 
+    def gene_activity(self, peaks: torch.Tensor) -> torch.Tensor:
+        """``(B, F)`` gene activity of the RNA features: the number of open peaks anchored on each feature's gene.
+
+        ``peaks`` ``(B, P)``: 0/1 accessibility. Needs RNA and ATAC; a gene with several RNA features counts on one.
+        """
+        anchors = self.rna_feature_anchor
+        feature_of_anchor = torch.full((int(self.bias["rna"].shape[0]),), -1, device=peaks.device, dtype=torch.long)
+        feature_of_anchor[anchors] = torch.arange(len(anchors), device=peaks.device)
+        feature = feature_of_anchor[self.atac_peak_anchor]  # (P,) -1: no RNA feature on the peak's gene
+        keep = feature >= 0
+        activity = peaks.new_zeros(peaks.shape[0], len(anchors))
+        return activity.index_add_(1, feature[keep], peaks[:, keep].to(activity.dtype))
+
     @torch.no_grad()
     def track_library(self, k: int, library: torch.Tensor) -> None:
         """Fold a mini-batch's observed library sizes ``(n,)`` of modality ``k`` into ``typical_library``: a running
@@ -209,6 +222,26 @@ def reconstruction_nll(
     return total
 
 
+def gene_activity_nll(decoder: CountDecoder, z: torch.Tensor, clean: Tokens) -> torch.Tensor:
+    """``(B,)`` negative log-likelihood of each ATAC-only cell's gene activity under the RNA decoder (0 elsewhere).
+
+    A cell measured by ATAC but not RNA is given its open peaks summed per gene as RNA-like counts, read by the
+    RNA decoder from its ``z``, batch and gene-activity total. This ties the RNA-only and ATAC-only cells of an
+    unpaired data set together through the genes, as gene-activity scores do for Seurat's label transfer.
+    """
+    rna, atac = MODALITIES.index("rna"), MODALITIES.index("atac")
+    total = z.new_zeros(z.shape[0])
+    if "rna" not in decoder.modalities or not decoder.has_atac or clean.peaks is None:
+        return total
+    cells = (clean.present[:, atac] & ~clean.present[:, rna]).nonzero().squeeze(1)
+    if not len(cells):
+        return total
+    activity = decoder.gene_activity(clean.peaks[cells].float())
+    h = decoder.hidden_state(z[cells], clean.batch[cells])
+    ll = decoder.log_likelihood(h, "rna", activity, activity.sum(1))
+    return total.index_put((cells,), -ll)
+
+
 def state_mean(network: HoloCellNetwork, tokens: Tokens, target: str) -> torch.Tensor:
     """``(B, F)`` expected counts (RNA / protein) or open probability (ATAC) of ``target``, decoded from the cell
     state of the visible ``tokens`` at the training cells' typical library size."""
@@ -217,4 +250,4 @@ def state_mean(network: HoloCellNetwork, tokens: Tokens, target: str) -> torch.T
     return decoder.mean(h, target, decoder.typical_library[MODALITIES.index(target)])
 
 
-__all__ = ["CountDecoder", "reconstruction_nll", "state_mean"]
+__all__ = ["CountDecoder", "gene_activity_nll", "reconstruction_nll", "state_mean"]

@@ -25,7 +25,7 @@ from ..tokenize import Tokens
 from ..vocab import MODALITIES
 from ._align import ALIGN_MODES, AlignmentScale, alignment_loss, cross_distill_loss
 from ._cellstate import kl_normal, sample_z
-from ._count_decoder import reconstruction_nll
+from ._count_decoder import gene_activity_nll, reconstruction_nll
 from ._mixing import ADVERSARY_MODES, BatchAdversary, batch_mmd
 
 if TYPE_CHECKING:
@@ -89,6 +89,10 @@ class ObjectiveConfig:
     batch_adversary_mode
         Its form: ``"confusion"`` (default; the encoder makes the classifier's prediction uniform) or
         ``"reverse"`` (a gradient reversal layer).
+    gene_activity_weight
+        Weight of a gene-activity term for cells measured by ATAC but not RNA
+        (:func:`holocell.nn._count_decoder.gene_activity_nll`: their open peaks summed per gene, read by the RNA
+        decoder); 0 (default) is off.
     elbo_input
         What the cell state of the ELBO is inferred from: ``"noised"``, the denoiser's own input (slots hidden at
         rate ``t``), or ``"clean"``, the cell's clean tokens with only the cross-modal target modality hidden
@@ -112,6 +116,7 @@ class ObjectiveConfig:
     batch_mmd_weight: float = 0.0
     batch_adversary_weight: float = 0.0
     batch_adversary_mode: str = "confusion"
+    gene_activity_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("p_drop_modality", "p_whole", "p_hide_library"):
@@ -130,7 +135,7 @@ class ObjectiveConfig:
         if not 0.0 <= self.kl_warmup <= 1.0:
             raise ValueError(f"kl_warmup is a fraction of the run in [0, 1], got {self.kl_warmup!r}.")
         for name in ("regression_weight", "align_weight", "diffusion_weight", "elbo_weight", "kl_weight",
-                     "batch_mmd_weight", "batch_adversary_weight"):
+                     "batch_mmd_weight", "batch_adversary_weight", "gene_activity_weight"):
             if not getattr(self, name) >= 0:  # NaN too
                 raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}.")
         if self.align_temperature <= 0:
@@ -355,6 +360,8 @@ def objective(
             mu, logvar = network.cell_posterior(subset_view(clean, noised, exists))
             z = sample_z(mu, logvar) if network.training else mu
         nll = reconstruction_nll(network.counts, z, clean, counts or {}, track=network.training, measured=measured)
+        if config.gene_activity_weight > 0:
+            nll = nll + config.gene_activity_weight * gene_activity_nll(network.counts, z, clean)
         kl = kl_normal(mu, logvar)
         n_features = sum(
             (peak_anchor.shape[0] if m == "atac" else counts[m].shape[1]) * clean.present[:, MODALITIES.index(m)]
