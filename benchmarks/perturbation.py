@@ -249,6 +249,14 @@ def fate_eval(args, truth, train_m, model):
 
 
 # ----------------------------------------------------------------------------------------- PBMC
+#: rows of tl.annotate(method="finetune"): its defaults, then one setting changed each (docs/design.md)
+FINETUNE_ROWS = {
+    "holocell (fine-tuned head)": {},
+    "holocell (fine-tuned head, ablation: classification_weight=1)": {"classification_weight": 1.0},
+    "holocell (fine-tuned head, class_weight='balanced')": {"class_weight": "balanced"},
+}
+
+
 def pbmc_eval(args):
     mdata = hc.data.pbmc_cite_mosaic()
     hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
@@ -270,9 +278,11 @@ def pbmc_eval(args):
             rows.append(_cls_row(task, f"holocell ({method})", label[q], classes[proba.argmax(1)]))
         tuned = mdata.copy()  # the head fine-tuned with the encoder sees the reference labels only
         tuned.obs["reference_label"] = obs["celltype"].astype(str).where(ref)
-        hc.tl.annotate(tuned, model, labels_key="reference_label", query=q, reference=ref, method="finetune",
-                       max_epochs=args.finetune_epochs, seed=args.seed, progress_bar=False)  # fmt: skip
-        rows.append(_cls_row(task, "holocell (fine-tuned head)", label[q], tuned.obs["holocell_label"][q].astype(str)))
+        for name, head_kwargs in FINETUNE_ROWS.items():  # the defaults first, then the ablations
+            hc.tl.annotate(tuned, model, labels_key="reference_label", query=q, reference=ref, method="finetune",
+                           max_epochs=args.finetune_epochs, seed=args.seed, progress_bar=False,
+                           **head_kwargs)  # fmt: skip
+            rows.append(_cls_row(task, name, label[q], tuned.obs["holocell_label"][q].astype(str)))
         x_ref, x_q = _pca_inputs(mdata, obs.index[ref], obs.index[q], rna, adt, batch)
         pca = PCA(n_components=min(50, x_ref.shape[1] - 1), random_state=args.seed).fit(np.vstack([x_ref, x_q]))
         p_ref, p_q = pca.transform(x_ref), pca.transform(x_q)
