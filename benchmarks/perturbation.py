@@ -253,6 +253,7 @@ def fate_eval(args, truth, train_m, model):
 FINETUNE_ROWS = {
     "holocell (fine-tuned head)": {},
     "holocell (fine-tuned head, ablation: classification_weight=1)": {"classification_weight": 1.0},
+    "holocell (fine-tuned head, ablation: consistency_weight=0)": {"consistency_weight": 0.0},
     "holocell (fine-tuned head, class_weight='balanced')": {"class_weight": "balanced"},
 }
 

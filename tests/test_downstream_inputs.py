@@ -292,6 +292,10 @@ def test_annotate_arguments(sim):
         with pytest.raises(ValueError, match="classification_weight must be a finite number > 0"):
             hc.tl.annotate(work, model, labels_key="cell_type", query=query, method="finetune",
                            classification_weight=bad, key_added="cw")  # fmt: skip
+    for bad in (-0.5, float("nan"), float("inf"), False, "1"):
+        with pytest.raises(ValueError, match="consistency_weight must be a finite number >= 0"):
+            hc.tl.annotate(work, model, labels_key="cell_type", query=query, method="finetune",
+                           consistency_weight=bad, key_added="cw")  # fmt: skip
     assert fingerprint(work) == before
 
 

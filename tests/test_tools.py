@@ -196,6 +196,7 @@ def test_annotate_finetuned_head_leaves_the_model_unchanged(sim_model):
     params = mdata.uns["holocell_label"]["params"]
     assert params["method"] == "finetune" and params["temperature"] > 0 and 1 <= params["epochs_run"] <= 10
     assert params["classification_weight"] == hc.tl._annotate.CLASSIFICATION_WEIGHT
+    assert params["consistency_weight"] == hc.tl._annotate.CONSISTENCY_WEIGHT
     for key, value in model.module.state_dict().items():
         assert torch.equal(value, before[key]), key
     with pytest.raises(ValueError, match="pass the trained model"):
@@ -221,6 +222,32 @@ def test_annotate_balanced_class_weight_recovers_a_rare_type():
         recall[weight] = float((mdata.obs["pred"][query] == "rare").mean())
         assert mdata.uns["pred"]["params"]["class_weight"] == (weight or "none")
     assert recall["balanced"] > recall[None] + 0.3, recall
+
+
+def test_view_consistency_pulls_each_modality_alone_towards_all_of_them(sim_model):
+    """The fine-tuned head's view-consistency term: positive on cells measured with several modalities, with a
+    gradient through the single-modality views only (the joint prediction is its fixed target); nothing for cells
+    seen through one modality."""
+    import copy
+
+    from holocell.model._classifier import _view_consistency
+    from holocell.nn._align import only
+
+    mdata, _, model = sim_model
+    module = copy.deepcopy(model.module)
+    torch.manual_seed(0)
+    head = torch.nn.Linear(model.config.embedding_dim, 3)
+    _, arrays = model._arrays(mdata)
+    batch = next(iter(model._batches(arrays, np.arange(40), 40, torch.device("cpu"), "test", False)))
+    tokens = module.tokenize(batch)
+    loss = _view_consistency(module, head, tokens)
+    assert float(loss) > 0
+    loss.backward()
+    assert head.weight.grad.abs().sum() > 0
+    assert _view_consistency(module, head, only(tokens, ["rna"], module.modalities)) == 0
+    with torch.no_grad():  # a head that ignores the state predicts the same from every view: nothing to pull
+        head.weight.zero_()
+    assert float(_view_consistency(module, head, tokens)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_finetune_class_weights_are_inverse_frequencies():

@@ -3,7 +3,9 @@
 A copy of the model's module is trained further on every cell with its own unsupervised objective (masked
 diffusion, the cell state's ELBO and the alignment term), plus the cross-entropy of a linear head on the cell state
 of the labelled reference cells, as scANVI adds a classifier to scVI. The unsupervised part keeps unlabelled and
-single-modality cells in the same space, so the head also labels cells measured with other modalities. A tenth of
+single-modality cells in the same space, so the head also labels cells measured with other modalities. A
+view-consistency term pulls the head's prediction from each single modality of a multi-modal cell towards its
+prediction from all of them, so unlabelled paired cells bridge the reference's modalities and the query's. A tenth of
 the reference cells is held out: the run stops when their loss stops falling, and a softmax temperature fitted on
 them calibrates the confidence. The head starts at a logistic regression on the frozen cell states. The user's
 model is not changed.
@@ -20,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..vocab import MODALITIES
 
 if TYPE_CHECKING:
     from ..nn import HoloCellModule
@@ -55,6 +59,7 @@ def finetune_classifier(
     lr: float = 1e-3,
     classification_weight: float = 10.0,
     balance_classes: bool = False,
+    consistency_weight: float = 1.0,
     batch_size: int = 128,
     patience: int = 3,
     device: torch.device,
@@ -78,6 +83,11 @@ def finetune_classifier(
         Epochs over all cells at most; learning rate of the module (the head's is 10x); weight of the
         cross-entropy beside the unsupervised loss (scANVI's classification ratio); cells per step; epochs without
         a better held-out loss before stopping.
+    consistency_weight
+        Weight of a view-consistency term: on every cell measured with several modalities, the head's prediction
+        from each modality alone is pulled (KL divergence) towards its prediction from all of them, held fixed.
+        Unlabelled paired cells so carry the reference's labels over to the other modalities, the way a bridge of
+        paired cells does. 0: off.
     balance_classes
         Weigh each reference cell's cross-entropy by the inverse frequency of its class (rare types count as much
         as common ones in total).
@@ -107,9 +117,12 @@ def finetune_classifier(
             loss = module.loss(batch).loss
             y = torch.as_tensor(train_codes[rows], device=device)
             has = (y >= 0).nonzero().squeeze(1)
+            tokens = module.tokenize(batch)
             if len(has):
-                z = module.network.embedding(module.tokenize(batch).select(has))
+                z = module.network.embedding(tokens.select(has))
                 loss = loss + classification_weight * F.cross_entropy(head(z), y[has], weight=weights)
+            if consistency_weight > 0:
+                loss = loss + consistency_weight * _view_consistency(module, head, tokens)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -136,6 +149,31 @@ def finetune_classifier(
         nll = [float(F.cross_entropy(logits / t, target)) for t in TEMPERATURES]
         temperature = float(TEMPERATURES[int(np.argmin(nll))])
     return FinetunedClassifier(module, head, np.asarray(classes), temperature, history)
+
+
+def _view_consistency(module: HoloCellModule, head: nn.Linear, tokens) -> torch.Tensor:
+    """Mean KL divergence of the head's prediction from each single modality to its (fixed) prediction from all
+    the modalities of the cells measured with two or more."""
+    from ..nn._align import only
+
+    present = tokens.present[:, [MODALITIES.index(m) for m in module.modalities]]
+    multi = (present.sum(1) >= 2).nonzero().squeeze(1)
+    total = tokens.library.new_zeros(())
+    if not len(multi):
+        return total
+    cells = tokens.select(multi)
+    with torch.no_grad():
+        target = F.log_softmax(head(module.network.embedding(cells)), dim=-1)
+    terms = 0
+    for k, m in enumerate(module.modalities):
+        has = present[multi, k].nonzero().squeeze(1)
+        if not len(has):
+            continue
+        view = only(cells.select(has), [m], module.modalities)
+        log_p = F.log_softmax(head(module.network.embedding(view)), dim=-1)
+        total = total + F.kl_div(log_p, target[has], log_target=True, reduction="batchmean")
+        terms += 1
+    return total / max(terms, 1)
 
 
 def _class_weights(codes: np.ndarray, n_classes: int, device: torch.device) -> torch.Tensor:

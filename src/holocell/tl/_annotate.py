@@ -26,6 +26,8 @@ METHODS = ("knn", "classifier", "both", "finetune")
 CLASSIFICATION_WEIGHT = 10.0
 """Default weight of the fine-tuned head's cross-entropy beside the unsupervised loss (chosen on validation tasks,
 docs/design.md)."""
+CONSISTENCY_WEIGHT = 1.0
+"""Default weight of the fine-tuned head's view-consistency term (chosen on validation tasks, docs/design.md)."""
 CLASS_WEIGHT: Literal["balanced"] | None = None
 """Default class weighting of the classifiers: none (``"balanced"`` traded accuracy for macro F1, docs/design.md)."""
 UNKNOWN = "unknown"
@@ -47,6 +49,7 @@ def annotate(
     unknown_threshold: float | None = None,
     max_epochs: int = 20,
     classification_weight: float = CLASSIFICATION_WEIGHT,
+    consistency_weight: float = CONSISTENCY_WEIGHT,
     class_weight: Literal["balanced"] | None = CLASS_WEIGHT,
     key_added: str = "holocell_label",
     batch_size: int | None = None,
@@ -66,8 +69,9 @@ def annotate(
     - ``"finetune"``: a linear head on the cell state trained together with the encoder, semi-supervised
       as scANVI is: a copy of the model keeps training on every cell of ``mdata`` with its own
       unsupervised objective while the head learns the reference labels. A tenth of the reference cells
-      is held out to stop the run and to calibrate the confidence (a softmax temperature). ``model`` is
-      not changed.
+      is held out to stop the run and to calibrate the confidence (a softmax temperature). On cells measured
+      with several modalities the head's prediction from each modality alone is pulled towards the one from all
+      of them (``consistency_weight``). ``model`` is not changed.
 
     Parameters
     ----------
@@ -100,6 +104,10 @@ def annotate(
     classification_weight
         ``"finetune"``: weight of the head's cross-entropy beside the model's unsupervised loss (scANVI's
         classification ratio). Higher shapes the encoder more towards the reference labels.
+    consistency_weight
+        ``"finetune"``: weight of a view-consistency term. On every cell measured with several modalities, labelled
+        or not, the head's prediction from each modality alone is pulled towards its prediction from all of them,
+        so paired cells carry the reference's labels over to query cells measured with another modality. 0 is off.
     class_weight
         ``"balanced"``: each reference cell's loss is weighted by the inverse frequency of its label, so rare types
         count as much as common ones (scikit-learn's convention; used by ``"classifier"``, ``"both"`` and
@@ -142,6 +150,12 @@ def annotate(
         or not 0.0 < float(classification_weight) < np.inf
     ):
         raise ValueError(f"classification_weight must be a finite number > 0, got {classification_weight!r}.")
+    if (
+        isinstance(consistency_weight, bool)
+        or not isinstance(consistency_weight, numbers.Real)
+        or not 0.0 <= float(consistency_weight) < np.inf
+    ):
+        raise ValueError(f"consistency_weight must be a finite number >= 0, got {consistency_weight!r}.")
     check_key_added(key_added)
     if labels_key in (key_added, f"{key_added}_confidence"):
         raise ValueError(
@@ -163,7 +177,7 @@ def annotate(
         proba, classes, extra = _finetuned_proba(
             mdata, model, labels, ref, q, modality=modality, max_epochs=max_epochs, batch_size=batch_size,
             device=device, seed=seed, progress_bar=progress_bar, classification_weight=float(classification_weight),
-            balance_classes=class_weight == "balanced",
+            consistency_weight=float(consistency_weight), balance_classes=class_weight == "balanced",
         )  # fmt: skip
     elif use_rep in mdata.obsm:
         z = np.asarray(mdata.obsm[use_rep], dtype=np.float64)
@@ -235,7 +249,8 @@ def _finetuned_proba(
     proba = predict_proba(model, clf, arrays, np.flatnonzero(q), modalities=keep, batch_size=size,
                           device=torch_device, progress_bar=progress_bar)  # fmt: skip
     extra = {"temperature": clf.temperature, "epochs_run": len(clf.history) or int(max_epochs)}
-    return proba, classes, extra | {"classification_weight": head_kwargs["classification_weight"]}
+    weights = {k: head_kwargs[k] for k in ("classification_weight", "consistency_weight")}
+    return proba, classes, extra | weights
 
 
 def transfer_labels(
