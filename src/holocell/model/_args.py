@@ -71,12 +71,19 @@ def check_quantile(value, what: str = "overexpress_quantile") -> float:
     return float(value)
 
 
+def check_weight(value, what: str, *, positive: bool = False, note: str = "") -> float:
+    """``value`` as a finite float ``>= 0`` (``> 0`` when ``positive``); ``ValueError`` naming ``what`` otherwise
+    (NaN, infinity, a string or a bool)."""
+    low_ok = (lambda v: v > 0) if positive else (lambda v: v >= 0)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (low_ok(float(value)) and np.isfinite(value)):
+        raise ValueError(f"{what} must be a finite number {'>' if positive else '>='} 0{note}, got {value!r}.")
+    return float(value)
+
+
 def check_temperature(value) -> float:
     """``value`` as a finite float ``>= 0`` (0: the most likely value; > 0: sampling); ``ValueError`` otherwise (NaN
     or a negative number used to mean 0 silently)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < float("inf"):
-        raise ValueError(f"temperature must be a finite number >= 0 (0: most likely values), got {value!r}.")
-    return float(value)
+    return check_weight(value, "temperature", note=" (0: most likely values)")
 
 
 def modality_cells(mdata, modalities: dict[str, str], modality: str = "rna") -> np.ndarray:

@@ -177,9 +177,14 @@ def _view_consistency(module: HoloCellModule, head: nn.Linear, tokens) -> torch.
 
 
 def _class_weights(codes: np.ndarray, n_classes: int, device: torch.device) -> torch.Tensor:
-    """Per-class cross-entropy weights: inverse class frequency among the labelled cells, mean 1 over them."""
-    counts = np.bincount(codes[codes >= 0], minlength=n_classes).astype(np.float64)
-    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
+    """Per-class cross-entropy weights: scikit-learn's ``"balanced"`` weights of the labelled cells (inverse class
+    frequency, mean 1 over the cells); 0 for a class without labelled cells."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = codes[codes >= 0]
+    present = np.unique(labels)
+    weights = np.zeros(n_classes)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
     return torch.as_tensor(weights, dtype=torch.float32, device=device)
 
 

@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
-from ..model._args import check_count
+from ..model._args import check_count, check_weight
 from ._compat import legacy_positional
 from ._keys import check_key_added, check_outputs
 
@@ -144,18 +144,8 @@ def annotate(
     check_count(n_neighbors, "n_neighbors")
     if class_weight not in (None, "balanced"):
         raise ValueError(f"class_weight must be 'balanced' or None, got {class_weight!r}.")
-    if (
-        isinstance(classification_weight, bool)
-        or not isinstance(classification_weight, numbers.Real)
-        or not 0.0 < float(classification_weight) < np.inf
-    ):
-        raise ValueError(f"classification_weight must be a finite number > 0, got {classification_weight!r}.")
-    if (
-        isinstance(consistency_weight, bool)
-        or not isinstance(consistency_weight, numbers.Real)
-        or not 0.0 <= float(consistency_weight) < np.inf
-    ):
-        raise ValueError(f"consistency_weight must be a finite number >= 0, got {consistency_weight!r}.")
+    classification_weight = check_weight(classification_weight, "classification_weight", positive=True)
+    consistency_weight = check_weight(consistency_weight, "consistency_weight")
     check_key_added(key_added)
     if labels_key in (key_added, f"{key_added}_confidence"):
         raise ValueError(
@@ -176,8 +166,8 @@ def annotate(
     if method == "finetune":
         proba, classes, extra = _finetuned_proba(
             mdata, model, labels, ref, q, modality=modality, max_epochs=max_epochs, batch_size=batch_size,
-            device=device, seed=seed, progress_bar=progress_bar, classification_weight=float(classification_weight),
-            consistency_weight=float(consistency_weight), balance_classes=class_weight == "balanced",
+            device=device, seed=seed, progress_bar=progress_bar, classification_weight=classification_weight,
+            consistency_weight=consistency_weight, balance_classes=class_weight == "balanced",
         )  # fmt: skip
     elif use_rep in mdata.obsm:
         z = np.asarray(mdata.obsm[use_rep], dtype=np.float64)
