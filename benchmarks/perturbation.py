@@ -29,11 +29,13 @@ Fate shift: for cell-type pairs of the simulator, ``tl.fate_shift`` ranks every 
 in-silico overexpression moves source cells toward the target type; the planted drivers are the TFs far more active
 in the target type. Peer: the genes' mean RNA difference between the two types.
 
-PBMC (bundled real data): label transfer (accuracy, macro-F1) across batches (paired p3 -> paired p4)
-and across modalities (protein-only p2 -> RNA-only p1); holocell trains without labels on all cells, then
-labels the query from the frozen cell states (kNN, logistic regression, both) and with a head fine-tuned with the
-encoder on the reference labels (``tl.annotate(method="finetune")``). Peers: kNN and logistic regression on PCA (for p2 -> p1 through a bridge: the paired cells impute
-protein for the RNA-only query cells).
+Label transfer on real cells (``_annotation.py``): PBMC (bundled; paired p3 -> paired p4, protein-only p2 ->
+RNA-only p1) and SNARE-seq2 (paired 09D-09F -> paired 09G-09I, RNA-only 09A-09C -> ATAC-only 09J-09L, at 15 coarse
+and 23 fine types). holocell trains without labels on all cells of each data set, then labels the query from the
+frozen cell states (kNN, logistic regression, both) and with a head fine-tuned with the encoder on the reference
+labels (``tl.annotate(method="finetune")``). Peers: kNN and logistic regression on PCA (PBMC: RNA + protein; SNARE:
+RNA PCA + ATAC LSI); across modalities through a bridge: the paired cells impute the reference modality for the
+query cells.
 
 The verdicts compare holocell at its defaults (the staged flow; the default ``method`` of ``tl.grn`` and of
 ``tl.annotate``), listed first in every table; the other holocell rows are shown, not picked from.
@@ -48,17 +50,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _annotation import pbmc_eval, snare_eval
 from _common import RESULTS, genie3_scores, provenance, provenance_line, quiet, write_json
 from _verdict import verdict_table, verdicts
-from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import accuracy_score, average_precision_score, f1_score
-from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
-from sklearn.preprocessing import StandardScaler
+from sklearn.linear_model import Ridge
+from sklearn.metrics import average_precision_score
 
 import holocell as hc
 from holocell import evaluation as ev
-from holocell.tl._annotate import transfer_labels
 
 
 # ----------------------------------------------------------------------------------------- simulator
@@ -248,81 +247,10 @@ def fate_eval(args, truth, train_m, model):
     return pd.DataFrame(rows)
 
 
-# ----------------------------------------------------------------------------------------- PBMC
-#: rows of tl.annotate(method="finetune"): its defaults, then one setting changed each (docs/design.md)
-FINETUNE_ROWS = {
-    "holocell (fine-tuned head)": {},
-    "holocell (fine-tuned head, ablation: classification_weight=1)": {"classification_weight": 1.0},
-    "holocell (fine-tuned head, ablation: consistency_weight=0)": {"consistency_weight": 0.0},
-    "holocell (fine-tuned head, class_weight='balanced')": {"class_weight": "balanced"},
-}
-
-
-def pbmc_eval(args):
-    mdata = hc.data.pbmc_cite_mosaic()
-    hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
-    model = hc.HoloCell(mdata, d_model=args.pbmc_d_model, seed=args.seed)
-    t0 = time.time()
-    model.train(max_epochs=args.pbmc_epochs, enable_progress_bar=False, seed=args.seed)
-    train_s = time.time() - t0
-    z = model.get_latent_representation(progress_bar=False)
-    obs = mdata.obs
-    batch, label = obs["batch"].astype(str).to_numpy(), obs["celltype"].astype(str).to_numpy()
-    rna, adt = mdata["rna"], mdata["adt"]
-    tasks = {"across batches (p3 -> p4, paired)": ("p3_0", "p4_0"),
-             "across modalities (protein-only p2 -> RNA-only p1)": ("p2_0", "p1_0")}
-    rows = []
-    for task, (ref_b, q_b) in tasks.items():
-        ref, q = batch == ref_b, batch == q_b
-        for method in ("both", "knn", "classifier"):  # tl.annotate's default first: the row the verdict compares
-            proba, classes = transfer_labels(z[ref], label[ref], z[q], method=method, seed=args.seed)
-            rows.append(_cls_row(task, f"holocell ({method})", label[q], classes[proba.argmax(1)]))
-        tuned = mdata.copy()  # the head fine-tuned with the encoder sees the reference labels only
-        tuned.obs["reference_label"] = obs["celltype"].astype(str).where(ref)
-        for name, head_kwargs in FINETUNE_ROWS.items():  # the defaults first, then the ablations
-            hc.tl.annotate(tuned, model, labels_key="reference_label", query=q, reference=ref, method="finetune",
-                           max_epochs=args.finetune_epochs, seed=args.seed, progress_bar=False,
-                           **head_kwargs)  # fmt: skip
-            rows.append(_cls_row(task, name, label[q], tuned.obs["holocell_label"][q].astype(str)))
-        x_ref, x_q = _pca_inputs(mdata, obs.index[ref], obs.index[q], rna, adt, batch)
-        pca = PCA(n_components=min(50, x_ref.shape[1] - 1), random_state=args.seed).fit(np.vstack([x_ref, x_q]))
-        p_ref, p_q = pca.transform(x_ref), pca.transform(x_q)
-        knn = KNeighborsClassifier(15).fit(p_ref, label[ref])
-        rows.append(_cls_row(task, "kNN(15) on PCA(50)", label[q], knn.predict(p_q)))
-        sc = StandardScaler().fit(p_ref)
-        lr = LogisticRegression(max_iter=2000, random_state=args.seed).fit(sc.transform(p_ref), label[ref])
-        rows.append(_cls_row(task, "logistic regression on PCA(50)", label[q], lr.predict(sc.transform(p_q))))
-    return pd.DataFrame(rows), train_s
-
-
-def _pca_inputs(mdata, ref_cells, q_cells, rna, adt, batch):
-    """Features for the PCA peers: RNA + protein for paired cells; a bridge across modalities."""
-    ref_has_rna = np.isin(ref_cells, rna.obs_names).all()
-    q_has_prot = np.isin(q_cells, adt.obs_names).all()
-    if ref_has_rna and q_has_prot:  # both paired: log-normalised RNA and CLR protein side by side
-        def both(cells):
-            return np.hstack([ev.log_normalize(rna[cells].X), ev.clr(adt[cells].X)])
-        return both(ref_cells), both(q_cells)
-    # protein-only reference, RNA-only query: impute the query's protein from its 15 nearest paired
-    # cells in RNA PCA space, then compare in protein space
-    paired = np.intersect1d(rna.obs_names, adt.obs_names)
-    r_pair, r_q = ev.log_normalize(rna[paired].X), ev.log_normalize(rna[q_cells].X)
-    pca = PCA(n_components=50, random_state=0).fit(np.vstack([r_pair, r_q]))
-    nn = NearestNeighbors(n_neighbors=15).fit(pca.transform(r_pair))
-    _, idx = nn.kneighbors(pca.transform(r_q))
-    prot_pair = ev.clr(adt[paired].X)
-    return ev.clr(adt[ref_cells].X), prot_pair[idx].mean(1)
-
-
-def _cls_row(task, method, y_true, y_pred):
-    return {"task": task, "method": method, "accuracy": accuracy_score(y_true, y_pred),
-            "macro_f1": f1_score(y_true, y_pred, average="macro")}
-
-
 # ----------------------------------------------------------------------------------------- report
 #: sizes and holocell's settings of a --quick run (the defaults of the arguments are the full run)
 QUICK = {"n_cells": 400, "epochs": 4, "grn_cells": 100, "pbmc_epochs": 3, "finetune_epochs": 3, "fate_pairs": 2,
-         "fate_cells": 20}
+         "fate_cells": 20, "snare_per_lib": 15, "snare_peaks": 300, "snare_epochs": 2}
 
 
 def main(argv=None):
@@ -343,7 +271,12 @@ def main(argv=None):
     ap.add_argument("--pbmc-epochs", type=int, default=20)
     ap.add_argument("--pbmc-d-model", type=int, default=64)
     ap.add_argument("--finetune-epochs", type=int, default=20, help="tl.annotate(method='finetune') epochs at most")
+    ap.add_argument("--snare-per-lib", type=int, default=60, help="SNARE-seq2 cells per library (12 libraries)")
+    ap.add_argument("--snare-peaks", type=int, default=800, help="SNARE-seq2 peaks kept (the most frequent)")
+    ap.add_argument("--snare-epochs", type=int, default=20)
+    ap.add_argument("--snare-d-model", type=int, default=64)
     ap.add_argument("--skip-pbmc", action="store_true")
+    ap.add_argument("--skip-snare", action="store_true")
     ap.add_argument("--quick", action="store_true", help="QUICK's smaller sizes (a smoke run)")
     ap.add_argument("--render", action="store_true", help="only write perturbation.md from perturbation.json")
     args = ap.parse_args(argv)
@@ -366,6 +299,8 @@ def main(argv=None):
     fate = fate_eval(args, truth, train_m, model)
     print("fate shift done", flush=True)
     ann, pbmc_train_s = (pd.DataFrame(), 0.0) if args.skip_pbmc else pbmc_eval(args)
+    print("PBMC annotation done", flush=True)
+    snare, snare_train_s, snare_sizes = (pd.DataFrame(), 0.0, {}) if args.skip_snare else snare_eval(args)
     summary = (
         ko.groupby(["kind", "method"])[["pearson_rna", "pearson_protein", "rmse_rna", "rmse_protein"]]
         .mean()
@@ -382,18 +317,25 @@ def main(argv=None):
     if not ann.empty:
         for task, rows in ann.groupby("task"):
             verdict_rows += verdicts(f"PBMC label transfer {task}", rows.to_dict("records"), ["accuracy", "macro_f1"])
+    if not snare.empty:
+        for task, rows in snare.groupby("task", sort=False):
+            verdict_rows += verdicts(f"SNARE-seq2 label transfer {task}", rows.to_dict("records"),
+                                     ["accuracy", "macro_f1"])  # fmt: skip
     result = {
         "quick": args.quick,
         "verdicts": verdict_rows,
         "settings": settings,
         "sim_train_seconds": sim_train_s,
         "pbmc_train_seconds": pbmc_train_s,
+        "snare_train_seconds": snare_train_s,
+        "snare_sizes": snare_sizes,
         "total_seconds": time.time() - t_all,
         "knockout_summary": summary.to_dict("records"),
         "knockout_per_perturbation": ko.to_dict("records"),
         "grn": grn.to_dict("records"),
         "fate": fate.to_dict("records"),
         "annotation": ann.to_dict("records"),
+        "annotation_snare": snare.to_dict("records"),
     }
     result["meta"] = provenance(settings, args.quick)
     write_json(args.out, "perturbation", result)
@@ -448,6 +390,18 @@ def render(out: Path) -> None:
             "in training)",
             "",
             ev.format_table(result["annotation"], ["task", "method", "accuracy", "macro_f1"]),
+            "",
+        ]
+    if result.get("annotation_snare"):
+        sizes = result["snare_sizes"]
+        md += [
+            f"## SNARE-seq2 label transfer ({sizes['cells']} cells, {sizes['peaks']} peaks; holocell "
+            f"d_model={st['snare_d_model']}, {st['snare_epochs']} epochs, no labels in training)",
+            "",
+            "Libraries 09A-09C RNA only, 09D-09I paired, 09J-09L ATAC only (one model); across modalities the "
+            "peers reach the ATAC-only query through the paired cells, as holocell does.",
+            "",
+            ev.format_table(result["annotation_snare"], ["task", "method", "accuracy", "macro_f1"]),
             "",
         ]
     md += ["## Verdicts (holocell vs the best peer)", "", verdict_table(result["verdicts"]), "",

@@ -79,3 +79,16 @@ def test_cost_baseline_worktree_is_temporary():
     assert not Path(tree).exists()
     listed = subprocess.run(["git", "worktree", "list"], cwd=root, capture_output=True, text=True, check=True).stdout
     assert tree not in listed
+
+
+def test_annotation_bridge_imputes_the_query_from_its_nearest_paired_cells():
+    from _annotation import bridge
+
+    rng = np.random.default_rng(0)
+    pair_query_space = np.vstack([rng.normal(0, 0.1, (20, 3)), rng.normal(5, 0.1, (20, 3))])
+    pair_ref_space = np.vstack([np.zeros((20, 2)), np.ones((20, 2))])  # the reference modality of the pairs
+    query = np.array([[0.0, 0.0, 0.0], [5.0, 5.0, 5.0]])
+    ref_x = rng.normal(size=(4, 2))
+    out_ref, out_query = bridge(ref_x, pair_query_space, pair_ref_space, query)
+    assert out_ref is ref_x  # the reference keeps its own measured features
+    np.testing.assert_allclose(out_query, [[0.0, 0.0], [1.0, 1.0]])  # each query cell: its 15 neighbours' mean
