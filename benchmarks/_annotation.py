@@ -38,7 +38,7 @@ FINETUNE_ROWS = {
     "holocell (fine-tuned head)": {},
     "holocell (fine-tuned head, ablation: classification_weight=1)": {"classification_weight": 1.0},
     "holocell (fine-tuned head, ablation: consistency_weight=0)": {"consistency_weight": 0.0},
-    "holocell (fine-tuned head, class_weight='balanced')": {"class_weight": "balanced"},
+    "holocell (fine-tuned head, ablation: class_weight=None)": {"class_weight": None},
 }
 #: SNARE-seq2 trains slowly (every cell carries hundreds of peak tokens): the defaults only
 SNARE_FINETUNE_ROWS = dict(list(FINETUNE_ROWS.items())[:1])

@@ -285,8 +285,8 @@ def test_annotate_arguments(sim):
     hc.tl.annotate(work, None, labels_key="cell_type", query=shuffled, use_rep="rep", method="knn")
     assert (work.obs["holocell_label"].notna().to_numpy() == query).all()
     before = fingerprint(work)
-    for bad in ("auto", {"type0": 2.0}, True):  # a typo used to be impossible to pass; a dict is sklearn's other form
-        with pytest.raises(ValueError, match="class_weight must be 'balanced' or None"):
+    for bad in ("Balanced", "", {"type0": 2.0}, True, np.ones(2)):  # a typo; a dict is sklearn's other form
+        with pytest.raises(ValueError, match="class_weight must be 'auto', 'balanced' or None"):
             hc.tl.annotate(work, model, labels_key="cell_type", query=query, class_weight=bad, key_added="cw")
     for bad in (0, -1.0, float("nan"), float("inf"), True, "10"):
         with pytest.raises(ValueError, match="classification_weight must be a finite number > 0"):

@@ -197,6 +197,7 @@ def test_annotate_finetuned_head_leaves_the_model_unchanged(sim_model):
     assert params["method"] == "finetune" and params["temperature"] > 0 and 1 <= params["epochs_run"] <= 10
     assert params["classification_weight"] == hc.tl._annotate.CLASSIFICATION_WEIGHT
     assert params["consistency_weight"] == hc.tl._annotate.CONSISTENCY_WEIGHT
+    assert params["class_weight"] == "balanced"  # "auto": balanced for the fine-tuned head
     for key, value in model.module.state_dict().items():
         assert torch.equal(value, before[key]), key
     with pytest.raises(ValueError, match="pass the trained model"):
@@ -215,13 +216,14 @@ def test_annotate_balanced_class_weight_recovers_a_rare_type():
     mdata.obs["label"] = labels
     mdata.obsm["rep"] = z
     recall = {}
-    for weight in (None, "balanced"):
+    for weight in ("auto", None, "balanced"):
         hc.tl.annotate(mdata, None, labels_key="label", use_rep="rep", method="classifier", class_weight=weight,
                        key_added="pred")  # fmt: skip
         query = mdata.obs["label"].isna().to_numpy()
         recall[weight] = float((mdata.obs["pred"][query] == "rare").mean())
-        assert mdata.uns["pred"]["params"]["class_weight"] == (weight or "none")
+        assert mdata.uns["pred"]["params"]["class_weight"] == (weight if weight == "balanced" else "none")
     assert recall["balanced"] > recall[None] + 0.3, recall
+    assert recall["auto"] == recall[None]  # "auto" leaves the frozen classifier unweighted
 
 
 def test_view_consistency_pulls_each_modality_alone_towards_all_of_them(sim_model):

@@ -28,8 +28,10 @@ CLASSIFICATION_WEIGHT = 10.0
 docs/design.md)."""
 CONSISTENCY_WEIGHT = 1.0
 """Default weight of the fine-tuned head's view-consistency term (chosen on validation tasks, docs/design.md)."""
-CLASS_WEIGHT: Literal["balanced"] | None = None
-"""Default class weighting of the classifiers: none (``"balanced"`` traded accuracy for macro F1, docs/design.md)."""
+CLASS_WEIGHT: Literal["auto", "balanced"] | None = "auto"
+"""Default class weighting: ``"auto"``, i.e. ``"balanced"`` for the fine-tuned head and none for the frozen logistic
+regression (each chosen on validation tasks; balanced weights lost accuracy on the frozen one, docs/design.md)."""
+CLASS_WEIGHTS = ("auto", "balanced", None)
 UNKNOWN = "unknown"
 """Label of query cells whose confidence is below ``unknown_threshold``."""
 
@@ -50,7 +52,7 @@ def annotate(
     max_epochs: int = 20,
     classification_weight: float = CLASSIFICATION_WEIGHT,
     consistency_weight: float = CONSISTENCY_WEIGHT,
-    class_weight: Literal["balanced"] | None = CLASS_WEIGHT,
+    class_weight: Literal["auto", "balanced"] | None = CLASS_WEIGHT,
     key_added: str = "holocell_label",
     batch_size: int | None = None,
     device: str | None = None,
@@ -111,7 +113,8 @@ def annotate(
     class_weight
         ``"balanced"``: each reference cell's loss is weighted by the inverse frequency of its label, so rare types
         count as much as common ones (scikit-learn's convention; used by ``"classifier"``, ``"both"`` and
-        ``"finetune"``); ``None``: every cell counts the same.
+        ``"finetune"``); ``None``: every cell counts the same; ``"auto"`` (default): ``"balanced"`` for
+        ``"finetune"``, ``None`` for the frozen methods. The value used is recorded in ``.uns``.
     key_added
         Output key prefix. The results of an earlier ``annotate`` with the same ``key_added`` are replaced;
         any other existing key (the user's data, e.g. ``labels_key``) is never replaced: ``ValueError``.
@@ -142,8 +145,10 @@ def annotate(
     ):
         raise ValueError(f"unknown_threshold is a probability in [0, 1] (or None), got {unknown_threshold!r}.")
     check_count(n_neighbors, "n_neighbors")
-    if class_weight not in (None, "balanced"):
-        raise ValueError(f"class_weight must be 'balanced' or None, got {class_weight!r}.")
+    if not (class_weight is None or (isinstance(class_weight, str) and class_weight in CLASS_WEIGHTS)):
+        raise ValueError(f"class_weight must be 'auto', 'balanced' or None, got {class_weight!r}.")
+    if class_weight == "auto":
+        class_weight = "balanced" if method == "finetune" else None
     classification_weight = check_weight(classification_weight, "classification_weight", positive=True)
     consistency_weight = check_weight(consistency_weight, "consistency_weight")
     check_key_added(key_added)
