@@ -198,10 +198,33 @@ def test_annotate_finetuned_head_leaves_the_model_unchanged(sim_model):
     assert params["classification_weight"] == hc.tl._annotate.CLASSIFICATION_WEIGHT
     assert params["consistency_weight"] == hc.tl._annotate.CONSISTENCY_WEIGHT
     assert params["class_weight"] == "balanced"  # "auto": balanced for the fine-tuned head
+    assert 0 <= params["best_epoch"] <= params["epochs_run"]
     for key, value in model.module.state_dict().items():
         assert torch.equal(value, before[key]), key
     with pytest.raises(ValueError, match="pass the trained model"):
         hc.tl.annotate(mdata, None, labels_key="cell_type", query=query, method="finetune")
+
+
+def test_finetune_keeps_the_warm_start_when_no_epoch_beats_it(sim_model):
+    """Early stopping scores the frozen-state classifier the head starts from: when fine-tuning only makes the
+    held-out loss worse (a learning rate far too large), that start is kept, the encoder as the model has it."""
+    from holocell.model._classifier import finetune_classifier
+
+    mdata, _, model = sim_model
+    _, arrays = model._arrays(mdata)
+    labels = mdata.obs["cell_type"].astype(str).to_numpy()
+    classes = np.unique(labels)
+    codes = np.searchsorted(classes, labels)
+    codes[(mdata.obs["batch"] == "batch1").to_numpy()] = -1  # unlabelled cells
+    clf = finetune_classifier(model, arrays, codes, classes, max_epochs=5, lr=50.0, device=torch.device("cpu"),
+                              progress_bar=False)  # fmt: skip
+    assert clf.best_epoch == 0 and len(clf.history) == 3  # stopped after `patience` epochs without a better score
+    kept = clf.module.state_dict()
+    for key, value in model.module.state_dict().items():
+        assert torch.equal(kept[key].cpu(), value.cpu()), key
+    good = finetune_classifier(model, arrays, codes, classes, max_epochs=3, device=torch.device("cpu"),
+                               progress_bar=False)  # fmt: skip
+    assert good.best_epoch >= 1  # at the default learning rate fine-tuning improves on the start
 
 
 def test_annotate_balanced_class_weight_recovers_a_rare_type():

@@ -42,6 +42,8 @@ class FinetunedClassifier:
     classes: np.ndarray
     temperature: float
     history: list[float]
+    best_epoch: int = 0
+    """Epoch whose state was kept (0: the warm start, when no fine-tuned epoch beat it on the held-out cells)."""
 
     @torch.no_grad()
     def logits(self, batch: dict[str, torch.Tensor], modalities: Sequence[str] | None) -> torch.Tensor:
@@ -82,7 +84,8 @@ def finetune_classifier(
     max_epochs, lr, classification_weight, batch_size, patience
         Epochs over all cells at most; learning rate of the module (the head's is 10x); weight of the
         cross-entropy beside the unsupervised loss (scANVI's classification ratio); cells per step; epochs without
-        a better held-out loss before stopping.
+        a better held-out loss before stopping. The warm start (a logistic regression on the frozen cell states)
+        is scored too, and kept when no fine-tuned epoch beats it.
     consistency_weight
         Weight of a view-consistency term: on every cell measured with several modalities, the head's prediction
         from each modality alone is pulled (KL divergence) towards its prediction from all of them, held fixed.
@@ -106,8 +109,11 @@ def finetune_classifier(
     optimiser = torch.optim.AdamW(
         [{"params": module.parameters(), "lr": lr}, {"params": head.parameters(), "lr": 10 * lr}], weight_decay=1e-4
     )
-    best, best_state, history, waited = np.inf, None, [], 0
-    for _ in range(max_epochs):
+    best, best_state, best_epoch, history, waited = np.inf, None, 0, [], 0
+    if len(held):  # the warm start (the frozen-state classifier) is a candidate too: fine-tuning has to beat it
+        best = _held_loss(model, module, head, arrays, codes, held, batch_size, device)
+        best_state = (copy.deepcopy(module.state_dict()), copy.deepcopy(head.state_dict()))
+    for epoch in range(1, max_epochs + 1):
         module.train()
         order = rng.permutation(arrays.n_cells)
         start = 0
@@ -128,16 +134,17 @@ def finetune_classifier(
             optimiser.step()
         if not len(held):
             continue
-        logits = _held_logits(model, module, head, arrays, held, batch_size, device)
-        score = float(F.cross_entropy(logits, torch.as_tensor(codes[held], device=device)))
+        score = _held_loss(model, module, head, arrays, codes, held, batch_size, device)
         history.append(score)
         if score < best - 1e-4:
-            best, waited = score, 0
+            best, best_epoch, waited = score, epoch, 0
             best_state = (copy.deepcopy(module.state_dict()), copy.deepcopy(head.state_dict()))
         else:
             waited += 1
             if waited >= patience:
                 break
+    if not len(held):  # nothing to stop on: the last epoch is kept
+        best_epoch = max_epochs
     if best_state is not None:
         module.load_state_dict(best_state[0])
         head.load_state_dict(best_state[1])
@@ -148,7 +155,7 @@ def finetune_classifier(
         target = torch.as_tensor(codes[held], device=device)
         nll = [float(F.cross_entropy(logits / t, target)) for t in TEMPERATURES]
         temperature = float(TEMPERATURES[int(np.argmin(nll))])
-    return FinetunedClassifier(module, head, np.asarray(classes), temperature, history)
+    return FinetunedClassifier(module, head, np.asarray(classes), temperature, history, best_epoch)
 
 
 def _view_consistency(module: HoloCellModule, head: nn.Linear, tokens) -> torch.Tensor:
@@ -220,6 +227,12 @@ def _embed(model, module, arrays, cells, batch_size, device) -> torch.Tensor:
 @torch.no_grad()
 def _held_logits(model, module, head, arrays, cells, batch_size, device) -> torch.Tensor:
     return head(_embed(model, module, arrays, cells, batch_size, device))
+
+
+def _held_loss(model, module, head, arrays, codes, held, batch_size, device) -> float:
+    """Cross-entropy of the head on the held-out reference cells (the early-stopping score)."""
+    logits = _held_logits(model, module, head, arrays, held, batch_size, device)
+    return float(F.cross_entropy(logits, torch.as_tensor(codes[held], device=device)))
 
 
 @torch.no_grad()

@@ -71,7 +71,8 @@ def annotate(
     - ``"finetune"``: a linear head on the cell state trained together with the encoder, semi-supervised
       as scANVI is: a copy of the model keeps training on every cell of ``mdata`` with its own
       unsupervised objective while the head learns the reference labels. A tenth of the reference cells
-      is held out to stop the run and to calibrate the confidence (a softmax temperature). On cells measured
+      is held out to stop the run, to choose the epoch kept (0, the frozen-state classifier the head starts from,
+      when fine-tuning does not beat it there) and to calibrate the confidence (a softmax temperature). On cells measured
       with several modalities the head's prediction from each modality alone is pulled towards the one from all
       of them (``consistency_weight``). ``model`` is not changed.
 
@@ -243,7 +244,8 @@ def _finetuned_proba(
     )  # fmt: skip
     proba = predict_proba(model, clf, arrays, np.flatnonzero(q), modalities=keep, batch_size=size,
                           device=torch_device, progress_bar=progress_bar)  # fmt: skip
-    extra = {"temperature": clf.temperature, "epochs_run": len(clf.history) or int(max_epochs)}
+    extra = {"temperature": clf.temperature, "epochs_run": len(clf.history) or int(max_epochs),
+             "best_epoch": clf.best_epoch}
     weights = {k: head_kwargs[k] for k in ("classification_weight", "consistency_weight")}
     return proba, classes, extra | weights
 
