@@ -71,10 +71,10 @@ def annotate(
     - ``"finetune"``: a linear head on the cell state trained together with the encoder, semi-supervised
       as scANVI is: a copy of the model keeps training on every cell of ``mdata`` with its own
       unsupervised objective while the head learns the reference labels. A tenth of the reference cells
-      is held out to stop the run, to choose the epoch kept (0, the frozen-state classifier the head starts from,
-      when fine-tuning does not beat it there) and to calibrate the confidence (a softmax temperature). On cells measured
-      with several modalities the head's prediction from each modality alone is pulled towards the one from all
-      of them (``consistency_weight``). ``model`` is not changed.
+      is held out to stop the run, to choose the epoch kept (0, the frozen-state classifier the head starts
+      from, when fine-tuning does not beat it there) and to calibrate the confidence (a softmax temperature).
+      On cells measured with several modalities the head's prediction from each modality alone is pulled
+      towards the one from all of them (``consistency_weight``). ``model`` is not changed.
 
     Parameters
     ----------
