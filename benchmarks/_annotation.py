@@ -23,6 +23,8 @@ import mudata as md
 import numpy as np
 import pandas as pd
 from _peers import MULTIVI_MIN_CELLS, lsi_embedding, pca_embedding
+from chromatin import HOLOCELL as CHROMATIN_SETTINGS
+from chromatin import sample_cells, select_peaks
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
@@ -124,8 +126,6 @@ def _pbmc_peer_inputs(mdata, ref_cells, q_cells):
 # ----------------------------------------------------------------------------------------- SNARE-seq2
 def snare_mosaic(args) -> md.MuData:
     """``args.snare_per_lib`` cells of every library, RNA kept for 09A-09I and ATAC for 09D-09L."""
-    from chromatin import sample_cells, select_peaks
-
     snare = hc.data.snareseq2_mop(progressbar=False)
     libs = sum(SNARE_LIBS.values(), [])
     cells = sample_cells(snare.obs, libs, args.snare_per_lib, np.random.default_rng(args.seed))
@@ -145,8 +145,10 @@ def snare_eval(args):
     hc.HoloCell.setup_mudata(mosaic, modalities={"rna": "rna", "atac": "atac"}, batch_key="batch", species="mouse",
                              genome="mm10")  # fmt: skip
     model = hc.HoloCell(mosaic, d_model=args.snare_d_model, seed=args.seed)
+    cfg = CHROMATIN_SETTINGS["full"]  # chromatin.py's SNARE-seq2 schedule: the default, run to its end
     t0 = time.time()
-    model.train(max_epochs=args.snare_epochs, batch_size=32, enable_progress_bar=False, seed=args.seed)
+    model.train(max_epochs=args.snare_epochs, batch_size=cfg["batch_size"], ema_decay=cfg["ema_decay"],
+                early_stopping=False, enable_progress_bar=False, seed=args.seed)  # fmt: skip
     train_s = time.time() - t0
     z = model.get_latent_representation(progress_bar=False)
     lib = mosaic.obs["batch"].to_numpy()
@@ -161,7 +163,8 @@ def snare_eval(args):
             rows += holocell_rows(name, mosaic, model, z, key, ref, q, SNARE_FINETUNE_ROWS, args)
             label = mosaic.obs[key].to_numpy()
             rows += peer_rows(name, space, x_ref, x_q, label[ref], label[q], args.seed)
-    return pd.DataFrame(rows), train_s, {"cells": int(mosaic.n_obs), "peaks": int(mosaic["atac"].n_vars)}
+    sizes = {"cells": int(mosaic.n_obs), "peaks": int(mosaic["atac"].n_vars), "epochs": len(model.history_)}
+    return pd.DataFrame(rows), train_s, sizes
 
 
 def _snare_peer_inputs(mosaic, ref_cells, q_cells, seed):

@@ -273,7 +273,8 @@ def main(argv=None):
     ap.add_argument("--finetune-epochs", type=int, default=20, help="tl.annotate(method='finetune') epochs at most")
     ap.add_argument("--snare-per-lib", type=int, default=60, help="SNARE-seq2 cells per library (12 libraries)")
     ap.add_argument("--snare-peaks", type=int, default=800, help="SNARE-seq2 peaks kept (the most frequent)")
-    ap.add_argument("--snare-epochs", type=int, default=20)
+    ap.add_argument("--snare-epochs", type=int, default=None,
+                    help="SNARE-seq2 epochs (default: holocell's schedule, as chromatin.py runs it)")
     ap.add_argument("--snare-d-model", type=int, default=64)
     ap.add_argument("--skip-pbmc", action="store_true")
     ap.add_argument("--skip-snare", action="store_true")
@@ -396,7 +397,7 @@ def render(out: Path) -> None:
         sizes = result["snare_sizes"]
         md += [
             f"## SNARE-seq2 label transfer ({sizes['cells']} cells, {sizes['peaks']} peaks; holocell "
-            f"d_model={st['snare_d_model']}, {st['snare_epochs']} epochs, no labels in training)",
+            f"d_model={st['snare_d_model']}, {sizes.get('epochs', st['snare_epochs'])} epochs, no labels in training)",
             "",
             "Libraries 09A-09C RNA only, 09D-09I paired, 09J-09L ATAC only (one model); across modalities the "
             "peers reach the ATAC-only query through the paired cells, as holocell does.",
