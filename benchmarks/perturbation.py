@@ -397,7 +397,7 @@ def render(out: Path) -> None:
         sizes = result["snare_sizes"]
         md += [
             f"## SNARE-seq2 label transfer ({sizes['cells']} cells, {sizes['peaks']} peaks; holocell "
-            f"d_model={st['snare_d_model']}, {sizes.get('epochs', st['snare_epochs'])} epochs, no labels in training)",
+            f"d_model={st['snare_d_model']}, {sizes['epochs']} epochs, no labels in training)",
             "",
             "Libraries 09A-09C RNA only, 09D-09I paired, 09J-09L ATAC only (one model); across modalities the "
             "peers reach the ATAC-only query through the paired cells, as holocell does.",
