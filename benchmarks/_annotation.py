@@ -93,7 +93,7 @@ def pbmc_eval(args):
     hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
     model = hc.HoloCell(mdata, d_model=args.pbmc_d_model, seed=args.seed)
     t0 = time.time()
-    model.train(max_epochs=args.pbmc_epochs, enable_progress_bar=False, seed=args.seed)
+    model.train(max_epochs=args.pbmc_epochs, enable_progress_bar=False, seed=args.seed)  # None: the default schedule
     train_s = time.time() - t0
     z = model.get_latent_representation(progress_bar=False)
     obs = mdata.obs
@@ -107,7 +107,7 @@ def pbmc_eval(args):
         x_ref, x_q = _pbmc_peer_inputs(mdata, obs.index[ref], obs.index[q])
         pca = PCA(n_components=min(50, x_ref.shape[1] - 1), random_state=args.seed).fit(np.vstack([x_ref, x_q]))
         rows += peer_rows(task, "PCA(50)", pca.transform(x_ref), pca.transform(x_q), label[ref], label[q], args.seed)
-    return pd.DataFrame(rows), train_s
+    return pd.DataFrame(rows), train_s, len(model.history_)
 
 
 def _pbmc_peer_inputs(mdata, ref_cells, q_cells):

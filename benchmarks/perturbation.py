@@ -268,7 +268,8 @@ def main(argv=None):
     ap.add_argument("--grn-cells", type=int, default=200)
     ap.add_argument("--fate-pairs", type=int, default=5, help="cell-type pairs of the fate-shift check")
     ap.add_argument("--fate-cells", type=int, default=50, help="source cells perturbed per candidate gene")
-    ap.add_argument("--pbmc-epochs", type=int, default=20)
+    ap.add_argument("--pbmc-epochs", type=int, default=None,
+                    help="PBMC epochs (default: holocell's schedule, as for SNARE-seq2)")
     ap.add_argument("--pbmc-d-model", type=int, default=64)
     ap.add_argument("--finetune-epochs", type=int, default=20, help="tl.annotate(method='finetune') epochs at most")
     ap.add_argument("--snare-per-lib", type=int, default=60, help="SNARE-seq2 cells per library (12 libraries)")
@@ -299,7 +300,7 @@ def main(argv=None):
     print("GRN done", flush=True)
     fate = fate_eval(args, truth, train_m, model)
     print("fate shift done", flush=True)
-    ann, pbmc_train_s = (pd.DataFrame(), 0.0) if args.skip_pbmc else pbmc_eval(args)
+    ann, pbmc_train_s, pbmc_epochs = (pd.DataFrame(), 0.0, 0) if args.skip_pbmc else pbmc_eval(args)
     print("PBMC annotation done", flush=True)
     snare, snare_train_s, snare_sizes = (pd.DataFrame(), 0.0, {}) if args.skip_snare else snare_eval(args)
     summary = (
@@ -328,6 +329,7 @@ def main(argv=None):
         "settings": settings,
         "sim_train_seconds": sim_train_s,
         "pbmc_train_seconds": pbmc_train_s,
+        "pbmc_epochs_run": pbmc_epochs,
         "snare_train_seconds": snare_train_s,
         "snare_sizes": snare_sizes,
         "total_seconds": time.time() - t_all,
@@ -387,7 +389,7 @@ def render(out: Path) -> None:
         ]
     if result["annotation"]:
         md += [
-            f"## PBMC label transfer (holocell d_model={st['pbmc_d_model']}, {st['pbmc_epochs']} epochs, no labels "
+            f"## PBMC label transfer (holocell d_model={st['pbmc_d_model']}, {result['pbmc_epochs_run']} epochs, no labels "
             "in training)",
             "",
             ev.format_table(result["annotation"], ["task", "method", "accuracy", "macro_f1"]),
