@@ -124,6 +124,24 @@ def test_perturbation_cells_as_mask_positions_or_bad_values(sim):
         model.predict_perturbation(mdata, genes=["SIM1"], indices=[1.5])
 
 
+def test_embedding_cells_as_mask_positions_or_bad_values(sim):
+    """A boolean mask used to be read as positions 0 and 1: the embedding of other cells, with no error."""
+    mdata, model = sim
+    every = model.get_latent_representation(mdata, progress_bar=False)
+    mask = np.zeros(mdata.n_obs, dtype=bool)
+    mask[[5, 7, 40]] = True
+    np.testing.assert_allclose(model.get_latent_representation(mdata, indices=mask, progress_bar=False), every[mask],
+                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(model.get_latent_representation(mdata, indices=[40, 5], progress_bar=False),
+                               every[[40, 5]], atol=1e-5)  # fmt: skip
+    with pytest.raises(ValueError, match="one entry per cell"):
+        model.get_latent_representation(mdata, indices=mask[:-1])
+    with pytest.raises(IndexError, match="not cell positions"):
+        model.get_latent_representation(mdata, indices=[mdata.n_obs])
+    with pytest.raises(TypeError, match="integer positions"):
+        model.get_latent_representation(mdata, indices=[0.5])
+
+
 def test_an_edit_that_applies_to_no_cell_is_an_error_not_nan(sim):
     mdata, model = sim
     no_atac = np.flatnonzero((mdata.obs["batch"] == "batch1").to_numpy())

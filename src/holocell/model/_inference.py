@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .._settings import settings
 from ..data.arrays import closes_backed_path, make_loader
-from ._args import check_temperature
+from ._args import cell_indices, check_temperature
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -94,7 +94,7 @@ class InferenceMixin:
             file is streamed from disk in mini-batches, so memory does not grow with the cells; a
             file opened from a path is closed again before this returns (also on error).
         indices
-            Cells to embed (default: all).
+            Cells to embed, in this order: integer positions or a boolean mask over the cells (default: all).
         modality
             Embed from this modality (or list) only; default: every modality each cell has.
         batch_size
@@ -113,7 +113,7 @@ class InferenceMixin:
         mdata, arrays = self._arrays(mdata)
         device = self._device(device)
         self.module.eval()
-        idx = np.arange(arrays.n_cells) if indices is None else np.asarray(indices)
+        idx = cell_indices(indices, arrays.n_cells)
         out = np.zeros((len(idx), self.config.embedding_dim), dtype=np.float32)
         start = 0
         for batch in self._batches(arrays, idx, self._inference_batch_size(batch_size), device, "embedding", progress_bar):
