@@ -324,8 +324,11 @@ def test_tl_never_replaces_keys_it_did_not_write(sim):
     work.obs["ko_applied"] = "mine"
     work.obsm["X_ko2_shift"] = np.zeros((work.n_obs, 2))
     work.uns["neighbors"] = {"params": {"n_neighbors": 15}}
+    work.obsm["X_pca"] = np.ones((work.n_obs, 3))
     before = fingerprint(work)
     calls = [
+        lambda: hc.tl.embed(work, model, key_added="X_pca"),  # formerly replaced the user's PCA without a word
+        lambda: hc.tl.embed(work, model, key_added="neighbors"),
         lambda: hc.tl.perturb(work, model, genes=["SIM1"], key_added="ko", **FAST),
         lambda: hc.tl.perturb(work, model, genes=["SIM1"], key_added="ko2", **FAST),
         lambda: hc.tl.grn(work, model, tfs=["SIM1"], method="embedding", key_added="neighbors"),
@@ -337,6 +340,13 @@ def test_tl_never_replaces_keys_it_did_not_write(sim):
         with pytest.raises(ValueError, match="not written by holocell"):
             call()
     assert fingerprint(work) == before and work.uns["neighbors"] == {"params": {"n_neighbors": 15}}
+    assert (work.obsm["X_pca"] == 1).all()
+    for bad in ("", 3):
+        with pytest.raises(TypeError, match="key_added must be a non-empty string"):
+            hc.tl.embed(work, model, key_added=bad)
+    for _ in range(2):  # its own earlier embedding is replaced, as documented
+        hc.tl.embed(work, model, key_added="X_mine", progress_bar=False)
+    assert work.obsm["X_mine"].shape == (work.n_obs, model.config.embedding_dim)
     cells = dict(genes=["SIM1"], **FAST)
     hc.tl.perturb(work, model, key_added="mine", **cells)
     hc.tl.perturb(work, model, key_added="mine", **cells)  # its own earlier result: replaced

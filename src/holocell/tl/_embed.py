@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ._keys import check_outputs
+
 if TYPE_CHECKING:
     from mudata import MuData
 
@@ -18,6 +20,7 @@ def embed(
     modality: str | Sequence[str] | None = None,
     key_added: str = "X_holocell",
     batch_size: int | None = None,
+    device: str | None = None,
     progress_bar: bool | None = None,
     copy: bool = False,
 ) -> MuData | None:
@@ -32,9 +35,12 @@ def embed(
     modality
         Embed from this modality (or list) only; default: all modalities each cell has.
     key_added
-        ``.obsm`` and ``.uns`` key.
+        ``.obsm`` and ``.uns`` key. The embedding of an earlier ``embed`` with the same ``key_added`` is replaced;
+        any other existing entry (the user's data, e.g. ``"X_pca"``) is never replaced: ``ValueError``.
     batch_size
         Cells per forward pass (default: chosen from the model size).
+    device
+        Device to run on, e.g. ``"cuda"`` (default: where the model is).
     progress_bar
         Show a progress bar (``None``: follow ``holocell.settings.progress_bar``).
     copy
@@ -46,9 +52,10 @@ def embed(
     (``(n_cells, n_latent)``, the cell state's posterior mean) and ``mdata.uns[key_added]["params"]`` (``modality``: the modalities embedded
     from, ``"all"`` for every modality each cell has).
     """
+    check_outputs(mdata, key_added, "embed", obsm=[key_added])
     mdata = mdata.copy() if copy else mdata
     mdata.obsm[key_added] = model.get_latent_representation(
-        mdata, modality=modality, batch_size=batch_size, progress_bar=progress_bar
+        mdata, modality=modality, batch_size=batch_size, device=device, progress_bar=progress_bar
     )
     params = {"modality": "all" if modality is None else modality}
     if batch_size is not None:

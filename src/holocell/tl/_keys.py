@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 #: function -> what its ``mdata.uns[key_added]`` holds (the keys of a dict, or the columns of the table)
 RECORDS = {
+    "embed": ("params",),
     "perturb": ("params", "summary"),
     "annotate": ("params", "classes"),
     "fate_shift": ("params", "ranking"),
@@ -31,6 +32,8 @@ def written_by(value, function: str) -> bool:
     keys = RECORDS[function]
     if isinstance(value, pd.DataFrame):
         return set(keys) <= set(value.columns)
+    if function == "embed":  # "params" alone is common (scanpy's records have it): embed's names the modalities
+        return isinstance(value, Mapping) and isinstance(value.get("params"), Mapping) and "modality" in value["params"]
     return isinstance(value, Mapping) and set(keys) <= set(value)
 
 
