@@ -83,6 +83,32 @@ def test_demo_job_writes_its_outputs(tmp_path):
     assert "X_holocell" in written.obsm and "adt_generated" in written.mod
     # the held-out protein stayed hidden: p4 cells are absent from the training protein modality
     assert not (written["adt"].obs["batch"] == hc._demo.HELD_OUT_BATCH).any()
+    # a rerun replaces the demo's own outputs; one the user changed since is refused before any work
+    run_demo(tmp_path, max_epochs=1, enable_progress_bar=False, make_plot=False)
+    (tmp_path / "results.md").write_text("my notes on the demo")
+    with pytest.raises(FileExistsError, match="not an unchanged output of an earlier demo"):
+        run_demo(tmp_path, max_epochs=1, enable_progress_bar=False)
+    assert (tmp_path / "results.md").read_text() == "my notes on the demo"
+    assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == []
+
+
+def test_demo_never_writes_over_the_users_files(tmp_path, capsys):
+    """``holocell demo --out`` into a folder of the user's wrote over its results.md / results.json / umap.png."""
+    (tmp_path / "results.json").write_text('{"mine": 1}')
+    (tmp_path / "umap.png").mkdir()
+    with pytest.raises(FileExistsError, match="results.json exists"):
+        run_demo(tmp_path, max_epochs=1)  # refused before the data are read or a model is trained
+    (tmp_path / "results.json").unlink()
+    with pytest.raises(FileExistsError, match="umap.png exists"):
+        run_demo(tmp_path, max_epochs=1)
+    with pytest.raises(SystemExit):
+        main(["demo", "--out", str(tmp_path), "--max-epochs", "1"])
+    assert "umap.png exists" in capsys.readouterr().err
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        run_demo(not_a_folder, max_epochs=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "umap.png"]
 
 
 @pytest.fixture

@@ -92,3 +92,44 @@ def test_tool_plots_take_ax_and_save(trained_pbmc, tmp_path):
     assert hc.pl.grn_scores(edges, tf, save=out, show=False).get_title() == f"{tf}: top predicted targets"
     assert _png(out)
     plt.close("all")
+
+
+def test_save_never_writes_over_a_file_holocell_did_not_write(tmp_path):
+    """``save=`` wrote over whatever was at the path, e.g. the user's paper. Now a figure replaces only a figure
+    holocell saved (its metadata carries holocell's mark), and it is written to a temporary file first."""
+    from holocell.pl._utils import finish
+
+    def draw():
+        _, ax = plt.subplots()
+        ax.plot([0, 1], [1, 0])
+        return ax
+
+    paper = tmp_path / "paper.pdf"
+    paper.write_bytes(b"%PDF-1.7 the user's own paper")
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8 the user's photo")
+    (tmp_path / "plots.png").mkdir()
+    (tmp_path / "results").mkdir()
+    for path, error, words in [
+        (paper, FileExistsError, "holocell did not write"),
+        (photo, FileExistsError, "holocell did not write"),
+        (tmp_path / "plots.png", FileExistsError, "is a directory"),
+        (tmp_path / "results", None, None),  # no extension: matplotlib's default, results.png beside the folder
+        (tmp_path / "data.h5mu", ValueError, "cannot write 'h5mu' figures"),
+    ]:
+        ax = draw()
+        if error is None:
+            finish(ax, False, path)
+            continue
+        with pytest.raises(error, match=words):
+            finish(ax, False, path)
+        plt.close(ax.figure)
+    assert paper.read_bytes() == b"%PDF-1.7 the user's own paper" and photo.read_bytes() == b"\xff\xd8 the user's photo"
+    assert not (tmp_path / "data.h5mu").exists()
+    for name in ("again.png", "again.pdf", "again.svg", "sub/again.eps"):  # holocell's own figure: replaced
+        for _ in range(2):
+            finish(draw(), False, tmp_path / name)
+        assert (tmp_path / name).stat().st_size > 1_000
+    assert sorted(p.name for p in tmp_path.rglob("*") if ".tmp." in p.name) == []  # no temporary file is left
+    assert _png(tmp_path / "results.png")
+    plt.close("all")

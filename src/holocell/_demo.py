@@ -7,9 +7,12 @@ itself is in :mod:`holocell.evaluation` (``score_prediction``, ``baseline_scores
 
 from __future__ import annotations
 
+import hashlib
 import json
 import resource
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +22,14 @@ import numpy as np
 from . import evaluation as ev
 from .data import pbmc_cite_mosaic
 from .model import HoloCell
+from .model._safe_write import atomic_file
 
 HELD_OUT_BATCH = "p4_0"
 TRAIN_PAIRED_BATCH = "p3_0"
+OUTPUTS = ("results.md", "results.json", "umap.png", "pbmc_holocell.h5mu")
+"""The files the demo writes into its output folder."""
+MANIFEST = ".holocell_demo.json"
+"""In the output folder: the SHA-256 of each file the demo wrote. A rerun replaces only those, unchanged."""
 
 
 @dataclass
@@ -77,9 +85,12 @@ def run_demo(
 
     Writes ``out_dir/pbmc_holocell.h5mu`` (embedding in ``.obsm["X_holocell"]``, generated
     protein in ``.mod["adt_generated"]``), ``out_dir/umap.png``, ``out_dir/results.json`` and
-    ``out_dir/results.md``. Returns the results dictionary.
+    ``out_dir/results.md``, each atomically, and records them in ``out_dir/.holocell_demo.json``. A file of
+    those names that an earlier demo did not write (or that changed since) is never replaced: ``FileExistsError``
+    before any work. Returns the results dictionary.
     """
     out_dir = Path(out_dir)
+    check_demo_outputs(out_dir, OUTPUTS if make_plot else tuple(n for n in OUTPUTS if n != "umap.png"))
     out_dir.mkdir(parents=True, exist_ok=True)
     full = pbmc_cite_mosaic()
     split = make_split()
@@ -123,16 +134,63 @@ def run_demo(
     }
     table = ev.format_table(rows, ["method", "pearson_mean", "pearson_median", "rmse"])
     cost = ev.format_table([results["cost"]], list(results["cost"]))
-    (out_dir / "results.md").write_text(f"{results['task']}\n\n{table}\n\nCost (this machine)\n\n{cost}\n")
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    with _demo_file(out_dir, "results.md") as tmp:
+        tmp.write_text(f"{results['task']}\n\n{table}\n\nCost (this machine)\n\n{cost}\n")
+    with _demo_file(out_dir, "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=1))
     if make_plot:
-        _umap_plot(mdata, out_dir / "umap.png")
-    mdata.write(str(out_dir / "pbmc_holocell.h5mu"))
+        with _demo_file(out_dir, "umap.png") as tmp:
+            _umap_plot(mdata, tmp)
+    with _demo_file(out_dir, "pbmc_holocell.h5mu", ".h5mu") as tmp:
+        mdata.write(str(tmp))
     print(f"\n{results['task']}\n\n{table}\n\nCost\n\n{cost}\n")
     print(
         f"Wrote {out_dir}/pbmc_holocell.h5mu, results.md, results.json" + (", umap.png" if make_plot else "")
     )
     return results
+
+
+def check_demo_outputs(out_dir: Path, names: tuple[str, ...]) -> None:
+    """Refuse, before any work, to write over a file in ``out_dir`` that an earlier demo did not write unchanged
+    (its SHA-256 in :data:`MANIFEST`): the user's own ``results.md``, say, in the folder given to ``--out``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"The demo's output folder {out_dir} is a file; choose a folder (e.g. demo_output).")
+    written = _manifest(out_dir)
+    for name in names:
+        path = out_dir / name
+        if (path.exists() or path.is_symlink()) and (
+            path.is_symlink() or not path.is_file() or written.get(name) != _sha256(path)
+        ):
+            raise FileExistsError(
+                f"{path} exists and is not an unchanged output of an earlier demo; holocell never writes over it. "
+                "Choose another output folder, or move or remove it yourself."
+            )
+
+
+@contextmanager
+def _demo_file(out_dir: Path, name: str, suffix: str = "") -> Iterator[Path]:
+    """A temporary path to write ``out_dir / name`` to; renamed into place and recorded in the manifest."""
+    with atomic_file(out_dir / name, suffix) as tmp:
+        yield tmp
+    written = _manifest(out_dir) | {name: _sha256(out_dir / name)}
+    with atomic_file(out_dir / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(written, indent=1))
+
+
+def _manifest(out_dir: Path) -> dict[str, str]:
+    try:
+        written = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: nothing there counts as the demo's
+        return {}
+    return written if isinstance(written, dict) else {}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _umap_plot(mdata: md.MuData, path: Path) -> None:
@@ -151,5 +209,5 @@ def _umap_plot(mdata: md.MuData, path: Path) -> None:
     sc.pl.umap(view, color="celltype", ax=axes[0], show=False, title="holocell: cell type")
     sc.pl.umap(view, color="batch", ax=axes[1], show=False, title="holocell: batch")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, format="png", dpi=110)
     plt.close(fig)

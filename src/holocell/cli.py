@@ -55,7 +55,10 @@ def _guess_modalities(mdata, given: dict[str, str] | None) -> dict[str, str]:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from ._demo import run_demo
 
-    run_demo(args.out, max_epochs=args.max_epochs, seed=args.seed, enable_progress_bar=not args.no_progress)
+    try:
+        run_demo(args.out, max_epochs=args.max_epochs, seed=args.seed, enable_progress_bar=not args.no_progress)
+    except FileExistsError as err:
+        raise UsageError(str(err)) from None
 
 
 def _check_model_out(path: str, overwrite: bool) -> None:

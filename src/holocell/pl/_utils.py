@@ -1,4 +1,10 @@
-"""What every ``hc.pl`` function does last: save the figure and show it (scanpy's conventions)."""
+"""What every ``hc.pl`` function does last: save the figure and show it (scanpy's conventions).
+
+A figure is written to a temporary file beside its path and moved into place, so an interrupted save leaves no
+half-written file. It replaces an existing file only when holocell wrote that file: the figure carries holocell's
+name in its metadata (PNG, PDF, SVG, PS, EPS), and an existing file without it (the user's own paper, data or
+figure) is never written over.
+"""
 
 from __future__ import annotations
 
@@ -29,9 +35,62 @@ def finish(ax: Axes, show: bool | None, save: str | os.PathLike[str] | None, giv
     import matplotlib.pyplot as plt
 
     if save is not None:
-        path = Path(save)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ax.figure.savefig(path, bbox_inches="tight", dpi=150)
+        save_figure(ax.figure, save)
     if show if show is not None else not given_ax and save is None:
         plt.show()
     return ax
+
+
+#: written into every saved figure's metadata; an existing file is replaced only when it holds this mark
+FIGURE_MARK = "holocell.pl"
+#: the formats whose metadata matplotlib writes, and the field it goes to
+_MARKED_FORMATS = {"png": "Software", "pdf": "Creator", "svg": "Creator", "ps": "Creator", "eps": "Creator"}
+#: bytes of an existing file searched for the mark (matplotlib writes it near the start, or at the end of a PDF)
+_MAX_SCAN = 64 * 2**20
+
+
+def save_figure(figure, save: str | os.PathLike[str]) -> Path:
+    """Write ``figure`` to ``save`` atomically (format from the extension; none: matplotlib's default format,
+    whose extension is added, as matplotlib does) and return the path written.
+
+    Raises
+    ------
+    ValueError
+        The extension names no format matplotlib writes (nothing is written).
+    FileExistsError
+        The path exists and is not a figure holocell wrote (a directory, or a file without holocell's mark; formats
+        without metadata, such as JPEG, carry no mark, so a file of theirs is never replaced).
+    """
+    import matplotlib
+
+    path = Path(save).expanduser()
+    fmt = path.suffix[1:].lower()
+    if not fmt:
+        fmt = str(matplotlib.rcParams["savefig.format"])
+        path = path.with_name(f"{path.name}.{fmt}")
+    supported = figure.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise ValueError(
+            f"save={str(save)!r}: matplotlib cannot write {fmt!r} figures; use one of {sorted(supported)} "
+            "(e.g. 'figure.png' or 'figure.pdf')."
+        )
+    if path.is_dir() or (path.exists() and not _written_by_holocell(path)):
+        what = "a directory" if path.is_dir() else "a file holocell did not write"
+        raise FileExistsError(
+            f"save={str(save)!r}: {path} is {what}; holocell never writes over it. Choose another path, or move or "
+            "remove it yourself."
+        )
+    from ..model._safe_write import atomic_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    field = _MARKED_FORMATS.get(fmt)
+    with atomic_file(path, suffix=f".{fmt}") as tmp:
+        figure.savefig(tmp, format=fmt, bbox_inches="tight", dpi=150, metadata={field: FIGURE_MARK} if field else None)
+    return path
+
+
+def _written_by_holocell(path: Path) -> bool:
+    """Whether the file at ``path`` is a figure holocell saved (its metadata holds :data:`FIGURE_MARK`)."""
+    if not path.is_file() or path.stat().st_size > _MAX_SCAN:
+        return False
+    return FIGURE_MARK.encode() in path.read_bytes()
