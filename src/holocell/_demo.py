@@ -7,7 +7,6 @@ itself is in :mod:`holocell.evaluation` (``score_prediction``, ``baseline_scores
 
 from __future__ import annotations
 
-import hashlib
 import json
 import resource
 import time
@@ -21,6 +20,7 @@ import numpy as np
 
 from . import evaluation as ev
 from .data import pbmc_cite_mosaic
+from .data._registry import sha256sum
 from .model import HoloCell
 from .model._safe_write import atomic_file
 
@@ -159,7 +159,7 @@ def check_demo_outputs(out_dir: Path, names: tuple[str, ...]) -> None:
     for name in names:
         path = out_dir / name
         if (path.exists() or path.is_symlink()) and (
-            path.is_symlink() or not path.is_file() or written.get(name) != _sha256(path)
+            path.is_symlink() or not path.is_file() or written.get(name) != sha256sum(path)
         ):
             raise FileExistsError(
                 f"{path} exists and is not an unchanged output of an earlier demo; holocell never writes over it. "
@@ -172,7 +172,7 @@ def _demo_file(out_dir: Path, name: str, suffix: str = "") -> Iterator[Path]:
     """A temporary path to write ``out_dir / name`` to; renamed into place and recorded in the manifest."""
     with atomic_file(out_dir / name, suffix) as tmp:
         yield tmp
-    written = _manifest(out_dir) | {name: _sha256(out_dir / name)}
+    written = _manifest(out_dir) | {name: sha256sum(out_dir / name)}
     with atomic_file(out_dir / MANIFEST) as tmp:
         tmp.write_text(json.dumps(written, indent=1))
 
@@ -183,14 +183,6 @@ def _manifest(out_dir: Path) -> dict[str, str]:
     except (OSError, ValueError):  # none yet, or unreadable: nothing there counts as the demo's
         return {}
     return written if isinstance(written, dict) else {}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(2**20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _umap_plot(mdata: md.MuData, path: Path) -> None:
