@@ -347,6 +347,9 @@ def test_tl_never_replaces_keys_it_did_not_write(sim):
     for _ in range(2):  # its own earlier embedding is replaced, as documented
         hc.tl.embed(work, model, key_added="X_mine", progress_bar=False)
     assert work.obsm["X_mine"].shape == (work.n_obs, model.config.embedding_dim)
+    work.obsm["X_holocell"] = np.zeros((work.n_obs, 2))  # the README's model.get_latent_representation() step
+    hc.tl.embed(work, model, progress_bar=False)  # holocell's own name: replaced
+    assert work.obsm["X_holocell"].shape == (work.n_obs, model.config.embedding_dim)
     cells = dict(genes=["SIM1"], **FAST)
     hc.tl.perturb(work, model, key_added="mine", **cells)
     hc.tl.perturb(work, model, key_added="mine", **cells)  # its own earlier result: replaced

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ._keys import check_outputs
+from ._keys import check_key_added, check_outputs
+
+DEFAULT_KEY = "X_holocell"
+"""holocell's own ``.obsm`` name, which the docs also fill with ``model.get_latent_representation()``."""
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -18,7 +21,7 @@ def embed(
     model: HoloCell,
     *,
     modality: str | Sequence[str] | None = None,
-    key_added: str = "X_holocell",
+    key_added: str = DEFAULT_KEY,
     batch_size: int | None = None,
     device: str | None = None,
     progress_bar: bool | None = None,
@@ -35,8 +38,10 @@ def embed(
     modality
         Embed from this modality (or list) only; default: all modalities each cell has.
     key_added
-        ``.obsm`` and ``.uns`` key. The embedding of an earlier ``embed`` with the same ``key_added`` is replaced;
-        any other existing entry (the user's data, e.g. ``"X_pca"``) is never replaced: ``ValueError``.
+        ``.obsm`` and ``.uns`` key. ``"X_holocell"`` (holocell's own name, also what
+        ``mdata.obsm["X_holocell"] = model.get_latent_representation()`` fills) is always replaced, and so is the
+        embedding of an earlier ``embed`` with the same ``key_added``; any other existing entry (the user's data,
+        e.g. ``"X_pca"``) is never replaced: ``ValueError``.
     batch_size
         Cells per forward pass (default: chosen from the model size).
     device
@@ -52,7 +57,9 @@ def embed(
     (``(n_cells, n_latent)``, the cell state's posterior mean) and ``mdata.uns[key_added]["params"]`` (``modality``: the modalities embedded
     from, ``"all"`` for every modality each cell has).
     """
-    check_outputs(mdata, key_added, "embed", obsm=[key_added])
+    check_key_added(key_added)
+    if key_added != DEFAULT_KEY:  # holocell's own name is always its embedding (see key_added)
+        check_outputs(mdata, key_added, "embed", obsm=[key_added])
     mdata = mdata.copy() if copy else mdata
     mdata.obsm[key_added] = model.get_latent_representation(
         mdata, modality=modality, batch_size=batch_size, device=device, progress_bar=progress_bar
