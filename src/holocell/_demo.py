@@ -8,6 +8,7 @@ itself is in :mod:`holocell.evaluation` (``score_prediction``, ``baseline_scores
 from __future__ import annotations
 
 import json
+import os
 import resource
 import time
 from collections.abc import Iterator
@@ -158,9 +159,7 @@ def check_demo_outputs(out_dir: Path, names: tuple[str, ...]) -> None:
     written = _manifest(out_dir)
     for name in names:
         path = out_dir / name
-        if (path.exists() or path.is_symlink()) and (
-            path.is_symlink() or not path.is_file() or written.get(name) != sha256sum(path)
-        ):
+        if os.path.lexists(path) and (path.is_symlink() or not path.is_file() or written.get(name) != sha256sum(path)):
             raise FileExistsError(
                 f"{path} exists and is not an unchanged output of an earlier demo; holocell never writes over it. "
                 "Choose another output folder, or move or remove it yourself."
