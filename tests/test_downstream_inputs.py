@@ -314,6 +314,9 @@ def test_annotate_arguments(sim):
         with pytest.raises(ValueError, match="consistency_weight must be a finite number >= 0"):
             hc.tl.annotate(work, model, labels_key="cell_type", query=query, method="finetune",
                            consistency_weight=bad, key_added="cw")  # fmt: skip
+    for bad in ({"batch_size": 1.5}, {"batch_size": 0}, {"max_epochs": 2.5}, {"max_epochs": 0}):  # were truncated
+        with pytest.raises((TypeError, ValueError), match=f"{next(iter(bad))} must be an integer >= 1"):
+            hc.tl.annotate(work, model, labels_key="cell_type", query=query, method="finetune", key_added="cw", **bad)
     assert fingerprint(work) == before
 
 

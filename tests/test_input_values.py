@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import torch
 
 import holocell as hc
 
@@ -205,3 +206,39 @@ def test_generation_temperature_must_be_finite_and_non_negative(temperature):
     with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
         model.generate(mdata, target="protein", n_steps=2, temperature=temperature, progress_bar=False)
     assert "protein_generated" not in mdata.mod
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        ({"batch_size": 1.5}, TypeError, "batch_size must be an integer >= 1"),
+        ({"batch_size": 0}, ValueError, "batch_size must be an integer >= 1"),
+        ({"batch_size": True}, TypeError, "batch_size must be an integer >= 1"),
+        ({"device": "bogus"}, ValueError, "is not a torch device"),
+        ({"device": 3.0}, TypeError, "device must be a string"),
+    ],
+)
+def test_inference_batch_size_and_device_are_checked(kwargs, error, words):
+    """batch_size=1.5 used to be truncated to 1 without a word, and a bad device gave torch's own error."""
+    mdata = _sim()
+    with _sim_genes():
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    model = hc.HoloCell(mdata, **TINY)
+    with pytest.raises(error, match=words):
+        model.get_latent_representation(mdata, progress_bar=False, **kwargs)
+    with pytest.raises(error, match=words):
+        model.generate(mdata, target="protein", progress_bar=False, **kwargs)
+    assert "protein_generated" not in mdata.mod
+    assert next(model.module.parameters()).device.type == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a CUDA GPU")
+def test_cuda_without_a_gpu_is_refused_with_the_fix():
+    mdata = _sim()
+    with _sim_genes():
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    model = hc.HoloCell(mdata, **TINY)
+    with pytest.raises(ValueError, match="torch sees no CUDA GPU on this machine; pass device='cpu'"):
+        model.get_latent_representation(mdata, device="cuda", progress_bar=False)
+    z = model.get_latent_representation(mdata, device="cpu", batch_size=np.int64(7), progress_bar=False)
+    assert z.shape[0] == mdata.n_obs and np.isfinite(z).all()

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 
 def as_names(value: str | Iterable[str] | None, what: str) -> list[str]:
@@ -121,4 +122,25 @@ def cell_indices(indices: Sequence[int] | np.ndarray | None, n_cells: int) -> np
     return np.where(idx < 0, idx + n_cells, idx)
 
 
-__all__ = ["as_names", "cell_indices", "check_count", "check_quantile", "modality_cells"]
+
+
+def check_device(device) -> torch.device:
+    """``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or a :class:`torch.device`) as a device this
+    machine has; ``ValueError`` naming the devices it does have otherwise."""
+    if isinstance(device, bool) or not isinstance(device, str | torch.device):
+        raise TypeError(f"device must be a string such as 'cpu' or 'cuda', or a torch.device, got {device!r}.")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"device={device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:0' or 'mps'.") from err
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if dev.type == "cuda" and (n_gpus == 0 or (dev.index is not None and dev.index >= n_gpus)):
+        have = "no CUDA GPU" if n_gpus == 0 else f"{n_gpus} CUDA GPU(s), cuda:0 to cuda:{n_gpus - 1}"
+        raise ValueError(f"device={device!r}, but torch sees {have} on this machine; pass device='cpu'.")
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type == "mps" and not (mps is not None and mps.is_available()):
+        raise ValueError(f"device={device!r}, but torch has no MPS (Apple GPU) here; pass device='cpu'.")
+    return dev
+
+
+__all__ = ["as_names", "cell_indices", "check_count", "check_device", "check_quantile", "modality_cells"]

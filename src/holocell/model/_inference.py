@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .._settings import settings
 from ..data.arrays import closes_backed_path, make_loader
-from ._args import cell_indices, check_temperature
+from ._args import cell_indices, check_count, check_device, check_temperature
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -53,7 +53,7 @@ class InferenceMixin:
         """``batch_size``, or one that keeps the activations within :data:`ACTIVATION_BUDGET` and the outputs
         within :data:`OUTPUT_BUDGET`."""
         if batch_size is not None:
-            return int(batch_size)
+            return check_count(batch_size, "batch_size")
         size = min(MAX_BATCH, ACTIVATION_BUDGET // (self.config.n_anchors * self.config.d_model))
         if n_outputs:
             size = min(size, OUTPUT_BUDGET // n_outputs)
@@ -61,7 +61,7 @@ class InferenceMixin:
 
     def _device(self, device: str | torch.device | None) -> torch.device:
         if device is not None:
-            self.module.to(device)
+            self.module.to(check_device(device))
         return next(self.module.parameters()).device
 
     def _batches(

@@ -151,6 +151,9 @@ def annotate(
     if class_weight == "auto":
         class_weight = "balanced" if method == "finetune" else None
     classification_weight = check_weight(classification_weight, "classification_weight", positive=True)
+    if method == "finetune":
+        max_epochs = check_count(max_epochs, "max_epochs")
+        batch_size = check_count(batch_size, "batch_size", none_ok=True)
     consistency_weight = check_weight(consistency_weight, "consistency_weight")
     check_key_added(key_added)
     if labels_key in (key_added, f"{key_added}_confidence"):
@@ -229,22 +232,20 @@ def _finetuned_proba(
     """Class probabilities of the query cells from a head fine-tuned with the encoder (``method="finetune"``)."""
     from ..model._classifier import finetune_classifier, predict_proba
 
-    if int(max_epochs) < 1:
-        raise ValueError(f"max_epochs must be >= 1, got {max_epochs!r}.")
     classes = np.unique(labels[ref].astype(str).to_numpy())
     codes = np.full(mdata.n_obs, -1, dtype=np.int64)
     codes[ref] = np.searchsorted(classes, labels[ref].astype(str).to_numpy())
     keep = model._check_modalities(modality)
     _, arrays = model._arrays(mdata)
-    size = 128 if batch_size is None else int(batch_size)
+    size = 128 if batch_size is None else batch_size
     torch_device = model._device(device)
     clf = finetune_classifier(
-        model, arrays, codes, classes, max_epochs=int(max_epochs), batch_size=size, device=torch_device, seed=seed,
+        model, arrays, codes, classes, max_epochs=max_epochs, batch_size=size, device=torch_device, seed=seed,
         progress_bar=progress_bar, **head_kwargs,
     )  # fmt: skip
     proba = predict_proba(model, clf, arrays, np.flatnonzero(q), modalities=keep, batch_size=size,
                           device=torch_device, progress_bar=progress_bar)  # fmt: skip
-    extra = {"temperature": clf.temperature, "epochs_run": len(clf.history) or int(max_epochs),
+    extra = {"temperature": clf.temperature, "epochs_run": len(clf.history) or max_epochs,
              "best_epoch": clf.best_epoch}
     weights = {k: head_kwargs[k] for k in ("classification_weight", "consistency_weight")}
     return proba, classes, extra | weights
