@@ -302,6 +302,11 @@ def test_annotate_arguments(sim):
     shuffled = pd.Series(query, index=work.obs_names).iloc[::-1]
     hc.tl.annotate(work, None, labels_key="cell_type", query=shuffled, use_rep="rep", method="knn")
     assert (work.obs["holocell_label"].notna().to_numpy() == query).all()
+    # a query that overlaps the reference is labelled from its own labels: said, not refused
+    with pytest.warns(hc.HoloCellWarning, match=f"{int(query.sum())} query cells are also reference cells"):
+        hc.tl.annotate(work, None, labels_key="cell_type", query=query, reference=np.ones(work.n_obs, bool),
+                       use_rep="rep", method="knn", key_added="overlap")  # fmt: skip
+    assert work.obs["overlap"].notna().sum() == query.sum()
     before = fingerprint(work)
     for bad in ("Balanced", "", {"type0": 2.0}, True, np.ones(2)):  # a typo; a dict is sklearn's other form
         with pytest.raises(ValueError, match="class_weight must be 'auto', 'balanced' or None"):

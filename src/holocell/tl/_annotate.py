@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -12,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
+from .._warnings import HoloCellWarning
 from ..model._args import check_count, check_weight
 from ._compat import legacy_positional
 from ._keys import check_key_added, check_outputs
@@ -171,6 +173,14 @@ def annotate(
         raise ValueError(f"{int((ref & ~labelled).sum())} reference cells have no {labels_key!r} label.")
     if ref.sum() == 0 or q.sum() == 0:
         raise ValueError(f"Need reference and query cells; got {int(ref.sum())} and {int(q.sum())}.")
+    if (ref & q).any():
+        warnings.warn(
+            f"{int((ref & q).sum())} query cells are also reference cells: each is labelled by a reference that "
+            "holds its own label, so their predictions (and any accuracy computed on them) are optimistic. Pass a "
+            "query and a reference without common cells.",
+            HoloCellWarning,
+            stacklevel=3,
+        )
     extra = {}
     if method == "finetune":
         proba, classes, extra = _finetuned_proba(
