@@ -138,6 +138,8 @@ def _table(mdata):
         ({"cell_state_kwargs": {"value_path": "False"}}, "'value_path' must be true or false"),
         ({"cell_state_kwargs": {"tie_peaks_to_genes": 1.5}}, "'tie_peaks_to_genes' must be true or false"),
         ({"cell_state_kwargs": {"n_hidden": 0}}, "'n_hidden'"),
+        ({"d_model": 15}, "must divide d_model=15"),  # was a bare AssertionError inside torch code
+        ({"d_model": 16, "n_heads": 3}, "n_heads=3 must divide d_model=16"),
     ],
 )
 def test_bad_constructor_arguments_are_named(kwargs, words):
@@ -242,3 +244,48 @@ def test_cuda_without_a_gpu_is_refused_with_the_fix():
         model.get_latent_representation(mdata, device="cuda", progress_bar=False)
     z = model.get_latent_representation(mdata, device="cpu", batch_size=np.int64(7), progress_bar=False)
     assert z.shape[0] == mdata.n_obs and np.isfinite(z).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        ({"n_steps": 0, "temperature": 1.0}, ValueError, "nothing would be sampled; pass n_steps >= 1"),
+        ({"temperature": 5.0}, ValueError, "nothing would be sampled"),  # protein's default is the mean (0 steps)
+        ({"n_steps": 2, "remasking": "bogus"}, ValueError, "remasking must be 'low_confidence' or 'random'"),
+        ({"n_steps": 0, "remasking": "bogus"}, ValueError, "remasking must be"),
+        ({"n_steps": 2, "seed": 1.5}, TypeError, "seed must be an integer >= 0"),
+        ({"n_steps": 2, "seed": 2**70}, ValueError, "seed must be below 2\\*\\*63"),
+        ({"n_steps": 2.0}, TypeError, "n_steps must be an integer >= 0"),
+    ],
+)
+def test_sampling_settings_that_would_be_ignored_are_refused(kwargs, error, words):
+    """temperature and remasking were recorded but ignored at n_steps=0; a bad seed failed deep in torch."""
+    mdata = _sim()
+    with _sim_genes():
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    model = hc.HoloCell(mdata, **TINY)
+    with pytest.raises(error, match=words):
+        model.generate(mdata, target="protein", progress_bar=False, **kwargs)
+    assert "protein_generated" not in mdata.mod
+    out = model.generate(mdata, target="protein", n_steps=np.int64(2), temperature=1.0, seed=np.int64(3),
+                         progress_bar=False)  # fmt: skip
+    assert out.uns["holocell"]["params"]["n_steps"] == 2 and np.isfinite(out.X).all()
+
+
+def test_load_checks_the_device_first(tmp_path):
+    """load(device="bogus") gave torch's own error after the whole model was built; load_pretrained checks it
+    before any download."""
+    mdata = _sim()
+    with _sim_genes():
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    hc.HoloCell(mdata, **TINY).save(tmp_path / "model")
+    for device, words in (("bogus", "is not a torch device"), ("meta", "cannot run holocell")):
+        with pytest.raises(ValueError, match=words):
+            hc.HoloCell.load(tmp_path / "model", mdata.copy(), device=device)
+        with pytest.raises(ValueError, match=words):  # a URL that is never fetched
+            hc.HoloCell.load_pretrained("http://127.0.0.1:9/none.zip", device=device)
+    with _sim_genes():
+        model = hc.HoloCell.load(tmp_path / "model", mdata.copy(), device="cpu")
+    with pytest.raises(ValueError, match="cannot run holocell"):  # "meta" would have dropped the weights
+        model.get_latent_representation(mdata, device="meta", progress_bar=False)
+    assert np.isfinite(model.get_latent_representation(mdata, progress_bar=False)).all()

@@ -110,6 +110,20 @@ def test_whole_workflow_keeps_user_data():
     assert _snapshot(mdata, ["protein", "protein_gen"]) == kept
     model.generate(mdata, target="protein", n_steps=1, key_added="protein_gen", overwrite=True, seed=1)
     assert _snapshot(mdata, ["protein"]) == {"protein": kept["protein"]}
+    # ... nor with it, when holocell did not generate it: the measured data, or the user's own modality
+    work = mdata.copy()  # new data, with a modality of the user's own
+    work.mod["mine"] = work.mod["protein"].copy()
+    work.update()
+    kept = _snapshot(work, ["protein", "rna", "mine", "protein_gen"])
+    for key in ("protein", "rna", "mine"):
+        with pytest.raises(ValueError, match="never replaces it|not written by holocell's generate"):
+            model.generate(work, target="protein", n_steps=1, key_added=key, overwrite=True)
+    for bad in (5, "", " ", "a/b"):  # 5 used to leave mdata unwritable; "a/b" wrote an unreadable .h5mu
+        with pytest.raises((TypeError, ValueError), match="key_added"):
+            model.generate(work, target="protein", n_steps=1, key_added=bad)
+    assert _snapshot(work, ["protein", "rna", "mine", "protein_gen"]) == kept
+    assert set(work.mod) == set(before) | {"protein_gen", "mine"}
+    model.generate(work, target="protein", n_steps=1, key_added="protein_gen", overwrite=True)  # holocell's own
 
 
 def test_interrupted_save_leaves_old_model(trained, saved):

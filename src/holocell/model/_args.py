@@ -133,6 +133,8 @@ def check_device(device) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, ValueError) as err:
         raise ValueError(f"device={device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:0' or 'mps'.") from err
+    if dev.type not in ("cpu", "cuda", "mps"):  # "meta" and the like hold no weights: the model would be lost
+        raise ValueError(f"device={device!r} cannot run holocell; use 'cpu', 'cuda', 'cuda:0' or 'mps'.")
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if dev.type == "cuda" and (n_gpus == 0 or (dev.index is not None and dev.index >= n_gpus)):
         have = "no CUDA GPU" if n_gpus == 0 else f"{n_gpus} CUDA GPU(s), cuda:0 to cuda:{n_gpus - 1}"
@@ -143,4 +145,16 @@ def check_device(device) -> torch.device:
     return dev
 
 
-__all__ = ["as_names", "cell_indices", "check_count", "check_device", "check_quantile", "modality_cells"]
+def check_key_added(key_added, what: str = "key_added") -> str:
+    """``key_added`` as a non-empty ``str`` that ``.h5mu`` files can store (no ``"/"``, HDF5's path separator)."""
+    if not isinstance(key_added, str) or not key_added.strip():
+        raise TypeError(f"{what} must be a non-empty string (the name of the keys written), got {key_added!r}.")
+    if "/" in key_added:
+        raise ValueError(
+            f"{what}={key_added!r} holds '/', which .h5mu files read as a folder, so the result could not be read "
+            "back; use another name, e.g. with '_'."
+        )
+    return key_added
+
+
+__all__ = ["as_names", "cell_indices", "check_count", "check_device", "check_key_added", "check_quantile", "modality_cells"]

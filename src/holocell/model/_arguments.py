@@ -42,6 +42,12 @@ def check_arguments(arguments: Mapping, objective_kwargs: Mapping) -> dict:
     """
     init = {k: python_scalar(arguments[k]) for k in _CHECKED if k in arguments}
     check_section(init, [r for r in INIT_PARAMS if r.key in _CHECKED], "HoloCell()", partial=True, hint=_HINT)
+    d_model, n_heads = init.get("d_model", 128), init.get("n_heads", 4)
+    if d_model % n_heads:
+        raise ValueError(
+            f"HoloCell(): n_heads={n_heads} must divide d_model={d_model} (each attention head gets d_model / n_heads "
+            "dimensions); e.g. d_model=64 with n_heads=4."
+        )
     # types and finiteness here; ranges and choices by ObjectiveConfig, whose messages say what each field is
     types_only = [replace(r, low=None, high=None, choices=()) for r in OBJECTIVE]
     known = {r.key for r in OBJECTIVE}

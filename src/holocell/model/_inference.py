@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .._settings import settings
 from ..data.arrays import closes_backed_path, make_loader
-from ._args import cell_indices, check_count, check_device, check_temperature
+from ._args import cell_indices, check_count, check_device, check_key_added, check_temperature
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -44,6 +44,39 @@ def default_steps(target: str, cell_state: bool) -> int:
     if not cell_state:
         return 8
     return 1 if target == "atac" else 0
+
+
+def check_sampling(n_steps: int, temperature: float, remasking, seed) -> int:
+    """Refuse sampling settings that would be ignored or fail deep in torch; return ``seed`` as an ``int``."""
+    if remasking not in ("low_confidence", "random"):
+        raise ValueError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}.")
+    if temperature > 0 and n_steps == 0:
+        raise ValueError(
+            f"temperature={temperature} samples during iterative denoising, but n_steps=0 decodes the likelihood "
+            "mean in one shot (the default for RNA and protein), so nothing would be sampled; pass n_steps >= 1."
+        )
+    if check_count(seed, "seed", minimum=0) >= 2**63:
+        raise ValueError(f"seed must be below 2**63, got {seed!r}.")
+    return int(seed)
+
+
+def check_generated_key(mdata: MuData, key: str, overwrite: bool, registered: set[str]) -> None:
+    """Refuse to write the generated modality over data holocell did not generate."""
+    if key not in mdata.mod:
+        return
+    if key in registered:
+        raise ValueError(
+            f"key_added={key!r} is a modality the model reads (the measured data); generate never replaces it, "
+            "even with overwrite=True. Pass another key_added."
+        )
+    if not overwrite:
+        raise ValueError(f"mdata.mod already has {key!r}; pass overwrite=True or another key_added.")
+    record = mdata.mod[key].uns.get("holocell")
+    if not (isinstance(record, dict) and "params" in record and "X" in record):
+        raise ValueError(
+            f"mdata.mod[{key!r}] was not written by holocell's generate, so overwrite=True does not replace it; "
+            "pass another key_added."
+        )
 
 
 class InferenceMixin:
@@ -162,13 +195,14 @@ class InferenceMixin:
             default training length (protein: mean 0.38 vs 0.34 Pearson on PBMC; ATAC: one step 0.57 vs 0.52
             AUROC on SNARE-seq2; more steps add nothing, see ``docs/design.md``); ``8`` for a model without one.
         key_added
-            Name of the new modality; default ``"<modality name>_generated"``.
+            Name of the new modality; default ``"<modality name>_generated"``. A non-empty string without ``"/"``.
         sources
             Modalities to condition on; default: all others.
         remasking
             ``"low_confidence"`` (commit the most confident predictions first) or ``"random"``.
         temperature
-            0 for the most likely values; > 0 samples bins and peaks.
+            0 for the most likely values; > 0 samples bins and peaks during iterative denoising (needs
+            ``n_steps >= 1``: with ``n_steps=0`` nothing is sampled, so it is refused).
         transform_batch
             Generate every cell as if it came from this training batch (e.g. one where the target
             modality was measured); default: each cell's own batch.
@@ -177,7 +211,8 @@ class InferenceMixin:
         progress_bar
             Show a progress bar (``None``: follow :data:`holocell.settings` ``.progress_bar``).
         overwrite
-            Replace an existing modality named ``key_added``.
+            Replace an existing modality named ``key_added`` that an earlier ``generate`` wrote. A modality the
+            model reads, or any other modality holocell did not generate, is never replaced (``ValueError``).
         var_suffix
             Appended to each feature name of the new modality (``cd14`` -> ``cd14_generated``), so that
             ``mdata.var_names`` stay unique; ``var["measured_name"]`` keeps the measured feature's name.
@@ -197,12 +232,13 @@ class InferenceMixin:
         sources = self._check_modalities(sources)
         if sources is not None and target in sources:
             raise ValueError("The target modality cannot also be a source.")
+        n_steps = check_count(n_steps, "n_steps", minimum=0, none_ok=True)
         if n_steps is None:
             n_steps = default_steps(target, self.config.cell_state)
+        seed = check_sampling(n_steps, temperature, remasking, seed)
+        key_added = f"{self.modalities_[target]}_generated" if key_added is None else check_key_added(key_added)
         mdata, arrays = self._arrays(mdata, transform_batch)
-        key_added = key_added or f"{self.modalities_[target]}_generated"
-        if key_added in mdata.mod and not overwrite:
-            raise ValueError(f"mdata.mod already has {key_added!r}; pass overwrite=True or another key_added.")
+        check_generated_key(mdata, key_added, overwrite, set(self.modalities_.values()))
         device = self._device(device)
         self.module.eval()
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -214,7 +250,7 @@ class InferenceMixin:
         start = 0
         for batch in self._batches(arrays, None, size, device, f"generating {target}", progress_bar):
             res = self.module.generate(
-                batch, target, sources, n_steps=n_steps, remasking=remasking, temperature=temperature, generator=generator
+                batch, target, sources, n_steps=int(n_steps), remasking=remasking, temperature=temperature, generator=generator
             )
             stop = start + len(batch["present"])
             if target == "atac":

@@ -36,6 +36,7 @@ import scipy.sparse as sp
 
 from ..data import _download, _registry
 from . import _checkpoint
+from ._args import check_device
 from ._safe_write import atomic_file, replaceable_target
 
 if TYPE_CHECKING:
@@ -307,6 +308,7 @@ def load_pretrained(
     device=None,
 ) -> HoloCell:
     """See :meth:`HoloCell.load_pretrained`."""
+    device = None if device is None else check_device(device)  # before any download
     path = resolve(name_or_path_or_url, sha256)
     label = None if path.is_dir() else str(path)
     with unpacked(path) as ckpt:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import _checkpoint, _pretrained
+from ._args import check_device
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -75,6 +76,7 @@ class SaveLoadMixin:
         device
             Device to place the weights on (default CPU).
         """
+        device = None if device is None else check_device(device)
         return cls._from_checkpoint_dir(Path(dir_path), mdata, device)
 
     @classmethod

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from ..model._args import check_key_added
+
 if TYPE_CHECKING:
     from mudata import MuData
 
@@ -35,13 +37,6 @@ def written_by(value, function: str) -> bool:
     if function == "embed":  # "params" alone is common (scanpy's records have it): embed's names the modalities
         return isinstance(value, Mapping) and isinstance(value.get("params"), Mapping) and "modality" in value["params"]
     return isinstance(value, Mapping) and set(keys) <= set(value)
-
-
-def check_key_added(key_added, what: str = "key_added") -> str:
-    """``key_added`` as a non-empty ``str``."""
-    if not isinstance(key_added, str) or not key_added:
-        raise TypeError(f"{what} must be a non-empty string (the name of the keys written), got {key_added!r}.")
-    return key_added
 
 
 def check_outputs(
