@@ -140,6 +140,10 @@ def test_embedding_cells_as_mask_positions_or_bad_values(sim):
         model.get_latent_representation(mdata, indices=[mdata.n_obs])
     with pytest.raises(TypeError, match="integer positions"):
         model.get_latent_representation(mdata, indices=[0.5])
+    with pytest.raises(ValueError, match="a 0/1 mask read as positions"):  # an int mask, e.g. from .astype(int)
+        model.get_latent_representation(mdata, indices=mask.astype(int))
+    with pytest.raises(ValueError, match="a 0/1 mask read as positions"):
+        model.predict_perturbation(mdata, genes=["SIM1"], indices=mask.astype(np.int8))
 
 
 def test_an_edit_that_applies_to_no_cell_is_an_error_not_nan(sim):
@@ -307,6 +311,9 @@ def test_annotate_arguments(sim):
         hc.tl.annotate(work, None, labels_key="cell_type", query=query, reference=np.ones(work.n_obs, bool),
                        use_rep="rep", method="knn", key_added="overlap")  # fmt: skip
     assert work.obs["overlap"].notna().sum() == query.sum()
+    work.obs["one_label"] = pd.Series(np.where(query, None, "type0"), index=work.obs_names)  # one reference label
+    with pytest.warns(hc.HoloCellWarning, match="The reference cells have one label"):
+        hc.tl.annotate(work, None, labels_key="one_label", query=query, use_rep="rep", method="knn", key_added="one")
     before = fingerprint(work)
     for bad in ("Balanced", "", {"type0": 2.0}, True, np.ones(2)):  # a typo; a dict is sklearn's other form
         with pytest.raises(ValueError, match="class_weight must be 'auto', 'balanced' or None"):

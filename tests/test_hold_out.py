@@ -47,3 +47,5 @@ def test_hold_out_refuses_what_it_cannot_do(pbmc):
         hc.data.hold_out(pbmc, modality="adt", batches="p4_0", batch_key="donor")
     with pytest.raises(ValueError, match="every 'adt' cell"):
         hc.data.hold_out(pbmc, modality="adt", batches=["p2_0", "p3_0", "p4_0"])
+    with pytest.raises(TypeError, match="batches must be a batch name or a list of names"):
+        hc.data.hold_out(pbmc, modality="adt", batches=0)  # was "'int' object is not iterable"

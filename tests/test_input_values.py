@@ -289,3 +289,26 @@ def test_load_checks_the_device_first(tmp_path):
     with pytest.raises(ValueError, match="cannot run holocell"):  # "meta" would have dropped the weights
         model.get_latent_representation(mdata, device="meta", progress_bar=False)
     assert np.isfinite(model.get_latent_representation(mdata, progress_bar=False)).all()
+
+
+def test_new_data_of_the_wrong_kind_is_named(tmp_path):
+    """An AnnData, an .h5ad path or new cells without the batch column gave pandas' / mudata's own errors."""
+    mdata = _sim()
+    with _sim_genes():
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    model = hc.HoloCell(mdata, **TINY)
+    with pytest.raises(TypeError, match="wrap it with mudata.MuData"):
+        model.get_latent_representation(mdata["rna"].copy(), progress_bar=False)
+    with pytest.raises(TypeError, match="wrap it with mudata.MuData"):
+        model.generate(mdata["rna"].copy(), target="protein", progress_bar=False)
+    mdata["rna"].write_h5ad(tmp_path / "rna.h5ad")
+    with pytest.raises(TypeError, match="is an .h5ad file"):
+        model.get_latent_representation(tmp_path / "rna.h5ad", progress_bar=False)
+    new = mdata.copy()
+    del new.obs["batch"]
+    with pytest.raises(KeyError, match="no column 'batch', the batch_key the model was set up with"):
+        model.get_latent_representation(new, progress_bar=False)
+    with pytest.raises(ValueError, match="An empty list names no modality"):
+        model.get_latent_representation(mdata, modality=[], progress_bar=False)
+    out = model.generate(new, target="protein", transform_batch="batch0", progress_bar=False)
+    assert np.isfinite(out.X).all()

@@ -6,8 +6,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import anndata as ad
 import matplotlib.pyplot as plt
+import mudata as md
 import numpy as np
+import pandas as pd
 import pytest
 
 import holocell as hc
@@ -112,9 +115,13 @@ def test_save_never_writes_over_a_file_holocell_did_not_write(tmp_path):
     (tmp_path / "results").mkdir()
     for path, error, words in [
         (paper, FileExistsError, "holocell did not write"),
-        (photo, FileExistsError, "holocell did not write"),
+        (photo, ValueError, "only as png/pdf/svg/ps/eps"),  # a JPEG cannot carry the mark: refused up front
         (tmp_path / "plots.png", FileExistsError, "is a directory"),
-        (tmp_path / "results", None, None),  # no extension: matplotlib's default, results.png beside the folder
+        (
+            tmp_path / "results",
+            None,
+            None,
+        ),  # no extension: matplotlib's default, results.png beside the folder
         (tmp_path / "data.h5mu", ValueError, "cannot write 'h5mu' figures"),
     ]:
         ax = draw()
@@ -124,7 +131,10 @@ def test_save_never_writes_over_a_file_holocell_did_not_write(tmp_path):
         with pytest.raises(error, match=words):
             finish(ax, False, path)
         plt.close(ax.figure)
-    assert paper.read_bytes() == b"%PDF-1.7 the user's own paper" and photo.read_bytes() == b"\xff\xd8 the user's photo"
+    assert (
+        paper.read_bytes() == b"%PDF-1.7 the user's own paper"
+        and photo.read_bytes() == b"\xff\xd8 the user's photo"
+    )
     assert not (tmp_path / "data.h5mu").exists()
     for name in ("again.png", "again.pdf", "again.svg", "sub/again.eps"):  # holocell's own figure: replaced
         for _ in range(2):
@@ -132,4 +142,157 @@ def test_save_never_writes_over_a_file_holocell_did_not_write(tmp_path):
         assert (tmp_path / name).stat().st_size > 1_000
     assert sorted(p.name for p in tmp_path.rglob("*") if ".tmp." in p.name) == []  # no temporary file is left
     assert _png(tmp_path / "results.png")
+    plt.close("all")
+
+
+# Inputs that are missing or wrong are named before anything is drawn or saved (probe d10): no bare KeyError from
+# pandas or mudata half-way through a plot, and no figure file.
+
+
+@pytest.fixture
+def grn_table():
+    """A small table shaped like the one ``hc.tl.grn`` writes to ``mdata.uns['holocell_grn']``."""
+    return pd.DataFrame(
+        {"tf": ["TF1"] * 4, "target": list("ABCD"), "score": [0.9, 0.5, 0.3, 0.1], "rank": [1, 2, 3, 4]}
+    )
+
+
+@pytest.fixture
+def perturbed():
+    """A tiny MuData with what ``hc.tl.perturb`` writes (the summary, the RNA shift modality), without a model."""
+    obs = pd.DataFrame({"celltype": ["B", "T", "T"]}, index=["c0", "c1", "c2"])
+    rna = ad.AnnData(np.zeros((3, 2), dtype=np.float32), obs=obs.copy(), var=pd.DataFrame(index=["G1", "G2"]))
+    mdata = md.MuData({"rna": rna})
+    mdata.obs["celltype"] = obs["celltype"]
+    mdata.mod["holocell_perturb_rna"] = ad.AnnData(
+        rna.X + 1, obs=pd.DataFrame(index=obs.index), var=rna.var.copy()
+    )
+    summary = {"modality": ["rna", "rna"], "feature": ["G1", "G2"], "mean_shift": [0.5, -0.2]}
+    summary |= {"abs_mean_shift": [0.5, 0.2], "frac_up": [1.0, 0.0], "edited": [False, False], "rank": [1, 2]}
+    mdata.uns["holocell_perturb"] = {
+        "params": {"mode": "knockout", "genes": ["G0"]},
+        "summary": pd.DataFrame(summary),
+    }
+    return mdata
+
+
+def test_feature_scores_names_a_missing_modality(trained_pbmc, generated, tmp_path):
+    """The defaults (measured='adt', generated='adt_generated') on data without them raised KeyError('adt_generated')."""
+    out = tmp_path / "scores.png"
+    with pytest.raises(KeyError, match=r"mdata.mod has no 'adt_generated' .*'rna'.*model.generate\(mdata"):
+        hc.pl.feature_scores(trained_pbmc[0], save=out, show=False)
+    mdata, _ = generated
+    with pytest.raises(KeyError, match=r"no 'protein' \(from measured=\).*AnnData of raw counts"):
+        hc.pl.feature_scores(mdata, measured="protein", save=out, show=False)
+    with pytest.raises(KeyError, match="no layer 'counts'"):
+        hc.pl.feature_scores(mdata, layer="counts", save=out, show=False)
+    with pytest.raises(TypeError, match="must be a MuData"):
+        hc.pl.feature_scores(mdata["adt"], save=out, show=False)
+    with pytest.raises(ValueError, match="metric must be"):
+        hc.pl.feature_scores(mdata, metric="spearman", save=out, show=False)
+    assert not out.exists()
+    plt.close("all")
+
+
+def test_generated_vs_measured_names_a_missing_obs_column(generated, tmp_path):
+    mdata, _ = generated
+    out = tmp_path / "scatter.png"
+    feature = mdata["adt"].var_names[0]
+    with pytest.raises(KeyError, match=r"mdata.obs has no column 'nope' \(color=\).*'celltype'"):
+        hc.pl.generated_vs_measured(mdata, feature, color="nope", save=out, show=False)
+    with pytest.raises(KeyError, match=f"shared features include .*{feature!r}"):
+        hc.pl.generated_vs_measured(mdata, "no-such-protein", save=out, show=False)
+    assert not out.exists()
+    plt.close("all")
+
+
+def test_grn_scores_refuses_what_is_not_the_grn_table(generated, grn_table, tmp_path):
+    """A MuData passed for the table raised KeyError('tf')."""
+    out = tmp_path / "grn.png"
+    with pytest.raises(
+        TypeError, match=r"DataFrame: the table hc.tl.grn.*e.g. mdata.uns\['holocell_grn'\].*got MuData"
+    ):
+        hc.pl.grn_scores(generated[0], "TF1", save=out, show=False)
+    with pytest.raises(ValueError, match=r"edges has no columns \['rank'\].*hc.tl.grn"):
+        hc.pl.grn_scores(grn_table.drop(columns="rank"), "TF1", save=out, show=False)
+    with pytest.raises(ValueError, match=r"No edges from 'TF9'.*its TFs: \['TF1'\]"):
+        hc.pl.grn_scores(grn_table, "TF9", save=out, show=False)
+    assert not out.exists()
+    assert len(hc.pl.grn_scores(grn_table, "TF1", n_top=2, show=False).patches) == 2
+    plt.close("all")
+
+
+@pytest.mark.parametrize(
+    ("n_top", "error"),
+    [(-1, ValueError), (0, ValueError), (2.0, TypeError), (True, TypeError), ("3", TypeError)],
+)
+def test_plot_counts_must_be_integers_of_at_least_one(grn_table, perturbed, n_top, error, tmp_path):
+    """``grn_scores(n_top=-1)`` drew every bar; ``n_top`` of both tool plots is now checked."""
+    out = tmp_path / "top.png"
+    with pytest.raises(error, match="n_top must be an integer >= 1"):
+        hc.pl.grn_scores(grn_table, "TF1", n_top=n_top, save=out, show=False)
+    with pytest.raises(error, match="n_top must be an integer >= 1"):
+        hc.pl.perturbation(perturbed, n_top=n_top, save=out, show=False)
+    assert not out.exists()
+    plt.close("all")
+
+
+def test_perturbation_names_missing_inputs(perturbed, tmp_path):
+    out = tmp_path / "perturb.png"
+    with pytest.raises(
+        KeyError, match=r"no 'other' perturbation summary; run hc.tl.perturb\(.*key_added='other'"
+    ):
+        hc.pl.perturbation(perturbed, key="other", save=out, show=False)
+    with pytest.raises(ValueError, match="kind must be 'bar' or 'heatmap'"):
+        hc.pl.perturbation(perturbed, kind="violin", save=out, show=False)
+    with pytest.raises(ValueError, match="needs groupby="):
+        hc.pl.perturbation(perturbed, kind="heatmap", save=out, show=False)
+    with pytest.raises(KeyError, match=r"no column 'cluster' \(groupby=\).*'celltype'"):
+        hc.pl.perturbation(perturbed, kind="heatmap", groupby="cluster", save=out, show=False)
+    assert not out.exists()
+    hc.pl.perturbation(perturbed, kind="heatmap", groupby="celltype", save=out, show=False)
+    assert _png(out)
+    out.unlink()
+    perturbed.mod["holocell_perturb_rna"].var_names = ["G1", "G3"]  # no longer the summary's features
+    with pytest.raises(
+        ValueError, match=r"mdata.mod\['holocell_perturb_rna'\] lacks responders of the summary \['G2'\]"
+    ):
+        hc.pl.perturbation(perturbed, kind="heatmap", groupby="celltype", save=out, show=False)
+    del perturbed.mod["holocell_perturb_rna"]
+    with pytest.raises(KeyError, match="mdata.mod has no 'holocell_perturb_rna'.*kind='bar'"):
+        hc.pl.perturbation(perturbed, kind="heatmap", groupby="celltype", save=out, show=False)
+    perturbed.uns["holocell_perturb"]["summary"] = perturbed.uns["holocell_perturb"]["summary"].drop(
+        columns="edited"
+    )
+    with pytest.raises(ValueError, match=r"has no columns \['edited'\].*hc.tl.perturb"):
+        hc.pl.perturbation(perturbed, save=out, show=False)
+    assert not out.exists()
+    plt.close("all")
+
+
+def test_model_plots_name_a_wrong_model_or_table(generated, tmp_path):
+    mdata, model = generated
+    out = tmp_path / "model.png"
+    with pytest.raises(TypeError, match="must be a HoloCell or its history_ DataFrame, got MuData"):
+        hc.pl.training_history(mdata, save=out, show=False)
+    with pytest.raises(ValueError, match="No column to draw"):
+        hc.pl.training_history(model, keys=[], save=out, show=False)
+    with pytest.raises(TypeError, match="must be a HoloCell or its transfer_report_ DataFrame, got MuData"):
+        hc.pl.transfer_report(mdata, save=out, show=False)
+    with pytest.raises(ValueError, match=r"has no columns \['n_shared', 'n_query'\].*load_pretrained"):
+        hc.pl.transfer_report(pd.DataFrame({"fraction_shared": [0.5]}, index=["rna"]), save=out, show=False)
+    assert not out.exists()
+    ax = hc.pl.training_history(model, keys="train_loss", show=False)  # one name, not its letters
+    assert [line.get_label() for line in ax.get_lines()] == ["train_loss"]
+    plt.close("all")
+
+
+@pytest.mark.parametrize("name", ["figure.jpg", "figure.jpeg", "figure.tiff", "figure.webp"])
+def test_save_refuses_formats_that_cannot_carry_the_mark(grn_table, name, tmp_path):
+    """A JPEG was written once, then refused on the re-run as 'a file holocell did not write'; now it is refused
+    at once, naming the formats that can be replaced and how to write others."""
+    out = tmp_path / name
+    with pytest.raises(ValueError, match=r"only as png/pdf/svg/ps/eps.*ax.figure.savefig"):
+        hc.pl.grn_scores(grn_table, "TF1", save=out, show=False)
+    assert list(tmp_path.iterdir()) == []
     plt.close("all")

@@ -96,6 +96,10 @@ def test_modalities_subset_and_validation():
         simulate_multiome(**SMALL, missing={"rna": ["batch7"]})
     with pytest.raises(ValueError, match="at least one modality"):
         simulate_multiome(**SMALL, modalities=("rna",), missing={"rna": ["batch0"]})
+    for bad in ({"n_cells": 1.5}, {"n_genes": "60"}, {"n_batches": True}):  # numpy's own TypeError before
+        with pytest.raises(TypeError, match=f"`{next(iter(bad))}` must be an integer"):
+            simulate_multiome(**{**SMALL, **bad})
+    assert simulate_multiome(**{**SMALL, "n_cells": np.int64(30)})[0].n_obs == 30
 
 
 def test_determinism():

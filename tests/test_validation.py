@@ -284,6 +284,20 @@ def test_rna_names_match_no_gene_of_the_genome_table(mdata):
     assert "var_names" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "genome, error, words",
+    [
+        ("/nonexistent/genes.bed", FileNotFoundError, "looks like a file path, but no such file exists"),
+        ("", ValueError, "Unknown genome ''"),  # was IsADirectoryError: '' is the current folder
+        ("hg99", ValueError, "Unknown genome 'hg99'"),
+    ],
+)
+def test_a_bad_genome_is_named(mdata, genome, error, words):
+    _setup_ok(mdata, genome=genome)  # the checkpoint's saved feature space may not need it: checked at build
+    with pytest.raises(error, match=words):
+        HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4)
+
+
 def test_unmapped_antibodies_are_reported_not_fatal(mdata):
     prot = mdata.mod["protein"]
     prot.var = prot.var.drop(columns="gene")

@@ -32,6 +32,11 @@ def read_backed(path: str | Path) -> MuData:
         raise FileNotFoundError(
             f"No such .h5mu file: {str(path)!r}. Pass a MuData or the path of an .h5mu file."
         )
+    if Path(path).suffix.lower() == ".h5ad":
+        raise TypeError(
+            f"{str(path)!r} is an .h5ad file (one AnnData), not an .h5mu; read it with anndata.read_h5ad and wrap it "
+            "with mudata.MuData({name: adata}), or save that MuData as .h5mu."
+        )
     return mudata.read_h5mu(str(path), backed=True)
 
 

@@ -70,6 +70,8 @@ def hold_out(
     """
     if modality not in mdata.mod:
         raise KeyError(f"No modality {modality!r} in mdata.mod; it has {list(mdata.mod)}.")
+    if not isinstance(batches, str | Sequence | np.ndarray | pd.Index):
+        raise TypeError(f"batches must be a batch name or a list of names, got {type(batches).__name__} {batches!r}.")
     wanted = [batches] if isinstance(batches, str) else [str(b) for b in batches]
     if not wanted:
         raise ValueError("batches is empty: name at least one batch to hold out.")

@@ -18,6 +18,7 @@ integrated out exactly, since ``E[exp(w x)] = 1 - p + p e^w`` for a Bernoulli ``
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
@@ -113,6 +114,11 @@ def simulate_multiome(
         raise ValueError(f"`modalities` must be distinct values from {_VALID_MODS}, got {modalities}.")
     if species not in ("human", "mouse"):
         raise ValueError(f"`species` must be 'human' or 'mouse', got {species!r}.")
+    sizes = {"n_cells": n_cells, "n_genes": n_genes, "n_tfs": n_tfs, "n_proteins": n_proteins, "n_cell_types": n_cell_types,
+             "n_batches": n_batches, "peaks_per_gene": peaks_per_gene, "n_distal_peaks": n_distal_peaks}
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r}.")
     if (
         n_cells < 1
         or n_cell_types < 1

@@ -115,13 +115,16 @@ def cell_indices(indices: Sequence[int] | np.ndarray | None, n_cells: int) -> np
         )
     if idx.size == 0:
         raise ValueError("`indices` selects no cell; give at least one (None: every cell).")
+    if n_cells > 2 and idx.shape == (n_cells,) and np.isin(idx, (0, 1)).all():
+        raise ValueError(
+            "`indices` has one 0 or 1 per cell: a 0/1 mask read as positions would repeat cells 0 and 1. Pass it as "
+            "a boolean mask (np.asarray(indices, dtype=bool)), or the positions of the cells."
+        )
     idx = idx.astype(np.int64)
     out = (idx < -n_cells) | (idx >= n_cells)
     if out.any():
         raise IndexError(f"`indices` {list(idx[out][:5])} are not cell positions of this MuData (0 to {n_cells - 1}).")
     return np.where(idx < 0, idx + n_cells, idx)
-
-
 
 
 def check_device(device) -> torch.device:

@@ -334,6 +334,18 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         """
         mdata = read_backed(mdata) if isinstance(mdata, str | Path) else (self.adata if mdata is None else mdata)
         setup = self._setup_args
+        if not isinstance(mdata, MuData):
+            raise TypeError(
+                f"Expected a MuData, got {type(mdata).__name__}; wrap it with mudata.MuData({{name: adata}}), "
+                f"naming each modality as the model was set up: {self.modalities_}."
+            )
+        batch_key = setup.get("batch_key")
+        if batch_key is not None and transform_batch is None and batch_key not in mdata.obs:
+            raise KeyError(
+                f"mdata.obs has no column {batch_key!r}, the batch_key the model was set up with. Add it (a batch "
+                "not seen in training is read as a new batch), run mdata.pull_obs() if a modality holds it, or pass "
+                f"transform_batch= one of the training batches {list(self.batch_categories_)[:5]}."
+            )
         missing = [name for name in self.modalities_.values() if name not in mdata.mod]
         if missing:
             raise KeyError(
@@ -349,7 +361,7 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
             self.modalities_,
             layers,
             {m: self.feature_space.maps[m].features for m in self.modalities_},
-            batch_key=setup.get("batch_key"),
+            batch_key=batch_key,
             batch_categories=self.batch_categories_,
             species=setup.get("species", "human"),
             species_key=setup.get("species_key"),
@@ -361,6 +373,8 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         if names is None:
             return None
         names = [names] if isinstance(names, str) else list(names)
+        if not names:
+            raise ValueError(f"An empty list names no modality; pass None for all of {list(self.modalities_)}.")
         bad = [m for m in names if m not in self.modalities_]
         if bad:
             raise ValueError(f"Unknown modality {bad}; this model has {list(self.modalities_)}.")

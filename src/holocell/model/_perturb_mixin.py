@@ -98,7 +98,8 @@ class PerturbMixin:
             )
         if sources is None:
             sources = [m for m in self.modalities_ if m not in regenerate]
-        sources = self._check_modalities([sources] if isinstance(sources, str) else list(sources)) or []
+        sources = [sources] if isinstance(sources, str) else list(sources)  # [] is allowed: no source
+        sources = self._check_modalities(sources) if sources else []
         if genes:
             self._feature_index("rna", genes, "genes")
         if cres:

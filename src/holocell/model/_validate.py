@@ -269,7 +269,7 @@ def gene_table_for(mdata: MuData, modalities: Mapping[str, str], genome) -> pd.D
     """TSS table for peak -> gene links: the ``genome`` argument, else RNA ``var`` coordinates."""
     if isinstance(genome, pd.DataFrame):
         return genome
-    if isinstance(genome, str | Path) and Path(str(genome)).exists():
+    if isinstance(genome, str | Path) and str(genome).strip() and Path(str(genome)).is_file():
         return read_tss_file(genome)
     if genome is not None:
         return load_gene_table(str(genome))

@@ -1,8 +1,9 @@
 """Plots of holocell results (matplotlib), following scanpy's conventions.
 
 Every function draws into ``ax`` (default: a new figure) and returns the Axes. ``save=`` writes the
-figure to a path (the format follows the extension), atomically, and never over a file holocell did not
-write (a figure it saved before is replaced); ``show=`` shows it, by default unless an ``ax`` or ``save``
+figure to a path as PNG, PDF, SVG, PS or EPS (from the extension; formats that cannot carry holocell's mark, such
+as JPEG or TIFF, are refused), atomically, and never over a file holocell did not write (a figure it saved before
+is replaced); ``show=`` shows it, by default unless an ``ax`` or ``save``
 was given. For embeddings use scanpy's and muon's own plots on holocell's outputs, e.g.
 ``mu.pl.embedding(mdata, basis="X_umap", color=["celltype"])``.
 """

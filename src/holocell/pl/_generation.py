@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ._checks import require_modality, require_obs_column, shown
 from ._utils import finish, new_axes
 
 if TYPE_CHECKING:
@@ -62,11 +63,44 @@ def paired_values(
     ``Paired(truth, prediction, features, cells, target)``: cells x features arrays (RNA: log1p CP10k;
     protein: CLR; ATAC: 0/1 accessibility), the features' and cells' names, and the generated modality
     (``"rna"``, ``"protein"`` or ``"atac"``).
+
+    Raises
+    ------
+    KeyError
+        ``mdata.mod`` lacks ``generated`` or the named ``measured`` modality, or the measured data lacks ``layer``
+        (the message lists what there is and how to make it).
+    TypeError
+        ``mdata`` is no MuData, or ``measured`` is neither a name nor an AnnData.
     """
     from ..evaluation import clr, log_normalize
 
-    gen = mdata.mod[generated]
-    meas = mdata.mod[measured] if isinstance(measured, str) else measured
+    gen = require_modality(
+        mdata,
+        generated,
+        arg="generated=",
+        how=f"Make it with model.generate(mdata, target=..., key_added={generated!r}) (or hc.tl.generate), or "
+        "pass generated=<the key_added of an earlier generate>.",
+    )
+    if isinstance(measured, str):
+        meas = require_modality(
+            mdata,
+            measured,
+            arg="measured=",
+            how="Pass measured=<the measured modality's name in mdata.mod>, or an AnnData of raw counts (e.g. the "
+            "held-out cells from hc.data.hold_out).",
+        )
+    elif hasattr(measured, "obs_names") and hasattr(measured, "var_names"):
+        meas = measured
+    else:
+        raise TypeError(
+            f"measured must be the name (str) of a modality in mdata.mod or an AnnData of raw counts, got "
+            f"{type(measured).__name__}."
+        )
+    if layer is not None and layer not in meas.layers:
+        raise KeyError(
+            f"The measured data has no layer {layer!r} (layer=); its layers: {shown(meas.layers)}. Pass the layer "
+            "with raw counts, or layer=None to use .X."
+        )
     target = _target(gen)
     names = pd.Index(gen.var["measured_name"].astype(str) if "measured_name" in gen.var else gen.var_names)
     cells = meas.obs_names[meas.obs_names.isin(gen.obs_names)]
@@ -121,11 +155,22 @@ def generated_vs_measured(
     -------
     The matplotlib Axes. RNA is on the log1p CP10k scale and protein on the CLR scale on both axes;
     for ATAC, the generated accessibility probability of closed and open cells.
+
+    Raises
+    ------
+    KeyError
+        A missing modality or layer (see :func:`paired_values`), a ``color`` that is no column of ``mdata.obs``,
+        or a ``feature`` not in both the measured and the generated data. Nothing is drawn or saved.
     """
     given_ax = ax is not None
+    if color is not None:
+        require_obs_column(mdata, color, arg="color")
     truth, prediction, features, cells, target = paired_values(mdata, measured, generated, layer)
     if feature not in features:
-        raise KeyError(f"{feature!r} is not a feature of both the measured data and {generated!r}.")
+        raise KeyError(
+            f"{feature!r} is not a feature of both the measured data and {generated!r}; shared features include "
+            f"{shown(features)}."
+        )
     j = features.get_loc(feature)
     x, y = truth[:, j], prediction[:, j]
     ax = new_axes(ax)
@@ -188,14 +233,21 @@ def feature_scores(
     Returns
     -------
     The matplotlib Axes: one box per method, with its median in the label.
+
+    Raises
+    ------
+    KeyError
+        A missing modality or layer (see :func:`paired_values`); nothing is drawn or saved.
+    ValueError
+        An unknown ``metric``.
     """
     from ..evaluation import per_feature_auroc, per_feature_pearson
 
     given_ax = ax is not None
+    if metric not in ("auto", "pearson", "auroc"):
+        raise ValueError(f"metric must be 'auto', 'pearson' or 'auroc', got {metric!r}.")
     truth, prediction, _, _, target = paired_values(mdata, measured, generated, layer)
     metric = ("auroc" if target == "atac" else "pearson") if metric == "auto" else metric
-    if metric not in ("pearson", "auroc"):
-        raise ValueError(f"metric must be 'auto', 'pearson' or 'auroc', got {metric!r}.")
     score = per_feature_pearson if metric == "pearson" else per_feature_auroc
     series = {
         "holocell": score(truth, prediction),

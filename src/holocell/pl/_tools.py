@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 
+from ._checks import check_count, require_modality, require_obs_column, require_table, shown
 from ._utils import finish
 
 if TYPE_CHECKING:
@@ -53,22 +55,49 @@ def perturbation(
     Returns
     -------
     The matplotlib Axes.
+
+    Raises
+    ------
+    KeyError
+        ``mdata.uns`` has no perturbation summary under ``key``, ``mdata.mod`` lacks the shift modality
+        ``f"{key}_{modality}"`` (heatmap), or ``groupby`` is no column of ``mdata.obs``.
+    TypeError, ValueError
+        ``n_top`` is not an integer >= 1, an unknown ``modality`` or ``kind``, no ``groupby`` for the heatmap, or
+        no responders to show. Nothing is drawn or saved.
     """
     import matplotlib.pyplot as plt
 
     given_ax = ax is not None
-    if key not in mdata.uns or "summary" not in mdata.uns[key]:
-        raise KeyError(
-            f"mdata.uns has no {key!r} perturbation summary; run hc.tl.perturb(..., key_added={key!r})."
+    check_count(n_top, "n_top")
+    if kind not in ("bar", "heatmap"):
+        raise ValueError(f"kind must be 'bar' or 'heatmap', got {kind!r}.")
+    if modality not in ("rna", "protein"):
+        raise ValueError(
+            f"modality must be 'rna' or 'protein' (a modality hc.tl.perturb regenerates), got {modality!r}."
         )
-    summary = pd.DataFrame(mdata.uns[key]["summary"])
+    entry = mdata.uns.get(key) if hasattr(mdata, "uns") else None
+    if not isinstance(entry, Mapping) or "summary" not in entry:
+        raise KeyError(
+            f"mdata.uns has no {key!r} perturbation summary; run hc.tl.perturb(mdata, model, ..., key_added={key!r}) "
+            "first, or pass key=<the key_added of an earlier perturb>."
+        )
+    summary = entry["summary"]
+    summary = require_table(
+        summary if isinstance(summary, pd.DataFrame) else pd.DataFrame(summary),
+        ("modality", "feature", "mean_shift", "edited"),
+        arg=f"mdata.uns[{key!r}]['summary']",
+        what=f"the summary hc.tl.perturb(..., key_added={key!r}) writes",
+    )
     top = summary[summary["modality"] == modality]
     if not include_edited:
         top = top[~top["edited"].astype(bool)]
     top = top.head(n_top)
     if top.empty:
-        raise ValueError(f"No {modality!r} responders in mdata.uns[{key!r}]['summary'].")
-    params = mdata.uns[key].get("params", {})
+        raise ValueError(
+            f"No {modality!r} responders in mdata.uns[{key!r}]['summary']; its modalities: "
+            f"{shown(pd.unique(summary['modality'].astype(str)))}."
+        )
+    params = entry.get("params", {})
     edited = [*list(np.atleast_1d(params.get("genes", []))), *list(np.atleast_1d(params.get("cres", [])))]
     title = f"{params.get('mode', '')} {', '.join(map(str, edited))}: {modality} response".strip()
     if kind == "bar":
@@ -79,10 +108,23 @@ def perturbation(
         ax.axvline(0, color="k", lw=0.8)
         ax.set_xlabel("mean predicted shift")
     elif kind == "heatmap":
-        if groupby is None or groupby not in mdata.obs:
-            raise ValueError("kind='heatmap' needs groupby=<column of mdata.obs>.")
-        shift = mdata.mod[f"{key}_{modality}"]
+        if groupby is None:
+            raise ValueError("kind='heatmap' needs groupby=<column of mdata.obs>, e.g. groupby='celltype'.")
+        require_obs_column(mdata, groupby, arg="groupby")
+        name = f"{key}_{modality}"
+        shift = require_modality(
+            mdata,
+            name,
+            arg="key= and modality=",
+            how=f"hc.tl.perturb(..., key_added={key!r}) writes it when it regenerates {modality!r}; run it again "
+            "(regenerate=None regenerates every modality the model has), or use kind='bar'.",
+        )
         cols = shift.var_names.get_indexer(top["feature"].astype(str))
+        if (cols < 0).any():
+            raise ValueError(
+                f"mdata.mod[{name!r}] lacks responders of the summary "
+                f"{shown(top['feature'][cols < 0])}; it no longer matches mdata.uns[{key!r}]: run hc.tl.perturb again."
+            )
         x = np.asarray(shift.X)[:, cols]
         groups = mdata.obs[groupby].astype(str)
         means = (
@@ -95,8 +137,6 @@ def perturbation(
         ax.set_xticks(range(means.shape[1]), means.columns.astype(str), rotation=90)
         ax.set_yticks(range(means.shape[0]), means.index.astype(str))
         ax.figure.colorbar(im, ax=ax, label="mean predicted shift")
-    else:
-        raise ValueError(f"kind must be 'bar' or 'heatmap', got {kind!r}.")
     ax.set_title(title)
     return finish(ax, show, save, given_ax)
 
@@ -115,24 +155,44 @@ def grn_scores(
     Parameters
     ----------
     edges
-        Table returned by :func:`holocell.tl.grn`.
+        The edge table :func:`holocell.tl.grn` writes to ``mdata.uns[key_added]`` (default
+        ``mdata.uns["holocell_grn"]``), not the MuData itself.
     tf
         Regulator to show.
     n_top
-        Number of targets.
+        Number of targets (an integer >= 1).
     ax, show, save
         See :mod:`holocell.pl`.
 
     Returns
     -------
     The matplotlib Axes.
+
+    Raises
+    ------
+    TypeError
+        ``edges`` is not a DataFrame (e.g. the MuData), or ``n_top`` is not an integer.
+    ValueError
+        ``edges`` lacks the columns ``tf``, ``target``, ``score`` or ``rank``, ``n_top < 1``, or ``tf`` has no edges
+        in the table. Nothing is drawn or saved.
     """
     import matplotlib.pyplot as plt
 
     given_ax = ax is not None
+    edges = require_table(
+        edges,
+        ("tf", "target", "score", "rank"),
+        arg="edges",
+        what="the table hc.tl.grn(mdata, model, tfs=...) writes to mdata.uns[key_added], e.g. "
+        "mdata.uns['holocell_grn'] (the default key)",
+    )
+    check_count(n_top, "n_top")
     rows = edges[edges["tf"] == tf].sort_values("rank").head(n_top)
     if rows.empty:
-        raise ValueError(f"No edges from {tf!r} in the table.")
+        raise ValueError(
+            f"No edges from {tf!r} in the table; its TFs: {shown(pd.unique(edges['tf'].astype(str)))}. Score it "
+            f"with hc.tl.grn(mdata, model, tfs=[{tf!r}])."
+        )
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 0.3 * len(rows) + 1))
     ax.barh(rows["target"].astype(str).to_numpy()[::-1], rows["score"].to_numpy()[::-1], color="C2")

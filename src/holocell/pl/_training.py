@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ._checks import model_table, require_table, shown
 from ._utils import finish, new_axes
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ def training_history(
     model
         A trained :class:`~holocell.HoloCell`, or its ``history_`` DataFrame (one row per epoch).
     keys
-        Columns to draw (default: ``train_loss`` and ``validation_loss`` when present, else every loss).
+        Column, or columns, to draw (default: ``train_loss`` and ``validation_loss`` when present, else every
+        loss).
     logy
         Logarithmic y axis.
     ax, show, save
@@ -42,18 +44,32 @@ def training_history(
     Returns
     -------
     The matplotlib Axes: training losses as solid lines, validation losses dashed.
+
+    Raises
+    ------
+    TypeError
+        ``model`` is neither a HoloCell nor a DataFrame.
+    ValueError
+        The model is not trained, or there is no column to draw.
+    KeyError
+        ``keys`` names a column ``history_`` lacks (the message lists its columns). Nothing is drawn or saved.
     """
     given_ax = ax is not None
-    history = model if isinstance(model, pd.DataFrame) else getattr(model, "history_", None)
+    history = model_table(model, "history_", fallback="its history_ DataFrame")
     if history is None or len(history) == 0:
         raise ValueError("The model has no training history yet: call model.train(...) first.")
     if keys is None:
         keys = [k for k in ("train_loss", "validation_loss") if k in history] or [
             c for c in history.columns if "loss" in str(c)
         ]
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    if not keys:
+        raise ValueError(
+            f"No column to draw: pass keys=<columns of history_>, e.g. {shown(history.columns)}."
+        )
     missing = [k for k in keys if k not in history]
     if missing:
-        raise KeyError(f"history_ has no columns {missing}; it has {list(history.columns)}.")
+        raise KeyError(f"history_ has no columns {missing} (keys=); it has {list(history.columns)}.")
     ax = new_axes(ax, (4.5, 3.2))
     epochs = np.asarray(history.index, dtype=float)
     for k, key in enumerate(keys):
@@ -91,13 +107,27 @@ def transfer_report(
     -------
     The matplotlib Axes: per row of the report (gene anchors, each modality, batches) the share of the
     data's items that have pretrained parameters, labelled ``n_shared / n_query``.
+
+    Raises
+    ------
+    TypeError
+        ``model`` is neither a HoloCell nor a DataFrame.
+    ValueError
+        The model has no transfer report, or the report lacks ``fraction_shared``, ``n_shared`` or ``n_query``.
+        Nothing is drawn or saved.
     """
     given_ax = ax is not None
-    report = model if isinstance(model, pd.DataFrame) else getattr(model, "transfer_report_", None)
+    report = model_table(model, "transfer_report_", fallback="its transfer_report_ DataFrame")
     if report is None:
         raise ValueError(
             "The model has no transfer report: it was not made by load_pretrained / load_query_data."
         )
+    require_table(
+        report,
+        ("fraction_shared", "n_shared", "n_query"),
+        arg="the transfer report",
+        what="model.transfer_report_ of a model from HoloCell.load_pretrained(..., mdata) or load_query_data",
+    )
     ax = new_axes(ax, (4.5, 0.45 * len(report) + 1.2))
     names = report.index.astype(str).to_numpy()[::-1]
     shares = report["fraction_shared"].to_numpy(dtype=float)[::-1]

@@ -2,8 +2,10 @@
 
 A figure is written to a temporary file beside its path and moved into place, so an interrupted save leaves no
 half-written file. It replaces an existing file only when holocell wrote that file: the figure carries holocell's
-name in its metadata (PNG, PDF, SVG, PS, EPS), and an existing file without it (the user's own paper, data or
-figure) is never written over.
+name in its metadata, and an existing file without it (the user's own paper, data or figure) is never written over.
+Only the formats that can carry the mark (PNG, PDF, SVG, PS, EPS) are saved, so that re-running a notebook replaces
+its own figures; other formats (JPEG, TIFF, WebP, ...) are refused before anything is written (save those with
+``ax.figure.savefig``).
 """
 
 from __future__ import annotations
@@ -56,10 +58,10 @@ def save_figure(figure, save: str | os.PathLike[str]) -> Path:
     Raises
     ------
     ValueError
-        The extension names no format matplotlib writes (nothing is written).
+        The extension names no format matplotlib writes, or one that cannot carry holocell's mark (JPEG, TIFF,
+        WebP, raw, ...), so that a second save to the path would be refused. Nothing is written.
     FileExistsError
-        The path exists and is not a figure holocell wrote (a directory, or a file without holocell's mark; formats
-        without metadata, such as JPEG, carry no mark, so a file of theirs is never replaced).
+        The path exists and is not a figure holocell wrote (a directory, or a file without holocell's mark).
     """
     import matplotlib
 
@@ -71,8 +73,15 @@ def save_figure(figure, save: str | os.PathLike[str]) -> Path:
     supported = figure.canvas.get_supported_filetypes()
     if fmt not in supported:
         raise ValueError(
-            f"save={str(save)!r}: matplotlib cannot write {fmt!r} figures; use one of {sorted(supported)} "
+            f"save={str(save)!r}: matplotlib cannot write {fmt!r} figures; use one of {list(_MARKED_FORMATS)} "
             "(e.g. 'figure.png' or 'figure.pdf')."
+        )
+    if fmt not in _MARKED_FORMATS:
+        raise ValueError(
+            f"save={str(save)!r}: holocell saves figures only as {'/'.join(_MARKED_FORMATS)}, whose metadata carries "
+            f"its mark, so that saving again (a re-run) replaces the figure; a {fmt!r} file cannot be told apart "
+            f"from the user's own. Use e.g. {path.with_suffix('.png').name!r}, or write {fmt!r} yourself with "
+            "ax.figure.savefig(path)."
         )
     if path.is_dir() or (path.exists() and not _written_by_holocell(path)):
         what = "a directory" if path.is_dir() else "a file holocell did not write"
@@ -83,9 +92,9 @@ def save_figure(figure, save: str | os.PathLike[str]) -> Path:
     from ..model._safe_write import atomic_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    field = _MARKED_FORMATS.get(fmt)
+    metadata = {_MARKED_FORMATS[fmt]: FIGURE_MARK}
     with atomic_file(path, suffix=f".{fmt}") as tmp:
-        figure.savefig(tmp, format=fmt, bbox_inches="tight", dpi=150, metadata={field: FIGURE_MARK} if field else None)
+        figure.savefig(tmp, format=fmt, bbox_inches="tight", dpi=150, metadata=metadata)
     return path
 
 

@@ -181,6 +181,14 @@ def annotate(
             HoloCellWarning,
             stacklevel=3,
         )
+    n_labels = labels[ref].astype(str).nunique()
+    if n_labels == 1:
+        warnings.warn(
+            f"The reference cells have one label ({labels[ref].astype(str).iloc[0]!r}): every query cell gets it with "
+            "confidence 1, so unknown_threshold cannot flag a cell. Give a reference with two or more labels.",
+            HoloCellWarning,
+            stacklevel=3,
+        )
     extra = {}
     if method == "finetune":
         proba, classes, extra = _finetuned_proba(

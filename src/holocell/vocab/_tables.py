@@ -52,6 +52,11 @@ def _files_dir() -> Path:
 
 def _normalise_genome(genome: str) -> str:
     key = str(genome).strip().lower()
+    if key not in _GENOME_ALIASES and any(c in str(genome) for c in "/\\.") and str(genome).strip():
+        raise FileNotFoundError(
+            f"genome={genome!r} looks like a file path, but no such file exists. Pass the path of a BED/GTF TSS "
+            f"file that exists, a gene table DataFrame, or a shipped genome ({', '.join(SUPPORTED_GENOMES)})."
+        )
     if key not in _GENOME_ALIASES:
         raise ValueError(
             f"Unknown genome {genome!r}. Shipped gene tables: {', '.join(SUPPORTED_GENOMES)} "
