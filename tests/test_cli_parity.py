@@ -183,8 +183,10 @@ def test_train_reads_the_counts_layer(counts_h5mu, trained_dir, tmp_path, capsys
         model = hc.HoloCell.load(trained_dir, md.read_h5mu(counts_h5mu))
     setup = model.adata_manager.registry["setup_args"]
     assert setup["rna_layer"] == "counts" and setup["protein_layer"] == "counts"
-    with pytest.raises(ValueError, match="rna_layer"):  # X holds decimals: the layer option is needed
+    with pytest.raises(SystemExit) as exit_:  # X holds decimals: the layer option is needed (one line, exit code 2)
         main(["train", str(counts_h5mu), "--model", str(tmp_path / "other"), *TRAIN])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("holocell: error: ") and "rna_layer" in err, err
     out = tmp_path / "embedded.h5mu"
     run(
         [

@@ -179,3 +179,29 @@ def test_shipped_holocell_small_works_offline(pbmc, tmp_path, monkeypatch):
     assert not (tmp_path / "cache").exists()
     with pytest.raises(ValueError, match="not a checkpoint"):
         hc.HoloCell.load_pretrained("pbmc_multiome_1k")
+
+
+def test_transfer_onto_other_peaks_starts_their_vectors_fresh(tmp_path):
+    """The encoder's per-peak input vectors were copied by position (other peaks in the same number) or refused as
+    "an incompatible holocell version" (another number of peaks)."""
+    sim_genes = r"RNA features of modality .* map to a known"
+    mdata, _ = hc.data.simulate_multiome(120, n_genes=30, n_tfs=4, n_proteins=0, n_distal_peaks=6,
+                                         modalities=("rna", "atac"), seed=0)  # fmt: skip
+    setup = {"modalities": {"rna": "rna", "atac": "atac"}, "batch_key": "batch"}
+    with pytest.warns(hc.HoloCellWarning, match=sim_genes):
+        hc.HoloCell.setup_mudata(mdata, **setup)
+    reference = hc.HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4)
+    reference.train(max_epochs=2, batch_size=32, enable_progress_bar=False)
+    trained = reference.module.state_dict()["network.peak_embedding.weight"]
+    assert trained.abs().sum() > 0
+    reference.save_pretrained(tmp_path / "ref.zip")
+    n_peaks = mdata["atac"].n_vars
+    for peaks in (np.arange(n_peaks)[::-1], np.arange(n_peaks - 3)):  # reordered; fewer peaks
+        query = mdata.copy()
+        query.mod["atac"] = mdata["atac"][:, peaks].copy()
+        query.update()
+        with pytest.warns(hc.HoloCellWarning, match=sim_genes):
+            hc.HoloCell.setup_mudata(query, **setup)
+        model = hc.HoloCell.load_pretrained(tmp_path / "ref.zip", query)
+        assert (model.module.state_dict()["network.peak_embedding.weight"] == 0).all()  # fresh, not copied
+        assert np.isfinite(model.get_latent_representation(query, progress_bar=False)).all()

@@ -111,10 +111,11 @@ def is_hdf5(path: str) -> bool:
 
 
 def read(path: str):
+    """The MuData in ``path``; a missing file, a folder or a file that is no ``.h5mu`` is a :class:`UsageError`."""
     import mudata as md
 
     if not Path(path).exists():
-        raise SystemExit(f"holocell: input file {path} does not exist.")
+        raise UsageError(f"input file {path} does not exist; check the path.")
     fix = (
         "holocell reads MuData .h5mu files; wrap an AnnData first: "
         "mudata.MuData({'rna': anndata.read_h5ad(path)}).write('data.h5mu')."

@@ -31,6 +31,11 @@ def _parse_modalities(text: str) -> dict[str, str]:
             raise argparse.ArgumentTypeError(
                 f"Bad --modalities entry {part!r}; use e.g. --modalities rna=rna,protein=adt"
             )
+        if key.strip() in out:  # a dict would keep the last one silently
+            raise argparse.ArgumentTypeError(
+                f"modality {key.strip()!r} is named twice in {text!r}; give each modality once, "
+                "e.g. --modalities rna=rna,protein=adt"
+            )
         out[key.strip()] = value.strip()
     return out
 
@@ -40,6 +45,9 @@ def _names(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
         raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(map(repr, twice))} given twice in {text!r}; give each name once")
     return names
 
 
@@ -48,11 +56,14 @@ def _devices(text: str) -> int | str | list[int]:
     if text == "auto":
         return text
     try:
-        return [int(p) for p in text.split(",")] if "," in text else int(text)
+        devices = [int(p) for p in text.split(",")] if "," in text else int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--devices takes 'auto', a count or indices like 0,1; got {text!r}"
         ) from None
+    if isinstance(devices, list) and len(set(devices)) < len(devices):
+        raise argparse.ArgumentTypeError(f"--devices {text} names a device twice; give each index once, e.g. 0,1")
+    return devices
 
 
 def _device(text: str) -> str | None:

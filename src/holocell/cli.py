@@ -5,7 +5,9 @@ Each option is a parameter of the Python API with the same default (:mod:`holoce
 Outputs are never overwritten without ``--overwrite``, the input file never at all, and ``.h5mu``
 outputs are written to a temporary file beside the target and renamed into place. Output paths are
 checked before any work (kind, folder, existing file), so a bad one costs nothing. Problems with
-the arguments or a config file end with a one-line ``holocell: error: ...`` and exit code 2.
+the arguments or a config file end with a one-line ``holocell: error: ...`` and exit code 2, and so
+do the Python API's refusals of the user's input (:data:`USER_ERRORS`: a modality, gene, batch key or
+model that is not there, a value out of range); any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -24,7 +26,20 @@ from ._cli_files import write_h5mu as _write_h5mu
 from ._cli_files import write_table as _write_table
 from ._cli_parser import DEFAULT_MODEL, build_parser
 
-__all__ = ["DEFAULT_MODEL", "UsageError", "build_parser", "main"]
+__all__ = ["DEFAULT_MODEL", "USER_ERRORS", "UsageError", "build_parser", "main"]
+
+#: Exceptions by which the Python API refuses the user's input (holocell's ``ConfigError`` is a ``ValueError``):
+#: printed as one line with exit code 2. ``RuntimeError``, ``AssertionError`` and the rest are bugs: traceback.
+USER_ERRORS = (
+    ValueError,
+    KeyError,
+    TypeError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 #: mdata.mod names recognised when --modalities is not given
@@ -45,8 +60,8 @@ def _guess_modalities(mdata, given: dict[str, str] | None) -> dict[str, str]:
                 found[m] = name
                 break
     if not found:
-        raise SystemExit(
-            f"holocell: cannot tell which of the modalities {list(mdata.mod)} is RNA, ATAC or protein; "
+        raise UsageError(
+            f"cannot tell which of the modalities {list(mdata.mod)} is RNA, ATAC or protein; "
             "pass e.g. --modalities rna=rna,protein=adt"
         )
     return found
@@ -84,6 +99,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             "--resume needs --checkpoint-dir, the folder an earlier `holocell train` wrote checkpoints to."
         )
     _check_model_out(args.model, args.overwrite)
+    _check_accelerator(args.accelerator, args.devices)
     mdata = _read(args.input)
     HoloCell.setup_mudata(mdata, modalities=args.modalities, **_setup_kwargs(args))
     model = HoloCell(
@@ -102,6 +118,38 @@ def _cmd_train(args: argparse.Namespace) -> None:
     )
     model.save(args.model, overwrite=args.overwrite)
     print(f"Saved model to {args.model}")
+
+
+def _check_accelerator(accelerator: str, devices) -> None:
+    """Refuse an ``--accelerator`` / ``--devices`` pair that Lightning cannot use here, before the data are read."""
+    import lightning.pytorch as pl
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from ._settings import settings
+
+    try:
+        with settings.lightning_logging(), warnings.catch_warnings():  # its device notes come again in training
+            warnings.simplefilter("ignore")
+            pl.Trainer(
+                accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
+                enable_progress_bar=False, enable_model_summary=False,
+            )  # fmt: skip
+    except (ValueError, TypeError, ImportError, MisconfigurationException) as err:  # tpu without torch_xla: ImportError
+        raise UsageError(
+            f"--accelerator {accelerator} --devices {devices} cannot run here ({_one_line(err)}); "
+            "use --accelerator cpu, gpu, mps or auto and devices this machine has."
+        ) from None
+
+
+def _check_key_added(key_added: str | None) -> None:
+    """Refuse an output key that an ``.h5mu`` file cannot hold (empty, or with HDF5's ``/``), before any work."""
+    from .model._args import check_key_added
+
+    if key_added is not None:  # None: generate's <modality>_generated
+        try:
+            check_key_added(key_added, "--key-added")
+        except (TypeError, ValueError) as err:
+            raise UsageError(str(err)) from None
 
 
 def _setup_kwargs(args: argparse.Namespace) -> dict:
@@ -188,7 +236,7 @@ _CONFIG_KEYS = {"model", "train", "datasets", "modalities", "batch_key", "specie
 def _read_config(path: str) -> dict:
     """The pretraining config, checked key by key (types and ranges) before any data is read."""
     if not Path(path).exists():
-        raise SystemExit(f"holocell: config file {path} does not exist.")
+        raise UsageError(f"config file {path} does not exist.")
     try:
         config = json.loads(Path(path).read_text())
     except (ValueError, RecursionError) as err:
@@ -216,9 +264,10 @@ def _read_config(path: str) -> dict:
 def _cmd_embed(args: argparse.Namespace) -> None:
     out = _check_out(args.out, [args.input], args.overwrite)
     mdata, model = _load(args)
-    mdata.obsm[args.key_added] = model.get_latent_representation(
-        mdata, modality=args.modality, batch_size=args.batch_size, device=args.device
-    )
+    from . import tl
+
+    tl.embed(mdata, model, modality=args.modality, key_added=args.key_added, batch_size=args.batch_size,
+             device=args.device)  # never replaces an embedding holocell did not write  # fmt: skip
     _write_h5mu(mdata, out)
     print(f"Wrote {args.out} with .obsm[{args.key_added!r}]")
 
@@ -332,11 +381,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet()
     try:
+        _check_key_added(getattr(args, "key_added", None))
         _COMMANDS[args.command](args)
     except UsageError as err:
         print(f"holocell: error: {err}", file=sys.stderr)
         raise
+    except USER_ERRORS as err:
+        print(f"holocell: error: {_one_line(err)}", file=sys.stderr)
+        raise UsageError(_one_line(err)) from None
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line (a ``KeyError``'s without the quotes of its repr)."""
+    text = err.args[0] if isinstance(err, KeyError) and err.args and isinstance(err.args[0], str) else str(err)
+    return " ".join(text.split()) or type(err).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

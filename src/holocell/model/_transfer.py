@@ -30,7 +30,8 @@ BATCH_KEYS = (BATCH_KEY, "network.counts.batch.weight")
 """Per-batch parameters: the encoder-side batch embedding and the count decoders' batch rows."""
 _PER_SLOT_PREFIXES = ("network.counts.weight.", "network.counts.bias.", "network.counts.log_theta.",
                       "network.cell.value_in.")  # fmt: skip
-_PER_PEAK = ("network.counts.peak_factor", "network.counts.peak_bias", "network.cell.peak_in")
+_PER_PEAK = ("network.counts.peak_factor", "network.counts.peak_bias", "network.cell.peak_in",
+             "network.peak_embedding.weight")  # fmt: skip
 """Per-peak parameters: peaks are the data set's own, so a reference's are kept only for the same peaks."""
 
 
