@@ -120,6 +120,10 @@ def test_one_model_two_species(pbmc, mouse, tmp_path):
     loaded = hc.HoloCell.load_pretrained(archive)
     assert loaded.adata_manager.registry["setup_args"]["species_key"] == "species"
     assert loaded.feature_space.anchors == model.feature_space.anchors
+    new = mdata.copy()
+    del new.obs["species"]  # new cells without the column: named, not pandas' bare KeyError
+    with pytest.raises(KeyError, match="no column 'species', the species_key the model was set up with"):
+        model.get_latent_representation(new)
     bad = mdata.copy()
     bad.obs["species"] = "zebrafish"
     with pytest.raises(ValueError, match="zebrafish"):

@@ -386,3 +386,16 @@ def test_copy_leaves_the_input_untouched(sim):
     assert all(out is not work for out in outs)
     assert "holocell_perturb" in outs[0].uns and "holocell_grn" in outs[1].uns
     assert fingerprint(work) == before
+
+
+@pytest.mark.parametrize("key", ["a/b", "p\x00", "  "])
+def test_tl_output_keys_an_h5mu_cannot_hold_are_refused(sim, key):
+    """A key with '/' or NUL made the MuData unwritable (or unreadable once written)."""
+    mdata, model = sim
+    work = mdata.copy()
+    before = fingerprint(work)
+    with pytest.raises((TypeError, ValueError), match="key_added"):
+        hc.tl.embed(work, model, key_added=key)
+    with pytest.raises((TypeError, ValueError), match="key_added"):
+        hc.tl.perturb(work, model, genes=["SIM1"], key_added=key)
+    assert fingerprint(work) == before

@@ -49,3 +49,15 @@ def test_hold_out_refuses_what_it_cannot_do(pbmc):
         hc.data.hold_out(pbmc, modality="adt", batches=["p2_0", "p3_0", "p4_0"])
     with pytest.raises(TypeError, match="batches must be a batch name or a list of names"):
         hc.data.hold_out(pbmc, modality="adt", batches=0)  # was "'int' object is not iterable"
+
+
+def test_hold_out_of_set_up_data_is_not_taken_for_set_up(pbmc):
+    """The scvi registration keys used to be copied, so HoloCell(train) failed with scvi's "Did you make a copy?"
+    and load_pretrained(name, train) took train for set up."""
+    hc.HoloCell.setup_mudata(pbmc, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
+    train, _ = hc.data.hold_out(pbmc, modality="adt", batches="p4_0")
+    assert not [k for k in train.uns if k.startswith("_scvi_")]
+    assert not [c for c in train.obs.columns if str(c).startswith("_scvi_")]
+    assert "_scvi_uuid" in pbmc.uns  # the input keeps its own registration
+    hc.HoloCell.setup_mudata(train, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
+    assert hc.HoloCell(train, d_model=16, n_layers=1, n_heads=2, n_latents=4).adata is train

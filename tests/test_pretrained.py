@@ -205,3 +205,41 @@ def test_transfer_onto_other_peaks_starts_their_vectors_fresh(tmp_path):
         model = hc.HoloCell.load_pretrained(tmp_path / "ref.zip", query)
         assert (model.module.state_dict()["network.peak_embedding.weight"] == 0).all()  # fresh, not copied
         assert np.isfinite(model.get_latent_representation(query, progress_bar=False)).all()
+
+
+def test_a_model_loaded_without_data_is_not_trained_on_its_placeholder(tmp_path, trained_pbmc):
+    """load_pretrained(name) holds one empty cell per batch: train() used to fit the pretrained weights to it."""
+    mdata, model = trained_pbmc
+    archive = model.save_pretrained(tmp_path / "m.zip")
+    alone = hc.HoloCell.load_pretrained(archive)
+    before = {k: v.clone() for k, v in alone.module.state_dict().items()}
+    with pytest.raises(ValueError, match="loaded without data"):
+        alone.train(max_epochs=1, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="loaded without data"):
+        alone.get_latent_representation()
+    assert all(torch.equal(before[k], v) for k, v in alone.module.state_dict().items())
+    z = alone.get_latent_representation(mdata.copy(), progress_bar=False)  # the user's cells: fine
+    assert np.isfinite(z).all()
+    for bad, words in ((str(tmp_path / "x.h5mu"), "read it with mudata.read_h5mu"),
+                       (mdata["rna"], "wrap it with mudata.MuData")):  # fmt: skip
+        with pytest.raises(TypeError, match=words):
+            hc.HoloCell.load_pretrained(archive, bad)
+    for name in ("", " "):
+        with pytest.raises(ValueError, match="needs a registered checkpoint name, a path or a URL"):
+            hc.HoloCell.load_pretrained(name)
+    with pytest.raises(FileNotFoundError, match="No holocell checkpoint at"):  # was "PosixPath('.') has an empty name"
+        hc.HoloCell.load_pretrained(".")
+
+
+def test_transfer_onto_features_the_reference_never_saw_warns(tmp_path, trained_pbmc):
+    """A query whose genes the reference knows none of (another species, Ensembl ids) transferred silently."""
+    mdata, model = trained_pbmc
+    archive = model.save_pretrained(tmp_path / "m.zip")
+    rna = mdata["rna"][:60].copy()
+    rna.var_names = [f"ZZ{i}" for i in range(rna.n_vars)]
+    query = md.MuData({"rna": rna})
+    with pytest.warns(hc.HoloCellWarning, match="map to a known"):
+        hc.HoloCell.setup_mudata(query, modalities={"rna": "rna"}, allow_unmatched_genes=True)
+    with pytest.warns(hc.HoloCellWarning, match=r"knows none of the features of modality \['rna'\]"):
+        transferred = hc.HoloCell.load_pretrained(archive, query)
+    assert transferred.transfer_report_.loc["rna", "n_shared"] == 0

@@ -107,3 +107,28 @@ def test_model_with_priors_trains_and_round_trips(pbmc, priors, tmp_path):
     if priors is not None:
         assert (net.prior_gate != 0).any()  # the gates learn
         assert net.prior_grn.abs().sum() > 0
+
+
+def test_own_grn_edges_are_checked_and_kept_by_transfer(pbmc, tmp_path):
+    """grn_edges without the 'grn' prior were dropped silently, edges on no anchor gave an all-zero prior without a
+    word, NaN names became a gene 'nan', and a transferred model read the shipped GRN instead of its reference's."""
+    hc.HoloCell.setup_mudata(pbmc, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
+    genes = list(pbmc["rna"].var_names)
+    edges = pd.DataFrame({"tf": genes[:10], "target": genes[10:20]})
+    with pytest.raises(ValueError, match="priors=\\['grn', ...\\] too"):
+        hc.HoloCell(pbmc, grn_edges=edges, **TINY)
+    with pytest.raises(TypeError, match="GRN edges must be a DataFrame"):
+        hc.HoloCell(pbmc, priors="grn", grn_edges=[("A", "B")], **TINY)
+    with pytest.raises(ValueError, match="1 GRN edges have no tf or no target"):
+        hc.HoloCell(pbmc, priors="grn", grn_edges=pd.DataFrame({"tf": [genes[0], None], "target": genes[1:3]}), **TINY)
+    with pytest.warns(hc.HoloCellWarning, match="None of the grn_edges' genes is an anchor"):
+        hc.HoloCell(pbmc, priors="grn", grn_edges=pd.DataFrame({"tf": ["zz1"], "target": ["zz2"]}), **TINY)
+    reference = hc.HoloCell(pbmc, priors="grn", grn_edges=edges, **TINY)
+    archive = reference.save_pretrained(tmp_path / "ref.zip")
+    query = hc.data.pbmc_cite_mosaic()
+    hc.HoloCell.setup_mudata(query, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
+    transferred = hc.HoloCell.load_pretrained(archive, query)
+    own = reference.module.state_dict()["network.prior_grn"]
+    assert torch.equal(transferred.module.state_dict()["network.prior_grn"], own)
+    shipped = hc.HoloCell(query, priors="grn", **TINY).module.state_dict()["network.prior_grn"]
+    assert not torch.equal(own, shipped)

@@ -118,7 +118,7 @@ def test_whole_workflow_keeps_user_data():
     for key in ("protein", "rna", "mine"):
         with pytest.raises(ValueError, match="never replaces it|not written by holocell's generate"):
             model.generate(work, target="protein", n_steps=1, key_added=key, overwrite=True)
-    for bad in (5, "", " ", "a/b"):  # 5 used to leave mdata unwritable; "a/b" wrote an unreadable .h5mu
+    for bad in (5, "", " ", "a/b", "p\x00"):  # 5 used to leave mdata unwritable; "a/b" wrote an unreadable .h5mu
         with pytest.raises((TypeError, ValueError), match="key_added"):
             model.generate(work, target="protein", n_steps=1, key_added=bad)
     assert _snapshot(work, ["protein", "rna", "mine", "protein_gen"]) == kept

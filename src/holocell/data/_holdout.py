@@ -94,10 +94,10 @@ def hold_out(
     prefixes = tuple(f"{name}:" for name in mdata.mod)
     rows = mdata.obs_names.get_indexer(train.obs_names)
     for column in mdata.obs.columns:
-        if not str(column).startswith(prefixes) and column not in train.obs:
+        if not str(column).startswith((*prefixes, "_scvi_")) and column not in train.obs:  # not the registration
             train.obs[column] = mdata.obs[column].to_numpy()[rows]
     for key, value in mdata.obsm.items():
         if key not in mdata.mod:
             train.obsm[key] = value.iloc[rows] if isinstance(value, pd.DataFrame) else np.asarray(value)[rows]
-    train.uns.update(copy.deepcopy(dict(mdata.uns)))
+    train.uns.update(copy.deepcopy({k: v for k, v in mdata.uns.items() if not str(k).startswith("_scvi_")}))
     return train, held_out

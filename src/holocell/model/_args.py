@@ -149,7 +149,8 @@ def check_device(device) -> torch.device:
 
 
 def check_key_added(key_added, what: str = "key_added") -> str:
-    """``key_added`` as a non-empty ``str`` that ``.h5mu`` files can store (no ``"/"``, HDF5's path separator)."""
+    """``key_added`` as a non-empty ``str`` that ``.h5mu`` files can store (no ``"/"``, HDF5's path separator, and
+    no NUL)."""
     if not isinstance(key_added, str) or not key_added.strip():
         raise TypeError(f"{what} must be a non-empty string (the name of the keys written), got {key_added!r}.")
     if "/" in key_added:
@@ -157,6 +158,8 @@ def check_key_added(key_added, what: str = "key_added") -> str:
             f"{what}={key_added!r} holds '/', which .h5mu files read as a folder, so the result could not be read "
             "back; use another name, e.g. with '_'."
         )
+    if "\x00" in key_added:
+        raise ValueError(f"{what}={key_added!r} holds a NUL character, which .h5mu files cannot store; remove it.")
     return key_added
 
 

@@ -8,6 +8,7 @@ Each mixin is one job in one file: ``train`` in :mod:`._training_mixin` (the Lig
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -21,6 +22,7 @@ from scvi.data import AnnDataManager, AnnDataManagerValidationCheck
 from scvi.data.fields import MuDataCategoricalObsField
 from scvi.model.base import BaseModelClass
 
+from .._warnings import HoloCellWarning
 from ..data.arrays import BackedMosaicArrays, MosaicArrays, mudata_arrays, read_backed, species_codes
 from ..nn import HoloCellModule, NetworkConfig, ObjectiveConfig
 from ..priors import check_prior_names
@@ -203,10 +205,22 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         self.train_config: TrainingConfig = train_config or TrainingConfig()
         self._fingerprint = data_fingerprint(mdata, self.modalities_)
         self.priors_: list[str] = check_prior_names(priors)
+        if grn_edges is not None and "grn" not in self.priors_:
+            raise ValueError(
+                f"grn_edges feed the 'grn' prior, which priors={priors!r} does not include; pass priors=['grn', ...] "
+                "too, or leave grn_edges out."
+            )
         coexpression = "coexpression" in self.priors_ and "rna" in self.modalities_ and not loading
         priors_in, self.prior_report_ = prior_inputs(
             space, self.priors_, grn_edges=grn_edges, arrays=self._arrays(None)[1] if coexpression else None, loading=loading
         )
+        if grn_edges is not None and self.prior_report_ is not None and self.prior_report_.loc["grn", "n_known"] == 0:
+            warnings.warn(
+                "None of the grn_edges' genes is an anchor of this model, so the 'grn' prior is all zeros. Name the "
+                "edges' tf and target like the RNA var_names (gene symbols of the model's species).",
+                HoloCellWarning,
+                stacklevel=2,
+            )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.module = HoloCellModule(
@@ -333,6 +347,12 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         MuData (or a path to an ``.h5mu``, opened backed) is streamed from disk, not loaded.
         """
         mdata = read_backed(mdata) if isinstance(mdata, str | Path) else (self.adata if mdata is None else mdata)
+        if mdata is self.adata and getattr(self, "_placeholder_data", False):
+            raise ValueError(
+                "This model was loaded without data (load_pretrained(name) holds one empty placeholder cell per "
+                "batch): pass your cells, mdata=..., or load it onto them with HoloCell.load_pretrained(name, mdata) "
+                "to train."
+            )
         setup = self._setup_args
         if not isinstance(mdata, MuData):
             raise TypeError(
@@ -345,6 +365,12 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
                 f"mdata.obs has no column {batch_key!r}, the batch_key the model was set up with. Add it (a batch "
                 "not seen in training is read as a new batch), run mdata.pull_obs() if a modality holds it, or pass "
                 f"transform_batch= one of the training batches {list(self.batch_categories_)[:5]}."
+            )
+        species_key = setup.get("species_key")
+        if species_key is not None and species_key not in mdata.obs:
+            raise KeyError(
+                f"mdata.obs has no column {species_key!r}, the species_key the model was set up with. Add it (each "
+                "cell's 'human' or 'mouse'), or run mdata.pull_obs() if a modality holds it."
             )
         missing = [name for name in self.modalities_.values() if name not in mdata.mod]
         if missing:

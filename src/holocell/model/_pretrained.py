@@ -252,6 +252,11 @@ def resolve(name_or_path_or_url: str | os.PathLike[str], sha256: str | None = No
     """
     sha = None if sha256 is None else _registry.check_sha256(sha256, "sha256")
     text = str(name_or_path_or_url)
+    if not text.strip():
+        raise ValueError(
+            f"load_pretrained needs a registered checkpoint name, a path or a URL, got {text!r}; registered "
+            f"checkpoints: {_registry.available('checkpoint')}."
+        )
     if text in _registry.REGISTRY:
         entry = _registry.REGISTRY[text]
         if entry.kind != "checkpoint":
@@ -274,7 +279,7 @@ def resolve(name_or_path_or_url: str | os.PathLike[str], sha256: str | None = No
             )
         filename = f"{sha[:16]}-{_url_file_name(text)}"
         return _registry.fetch_url(text, sha, filename, max_bytes=MAX_ARCHIVE_BYTES)
-    path = Path(text).expanduser()
+    path = Path(text).expanduser().absolute()  # "." has no name to report otherwise
     if path.exists():
         if sha is not None:
             _verify_local(path, sha)
@@ -309,6 +314,13 @@ def load_pretrained(
 ) -> HoloCell:
     """See :meth:`HoloCell.load_pretrained`."""
     device = None if device is None else check_device(device)  # before any download
+    if mdata is not None and not isinstance(mdata, md.MuData):
+        how = "read it with mudata.read_h5mu(path)" if isinstance(mdata, str | os.PathLike) else (
+            "wrap it with mudata.MuData({name: adata})")
+        raise TypeError(
+            f"mdata must be a MuData, got {type(mdata).__name__}: {how}, set it up with HoloCell.setup_mudata, "
+            "then pass it (or leave mdata out to load the model alone)."
+        )
     path = resolve(name_or_path_or_url, sha256)
     label = None if path.is_dir() else str(path)
     with unpacked(path) as ckpt:
@@ -323,7 +335,9 @@ def load_pretrained(
                 # checkpoint's: their vocabulary match was reported when the checkpoint's data was set up
                 warnings.filterwarnings("ignore", message=r".*RNA features of modality .* map to a known")
                 warnings.filterwarnings("ignore", message=r"No antibody of modality .* maps to a gene")
-                return cls._from_checkpoint_dir(ckpt, reference_mudata(config), device=device)
+                model = cls._from_checkpoint_dir(ckpt, reference_mudata(config), device=device)
+                model._placeholder_data = True  # its data are one empty cell per batch: not for training
+                return model
         state = _checkpoint.read_weights(ckpt, config.get("weights_sha256"))
     model = cls._transferred(mdata, state, config)
     if device is not None:

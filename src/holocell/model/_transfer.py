@@ -14,12 +14,14 @@ model's own (they describe the new data's features).
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 
+from .._warnings import HoloCellWarning
 from ..vocab import FeatureSpace
 
 logger = logging.getLogger("holocell")
@@ -99,7 +101,7 @@ def map_state(
     new_state = {}
     for key, new in state.items():
         if key in buffers:
-            new_state[key] = new
+            new_state[key] = _prior_rows(key, new, ref_state, src)
             continue
         if key not in ref_state:
             info.fresh.append(key)
@@ -159,6 +161,18 @@ def _slot_exists(space: FeatureSpace, modality: str, src: np.ndarray | None = No
     return np.where(src >= 0, exists[np.clip(src, 0, None)], False)
 
 
+def _prior_rows(key: str, new: torch.Tensor, ref_state: dict[str, torch.Tensor], src: np.ndarray) -> torch.Tensor:
+    """A buffer of the new model; for a prior matrix, the reference's rows for the anchors it had (its own GRN
+    edges included, which a checkpoint keeps only there), so that a shared gene's anchor embedding is the
+    reference's. Other buffers, and anchors new to the reference, keep the new model's values."""
+    old = ref_state.get(key)
+    if not key.startswith("network.prior_") or old is None or old.shape[1:] != new.shape[1:]:
+        return new
+    out, known = new.clone(), src >= 0
+    out[torch.from_numpy(np.flatnonzero(known))] = old.to(new.dtype)[torch.from_numpy(src[known])]
+    return out
+
+
 def _map_rows(
     new: torch.Tensor, old: torch.Tensor, src: np.ndarray, known: np.ndarray, rows_known: np.ndarray
 ) -> torch.Tensor:
@@ -196,8 +210,19 @@ def overlap_report(
 
 
 def log_report(report: pd.DataFrame) -> None:
+    """Log the transfer report; warn for a modality of the new data whose features the reference knows none of."""
     parts = [f"{r.Index} {r.n_shared}/{r.n_query} ({r.fraction_shared:.0%})" for r in report.itertuples()]
     logger.info("holocell transfer: shared with the pretrained model: %s", ", ".join(parts))
+    unknown = [m for m, r in report.drop(index=["anchors", "batches"], errors="ignore").iterrows()
+               if r["n_query"] > 0 and r["n_shared"] == 0]  # fmt: skip
+    if unknown:
+        warnings.warn(
+            f"The pretrained model knows none of the features of modality {unknown} (transfer_report_): they start "
+            "untrained, so the transfer brings nothing for them. Check the species and the feature names (gene "
+            "symbols vs Ensembl ids), or train a model on these data instead.",
+            HoloCellWarning,
+            stacklevel=4,
+        )
 
 
 # ------------------------------------------------------------------------------------ freezing

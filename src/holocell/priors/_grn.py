@@ -68,9 +68,20 @@ def grn_prior(anchors: Sequence[str], edges: pd.DataFrame | None = None) -> Prio
     if edges is None:
         genes, table = _default_embedding()
     else:
+        if not isinstance(edges, pd.DataFrame):
+            raise TypeError(
+                f"GRN edges must be a DataFrame with columns 'tf' and 'target', got {type(edges).__name__}; e.g. "
+                "pd.DataFrame({'tf': ['SPI1'], 'target': ['CD14']})."
+            )
         missing = {"tf", "target"} - set(edges.columns)
         if missing:
             raise ValueError(f"GRN edges need columns 'tf' and 'target'; missing {sorted(missing)}.")
+        blank = edges["tf"].isna() | edges["target"].isna()
+        if blank.any():
+            raise ValueError(
+                f"{int(blank.sum())} GRN edges have no tf or no target (NaN / None), which would become a gene named "
+                "'nan'; drop them first, e.g. edges.dropna(subset=['tf', 'target'])."
+            )
         edges = pd.DataFrame({"tf": edges["tf"].astype(str), "target": edges["target"].astype(str)})
         if edges.empty:
             raise ValueError("GRN edges are empty; pass at least one tf -> target edge or edges=None.")
