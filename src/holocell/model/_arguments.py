@@ -7,15 +7,19 @@ instead of failing deep inside torch or silently training on NaN. numpy scalars 
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import replace
 
 import numpy as np
 
+from ..train._config import TrainingConfig
 from ._args import check_count
 from ._config_check import INIT_PARAMS, OBJECTIVE, TRAINING, check_section
 
+#: Largest ``train(seed=...)``: Lightning's ``seed_everything`` refuses seeds outside 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
 _HINT = "Pass a value of that type and range to HoloCell(...) (see its docstring)."
 #: Constructor arguments checked here (the others have checks of their own: priors, feature space, batches).
 _CHECKED = ("d_model", "n_layers", "n_heads", "n_latents", "n_bins", "dropout", "p_drop_modality", "align_weight",
@@ -40,6 +44,7 @@ def check_arguments(arguments: Mapping, objective_kwargs: Mapping) -> dict:
     Returns the objective keyword arguments with numpy scalars turned into Python numbers (unknown keys are
     left for :meth:`~holocell.nn.ObjectiveConfig.from_dict` to refuse).
     """
+    check_train_config(arguments.get("train_config"))
     init = {k: python_scalar(arguments[k]) for k in _CHECKED if k in arguments}
     check_section(init, [r for r in INIT_PARAMS if r.key in _CHECKED], "HoloCell()", partial=True, hint=_HINT)
     d_model, n_heads = init.get("d_model", 128), init.get("n_heads", 4)
@@ -70,22 +75,86 @@ def check_training(values: Mapping | None, where: str, *, upper_bounds: bool = T
     plain = {k: python_scalar(v) for k, v in values.items()}
     known = {r.key for r in TRAINING}
     as_json = {k: list(v) if isinstance(v, tuple) else v for k, v in plain.items() if k in known}
-    rules = TRAINING if upper_bounds else [replace(r, high=float("inf"), bounds=r.bounds[0] + ")") for r in TRAINING]
-    check_section(as_json, rules, where, partial=True, hint="See holocell.train.TrainingConfig for each field.")
+    # a run's overrides: no upper bound on numbers (a list has no bounds to drop)
+    rules = TRAINING if upper_bounds else [r if r.high is None else replace(r, high=float("inf"), bounds=r.bounds[0] + ")")
+                                           for r in TRAINING]  # fmt: skip
+    hint = "See holocell.train.TrainingConfig for each field."
+    check_section(as_json, rules, where, partial=True, hint=hint)
+    betas = as_json.get("betas")
+    if betas is not None and (len(betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in betas)):
+        raise ValueError(f"{where}: key 'betas' must be two numbers in [0, 1) (e.g. (0.9, 0.98)), got {betas!r}. {hint}")
     return plain
 
 
-def check_train_call(max_epochs, batch_size, validation_size, early_stopping_patience, lr, seed) -> None:
+def check_train_config(value) -> None:
+    """``HoloCell(train_config=...)``: a :class:`~holocell.train.TrainingConfig`, a dict of its fields, or ``None``
+    (a string such as ``"fast"`` was kept and failed only in :meth:`~holocell.HoloCell.train`)."""
+    if value is None or isinstance(value, dict):
+        return  # a dict is checked field by field with check_training
+    if not isinstance(value, TrainingConfig):
+        raise TypeError(
+            f"HoloCell(train_config=...) must be a holocell.train.TrainingConfig, a dict of its fields (e.g. "
+            f"{{'lr': 1e-3}}) or None, got {type(value).__name__} {value!r}."
+        )
+    check_training(value.to_dict(), "HoloCell(train_config=...)")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_plan_extras(extra: Mapping) -> None:
+    """The ``plan_kwargs`` of :meth:`~holocell.HoloCell.train` that are not config fields: ``total_steps`` (an
+    integer >= 1; 0 and negative values were silently replaced) and ``ema_decay`` (as ``train(ema_decay=...)``)."""
+    if "total_steps" in extra:
+        check_count(python_scalar(extra["total_steps"]), "train(plan_kwargs=...): key 'total_steps'", none_ok=True)
+    if "ema_decay" in extra:
+        check_ema_decay(python_scalar(extra["ema_decay"]), "train(plan_kwargs=...): key 'ema_decay'")
+
+
+def check_ema_decay(value, what: str = "ema_decay") -> None:
+    """``None`` or a number strictly between 0 and 1."""
+    if value is not None and not (_is_number(value) and 0 < value < 1):
+        raise ValueError(
+            f"{what} must be a number in (0, 1), e.g. 0.995, or None (keep the last weights), got {value!r}."
+        )
+
+
+def as_callbacks(value) -> list:
+    """``train(callbacks=...)`` as a list: ``None`` gives none, one callback a list of one."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def check_train_call(
+    max_epochs, batch_size, validation_size, early_stopping_patience, lr, seed, ema_decay=None
+) -> None:
     """Check the arguments of :meth:`~holocell.HoloCell.train` before anything runs (a string, a float epoch
     count, a zero batch size or a NaN learning rate used to fail deep inside Lightning or numpy)."""
     check_count(max_epochs, "max_epochs", none_ok=True)
     check_count(batch_size, "batch_size")
     check_count(early_stopping_patience, "early_stopping_patience", minimum=0)
     check_count(seed, "seed", minimum=0)
+    if seed > MAX_SEED:
+        raise ValueError(
+            f"seed must be an integer from 0 to {MAX_SEED} (2**32 - 1, the range of Lightning's seed_everything and "
+            f"numpy's legacy seeding), got {seed}; pass a smaller seed, e.g. seed % 2**32."
+        )
+    check_ema_decay(python_scalar(ema_decay))
     if isinstance(validation_size, bool) or not isinstance(validation_size, numbers.Real):
         raise TypeError(f"validation_size must be a number in [0, 1), got {type(validation_size).__name__}.")
     if lr is not None:
         check_training({"lr": lr}, "train()", upper_bounds=False)
 
 
-__all__ = ["check_arguments", "check_train_call", "check_training", "python_scalar"]
+__all__ = [
+    "as_callbacks",
+    "check_arguments",
+    "check_ema_decay",
+    "check_plan_extras",
+    "check_train_call",
+    "check_train_config",
+    "check_training",
+    "python_scalar",
+]

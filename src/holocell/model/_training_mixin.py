@@ -5,6 +5,8 @@ The Lightning set-up, the epoch history and the run itself are in :mod:`holocell
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -12,11 +14,38 @@ import lightning.pytorch as pl
 from .._settings import settings
 from ..train import fit
 from ..train._fit import check_cell_state, run_config
-from ._arguments import check_train_call, check_training
+from ..train._resume import check_checkpoint_dir
+from ._arguments import as_callbacks, check_plan_extras, check_train_call, check_training
 
 
 class TrainingMixin:
     """:meth:`train`; sets ``is_trained_``, ``history_``, ``train_indices_`` and ``validation_indices_``."""
+
+    def _run_identity(self) -> dict:
+        """What this model is, for checkpoints to be resumed only into the same model: network sizes, modalities,
+        features (counts and a sha256 of the anchors and names) and cells (count and a digest of their names)."""
+        space = self.feature_space
+        names = hashlib.sha256("\0".join(space.anchors).encode())
+        for m in sorted(self.modalities_):
+            names.update(("\1" + m + "\0" + "\0".join(map(str, space.maps[m].features))).encode())
+        return {
+            "network": {k: v for k, v in asdict(self.config).items() if isinstance(v, int | float | str | bool)},
+            "modalities": dict(self.modalities_),
+            "features": {m: len(space.maps[m].features) for m in sorted(self.modalities_)},
+            "features_sha256": names.hexdigest(),
+            "n_cells": int(self._fingerprint["n_obs"]),
+            "cells_sha256": str(self._fingerprint["obs_names"]),
+        }
+
+    def _check_trainable(self) -> None:
+        """Refuse a run with no trainable parameter (it failed in the first backward pass)."""
+        if not any(p.requires_grad for p in self.module.parameters()):
+            raise ValueError(
+                "Nothing to train: every parameter of this model is frozen (requires_grad is False; freeze() leaves "
+                "nothing trainable when the query data add no gene, peak or batch the reference lacks). Call "
+                "model.unfreeze() to fine-tune all of it, or freeze only when the query data bring new features "
+                "or batches."
+            )
 
     def train(
         self,
@@ -76,19 +105,30 @@ class TrainingMixin:
         num_nodes
             Machines for multi-node DDP (launched by ``torchrun`` or SLURM, see the scaling docs).
         checkpoint_dir
-            Write a Lightning checkpoint (``last.ckpt``) there at the end of every epoch.
+            Write a Lightning checkpoint (``last.ckpt``) there at the end of every epoch. A fresh run
+            (``resume=False``) needs a folder without the checkpoints of an earlier run: it is refused
+            rather than writing beside them (holocell never deletes them).
         resume
             Continue from ``checkpoint_dir/last.ckpt`` (weights, optimiser, schedule, epoch and
-            step) when it exists; start afresh, with a warning, when it does not. Lightning
+            step) when it exists; start afresh, with a warning, when it does not. The checkpoint must
+            be one that ``train`` wrote for this model (the same sizes, features and cells). Lightning
             checkpoints are loaded with ``weights_only=True``; resume only from checkpoints you
             wrote yourself.
         **trainer_kwargs
-            Passed to :class:`lightning.pytorch.Trainer` (``callbacks`` are added to holocell's own).
+            Passed to :class:`lightning.pytorch.Trainer`: ``callbacks`` (one or a list; ``None``: none)
+            are added to holocell's own, a ``logger`` (or a list) beside the one that fills ``history_``.
 
         Raises
         ------
         FloatingPointError
             When the training loss becomes NaN or infinite (naming the step).
+        ValueError
+            Before any work: nothing trainable (:meth:`freeze` froze every parameter); a fresh run into a
+            ``checkpoint_dir`` holding an earlier run's checkpoints (pass ``resume=True`` to continue it); a
+            ``last.ckpt`` to resume that is not a holocell checkpoint, or one of another model (other sizes,
+            features or cells); a ``validation_size`` that leaves no cell to train on.
+        NotADirectoryError
+            ``checkpoint_dir`` is a file.
 
         Warns
         -----
@@ -96,12 +136,15 @@ class TrainingMixin:
             When the cell state diverged: its mean KL in the last epoch is above 100 nats per dimension of ``z``
             (its means far outside the prior). Early stopping counts epochs only after the KL warm-up.
         """
-        check_train_call(max_epochs, batch_size, validation_size, early_stopping_patience, lr, seed)
+        check_train_call(max_epochs, batch_size, validation_size, early_stopping_patience, lr, seed, ema_decay)
         overrides = check_training(plan_kwargs, "train(plan_kwargs=...)", upper_bounds=False)
         config, extra = run_config(self.train_config, lr, overrides)
+        check_plan_extras(extra)
+        self._check_trainable()
+        check_checkpoint_dir(checkpoint_dir, resume)  # again in fit(); here before the data are read
         if precision is not None:
             trainer_kwargs["precision"] = precision
-        callbacks = [*self._train_callbacks(), *trainer_kwargs.pop("callbacks", [])]
+        callbacks = [*self._train_callbacks(), *as_callbacks(trainer_kwargs.pop("callbacks", None))]
         _, arrays = self._arrays(None)
         result = fit(
             self.module,
@@ -123,6 +166,7 @@ class TrainingMixin:
             checkpoint_dir=checkpoint_dir,
             resume=resume,
             callbacks=callbacks,
+            run_identity=self._run_identity(),
             **trainer_kwargs,
         )
         if result.device is not None:  # Lightning hands the module back on the CPU; inference stays where training ran

@@ -24,6 +24,7 @@ from ..data.arrays import BackedMosaicArrays, MosaicArrays
 from ..nn import HoloCellModule
 from ._config import TrainingConfig
 from ._plan import MosaicDataModule, TrainingPlan, split_indices
+from ._resume import check_checkpoint_dir, check_same_model, read_checkpoint
 
 
 class HistoryLogger(Logger):
@@ -227,6 +228,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     callbacks: Sequence[pl.Callback] = (),
+    run_identity: dict | None = None,
     **trainer_kwargs,
 ) -> FitResult:
     """Train ``module`` on ``arrays`` with Lightning (arguments as in :meth:`holocell.HoloCell.train`).
@@ -245,31 +247,52 @@ def fit(
         Length of the cosine schedule (default: the run's optimiser steps per device).
     callbacks
         Extra Lightning callbacks (e.g. :class:`RowFreezeCallback`).
+    run_identity
+        What the model is (network sizes, feature space, cells; ``HoloCell._run_identity``): written into every
+        checkpoint, and compared with a resumed checkpoint's (:mod:`holocell.train._resume`).
+    **trainer_kwargs
+        Passed to :class:`lightning.pytorch.Trainer`; a ``logger`` (or a list) is added beside holocell's own.
+
+    Raises
+    ------
+    ValueError
+        ``resume=True`` without ``checkpoint_dir``; a fresh run into a folder holding an earlier run's checkpoints;
+        a ``last.ckpt`` that is not a holocell checkpoint, or one of another model; no cell left for training.
     """
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs checkpoint_dir, the directory train() wrote checkpoints to.")
+    folder, resume_from = check_checkpoint_dir(checkpoint_dir, resume)
+    if resume_from is not None:  # before any work: is it a holocell checkpoint, of this model?
+        state = {f"module.{k}": v for k, v in module.state_dict().items()}
+        check_same_model(resume_from, read_checkpoint(resume_from), run_identity, state)
+    elif resume:
+        warnings.warn(
+            f"No checkpoint at {folder / 'last.ckpt'}; training starts from scratch.", HoloCellWarning, stacklevel=3
+        )
     pl.seed_everything(seed, verbose=False)
     train_idx, val_idx = split_indices(arrays.n_cells, validation_size, seed)
+    if len(train_idx) == 0:
+        raise ValueError(
+            f"validation_size={validation_size} holds out {len(val_idx)} of the {arrays.n_cells} cells, leaving no cell "
+            f"to train on. Lower validation_size (e.g. 0.1) so that at least one cell, better a batch of "
+            f"batch_size={batch_size}, remains for training."
+        )
     steps_per_epoch = max(1, len(train_idx) // batch_size)
     if max_epochs is None:
         max_epochs = config.default_epochs(steps_per_epoch)
     history = HistoryLogger()
+    loggers = [history, *extra_loggers(trainer_kwargs.pop("logger", None))]
     callbacks = list(callbacks)
     if ema_decay is not None:
         callbacks.append(WeightEMA(ema_decay))
     if early_stopping and len(val_idx) > 0:
         callbacks.append(EarlyStoppingAfterWarmup(early_stopping_patience))
-    ckpt_path = None
-    if checkpoint_dir is not None:
-        checkpoint_dir = Path(checkpoint_dir)
+    if folder is not None:
+        # no version counter: a run writes its own last.ckpt (a fresh run into a folder holding another run's is
+        # refused above), so resume=True always reads the latest checkpoint of the run it continues
         callbacks.append(
-            pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="{epoch}-{step}", save_top_k=1, save_last=True)
+            pl.callbacks.ModelCheckpoint(
+                dirpath=folder, filename="{epoch}-{step}", save_top_k=1, save_last=True, enable_version_counter=False
+            )
         )
-        last = checkpoint_dir / "last.ckpt"
-        if resume and last.exists():
-            ckpt_path = str(last)
-        elif resume:
-            warnings.warn(f"No checkpoint at {last}; training starts from scratch.", HoloCellWarning, stacklevel=3)
     trainer_kwargs.setdefault("log_every_n_steps", 1)  # only epoch-level metrics are logged
     with settings.lightning_logging():
         trainer = pl.Trainer(
@@ -281,15 +304,16 @@ def fit(
             callbacks=callbacks,
             enable_progress_bar=enable_progress_bar,
             enable_model_summary=False,
-            enable_checkpointing=checkpoint_dir is not None,
-            logger=history,
+            enable_checkpointing=folder is not None,
+            logger=loggers,
             gradient_clip_val=config.gradient_clip_val,
             num_sanity_val_steps=0,
             **trainer_kwargs,
         )
         # each device sees 1/world_size of the mini-batches
         steps_per_device = max(1, -(-steps_per_epoch // trainer.world_size))
-        plan = TrainingPlan(module, config, total_steps=total_steps or max_epochs * steps_per_device)
+        steps = max_epochs * steps_per_device if total_steps is None else total_steps
+        plan = TrainingPlan(module, config, total_steps=steps, run_identity=run_identity, checkpoint_dir=folder)
         datamodule = MosaicDataModule(arrays, train_idx, val_idx, batch_size, seed)
         # Lightning keeps each submodule's mode: a module left in eval mode by an earlier fit, load or
         # transfer would train without dropout (and Lightning would warn about it)
@@ -297,10 +321,27 @@ def fit(
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__`.*")  # streaming
-            trainer.fit(plan, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            if resume_from is not None:  # the folder holds the run's own checkpoints, as it should
+                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+            trainer.fit(plan, datamodule=datamodule, ckpt_path=None if resume_from is None else str(resume_from), weights_only=True)
     device = trainer.strategy.root_device if trainer.world_size == 1 else None
     module.eval()
     return FitResult(train_idx, val_idx, history.frame(), device)
+
+
+def extra_loggers(logger) -> list[Logger]:
+    """The run's ``logger=`` as a list of Lightning loggers beside holocell's own (which fills ``model.history_``):
+    ``None`` / ``False``: none; a :class:`~lightning.pytorch.loggers.Logger` or a list of them."""
+    if logger is None or logger is False:
+        return []
+    items = list(logger) if isinstance(logger, list | tuple) else [logger]
+    if not all(isinstance(x, Logger) for x in items):
+        raise ValueError(
+            f"logger={logger!r}: holocell always logs the epoch losses to model.history_ with its own logger; pass a "
+            "Lightning logger (e.g. lightning.pytorch.loggers.CSVLogger('logs')) or a list of them to log elsewhere "
+            "as well, or leave logger out."
+        )
+    return items
 
 
 KL_PER_DIMENSION_LIMIT = 100.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from ..data.arrays import BackedMosaicArrays, MosaicArrays, make_chunked_loader, make_loader
 from ..nn import HoloCellModule
 from ._config import TrainingConfig
+from ._resume import IDENTITY_KEY, relocate_checkpoint_paths
 
 
 class TrainingPlan(pl.LightningModule):
@@ -27,6 +29,11 @@ class TrainingPlan(pl.LightningModule):
         Optimiser and schedule settings (default :class:`TrainingConfig`).
     total_steps
         Steps of the cosine schedule (the run length); the rate stays at its floor after.
+    run_identity
+        What the model is (network sizes, feature space, cells), written into every checkpoint so that a resumed
+        run can check it continues the same model (:mod:`holocell.train._resume`).
+    checkpoint_dir
+        The run's checkpoint folder, if any (a resumed run that moved re-points the recorded paths there).
     **overrides
         :class:`TrainingConfig` fields to override, e.g. ``lr=3e-4``.
     """
@@ -37,12 +44,26 @@ class TrainingPlan(pl.LightningModule):
         config: TrainingConfig | None = None,
         *,
         total_steps: int = 10_000,
+        run_identity: dict | None = None,
+        checkpoint_dir: Path | None = None,
         **overrides,
     ) -> None:
         super().__init__()
         self.module = module
         self.config = replace(config or TrainingConfig(), **overrides)
         self.total_steps = max(total_steps, self.config.warmup_steps + 1)
+        self.run_identity = run_identity
+        self.checkpoint_dir = checkpoint_dir
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record the run identity in the checkpoint (plain numbers and strings: ``weights_only`` loading reads it)."""
+        if self.run_identity is not None:
+            checkpoint[IDENTITY_KEY] = self.run_identity
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming in a checkpoint folder that has moved since: re-point the recorded checkpoint paths at it."""
+        if self.checkpoint_dir is not None:
+            relocate_checkpoint_paths(checkpoint, self.checkpoint_dir)
 
     def kl_scale(self) -> float:
         """Warm-up factor of the cell state's KL term: rises linearly from 0 to 1 over the objective's
