@@ -304,6 +304,11 @@ def test_new_data_of_the_wrong_kind_is_named(tmp_path):
     mdata["rna"].write_h5ad(tmp_path / "rna.h5ad")
     with pytest.raises(TypeError, match="is an .h5ad file"):
         model.get_latent_representation(tmp_path / "rna.h5ad", progress_bar=False)
+    (tmp_path / "notes.h5mu").write_text("not hdf5")
+    with pytest.raises(ValueError, match="is not a readable .h5mu file"):  # was h5py's "file signature not found"
+        model.get_latent_representation(tmp_path / "notes.h5mu", progress_bar=False)
+    with pytest.raises(TypeError, match="read it with mudata.read_h5mu"):  # was scvi's "'str' has no attribute 'uns'"
+        hc.HoloCell(str(tmp_path / "notes.h5mu"), **TINY)
     new = mdata.copy()
     del new.obs["batch"]
     with pytest.raises(KeyError, match="no column 'batch', the batch_key the model was set up with"):

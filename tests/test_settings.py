@@ -117,3 +117,35 @@ def test_lightning_log_level_applies_only_while_training(pbmc, restore_settings)
     model.train(max_epochs=1, enable_progress_bar=False, callbacks=[seen], limit_train_batches=2, limit_val_batches=1)
     assert seen.level == logging.ERROR
     assert logging.getLogger("lightning.pytorch").level == before
+
+
+def test_settings_refuse_what_they_would_ignore(restore_settings, monkeypatch):
+    """A typo (`progres_bar`) was stored and did nothing; huge_pages="no" turned huge pages on; verbosity=99 was
+    accepted."""
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    with pytest.raises(AttributeError, match="no setting 'progres_bar'; did you mean 'progress_bar'"):
+        restore_settings.progres_bar = False
+    for bad in ("no", "false", 1):
+        with pytest.raises(TypeError, match="huge_pages must be True or False"):
+            restore_settings.huge_pages = bad
+    assert "THP_MEM_ALLOC_ENABLE" not in os.environ
+    for bad in (99, -3):
+        with pytest.raises(ValueError, match="between 0 and 50"):
+            restore_settings.verbosity = bad
+
+
+def test_holocell_messages_print_once_after_the_user_configures_logging(monkeypatch):
+    """After hc.settings.verbosity, a logging.basicConfig printed every holocell message twice."""
+    import io
+
+    from holocell._settings import _FallbackHandler
+
+    stream = io.StringIO()
+    handler = _FallbackHandler(stream)
+    record = logging.LogRecord("holocell", logging.INFO, __file__, 1, "hello", None, None)
+    monkeypatch.setattr(logging.root, "handlers", [])
+    handler.emit(record)
+    assert stream.getvalue() == "hello\n"  # nothing else would print it
+    monkeypatch.setattr(logging.root, "handlers", [logging.StreamHandler(io.StringIO())])
+    handler.emit(record)
+    assert stream.getvalue() == "hello\n"  # the user's handler prints it now

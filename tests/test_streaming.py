@@ -134,3 +134,21 @@ def test_backed_rows_absent_cells_and_gaps(tmp_path):
     x = sp.random(500, 20, density=0.2, format="csr", random_state=0, dtype=np.float32)
     rows = np.array([0, 1, 3, 200, 201, 499])
     assert (read_rows(x, rows) != x[rows]).nnz == 0
+
+
+def test_tl_copy_of_a_backed_mudata_is_refused_with_the_fix(backed_model, h5mu_path, tmp_path):
+    """copy=True on a backed MuData raised mudata's "pass a filename", which the tl functions do not take."""
+    import hashlib
+    import shutil
+
+    _, model = backed_model
+    path = tmp_path / "mine.h5mu"
+    shutil.copy(h5mu_path, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    mine = md.read_h5mu(path, backed=True)
+    with pytest.raises(ValueError, match=r"this one is backed .* \(mudata.read_h5mu\(path\)\)"):
+        hc.tl.embed(mine, model, copy=True)
+    hc.tl.embed(mine, model, key_added="X_hc")  # without copy: added in memory
+    assert mine.obsm["X_hc"].shape[0] == mine.n_obs
+    mine.file.close()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest  # the file on disk is not changed

@@ -8,6 +8,7 @@ holocell trains).
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import os
 import sys
@@ -22,7 +23,7 @@ _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 
 
 def _level(value: int | str) -> int:
-    """A logging level from an int or a name (``"info"``, ``"WARNING"``, ...)."""
+    """A logging level from an int (0 to 50) or a name (``"info"``, ``"WARNING"``, ...)."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise TypeError(f"A logging level is an int or a name such as 'info', got {value!r}.")
     if isinstance(value, str):
@@ -30,7 +31,22 @@ def _level(value: int | str) -> int:
         if not isinstance(level, int):
             raise ValueError(f"Unknown logging level {value!r}; use debug, info, warning, error or critical.")
         return level
+    if not logging.NOTSET <= value <= logging.CRITICAL:
+        raise ValueError(f"A logging level is between 0 and 50 (logging.CRITICAL), got {value!r}; e.g. 'info' (20).")
     return value
+
+
+class _FallbackHandler(logging.StreamHandler):
+    """Prints holocell's messages to stderr only while no logger above holocell's has a handler of its own, so a
+    ``logging.basicConfig`` made after ``hc.settings.verbosity`` does not print every message twice."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        parent = logging.getLogger(LOGGER_NAME).parent
+        while parent is not None:
+            if parent.handlers:
+                return
+            parent = parent.parent if parent.propagate else None
+        super().emit(record)
 
 
 def _interactive() -> bool:
@@ -90,7 +106,7 @@ class HolocellSettings:
         logger = logging.getLogger(LOGGER_NAME)
         logger.setLevel(_level(value))
         if not logger.hasHandlers():  # nothing would print below WARNING: give it a handler
-            handler = logging.StreamHandler()
+            handler = _FallbackHandler()
             handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
             logger.addHandler(handler)
 
@@ -141,10 +157,20 @@ class HolocellSettings:
 
     @huge_pages.setter
     def huge_pages(self, value: bool) -> None:
+        if not (isinstance(value, bool) or type(value).__name__ == "bool_"):  # a string "no" would turn them on
+            raise TypeError(f"huge_pages must be True or False, got {value!r}.")
         if value:
             os.environ[HUGE_PAGES_ENV] = "1"
         else:
             os.environ.pop(HUGE_PAGES_ENV, None)
+
+    def __setattr__(self, name: str, value) -> None:
+        if not name.startswith("_") and not isinstance(getattr(type(self), name, None), property):
+            known = [n for n, v in vars(type(self)).items() if isinstance(v, property)]
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            raise AttributeError(f"hc.settings has no setting {name!r}{hint} Settings: {known}.")
+        super().__setattr__(name, value)
 
     def __repr__(self) -> str:
         return (

@@ -37,7 +37,13 @@ def read_backed(path: str | Path) -> MuData:
             f"{str(path)!r} is an .h5ad file (one AnnData), not an .h5mu; read it with anndata.read_h5ad and wrap it "
             "with mudata.MuData({name: adata}), or save that MuData as .h5mu."
         )
-    return mudata.read_h5mu(str(path), backed=True)
+    try:
+        return mudata.read_h5mu(str(path), backed=True)
+    except OSError as err:  # h5py: "file signature not found" for a file that is not HDF5
+        raise ValueError(
+            f"{str(path)!r} is not a readable .h5mu file (an HDF5 file written by mudata): {err}. Check the path, "
+            "or write the data with mdata.write(path)."
+        ) from err
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])

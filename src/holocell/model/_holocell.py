@@ -174,6 +174,12 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         train_config: TrainingConfig | dict | None = None,
         **objective_kwargs,
     ) -> None:
+        if not isinstance(mdata, MuData):
+            how = "read it with mudata.read_h5mu(path)" if isinstance(mdata, str | Path) else "wrap it with mudata.MuData"
+            raise TypeError(
+                f"HoloCell needs a MuData set up with HoloCell.setup_mudata, got {type(mdata).__name__}: {how}, "
+                "set it up, then pass it."
+            )
         objective_kwargs = check_arguments(locals(), objective_kwargs)
         super().__init__(mdata)
         loading = feature_space is not None

@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from .._warnings import HoloCellWarning
 from ..model._args import check_count, check_weight
 from ._compat import legacy_positional
-from ._keys import check_key_added, check_outputs
+from ._keys import check_key_added, check_outputs, working_copy
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -164,7 +164,7 @@ def annotate(
             "pass another key_added (default 'holocell_label')."
         )
     check_outputs(mdata, key_added, "annotate", obs=[key_added, f"{key_added}_confidence"])
-    mdata = mdata.copy() if copy else mdata
+    mdata = working_copy(mdata, copy)
     labels = mdata.obs[labels_key]
     labelled = labels.notna().to_numpy()
     q = ~labelled if query is None else _as_mask(mdata, query, "query")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ._keys import check_outputs
+from ._keys import check_outputs, working_copy
 
 DEFAULT_KEY = "X_holocell"
 """holocell's own ``.obsm`` name, which the docs also fill with ``model.get_latent_representation()``."""
@@ -59,7 +59,7 @@ def embed(
     """
     if key_added != DEFAULT_KEY:  # holocell's own name is always its embedding (see key_added)
         check_outputs(mdata, key_added, "embed", obsm=[key_added])  # also refuses a key that is no name
-    mdata = mdata.copy() if copy else mdata
+    mdata = working_copy(mdata, copy)
     mdata.obsm[key_added] = model.get_latent_representation(
         mdata, modality=modality, batch_size=batch_size, device=device, progress_bar=progress_bar
     )

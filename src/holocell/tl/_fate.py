@@ -12,7 +12,7 @@ import pandas as pd
 
 from .._warnings import HoloCellDeprecationWarning
 from ..model._args import as_names, check_count, modality_cells
-from ._keys import check_outputs
+from ._keys import check_outputs, working_copy
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -144,7 +144,7 @@ def fate_shift(
         rna = model.modalities_["rna"]
         raise ValueError(f"No {source!r} cell has RNA (mdata.mod[{rna!r}]), so no gene can be perturbed in them.")
 
-    mdata = mdata.copy() if copy else mdata
+    mdata = working_copy(mdata, copy)
     z = model.get_latent_representation(mdata, batch_size=batch_size, device=device, progress_bar=progress_bar)
     c_s = z[in_source].mean(0)
     c_t = z[in_target].mean(0)

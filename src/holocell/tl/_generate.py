@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
+from ._keys import working_copy
+
 if TYPE_CHECKING:
     from mudata import MuData
 
@@ -60,7 +62,7 @@ def generate(
     ``None``, or the modified copy when ``copy=True``. Writes ``mdata.mod[key_added]``, whose ``X``,
     ``layers["bins"]`` and ``uns["holocell"]`` are described in :meth:`HoloCell.generate`.
     """
-    mdata = mdata.copy() if copy else mdata
+    mdata = working_copy(mdata, copy)
     model.generate(
         mdata,
         target=target,

@@ -13,7 +13,7 @@ import pandas as pd
 from .._warnings import HoloCellDeprecationWarning
 from ..model._args import as_names, check_count, modality_cells
 from ..priors import load_grn_edges
-from ._keys import check_outputs
+from ._keys import check_outputs, working_copy
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -122,7 +122,7 @@ def grn(
     >>> hc.pl.grn_scores(mdata.uns["holocell_grn"], "GATA1")
     """
     check_outputs(mdata, key_added, "grn")
-    mdata = mdata.copy() if copy else mdata
+    mdata = working_copy(mdata, copy)
     mdata.uns[key_added] = edge_table(
         model,
         mdata,

@@ -77,4 +77,17 @@ def check_outputs(
         )
 
 
-__all__ = ["RECORDS", "check_key_added", "check_outputs", "written_by"]
+def working_copy(mdata: MuData, copy: bool) -> MuData:
+    """``mdata`` itself, or (``copy=True``) an in-memory copy; a backed MuData cannot be copied so (``ValueError``)."""
+    if not copy:
+        return mdata
+    if getattr(mdata, "isbacked", False):
+        raise ValueError(
+            "copy=True copies the MuData in memory, but this one is backed (its matrices stay on disk). Read it "
+            "into memory first (mudata.read_h5mu(path)), or call without copy=True: the results are then added to "
+            "this object in memory, and the file on disk is not changed."
+        )
+    return mdata.copy()
+
+
+__all__ = ["RECORDS", "check_key_added", "check_outputs", "working_copy", "written_by"]

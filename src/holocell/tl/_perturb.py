@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..model._args import check_count
 from ._compat import legacy_positional
-from ._keys import check_key_added, check_outputs
+from ._keys import check_key_added, check_outputs, working_copy
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -134,7 +134,7 @@ def perturb(
     check_outputs(
         mdata, key_added, "perturb", obs=[f"{key_added}_applied"], obsm=[f"X_{key_added}_shift"], mod=written
     )
-    mdata = mdata.copy() if copy else mdata
+    mdata = working_copy(mdata, copy)
     res = model.predict_perturbation(
         mdata,
         genes=genes,
