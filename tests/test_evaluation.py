@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -10,6 +11,7 @@ from holocell.evaluation import (
     auroc_scores,
     clr,
     format_table,
+    knn_label_transfer,
     knn_label_transfer_accuracy,
     log_normalize,
     mean_predict,
@@ -192,3 +194,69 @@ def test_format_table():
     assert lines[1] == "| --- | --- | --- |"
     assert lines[2] == "| knn | 0.364 | 3 |"
     assert lines[3] == "| mean | nan |  |"
+
+
+def test_missing_labels_are_refused_not_scored(rng):
+    emb, labels = _clusters(rng, n_per=20)
+    with pytest.raises(ValueError, match="labels_ref has 30 missing values.*drop those cells"):
+        knn_label_transfer_accuracy(emb[:30], [None] * 30, emb[30:], [None] * 30)
+    with_nan = pd.Series(labels[:30].astype(float)).where(np.arange(30) >= 10)
+    with pytest.raises(ValueError, match="labels_ref has 10 missing values"):
+        knn_label_transfer(emb[:30], with_nan, emb[30:])
+    with pytest.raises(ValueError, match="labels_query has 1 missing values"):
+        knn_label_transfer_accuracy(emb[:30], labels[:30], emb[30:], [np.nan] + list(labels[31:]))
+    categorical = pd.Categorical(np.where(np.arange(60) < 10, None, labels.astype(str)))
+    with pytest.raises(ValueError, match="labels has 10 missing values .* out of 60"):
+        nmi_ari(emb, categorical)
+    with pytest.raises(ValueError, match="batch has 1 missing values"):
+        silhouette_batch(emb, [None] + ["x", "y"] * 29 + ["x"], labels)
+    # the string "nan" is a label like any other (benchmarks pass labels through astype(str))
+    assert knn_label_transfer(emb[:30], np.where(labels[:30] == 0, "nan", "b"), emb[30:]).dtype.kind == "U"
+
+
+def test_numeric_labels_are_compared_by_value(rng):
+    emb, labels = _clusters(rng, n_per=20, n_clusters=2)
+    ref = np.arange(len(labels)) % 2 == 0
+    as_int = knn_label_transfer_accuracy(emb[ref], labels[ref], emb[~ref], labels[~ref])
+    assert as_int == 1.0
+    assert knn_label_transfer_accuracy(emb[ref], labels[ref], emb[~ref], labels[~ref].astype(float)) == as_int
+    mixed = np.array([0, 1.0] * 10, dtype=object)  # 0 and 0.0 in one object column
+    assert knn_label_transfer_accuracy(emb[ref], labels[ref].astype(float), emb[~ref], mixed) == pytest.approx(
+        np.mean(labels[~ref] == mixed.astype(float))
+    )
+    # transferred float labels keep their own spelling
+    assert set(knn_label_transfer(emb[ref], labels[ref].astype(float), emb[~ref])) == {"0.0", "1.0"}
+
+
+def test_mismatched_lengths_and_bad_embeddings_are_refused(rng):
+    emb, labels = _clusters(rng, n_per=20)
+    for call in (lambda: nmi_ari(emb, labels[:50]), lambda: silhouette_label(emb, labels[:50]),
+                 lambda: silhouette_batch(emb, np.tile(["x", "y"], 30), labels[:50])):
+        with pytest.raises(ValueError, match="embedding has 60 cells but labels has 50; pass one label per"):
+            call()
+    with pytest.raises(ValueError, match="embedding has 60 cells but batch has 50"):
+        silhouette_batch(emb, np.tile(["x", "y"], 25), labels)
+    with pytest.raises(ValueError, match="embedding has 30 cells but labels_query has 29"):
+        knn_label_transfer_accuracy(emb[:30], labels[:30], emb[30:], labels[31:])
+    bad = emb.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="embedding has 1 non-finite values .* in 1 of 60 cells; drop those"):
+        nmi_ari(bad, labels)
+    with pytest.raises(ValueError, match="emb_query has 1 non-finite"):
+        knn_label_transfer(emb[:30], labels[:30], np.where(np.isnan(bad), np.inf, bad)[:30])
+    with pytest.raises(ValueError, match="emb_ref has 5 dims but emb_query has 3; embed both in the same space"):
+        knn_label_transfer(emb[:30], labels[:30], emb[30:, :3])
+    with pytest.raises(ValueError, match="emb_query has no cells"):
+        knn_label_transfer_accuracy(emb[:30], labels[:30], emb[:0], labels[:0])
+    with pytest.raises(ValueError, match="k must be at least 1, got 0"):
+        knn_label_transfer(emb[:30], labels[:30], emb[30:], k=0)
+
+
+def test_label_metrics_need_two_labels_and_fewer_labels_than_cells(rng):
+    emb, _ = _clusters(rng, n_per=20)
+    with pytest.raises(ValueError, match="NMI/ARI needs at least 2 distinct labels, got 1"):
+        nmi_ari(emb, ["a"] * 60)
+    with pytest.raises(ValueError, match="label silhouette needs at least 2 distinct labels, got 1"):
+        silhouette_label(emb, ["a"] * 60)
+    with pytest.raises(ValueError, match="fewer distinct labels than cells, got 2 labels for 2 cells"):
+        silhouette_label(emb[:2], ["a", "b"])

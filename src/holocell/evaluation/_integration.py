@@ -23,13 +23,13 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from sklearn.neighbors import NearestNeighbors
 
+from holocell.evaluation._checks import check_embedding, check_labels, check_n_neighbors
 from holocell.evaluation._metrics import (
     knn_label_transfer_accuracy,
     nmi_ari,
     silhouette_batch,
     silhouette_label,
 )
-from holocell.evaluation._transforms import to_dense
 
 __all__ = ["graph_connectivity", "ilisi", "integration_metrics", "lisi"]
 
@@ -39,11 +39,13 @@ _TOL, _MAX_TRIES = 1e-5, 50  # scib-metrics' bisection settings
 def knn(embedding: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact Euclidean neighbours of every cell, itself included: ``(n, k)`` distances and indices.
 
-    ``n_neighbors`` counts the cell itself (as scib-metrics and scanpy do) and is capped at ``n_cells``.
+    ``n_neighbors`` counts the cell itself (as scib-metrics and scanpy do), must be at least 2 and is
+    capped at ``n_cells``.
     """
+    check_n_neighbors(n_neighbors, 2, why=" (the cell itself is its first neighbour)")
     n = embedding.shape[0]
     if n < 2:
-        raise ValueError(f"need at least 2 cells for a kNN graph, got {n}")
+        raise ValueError(f"need at least 2 cells for a kNN graph, got {n}; score more cells.")
     return NearestNeighbors(n_neighbors=min(n_neighbors, n)).fit(embedding).kneighbors(embedding)
 
 
@@ -88,6 +90,26 @@ def _neighbour_weights(dist: np.ndarray, not_self: np.ndarray, perplexity: float
     return p
 
 
+def _perplexity(n_neighbors: int, n_cells: int, perplexity: float | None) -> float:
+    """The LISI kernel's perplexity, refusing one the ``min(n_neighbors, n_cells)`` neighbours cannot carry."""
+    k = min(check_n_neighbors(n_neighbors, 2, why=" (the cell itself is its first neighbour)"), n_cells)
+    if perplexity is None:
+        if k < 6:
+            raise ValueError(
+                f"LISI's default perplexity n_neighbors // 3 must be at least 2, so it needs at least 6 neighbours, "
+                f"but min(n_neighbors={n_neighbors}, {n_cells} cells) = {k}; score at least 6 cells with "
+                "n_neighbors>=6."
+            )
+        return float(np.floor(k / 3))
+    if not np.isfinite(perplexity) or not 1 < perplexity <= k - 1:
+        raise ValueError(
+            f"LISI's perplexity must be above 1 and at most the {k - 1} other neighbours of "
+            f"min(n_neighbors={n_neighbors}, {n_cells} cells) = {k}, got {perplexity}; pass a perplexity in "
+            f"(1, {k - 1}] or more neighbours."
+        )
+    return float(perplexity)
+
+
 def lisi(
     embedding: ArrayLike, groups: ArrayLike, *, n_neighbors: int = 90, perplexity: float | None = None
 ) -> np.ndarray:
@@ -96,26 +118,25 @@ def lisi(
     Parameters
     ----------
     embedding
-        Cells x dims embedding.
+        Cells x dims embedding (finite values).
     groups
-        Group (e.g. batch) per cell.
+        Group (e.g. batch) per cell; missing groups (``None`` / ``NaN``) are refused.
     n_neighbors
         Neighbours per cell, the cell itself included (capped at ``n_cells``).
     perplexity
-        Effective neighbourhood size of the kernel; default ``n_neighbors // 3``.
+        Effective neighbourhood size of the kernel; default ``n_neighbors // 3`` (of the capped
+        ``n_neighbors``). It must be above 1 and at most the ``n_neighbors - 1`` other neighbours, so
+        the default needs at least 6 neighbours, hence at least 6 cells.
 
     Returns
     -------
     np.ndarray
         ``(n_cells,)`` LISI, between 1 (one group) and the number of groups.
     """
-    emb = to_dense(embedding)
-    groups = np.asarray(groups).astype(str)
-    if groups.shape[0] != emb.shape[0]:
-        raise ValueError(f"embedding has {emb.shape[0]} cells but groups has {groups.shape[0]}")
+    emb = check_embedding(embedding)
+    groups = check_labels(groups, emb.shape[0], "groups", "group")
+    perplexity = _perplexity(n_neighbors, emb.shape[0], perplexity)
     dist, idx = knn(emb, n_neighbors)
-    if perplexity is None:
-        perplexity = float(np.floor(idx.shape[1] / 3))
     not_self = idx != np.arange(idx.shape[0])[:, None]
     p = _neighbour_weights(dist, not_self, perplexity)
     _, codes = np.unique(groups, return_inverse=True)
@@ -133,9 +154,9 @@ def ilisi(
     Parameters
     ----------
     embedding
-        Cells x dims embedding.
+        Cells x dims embedding (finite values).
     batch
-        Batch per cell (at least two batches).
+        Batch per cell (at least two batches; missing batches are refused).
     n_neighbors, perplexity
         See :func:`lisi`.
 
@@ -144,11 +165,12 @@ def ilisi(
     float
         0 when every neighbourhood holds one batch, 1 when batches are perfectly mixed.
     """
-    batch = np.asarray(batch).astype(str)
+    emb = check_embedding(embedding)
+    batch = check_labels(batch, emb.shape[0], "batch", "batch")
     n_batches = len(np.unique(batch))
     if n_batches < 2:
-        raise ValueError("iLISI needs at least two batches.")
-    score = lisi(embedding, batch, n_neighbors=n_neighbors, perplexity=perplexity)
+        raise ValueError("iLISI needs at least two batches, got 1; score a set with several batches.")
+    score = lisi(emb, batch, n_neighbors=n_neighbors, perplexity=perplexity)
     return float((np.nanmedian(score) - 1.0) / (n_batches - 1.0))
 
 
@@ -158,11 +180,11 @@ def graph_connectivity(embedding: ArrayLike, labels: ArrayLike, *, n_neighbors: 
     Parameters
     ----------
     embedding
-        Cells x dims embedding.
+        Cells x dims embedding (finite values).
     labels
-        Label (cell type) per cell.
+        Label (cell type) per cell; missing labels (``None`` / ``NaN``) are refused.
     n_neighbors
-        Neighbours per cell, the cell itself included.
+        Neighbours per cell, the cell itself included (at least 2).
 
     Returns
     -------
@@ -170,10 +192,8 @@ def graph_connectivity(embedding: ArrayLike, labels: ArrayLike, *, n_neighbors: 
         Mean over labels of the fraction of the label's cells in the largest strongly connected
         component of the kNN graph restricted to that label; 1 = every label is connected.
     """
-    emb = to_dense(embedding)
-    labels = np.asarray(labels).astype(str)
-    if labels.shape[0] != emb.shape[0]:
-        raise ValueError(f"embedding has {emb.shape[0]} cells but labels has {labels.shape[0]}")
+    emb = check_embedding(embedding)
+    labels = check_labels(labels, emb.shape[0])
     _, idx = knn(emb, n_neighbors)
     n = emb.shape[0]
     rows = np.repeat(np.arange(n), idx.shape[1])
@@ -199,15 +219,16 @@ def integration_metrics(
     Parameters
     ----------
     embedding
-        Cells x dims embedding.
+        Cells x dims embedding (finite values).
     labels
-        Cell type per cell (the truth; never used to build the embedding).
+        Cell type per cell (the truth; never used to build the embedding). Missing labels
+        (``None`` / ``NaN``) are refused: drop those cells first.
     batch
-        Batch per cell.
+        Batch per cell (missing batches are refused).
     transfer
         Optional ``name -> (reference mask, query mask)``: kNN(15) label transfer accuracy from
         the reference cells to the query cells (e.g. protein-only -> RNA-only), reported as
-        ``"transfer_<name>"``.
+        ``"transfer_<name>"``. Each mask must select at least one cell.
     seed
         KMeans seed for NMI / ARI.
 
@@ -215,17 +236,39 @@ def integration_metrics(
     -------
     dict
         ``nmi``, ``ari``, ``asw_label``, ``asw_batch``, ``ilisi``, ``graph_connectivity`` and the
-        ``transfer_*`` accuracies. ``asw_batch`` and ``ilisi`` are ``NaN`` with a single batch.
+        ``transfer_*`` accuracies. ``asw_batch`` and ``ilisi`` are ``NaN`` with a single batch;
+        ``nmi``, ``ari`` and ``asw_label`` are ``NaN`` with a single label (cell type).
     """
-    emb = to_dense(embedding)
-    labels = np.asarray(labels).astype(str)
-    batch = np.asarray(batch).astype(str)
-    out = nmi_ari(emb, labels, seed=seed)
-    out["asw_label"] = silhouette_label(emb, labels)
+    emb = check_embedding(embedding)
+    labels = check_labels(labels, emb.shape[0])
+    batch = check_labels(batch, emb.shape[0], "batch", "batch")
+    pairs = {name: (_cells(name, ref, "reference", emb.shape[0]), _cells(name, query, "query", emb.shape[0]))
+             for name, (ref, query) in (transfer or {}).items()}
+    if len(np.unique(labels)) > 1:
+        out = nmi_ari(emb, labels, seed=seed)
+        out["asw_label"] = silhouette_label(emb, labels)
+    else:
+        out = {"nmi": float("nan"), "ari": float("nan"), "asw_label": float("nan")}
     several = len(np.unique(batch)) > 1
     out["asw_batch"] = silhouette_batch(emb, batch, labels) if several else float("nan")
     out["ilisi"] = ilisi(emb, batch) if several else float("nan")
     out["graph_connectivity"] = graph_connectivity(emb, labels)
-    for name, (ref, query) in (transfer or {}).items():
+    for name, (ref, query) in pairs.items():
         out[f"transfer_{name}"] = knn_label_transfer_accuracy(emb[ref], labels[ref], emb[query], labels[query])
     return out
+
+
+def _cells(name: str, mask: ArrayLike, role: str, n_cells: int) -> np.ndarray:
+    """A ``transfer`` mask (boolean per cell, or cell indices), refusing one of the wrong length or selecting nothing."""
+    cells = np.asarray(mask)
+    if cells.dtype == bool and cells.shape != (n_cells,):
+        raise ValueError(
+            f"transfer {name!r}: the {role} mask has shape {cells.shape} but the embedding has {n_cells} cells; "
+            "pass one boolean per embedding row."
+        )
+    if (cells.sum() if cells.dtype == bool else cells.size) == 0:
+        raise ValueError(
+            f"transfer {name!r}: the {role} mask selects no cells; pass a mask with at least one {role} cell "
+            f"(or leave {name!r} out of transfer)."
+        )
+    return cells

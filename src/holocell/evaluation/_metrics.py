@@ -18,6 +18,7 @@ from sklearn.metrics import (
 )
 from sklearn.neighbors import KNeighborsClassifier
 
+from holocell.evaluation._checks import check_embedding, check_labels, check_n_neighbors
 from holocell.evaluation._transforms import to_dense
 
 __all__ = [
@@ -182,27 +183,44 @@ def rmse(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     return float(np.sqrt(np.mean((a - b) ** 2)))
 
 
+def _transfer(emb_ref: ArrayLike, labels_ref: ArrayLike, emb_query: ArrayLike, k: int):
+    """Checked kNN vote: ``(predicted label keys, reference label keys, reference labels as str)``."""
+    ref = check_embedding(emb_ref, "emb_ref")
+    query = check_embedding(emb_query, "emb_query")
+    if ref.shape[1] != query.shape[1]:
+        raise ValueError(
+            f"emb_ref has {ref.shape[1]} dims but emb_query has {query.shape[1]}; embed both in the same space."
+        )
+    keys = check_labels(labels_ref, ref.shape[0], "labels_ref")
+    k = check_n_neighbors(k, 1, "k")
+    clf = KNeighborsClassifier(n_neighbors=min(k, len(keys)))
+    clf.fit(ref, keys)
+    return clf.predict(query), keys, np.asarray(labels_ref).astype(str)
+
+
 def knn_label_transfer(emb_ref: ArrayLike, labels_ref: ArrayLike, emb_query: ArrayLike, k: int = 15) -> np.ndarray:
     """Labels of query cells by majority vote of their ``k`` nearest reference cells.
 
     Parameters
     ----------
     emb_ref, emb_query
-        Cells x dims embeddings of reference and query cells (same space).
+        Cells x dims embeddings of reference and query cells (same space, finite values).
     labels_ref
-        Label per reference cell.
+        Label per reference cell; missing labels (``None`` / ``NaN``) are refused: drop those cells first.
+        Numeric labels are compared by value (``0`` and ``0.0`` are one label).
     k
-        Neighbours (Euclidean) used for the vote; capped at the reference size.
+        Neighbours (Euclidean) used for the vote, at least 1; capped at the reference size.
 
     Returns
     -------
     numpy.ndarray
         ``(n_query,)`` transferred labels (as ``str``).
     """
-    labels_ref = np.asarray(labels_ref).astype(str)
-    clf = KNeighborsClassifier(n_neighbors=min(k, len(labels_ref)))
-    clf.fit(to_dense(emb_ref), labels_ref)
-    return clf.predict(to_dense(emb_query))
+    predicted, keys, shown = _transfer(emb_ref, labels_ref, emb_query, k)
+    if np.array_equal(keys, shown):
+        return predicted
+    classes, first = np.unique(keys, return_index=True)
+    return shown[first][np.searchsorted(classes, predicted)]
 
 
 def knn_label_transfer_accuracy(
@@ -217,19 +235,29 @@ def knn_label_transfer_accuracy(
     Parameters
     ----------
     emb_ref, emb_query
-        Cells x dims embeddings of reference and query cells (same space).
+        Cells x dims embeddings of reference and query cells (same space, finite values).
     labels_ref, labels_query
-        Labels per cell; query labels are the truth to score against.
+        Labels per cell; query labels are the truth to score against. Missing labels (``None`` /
+        ``NaN``) are refused: drop those cells first. Numeric labels are compared by value, so a
+        reference labelled ``0`` matches a query labelled ``0.0``.
     k
-        Neighbours (Euclidean) used for the vote; capped at the reference size.
+        Neighbours (Euclidean) used for the vote, at least 1; capped at the reference size.
 
     Returns
     -------
     float
         Fraction of query cells whose transferred label equals the truth.
     """
-    predicted = knn_label_transfer(emb_ref, labels_ref, emb_query, k)
-    return float(np.mean(predicted == np.asarray(labels_query).astype(str)))
+    predicted, _, _ = _transfer(emb_ref, labels_ref, emb_query, k)
+    truth = check_labels(labels_query, predicted.shape[0], "labels_query")
+    return float(np.mean(predicted == truth))
+
+
+def _at_least_two(labels: np.ndarray, what: str, fix: str) -> int:
+    n = len(np.unique(labels))
+    if n < 2:
+        raise ValueError(f"{what} needs at least 2 distinct labels, got {n}; {fix}")
+    return n
 
 
 def nmi_ari(embedding: ArrayLike, labels: ArrayLike, seed: int = 0) -> dict[str, float]:
@@ -244,9 +272,10 @@ def nmi_ari(embedding: ArrayLike, labels: ArrayLike, seed: int = 0) -> dict[str,
     Parameters
     ----------
     embedding
-        Cells x dims embedding.
+        Cells x dims embedding (finite values).
     labels
-        Label per cell.
+        Label per cell, at least two distinct ones (one label would score a trivial 1); missing
+        labels (``None`` / ``NaN``) are refused.
     seed
         KMeans random state.
 
@@ -255,9 +284,10 @@ def nmi_ari(embedding: ArrayLike, labels: ArrayLike, seed: int = 0) -> dict[str,
     dict
         ``{"nmi": float, "ari": float}``.
     """
-    labels = np.asarray(labels).astype(str)
-    n_clusters = len(np.unique(labels))
-    clusters = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(to_dense(embedding))
+    emb = check_embedding(embedding)
+    labels = check_labels(labels, emb.shape[0])
+    n_clusters = _at_least_two(labels, "NMI/ARI", "score a set with several cell types.")
+    clusters = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(emb)
     return {
         "nmi": float(normalized_mutual_info_score(labels, clusters)),
         "ari": float(adjusted_rand_score(labels, clusters)),
@@ -270,17 +300,25 @@ def silhouette_label(embedding: ArrayLike, labels: ArrayLike) -> float:
     Parameters
     ----------
     embedding
-        Cells x dims embedding.
+        Cells x dims embedding (finite values).
     labels
-        Label per cell (at least two distinct labels).
+        Label per cell: at least two distinct labels and fewer labels than cells (a silhouette
+        needs a label with two cells); missing labels (``None`` / ``NaN``) are refused.
 
     Returns
     -------
     float
         1 means tight, well-separated label groups; 0.5 means no structure.
     """
-    labels = np.asarray(labels).astype(str)
-    asw = silhouette_score(to_dense(embedding), labels, metric="euclidean")
+    emb = check_embedding(embedding)
+    labels = check_labels(labels, emb.shape[0])
+    n = _at_least_two(labels, "the label silhouette", "score a set with several cell types.")
+    if n >= emb.shape[0]:
+        raise ValueError(
+            f"the label silhouette needs fewer distinct labels than cells, got {n} labels for {emb.shape[0]} "
+            "cells; score more cells."
+        )
+    asw = silhouette_score(emb, labels, metric="euclidean")
     return float((asw + 1.0) / 2.0)
 
 
@@ -295,11 +333,11 @@ def silhouette_batch(embedding: ArrayLike, batch: ArrayLike, labels: ArrayLike) 
     Parameters
     ----------
     embedding
-        Cells x dims embedding.
+        Cells x dims embedding (finite values).
     batch
-        Batch per cell.
+        Batch per cell (missing batches are refused).
     labels
-        Label (cell type) per cell.
+        Label (cell type) per cell (missing labels are refused).
 
     Returns
     -------
@@ -307,9 +345,9 @@ def silhouette_batch(embedding: ArrayLike, batch: ArrayLike, labels: ArrayLike) 
         Near 1 for well-mixed batches, near 0 for batch-separated ones;
         ``NaN`` when no label qualifies.
     """
-    emb = to_dense(embedding)
-    batch = np.asarray(batch).astype(str)
-    labels = np.asarray(labels).astype(str)
+    emb = check_embedding(embedding)
+    batch = check_labels(batch, emb.shape[0], "batch", "batch")
+    labels = check_labels(labels, emb.shape[0])
     per_label = []
     for lab in np.unique(labels):
         mask = labels == lab
