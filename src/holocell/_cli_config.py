@@ -4,13 +4,19 @@ The same :class:`~holocell.model._config_check.Rule` tables as for checkpoint co
 ``model`` section uses the checkpoint's ``init_params`` and ``objective`` rules (every key
 optional; the objective's fields are constructor keywords of :class:`~holocell.HoloCell`), and its
 ``train_config`` the ``training`` rules; ``train`` has its own table below. A key that :class:`~holocell.HoloCell` / :meth:`~holocell.HoloCell.train` (or
-Lightning's ``Trainer``, for ``train``) accepts but that has no rule is passed through unchecked;
-any other key is refused.
+Lightning's ``Trainer``, for ``train``) accepts but that has no rule is checked by building a
+``Trainer`` with it (as ``holocell train`` checks ``--accelerator``); options that need Python objects
+(``callbacks``, ``plugins``, a ``logger``) or that holocell's training sets itself are refused; any other
+key is refused. ``train.plan_kwargs``, ``genome`` and ``model.priors`` are checked as training and set-up
+would check them, so a bad value fails before any data is read.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+import warnings
+from pathlib import Path
 
 from .model._config_check import (
     INIT_PARAMS,
@@ -42,7 +48,7 @@ TRAIN = (
     Rule("early_stopping_patience", int, 0, 1_000_000, required=False),
     Rule("lr", float, 0, 10, required=False),
     Rule("ema_decay", float, 0, 1, required=False, null=True),
-    Rule("seed", int, 0, 2**63 - 1, required=False),
+    Rule("seed", int, 0, 2**32 - 1, required=False),  # Lightning's seed_everything range
     Rule("enable_progress_bar", bool, required=False),
     Rule("plan_kwargs", dict, required=False, null=True),
     Rule("accelerator", str, required=False),
@@ -53,6 +59,7 @@ TRAIN = (
     Rule("checkpoint_dir", str, required=False, null=True),
     Rule("resume", bool, required=False),
 )
+_TRAIN_KEYS = {r.key for r in TRAIN}
 #: The ``model`` section: constructor arguments, the objective's fields, and ``train_config``.
 MODEL = (
     *INIT_PARAMS,
@@ -65,6 +72,17 @@ DATASET = (
     Rule("batch_key", str, required=False, null=True),
     Rule("layers", dict, required=False, null=True),
 )
+#: ``train`` options that need Python objects, which a JSON config cannot hold (the values they may take here).
+OBJECT_OPTIONS = {"callbacks": (None,), "plugins": (None,), "logger": (None, False)}
+#: ``Trainer`` options that holocell's training sets itself (a second value fails once the data are read).
+SET_BY_HOLOCELL = {
+    "enable_checkpointing": "give train.checkpoint_dir to write checkpoints",
+    "enable_model_summary": "holocell prints the model before training",
+    "gradient_clip_val": "set model.train_config.gradient_clip_val or train.plan_kwargs.gradient_clip_val",
+    "num_sanity_val_steps": "holocell runs no sanity validation",
+}
+#: ``HoloCell.train`` arguments that Lightning's ``Trainer`` takes too: checked by building one.
+_TRAINER_ARGS = ("accelerator", "devices", "strategy", "precision", "num_nodes")
 
 
 def _with_unchecked(rules: tuple[Rule, ...], names: set[str]) -> tuple[Rule, ...]:
@@ -88,6 +106,112 @@ def _check_modalities(value: dict, where: str, key: str) -> None:
             f"{where}: key {key!r} must map holocell modalities {list(MODALITIES)} to modality names, "
             f"got {bad}. {_HINT}"
         )
+
+
+def trainer_problem(options: dict) -> str | None:
+    """Why Lightning cannot build a ``Trainer`` with ``options`` on this machine (one line), or ``None``."""
+    import lightning.pytorch as pl
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from ._settings import settings
+
+    try:
+        with settings.lightning_logging(), warnings.catch_warnings():  # its device notes come again in training
+            warnings.simplefilter("ignore")
+            pl.Trainer(**{"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+                          "enable_model_summary": False, **options})  # fmt: skip
+    except (ValueError, TypeError, ImportError, MisconfigurationException) as err:  # tpu without torch_xla: ImportError
+        return " ".join(str(err).split()) or type(err).__name__
+    return None
+
+
+def _check_layers(spec: dict, modalities, where: str, key: str) -> None:
+    """``datasets.<file>.layers``: holocell modalities (of that file, when its modalities are given) to layer names."""
+    layers = spec.get("layers") or {}
+    for m, layer in layers.items():
+        if m not in MODALITIES:
+            named = [h for h, name in (modalities or {}).items() if name == m]
+            fix = (f"key it by the holocell modality {named[0]!r} (the file's {m!r} is read as {named[0]})" if named
+                   else f"e.g. {{\"protein\": \"counts\"}} for a protein modality named {m!r}")  # fmt: skip
+            raise ConfigError(
+                f"{where}: key '{key}.layers.{m}': layers are keyed by holocell modality {list(MODALITIES)}, "
+                f"not {m!r}; {fix}. {_HINT}"
+            )
+        if layer is not None and (not isinstance(layer, str) or not layer.strip()):
+            raise ConfigError(
+                f"{where}: key '{key}.layers.{m}' must be the name of a layer (a non-empty string; null reads .X), "
+                f"got {json.dumps(layer)}. {_HINT}"
+            )
+        if modalities and m not in modalities:
+            raise ConfigError(
+                f"{where}: key '{key}.layers.{m}' names modality {m!r}, which this file's modalities "
+                f"{dict(modalities)} do not include; remove it or add {m!r} to '{key}.modalities'. {_HINT}"
+            )
+
+
+def _check_train(config: dict, where: str) -> None:
+    """``train`` as ``HoloCell.train`` and Lightning will check it, but before any data is read."""
+    from .model._arguments import check_plan_extras, check_train_call, check_training
+    from .train._config import TrainingConfig
+    from .train._fit import run_config
+    from .train._resume import check_checkpoint_dir
+
+    train = config.get("train", {})
+    for key, allowed in OBJECT_OPTIONS.items():
+        if key in train and not any(train[key] is a for a in allowed):
+            raise ConfigError(
+                f"{where}: key 'train.{key}' needs Lightning objects, which a JSON config cannot hold; leave it out "
+                f"(from Python, pass them to HoloCell.train({key}=...)). {_HINT}"
+            )
+    for key, fix in SET_BY_HOLOCELL.items():
+        if key in train:
+            raise ConfigError(f"{where}: key 'train.{key}' is set by holocell's training; leave it out ({fix}). {_HINT}")
+    try:
+        check_train_call(train.get("max_epochs"), train.get("batch_size", 32), train.get("validation_size", 0.1),
+                         train.get("early_stopping_patience", 20), train.get("lr"), train.get("seed", 0),
+                         train.get("ema_decay", 0.995))  # fmt: skip
+        check_checkpoint_dir(train.get("checkpoint_dir"), train.get("resume", False))
+    except (TypeError, ValueError, OSError) as err:
+        raise ConfigError(f"{where}: section 'train': {err} {_HINT}") from None
+    plan = train.get("plan_kwargs") or {}
+    known = set(TrainingConfig.__dataclass_fields__) | {"ema_decay", "total_steps"}
+    unknown = sorted(set(plan) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: key 'train.plan_kwargs.{unknown[0]}' is not a training setting (allowed: {sorted(known)}). {_HINT}"
+        )
+    base = TrainingConfig.from_dict(config.get("model", {}).get("train_config") or {})
+    try:
+        _, extra = run_config(base, train.get("lr"), check_training(plan, "train(plan_kwargs=...)", upper_bounds=False))
+        check_plan_extras(extra)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: key 'train.plan_kwargs': {err} {_HINT}") from None
+    options = {k: v for k, v in train.items()
+               if (k in _TRAINER_ARGS or k not in _TRAIN_KEYS) and k not in OBJECT_OPTIONS}  # fmt: skip
+    problem = trainer_problem(options) if options else None
+    if problem:
+        raise ConfigError(
+            f"{where}: Lightning cannot train with the options {options} of section 'train' here ({problem}); "
+            "use an accelerator (cpu, gpu, mps or auto) and devices this machine has. " + _HINT
+        )
+
+
+def _check_setup(config: dict, where: str) -> None:
+    """``genome`` (a shipped name or an existing file) and ``model.priors``, as set-up and the model check them."""
+    from .priors import check_prior_names
+    from .vocab._tables import _normalise_genome
+
+    genome = config.get("genome")
+    if genome is not None and not Path(genome).is_file():
+        try:
+            _normalise_genome(genome)
+        except (ValueError, FileNotFoundError) as err:
+            raise ConfigError(f"{where}: key 'genome': {err} {_HINT}") from None
+    priors = config.get("model", {}).get("priors")
+    try:  # its type is checked by the model rules above
+        check_prior_names(priors)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: key 'model.priors': {err} {_HINT}") from None
 
 
 def check_pretrain_config(config: dict, path: str) -> None:
@@ -123,6 +247,8 @@ def check_pretrain_config(config: dict, path: str) -> None:
         )
     train_names = _params(HoloCell.train, {"self"}) | _params(pl.Trainer.__init__, {"self"})
     check_section(config.get("train", {}), _with_unchecked(TRAIN, train_names), where, "train.", hint=_HINT)
+    _check_train(config, where)
+    _check_setup(config, where)
     if "modalities" in config:
         _check_modalities(config["modalities"], where, "modalities")
     for name, spec in config.get("datasets", {}).items():
@@ -134,6 +260,7 @@ def check_pretrain_config(config: dict, path: str) -> None:
         check_section(spec, DATASET, where, key + ".", hint=_HINT)
         if "modalities" in spec:
             _check_modalities(spec["modalities"], where, key + ".modalities")
+        _check_layers(spec, spec.get("modalities", config.get("modalities")), where, key)
 
 
-__all__ = ["check_pretrain_config"]
+__all__ = ["OBJECT_OPTIONS", "SET_BY_HOLOCELL", "check_pretrain_config", "trainer_problem"]

@@ -23,6 +23,7 @@ from . import evaluation as ev
 from .data import pbmc_cite_mosaic
 from .data._registry import sha256sum
 from .model import HoloCell
+from .model._arguments import check_train_call
 from .model._safe_write import atomic_file
 
 HELD_OUT_BATCH = "p4_0"
@@ -88,9 +89,11 @@ def run_demo(
     protein in ``.mod["adt_generated"]``), ``out_dir/umap.png``, ``out_dir/results.json`` and
     ``out_dir/results.md``, each atomically, and records them in ``out_dir/.holocell_demo.json``. A file of
     those names that an earlier demo did not write (or that changed since) is never replaced: ``FileExistsError``
-    before any work. Returns the results dictionary.
+    before any work, as are a ``max_epochs`` or ``seed`` that training refuses (``ValueError`` / ``TypeError``,
+    before the folder is created). Returns the results dictionary.
     """
     out_dir = Path(out_dir)
+    check_train_call(max_epochs, 32, 0.1, 20, None, seed)  # before the output folder is created
     check_demo_outputs(out_dir, OUTPUTS if make_plot else tuple(n for n in OUTPUTS if n != "umap.png"))
     out_dir.mkdir(parents=True, exist_ok=True)
     full = pbmc_cite_mosaic()

@@ -13,7 +13,6 @@ model that is not there, a value out of range); any other exception is a bug and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from collections.abc import Sequence
@@ -69,7 +68,16 @@ def _guess_modalities(mdata, given: dict[str, str] | None) -> dict[str, str]:
 
 def _cmd_demo(args: argparse.Namespace) -> None:
     from ._demo import run_demo
+    from .model._args import check_count
+    from .model._arguments import MAX_SEED
 
+    try:  # before the output folder is created
+        check_count(args.max_epochs, "--max-epochs")
+        check_count(args.seed, "--seed", minimum=0)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.seed > MAX_SEED:
+        raise UsageError(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}.")
     try:
         run_demo(args.out, max_epochs=args.max_epochs, seed=args.seed, enable_progress_bar=not args.no_progress)
     except FileExistsError as err:
@@ -122,23 +130,14 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _check_accelerator(accelerator: str, devices) -> None:
     """Refuse an ``--accelerator`` / ``--devices`` pair that Lightning cannot use here, before the data are read."""
-    import lightning.pytorch as pl
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from ._cli_config import trainer_problem
 
-    from ._settings import settings
-
-    try:
-        with settings.lightning_logging(), warnings.catch_warnings():  # its device notes come again in training
-            warnings.simplefilter("ignore")
-            pl.Trainer(
-                accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
-                enable_progress_bar=False, enable_model_summary=False,
-            )  # fmt: skip
-    except (ValueError, TypeError, ImportError, MisconfigurationException) as err:  # tpu without torch_xla: ImportError
+    problem = trainer_problem({"accelerator": accelerator, "devices": devices})
+    if problem:
         raise UsageError(
-            f"--accelerator {accelerator} --devices {devices} cannot run here ({_one_line(err)}); "
+            f"--accelerator {accelerator} --devices {devices} cannot run here ({problem}); "
             "use --accelerator cpu, gpu, mps or auto and devices this machine has."
-        ) from None
+        )
 
 
 def _check_key_added(key_added: str | None) -> None:
@@ -195,70 +194,9 @@ def _load(args: argparse.Namespace):
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:
-    from .data._merge import MergeInput, merge_for_pretraining
-    from .model import HoloCell
+    from ._cli_pretrain import run_pretrain
 
-    config = _read_config(args.config)
-    _check_model_out(args.out, args.overwrite)
-    per_file = config.get("datasets", {})
-    inputs = []
-    for path in args.inputs:
-        mdata = _read(path)
-        spec = dict(per_file.get(path, per_file.get(Path(path).name, {})))
-        name = spec.get("name", Path(path).stem)
-        modalities = _guess_modalities(mdata, spec.get("modalities", config.get("modalities")))
-        batch_key = spec.get("batch_key", config.get("batch_key"))
-        inputs.append(MergeInput(name, mdata, modalities, batch_key=batch_key, layers=spec.get("layers")))
-        print(f"{path}: {name}, modalities {modalities}, batch_key {batch_key}")
-    merged = merge_for_pretraining(inputs)
-    HoloCell.setup_mudata(
-        merged,
-        modalities={m: m for m in merged.mod},
-        batch_key="batch",
-        species=config.get("species", "human"),
-        genome=config.get("genome"),
-    )
-    model = HoloCell(merged, **config.get("model", {}))
-    print(model)
-    model.train(**{"enable_progress_bar": not args.no_progress, **config.get("train", {})})
-    if args.out.endswith(".zip"):
-        model.save_pretrained(args.out, overwrite=args.overwrite)
-    else:
-        model.save(args.out, overwrite=args.overwrite)
-    print(
-        f"Saved pretrained model ({merged.n_obs} cells, {model.feature_space.n_anchors} anchors) to {args.out}"
-    )
-
-
-_CONFIG_KEYS = {"model", "train", "datasets", "modalities", "batch_key", "species", "genome"}
-
-
-def _read_config(path: str) -> dict:
-    """The pretraining config, checked key by key (types and ranges) before any data is read."""
-    if not Path(path).exists():
-        raise UsageError(f"config file {path} does not exist.")
-    try:
-        config = json.loads(Path(path).read_text())
-    except (ValueError, RecursionError) as err:
-        raise UsageError(f"config file {path} is not valid JSON: {err}") from None
-    if not isinstance(config, dict):
-        raise UsageError(
-            f"config file {path} holds a JSON {type(config).__name__}; it must be an object with keys "
-            f"{sorted(_CONFIG_KEYS)} (see docs/pretrained.md)."
-        )
-    unknown = sorted(set(config) - _CONFIG_KEYS)
-    if unknown:
-        raise UsageError(
-            f"config file {path} has unknown keys {unknown}; allowed: {sorted(_CONFIG_KEYS)} (see docs/pretrained.md)."
-        )
-    from ._cli_config import check_pretrain_config
-    from .model._config_check import ConfigError
-
-    try:
-        check_pretrain_config(config, path)
-    except ConfigError as err:
-        raise UsageError(str(err)) from None
-    return config
+    run_pretrain(args)
 
 
 def _cmd_embed(args: argparse.Namespace) -> None:
