@@ -373,3 +373,11 @@ def test_failed_setup_writes_nothing(mdata):
         _setup(mdata, species="zebrafish")
     assert _snapshot(mdata) == before
     assert list(mdata.obs.columns) == obs_cols and set(mdata.uns) == uns
+
+
+def test_a_modality_named_twice_is_refused(mdata):
+    """`{"rna": "rna", "rna_layer": "atac"}` kept the last one, and the user saw a gene-matching error about peaks."""
+    before = _snapshot(mdata)
+    with pytest.raises(ValueError, match="`modalities` names 'rna' twice"):
+        _setup(mdata, modalities={"rna": "rna", "rna_layer": "atac"})
+    assert _snapshot(mdata) == before

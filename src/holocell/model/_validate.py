@@ -42,6 +42,11 @@ def normalise_modalities(modalities: Mapping[str, str] | None) -> dict[str, str]
         m = key[: -len(_LAYER_SUFFIX)] if key.endswith(_LAYER_SUFFIX) else key
         if m not in MODALITIES:
             raise ValueError(f"Unknown modality {key!r} in `modalities`; use keys from {list(MODALITIES)}.")
+        if m in out:  # "rna" and "rna_layer": the same modality twice
+            raise ValueError(
+                f"`modalities` names {m!r} twice ({m!r} and {m + _LAYER_SUFFIX!r}: {out[m]!r} and {name!r}); give "
+                f"each modality once, e.g. {{{m!r}: {name!r}}}."
+            )
         out[m] = name
     return out
 
