@@ -31,15 +31,18 @@ def files(tmp_path_factory, _pbmc_session):
     return data, model
 
 
-def _fails(capsys, argv: list[str], words: str) -> str:
-    """Run ``holocell <argv>``: exit code 2 and one line of stderr holding ``words``; returns that line."""
+def _fails(capsys, argv: list[str], words: str | list[str]) -> str:
+    """Run ``holocell <argv>``: exit code 2 and one line of stderr holding ``words`` (each of them, for a list);
+    returns that line."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 2, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith("holocell: error: ") and words in err, err
+    assert err.startswith("holocell: error: "), err
+    for word in [words] if isinstance(words, str) else words:
+        assert word in err, (word, err)
     return err
 
 

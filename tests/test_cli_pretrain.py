@@ -22,7 +22,8 @@ MODEL = {"d_model": 16, "n_heads": 2, "n_layers": 1, "n_latents": 4, "n_latent":
 
 
 def _fails(capsys, argv: list[str], words: list[str]) -> str:
-    """Run ``holocell <argv>``: exit code 2 and one line of stderr holding each of ``words``; returns that line."""
+    """Run ``holocell <argv>``: exit code 2 and one line of stderr holding each of ``words``; returns that line.
+    (As ``test_cli_errors._fails``: test modules cannot import each other under ``--import-mode=importlib``.)"""
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
         main(argv)
@@ -33,6 +34,8 @@ def _fails(capsys, argv: list[str], words: list[str]) -> str:
     for word in words:
         assert word in err, (word, err)
     return err
+
+
 
 
 def _pretrain(tmp_path, config: dict, inputs) -> tuple[list[str], object]:
