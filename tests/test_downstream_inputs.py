@@ -399,3 +399,16 @@ def test_tl_output_keys_an_h5mu_cannot_hold_are_refused(sim, key):
     with pytest.raises((TypeError, ValueError), match="key_added"):
         hc.tl.perturb(work, model, genes=["SIM1"], key_added=key)
     assert fingerprint(work) == before
+
+
+def test_overexpressing_a_rare_gene_raises_it():
+    """The level was the 0.99 quantile over all cells: 0 for a gene seen in fewer than 1% of cells, so
+    "overexpress" knocked it out."""
+    from holocell.model._perturb_mixin import overexpression_level
+
+    expr = np.zeros((200, 3))
+    expr[:, 0] = np.linspace(0, 4, 200)  # common: the quantile over all cells, as before
+    expr[0, 1] = 5.0  # rare: one cell of 200
+    level = overexpression_level(expr, 0.99)
+    assert level[0] == pytest.approx(np.quantile(expr[:, 0], 0.99))
+    assert level[1] == pytest.approx(5.0) and level[2] == 0.0  # the rare gene raised; a never-seen one left

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import anndata as ad
+import mudata as md
 import numpy as np
 import pandas as pd
 import pytest
@@ -317,3 +319,29 @@ def test_new_data_of_the_wrong_kind_is_named(tmp_path):
         model.get_latent_representation(mdata, modality=[], progress_bar=False)
     out = model.generate(new, target="protein", transform_batch="batch0", progress_bar=False)
     assert np.isfinite(out.X).all()
+
+
+def test_numeric_batches_are_matched_by_value():
+    """A batch trained as 1 (int) was read as a new batch from 1.0 (a float column, e.g. after a merge with NaN)."""
+    from holocell.data._access import batch_codes
+
+    cells = md.MuData({"rna": ad.AnnData(np.ones((4, 2)))})
+    cells.obs["b"] = np.array([1.0, 2.0, 3.0, np.nan])
+    assert batch_codes(cells, "b", ["1", "2"]).tolist() == [0, 1, 2, 2]  # 3 and NaN: unseen (code 2)
+    cells.obs["b"] = ["1", "1.0", "01", "x"]  # names are matched by name only
+    assert batch_codes(cells, "b", ["1", "01"]).tolist() == [0, 2, 1, 2]
+    cells.obs["b"] = [True, 1, 1.0, False]  # a bool is a name, never the number 1
+    assert batch_codes(cells, "b", ["1.0", "True"]).tolist() == [1, 0, 0, 2]
+
+
+def test_perturbing_an_atac_only_model_says_what_is_missing():
+    """It said "regenerate must be a non-empty subset ..., got []", an argument the user never passed."""
+    mdata, _ = hc.data.simulate_multiome(60, n_genes=20, n_tfs=4, n_proteins=0, modalities=("rna", "atac"), seed=0)
+    var = mdata["rna"].var
+    tss = var.assign(gene_name=var.index)[["gene_name", "chrom", "tss", "strand"]].reset_index(drop=True)
+    mdata = md.MuData({"atac": mdata["atac"].copy()})
+    mdata.obs["batch"] = mdata["atac"].obs["batch"].astype(str).to_numpy()
+    hc.HoloCell.setup_mudata(mdata, modalities={"atac": "atac"}, batch_key="batch", genome=tss)
+    model = hc.HoloCell(mdata, **TINY)
+    with pytest.raises(ValueError, match="read on RNA or protein, and this model has only \\['atac'\\]"):
+        model.predict_perturbation(mdata, cres=[mdata["atac"].var_names[0]])

@@ -6,6 +6,7 @@ The model class validates the data (``holocell.model._validate``); these functio
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -100,7 +101,29 @@ def batch_codes(
     if batch_key is None:
         return np.zeros(mdata.n_obs, dtype=np.int64)
     unseen = len(categories)
-    return np.array([lookup.get(str(b), unseen) for b in mdata.obs[batch_key]], dtype=np.int64)
+    numeric = _numeric_lookup(categories)
+    return np.array([_batch_code(b, lookup, numeric, unseen) for b in mdata.obs[batch_key]], dtype=np.int64)
+
+
+def _numeric_lookup(categories: Sequence[str]) -> dict[float, int]:
+    """Training batches whose names are numbers, by value: a batch trained as ``1`` is found from ``1.0`` (a column
+    that pandas turned to float, e.g. after a merge with NaN). Names that share a value (``"01"``, ``"1"``) are
+    left out, so they are matched by name only."""
+    values: dict[float, list[int]] = {}
+    for i, c in enumerate(categories):
+        try:
+            values.setdefault(float(c), []).append(i)
+        except (TypeError, ValueError):
+            continue
+    return {v: codes[0] for v, codes in values.items() if len(codes) == 1}
+
+
+def _batch_code(value, lookup: dict[str, int], numeric: dict[float, int], unseen: int) -> int:
+    """Code of one cell's batch: by name, or, for a number (not a bool), by value."""
+    code = lookup.get(str(value))
+    if code is None and isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
+        code = numeric.get(float(value))
+    return unseen if code is None else code
 
 
 def species_codes(mdata: MuData, species_key: str) -> np.ndarray:

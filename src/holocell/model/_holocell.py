@@ -369,8 +369,8 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         if batch_key is not None and transform_batch is None and batch_key not in mdata.obs:
             raise KeyError(
                 f"mdata.obs has no column {batch_key!r}, the batch_key the model was set up with. Add it (a batch "
-                "not seen in training is read as a new batch), run mdata.pull_obs() if a modality holds it, or pass "
-                f"transform_batch= one of the training batches {list(self.batch_categories_)[:5]}."
+                f"not seen in training is read as a new batch; training batches: {list(self.batch_categories_)[:5]}), "
+                "or run mdata.pull_obs() if a modality holds it; generate also takes transform_batch=."
             )
         species_key = setup.get("species_key")
         if species_key is not None and species_key not in mdata.obs:

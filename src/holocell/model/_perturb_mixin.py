@@ -89,6 +89,11 @@ class PerturbMixin:
             raise ValueError(f"mode must be 'knockout' or 'overexpress', got {mode!r}.")
         if flow not in ("staged", "joint"):
             raise ValueError(f"flow must be 'staged' (chromatin -> RNA -> protein) or 'joint', got {flow!r}.")
+        if regenerate is None and not any(m in self.modalities_ for m in _REGENERABLE):
+            raise ValueError(
+                f"A perturbation is read on RNA or protein, and this model has only {list(self.modalities_)}; train "
+                "a model with RNA (or protein) to see a CRE's or gene's effect."
+            )
         regenerate = [m for m in _REGENERABLE if m in self.modalities_] if regenerate is None else regenerate
         regenerate = [regenerate] if isinstance(regenerate, str) else list(regenerate)
         bad = [m for m in regenerate if m not in _REGENERABLE or m not in self.modalities_]
@@ -159,7 +164,8 @@ class PerturbMixin:
         mode
             ``"knockout"``: RNA 0 (bin 0) / peak closed. ``"overexpress"``: RNA at the
             ``overexpress_quantile`` of the gene's log1p CP10k over the cells with RNA (top value
-            bin) / peak open.
+            bin) / peak open. A gene too rare for that quantile to be above 0 is set to the same
+            quantile over the cells that express it; a gene no cell expresses is left as it is.
         regenerate
             Modalities generated again (default: RNA and protein, those the model has).
         sources
@@ -256,8 +262,8 @@ class PerturbMixin:
                 values, bins = np.zeros(len(gidx)), np.zeros(len(gidx), dtype=np.int64)
             else:
                 expr = _log_normalized_columns(arrays, gidx, {} if _totals is None else _totals)
-                values = np.quantile(expr, overexpress_quantile, axis=0) if len(expr) else np.zeros(len(gidx))
-                bins = np.full(len(gidx), self.config.n_bins - 1, dtype=np.int64)
+                values = overexpression_level(expr, overexpress_quantile)
+                bins = np.where(values > 0, self.config.n_bins - 1, 0).astype(np.int64)  # never seen: a no-op edit
             edits.append(("rna", anchors, values, bins))
         if cres:
             pidx = self._feature_index("atac", cres, "CREs")
@@ -345,6 +351,19 @@ class PerturbMixin:
         value = (slot.value + slot.anchor_value).detach().cpu()[anchors]
         emb = torch.cat([ident, value], dim=1).float().numpy()
         return pd.DataFrame(emb, index=pd.Index(self.feature_space.maps[modality].features.astype(str)))
+
+
+def overexpression_level(expr: np.ndarray, quantile: float) -> np.ndarray:
+    """``(genes,)`` level of an overexpression: the ``quantile`` of each gene's ``expr`` ``(cells, genes)`` over all
+    cells, or, for a gene seen in too few cells for that quantile to be above 0, over the cells that express it (the
+    quantile over all cells would set it to 0: a knockout). A gene no cell expresses stays at 0."""
+    if not len(expr):
+        return np.zeros(expr.shape[1])
+    level = np.quantile(expr, quantile, axis=0)
+    for j in np.flatnonzero(level <= 0):
+        seen = expr[:, j][expr[:, j] > 0]
+        level[j] = np.quantile(seen, quantile) if len(seen) else 0.0
+    return level
 
 
 def _log_normalized_columns(arrays, columns: np.ndarray, cache: dict) -> np.ndarray:
