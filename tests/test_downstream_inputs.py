@@ -412,3 +412,17 @@ def test_overexpressing_a_rare_gene_raises_it():
     level = overexpression_level(expr, 0.99)
     assert level[0] == pytest.approx(np.quantile(expr[:, 0], 0.99))
     assert level[1] == pytest.approx(5.0) and level[2] == 0.0  # the rare gene raised; a never-seen one left
+
+
+def test_grn_warns_before_a_run_of_hours(sim, monkeypatch):
+    """Every gene of a 20,000-gene panel as TF and target meant 15 million edges and hours of knockouts, unannounced."""
+    from holocell.tl import _grn
+
+    mdata, model = sim
+    monkeypatch.setattr(_grn, "LARGE_GRN_PAIRS", 10)  # the sizes, scaled down to the test's model
+    with pytest.warns(hc.HoloCellWarning, match="TFs x .* targets = .* edges .* Pass tfs= and targets="):
+        hc.tl.grn(mdata.copy(), model, tfs=["SIM1", "SIM2"], method="embedding")
+    monkeypatch.setattr(_grn, "LARGE_GRN_PAIRS", 10**9)
+    monkeypatch.setattr(_grn, "LARGE_GRN_KNOCKOUTS", 1)
+    with pytest.warns(hc.HoloCellWarning, match="2 in-silico knockouts over 20 cells"):
+        hc.tl.grn(mdata.copy(), model, tfs=["SIM1", "SIM2"], method="knockout", n_cells=20, n_steps=1)

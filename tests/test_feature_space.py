@@ -38,6 +38,19 @@ def test_parse_peaks_prefers_var_columns():
     assert list(out.index) == ["peakA", "peakB"]
 
 
+@pytest.mark.parametrize(
+    "var",
+    [
+        pd.DataFrame({"chrom": ["chr1"], "start": [-50], "end": [600]}, index=["p"]),  # was a 100 Mb peak
+        pd.DataFrame({"chrom": ["chr1"], "start": [100.5], "end": [600]}, index=["p"]),  # was truncated
+        pd.DataFrame(index=["chr1:99999999999999999999-99999999999999999999999"]),  # was pandas' OverflowError
+    ],
+)
+def test_parse_peaks_refuses_coordinates_that_are_no_positions(var):
+    with pytest.raises(ValueError, match="not a whole number of base pairs from 0 to 2\\*\\*40"):
+        parse_peaks(var)
+
+
 def test_parse_peaks_bad_names():
     var = pd.DataFrame(index=["chr1:100-600", "CD3E", "chr1:abc-5", "chr2:1-2"])
     with pytest.raises(ValueError, match="2 ATAC features") as err:

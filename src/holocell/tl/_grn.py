@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from .._warnings import HoloCellDeprecationWarning
+from .._warnings import HoloCellDeprecationWarning, HoloCellWarning
 from ..model._args import as_names, check_count, modality_cells
 from ..priors import load_grn_edges
 from ._keys import check_outputs, working_copy
@@ -140,6 +140,28 @@ def grn(
     return mdata if copy else None
 
 
+LARGE_GRN_PAIRS = 1_000_000
+"""Above this many TF x target pairs (a table of about 150 MB), or :data:`LARGE_GRN_KNOCKOUTS` knockouts, ``grn``
+warns before the work."""
+LARGE_GRN_KNOCKOUTS = 200
+
+
+def _warn_if_large(n_tfs: int, n_targets: int, method: str, n_cells: int | None) -> None:
+    """A ``HoloCellWarning`` with the size of a run that may take hours or gigabytes (every gene of a large panel as
+    TF and target: 20,000 genes give 15 million edges and one knockout per TF)."""
+    knockouts = method != "embedding" and n_tfs > LARGE_GRN_KNOCKOUTS
+    if n_tfs * n_targets <= LARGE_GRN_PAIRS and not knockouts:
+        return
+    cost = f", and {n_tfs} in-silico knockouts over {n_cells or 'all'} cells" if method != "embedding" else ""
+    warnings.warn(
+        f"grn scores {n_tfs:,} TFs x {n_targets:,} targets = {n_tfs * n_targets:,} edges (a table of about "
+        f"{n_tfs * n_targets * 150 / 1e9:.1f} GB in memory){cost}; this can take hours. Pass tfs= and targets= "
+        "(e.g. known regulators and the genes of interest) to score fewer.",
+        HoloCellWarning,
+        stacklevel=4,
+    )
+
+
 def edge_table(
     model: HoloCell,
     mdata: MuData | None = None,
@@ -181,6 +203,7 @@ def edge_table(
     if len(tfs) == 1 and targets == tfs:  # names are unique, so every other choice leaves an edge
         raise ValueError(f"The only candidate edge is the self-edge {tfs[0]} -> {tfs[0]}, which grn leaves out.")
 
+    _warn_if_large(len(tfs), len(targets), method, n_cells)
     pairs = pd.MultiIndex.from_product([tfs, targets], names=["tf", "target"])
     table = pd.DataFrame(index=pairs).reset_index()
     table = table[table["tf"] != table["target"]].reset_index(drop=True)

@@ -38,8 +38,8 @@ def parse_peaks(var: pd.DataFrame) -> pd.DataFrame:
         out = pd.DataFrame(
             {
                 "chrom": var["chrom"].astype(str).to_numpy(),
-                "start": pd.to_numeric(var["start"]).to_numpy(dtype=np.int64),
-                "end": pd.to_numeric(var["end"]).to_numpy(dtype=np.int64),
+                "start": _coordinates(var["start"], "start"),
+                "end": _coordinates(var["end"], "end"),
             },
             index=var.index,
         )
@@ -57,13 +57,33 @@ def parse_peaks(var: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "chrom": parsed["chrom"].to_numpy(dtype=str),
-            "start": parsed["start"].astype(np.int64).to_numpy(),
-            "end": parsed["end"].astype(np.int64).to_numpy(),
+            "start": _coordinates(parsed["start"], "start"),
+            "end": _coordinates(parsed["end"], "end"),
         },
         index=var.index,
     )
     _check_intervals(out)
     return out
+
+
+MAX_COORDINATE = 2**40
+"""Largest peak coordinate accepted (bp): far beyond any chromosome, and exact in float64 and int64."""
+
+
+def _coordinates(values: pd.Series, what: str) -> np.ndarray:
+    """``values`` (a column or the parsed names) as int64 base-pair positions; ``ValueError`` naming the peaks
+    whose ``what`` is not a whole number from 0 to :data:`MAX_COORDINATE` (negative, fractional, too large)."""
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(numbers) | (numbers < 0) | (numbers != np.floor(numbers)) | (numbers > MAX_COORDINATE)
+    if bad.any():
+        examples = ", ".join(f"{name!r} ({value!r})" for name, value in zip(values.index[bad][:3],
+                                                                          values.to_numpy()[bad][:3], strict=True))
+        raise ValueError(
+            f"{int(bad.sum())} ATAC peaks have a {what} that is not a whole number of base pairs from 0 to 2**40 "
+            f"(e.g. {examples}); fix the peak names or the '{what}' column of the ATAC modality's .var."
+        )
+    return numbers.astype(np.int64)
 
 
 def _check_intervals(peaks: pd.DataFrame) -> None:
