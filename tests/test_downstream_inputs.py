@@ -426,3 +426,15 @@ def test_grn_warns_before_a_run_of_hours(sim, monkeypatch):
     monkeypatch.setattr(_grn, "LARGE_GRN_KNOCKOUTS", 1)
     with pytest.warns(hc.HoloCellWarning, match="2 in-silico knockouts over 20 cells"):
         hc.tl.grn(mdata.copy(), model, tfs=["SIM1", "SIM2"], method="knockout", n_cells=20, n_steps=1)
+
+
+def test_grn_default_tfs_on_a_loaded_model(trained_pbmc, tmp_path):
+    """The README's flow (save, load, then tl.grn without tfs) failed with KeyError 'anchor': a loaded model's
+    feature report is empty, and the default TFs read their anchors from it."""
+    mdata, model = trained_pbmc
+    model.save(tmp_path / "m")
+    loaded = hc.HoloCell.load(tmp_path / "m", mdata.copy())
+    fresh, again = mdata.copy(), mdata.copy()
+    hc.tl.grn(fresh, model, method="embedding")
+    hc.tl.grn(again, loaded, method="embedding")
+    pd.testing.assert_frame_equal(fresh.uns["holocell_grn"], again.uns["holocell_grn"])

@@ -190,7 +190,8 @@ def edge_table(
     has_rna = modality_cells(mdata, model.modalities_) if tfs is None or method != "embedding" else None
     genes = pd.Index(model.feature_space.maps["rna"].features.astype(str))
     if tfs is None:
-        anchors = model.feature_space.maps["rna"].report["anchor"].astype(str).to_numpy()
+        space = model.feature_space  # anchor names from the map itself: a loaded model's report is empty
+        anchors = np.asarray(space.anchors, dtype=object)[space.maps["rna"].anchor].astype(str)
         tfs = default_tfs(genes, anchors, mdata.mod[rna].var)
     tfs = as_names(tfs, "tfs")
     targets = list(genes) if targets is None else as_names(targets, "targets")
