@@ -1,0 +1,34 @@
+"""The README's code block runs end to end, as a user copies it (at test sizes: the substitutions below shrink the
+model, the training and the downstream runs; each must still match the README, so an edit there fails here first)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+#: README text -> test-sized text (a smaller model, 2 epochs, few cells for the knockouts)
+SHRINK = {
+    "model = hc.HoloCell(mdata)": "model = hc.HoloCell(mdata, d_model=32, n_layers=1, n_latents=8)",
+    "model.train(max_epochs=40)": "model.train(max_epochs=2, enable_progress_bar=False)",
+    "hc.tl.grn(mdata, model)": "hc.tl.grn(mdata, model, n_cells=30, n_steps=1)",
+    'target="CD4 T")': 'target="CD4 T", n_cells=10, n_steps=1)',
+}
+
+
+@pytest.mark.slow
+def test_the_readme_code_block_runs(tmp_path, monkeypatch):
+    block = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[0]
+    for old, new in SHRINK.items():
+        assert old in block, f"the README no longer holds {old!r}: update SHRINK"
+        block = block.replace(old, new)
+    monkeypatch.chdir(tmp_path)  # model.save("pbmc_model/") writes here
+    namespace: dict = {}
+    exec(compile(block, str(README), "exec"), namespace)  # holocell's warnings are errors in the suite
+    mdata = namespace["mdata"]
+    assert {"adt_generated", "holocell_grn", "holocell_fate_shift"} <= set(mdata.mod) | set(mdata.uns)
+    assert mdata.obsm["X_holocell"].shape[0] == mdata.n_obs
