@@ -137,9 +137,9 @@ def test_input_problems_name_the_input_and_the_config_key(tmp_path, real, capsys
 
 def test_demo_refuses_bad_arguments_before_creating_its_folder(tmp_path, capsys):
     out = tmp_path / "demo_a"
-    _fails(capsys, ["demo", "--max-epochs", "0", "--out", str(out)], ["--max-epochs must be an integer >= 1, got 0"])
-    _fails(capsys, ["demo", "--seed", "-1", "--out", str(out)], ["--seed must be an integer >= 0"])
-    _fails(capsys, ["demo", "--seed", str(2**40), "--out", str(out)], ["--seed must be an integer from 0 to"])
+    _fails(capsys, ["demo", "--max-epochs", "0", "--out", str(out)], ["max_epochs must be an integer >= 1", "got 0"])
+    _fails(capsys, ["demo", "--seed", "-1", "--out", str(out)], ["seed must be an integer >= 0"])
+    _fails(capsys, ["demo", "--seed", str(2**40), "--out", str(out)], ["seed must be an integer from 0 to"])
     with pytest.raises(ValueError, match="max_epochs must be an integer >= 1"):
         run_demo(out, max_epochs=0)
     assert not out.exists()

@@ -68,20 +68,9 @@ def _guess_modalities(mdata, given: dict[str, str] | None) -> dict[str, str]:
 
 def _cmd_demo(args: argparse.Namespace) -> None:
     from ._demo import run_demo
-    from .model._args import check_count
-    from .model._arguments import MAX_SEED
 
-    try:  # before the output folder is created
-        check_count(args.max_epochs, "--max-epochs")
-        check_count(args.seed, "--seed", minimum=0)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    if args.seed > MAX_SEED:
-        raise UsageError(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}.")
-    try:
-        run_demo(args.out, max_epochs=args.max_epochs, seed=args.seed, enable_progress_bar=not args.no_progress)
-    except FileExistsError as err:
-        raise UsageError(str(err)) from None
+    # run_demo checks --max-epochs and --seed before creating the output folder; main() reports its refusals
+    run_demo(args.out, max_epochs=args.max_epochs, seed=args.seed, enable_progress_bar=not args.no_progress)
 
 
 def _check_model_out(path: str, overwrite: bool) -> None:

@@ -35,7 +35,14 @@ from ._perturb_mixin import PerturbMixin
 from ._save_mixin import SaveLoadMixin
 from ._training_mixin import TrainingMixin
 from ._transfer_mixin import TransferMixin
-from ._validate import check_mudata, check_unchanged, data_fingerprint, normalise_modalities, validate_setup
+from ._validate import (
+    check_mudata,
+    check_unchanged,
+    data_fingerprint,
+    normalise_modalities,
+    require_mudata,
+    validate_setup,
+)
 
 
 class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, TransferMixin, BaseModelClass):
@@ -174,12 +181,7 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         train_config: TrainingConfig | dict | None = None,
         **objective_kwargs,
     ) -> None:
-        if not isinstance(mdata, MuData):
-            how = "read it with mudata.read_h5mu(path)" if isinstance(mdata, str | Path) else "wrap it with mudata.MuData"
-            raise TypeError(
-                f"HoloCell needs a MuData set up with HoloCell.setup_mudata, got {type(mdata).__name__}: {how}, "
-                "set it up, then pass it."
-            )
+        require_mudata(mdata, ", set it up with HoloCell.setup_mudata, then pass it")
         objective_kwargs = check_arguments(locals(), objective_kwargs)
         super().__init__(mdata)
         loading = feature_space is not None
@@ -360,11 +362,7 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
                 "to train."
             )
         setup = self._setup_args
-        if not isinstance(mdata, MuData):
-            raise TypeError(
-                f"Expected a MuData, got {type(mdata).__name__}; wrap it with mudata.MuData({{name: adata}}), "
-                f"naming each modality as the model was set up: {self.modalities_}."
-            )
+        require_mudata(mdata, f", naming each modality as the model was set up: {self.modalities_}")
         batch_key = setup.get("batch_key")
         if batch_key is not None and transform_batch is None and batch_key not in mdata.obs:
             raise KeyError(

@@ -38,6 +38,7 @@ from ..data import _download, _registry
 from . import _checkpoint
 from ._args import check_device
 from ._safe_write import atomic_file, replaceable_target
+from ._validate import require_mudata
 
 if TYPE_CHECKING:
     from ._holocell import HoloCell
@@ -314,13 +315,9 @@ def load_pretrained(
 ) -> HoloCell:
     """See :meth:`HoloCell.load_pretrained`."""
     device = None if device is None else check_device(device)  # before any download
-    if mdata is not None and not isinstance(mdata, md.MuData):
-        how = "read it with mudata.read_h5mu(path)" if isinstance(mdata, str | os.PathLike) else (
-            "wrap it with mudata.MuData({name: adata})")
-        raise TypeError(
-            f"mdata must be a MuData, got {type(mdata).__name__}: {how}, set it up with HoloCell.setup_mudata, "
-            "then pass it (or leave mdata out to load the model alone)."
-        )
+    if mdata is not None:
+        require_mudata(mdata, ", set it up with HoloCell.setup_mudata, then pass it (or leave mdata out to load the "
+                              "model alone)")  # fmt: skip
     path = resolve(name_or_path_or_url, sha256)
     label = None if path.is_dir() else str(path)
     with unpacked(path) as ckpt:

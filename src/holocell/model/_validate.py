@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -337,10 +338,17 @@ def check_unchanged(mdata: MuData, modalities: Mapping[str, str], fingerprint: d
         )
 
 
+def require_mudata(mdata, then: str = "") -> None:
+    """``TypeError`` unless ``mdata`` is a MuData: how to read a path or wrap an AnnData, and ``then`` what to do."""
+    if not isinstance(mdata, MuData):
+        how = "read it with mudata.read_h5mu(path)" if isinstance(mdata, str | os.PathLike) else (
+            "wrap it with mudata.MuData({name: adata})")
+        raise TypeError(f"Expected a MuData, got {type(mdata).__name__}: {how}{then}.")
+
+
 def check_mudata(mdata: MuData, modalities: Mapping[str, str], layers: Mapping[str, str | None]) -> None:
     """Checks before reading ``mdata`` (registered or new): modalities in sync with the MuData, counts valid."""
-    if not isinstance(mdata, MuData):
-        raise TypeError(f"Expected a MuData, got {type(mdata).__name__}; wrap it with mudata.MuData({{...}}).")
+    require_mudata(mdata)
     for m, name in modalities.items():
         adata = mdata.mod[name]
         rows = np.asarray(mdata.obsmap[name]).astype(np.int64)
