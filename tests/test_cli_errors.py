@@ -110,6 +110,21 @@ def test_api_refusal_in_a_process_exits_2_without_traceback(files, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_traceback_on_request(files, tmp_path, capsys, monkeypatch):
+    """HOLOCELL_TRACEBACK=1 prints the refusal's traceback above the same one-line error and exit code 2."""
+    data, _ = files
+    argv = ["embed", str(data), "--model", str(tmp_path / "nomodel"), "--out", str(tmp_path / "e.h5mu")]
+    monkeypatch.setenv("HOLOCELL_TRACEBACK", "1")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and err.startswith("Traceback"), err
+    assert err.splitlines()[-1].startswith("holocell: error: ") and "is not a registered checkpoint" in err
+    monkeypatch.setenv("HOLOCELL_TRACEBACK", "0")  # 0 means off
+    _fails(capsys, argv, "is not a registered checkpoint")
+
+
 @pytest.mark.parametrize(
     ("command", "key", "words"),
     [

@@ -135,6 +135,16 @@ def test_input_problems_name_the_input_and_the_config_key(tmp_path, real, capsys
     assert not out.parent.exists()
 
 
+def test_a_batch_key_with_missing_values_is_refused(tmp_path, _pbmc_session, capsys):
+    """A NaN batch used to become a batch '<name>:nan' of its own without a word (setup_mudata refuses NaN)."""
+    small = _pbmc_session[_pbmc_session.obs_names[::40]].copy()
+    small.obs["donor"] = ["d1"] * (small.n_obs - 3) + [np.nan] * 3
+    small.write(tmp_path / "c.h5mu")
+    argv, out = _pretrain(tmp_path, {"batch_key": "donor"}, [tmp_path / "c.h5mu"])
+    _fails(capsys, argv, [f"input {tmp_path / 'c.h5mu'}: batch_key 'donor' is missing (NaN) for 3 cells", "fillna"])
+    assert not out.parent.exists()
+
+
 def test_demo_refuses_bad_arguments_before_creating_its_folder(tmp_path, capsys):
     out = tmp_path / "demo_a"
     _fails(capsys, ["demo", "--max-epochs", "0", "--out", str(out)], ["max_epochs must be an integer >= 1", "got 0"])

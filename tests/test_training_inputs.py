@@ -96,6 +96,19 @@ def test_resume_refuses_a_checkpoint_of_another_model(run_dir, tmp_path, snapsho
         _model(d_model=32).train(max_epochs=2, checkpoint_dir=tmp_path / "old", resume=True, **RUN)
 
 
+def test_resume_with_no_epochs_left_is_refused_and_changes_nothing(run_dir, snapshot):
+    """max_epochs counts from the run's start: a run with 1 epoch done and max_epochs=1 used to return at once, and the
+    model looked trained (is_trained_) with an empty history_."""
+    before = snapshot(run_dir)
+    model = _model()
+    weights = {k: v.clone() for k, v in model.module.state_dict().items()}
+    with pytest.raises(ValueError, match="has already trained 1 epochs") as err:
+        model.train(max_epochs=1, checkpoint_dir=run_dir, resume=True, **RUN)
+    assert "max_epochs larger than 1" in str(err.value) and str(run_dir) in str(err.value)
+    assert not model.is_trained_ and snapshot(run_dir) == before
+    assert all(torch.equal(v, model.module.state_dict()[k]) for k, v in weights.items())
+
+
 # ----------------------------------------------------------------------------- 2. not a holocell checkpoint
 @pytest.mark.parametrize(
     ("content", "words"),

@@ -199,12 +199,12 @@ def _check_train(config: dict, where: str) -> None:
 def _check_setup(config: dict, where: str) -> None:
     """``genome`` (a shipped name or an existing file) and ``model.priors``, as set-up and the model check them."""
     from .priors import check_prior_names
-    from .vocab._tables import _normalise_genome
+    from .vocab._tables import normalise_genome
 
     genome = config.get("genome")
     if genome is not None and not Path(genome).is_file():
         try:
-            _normalise_genome(genome)
+            normalise_genome(genome)
         except (ValueError, FileNotFoundError) as err:
             raise ConfigError(f"{where}: key 'genome': {err} {_HINT}") from None
     priors = config.get("model", {}).get("priors")

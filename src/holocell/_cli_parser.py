@@ -138,7 +138,11 @@ def _output_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``holocell`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="holocell", description="holocell multi-omics foundation model", formatter_class=_Formatter
+        prog="holocell",
+        description="holocell multi-omics foundation model",
+        epilog="A refused input ends with one line 'holocell: error: ...' and exit code 2; set HOLOCELL_TRACEBACK=1 "
+        "to see its traceback too (for a bug report).",
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -140,6 +140,14 @@ def open_input(item: Planned, config: dict):
                     f"(columns: {columns[:12]}{' ...' if len(columns) > 12 else ''}). Fix '{fix}.batch_key' (or the "
                     "top-level 'batch_key') in the config; null makes the file one batch."
                 )
+            obs = mdata.mod[name].obs if batch_key in mdata.mod[name].obs else mdata.obs.loc[mdata.mod[name].obs_names]
+            n_missing = int(obs[batch_key].isna().sum())
+            if n_missing:
+                raise UsageError(
+                    f"{where}: batch_key {batch_key!r} is missing (NaN) for {n_missing} cells of modality {name!r}. "
+                    f"Fill them in the file (e.g. obs[{batch_key!r}].fillna('unknown'), a batch of its own) or drop "
+                    "those cells; holocell does not guess a cell's batch."
+                )
     _check_counts(mdata, modalities, layers, item)
     return MergeInput(item.name, mdata, modalities, batch_key=batch_key, layers=spec.get("layers"))
 

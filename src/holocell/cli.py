@@ -8,12 +8,15 @@ checked before any work (kind, folder, existing file), so a bad one costs nothin
 the arguments or a config file end with a one-line ``holocell: error: ...`` and exit code 2, and so
 do the Python API's refusals of the user's input (:data:`USER_ERRORS`: a modality, gene, batch key or
 model that is not there, a value out of range); any other exception is a bug and keeps its traceback.
+``HOLOCELL_TRACEBACK=1`` prints the traceback above the one-line error too (for a bug report).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +28,7 @@ from ._cli_files import write_h5mu as _write_h5mu
 from ._cli_files import write_table as _write_table
 from ._cli_parser import DEFAULT_MODEL, build_parser
 
-__all__ = ["DEFAULT_MODEL", "USER_ERRORS", "UsageError", "build_parser", "main"]
+__all__ = ["DEFAULT_MODEL", "TRACEBACK_ENV", "USER_ERRORS", "UsageError", "build_parser", "main"]
 
 #: Exceptions by which the Python API refuses the user's input (holocell's ``ConfigError`` is a ``ValueError``):
 #: printed as one line with exit code 2. ``RuntimeError``, ``AssertionError`` and the rest are bugs: traceback.
@@ -39,6 +42,9 @@ USER_ERRORS = (
     NotADirectoryError,
     PermissionError,
 )
+
+#: Set to 1 to print the traceback above the one-line error of a refused input (for a bug report).
+TRACEBACK_ENV = "HOLOCELL_TRACEBACK"
 
 
 #: mdata.mod names recognised when --modalities is not given
@@ -314,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"holocell: error: {err}", file=sys.stderr)
         raise
     except USER_ERRORS as err:
+        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):  # a bug report needs the whole story
+            traceback.print_exc()
         print(f"holocell: error: {_one_line(err)}", file=sys.stderr)
         raise UsageError(_one_line(err)) from None
     return 0

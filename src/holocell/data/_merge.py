@@ -88,6 +88,13 @@ def _part(item: MergeInput, m: str, adata: ad.AnnData) -> ad.AnnData:
         source = adata.obs if item.batch_key in adata.obs else item.mdata.obs.loc[adata.obs_names]
         if item.batch_key not in source:
             raise KeyError(f"{item.name}: batch_key {item.batch_key!r} is not an obs column.")
+        n_missing = int(source[item.batch_key].isna().sum())
+        if n_missing:
+            raise ValueError(
+                f"{item.name}: batch_key {item.batch_key!r} is missing (NaN) for {n_missing} cells of modality {m!r}; "
+                f"fill them (.fillna('unknown'), a batch of its own) or drop those cells. They would become a batch "
+                f"'{item.name}:nan' otherwise."
+            )
         batch = item.name + ":" + source[item.batch_key].astype(str)
     obs = pd.DataFrame(
         {BATCH_KEY: batch.to_numpy(), SOURCE_KEY: item.name},

@@ -24,7 +24,7 @@ from ..data.arrays import BackedMosaicArrays, MosaicArrays
 from ..nn import HoloCellModule
 from ._config import TrainingConfig
 from ._plan import MosaicDataModule, TrainingPlan, split_indices
-from ._resume import check_checkpoint_dir, check_same_model, read_checkpoint
+from ._resume import check_checkpoint_dir, check_epochs_left, check_same_model, read_checkpoint
 
 
 class HistoryLogger(Logger):
@@ -260,9 +260,11 @@ def fit(
         a ``last.ckpt`` that is not a holocell checkpoint, or one of another model; no cell left for training.
     """
     folder, resume_from = check_checkpoint_dir(checkpoint_dir, resume)
+    checkpoint = None
     if resume_from is not None:  # before any work: is it a holocell checkpoint, of this model?
         state = {f"module.{k}": v for k, v in module.state_dict().items()}
-        check_same_model(resume_from, read_checkpoint(resume_from), run_identity, state)
+        checkpoint = read_checkpoint(resume_from)
+        check_same_model(resume_from, checkpoint, run_identity, state)
     elif resume:
         warnings.warn(
             f"No checkpoint at {folder / 'last.ckpt'}; training starts from scratch.", HoloCellWarning, stacklevel=3
@@ -278,6 +280,8 @@ def fit(
     steps_per_epoch = max(1, len(train_idx) // batch_size)
     if max_epochs is None:
         max_epochs = config.default_epochs(steps_per_epoch)
+    if checkpoint is not None:
+        check_epochs_left(resume_from, checkpoint, max_epochs)
     history = HistoryLogger()
     loggers = [history, *extra_loggers(trainer_kwargs.pop("logger", None))]
     callbacks = list(callbacks)

@@ -147,6 +147,28 @@ def check_same_model(path: Path, checkpoint: dict, identity: dict | None, state:
         )
 
 
+def epochs_done(checkpoint: dict) -> int:
+    """How many epochs the run that wrote ``checkpoint`` has trained (Lightning's fit-loop progress; the epoch
+    index + 1 for checkpoints without it)."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError, ValueError):
+        return int(checkpoint.get("epoch", -1)) + 1
+
+
+def check_epochs_left(path: Path, checkpoint: dict, max_epochs: int) -> None:
+    """Refuse ``resume=True`` when the checkpoint's run has already trained ``max_epochs`` epochs or more: Lightning
+    would return without training, and the model would look trained with an empty ``history_``."""
+    done = epochs_done(checkpoint)
+    if max_epochs <= done:
+        raise ValueError(
+            f"The run in {str(path.parent)!r} has already trained {done} epochs, so resume=True with "
+            f"max_epochs={max_epochs} has nothing left to train. max_epochs counts the run's epochs from its start: "
+            f"pass max_epochs larger than {done} (e.g. max_epochs={done + 10}) to train further. The model was not "
+            "changed."
+        )
+
+
 def identity_differences(saved: dict, current: dict) -> list[str]:
     """What differs between a checkpoint's run identity and the model's, in words (empty: the same model)."""
     problems = []

@@ -50,7 +50,7 @@ def _files_dir() -> Path:
     return Path(__file__).resolve().parent / "_files"
 
 
-def _normalise_genome(genome: str) -> str:
+def normalise_genome(genome: str) -> str:
     key = str(genome).strip().lower()
     if key not in _GENOME_ALIASES and any(c in str(genome) for c in "/\\.") and str(genome).strip():
         raise FileNotFoundError(
@@ -101,7 +101,7 @@ def load_gene_table(genome: str) -> pd.DataFrame:
     ValueError
         If the genome is not shipped; pass your own table or use :func:`read_tss_file` instead.
     """
-    return _load_gene_table_cached(_normalise_genome(genome)).copy()
+    return _load_gene_table_cached(normalise_genome(genome)).copy()
 
 
 def _parse_gtf_attributes(text: str) -> dict[str, str]:
