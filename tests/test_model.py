@@ -24,12 +24,19 @@ def test_pbmc_end_to_end(trained_pbmc):
     z = model.get_latent_representation()
     assert z.shape == (mdata.n_obs, TINY["d_model"])
     assert np.isfinite(z).all()
-    # protein-only and RNA-only cells both embed, and from a single modality
-    z_rna = model.get_latent_representation(modality="rna")
-    z_prot = model.get_latent_representation(modality="protein")
-    assert z_rna.shape == z_prot.shape == z.shape
-    paired = np.asarray(mdata.obsm["rna"]).ravel() & np.asarray(mdata.obsm["adt"]).ravel()
-    assert not np.allclose(z_rna[paired], z_prot[paired])
+    # protein-only and RNA-only cells both embed, and from a single modality (indices=: the cells measured in it)
+    has_rna, has_prot = np.asarray(mdata.obsm["rna"]).ravel(), np.asarray(mdata.obsm["adt"]).ravel()
+    z_rna = model.get_latent_representation(modality="rna", indices=has_rna)
+    z_prot = model.get_latent_representation(modality="protein", indices=has_prot)
+    assert z_rna.shape == (has_rna.sum(), TINY["d_model"]) and z_prot.shape == (has_prot.sum(), TINY["d_model"])
+    assert np.isfinite(z_rna).all() and np.isfinite(z_prot).all()
+    paired = has_rna & has_prot
+    assert not np.allclose(z_rna[paired[has_rna]], z_prot[paired[has_prot]])
+    # every cell, from a modality some lack: NaN rows for those, with a warning
+    with pytest.warns(hc.HoloCellWarning, match=f"{(~has_rna).sum()} of the {mdata.n_obs} cells"):
+        z_all_rna = model.get_latent_representation(modality="rna")
+    assert np.isnan(z_all_rna[~has_rna]).all()
+    np.testing.assert_allclose(z_all_rna[has_rna], z_rna, rtol=1e-5, atol=1e-6)
 
 
 def test_generate_protein_every_cell(trained_pbmc):
@@ -40,9 +47,14 @@ def test_generate_protein_every_cell(trained_pbmc):
     assert new.shape == (mdata.n_obs, mdata["adt"].n_vars)
     assert list(new.var["measured_name"]) == list(mdata["adt"].var_names)
     assert list(new.var_names) == [f"{name}_generated" for name in mdata["adt"].var_names]
-    assert np.isfinite(new.X).all()
-    assert new.layers["bins"].min() >= 0 and new.layers["bins"].max() < model.config.n_bins
-    assert mdata.obsm["adt_gen"].all()  # every cell, observed ones included
+    # every cell with RNA, observed ones included; protein-only cells have no source: NaN rows, bins -1
+    has_rna = np.asarray(mdata.obsm["rna"]).ravel()
+    assert (~has_rna).any() and has_rna.any()
+    assert np.isfinite(new.X[has_rna]).all() and np.isnan(new.X[~has_rna]).all()
+    bins = new.layers["bins"]
+    assert bins[has_rna].min() >= 0 and bins[has_rna].max() < model.config.n_bins
+    assert (bins[~has_rna] == -1).all()
+    assert mdata.obsm["adt_gen"].all()  # a row for every cell
     assert new.uns["holocell"]["params"]["n_steps"] == 4
     # never overwrites an existing modality silently
     with pytest.raises(ValueError, match="overwrite=True"):
@@ -55,7 +67,9 @@ def test_generate_rna_from_protein(trained_pbmc):
     mdata = mdata.copy()
     new = model.generate(mdata, target="rna", n_steps=2, key_added="rna_gen")
     assert new.shape == (mdata.n_obs, mdata["rna"].n_vars)
-    assert (new.X > -1.0).all()  # log-normalised scale
+    has_prot = np.asarray(mdata.obsm["adt"]).ravel()  # RNA-only cells have no protein to generate from: NaN
+    assert np.isnan(new.X[~has_prot]).all()
+    assert (new.X[has_prot] > -1.0).all()  # log-normalised scale
 
 
 def test_same_seed_same_embedding(pbmc):
@@ -137,9 +151,19 @@ def test_simulator_modalities(simulated, modalities):
         hc.HoloCell.setup_mudata(mdata, modalities=modalities, batch_key="batch", **kwargs)
     model = hc.HoloCell(mdata, **TINY)
     model.train(max_epochs=1, enable_progress_bar=False)
-    z = model.get_latent_representation()
+    # cells measured in none of the registered modalities (batch1 lacks protein) have no embedding: NaN rows
+    measured = np.any([np.asarray(mdata.obsm[name]).ravel() for name in modalities.values()], axis=0)
+    n_none = int((~measured).sum())
+    expected = (
+        pytest.warns(hc.HoloCellWarning, match=f"{n_none} of the {mdata.n_obs} cells embedded have none")
+        if n_none
+        else nullcontext()
+    )
+    with expected:
+        z = model.get_latent_representation()
+    assert n_none == (144 if modalities == {"protein": "protein"} else 0)
     assert z.shape == (mdata.n_obs, TINY["d_model"])
-    assert np.isfinite(z).all()
+    assert np.isfinite(z[measured]).all() and np.isnan(z[~measured]).all()
     if len(modalities) > 1:
         gen = model.generate(mdata, target="atac", n_steps=3, key_added="atac_gen")
         assert gen.shape == (mdata.n_obs, mdata["atac"].n_vars)

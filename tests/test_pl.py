@@ -34,11 +34,18 @@ def test_generated_vs_measured(generated, tmp_path):
     out = tmp_path / "scatter.png"
     ax = hc.pl.generated_vs_measured(mdata, feature, color="celltype", save=out, show=False)
     assert _png(out) and ax.get_title().startswith(f"{feature}: r = ")
-    # every measured cell of the feature is a point, on the CLR scale of both axes
+    assert "nan" not in ax.get_title()  # protein-only cells (NaN generated rows) are left out, not NaN in r
+    # every measured cell of the feature that has a source (RNA) is a point, on the CLR scale of both axes
+    both = (np.asarray(mdata.obsmap["adt"]) > 0) & (np.asarray(mdata.obsmap["rna"]) > 0)
+    assert 0 < both.sum() < mdata["adt"].n_obs
     n_points = sum(len(c.get_offsets()) for c in ax.collections)
-    assert n_points == mdata["adt"].n_obs and ax.get_xlabel() == "measured (CLR)"
+    assert n_points == both.sum() and ax.get_xlabel() == "measured (CLR)"
     with pytest.raises(KeyError, match="not a feature"):
         hc.pl.generated_vs_measured(mdata, "no-such-protein", show=False)
+    # only cells that generate had no source for (protein-only): nothing to compare, said so
+    protein_only = mdata["adt"][~np.isin(mdata["adt"].obs_names, mdata["rna"].obs_names)].copy()
+    with pytest.raises(ValueError, match="None of the 400 cells of the measured data has generated values"):
+        hc.pl.generated_vs_measured(mdata, feature, measured=protein_only, show=False)
     plt.close("all")
 
 

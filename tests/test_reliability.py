@@ -90,7 +90,9 @@ def _snapshot(mdata, names):
 def test_whole_workflow_keeps_user_data():
     mdata = _sim()
     mdata["rna"].layers["counts"] = mdata["rna"].X.copy()
-    before, obs_before = _snapshot(mdata, mdata.mod), mdata.obs.copy()
+    mdata["rna"].obs["qc_pass"] = True  # a modality-only column: mudata's update() used to pull it as rna:qc_pass
+    mdata.var["highly_variable"] = np.arange(mdata.n_vars) % 2 == 0
+    before, obs_before, var_before = _snapshot(mdata, mdata.mod), mdata.obs.copy(), mdata.var.copy()
     with _sim_genes():
         hc.HoloCell.setup_mudata(mdata, modalities=MODS, rna_layer="counts", batch_key="batch")
     model = hc.HoloCell(mdata, **TINY)
@@ -101,6 +103,9 @@ def test_whole_workflow_keeps_user_data():
     assert set(mdata.mod) == set(before) | {"protein_gen"}
     pd.testing.assert_frame_equal(mdata.obs[obs_before.columns], obs_before)
     assert set(mdata.obs.columns) - set(obs_before.columns) == {"_scvi_batch"}
+    # the user's global var columns keep their values on the measured features (the new rows are missing values)
+    kept_var = mdata.var.loc[var_before.index, "highly_variable"]
+    assert kept_var.astype(bool).tolist() == var_before["highly_variable"].tolist() and kept_var.dtype != object
     # an existing modality is never overwritten without overwrite=True
     kept = _snapshot(mdata, ["protein", "protein_gen"])
     with pytest.raises(ValueError, match="overwrite=True"):

@@ -296,6 +296,10 @@ def test_a_bad_genome_is_named(mdata, genome, error, words):
     _setup_ok(mdata, genome=genome)  # the checkpoint's saved feature space may not need it: checked at build
     with pytest.raises(error, match=words):
         HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4)
+    # without ATAC the TSS table is never read, but a typo is refused all the same (it was accepted and recorded)
+    _setup_ok(mdata, genome=genome, modalities={"rna": "rna", "protein": "protein"})
+    with pytest.raises(error, match=words):
+        HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4)
 
 
 def test_unmapped_antibodies_are_reported_not_fatal(mdata):

@@ -1,6 +1,11 @@
 """Files of the command line: the input ``.h5mu`` read with one-line errors, output paths checked before any
 work (never the input, never an existing file without ``--overwrite``, of the right kind, in a folder that can
-be created), and outputs written atomically (:func:`holocell.model._safe_write.atomic_file`)."""
+be created), and outputs written atomically (:func:`holocell.model._safe_write.atomic_file`).
+
+A model output (``train --model``, ``pretrain --out``) is never a folder that is or holds an input, nor one that
+training writes its checkpoints into, nor a saved model whose ``mdata.h5mu`` the save would delete
+(:func:`check_model_out`); the Python API's refusals are worded with the options (``--overwrite``).
+"""
 
 from __future__ import annotations
 
@@ -73,6 +78,99 @@ def check_out(
     return path
 
 
+def cli_words(text: str) -> str:
+    """A Python API message with the command line's option names (``overwrite=True`` -> ``--overwrite``)."""
+    for api, option in (
+        ("overwrite=True", "--overwrite"),
+        ("train(checkpoint_dir=...)", "holocell train --checkpoint-dir"),
+        ("resume=True", "--resume"),
+    ):
+        text = text.replace(api, option)
+    return text
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_model_out(
+    out: str,
+    overwrite: bool,
+    inputs: Sequence[str],
+    *,
+    option: str,
+    command: str,
+    archives: bool = False,
+    checkpoint_dir: str | None = None,
+    checkpoint_option: str = "--checkpoint-dir",
+) -> None:
+    """Refuse a model output path (a folder, or a ``.zip`` archive) that would lose data, before any work.
+
+    Parameters
+    ----------
+    out
+        ``--model`` of ``train`` / ``--out`` of ``pretrain``, as given (``~`` expanded as ``HoloCell.save`` does).
+    overwrite
+        ``--overwrite``.
+    inputs
+        The files the command reads: ``out`` may be none of them nor a folder holding one (resolved paths, and
+        hard links in the folder).
+    option, command
+        The option and the subcommand, for messages.
+    archives
+        Whether a name ending in ``.zip`` is saved as an archive (``pretrain``; :func:`save_model_out`).
+    checkpoint_dir, checkpoint_option
+        Where training writes its checkpoints, and the option or config key that says so: not ``out`` nor inside it.
+    """
+    from .model._checkpoint import MUDATA, check_save_path
+    from .model._pretrained import ARCHIVE_SUFFIX, is_checkpoint_archive
+    from .model._safe_write import replaceable_target
+
+    path = Path(out).expanduser()
+    real = path.resolve()
+    members = list(path.iterdir()) if path.is_dir() else []
+    for given in inputs:
+        source = Path(given).expanduser()
+        if _inside(source.resolve(), real) or any(same_file(m, source) for m in members if source.exists()):
+            what = "is" if source.resolve() == real else "holds"
+            raise UsageError(
+                f"{option} {out} {what} the input file {given}, which saving the model there would delete; holocell "
+                f"never overwrites or deletes its input. Choose another {option}, or move the input out of {out} first."
+            )
+    checkpoints = None if checkpoint_dir is None else Path(checkpoint_dir).expanduser().resolve()
+    if checkpoints is not None and _inside(checkpoints, real):
+        raise UsageError(
+            f"{checkpoint_option} {checkpoint_dir} is {'' if checkpoints == real else 'inside '}{option} {out}: "
+            "training would write its checkpoints there, and the model could not be saved there afterwards. "
+            f"Give {checkpoint_option} a folder of its own, e.g. {str(out).rstrip('/')}_checkpoints."
+        )
+    try:
+        if archives and str(out).endswith(ARCHIVE_SUFFIX):
+            replaceable_target(path, overwrite, is_checkpoint_archive, "holocell checkpoint archive")
+            return
+        target = check_save_path(path, overwrite)  # the saved MuData is checked below, in the command's words
+    except FileExistsError as err:
+        raise UsageError(cli_words(str(err))) from None
+    if os.path.lexists(target / MUDATA):
+        raise UsageError(
+            f"{option} {out} holds {MUDATA}, a MuData saved with that model (maybe the only copy of those data); "
+            f"holocell {command} saves only the model, so --overwrite would delete it. Move {target / MUDATA} out of "
+            f"{out} first, or choose another {option}."
+        )
+
+
+def save_model_out(model, out: str, overwrite: bool, archives: bool = False) -> None:
+    """``model.save`` (``save_pretrained`` for a ``.zip`` if ``archives``) with its refusals in the command line's
+    words."""
+    try:
+        if archives and str(out).endswith(".zip"):
+            model.save_pretrained(out, overwrite=overwrite)
+        else:
+            model.save(out, overwrite=overwrite)
+    except FileExistsError as err:
+        raise UsageError(cli_words(str(err))) from None
+
+
 def write_h5mu(mdata, out: Path) -> None:
     """Write atomically: a temporary file in the same directory, fsynced, then renamed onto ``out``."""
     from .model._safe_write import atomic_file
@@ -99,8 +197,8 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 def is_hdf5(path: str) -> bool:
     """Whether ``path`` holds the HDF5 signature (at byte 0, or after a user block of 512, 1024, ... bytes)."""
     with open(path, "rb") as f:
-        offset = 0
-        while True:
+        offset, size = 0, os.fstat(f.fileno()).st_size
+        while offset < max(size, 1):
             f.seek(offset)
             head = f.read(len(_HDF5_SIGNATURE))
             if head == _HDF5_SIGNATURE:
@@ -108,6 +206,7 @@ def is_hdf5(path: str) -> bool:
             if len(head) < len(_HDF5_SIGNATURE):
                 return False
             offset = 512 if offset == 0 else 2 * offset
+    return False
 
 
 def read(path: str):
@@ -122,6 +221,8 @@ def read(path: str):
     )
     if Path(path).is_dir():
         raise UsageError(f"input {path} is a directory, not an .h5mu file. {fix}")
+    if not Path(path).is_file():  # a FIFO or a device: never read without end
+        raise UsageError(f"input {path} is not a regular file (a pipe, a socket or a device); give an .h5mu file.")
     if not is_hdf5(path):
         raise UsageError(f"input {path} is not an HDF5 file, so not an .h5mu file. {fix}")
     with warnings.catch_warnings(record=True) as caught:  # shown only when the file is read
@@ -136,4 +237,15 @@ def read(path: str):
     return mdata
 
 
-__all__ = ["UsageError", "check_out", "is_hdf5", "read", "same_file", "write_h5mu", "write_table"]
+__all__ = [
+    "UsageError",
+    "check_model_out",
+    "check_out",
+    "cli_words",
+    "is_hdf5",
+    "read",
+    "same_file",
+    "save_model_out",
+    "write_h5mu",
+    "write_table",
+]

@@ -232,7 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pert.add_argument("--n-top", type=int, default=20, help="responders kept in the summary")
     pert.add_argument("--n-steps", type=int, default=8, help="denoising steps")
-    pert.add_argument("--key-added", default="holocell_perturb", help="key of .uns / .layers / .obsm")
+    pert.add_argument(
+        "--key-added",
+        default="holocell_perturb",
+        help="prefix of the keys written: .mod[<key>_<modality>], .obsm[X_<key>_shift], .obs[<key>_applied], "
+        ".uns[<key>]",
+    )
     _inference_arguments(pert)
     _model_arguments(pert)
 

@@ -19,14 +19,20 @@ from pathlib import Path
 from ._cli_files import UsageError
 
 CONFIG_KEYS = {"model", "train", "datasets", "modalities", "batch_key", "species", "genome"}
+#: Largest pretraining config read (it lists the inputs and settings: kilobytes).
+MAX_CONFIG_BYTES = 16 << 20
 
 
 def read_config(path: str) -> dict:
     """The pretraining config, checked key by key (types and ranges) before any data is read."""
     if not Path(path).exists():
         raise UsageError(f"config file {path} does not exist.")
+    with open(path, "rb") as f:  # a pipe (<(...)) is fine; /dev/zero is read no further than the cap
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UsageError(f"config file {path} is larger than {MAX_CONFIG_BYTES:,} bytes; a pretraining config is small.")
     try:
-        config = json.loads(Path(path).read_text())
+        config = json.loads(raw)
     except (ValueError, RecursionError) as err:
         raise UsageError(f"config file {path} is not valid JSON: {err}") from None
     if not isinstance(config, dict):
@@ -179,12 +185,17 @@ def _check_counts(mdata, modalities: dict, layers: dict, item: Planned) -> None:
 
 def run_pretrain(args) -> None:
     """``holocell pretrain``: check, read, merge, train, save."""
+    from ._cli_files import save_model_out
     from .cli import _check_model_out
     from .data._merge import merge_for_pretraining
     from .model import HoloCell
 
     config = read_config(args.config)
-    _check_model_out(args.out, args.overwrite)
+    _check_model_out(
+        args.out, args.overwrite, [*args.inputs, args.config], option="--out", command="pretrain", archives=True,
+        checkpoint_dir=config.get("train", {}).get("checkpoint_dir"),
+        checkpoint_option=f"train.checkpoint_dir of config file {args.config}",
+    )  # fmt: skip
     inputs = []
     for item in plan_inputs(config, args.config, list(args.inputs)):
         inputs.append(open_input(item, config))
@@ -200,10 +211,7 @@ def run_pretrain(args) -> None:
     model = HoloCell(merged, **config.get("model", {}))
     print(model)
     model.train(**{"enable_progress_bar": not args.no_progress, **config.get("train", {})})
-    if args.out.endswith(".zip"):
-        model.save_pretrained(args.out, overwrite=args.overwrite)
-    else:
-        model.save(args.out, overwrite=args.overwrite)
+    save_model_out(model, args.out, args.overwrite, archives=True)
     print(
         f"Saved pretrained model ({merged.n_obs} cells, {model.feature_space.n_anchors} anchors) to {args.out}"
     )

@@ -24,7 +24,7 @@ from .data import pbmc_cite_mosaic
 from .data._registry import sha256sum
 from .model import HoloCell
 from .model._arguments import check_train_call
-from .model._safe_write import atomic_file
+from .model._safe_write import atomic_file, write_beside
 
 HELD_OUT_BATCH = "p4_0"
 TRAIN_PAIRED_BATCH = "p3_0"
@@ -86,11 +86,13 @@ def run_demo(
     """Train, embed, generate p4's protein, score against the held-out truth, write outputs.
 
     Writes ``out_dir/pbmc_holocell.h5mu`` (embedding in ``.obsm["X_holocell"]``, generated
-    protein in ``.mod["adt_generated"]``), ``out_dir/umap.png``, ``out_dir/results.json`` and
+    protein in ``.mod["adt_generated"]``: NaN rows for the protein-only batch p2, which has no RNA to generate
+    from; the scored p4 cells all have RNA), ``out_dir/umap.png``, ``out_dir/results.json`` and
     ``out_dir/results.md``, each atomically, and records them in ``out_dir/.holocell_demo.json``. A file of
     those names that an earlier demo did not write (or that changed since) is never replaced: ``FileExistsError``
-    before any work, as are a ``max_epochs`` or ``seed`` that training refuses (``ValueError`` / ``TypeError``,
-    before the folder is created). Returns the results dictionary.
+    before any work (and again before each write, for a file that appeared during training), as are a
+    ``max_epochs`` or ``seed`` that training refuses (``ValueError`` / ``TypeError``, before the folder is
+    created). Returns the results dictionary.
     """
     out_dir = Path(out_dir)
     check_train_call(max_epochs, 32, 0.1, 20, None, seed)  # before the output folder is created
@@ -155,26 +157,42 @@ def run_demo(
 
 
 def check_demo_outputs(out_dir: Path, names: tuple[str, ...]) -> None:
-    """Refuse, before any work, to write over a file in ``out_dir`` that an earlier demo did not write unchanged
-    (its SHA-256 in :data:`MANIFEST`): the user's own ``results.md``, say, in the folder given to ``--out``."""
+    """Refuse to write over a file in ``out_dir`` that an earlier demo did not write unchanged (its SHA-256 in
+    :data:`MANIFEST`): the user's own ``results.md``, say, in the folder given to ``--out``. Called before any work,
+    and again right before each output is written (training takes minutes)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"The demo's output folder {out_dir} is a file; choose a folder (e.g. demo_output).")
-    written = _manifest(out_dir)
     for name in names:
         path = out_dir / name
-        if os.path.lexists(path) and (path.is_symlink() or not path.is_file() or written.get(name) != sha256sum(path)):
-            raise FileExistsError(
-                f"{path} exists and is not an unchanged output of an earlier demo; holocell never writes over it. "
-                "Choose another output folder, or move or remove it yourself."
-            )
+        if os.path.lexists(path) and not _unchanged_output(path):
+            raise _not_ours(path)
+
+
+def _unchanged_output(path: Path) -> bool:
+    """Whether ``path`` is a regular file with the SHA-256 the demo recorded for it."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    return _manifest(path.parent).get(path.name) == sha256sum(path)
+
+
+def _not_ours(path: Path) -> FileExistsError:
+    return FileExistsError(
+        f"{path} exists and is not an unchanged output of an earlier demo; holocell never writes over it. "
+        "Choose another output folder, or move or remove it yourself."
+    )
 
 
 @contextmanager
 def _demo_file(out_dir: Path, name: str, suffix: str = "") -> Iterator[Path]:
-    """A temporary path to write ``out_dir / name`` to; renamed into place and recorded in the manifest."""
-    with atomic_file(out_dir / name, suffix) as tmp:
+    """A temporary path to write ``out_dir / name`` to; put into place and recorded in the manifest.
+
+    The path is checked again here, and once more at the rename: a new file is hard-linked into place (which fails
+    if a file appeared meanwhile), an existing one replaced only when it is still the demo's unchanged output."""
+    check_demo_outputs(out_dir, (name,))
+    with write_beside(out_dir / name, _unchanged_output, _not_ours, suffix) as tmp:
         yield tmp
-    written = _manifest(out_dir) | {name: sha256sum(out_dir / name)}
+        digest = sha256sum(tmp)
+    written = _manifest(out_dir) | {name: digest}
     with atomic_file(out_dir / MANIFEST) as tmp:
         tmp.write_text(json.dumps(written, indent=1))
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from ._cli_files import UsageError
 from ._cli_files import check_out as _check_out
 from ._cli_files import read as _read
+from ._cli_files import save_model_out as _save_model_out
 from ._cli_files import write_h5mu as _write_h5mu
 from ._cli_files import write_table as _write_table
 from ._cli_parser import DEFAULT_MODEL, build_parser
@@ -79,19 +80,25 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.out, max_epochs=args.max_epochs, seed=args.seed, enable_progress_bar=not args.no_progress)
 
 
-def _check_model_out(path: str, overwrite: bool) -> None:
-    """Refuse a model output path that would lose data before training starts (see HoloCell.save)."""
-    from .model._checkpoint import check_save_path
-    from .model._pretrained import ARCHIVE_SUFFIX, is_checkpoint_archive
-    from .model._safe_write import replaceable_target
+def _check_model_out(
+    path: str,
+    overwrite: bool,
+    inputs: Sequence[str] = (),
+    *,
+    option: str = "--model",
+    command: str = "train",
+    archives: bool = False,
+    checkpoint_dir: str | None = None,
+    checkpoint_option: str = "--checkpoint-dir",
+) -> None:
+    """Refuse a model output path that would lose data before training starts (see HoloCell.save): one that is or
+    holds an input, holds the training checkpoints, or a saved MuData (:func:`._cli_files.check_model_out`)."""
+    from ._cli_files import check_model_out
 
-    try:
-        if path.endswith(ARCHIVE_SUFFIX):
-            replaceable_target(Path(path), overwrite, is_checkpoint_archive, "holocell checkpoint archive")
-        else:
-            check_save_path(Path(path), overwrite)
-    except FileExistsError as err:
-        raise UsageError(str(err).replace("overwrite=True", "--overwrite")) from None
+    check_model_out(
+        path, overwrite, inputs, option=option, command=command, archives=archives, checkpoint_dir=checkpoint_dir,
+        checkpoint_option=checkpoint_option,
+    )  # fmt: skip
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -101,7 +108,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         raise UsageError(
             "--resume needs --checkpoint-dir, the folder an earlier `holocell train` wrote checkpoints to."
         )
-    _check_model_out(args.model, args.overwrite)
+    _check_model_out(args.model, args.overwrite, [args.input], checkpoint_dir=args.checkpoint_dir)
     _check_accelerator(args.accelerator, args.devices)
     mdata = _read(args.input)
     HoloCell.setup_mudata(mdata, modalities=args.modalities, **_setup_kwargs(args))
@@ -119,7 +126,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
     )
-    model.save(args.model, overwrite=args.overwrite)
+    _save_model_out(model, args.model, args.overwrite)  # FileExistsError worded with --overwrite
     print(f"Saved model to {args.model}")
 
 
@@ -169,7 +176,7 @@ def _load(args: argparse.Namespace):
         except ValueError as err:
             raise UsageError(str(err)) from None
     mdata = _read(args.input)
-    if Path(args.model).is_dir() and not args.transfer:
+    if Path(args.model).expanduser().is_dir() and not args.transfer:
         if args.sha256 is not None:  # verified like any checkpoint (holocell.model.checkpoint_sha256)
             from .model._pretrained import resolve
 

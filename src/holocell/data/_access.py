@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import mudata
 import numpy as np
+import pandas as pd
 from mudata import MuData
 
 from ..vocab import SPECIES
@@ -136,11 +137,24 @@ def species_codes(mdata: MuData, species_key: str) -> np.ndarray:
     species_key
         Column of ``mdata.obs`` with ``"human"`` / ``"mouse"`` per cell.
     """
-    values = mdata.obs[species_key].astype(str)
-    bad = sorted(set(values) - set(SPECIES))
-    if bad:
+    column = mdata.obs[species_key]
+    missing = pd.isna(column).to_numpy()
+    if missing.any():
         raise ValueError(
-            f"mdata.obs[{species_key!r}] has values {bad[:5]}; every cell needs one of {list(SPECIES)}."
+            f"mdata.obs[{species_key!r}] has {int(missing.sum())} missing values (NaN) in {len(column)} cells; every "
+            f"cell needs its species, one of {list(SPECIES)}. Fill them with the cells' species, e.g. "
+            f"mdata.obs[{species_key!r}] = mdata.obs[{species_key!r}].astype(object).fillna('human').astype(str), "
+            f"or drop those cells: mdata = mdata[mdata.obs[{species_key!r}].notna()].copy()."
+        )
+    values = column.astype(object).map(str)
+    bad = values[~values.isin(SPECIES)]
+    if len(bad):
+        shown = sorted(set(bad))[:5]
+        raise ValueError(
+            f"mdata.obs[{species_key!r}] has {len(bad)} cells with values other than {list(SPECIES)} (e.g. "
+            f"{shown}); every cell needs one of them, spelled exactly so. Map them, e.g. mdata.obs[{species_key!r}] = "
+            f"mdata.obs[{species_key!r}].astype(str).replace({{{shown[0]!r}: 'mouse'}}), or drop cells of other "
+            f"species: mdata = mdata[mdata.obs[{species_key!r}].isin({list(SPECIES)})].copy()."
         )
     return values.map({s: i for i, s in enumerate(SPECIES)}).to_numpy(dtype=np.int64)
 
@@ -185,3 +199,11 @@ def mudata_arrays(
 
 
 __all__ = ["batch_codes", "closes_backed_path", "mudata_arrays", "read_backed", "species_codes"]
+
+
+def update_axes(mdata: MuData) -> None:
+    """``mdata.update()`` after holocell added or removed a modality, without pulling the modalities' ``.obs``
+    columns into the global ``.obs`` (mudata's default in 0.3 copies every modality-only column, e.g. ``rna:qc``)
+    or re-typing the user's global ``.var`` columns: only the cell and feature axes and their maps change."""
+    with mudata.set_options(pull_on_update=False):
+        mdata.update()

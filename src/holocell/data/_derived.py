@@ -7,7 +7,11 @@ originals with pooch (through the capped downloader), checks their hashes, conve
 converter of :mod:`holocell.data._convert`, and writes the result into the cache once, atomically,
 with a stamp (``<file>.json``: the sources' hashes, the converter version and the result's sha256).
 A later call returns the cached result when its stamp matches; anything else (a stamp from other
-sources or an older converter, a damaged file) is converted again from the cached originals.
+sources or an older converter, a damaged file) is converted again from the cached originals. Only a file
+holocell converted is replaced, and only when it is unchanged since (its sha256 is in the stamp) or damaged
+beyond reading: a file at the cache name without holocell's stamp (the user's own copy, when
+``$HOLOCELL_CACHE_DIR`` is their folder), or a conversion the user edited in place, is refused with
+``FileExistsError``. The file and its stamp are written through exclusively created temporary files.
 
 A local copy of the converted file in ``$HOLOCELL_DATA_DIR`` (checked against the entry's sha256, the
 hash of the copies the benchmarks were run on) is used before any of this.
@@ -15,16 +19,16 @@ hash of the copies the benchmarks were run on) is used before any of this.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from ..model._safe_write import write_beside
 from . import _convert, _registry
-from ._registry import RegistryEntry, _prepare_cache, cache_dir, fetch, register, sha256sum
+from ._download import read_stamp, write_stamp
+from ._registry import CACHE_DIR_ENV, RegistryEntry, _prepare_cache, cache_dir, fetch, register, sha256sum
 
 __all__ = ["CONVERTERS", "fetch_converted", "register_converted"]
 
@@ -73,17 +77,48 @@ def _stamp(entry: RegistryEntry) -> dict:
     }
 
 
-def _cached(target: Path, stamp_path: Path, expected: dict) -> bool:
+def _cached(target: Path, stamp: dict | None, expected: dict) -> bool:
     """Whether ``target`` is a complete conversion of the expected sources by this converter."""
-    if not (target.is_file() and stamp_path.is_file()):
-        return False
-    try:
-        stamp = json.loads(stamp_path.read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(stamp, dict) or {k: stamp.get(k) for k in expected} != expected:
+    if stamp is None or not target.is_file() or {k: stamp.get(k) for k in expected} != expected:
         return False
     return stamp.get("sha256") == sha256sum(target)
+
+
+def _damaged(path: Path) -> bool:
+    """Whether ``path`` cannot be opened as an HDF5 file (a truncated or overwritten conversion)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r"):
+            return False
+    except Exception:  # noqa: BLE001 - whatever h5py reports, the file holds no readable data
+        return True
+
+
+def _ours(target: Path, stamp_path: Path) -> bool:
+    """Whether ``target`` may be replaced: absent, or holocell's conversion (its stamp names its sha256, now or
+    before the last conversion) unchanged since, or damaged beyond reading."""
+    if not os.path.lexists(target):
+        return True
+    stamp = read_stamp(stamp_path)
+    if stamp is None or target.is_symlink() or not target.is_file():
+        return False
+    return sha256sum(target) in (stamp.get("sha256"), stamp.get("replaces")) or _damaged(target)
+
+
+def _refusal(target: Path, stamp_path: Path, entry: RegistryEntry) -> FileExistsError:
+    if not os.path.lexists(target):  # only the stamp's name is taken
+        target = stamp_path
+        why = "it is not a stamp holocell wrote"
+    elif read_stamp(stamp_path) is None:
+        why = f"holocell did not write it (there is no holocell stamp {stamp_path.name} beside it)"
+    else:
+        why = f"it has changed since holocell converted it (its sha256 is not the one in {stamp_path.name})"
+    return FileExistsError(
+        f"{target} exists in the holocell cache folder (${CACHE_DIR_ENV}={target.parent}), but {why}; holocell "
+        f"never writes over it. Move or rename that file (to keep it), or set ${CACHE_DIR_ENV} to another folder; "
+        f"then {entry.name!r} is converted again from its original files."
+    )
 
 
 def _write(data, path: Path) -> None:
@@ -108,26 +143,36 @@ def fetch_converted(entry: RegistryEntry, *, progressbar: bool = True) -> Path:
     Returns
     -------
     Path of the converted file in :func:`holocell.data.cache_dir`.
+
+    Raises
+    ------
+    FileExistsError
+        A file that holocell did not convert, or that changed since it did (the user's own copy, their edits),
+        is at the cache name, or a file that is not holocell's stamp at ``<file>.json``: it is never replaced.
     """
     folder = cache_dir()
     target, stamp_path = folder / entry.filename, folder / f"{entry.filename}.json"
     expected = _stamp(entry)
-    if _cached(target, stamp_path, expected):
+    stamp = read_stamp(stamp_path)
+    if _cached(target, stamp, expected):
         return target
+    if not _ours(target, stamp_path) or (stamp is None and os.path.lexists(stamp_path)):
+        raise _refusal(target, stamp_path, entry)  # before anything is downloaded or converted
     paths = {source.split(":", 1)[1]: fetch(source, progressbar=progressbar) for source in entry.sources}
     data = CONVERTERS[entry.name](paths)
     _prepare_cache(folder)
-    tmp = folder / f".{entry.filename}.{os.getpid()}.tmp"
-    try:
+    with write_beside(
+        target, lambda p: _ours(p, stamp_path), lambda p: _refusal(p, stamp_path, entry), target.suffix
+    ) as tmp:
         _write(data, tmp)
-        stamp = {**expected, "sha256": sha256sum(tmp)}
-        os.replace(tmp, target)
-        tmp_stamp = stamp_path.with_name(f".{stamp_path.name}.{os.getpid()}.tmp")
-        tmp_stamp.write_text(json.dumps(stamp, indent=1))
-        os.replace(tmp_stamp, stamp_path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        record = {"kind": "conversion", **expected, "sha256": sha256sum(tmp)}
+        # checked again: a file may have appeared while the originals were fetched and converted
+        if os.path.lexists(target):
+            if not _ours(target, stamp_path):
+                raise _refusal(target, stamp_path, entry)
+            if not _damaged(target):
+                record["replaces"] = sha256sum(target)  # until the rename, the old file is still holocell's
+        write_stamp(stamp_path, record)  # first: whichever file is in place when this stops, it is recorded
     return target
 
 

@@ -5,11 +5,16 @@ the sha256 matched). It streams the response and stops as soon as the size cap i
 first against ``Content-Length`` when the server sends one), and it follows redirects itself so that
 a redirect to another scheme (``file://``, ``ftp://``, ...) is refused with that reason instead of
 surfacing as a network error.
+
+Cached files and their stamps are put into place with :func:`holocell.model._safe_write.write_beside`.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import stat
+from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
 #: Default cap on one download (override with ``$HOLOCELL_MAX_DOWNLOAD_BYTES``).
@@ -18,6 +23,7 @@ MAX_DOWNLOAD_ENV = "HOLOCELL_MAX_DOWNLOAD_BYTES"
 #: Default cap on a checkpoint archive (also the most its members may unpack to).
 MAX_CHECKPOINT_BYTES = 4 << 30
 _MAX_REDIRECTS = 10
+_MAX_STAMP_BYTES = 1 << 20
 _TIMEOUT_S = 60
 
 
@@ -107,10 +113,49 @@ class CappedDownloader:
         )
 
 
+def read_stamp(path: Path) -> dict | None:
+    """The record holocell wrote at ``path`` (``<file>.json`` beside a cached file), or None when there is none
+    there or the file is not one of holocell's (a link, a large file, not the JSON holocell writes)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_STAMP_BYTES or os.path.islink(path):
+                return None
+            record = json.loads(f.read(_MAX_STAMP_BYTES + 1))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+        return None
+    ours = record.get("written_by") == "holocell" or {"converter_version", "sources"} <= set(record)
+    return record if ours else None
+
+
+def write_stamp(path: Path, record: dict) -> None:
+    """Write holocell's ``record`` to ``path`` (see :func:`holocell.model._safe_write.write_beside`); ``FileExistsError`` when a file that is
+    not one of holocell's records is there."""
+
+    def refusal(p: Path) -> Exception:
+        return FileExistsError(
+            f"{p} exists and is not a record holocell wrote; holocell never writes over it. Move or rename it, or "
+            "set $HOLOCELL_CACHE_DIR to another folder."
+        )
+
+    from ..model._safe_write import write_beside
+
+    with write_beside(path, lambda p: read_stamp(p) is not None, refusal, ".json") as tmp:
+        tmp.write_text(json.dumps({"written_by": "holocell", **record}, indent=1))
+
+
 __all__ = [
     "MAX_DOWNLOAD_BYTES",
     "MAX_DOWNLOAD_ENV",
     "CappedDownloader",
     "DownloadRefused",
     "max_download_bytes",
+    "read_stamp",
+    "write_stamp",
 ]

@@ -9,7 +9,10 @@ Resolution order for a registered file:
 3. the cache directory (``HOLOCELL_CACHE_DIR``, default: the platform cache folder of ``holocell``):
    pooch re-uses a cached file whose hash matches and sends no request;
 4. a download from the registered URL (progress bar), written to a temporary file, checked, then moved
-   into the cache. A file whose hash does not match is refused and nothing is cached.
+   into the cache, and recorded there (``<file>.json``). A file whose hash does not match is refused and
+   nothing is cached. A damaged file that holocell downloaded (recorded) is downloaded again; any other file
+   at the cache name (the user's own, when ``HOLOCELL_CACHE_DIR`` is their folder) is never replaced:
+   ``FileExistsError`` names it and the fix.
 
 The real data sets are *converted* entries: their registered URLs and hashes are those of the original
 public files (at a pinned commit), which are downloaded, checked, and converted to ``.h5mu`` /
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -34,8 +38,15 @@ from urllib.parse import urlparse
 
 import pooch
 
-from .._warnings import HoloCellDeprecationWarning
-from ._download import MAX_CHECKPOINT_BYTES, CappedDownloader, DownloadRefused, max_download_bytes
+from .._warnings import HoloCellDeprecationWarning, HoloCellWarning
+from ._download import (
+    MAX_CHECKPOINT_BYTES,
+    CappedDownloader,
+    DownloadRefused,
+    max_download_bytes,
+    read_stamp,
+    write_stamp,
+)
 
 #: Environment variable naming local directories searched before any download.
 DATA_DIR_ENV = "HOLOCELL_DATA_DIR"
@@ -308,6 +319,8 @@ def fetch_url(
         to another scheme (nothing is cached).
     PermissionError, NotADirectoryError, OSError
         The cache folder cannot be created or written (naming it and ``$HOLOCELL_CACHE_DIR``).
+    FileExistsError
+        A file with another sha256 that holocell did not download is at the cache name (nothing is sent).
     ConnectionError
         The server cannot be reached or answers with an HTTP error.
     """
@@ -320,10 +333,19 @@ def fetch_url(
     if cached.is_file() and sha256sum(cached) == sha256:
         return cached  # no request, and no need for a writable cache
     _prepare_cache(folder)
+    if os.path.lexists(cached) and not _recorded_download(cached):  # before any request
+        raise _not_downloaded(cached, sha256)
     downloader = CappedDownloader(max_download_bytes(max_bytes), progressbar=progressbar)
+    stage = Path(tempfile.mkdtemp(prefix=f".{filename}.", suffix=".partial", dir=folder))
     try:
         path = pooch.retrieve(
-            url, known_hash=f"sha256:{sha256}", fname=filename, path=folder, downloader=downloader
+            url, known_hash=f"sha256:{sha256}", fname=filename, path=stage, downloader=downloader
+        )
+        from ..model._safe_write import fsync_path, place_file
+
+        fsync_path(path)
+        place_file(
+            Path(path), cached, lambda p: _replaceable(p, sha256), lambda p: _not_downloaded(p, sha256)
         )
     except DownloadRefused as err:
         raise ValueError(str(err)) from err
@@ -341,12 +363,41 @@ def fetch_url(
         import requests
 
         if not isinstance(err, requests.RequestException):
-            raise  # a local file-system problem, reported as it is
+            raise  # a local file-system problem (or a file that is not holocell's, FileExistsError), as it is
         raise ConnectionError(
             f"Could not download {url} ({type(err).__name__}: {err}). Check the network, or put "
             f"{filename!r} in a directory listed in ${DATA_DIR_ENV} to work offline."
         ) from err
-    return Path(path)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    try:  # the record that lets a later call replace this file if it is ever damaged
+        write_stamp(cached.with_name(f"{filename}.json"), {"kind": "download", "url": url, "sha256": sha256})
+    except FileExistsError as err:
+        warnings.warn(
+            f"{err} (Only its record was not written; {cached} is in place.)", HoloCellWarning, stacklevel=2
+        )
+    return cached
+
+
+def _recorded_download(path: Path) -> bool:
+    """Whether holocell downloaded the file at ``path`` (its record ``<file>.json`` is there): such a file is
+    replaced when its bytes are damaged; any other file in the cache folder is the user's."""
+    record = read_stamp(path.with_name(f"{path.name}.json"))
+    return not path.is_symlink() and record is not None and record.get("kind") == "download"
+
+
+def _replaceable(path: Path, sha256: str) -> bool:
+    """At the rename: holocell's recorded download, or the same bytes (a parallel download put them there)."""
+    return _recorded_download(path) or sha256sum(path) == sha256
+
+
+def _not_downloaded(path: Path, sha256: str) -> FileExistsError:
+    return FileExistsError(
+        f"{path} exists in the holocell cache folder (${CACHE_DIR_ENV}={path.parent}), but holocell did not "
+        f"download it (there is no record {path.name}.json beside it) and its sha256 is not the expected "
+        f"{sha256}; holocell never writes over it. Move or rename that file, or set ${CACHE_DIR_ENV} to another "
+        "folder, then fetch again."
+    )
 
 
 # ------------------------------------------------------------------------------------ checkpoints

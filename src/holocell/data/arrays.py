@@ -4,7 +4,7 @@ This is holocell's internal data API (stable within a release; most users never 
 validates a MuData and then reads it only through these names.
 """
 
-from ._access import batch_codes, closes_backed_path, mudata_arrays, read_backed, species_codes
+from ._access import batch_codes, closes_backed_path, mudata_arrays, read_backed, species_codes, update_axes
 from ._mosaic import MosaicArrays, make_loader
 from ._streaming import BackedMosaicArrays, is_backed, make_chunked_loader
 
@@ -19,4 +19,5 @@ __all__ = [
     "mudata_arrays",
     "read_backed",
     "species_codes",
+    "update_axes",
 ]

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from mudata import MuData
 
-from ..data.arrays import MosaicArrays
-from ..priors import PRIOR_INPUT_DIMS, load_priors
+from ..data._rna_rows import iter_rna_rows
+from ..data.arrays import BackedMosaicArrays, MosaicArrays
+from ..priors import PRIOR_INPUT_DIMS, _coexpression, load_priors
 from ..vocab import MODALITIES, FeatureSpace, build_feature_space, map_proteins_to_genes
+from ..vocab._tables import normalise_genome
 from ._arguments import python_scalar
 from ._config_check import CELL_STATE, check_section
 from ._validate import gene_table_for
@@ -19,6 +24,11 @@ from ._validate import gene_table_for
 def feature_space_for(mdata: MuData, modalities: Mapping[str, str], setup_args: Mapping) -> FeatureSpace:
     """Gene anchors and feature maps of the registered modalities of ``mdata``."""
     var = {m: mdata.mod[name].var for m, name in modalities.items()}
+    genome = setup_args.get("genome")
+    if "atac" not in var and isinstance(genome, str | os.PathLike) and not Path(genome).expanduser().is_file():
+        # the TSS table links peaks only, but a typo (genome="hg99") must not pass silently and surface only when
+        # the model meets chromatin data (transfer): checked as with ATAC, when the model is built
+        normalise_genome(str(genome))
     return build_feature_space(
         var,
         map_proteins=map_proteins_to_genes,
@@ -33,7 +43,7 @@ def prior_inputs(
     priors: Sequence[str],
     *,
     grn_edges: pd.DataFrame | None = None,
-    arrays: MosaicArrays | None = None,
+    arrays: MosaicArrays | BackedMosaicArrays | None = None,
     loading: bool = False,
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame | None]:
     """Prior matrices (values + known flag) for the network, and a report (columns, anchors known per prior).
@@ -47,7 +57,8 @@ def prior_inputs(
     grn_edges
         Own TF -> target edges for the ``"grn"`` prior.
     arrays
-        The registered counts (needed by ``"coexpression"``).
+        The registered counts (needed by ``"coexpression"``), in memory or backed: from a backed MuData
+        only the RNA rows of the cells the prior uses are read (at most ``MAX_CELLS``), chunk by chunk.
     loading
         The weights will be loaded: the matrices are zeros (they are buffers in the saved weights) and
         there is no report.
@@ -56,17 +67,33 @@ def prior_inputs(
         return {p: np.zeros((space.n_anchors, PRIOR_INPUT_DIMS[p]), np.float32) for p in priors}, None
     rna = {}
     if "coexpression" in priors and "rna" in space.maps:
-        rna = {
-            "rna_counts": arrays.counts["rna"],
-            "rna_anchor": space.maps["rna"].anchor,
-            "rna_present": arrays.present[:, MODALITIES.index("rna")],
-        }
+        rna = {"rna_anchor": space.maps["rna"].anchor, **_coexpression_counts(arrays)}
     mats = load_priors(space.anchors, list(priors), grn_edges=grn_edges, **rna)
     report = pd.DataFrame(
         {"n_columns": [m.values.shape[1] for m in mats.values()], "n_known": [m.n_known for m in mats.values()]},
         index=pd.Index(list(mats), name="prior"),
     )
     return {p: m.network_input() for p, m in mats.items()}, report
+
+
+def _coexpression_counts(arrays: MosaicArrays | BackedMosaicArrays) -> dict:
+    """The ``rna_counts`` / ``rna_present`` arguments of :func:`~holocell.priors.load_priors`.
+
+    In memory: every cell's counts and the cells with RNA. Backed: only the cells the co-expression prior uses
+    (those with RNA, or the same seeded subsample of ``MAX_CELLS`` of them that it draws in memory), read chunk
+    by chunk, so the prior equals that of the same data in memory and memory depends on ``MAX_CELLS``, not on the
+    file.
+    """
+    present = arrays.present[:, MODALITIES.index("rna")]
+    if not isinstance(arrays, BackedMosaicArrays):
+        return {"rna_counts": arrays.counts["rna"], "rna_present": present}
+    cells = np.flatnonzero(present)
+    if len(cells) > _coexpression.MAX_CELLS:  # the subsample coexpression_prior(seed=0) draws in memory
+        cells = np.sort(np.random.default_rng(0).choice(cells, _coexpression.MAX_CELLS, replace=False))
+    parts = [counts for _, counts in iter_rna_rows(arrays, cells)]
+    n_genes = len(arrays.modalities["rna"].order)
+    counts = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, n_genes), dtype=np.float32)
+    return {"rna_counts": counts, "rna_present": None}
 
 
 CELL_STATE_KEYS = tuple(rule.key for rule in CELL_STATE)

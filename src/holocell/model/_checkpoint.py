@@ -6,7 +6,9 @@ load. ``config.json`` is untrusted input: it is size-capped and validated in ful
 against the tensor shapes of the safetensors header, before anything is built from it
 (:mod:`holocell.model._config_check`). Saves go to a temporary sibling directory, fsynced and
 renamed into place, so an interrupted save leaves any previous model intact; an existing path is
-replaced only when it is a holocell checkpoint (:mod:`holocell.model._safe_write`).
+replaced only when it is a holocell checkpoint (:mod:`holocell.model._safe_write`), and never when that would
+delete a MuData saved with it that the save does not write again, or the file the model's data are backed on. Only
+regular files are read (never a FIFO or a device such as ``/dev/zero``), config.json with a cap.
 """
 
 from __future__ import annotations
@@ -31,7 +33,15 @@ from .._warnings import HoloCellWarning
 from ._build import LEGACY_CELL_STATE
 from ._config_check import validate_config
 from ._config_header import check_header
-from ._safe_write import fsync_path, fsync_tree, remove_tree, replaceable_target
+from ._safe_write import (
+    check_regular,
+    fsync_path,
+    fsync_tree,
+    output_mode,
+    read_regular,
+    remove_tree,
+    replaceable_target,
+)
 
 if TYPE_CHECKING:
     from ._holocell import HoloCell
@@ -112,12 +122,10 @@ def is_checkpoint_dir(path: Path) -> bool:
         return True
     if any(e.name not in CHECKPOINT_FILES or e.is_symlink() or not e.is_file() for e in entries):
         return False
-    config = path / CONFIG
-    if not config.is_file() or config.stat().st_size > MAX_CONFIG_BYTES:
-        return False
     try:
-        parsed = json.loads(config.read_bytes())
-    except (ValueError, RecursionError):
+        raw = read_regular(path / CONFIG, MAX_CONFIG_BYTES)
+        parsed = json.loads(raw) if len(raw) <= MAX_CONFIG_BYTES else None
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(parsed, dict) and parsed.get("format") == FORMAT
 
@@ -145,8 +153,9 @@ def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
     for name in (CONFIG, WEIGHTS):
         member = path / name
-        if not member.is_file():
+        if not os.path.lexists(member):
             raise FileNotFoundError(f"{path} is not a holocell checkpoint directory: it has no {name}.")
+        check_regular(member)
         digest.update(f"{name}\0{member.stat().st_size}\0".encode())
         with open(member, "rb") as f:
             for chunk in iter(lambda f=f: f.read(1 << 20), b""):
@@ -154,16 +163,52 @@ def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def check_save_path(dir_path: Path, overwrite: bool) -> Path:
-    """Where :func:`save_model` writes ``dir_path``, or ``FileExistsError`` if that would lose data."""
-    target = replaceable_target(Path(dir_path), overwrite, is_checkpoint_dir, "holocell checkpoint directory")
+def check_save_path(dir_path: Path, overwrite: bool, save_mudata: bool = True) -> Path:
+    """Where :func:`save_model` writes ``dir_path``, or ``FileExistsError`` if that would lose data: also a folder of
+    training checkpoints, or an ``mdata.h5mu`` that the save would delete (``save_mudata=False``, a leftover ``.old``).
+    """
+    from ..train._resume import earlier_checkpoints
+
+    dir_path = Path(dir_path)
+    found = earlier_checkpoints(dir_path.resolve() if dir_path.is_symlink() else dir_path)
+    if found:
+        raise FileExistsError(
+            f"{dir_path} holds training checkpoints ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}) "
+            "written by train(checkpoint_dir=...), not a saved model; holocell does not replace them (resume=True "
+            "reads them). Save the model to another path, a folder of its own, not the checkpoint folder."
+        )
+    target = replaceable_target(dir_path, overwrite, is_checkpoint_dir, "holocell checkpoint directory")
     old = _aside(target)
     if os.path.lexists(old) and not is_checkpoint_dir(old):
         raise FileExistsError(
             f"{old} exists and is not a holocell checkpoint: holocell keeps the previous model under that name "
             f"while it replaces {target}. Move {old} away, then save again."
         )
+    if os.path.lexists(old / MUDATA):
+        raise FileExistsError(
+            f"{old} holds {MUDATA}, left there by an interrupted save of {target}; holocell does not delete a "
+            f"saved MuData. Move {old / MUDATA} (or all of {old}) away, then save again."
+        )
+    if not save_mudata and os.path.lexists(target / MUDATA):
+        raise FileExistsError(
+            f"{target} holds {MUDATA} (a MuData saved with the model, maybe the only copy of those data), which "
+            f"this save would delete: it does not write one (save_mudata=False). Pass save_mudata=True to write "
+            f"the model's MuData there again, save to another path, or move {target / MUDATA} out of {target} first."
+        )
     return target
+
+
+def _check_backing(mdata: md.MuData, target: Path) -> None:
+    """``FileExistsError`` when ``mdata`` is backed on a file in ``target``, which the save would delete."""
+    backing = {Path(a.filename) for a in [mdata, *mdata.mod.values()] if a.isbacked and a.filename is not None}
+    for member, file in ((m, f) for m in (target.iterdir() if target.is_dir() else ()) for f in backing):
+        if file.exists() and os.path.samefile(member, file):
+            raise FileExistsError(
+                f"The model's MuData is backed on {file}, which is {member}, inside {target}: this save would "
+                "replace the folder and delete the file while it is open. Read the data into memory "
+                f"(mudata.read_h5mu({str(member)!r}) without backed=), load the model onto them "
+                "(HoloCell.load(path, mdata)) and save that, or save to another path."
+            )
 
 
 def _aside(path: Path) -> Path:
@@ -171,9 +216,15 @@ def _aside(path: Path) -> Path:
 
 
 def save_model(model: HoloCell, dir_path: Path, *, overwrite: bool, save_mudata: bool) -> None:
-    """Write ``model`` to ``dir_path`` atomically (see module docstring)."""
-    target = check_save_path(Path(dir_path), overwrite)
+    """Write ``model`` to ``dir_path`` atomically (see module docstring).
+
+    A new ``mdata.h5mu`` is written and fsynced in full before the old checkpoint (with the file the data may have
+    been read from) is renamed aside and removed. Replaced files keep their modes; new ones follow the umask.
+    """
+    target = check_save_path(Path(dir_path), overwrite, save_mudata)
+    _check_backing(model.adata, target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    mode = output_mode(target, directory=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
@@ -182,7 +233,9 @@ def save_model(model: HoloCell, dir_path: Path, *, overwrite: bool, save_mudata:
         (tmp / CONFIG).write_text(json.dumps(config, indent=1))
         if save_mudata:
             model.adata.write(str(tmp / MUDATA))
-        os.chmod(tmp, 0o755)  # mkdtemp creates 0700; a saved model is meant to be shared
+        for name in [n for n in CHECKPOINT_FILES if (tmp / n).exists() and (target / n).is_file()]:
+            os.chmod(tmp / name, output_mode(target / name))  # a replaced file keeps its mode
+        os.chmod(tmp, mode)  # mkdtemp creates 0700
         fsync_tree(tmp)
         if target.exists() and any(target.iterdir()):  # a checkpoint: swap it out, then remove it
             old = _aside(target)
@@ -229,14 +282,15 @@ def read_config(dir_path: Path, label: str | None = None) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"No holocell checkpoint at {dir_path}: {CONFIG} is missing.")
     where = label or str(path)
-    size = path.stat().st_size
-    if size > MAX_CONFIG_BYTES:
+    raw = read_regular(path, MAX_CONFIG_BYTES, where)  # never a FIFO or /dev/zero: they would be read without end
+    if len(raw) > MAX_CONFIG_BYTES:
         raise ValueError(
-            f"{where} is {size:,} bytes, more than the {MAX_CONFIG_BYTES:,} a holocell {CONFIG} may have; "
+            f"{where} is {max(path.stat().st_size, len(raw)):,} bytes, more than the {MAX_CONFIG_BYTES:,} a "
+            f"holocell {CONFIG} may have; "
             "refusing to read it. The checkpoint is corrupted or not a holocell checkpoint."
         )
     try:
-        config = json.loads(path.read_bytes())
+        config = json.loads(raw)
     except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ValueError(f"{where} is corrupted (not valid JSON): {err}. Save the model again.") from err
     if not isinstance(config, dict):
@@ -270,7 +324,7 @@ def read_checkpoint(dir_path: Path, label: str | None = None) -> dict:
 
 def _weights_path(dir_path: Path) -> Path:
     path = dir_path / WEIGHTS
-    if not path.exists():
+    if not os.path.lexists(path):
         pickles = [n for n in _PICKLE_NAMES if (dir_path / n).exists()]
         if pickles:
             raise ValueError(
@@ -279,6 +333,7 @@ def _weights_path(dir_path: Path) -> Path:
                 "or re-save the model with holocell."
             )
         raise FileNotFoundError(f"No holocell weights at {path}.")
+    check_regular(path)  # safetensors would wait on a FIFO for ever
     return path
 
 
@@ -347,6 +402,7 @@ def load_checkpoint(
     if mdata is None:
         if not (dir_path / MUDATA).exists():
             raise ValueError(f"Pass the MuData to load onto; {dir_path} has no saved {MUDATA}.")
+        check_regular(dir_path / MUDATA)
         mdata = md.read_h5mu(str(dir_path / MUDATA))
     _check_features(mdata, config["setup_args"]["modalities"], config["feature_space"])
     return config, state, mdata

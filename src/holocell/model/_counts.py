@@ -5,7 +5,8 @@ checked: the ``.data`` of a CSR/CSC matrix, every entry of a dense array, and th
 matrices of a backed ``.h5mu`` (read from disk chunk by chunk). A value counts as an integer when
 ``|x - round(x)| <= INTEGER_TOLERANCE`` (absolute, so ``100000.4`` is refused however large the
 value). ATAC is modelled as binary accessibility, so non-negative non-integer ATAC values (e.g.
-half-counts of some public releases) are accepted with a warning; RNA and protein need counts.
+half-counts of some public releases) are accepted with a warning, and a bool (binarised) ATAC
+matrix is read as 0/1; RNA and protein need counts.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def check_counts(x, name: str, m: str, *, chunk: int = CHUNK_VALUES) -> None:
         Modality name in ``mdata.mod`` (for the message).
     m
         holocell modality (``"rna"``, ``"atac"``, ``"protein"``), for the ``<m>_layer=`` hint. For
-        ``"atac"``, non-negative non-integer values are accepted with a :class:`~holocell.HoloCellWarning`.
+        ``"atac"``, non-negative non-integer values are accepted with a :class:`~holocell.HoloCellWarning`,
+        and bool values (binarised peaks) as 0/1.
     chunk
         Values checked at a time (memory stays flat).
 
@@ -114,7 +116,7 @@ def check_counts(x, name: str, m: str, *, chunk: int = CHUNK_VALUES) -> None:
     ValueError
         NaN / Inf, negative or (RNA, protein) non-integer values anywhere, naming the fix.
     TypeError
-        A matrix format or dtype holocell cannot read.
+        A matrix format or dtype holocell cannot read (bool for RNA or protein: not counts).
     """
     if x is None:
         raise ValueError(
@@ -122,6 +124,14 @@ def check_counts(x, name: str, m: str, *, chunk: int = CHUNK_VALUES) -> None:
         )
     _check_format(x, name)
     dtype = _dtype_of(x)
+    if dtype == np.bool_:
+        if m == "atac":
+            return  # binarised peaks (True = open): read as 0/1, which is how holocell models ATAC
+        raise TypeError(
+            f"Modality {name!r} has bool values (True/False), e.g. binarised or a mask, not counts; holocell "
+            f"needs raw counts for {m}. Pass the layer that holds them ({m}_layer='counts'), or put the counts "
+            f"in .X (mdata.mod[{name!r}].X = counts)."
+        )
     if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
         raise TypeError(f"Modality {name!r} has {dtype} values; holocell needs numeric raw counts.")
     if np.issubdtype(dtype, np.unsignedinteger):

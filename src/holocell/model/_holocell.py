@@ -328,7 +328,9 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         if gene_id_type not in ("auto", "symbol", "ensembl"):
             raise ValueError(f"gene_id_type must be 'auto', 'symbol' or 'ensembl', got {gene_id_type!r}.")
         layers = {"rna": rna_layer, "atac": atac_layer, "protein": protein_layer}
-        validate_setup(mdata, modalities, layers, batch_key, species, genome, gene_id_type, allow_unmatched_genes)
+        validate_setup(
+            mdata, modalities, layers, batch_key, species, genome, gene_id_type, allow_unmatched_genes, species_key
+        )
         if species_key is not None:
             if species_key not in mdata.obs:
                 raise KeyError(f"species_key {species_key!r} is not a column of the global mdata.obs.")

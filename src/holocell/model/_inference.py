@@ -14,7 +14,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .._settings import settings
-from ..data.arrays import closes_backed_path, make_loader
+from .._warnings import HoloCellWarning
+from ..data.arrays import closes_backed_path, make_loader, update_axes
+from ..vocab._constants import MODALITIES
 from ._args import cell_indices, check_count, check_device, check_key_added, check_temperature
 
 if TYPE_CHECKING:
@@ -79,6 +81,44 @@ def check_generated_key(mdata: MuData, key: str, overwrite: bool, registered: se
         )
 
 
+def without_modalities(present: np.ndarray, modalities: Sequence[str]) -> np.ndarray:
+    """Mask of the cells (rows of the ``(n_cells, 3)`` ``present`` table) measured in none of ``modalities``."""
+    return ~present[:, [MODALITIES.index(m) for m in modalities]].any(axis=1)
+
+
+def modality_names(model, modalities: Sequence[str]) -> str:
+    """``"rna (mdata.mod['rna']), protein (mdata.mod['adt'])"``: holocell's and the MuData's name of each."""
+    return ", ".join(f"{m} (mdata.mod[{model.modalities_[m]!r}])" for m in modalities)
+
+
+def cells_with(model, modalities: Sequence[str]) -> str:
+    """The expression of a mask of the cells measured in any of ``modalities``, for messages."""
+    return " | ".join(f"(mdata.obsmap[{model.modalities_[m]!r}] > 0)" for m in modalities)
+
+
+def no_source_message(model, target: str, read: list[str], unmeasured: np.ndarray) -> str:
+    """Warning text of :meth:`InferenceMixin.generate` for the cells measured in none of the source modalities
+    and not in the target either (``unmeasured``): the call has no data of them at all."""
+    fix = "" if len(read) == len(model.modalities_) - 1 else ", or pass sources= with modalities they have"
+    return (
+        f"{int(unmeasured.sum())} of the {len(unmeasured)} cells are measured in none of the source modalities "
+        f"({modality_names(model, read)}) nor in {target}, so there is nothing to generate {target} from: their rows "
+        f"of X are NaN (and of layers['bins'] -1), not a generated profile. Generate for the cells that have a "
+        f"source, e.g. model.generate(mdata[{cells_with(model, read)}].copy(), ...){fix}."
+    )
+
+
+def one_feature_message(model, target: str) -> str:
+    """Warning text of :meth:`InferenceMixin.generate` for an RNA or protein target with a single feature."""
+    name = model.modalities_[target]
+    how = "log1p(1e4) = 9.21 for one gene" if target == "rna" else "0, the CLR of one antibody"
+    return (
+        f"{target} (mdata.mod[{name!r}]) has 1 feature, so the generated X is the same for every cell ({how}) and "
+        f"so are layers['bins']: the output carries no information about the cells. Generate a modality with two or "
+        f"more features (set the model up with them)."
+    )
+
+
 class InferenceMixin:
     """:meth:`get_latent_representation` and :meth:`generate`, and the batching they share."""
 
@@ -106,7 +146,6 @@ class InferenceMixin:
             yield {k: v.to(device) for k, v in batch.items()}
 
     @closes_backed_path
-    @torch.inference_mode()
     def get_latent_representation(
         self,
         mdata: MuData | str | Path | None = None,
@@ -140,8 +179,33 @@ class InferenceMixin:
 
         Returns
         -------
-        ``(n_cells, n_latent)`` float32 array (``(n_cells, d_model)`` for a model without a cell state).
+        ``(n_cells, n_latent)`` float32 array (``(n_cells, d_model)`` for a model without a cell state). Cells
+        measured in none of the modalities read (``modality``; default: every registered one) get a row of NaN
+        and a :class:`~holocell.HoloCellWarning` with their count: the model has no data to place them.
         """
+        z, empty, read = self._latent(mdata, indices, modality, batch_size, device, progress_bar)
+        if empty.any():
+            fix = (
+                "or embed from another modality= that they have"
+                if modality is not None
+                else "or drop the cells measured in none of them from mdata"
+            )
+            warnings.warn(
+                f"{int(empty.sum())} of the {len(empty)} cells embedded have none of the modalities read "
+                f"({modality_names(self, read)}), so the model has no data for them: their rows are NaN (not a "
+                f"position in the embedding). Pass indices= of the cells that have them (e.g. "
+                f"indices={cells_with(self, read)}), {fix}.",
+                HoloCellWarning,
+                stacklevel=3,
+            )
+        return z
+
+    @torch.inference_mode()
+    def _latent(
+        self, mdata, indices, modality, batch_size, device, progress_bar
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """:meth:`get_latent_representation` without its warning: the embeddings (NaN rows for the cells measured
+        in none of the modalities read), the mask of those cells, and the modalities read."""
         keep = self._check_modalities(modality)
         mdata, arrays = self._arrays(mdata)
         device = self._device(device)
@@ -153,7 +217,10 @@ class InferenceMixin:
             z = self.module.embed(batch, keep).float().cpu().numpy()
             out[start : start + len(z)] = z
             start += len(z)
-        return out
+        read = keep or list(self.modalities_)
+        empty = without_modalities(arrays.present[idx], read)
+        out[empty] = np.nan  # the model's prior, the same for every such cell: no data, so no embedding
+        return out, empty, read
 
     @closes_backed_path
     @torch.inference_mode()
@@ -178,7 +245,10 @@ class InferenceMixin:
         """Generate ``target`` for every cell from its other modalities and add it to ``mdata``.
 
         Observed cells are generated too (from their other modalities, their own target values
-        hidden), so generated and measured values can be compared.
+        hidden), so generated and measured values can be compared. Cells measured in none of the source
+        modalities have nothing to generate from: their rows of ``X`` are NaN and of ``layers["bins"]`` -1. For
+        cells measured in the target only (e.g. protein-only cells of a mosaic when generating protein) that is
+        all; cells measured in neither also raise a :class:`~holocell.HoloCellWarning` giving their count.
 
         Parameters
         ----------
@@ -221,8 +291,10 @@ class InferenceMixin:
         Returns
         -------
         The new AnnData (also stored in ``mdata.mod[key_added]``): ``X`` holds the continuous
-        values (log1p CP10k for RNA, CLR for protein, accessibility probability for ATAC),
-        ``layers["bins"]`` the committed value bins (RNA/protein), ``uns["holocell"]`` the settings.
+        values (log1p CP10k for RNA, CLR for protein, accessibility probability for ATAC; NaN for cells
+        without a source modality), ``layers["bins"]`` the committed value bins (RNA/protein; ``int16``,
+        -1 for cells without a source modality), ``uns["holocell"]`` the settings. With a single RNA or
+        protein feature, ``X`` and the bins are the same for every cell (a ``HoloCellWarning`` says so).
         """
         if var_suffix is not None and (not isinstance(var_suffix, str) or not var_suffix):
             raise ValueError(f"var_suffix must be a non-empty string or None, got {var_suffix!r}.")
@@ -239,11 +311,13 @@ class InferenceMixin:
         key_added = f"{self.modalities_[target]}_generated" if key_added is None else check_key_added(key_added)
         mdata, arrays = self._arrays(mdata, transform_batch)
         check_generated_key(mdata, key_added, overwrite, set(self.modalities_.values()))
+        n_features = len(self.feature_space.maps[target].features)
+        if n_features == 1 and target != "atac":
+            warnings.warn(one_feature_message(self, target), HoloCellWarning, stacklevel=4)
         device = self._device(device)
         self.module.eval()
         generator = torch.Generator(device=device).manual_seed(seed)
         # outputs are filled in place, batch by batch: no second copy of a (cells, features) matrix
-        n_features = len(self.feature_space.maps[target].features)
         values = np.zeros((arrays.n_cells, n_features), dtype=np.float32)
         bins = np.zeros((arrays.n_cells, n_features), dtype=np.int16) if target != "atac" else None
         size = self._inference_batch_size(batch_size, n_features if target == "atac" else 0)
@@ -259,6 +333,17 @@ class InferenceMixin:
                 values[start:stop] = self.module.to_features(target, res.values).float().cpu().numpy()
                 bins[start:stop] = self.module.to_features(target, res.bins).cpu().numpy()
             start = stop
+        read = list(sources) if sources else [m for m in self.modalities_ if m != target]
+        empty = without_modalities(arrays.present, read)
+        if empty.any():  # the model's prior, the same for every such cell: nothing to generate from
+            values[empty] = np.nan
+            if bins is not None:
+                bins[empty] = -1
+            # cells measured in the target only (ordinary mosaic data) get NaN rows without a word; cells the
+            # call has no data of at all get a warning
+            unmeasured = empty & without_modalities(arrays.present, [target])
+            if unmeasured.any():
+                warnings.warn(no_source_message(self, target, read, unmeasured), HoloCellWarning, stacklevel=4)
         # issue 19: generated features get their own names (measured name + var_suffix)
         measured = pd.Index(self.feature_space.maps[target].features.astype(str))
         var = pd.DataFrame({"measured_name": measured.to_numpy()}, index=measured + (var_suffix or ""))
@@ -268,7 +353,7 @@ class InferenceMixin:
         generated.uns["holocell"] = {
             "params": {
                 "target": target,
-                "sources": list(sources) if sources else [m for m in self.modalities_ if m != target],
+                "sources": read,
                 "n_steps": n_steps,
                 "remasking": remasking,
                 "temperature": temperature,
@@ -278,11 +363,14 @@ class InferenceMixin:
             },
             "X": GENERATED_TRANSFORM[target],
         }
-        mdata.mod[key_added] = generated
         with warnings.catch_warnings():
             # with var_suffix=None the generated modality shares its feature names with the measured one
             warnings.filterwarnings("ignore", message="Cannot join columns with the same name")
-            mdata.update()
+            if key_added in mdata.mod:  # holocell's own earlier output (check_generated_key): removed first, as
+                del mdata.mod[key_added]  # mudata cannot update features renamed and filtered at once
+                update_axes(mdata)
+            mdata.mod[key_added] = generated
+            update_axes(mdata)
         return generated
 
 

@@ -11,6 +11,8 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from ..data._rna_rows import iter_rna_rows
+from ..data.arrays import BackedMosaicArrays
 from ..nn import SlotEdit, perturb_staged, perturb_tokens
 from ..vocab import MODALITIES
 from ._args import as_names, cell_indices, check_count, check_quantile
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
 _REGENERABLE = ("rna", "protein")
 TARGET_SUM = 1e4
 """Overexpression levels are quantiles of ``log1p`` of counts per ``TARGET_SUM`` (CP10k), as the RNA value channel."""
+_LEVEL_BLOCK_VALUES = 1 << 24
+"""Backed data: :meth:`HoloCell.iter_perturbations` reads the overexpression levels of as many genes per pass over
+the file as keep ``(cells with RNA, genes)`` float64 values under this (128 MB)."""
 
 
 @dataclass
@@ -224,8 +229,16 @@ class PerturbMixin:
         genes = all_genes if genes is None else as_names(genes, "genes")
         self._feature_index("rna", genes, "genes")  # every name checked before the first regeneration
         mdata, arrays = self._arrays(mdata)
-        totals = {}  # RNA library sizes, computed once for every overexpressed gene
-        for gene in genes:
+        totals = {}  # RNA library sizes (in memory) and overexpression levels, computed once for all genes
+        block = 0
+        if mode == "overexpress" and isinstance(arrays, BackedMosaicArrays):  # levels: one pass over the file per block
+            gidx = self._feature_index("rna", genes, "genes")
+            quantile = check_quantile(kwargs.get("overexpress_quantile", 0.99))
+            n_rna = int(arrays.present[:, MODALITIES.index("rna")].sum())
+            block = max(1, _LEVEL_BLOCK_VALUES // max(n_rna, 1))
+        for i, gene in enumerate(genes):
+            if block and i % block == 0:
+                _overexpression_levels(arrays, gidx[i : i + block], quantile, totals)
             yield gene, self._perturb_arrays(arrays, [gene], None, mode, _totals=totals, **kwargs)
 
     def _perturb_arrays(
@@ -261,8 +274,7 @@ class PerturbMixin:
             if mode == "knockout":
                 values, bins = np.zeros(len(gidx)), np.zeros(len(gidx), dtype=np.int64)
             else:
-                expr = _log_normalized_columns(arrays, gidx, {} if _totals is None else _totals)
-                values = overexpression_level(expr, overexpress_quantile)
+                values = _overexpression_levels(arrays, gidx, overexpress_quantile, {} if _totals is None else _totals)
                 bins = np.where(values > 0, self.config.n_bins - 1, 0).astype(np.int64)  # never seen: a no-op edit
             edits.append(("rna", anchors, values, bins))
         if cres:
@@ -366,18 +378,42 @@ def overexpression_level(expr: np.ndarray, quantile: float) -> np.ndarray:
     return level
 
 
+def _overexpression_levels(arrays, columns: np.ndarray, quantile: float, cache: dict) -> np.ndarray:
+    """:func:`overexpression_level` of the RNA ``columns``; levels already in ``cache`` (a caller perturbing gene
+    after gene passes the same dict) are not computed again."""
+    levels = cache.setdefault("levels", {})
+    missing = [c for c in dict.fromkeys(int(c) for c in columns) if (c, quantile) not in levels]
+    if missing:
+        expr = _log_normalized_columns(arrays, np.asarray(missing, dtype=np.int64), cache)
+        levels.update(zip([(c, quantile) for c in missing], overexpression_level(expr, quantile), strict=True))
+    return np.array([levels[(int(c), quantile)] for c in columns], dtype=np.float64)
+
+
 def _log_normalized_columns(arrays, columns: np.ndarray, cache: dict) -> np.ndarray:
     """``log1p(counts / library * 1e4)`` of the RNA ``columns`` over the cells with RNA (cells with no counts: 0).
 
-    The library sizes are computed once per ``cache`` dict (a caller perturbing gene after gene passes the
-    same one), and only the requested columns are made dense.
+    In memory, the library sizes are computed once per ``cache`` dict and only the requested columns are made
+    dense. Backed data are read chunk by chunk (:func:`~holocell.data._rna_rows.iter_rna_rows`): each chunk's library
+    sizes are computed from the chunk and only its requested columns are kept, so memory holds the result, not the
+    counts; the values are those of the same data in memory.
     """
+    if isinstance(arrays, BackedMosaicArrays):
+        parts = [
+            np.log1p(sp.csr_matrix(counts[:, columns]).toarray().astype(np.float64) * _library_scale(counts))
+            for _, counts in iter_rna_rows(arrays)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, len(columns)))
     if "rna" not in cache:
         counts = arrays.counts["rna"][arrays.present[:, MODALITIES.index("rna")]]
-        total = np.asarray(counts.astype(np.float64).sum(axis=1))  # (n, 1); integer counts: exact
-        cache["rna"] = (counts, np.divide(TARGET_SUM, total, out=np.zeros_like(total), where=total > 0))
+        cache["rna"] = (counts, _library_scale(counts))
     counts, scale = cache["rna"]
     return np.log1p(sp.csr_matrix(counts[:, columns]).toarray().astype(np.float64) * scale)
+
+
+def _library_scale(counts: sp.csr_matrix) -> np.ndarray:
+    """``(cells, 1)`` factor ``TARGET_SUM / library size`` (0 for a cell without counts)."""
+    total = np.asarray(counts.astype(np.float64).sum(axis=1))  # (n, 1); integer counts: exact
+    return np.divide(TARGET_SUM, total, out=np.zeros_like(total), where=total > 0)
 
 
 __all__ = ["PerturbMixin", "PerturbationResult"]

@@ -95,7 +95,7 @@ def pack_checkpoint(
     -------
     The archive path.
     """
-    dir_path, archive_path = Path(dir_path), Path(archive_path)
+    dir_path, archive_path = Path(dir_path).expanduser(), Path(archive_path).expanduser()
     if archive_path.suffix != ARCHIVE_SUFFIX:
         raise ValueError(f"A checkpoint archive must end in {ARCHIVE_SUFFIX}, got {archive_path.name!r}.")
     _checkpoint.read_checkpoint(dir_path)  # refuse to pack something that is not a valid checkpoint

@@ -6,15 +6,25 @@ directory, a checkpoint archive) and the caller asked for it (``overwrite=True``
 with ``FileExistsError`` naming the path and the fix. A symlink to one of holocell's outputs is
 followed: the output it points to is replaced and the link is kept. New content is written to a
 temporary sibling, fsynced (files, then the directory), and renamed into place.
+
+Modes: a new file gets ``0o666 & ~umask`` and a new folder ``0o777 & ~umask``, as ``open`` and ``mkdir`` would
+give them; a replaced file or folder keeps its permission bits (:func:`output_mode`). The umask is read at each
+write from ``/proc/self/status`` where the kernel reports it (Linux), which changes nothing; elsewhere it is read
+by setting a restrictive umask and restoring it (process-wide, so a file another thread creates in that instant
+gets the more private mode, never a more open one).
+
+Files holocell reads from a checkpoint are refused unless they are regular files (not a FIFO, a device such as
+``/dev/zero``, a socket or a folder), and are read with a cap (:func:`read_regular`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -39,6 +49,71 @@ def fsync_tree(path: str | os.PathLike[str]) -> None:
         if entry.is_file() and not entry.is_symlink():
             fsync_path(entry)
     fsync_path(path)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (see the module docstring)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o077)  # restrictive while it is read: a racing thread's new file is only more private
+    os.umask(old)
+    return old
+
+
+def output_mode(path: str | os.PathLike[str], directory: bool = False) -> int:
+    """Permission bits for an output written at ``path``: those of the file or folder it replaces, else
+    ``0o666 & ~umask`` (``0o777 & ~umask`` for a folder), as a plain ``open`` / ``mkdir`` would give."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode) & 0o777
+    except (FileNotFoundError, NotADirectoryError):
+        return (0o777 if directory else 0o666) & ~current_umask()
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(path: Path, mode: int, label: str | None) -> ValueError:
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    link = f" (through the symlink {path} -> {os.readlink(path)})" if path.is_symlink() else ""
+    return ValueError(
+        f"{label or path} is {kind}{link}, not a regular file; holocell reads only regular files there. "
+        "The checkpoint is corrupted or not a holocell checkpoint."
+    )
+
+
+def check_regular(path: str | os.PathLike[str], label: str | None = None) -> None:
+    """``ValueError`` unless ``path`` (followed through links) is a regular file; ``FileNotFoundError`` if absent."""
+    path = Path(path)
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _not_regular(path, mode, label)
+
+
+def read_regular(path: str | os.PathLike[str], limit: int, label: str | None = None) -> bytes:
+    """At most ``limit + 1`` bytes of the regular file ``path`` (a longer result means it exceeds ``limit``).
+
+    The file is opened without blocking (a FIFO would wait for a writer) and checked on the open descriptor, so
+    a FIFO or a device (``/dev/zero`` never ends) put in its place is refused, never read without bound.
+    """
+    path = Path(path)
+    check_regular(path, label)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # replaced between the check and the open
+            raise _not_regular(path, mode, label)
+        return f.read(limit + 1)
 
 
 def describe(path: Path) -> str:
@@ -99,14 +174,15 @@ def replaceable_target(path: Path, overwrite: bool, is_ours: Callable[[Path], bo
 
 @contextmanager
 def atomic_file(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
-    """Context manager giving a temporary path beside ``path``; on success it is fsynced and renamed
-    onto ``path`` (``os.replace``), on error removed. ``path`` is never half-written."""
+    """Context manager giving a temporary path beside ``path``; on success it gets the mode of the file it
+    replaces (a new file: ``0o666 & ~umask``), is fsynced and renamed onto ``path`` (``os.replace``); on error it
+    is removed. ``path`` is never half-written."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be read by others too
+        os.chmod(tmp, output_mode(path))  # mkstemp creates 0600: the mode of the file replaced, or the umask's
         fsync_path(tmp)
         os.replace(tmp, path)
         fsync_path(path.parent)
@@ -123,4 +199,87 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-__all__ = ["atomic_file", "describe", "fsync_path", "fsync_tree", "remove_tree", "replaceable_target"]
+@contextmanager
+def write_beside(
+    path: Path,
+    may_replace: Callable[[Path], bool],
+    refusal: Callable[[Path], Exception],
+    suffix: str = "",
+) -> Iterator[Path]:
+    """A temporary path to write ``path`` to, put into place without writing over what holocell did not write.
+
+    The temporary file is created exclusively (``mkstemp``, in a private folder made by ``mkdtemp`` beside
+    ``path``), so a symlink planted at a guessable name is never followed; it is written and fsynced by
+    :func:`atomic_file`. Then, when ``path`` does not exist, it is hard-linked there,
+    which fails if a file appeared in the meantime; otherwise (or then) ``may_replace(path)`` is asked right before
+    ``os.replace``, and when it says no, ``refusal(path)`` is raised and ``path`` is left as it is. A replaced file
+    keeps its permission bits. The temporary folder is removed in every case.
+
+    Parameters
+    ----------
+    path
+        Where the file goes (its folder must exist). Not a symlink: callers resolve the links they follow.
+    may_replace
+        Whether an existing ``path`` is holocell's own, unchanged output (asked again at the rename).
+    refusal
+        The error to raise (naming the file and the fix) when ``path`` exists and may not be replaced.
+    suffix
+        Extension of the temporary file (some writers infer the format from it).
+
+    Yields
+    ------
+    The temporary path to write.
+    """
+    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    staged = stage / path.name
+    try:
+        with atomic_file(staged, suffix) as tmp:
+            yield tmp
+        place_file(staged, path, may_replace, refusal)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def place_file(
+    staged: Path, path: Path, may_replace: Callable[[Path], bool], refusal: Callable[[Path], Exception]
+) -> None:
+    """Move the complete file ``staged`` to ``path`` as :func:`write_beside` does (link if free, else replace
+    only what ``may_replace`` accepts, else raise ``refusal(path)``); ``staged`` may stay behind."""
+    _place(staged, path, may_replace, refusal)
+    fsync_path(path.parent)
+
+
+def _place(
+    staged: Path, path: Path, may_replace: Callable[[Path], bool], refusal: Callable[[Path], Exception]
+) -> None:
+    if not os.path.lexists(path):
+        try:
+            os.link(staged, path)  # atomic "create if absent"
+            return
+        except FileExistsError:
+            pass  # a file appeared since the check: judged below
+        except OSError:  # a file system without hard links: the narrowest check we have
+            if not os.path.lexists(path):
+                os.replace(staged, path)
+                return
+    if path.is_symlink() or not path.is_file() or not may_replace(path):
+        raise refusal(path)
+    with suppress(OSError):
+        shutil.copymode(path, staged)
+    os.replace(staged, path)
+
+
+__all__ = [
+    "atomic_file",
+    "place_file",
+    "check_regular",
+    "current_umask",
+    "describe",
+    "fsync_path",
+    "fsync_tree",
+    "output_mode",
+    "read_regular",
+    "remove_tree",
+    "replaceable_target",
+    "write_beside",
+]

@@ -42,17 +42,22 @@ class SaveLoadMixin:
         Parameters
         ----------
         dir_path
-            Directory to create. Written to a temporary sibling first and renamed into place,
-            so an interrupted save never leaves a half-written model.
+            Directory to create (``~`` is expanded). Written to a temporary sibling first and renamed
+            into place, so an interrupted save never leaves a half-written model. A new folder and
+            its files get the modes the umask gives; a replaced one keeps its modes.
         overwrite
             Replace an existing holocell checkpoint directory. Anything else at ``dir_path`` (a
-            folder with other files, a plain file, a link to something else) is refused with
-            ``FileExistsError``, overwrite or not; a symlink to a checkpoint is kept and the
-            checkpoint it points to replaced. The files are fsynced before the rename.
+            folder with other files or training checkpoints, a plain file, a link to something
+            else) is refused with ``FileExistsError``, overwrite or not; a symlink to a checkpoint
+            is kept and the checkpoint it points to replaced. The files are fsynced before the
+            rename. A checkpoint holding ``mdata.h5mu`` is replaced only with ``save_mudata=True``
+            (the new file is complete before the old one goes), and never while the model's MuData
+            is backed on a file inside it.
         save_mudata
             Also write the registered MuData as ``mdata.h5mu``.
         """
-        _checkpoint.save_model(self, Path(dir_path), overwrite=overwrite, save_mudata=save_mudata)
+        path = Path(dir_path).expanduser()
+        _checkpoint.save_model(self, path, overwrite=overwrite, save_mudata=save_mudata)
 
     @classmethod
     def load(
@@ -67,7 +72,7 @@ class SaveLoadMixin:
         Parameters
         ----------
         dir_path
-            Directory written by :meth:`save`.
+            Directory written by :meth:`save` (``~`` is expanded).
         mdata
             MuData with the same modality names and features; set up with the saved setup
             arguments. Default: ``dir_path/mdata.h5mu`` when it was saved.
@@ -77,7 +82,7 @@ class SaveLoadMixin:
             Device to place the weights on (default CPU).
         """
         device = None if device is None else check_device(device)
-        return cls._from_checkpoint_dir(Path(dir_path), mdata, device)
+        return cls._from_checkpoint_dir(Path(dir_path).expanduser(), mdata, device)
 
     @classmethod
     def _from_checkpoint_dir(cls, dir_path: Path, mdata: MuData | None, device=None) -> HoloCell:
@@ -103,7 +108,7 @@ class SaveLoadMixin:
         Parameters
         ----------
         archive_path
-            Output path ending in ``.zip``; :meth:`load_pretrained` reads it.
+            Output path ending in ``.zip`` (``~`` is expanded); :meth:`load_pretrained` reads it.
         overwrite
             Replace an existing holocell checkpoint archive. Anything else at ``archive_path`` (another
             file, a directory) is refused with ``FileExistsError``; a symlink to an archive is kept
@@ -113,7 +118,7 @@ class SaveLoadMixin:
         -------
         The archive path.
         """
-        return _pretrained.save_pretrained(self, archive_path, overwrite)
+        return _pretrained.save_pretrained(self, Path(archive_path).expanduser(), overwrite)
 
 
 __all__ = ["SaveLoadMixin", "init_kwargs"]

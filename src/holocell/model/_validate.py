@@ -23,12 +23,16 @@ from ..vocab import (
     parse_peaks,
     read_tss_file,
 )
+from ..vocab._genes import _ENSEMBL_RE
 from ._counts import check_counts
+from ._validate_obs import check_batch_column, check_in_sync, check_modality_keys, check_not_view
 
 _LAYER_SUFFIX = "_layer"
 _BACKED_SAMPLE_ROWS = 10_000  # rows of a backed matrix summed at a time
 #: Below this share of RNA features on a known gene of the vocabulary, setup_mudata warns.
 MIN_MATCHED_SHARE = 0.5
+#: Fewest RNA symbols (names that start with a letter) whose letter case setup_mudata judges.
+MIN_CASE_NAMES = 10
 
 
 def normalise_modalities(modalities: Mapping[str, str] | None) -> dict[str, str]:
@@ -61,13 +65,15 @@ def validate_setup(
     genome=None,
     gene_id_type: str = "auto",
     allow_unmatched_genes: bool = False,
+    species_key: str | None = None,
 ) -> None:
     """Raise a clear error for input holocell cannot use; never modifies ``mdata``.
 
     Warns (does not raise) about cells with all-zero counts in a modality they are measured in,
     about an antibody panel of which no antibody maps to a gene, about RNA features of which fewer
     than :data:`MIN_MATCHED_SHARE` map to a known gene (and raises when none does, unless
-    ``allow_unmatched_genes``), and about non-integer ATAC values.
+    ``allow_unmatched_genes``), about RNA symbols written in the other species' letter case (see
+    :func:`check_name_case`), and about non-integer ATAC values.
     """
     if isinstance(mdata, str | Path):
         where = "" if Path(mdata).exists() else f" (and {str(mdata)!r} does not exist: check the path)"
@@ -86,12 +92,15 @@ def validate_setup(
             "these species only; pass species='human' or species='mouse'."
         )
     _check_unique(mdata.obs_names, "cell names (mdata.obs_names)", "mdata.obs_names_make_unique()")
+    check_modality_keys(mdata, modalities)
     for m, name in modalities.items():
         if name not in mdata.mod:
             raise KeyError(
                 f"Modality {name!r} (for {m!r}) is not in mdata.mod; available: {list(mdata.mod)}. "
                 f"Fix the `modalities` argument, e.g. modalities={{{m!r}: {next(iter(mdata.mod))!r}}}."
             )
+        check_not_view(mdata, name)
+        check_in_sync(mdata, name, ", then run HoloCell.setup_mudata again")
         adata = mdata.mod[name]
         if adata.n_obs == 0 or adata.n_vars == 0:
             raise ValueError(
@@ -115,25 +124,13 @@ def validate_setup(
         x = adata.X if layer is None else adata.layers[layer]
         check_counts(x, name, m)
         _warn_empty_cells(x, name)
-    if batch_key is not None and batch_key not in mdata.obs:
-        pulled = [c for c in mdata.obs.columns if c.endswith(f":{batch_key}")]
-        hint = " Run mdata.pull_obs() to bring modality columns to the global obs." if pulled else ""
-        raise KeyError(
-            f"batch_key {batch_key!r} is not a column of the global mdata.obs "
-            f"(columns: {list(mdata.obs.columns)[:10]}).{hint}"
-        )
-    if batch_key is not None and pd.isna(mdata.obs[batch_key]).any():
-        n = int(pd.isna(mdata.obs[batch_key]).sum())
-        raise ValueError(
-            f"mdata.obs[{batch_key!r}] has {n} missing values (NaN); every cell needs a batch. Fill them, "
-            f"e.g. mdata.obs[{batch_key!r}] = mdata.obs[{batch_key!r}].astype(str).fillna('unknown') "
-            "(a category of its own), or drop those cells."
-        )
+    check_batch_column(mdata, batch_key)
     _check_vocabulary(mdata, modalities, genome)
     if "rna" in modalities:
-        check_gene_matching(
-            mdata.mod[modalities["rna"]].var_names, modalities["rna"], species, gene_id_type, allow_unmatched_genes
-        )
+        rna_names = mdata.mod[modalities["rna"]].var_names
+        check_gene_matching(rna_names, modalities["rna"], species, gene_id_type, allow_unmatched_genes)
+        if species_key is None:  # data that combine species on purpose mix the two cases
+            check_name_case(rna_names, modalities["rna"], species, gene_id_type)
 
 
 def check_gene_matching(
@@ -193,6 +190,37 @@ def check_gene_matching(
             stacklevel=4,
         )
     return share
+
+
+def check_name_case(var_names: pd.Index, name: str, species: str, gene_id_type: str) -> None:
+    """Warn when the RNA symbols are written in the other species' case: mouse ``Cd4`` read as human, or the reverse.
+
+    Human symbols are all capitals (``CD4``), mouse symbols title case (``Cd4``). Case-insensitive
+    alias matching lets many mouse symbols pass as human genes, so the gene-matching share alone
+    does not reveal a forgotten ``species="mouse"``. Only names that start with a letter and are not
+    Ensembl ids are counted; fewer than :data:`MIN_CASE_NAMES` of them are not judged.
+    """
+    if gene_id_type == "ensembl":
+        return
+    names = [n for n in var_names.astype(str) if n[:1].isalpha() and not _ENSEMBL_RE.match(n)]
+    if len(names) < MIN_CASE_NAMES:
+        return
+    if species == "human":
+        hits = [n for n in names if n[0].isupper() and n[1:] == n[1:].lower() and n != n.upper()]
+        other, style = "mouse", "title case, e.g. 'Cd4'"
+    else:
+        hits = [n for n in names if n == n.upper()]
+        other, style = "human", "all capitals, e.g. 'CD4'"
+    if len(hits) / len(names) <= 0.5:
+        return
+    warnings.warn(
+        f"{len(hits)} of {len(names)} RNA feature names of modality {name!r} (e.g. {hits[:3]}) are written like "
+        f"{other} gene symbols ({style}), but they are read as {species} genes (species={species!r}). If the "
+        f"genes are {other}, pass species={other!r}. To combine species in one MuData, rename each species' "
+        "genes with holocell.vocab.rename_to_anchors before concatenating, and pass species_key.",
+        HoloCellWarning,
+        stacklevel=4,
+    )
 
 
 def _check_unique(names: pd.Index, what: str, fix: str) -> None:
@@ -350,20 +378,8 @@ def check_mudata(mdata: MuData, modalities: Mapping[str, str], layers: Mapping[s
     """Checks before reading ``mdata`` (registered or new): modalities in sync with the MuData, counts valid."""
     require_mudata(mdata)
     for m, name in modalities.items():
+        check_in_sync(mdata, name)
         adata = mdata.mod[name]
-        rows = np.asarray(mdata.obsmap[name]).astype(np.int64)
-        present = rows > 0
-        in_sync = (
-            len(rows) == mdata.n_obs
-            and int(present.sum()) == adata.n_obs
-            and (rows.max(initial=0) <= adata.n_obs)
-            and mdata.obs_names[present].equals(adata.obs_names[rows[present] - 1])
-        )
-        if not in_sync:
-            raise ValueError(
-                f"mdata.mod[{name!r}] changed after the MuData was last updated: its cells no longer match "
-                "mdata.obsmap. Call mdata.update() after changing a modality."
-            )
         layer = layers.get(m)
         if layer is not None and layer not in adata.layers:
             raise KeyError(

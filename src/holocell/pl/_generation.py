@@ -46,6 +46,9 @@ def paired_values(
 ) -> Paired:
     """Measured values (on the generated modality's scale) and generated ones, for the cells and features in both.
 
+    Cells whose generated row is NaN (measured in none of the source modalities, so nothing was generated for
+    them: e.g. protein-only cells of a mosaic when generating protein) are left out.
+
     Parameters
     ----------
     mdata
@@ -62,7 +65,7 @@ def paired_values(
     -------
     ``Paired(truth, prediction, features, cells, target)``: cells x features arrays (RNA: log1p CP10k;
     protein: CLR; ATAC: 0/1 accessibility), the features' and cells' names, and the generated modality
-    (``"rna"``, ``"protein"`` or ``"atac"``).
+    (``"rna"``, ``"protein"`` or ``"atac"``). Only cells with generated values are included.
 
     Raises
     ------
@@ -71,6 +74,9 @@ def paired_values(
         (the message lists what there is and how to make it).
     TypeError
         ``mdata`` is no MuData, or ``measured`` is neither a name nor an AnnData.
+    ValueError
+        The measured data and the generated modality share no cells or no features, or none of the shared cells
+        has generated values.
     """
     from ..evaluation import clr, log_normalize
 
@@ -107,12 +113,20 @@ def paired_values(
     keep = meas.var_names.isin(names)
     if len(cells) == 0 or not keep.any():
         raise ValueError(f"The measured data and {generated!r} share no cells or no features.")
+    features = meas.var_names[keep]
+    prediction = _dense(gen[cells].X)[:, names.get_indexer(features)]
+    # cells generate had no source modality for (NaN rows) have no prediction to compare: left out
+    generated_rows = np.isfinite(prediction).all(axis=1)
+    if not generated_rows.any():
+        raise ValueError(
+            f"None of the {len(cells)} cells of the measured data has generated values in {generated!r} (their rows "
+            "are NaN: generate had no source modality for them); compare cells measured in a source modality too."
+        )
+    cells, prediction = cells[generated_rows], prediction[generated_rows]
     counts = meas[cells].layers[layer] if layer is not None else meas[cells].X
     transform = {"protein": clr, "rna": log_normalize}.get(target)
     truth = transform(counts) if transform else (_dense(counts) > 0).astype(np.float64)
     truth = np.asarray(truth)[:, keep]
-    features = meas.var_names[keep]
-    prediction = _dense(gen[cells].X)[:, names.get_indexer(features)]
     return Paired(truth, prediction, features, cells, target)
 
 
@@ -180,9 +194,10 @@ def generated_vs_measured(
         ax.set_ylabel("generated accessibility")
     else:
         if color is not None:
-            labels = mdata.obs.loc[cells, color]
-            for k, name in enumerate(pd.unique(labels.astype(str))):
-                sel = (labels.astype(str) == name).to_numpy()
+            # object -> str: a missing label is the group 'nan' on pandas 2 and 3 alike (pandas 3 keeps NaN)
+            labels = np.asarray(mdata.obs.loc[cells, color], dtype=object).astype(str)
+            for k, name in enumerate(pd.unique(labels)):
+                sel = labels == name
                 ax.scatter(x[sel], y[sel], s=6, alpha=0.7, color=f"C{k % 10}", label=name)
             ax.legend(fontsize=6, markerscale=2, frameon=False, bbox_to_anchor=(1, 1), loc="upper left")
         else:

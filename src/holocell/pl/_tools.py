@@ -126,7 +126,7 @@ def perturbation(
                 f"{shown(top['feature'][cols < 0])}; it no longer matches mdata.uns[{key!r}]: run hc.tl.perturb again."
             )
         x = np.asarray(shift.X)[:, cols]
-        groups = mdata.obs[groupby].astype(str)
+        groups = pd.Series(np.asarray(mdata.obs[groupby], dtype=object).astype(str))  # NaN -> 'nan' on pandas 2 and 3
         means = (
             pd.DataFrame(x, index=mdata.obs_names, columns=top["feature"]).groupby(groups.to_numpy()).mean()
         )

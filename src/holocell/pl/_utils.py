@@ -1,15 +1,19 @@
 """What every ``hc.pl`` function does last: save the figure and show it (scanpy's conventions).
 
-A figure is written to a temporary file beside its path and moved into place, so an interrupted save leaves no
-half-written file. It replaces an existing file only when holocell wrote that file: the figure carries holocell's
-name in its metadata, and an existing file without it (the user's own paper, data or figure) is never written over.
-Only the formats that can carry the mark (PNG, PDF, SVG, PS, EPS) are saved, so that re-running a notebook replaces
-its own figures; other formats (JPEG, TIFF, WebP, ...) are refused before anything is written (save those with
+A figure is written to an exclusively created temporary file beside its path and moved into place, so an
+interrupted save leaves no half-written file. Each saved figure's SHA-256 is recorded in ``.holocell_figures.json``
+in its folder (as the demo records its outputs), and an existing file is replaced only when it is a figure holocell
+saved there and has not changed since: the user's own paper, data or figure, and a holocell figure the user edited,
+are never written over (``FileExistsError``), even when it mentions holocell. ``save=`` a symlink writes the file
+it points to and keeps the link. The formats whose metadata names holocell (PNG, PDF, SVG, PS, EPS) are saved;
+other formats (JPEG, TIFF, WebP, ...) are refused before anything is written (save those with
 ``ax.figure.savefig``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,25 +47,31 @@ def finish(ax: Axes, show: bool | None, save: str | os.PathLike[str] | None, giv
     return ax
 
 
-#: written into every saved figure's metadata; an existing file is replaced only when it holds this mark
+#: written into every saved figure's metadata (the record of what may be replaced is :data:`FIGURES_MANIFEST`)
 FIGURE_MARK = "holocell.pl"
 #: the formats whose metadata matplotlib writes, and the field it goes to
 _MARKED_FORMATS = {"png": "Software", "pdf": "Creator", "svg": "Creator", "ps": "Creator", "eps": "Creator"}
-#: bytes of an existing file searched for the mark (matplotlib writes it near the start, or at the end of a PDF)
-_MAX_SCAN = 64 * 2**20
+#: in a figure's folder: the SHA-256 of each figure holocell saved there; only those, unchanged, are replaced
+FIGURES_MANIFEST = ".holocell_figures.json"
+_MAX_MANIFEST_BYTES = 16 * 2**20
 
 
 def save_figure(figure, save: str | os.PathLike[str]) -> Path:
     """Write ``figure`` to ``save`` atomically (format from the extension; none: matplotlib's default format,
     whose extension is added, as matplotlib does) and return the path written.
 
+    A symlink is followed: the file it points to is written and the link kept. The figure's SHA-256 is recorded
+    in :data:`FIGURES_MANIFEST` in the folder it is written to.
+
     Raises
     ------
     ValueError
-        The extension names no format matplotlib writes, or one that cannot carry holocell's mark (JPEG, TIFF,
-        WebP, raw, ...), so that a second save to the path would be refused. Nothing is written.
+        The extension names no format matplotlib writes, or one whose metadata cannot name holocell (JPEG, TIFF,
+        WebP, raw, ...). Nothing is written.
     FileExistsError
-        The path exists and is not a figure holocell wrote (a directory, or a file without holocell's mark).
+        The path exists and is not a figure holocell saved there, unchanged since (a directory, the user's file, a
+        holocell figure the user edited), or it is a symlink to nothing, or the folder's
+        :data:`FIGURES_MANIFEST` is not holocell's.
     """
     import matplotlib
 
@@ -78,28 +88,100 @@ def save_figure(figure, save: str | os.PathLike[str]) -> Path:
         )
     if fmt not in _MARKED_FORMATS:
         raise ValueError(
-            f"save={str(save)!r}: holocell saves figures only as {'/'.join(_MARKED_FORMATS)}, whose metadata carries "
-            f"its mark, so that saving again (a re-run) replaces the figure; a {fmt!r} file cannot be told apart "
-            f"from the user's own. Use e.g. {path.with_suffix('.png').name!r}, or write {fmt!r} yourself with "
-            "ax.figure.savefig(path)."
+            f"save={str(save)!r}: holocell saves figures only as {'/'.join(_MARKED_FORMATS)}, whose metadata names "
+            f"holocell; a {fmt!r} file cannot carry it. Use e.g. {path.with_suffix('.png').name!r}, or write {fmt!r} "
+            "yourself with ax.figure.savefig(path)."
         )
-    if path.is_dir() or (path.exists() and not _written_by_holocell(path)):
-        what = "a directory" if path.is_dir() else "a file holocell did not write"
+    target = path
+    if path.is_symlink():  # keep the link, write the file it points to (as the command line does)
+        target = path.resolve()
+        if not target.exists():
+            raise FileExistsError(
+                f"save={str(save)!r}: {path} is a symlink to {os.readlink(path)}, which does not exist; choose "
+                "another path, or remove the link yourself."
+            )
+    if target.is_dir():
         raise FileExistsError(
-            f"save={str(save)!r}: {path} is {what}; holocell never writes over it. Choose another path, or move or "
-            "remove it yourself."
+            f"save={str(save)!r}: {target} is a directory; holocell never writes over it. Choose another path, or "
+            "move or remove it yourself."
         )
-    from ..model._safe_write import atomic_file
+    manifest = target.parent / FIGURES_MANIFEST
+    _read_manifest(manifest)  # one that is not holocell's is refused before anything is written
+    if os.path.lexists(target) and not _unchanged(target, manifest):
+        raise _refusal(save, target, manifest)
+    from ..model._safe_write import write_beside
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     metadata = {_MARKED_FORMATS[fmt]: FIGURE_MARK}
-    with atomic_file(path, suffix=f".{fmt}") as tmp:
+    with write_beside(
+        target, lambda p: _unchanged(p, manifest), lambda p: _refusal(save, p, manifest), f".{fmt}"
+    ) as tmp:
         figure.savefig(tmp, format=fmt, bbox_inches="tight", dpi=150, metadata=metadata)
+        digest = _sha256(tmp)
+    _record(manifest, target.name, digest)
     return path
 
 
-def _written_by_holocell(path: Path) -> bool:
-    """Whether the file at ``path`` is a figure holocell saved (its metadata holds :data:`FIGURE_MARK`)."""
-    if not path.is_file() or path.stat().st_size > _MAX_SCAN:
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_manifest(manifest: Path) -> dict[str, str]:
+    """The figures recorded in ``manifest`` (none when it is absent); ``FileExistsError`` when something that is
+    not holocell's record is there (it is never written over)."""
+    if not os.path.lexists(manifest):
+        return {}
+    fix = f"{manifest} is not the record of figures holocell writes; move or remove it yourself, or save elsewhere."
+    try:
+        if manifest.is_symlink() or not manifest.is_file() or manifest.stat().st_size > _MAX_MANIFEST_BYTES:
+            raise FileExistsError(fix)
+        recorded = json.loads(manifest.read_bytes())
+    except (OSError, ValueError) as err:
+        if isinstance(err, FileExistsError):
+            raise
+        raise FileExistsError(f"{fix} ({type(err).__name__}: {err})") from None
+    if not isinstance(recorded, dict) or not all(isinstance(v, str) for v in recorded.values()):
+        raise FileExistsError(fix)
+    return recorded
+
+
+def _unchanged(path: Path, manifest: Path) -> bool:
+    """Whether ``path`` is a regular file whose SHA-256 is the one recorded when holocell saved it."""
+    if path.is_symlink() or not path.is_file():
         return False
-    return FIGURE_MARK.encode() in path.read_bytes()
+    recorded = _read_manifest(manifest).get(path.name)
+    return recorded is not None and recorded == _sha256(path)
+
+
+def _refusal(save, path: Path, manifest: Path) -> FileExistsError:
+    recorded = _read_manifest(manifest).get(path.name) if path.is_file() and not path.is_symlink() else None
+    what = (
+        "a figure holocell saved, but it has changed since (its SHA-256 is not the one recorded in "
+        f"{manifest.name})"
+        if recorded is not None
+        else f"a file holocell did not write (not recorded in {manifest.name} beside it)"
+    )
+    return FileExistsError(
+        f"save={str(save)!r}: {path} is {what}; holocell never writes over it. Choose another path, or move or "
+        "remove it yourself."
+    )
+
+
+def _record(manifest: Path, name: str, digest: str) -> None:
+    """Add ``name``'s SHA-256 to ``manifest``, atomically; entries of figures no longer there are dropped."""
+    from ..model._safe_write import write_beside
+
+    def ours(p: Path) -> bool:
+        _read_manifest(p)  # raises for a file that is not holocell's record
+        return True
+
+    recorded = {k: v for k, v in _read_manifest(manifest).items() if (manifest.parent / k).exists()}
+    recorded[name] = digest
+    with write_beside(
+        manifest, ours, lambda p: FileExistsError(f"{p} is not holocell's record of figures.")
+    ) as tmp:
+        tmp.write_text(json.dumps(recorded, indent=1, sort_keys=True))

@@ -15,6 +15,7 @@ from sklearn.preprocessing import StandardScaler
 
 from .._warnings import HoloCellWarning
 from ..model._args import check_count, check_weight
+from ..model._inference import modality_names, without_modalities
 from ._compat import legacy_positional
 from ._keys import check_key_added, check_outputs, working_copy
 
@@ -133,7 +134,9 @@ def annotate(
     ``None``, or the modified copy when ``copy=True``. Writes ``mdata.obs[key_added]`` (predicted
     label of query cells, categorical, NaN elsewhere; ``"unknown"`` below ``unknown_threshold``),
     ``mdata.obs[f"{key_added}_confidence"]`` (probability of the best label, NaN outside the query)
-    and ``mdata.uns[key_added]`` (``"params"`` and ``"classes"``).
+    and ``mdata.uns[key_added]`` (``"params"`` and ``"classes"``). Cells without an embedding (measured in
+    none of the modalities read, or a NaN row of ``use_rep``) are left out of the reference, and as query
+    cells get a NaN label and confidence, with a :class:`~holocell.HoloCellWarning` giving their count.
     """
     if labels_key not in mdata.obs:
         raise KeyError(f"mdata.obs has no column {labels_key!r}; pass labels_key= with the reference labels.")
@@ -181,6 +184,29 @@ def annotate(
             HoloCellWarning,
             stacklevel=3,
         )
+    arrays, z = None, None
+    if method == "finetune":
+        _, arrays = model._arrays(mdata)
+        keep = model._check_modalities(modality)  # the head learns from every modality, predicts from `keep`
+        read = keep or list(model.modalities_)
+        no_ref = without_modalities(arrays.present, list(model.modalities_))
+        no_query = without_modalities(arrays.present, read)
+    elif use_rep in mdata.obsm:
+        z = np.asarray(mdata.obsm[use_rep], dtype=np.float64)
+        no_ref = no_query = np.isnan(z).all(axis=1) if z.ndim == 2 and z.shape[1] else np.zeros(len(z), bool)
+    elif model is not None:
+        z, no_ref, read = model._latent(mdata, None, modality, None, None, None)
+        z, no_query = z.astype(np.float64), no_ref
+    else:
+        raise ValueError(f"mdata.obsm has no {use_rep!r}; pass a trained model or run hc.tl.embed first.")
+    if method != "finetune" and use_rep in mdata.obsm:
+        source = f"NaN rows of mdata.obsm[{use_rep!r}]"
+        fix = "compute the embeddings again (hc.tl.embed) where they should have one"
+    else:
+        source = f"measured in none of the modalities read: {modality_names(model, read)}"
+        fix = ("pass another modality= that they have" if modality is not None else
+               "set a model up with a modality they are measured in")  # fmt: skip
+    ref, q_ok = _drop_cells_without_data(ref, q, no_ref, no_query, source, fix)
     n_labels = labels[ref].astype(str).nunique()
     if n_labels == 1:
         warnings.warn(
@@ -192,35 +218,32 @@ def annotate(
     extra = {}
     if method == "finetune":
         proba, classes, extra = _finetuned_proba(
-            mdata, model, labels, ref, q, modality=modality, max_epochs=max_epochs, batch_size=batch_size,
+            model, arrays, labels, ref, q_ok, modality=keep, max_epochs=max_epochs, batch_size=batch_size,
             device=device, seed=seed, progress_bar=progress_bar, classification_weight=classification_weight,
             consistency_weight=consistency_weight, balance_classes=class_weight == "balanced",
         )  # fmt: skip
-    elif use_rep in mdata.obsm:
-        z = np.asarray(mdata.obsm[use_rep], dtype=np.float64)
-    elif model is not None:
-        z = model.get_latent_representation(mdata, modality=modality).astype(np.float64)
     else:
-        raise ValueError(f"mdata.obsm has no {use_rep!r}; pass a trained model or run hc.tl.embed first.")
-    if method != "finetune":
-        bad = int((~np.isfinite(z[ref | q]).all(axis=1)).sum())
+        bad = int((~np.isfinite(z[ref | q_ok]).all(axis=1)).sum())
         if bad:
             raise ValueError(
                 f"The embeddings{'' if use_rep not in mdata.obsm else f' mdata.obsm[{use_rep!r}]'} have NaN or "
                 f"infinite values in {bad} of the reference and query cells; compute them again (hc.tl.embed) or "
                 "pass another use_rep."
             )
-        proba, classes = transfer_labels(
-            z[ref], labels[ref].astype(str).to_numpy(), z[q], method=method, n_neighbors=n_neighbors, seed=seed,
-            class_weight=class_weight,
-        )
+        classes = np.unique(labels[ref].astype(str).to_numpy())
+        proba = np.zeros((0, len(classes)))
+        if q_ok.any():
+            proba, classes = transfer_labels(
+                z[ref], labels[ref].astype(str).to_numpy(), z[q_ok], method=method, n_neighbors=n_neighbors, seed=seed,
+                class_weight=class_weight,
+            )  # fmt: skip
     pred = np.full(mdata.n_obs, np.nan, dtype=object)
     conf = np.full(mdata.n_obs, np.nan)
-    pred[q] = classes[proba.argmax(1)]
-    conf[q] = proba.max(1)
+    pred[q_ok] = classes[proba.argmax(1)]
+    conf[q_ok] = proba.max(1)
     categories = list(classes)
     if unknown_threshold is not None:
-        low = q & (conf < float(unknown_threshold))
+        low = q_ok & (conf < float(unknown_threshold))
         pred[low] = UNKNOWN
         if UNKNOWN not in categories:
             categories.append(UNKNOWN)
@@ -245,16 +268,15 @@ def annotate(
 
 
 def _finetuned_proba(
-    mdata, model, labels, ref, q, *, modality, max_epochs, batch_size, device, seed, progress_bar, **head_kwargs
+    model, arrays, labels, ref, q, *, modality, max_epochs, batch_size, device, seed, progress_bar, **head_kwargs
 ):
     """Class probabilities of the query cells from a head fine-tuned with the encoder (``method="finetune"``)."""
     from ..model._classifier import finetune_classifier, predict_proba
 
     classes = np.unique(labels[ref].astype(str).to_numpy())
-    codes = np.full(mdata.n_obs, -1, dtype=np.int64)
+    codes = np.full(arrays.n_cells, -1, dtype=np.int64)
     codes[ref] = np.searchsorted(classes, labels[ref].astype(str).to_numpy())
-    keep = model._check_modalities(modality)
-    _, arrays = model._arrays(mdata)
+    keep = modality
     size = 128 if batch_size is None else batch_size
     torch_device = model._device(device)
     clf = finetune_classifier(
@@ -267,6 +289,29 @@ def _finetuned_proba(
              "best_epoch": clf.best_epoch}
     weights = {k: head_kwargs[k] for k in ("classification_weight", "consistency_weight")}
     return proba, classes, extra | weights
+
+
+def _drop_cells_without_data(
+    ref: np.ndarray, q: np.ndarray, no_ref: np.ndarray, no_query: np.ndarray, source: str, fix: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference without the cells that have no embedding, and the query cells that have one (a warning names
+    the cells left out; ``ValueError`` when no reference cell is left)."""
+    lost_ref, lost_q = int((ref & no_ref).sum()), int((q & no_query).sum())
+    if lost_ref == int(ref.sum()):
+        raise ValueError(
+            f"The embeddings are NaN or infinite in every one of the {lost_ref} reference cells ({source}), so there "
+            f"is nothing to learn labels from; {fix}, or pass a reference= of cells that have data."
+        )
+    if lost_ref or lost_q:
+        what = [f"{lost_ref} reference cells are left out of the reference"] if lost_ref else []
+        what += [f"{lost_q} query cells get a missing label (NaN) and confidence NaN, not a guess"] if lost_q else []
+        warnings.warn(
+            f"{lost_ref + lost_q} cells have no embedding ({source}): {'; '.join(what)}. To use them, {fix}; "
+            "or pass query= and reference= without them.",
+            HoloCellWarning,
+            stacklevel=4,
+        )
+    return ref & ~no_ref, q & ~no_query
 
 
 def transfer_labels(

@@ -55,7 +55,8 @@ def embed(
     -------
     ``None``, or the modified copy when ``copy=True``. Writes ``mdata.obsm[key_added]``
     (``(n_cells, n_latent)``, the cell state's posterior mean) and ``mdata.uns[key_added]["params"]`` (``modality``: the modalities embedded
-    from, ``"all"`` for every modality each cell has).
+    from, ``"all"`` for every modality each cell has). Cells measured in none of the modalities read get a row of
+    NaN, with a :class:`~holocell.HoloCellWarning` (from :meth:`~holocell.HoloCell.get_latent_representation`).
     """
     if key_added != DEFAULT_KEY:  # holocell's own name is always its embedding (see key_added)
         check_outputs(mdata, key_added, "embed", obsm=[key_added])  # also refuses a key that is no name

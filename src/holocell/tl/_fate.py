@@ -76,7 +76,8 @@ def fate_shift(
     For each candidate gene, up to ``n_cells`` source cells are perturbed with
     :meth:`~holocell.HoloCell.predict_perturbation` and their embedding shift ``dz`` (perturbed -
     control) is added to their embedding ``z`` (from every modality they have). With the target
-    centroid ``c_t`` and the source centroid ``c_s`` (mean embeddings of the populations),
+    centroid ``c_t`` and the source centroid ``c_s`` (mean embeddings of the populations' cells measured in a
+    modality of the model; cells measured in none have no embedding),
 
     - ``distance_before`` = mean ``||z - c_t||``, ``distance_after`` = mean ``||z + dz - c_t||``;
     - ``score`` = ``(distance_before - distance_after) / ||c_s - c_t||``: the fraction of the way to the
@@ -145,9 +146,15 @@ def fate_shift(
         raise ValueError(f"No {source!r} cell has RNA (mdata.mod[{rna!r}]), so no gene can be perturbed in them.")
 
     mdata = working_copy(mdata, copy)
-    z = model.get_latent_representation(mdata, batch_size=batch_size, device=device, progress_bar=progress_bar)
-    c_s = z[in_source].mean(0)
-    c_t = z[in_target].mean(0)
+    # cells measured in no registered modality have no embedding (NaN rows): left out of the centroids
+    z, empty, _ = model._latent(mdata, None, None, batch_size, device, progress_bar)
+    if not (in_target & ~empty).any():
+        raise ValueError(
+            f"No {target!r} cell is measured in a modality of the model ({', '.join(model.modalities_.values())}), "
+            "so the target population has no position in the embedding."
+        )
+    c_s = z[in_source & ~empty].mean(0)  # src holds source cells with RNA: never empty
+    c_t = z[in_target & ~empty].mean(0)
     span = max(float(np.linalg.norm(c_t - c_s)), 1e-12)
     if n_cells is not None and n_cells < len(src):
         src = np.sort(np.random.default_rng(seed).choice(src, n_cells, replace=False))

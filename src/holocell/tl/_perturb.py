@@ -10,6 +10,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ..data.arrays import update_axes
 from ..model._args import check_count
 from ._compat import legacy_positional
 from ._keys import check_key_added, check_outputs, working_copy
@@ -169,7 +170,7 @@ def write_perturbation(mdata: MuData, res: PerturbationResult, *, key_added: str
     with warnings.catch_warnings():
         # the shift modalities share their feature names with the measured ones, by design
         warnings.filterwarnings("ignore", message="Cannot join columns with the same name")
-        mdata.update()
+        update_axes(mdata)
     mdata.obsm[f"X_{key_added}_shift"] = res.embedding_perturbed - res.embedding_control
     mdata.obs[f"{key_added}_applied"] = res.applied
     mdata.uns[key_added] = {

@@ -176,7 +176,7 @@ def build_feature_space(
         maps["atac"] = ModalityMap(
             np.asarray(var["atac"].index.astype(str), dtype=object),
             idx,
-            bucket=links["bucket"].to_numpy(dtype=np.int64),
+            bucket=links["bucket"].to_numpy(dtype=np.int64, copy=True),
             report=links,
         )
     return FeatureSpace(anchors.names, maps)

@@ -1,0 +1,113 @@
+"""Setup checks on the MuData's structure and cell annotations: views, modalities out of sync, the batch column."""
+
+from __future__ import annotations
+
+import numbers
+from collections import Counter
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from mudata import MuData
+
+
+def check_modality_keys(mdata: MuData, modalities: Mapping[str, str]) -> None:
+    """Raise when one ``mdata.mod`` entry is given for two holocell modalities (e.g. a typo)."""
+    seen: dict[str, str] = {}
+    for m, name in modalities.items():
+        if name in seen:
+            unused = [k for k in mdata.mod if k not in modalities.values()]
+            raise ValueError(
+                f"`modalities` maps both {seen[name]!r} and {m!r} to mdata.mod[{name!r}]; each holocell modality "
+                f"needs its own mdata.mod entry (the same counts as two modalities would let the model read "
+                f"one from the other). Give {m!r} the key of its own data, e.g. modalities={{{seen[name]!r}: "
+                f"{name!r}, {m!r}: <key>}} (mdata.mod keys not used: {unused}), or leave {m!r} out."
+            )
+        seen[name] = m
+
+
+def check_not_view(mdata: MuData, name: str) -> None:
+    """Raise when ``mdata`` or its modality ``name`` is a view (scvi-tools refuses views at registration)."""
+    if mdata.is_view:
+        raise ValueError(
+            "mdata is a view of another MuData (a subset such as mdata[cells]); setup_mudata registers the "
+            "MuData it is given and needs one of its own. Make a copy first: mdata = mdata.copy()."
+        )
+    if mdata.mod[name].is_view:
+        raise ValueError(
+            f"mdata.mod[{name!r}] is a view of another AnnData (e.g. mdata.mod[{name!r}] = adata[:, genes]); "
+            f"setup_mudata needs the modality's own data. Make a copy: mdata.mod[{name!r}] = "
+            f"mdata.mod[{name!r}].copy(); mdata.update()."
+        )
+
+
+def check_in_sync(mdata: MuData, name: str, then: str = "") -> None:
+    """Raise when modality ``name`` was changed (subset, reordered, replaced) without ``mdata.update()``.
+
+    Parameters
+    ----------
+    mdata
+        The MuData.
+    name
+        Key of the modality in ``mdata.mod``.
+    then
+        Appended to the message (what to do after the update).
+    """
+    adata = mdata.mod[name]
+    rows = np.asarray(mdata.obsmap[name]).astype(np.int64)
+    present = rows > 0
+    in_sync = (
+        len(rows) == mdata.n_obs
+        and int(present.sum()) == adata.n_obs
+        and (rows.max(initial=0) <= adata.n_obs)
+        and mdata.obs_names[present].equals(adata.obs_names[rows[present] - 1])
+    )
+    if not in_sync:
+        raise ValueError(
+            f"mdata.mod[{name!r}] changed after the MuData was last updated: its cells no longer match "
+            f"mdata.obsmap. Call mdata.update() after changing a modality{then}."
+        )
+
+
+def check_batch_column(mdata: MuData, batch_key: str | None) -> None:
+    """Raise for a ``batch_key`` that is not a global column, has missing values or mixes value types."""
+    if batch_key is None:
+        return
+    if batch_key not in mdata.obs:
+        pulled = [c for c in mdata.obs.columns if c.endswith(f":{batch_key}")]
+        hint = " Run mdata.pull_obs() to bring modality columns to the global obs." if pulled else ""
+        raise KeyError(
+            f"batch_key {batch_key!r} is not a column of the global mdata.obs "
+            f"(columns: {list(mdata.obs.columns)[:10]}).{hint}"
+        )
+    col = mdata.obs[batch_key]
+    missing = pd.isna(col)
+    if missing.any():
+        raise ValueError(
+            f"mdata.obs[{batch_key!r}] has {int(missing.sum())} missing values (NaN) in {len(col)} cells; every "
+            f"cell needs a batch. Fill them, e.g. mdata.obs[{batch_key!r}] = "
+            f"mdata.obs[{batch_key!r}].astype(object).fillna('unknown').astype(str) (a batch of its own), or "
+            f"drop those cells: mdata = mdata[mdata.obs[{batch_key!r}].notna()].copy()."
+        )
+    if col.dtype == object or isinstance(col.dtype, pd.CategoricalDtype):
+        distinct = (
+            col.cat.categories if isinstance(col.dtype, pd.CategoricalDtype) else pd.unique(col.to_numpy())
+        )
+        if len({_kind(v) for v in distinct}) > 1:
+            found = Counter(type(v).__name__ for v in col.astype(object).to_numpy())
+            types = ", ".join(f"{t} ({n} cells)" for t, n in found.most_common())
+            raise ValueError(
+                f"mdata.obs[{batch_key!r}] mixes value types ({types}), so its batches cannot be ordered "
+                f"(e.g. after merging sample sheets). Make them all strings: mdata.obs[{batch_key!r}] = "
+                f"mdata.obs[{batch_key!r}].astype(str) (then 1 and '1' are one batch)."
+            )
+
+
+def _kind(value) -> str:
+    """Values of one kind can be sorted together: all numbers (bool included) are one kind, all strings another."""
+    if isinstance(value, numbers.Real | np.bool_):
+        return "number"
+    return "str" if isinstance(value, str) else type(value).__name__
+
+
+__all__ = ["check_batch_column", "check_in_sync", "check_modality_keys", "check_not_view"]
