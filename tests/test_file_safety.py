@@ -261,6 +261,9 @@ for folder in sys.argv[3:]:
     attempt(folder + ":sha256", lambda f=folder: checkpoint_sha256(f))
     attempt(folder + ":is_checkpoint_dir", lambda f=folder: is_checkpoint_dir(f))
 attempt("pretrain", lambda: main(["pretrain", sys.argv[1], "--config", "/dev/zero", "--out", sys.argv[2]]))
+from pathlib import Path
+from holocell._demo import _manifest
+attempt("demo_manifest", lambda: _manifest(Path(sys.argv[2]).parent / "demo"))
 print(json.dumps(out))
 """
 
@@ -278,6 +281,8 @@ def test_load_refuses_a_fifo_or_device_at_once(trained, tmp_path):
                 os.mkfifo(folder / name)
             else:
                 (folder / name).symlink_to("/dev/zero")
+    (tmp_path / "demo").mkdir()  # holocell demo's record of its outputs, linked to /dev/zero: read as no record
+    (tmp_path / "demo" / ".holocell_demo.json").symlink_to("/dev/zero")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(hc.__file__).parents[1]), *sys.path])}
     argv = [sys.executable, "-c", _LOADER, str(data), str(tmp_path / "p"), *map(str, folders.values())]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
@@ -294,6 +299,7 @@ def test_load_refuses_a_fifo_or_device_at_once(trained, tmp_path):
     error, message = result["pretrain"]
     assert error == "UsageError" and "config file /dev/zero is larger than" in message, message
     assert not (tmp_path / "p").exists()
+    assert result["demo_manifest"] == ["returned", "{}"]
 
 
 def test_cli_refuses_an_input_that_is_no_regular_file(trained, tmp_path, capsys):

@@ -145,6 +145,17 @@ def test_checkpoint_dir_that_is_a_file(tmp_path, snapshot):
     assert snapshot(tmp_path) == before and not model.is_trained_
 
 
+def test_checkpoint_dir_that_is_a_saved_model_is_refused(tmp_path, snapshot):
+    """Checkpoints written into a saved model's folder made it a folder save() refused to replace."""
+    model = _model()
+    model.train(max_epochs=1, **RUN)
+    model.save(tmp_path / "m")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match="is a saved holocell model") as err:
+        _model().train(max_epochs=1, checkpoint_dir=tmp_path / "m", **RUN)
+    assert "m_checkpoints" in str(err.value) and snapshot(tmp_path) == before
+
+
 # ----------------------------------------------------------------------------- 4. arguments
 @pytest.mark.parametrize(
     ("kwargs", "error", "words"),

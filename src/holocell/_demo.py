@@ -24,7 +24,7 @@ from .data import pbmc_cite_mosaic
 from .data._registry import sha256sum
 from .model import HoloCell
 from .model._arguments import check_train_call
-from .model._safe_write import atomic_file, write_beside
+from .model._safe_write import atomic_file, read_regular, write_beside
 
 HELD_OUT_BATCH = "p4_0"
 TRAIN_PAIRED_BATCH = "p3_0"
@@ -198,8 +198,8 @@ def _demo_file(out_dir: Path, name: str, suffix: str = "") -> Iterator[Path]:
 
 
 def _manifest(out_dir: Path) -> dict[str, str]:
-    try:
-        written = json.loads((out_dir / MANIFEST).read_text())
+    try:  # a regular file of at most 1 MiB (a link to /dev/zero or a FIFO would be read without end)
+        written = json.loads(read_regular(out_dir / MANIFEST, 1 << 20))
     except (OSError, ValueError):  # none yet, or unreadable: nothing there counts as the demo's
         return {}
     return written if isinstance(written, dict) else {}

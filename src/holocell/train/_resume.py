@@ -54,6 +54,13 @@ def check_checkpoint_dir(checkpoint_dir, resume: bool) -> tuple[Path | None, Pat
         raise TypeError(f"checkpoint_dir must be a path (str or pathlib.Path) or None, got {type(checkpoint_dir).__name__}.")
     folder = Path(checkpoint_dir).expanduser()
     _check_folder(folder)
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        raise ValueError(
+            f"checkpoint_dir {str(folder)!r} is a saved holocell model (config.json, model.safetensors). Training "
+            "checkpoints written there would make it a folder that save() can no longer replace and load() no longer "
+            "reads as a model. Give the run's checkpoints a folder of their own, e.g. "
+            f"checkpoint_dir={str(folder.parent / (folder.name + '_checkpoints'))!r}; the model folder is left as it is."
+        )
     found = earlier_checkpoints(folder)
     lasts = [n for n in found if n.startswith("last")]
     last = folder / "last.ckpt"
