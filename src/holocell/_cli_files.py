@@ -162,8 +162,10 @@ def check_model_out(
 def save_model_out(model, out: str, overwrite: bool, archives: bool = False) -> None:
     """``model.save`` (``save_pretrained`` for a ``.zip`` if ``archives``) with its refusals in the command line's
     words."""
+    from .model._pretrained import ARCHIVE_SUFFIX
+
     try:
-        if archives and str(out).endswith(".zip"):
+        if archives and str(out).endswith(ARCHIVE_SUFFIX):
             model.save_pretrained(out, overwrite=overwrite)
         else:
             model.save(out, overwrite=overwrite)

@@ -12,11 +12,12 @@ other formats (JPEG, TIFF, WebP, ...) are refused before anything is written (sa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ..data._registry import sha256sum
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -117,17 +118,9 @@ def save_figure(figure, save: str | os.PathLike[str]) -> Path:
         target, lambda p: _unchanged(p, manifest), lambda p: _refusal(save, p, manifest), f".{fmt}"
     ) as tmp:
         figure.savefig(tmp, format=fmt, bbox_inches="tight", dpi=150, metadata=metadata)
-        digest = _sha256(tmp)
+        digest = sha256sum(tmp)
     _record(manifest, target.name, digest)
     return path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_manifest(manifest: Path) -> dict[str, str]:
@@ -154,7 +147,7 @@ def _unchanged(path: Path, manifest: Path) -> bool:
     if path.is_symlink() or not path.is_file():
         return False
     recorded = _read_manifest(manifest).get(path.name)
-    return recorded is not None and recorded == _sha256(path)
+    return recorded is not None and recorded == sha256sum(path)
 
 
 def _refusal(save, path: Path, manifest: Path) -> FileExistsError:
