@@ -153,3 +153,47 @@ def test_demo_refuses_bad_arguments_before_creating_its_folder(tmp_path, capsys)
     with pytest.raises(ValueError, match="max_epochs must be an integer >= 1"):
         run_demo(out, max_epochs=0)
     assert not out.exists()
+
+
+def test_pretrain_over_two_species_joins_orthologs_and_records_each_cells_species(tmp_path, real, capsys):
+    """``datasets.<file>.species``: a mouse file's genes join their one-to-one human orthologs (one feature, one
+    anchor), and each cell carries its own species token; without it the mouse cells were set up as human."""
+    import mudata as md
+
+    import holocell as hc
+
+    human = md.read_h5mu(real[0])
+    orth = hc.vocab.load_orthologs()
+    one2one = orth[orth["type"] == "one2one"].drop_duplicates("human_symbol").set_index("human_symbol")
+    genes = [g for g in human["rna"].var_names if g in one2one.index]
+    mouse_rna = human["rna"][:, genes].copy()
+    mouse_rna.var_names = one2one.loc[genes, "mouse_symbol"].to_numpy()
+    mouse_rna.obs_names = [f"m{c}" for c in mouse_rna.obs_names]
+    mouse = md.MuData({"rna": mouse_rna})
+    mouse.obs["batch"] = "m1"
+    mouse.write(tmp_path / "mouse.h5mu")
+    config = {"batch_key": "batch", "datasets": {"mouse.h5mu": {"species": "mouse"}}}
+    argv, out = _pretrain(tmp_path, config, [real[0], tmp_path / "mouse.h5mu"])
+    main(argv)
+    model = hc.HoloCell.load_pretrained(str(out))
+    setup = model.adata_manager.registry["setup_args"]
+    assert setup["species_key"] == "species" and setup["species"] == "human"
+    features = set(model.feature_space.maps["rna"].features)
+    assert len(genes) > 50 and set(genes) <= features  # the mouse genes joined their human orthologs' features
+    assert not features & set(mouse_rna.var_names)  # no mouse symbol is a feature of its own
+    # each cell's species token, in the merged data the command sets up
+    from holocell.data._merge import MergeInput, merge_for_pretraining
+
+    merged = merge_for_pretraining(
+        [MergeInput("h", human, {"rna": "rna"}), MergeInput("m", mouse, {"rna": "rna"}, species="mouse")]
+    )
+    assert (merged.obs["species"] == np.where(merged.obs["source"] == "m", "mouse", "human")).all()
+    assert merged["rna"].n_vars == human["rna"].n_vars  # every mouse gene joined its human ortholog
+    # ATAC of a mouse input in a two-species run: refused before anything is merged
+    sim, _ = hc.data.simulate_multiome(30, n_genes=20, n_tfs=2, n_proteins=4, species="mouse", seed=0)
+    sim.write(tmp_path / "msim.h5mu")
+    (tmp_path / "second").mkdir()
+    argv, out2 = _pretrain(tmp_path / "second", {"datasets": {"msim.h5mu": {"species": "mouse"}}},
+                           [real[0], tmp_path / "msim.h5mu"])  # fmt: skip
+    _fails(capsys, argv, ["data set 'msim' (mouse) brings ATAC to a pretraining of several species", "modalities"])
+    assert not out2.parent.exists()

@@ -100,3 +100,23 @@ def test_model_uses_no_private_data_module():
     for path in (SRC / "model").rglob("*.py"):
         text = path.read_text()
         assert not re.search(r"data\._(mosaic|streaming|access)", text), path.name
+
+
+def test_every_subpackage_can_be_imported_first():
+    """``from holocell.train import TrainingConfig`` as a script's first holocell import used to fail with a circular
+    import (train -> data -> model -> train). Each subpackage is imported into an interpreter with no holocell module
+    loaded (a child process, so this test's own imports do not hide the cycle)."""
+    import subprocess
+    import sys
+
+    subpackages = sorted(p.name for p in SRC.iterdir() if (p / "__init__.py").is_file())
+    code = (
+        "import importlib, sys\n"
+        f"for name in {subpackages!r}:\n"
+        "    for key in [k for k in sys.modules if k == 'holocell' or k.startswith('holocell.')]:\n"
+        "        del sys.modules[key]\n"
+        "    importlib.import_module('holocell.' + name)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert len(subpackages) >= 8, subpackages

@@ -197,7 +197,32 @@ def test_duplicated_cell_names_in_a_modality(mdata):
         mdata.update()
     with pytest.raises(ValueError, match="(?i)duplicated cell names") as err:
         _setup(mdata)
-    assert "obs_names_make_unique" in str(err.value)
+    # the fix keeps each cell's modalities together (obs_names_make_unique per modality can pair them wrongly)
+    assert "index_unique='_'" in str(err.value) and "Not obs_names_make_unique()" in str(err.value)
+
+
+def test_duplicated_cell_names_across_samples_name_a_fix_that_runs(mdata):
+    """Two samples with colliding barcodes: the suggested prefix runs on a MuData (obs_names_make_unique() on an
+    axis-0 MuData raises TypeError) and keeps each cell's RNA with its own protein."""
+    import anndata as ad
+
+    samples = {}
+    for i, s in enumerate(["s1", "s2"]):  # the same barcodes in both samples
+        part = mdata[mdata.obs_names[i::2]].copy()
+        barcode = dict(zip(part.obs_names, [f"cell{j}" for j in range(part.n_obs)], strict=True))
+        samples[s] = {k: a.copy() for k, a in part.mod.items()}
+        for a in samples[s].values():
+            a.obs["batch"] = part.obs.loc[a.obs_names, "batch"].to_numpy()
+            a.obs_names = [barcode[c] for c in a.obs_names]
+    both = MuData({k: ad.concat({s: samples[s][k] for s in samples}, index_unique="_", merge="same") for k in mdata.mod})
+    both.obs["batch"] = pd.concat([a.obs["batch"] for a in both.mod.values()]).groupby(level=0).first()
+    assert both.obs_names.is_unique and both.n_obs == mdata.n_obs
+    # each cell keeps its own protein: the same values as before, under the prefixed name
+    orig = {f"cell{j}_{s}": c for s, i in (("s1", 0), ("s2", 1)) for j, c in enumerate(mdata.obs_names[i::2])}
+    names = both["protein"].obs_names
+    expected = mdata["protein"][[orig[n] for n in names]].X
+    assert (abs(both["protein"].X - expected)).sum() == 0
+    _setup_ok(both)
 
 
 def test_zero_features_names_fix():
@@ -385,3 +410,18 @@ def test_a_modality_named_twice_is_refused(mdata):
     with pytest.raises(ValueError, match="`modalities` names 'rna' twice"):
         _setup(mdata, modalities={"rna": "rna", "rna_layer": "atac"})
     assert _snapshot(mdata) == before
+
+
+def test_counts_kept_in_raw_get_a_fix_that_runs(mdata):
+    """scanpy's layout (counts in .raw, normalised .X): both errors name .raw and how to use it, and the fix runs."""
+    rna = mdata["rna"]
+    rna.raw = rna.copy()
+    rna.X = sp.csr_matrix(np.log1p(rna.X.toarray() / np.maximum(rna.X.sum(axis=1), 1) * 1e4))
+    with pytest.raises(ValueError, match="looks normalised") as err:
+        _setup(mdata)
+    assert "mdata['rna'].raw[:, mdata['rna'].var_names].X" in str(err.value)
+    with pytest.raises(KeyError, match="not in mdata.mod") as err:
+        _setup(mdata, rna_layer="counts")
+    assert ".raw go to a layer first" in str(err.value)
+    mdata["rna"].layers["counts"] = mdata["rna"].raw[:, mdata["rna"].var_names].X
+    _setup_ok(mdata, rna_layer="counts")

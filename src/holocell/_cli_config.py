@@ -71,6 +71,7 @@ DATASET = (
     Rule("modalities", dict, required=False),
     Rule("batch_key", str, required=False, null=True),
     Rule("layers", dict, required=False, null=True),
+    Rule("species", str, required=False, choices=tuple(SPECIES)),
 )
 #: ``train`` options that need Python objects, which a JSON config cannot hold (the values they may take here).
 OBJECT_OPTIONS = {"callbacks": (None,), "plugins": (None,), "logger": (None, False)}

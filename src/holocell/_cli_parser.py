@@ -243,7 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     grn = command("grn", "rank TF -> target edges from the model (hc.tl.grn)")
     _output_arguments(grn)
-    grn.add_argument("--tfs", type=_names, default=None, help="regulators, comma-separated (None: known TFs)")
+    grn.add_argument(
+        "--tfs", type=_names, default=None,
+        help="regulators, comma-separated (default: the RNA var['is_tf'] genes if that column exists, else every "
+             "gene that regulates another in Pathway Commons' controls-expression-of edges, TFs or not; else all genes)",
+    )  # fmt: skip
     grn.add_argument(
         "--targets", type=_names, default=None, help="targets, comma-separated (None: all genes)"
     )

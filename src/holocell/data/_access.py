@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import numbers
 import os
+import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -204,6 +205,16 @@ __all__ = ["batch_codes", "closes_backed_path", "mudata_arrays", "read_backed", 
 def update_axes(mdata: MuData) -> None:
     """``mdata.update()`` after holocell added or removed a modality, without pulling the modalities' ``.obs``
     columns into the global ``.obs`` (mudata's default in 0.3 copies every modality-only column, e.g. ``rna:qc``)
-    or re-typing the user's global ``.var`` columns: only the cell and feature axes and their maps change."""
-    with mudata.set_options(pull_on_update=False):
+    or re-typing the user's global ``.var`` columns: only the cell and feature axes and their maps change.
+
+    The option is set and put back without ``with mudata.set_options(...)``: entering that context calls the
+    module-level ``logging.info``, which gives the root logger a handler (``logging.basicConfig``) when it has
+    none, so that the user's own ``logging.basicConfig`` later does nothing. Python's ``random`` state is put back
+    too: ``update`` draws temporary column names from it."""
+    previous = mudata.set_options(pull_on_update=False).opts  # the values it replaced
+    state = random.getstate()
+    try:
         mdata.update()
+    finally:
+        mudata.set_options(**previous)
+        random.setstate(state)

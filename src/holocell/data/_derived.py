@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from ..model._safe_write import write_beside
 from . import _convert, _registry
 from ._download import read_stamp, write_stamp
 from ._registry import CACHE_DIR_ENV, RegistryEntry, _prepare_cache, cache_dir, fetch, register, sha256sum
@@ -161,6 +160,10 @@ def fetch_converted(entry: RegistryEntry, *, progressbar: bool = True) -> Path:
     paths = {source.split(":", 1)[1]: fetch(source, progressbar=progressbar) for source in entry.sources}
     data = CONVERTERS[entry.name](paths)
     _prepare_cache(folder)
+    from ..model._safe_write import (
+        write_beside,  # lazily: holocell.model imports holocell.train, which imports data
+    )
+
     with write_beside(
         target, lambda p: _ours(p, stamp_path), lambda p: _refusal(p, stamp_path, entry), target.suffix
     ) as tmp:

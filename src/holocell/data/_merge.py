@@ -4,6 +4,9 @@ Anchors are built per MuData, so a model trained over several data sets needs th
 object. Each input's modalities are renamed to holocell's (``rna``, ``atac``, ``protein``), cells
 are prefixed with the data set name, batches become ``<name>:<batch>``, and a modality an input
 lacks is simply absent for its cells (masked, as in any mosaic). Features are joined by name;
+data sets of different species are first put on the shared human anchors (each RNA feature renamed to its anchor,
+:func:`holocell.vocab.rename_to_anchors`), so a mouse gene and its one-to-one human ortholog become one feature, and
+each cell's species is recorded in ``obs["species"]`` (set up with ``species_key="species"``);
 a feature one input does not measure is **masked** in that input's cells, never read as a zero:
 the merged modality carries a presence table, ``varm["holocell_measured"]`` (features x data sets,
 bool) with ``uns["holocell_measured_by"] = "source"`` (the ``obs`` column naming each cell's data
@@ -23,11 +26,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..vocab import MODALITIES, map_proteins_to_genes
+from ..vocab import MODALITIES, map_proteins_to_genes, rename_to_anchors
 from ._mosaic import MEASURED_BY_KEY, MEASURED_KEY
 
 BATCH_KEY = "batch"
 SOURCE_KEY = "source"
+SPECIES_KEY = "species"
 _RNA_COORDS = {"chrom": "none", "tss": -1e9, "strand": "+"}  # for genes without coordinates
 
 
@@ -47,6 +51,9 @@ class MergeInput:
         Column of ``mdata.obs`` with batches (None: the whole data set is one batch).
     layers
         holocell modality -> layer with raw counts (missing: ``.X``).
+    species
+        ``"human"`` or ``"mouse"``: the species of its cells and feature names (``None``: the merge's
+        ``species``).
     """
 
     name: str
@@ -54,16 +61,31 @@ class MergeInput:
     modalities: Mapping[str, str]
     batch_key: str | None = None
     layers: Mapping[str, str] | None = None
+    species: str | None = None
 
 
-def merge_for_pretraining(inputs: Sequence[MergeInput]) -> md.MuData:
+def merge_for_pretraining(inputs: Sequence[MergeInput], species: str = "human") -> md.MuData:
     """One mosaic MuData with modalities ``rna`` / ``atac`` / ``protein`` and ``obs["batch"]``, ``obs["source"]``.
 
-    Set it up with ``modalities={m: m for m in merged.mod}`` and ``batch_key="batch"``.
+    Set it up with ``modalities={m: m for m in merged.mod}`` and ``batch_key="batch"``. When the inputs are of more
+    than one species (``MergeInput.species``, default ``species``), the RNA features are the shared human anchors and
+    ``obs["species"]`` holds each cell's species: set it up with ``species="human"``, ``species_key="species"`` and
+    ``gene_id_type="symbol"`` (:func:`mixed_species`). Their ATAC must then come from human inputs only: peaks are
+    linked to genes of one genome, on the human anchors.
     """
     names = [i.name for i in inputs]
     if len(set(names)) != len(names):
         raise ValueError(f"Data set names must be unique, got {names}.")
+    of = {i.name: i.species or species for i in inputs}
+    mixed = len(set(of.values())) > 1
+    if mixed:
+        atac = [i.name for i in inputs if "atac" in i.modalities and of[i.name] != "human"]
+        if atac:
+            raise ValueError(
+                f"{atac}: ATAC of {[of[n] for n in atac]} cells in a pretraining of several species; peaks are linked "
+                "to genes of one genome on the human anchors, so only human inputs may bring ATAC. Leave their ATAC "
+                "out, or pretrain that species on its own."
+            )
     parts: dict[str, list[ad.AnnData]] = {m: [] for m in MODALITIES}
     for item in inputs:
         for m, key in item.modalities.items():
@@ -71,12 +93,23 @@ def merge_for_pretraining(inputs: Sequence[MergeInput]) -> md.MuData:
                 raise ValueError(f"{item.name}: unknown modality {m!r}; use keys from {list(MODALITIES)}.")
             if key not in item.mdata.mod:
                 raise KeyError(f"{item.name}: no modality {key!r} in mdata.mod ({list(item.mdata.mod)}).")
-            parts[m].append(_part(item, m, item.mdata.mod[key]))
+            part = _part(item, m, item.mdata.mod[key])
+            if mixed and m == "rna":  # the report's columns would clash between inputs: only the names change
+                part = rename_to_anchors(part, species=of[item.name])
+                part.var = part.var.drop(columns=["original_name", "how"])
+            parts[m].append(part)
     joined = {m: _join(m, p) for m, p in parts.items() if p}
     merged = md.MuData(joined)
     obs = pd.concat([a.obs for a in joined.values()])
     merged.obs = obs[~obs.index.duplicated()].loc[merged.obs_names]
+    if mixed:
+        merged.obs[SPECIES_KEY] = merged.obs[SOURCE_KEY].astype(str).map(of).to_numpy()
     return merged
+
+
+def mixed_species(merged: md.MuData) -> bool:
+    """Whether ``merged`` (:func:`merge_for_pretraining`) holds cells of several species (``obs["species"]``)."""
+    return SPECIES_KEY in merged.obs
 
 
 def _part(item: MergeInput, m: str, adata: ad.AnnData) -> ad.AnnData:
@@ -131,4 +164,4 @@ def _join(m: str, parts: list[ad.AnnData]) -> ad.AnnData:
     return a
 
 
-__all__ = ["MergeInput", "merge_for_pretraining"]
+__all__ = ["MergeInput", "merge_for_pretraining", "mixed_species"]

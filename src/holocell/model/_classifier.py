@@ -7,8 +7,9 @@ single-modality cells in the same space, so the head also labels cells measured 
 view-consistency term pulls the head's prediction from each single modality of a multi-modal cell towards its
 prediction from all of them, so unlabelled paired cells bridge the reference's modalities and the query's. A tenth of
 the reference cells is held out: the run stops when their loss stops falling, and a softmax temperature fitted on
-them calibrates the confidence. The head starts at a logistic regression on the frozen cell states. The user's
-model is not changed.
+them calibrates the confidence. The head starts at a logistic regression on the frozen cell states. Every parameter
+of the copy is trained, also those the user's model holds frozen. The user's model is not changed, and neither is
+the global random state of torch.
 """
 
 from __future__ import annotations
@@ -70,10 +71,14 @@ def finetune_classifier(
 ) -> FinetunedClassifier:
     """Fine-tune a copy of ``model``'s module with a cell-type head.
 
+    Every parameter of the copy is trained, also those ``model`` holds frozen (``requires_grad`` False, e.g. after
+    :meth:`~holocell.HoloCell.load_query_data`): the caller asked for fine-tuning. The run is seeded by ``seed``
+    under a fork of torch's random state, so the caller's global torch random state is as it was.
+
     Parameters
     ----------
     model
-        The trained model (left unchanged).
+        The trained model (left unchanged, its frozen parameters frozen).
     arrays
         Checked counts of all cells (``model._arrays``).
     codes
@@ -96,14 +101,34 @@ def finetune_classifier(
         as common ones in total).
     device, seed, progress_bar
         Where to train, the seed of the split, the order and the head, and the progress display.
+
+    Returns
+    -------
+    The fine-tuned copy, its head and the calibrated temperature.
     """
+    cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []  # manual_seed seeds them all
+    with torch.random.fork_rng(devices=cuda):  # seeds torch for the run, then restores the caller's state
+        torch.manual_seed(seed)
+        return _finetune(
+            model, arrays, codes, classes, max_epochs=max_epochs, lr=lr, classification_weight=classification_weight,
+            balance_classes=balance_classes, consistency_weight=consistency_weight, batch_size=batch_size,
+            patience=patience, device=device, seed=seed, progress_bar=progress_bar,
+        )  # fmt: skip
+
+
+def _finetune(
+    model, arrays, codes, classes, *, max_epochs, lr, classification_weight, balance_classes, consistency_weight,
+    batch_size, patience, device, seed, progress_bar,
+) -> FinetunedClassifier:  # fmt: skip
+    """:func:`finetune_classifier`'s run (the caller seeds torch and restores its random state)."""
     rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
     labelled = np.flatnonzero(codes >= 0)
     held = rng.choice(labelled, size=max(1, len(labelled) // 10), replace=False) if len(labelled) >= 20 else labelled[:0]
     train_codes = codes.copy()
     train_codes[held] = -1
     module = copy.deepcopy(model.module).to(device)
+    for p in module.parameters():  # frozen ones too (e.g. a query model's): fine-tuning was asked for
+        p.requires_grad_(True)
     head = _warm_start(model, module, arrays, train_codes, len(classes), batch_size, device, seed)
     weights = _class_weights(train_codes, len(classes), device) if balance_classes else None
     optimiser = torch.optim.AdamW(

@@ -137,7 +137,10 @@ def check_counts(x, name: str, m: str, *, chunk: int = CHUNK_VALUES) -> None:
     if np.issubdtype(dtype, np.unsignedinteger):
         return  # unsigned integers are always counts
     is_float = np.issubdtype(dtype, np.floating)
-    layer_hint = f"pass the layer that holds them ({m}_layer='counts')"
+    layer_hint = (
+        f"pass the layer that holds them ({m}_layer='counts'); counts kept in .raw go to a layer first: "
+        f"mdata[{name!r}].layers['counts'] = mdata[{name!r}].raw[:, mdata[{name!r}].var_names].X"
+    )
     fractional = 0
     for values in value_chunks(x, name, chunk):
         if values.size == 0:

@@ -119,6 +119,20 @@ def one_feature_message(model, target: str) -> str:
     )
 
 
+def forget_axes(mdata: MuData, key: str) -> None:
+    """Drop mudata's record of the cell and feature names of a removed modality ``key``.
+
+    ``MuData.update`` rebuilds the axes only when a modality's names differ from the ones it recorded (a hash
+    per modality name, kept after the modality is removed). A modality added again under the same name with the
+    same cells was taken as unchanged, so it got no entry in ``obsmap`` / ``varmap`` (nor its features in
+    ``mdata.var``), and ``mdata[cells]`` raised ``KeyError``; forgetting the record makes it a new modality.
+    """
+    for record in ("_obshash", "_varhash"):
+        hashes = getattr(mdata, record, None)
+        if isinstance(hashes, dict):
+            hashes.pop(key, None)
+
+
 class InferenceMixin:
     """:meth:`get_latent_representation` and :meth:`generate`, and the batching they share."""
 
@@ -277,7 +291,11 @@ class InferenceMixin:
             Generate every cell as if it came from this training batch (e.g. one where the target
             modality was measured); default: each cell's own batch.
         batch_size, device, seed
-            Batching, device, random seed.
+            Batching, device, random seed. With ``temperature > 0`` (or ``remasking="random"``) one random stream
+            runs through the mini-batches in order, so a cell's sample depends on the batching: on
+            ``batch_size`` (whose default depends on the model's size) and on which cells are in the call, not
+            on ``seed`` alone; the same call with the same ``seed`` gives the same samples. The deterministic
+            settings (``temperature=0`` with ``remasking="low_confidence"``, the default) do not depend on it.
         progress_bar
             Show a progress bar (``None``: follow :data:`holocell.settings` ``.progress_bar``).
         overwrite
@@ -369,6 +387,7 @@ class InferenceMixin:
             if key_added in mdata.mod:  # holocell's own earlier output (check_generated_key): removed first, as
                 del mdata.mod[key_added]  # mudata cannot update features renamed and filtered at once
                 update_axes(mdata)
+                forget_axes(mdata, key_added)
             mdata.mod[key_added] = generated
             update_axes(mdata)
         return generated

@@ -71,6 +71,14 @@ class TrainingMixin:
     ) -> None:
         """Train by masked discrete diffusion with Lightning.
 
+        Calling ``train`` again on a trained model (or on a transferred one) continues from its current weights
+        as a new run: the learning-rate warm-up and cosine schedule, the KL warm-up, the weight average
+        (``ema_decay``) and the epoch count start again, so ``train(2)`` then ``train(2)`` is not ``train(4)``;
+        ``history_`` is replaced by the new run's epochs, and ``train_indices_`` / ``validation_indices_`` by its
+        split. The validation cells are drawn from ``seed``: keep the same ``seed`` to keep them, as another seed
+        holds out cells the earlier run trained on (an optimistic validation loss and early stopping). To
+        continue an interrupted run instead, use ``checkpoint_dir`` with ``resume=True``.
+
         Parameters
         ----------
         max_epochs
@@ -92,7 +100,10 @@ class TrainingMixin:
             Decay of the exponential moving average of the weights that the model keeps at the
             end of training (``None``: keep the last weights).
         seed
-            Seeds the train/validation split, the shuffling and the diffusion masks of this run.
+            Seeds the train/validation split, the shuffling and the diffusion masks of this run: the same seed
+            gives the same trained model. The run seeds the process-wide generators for this; Python's
+            ``random``, NumPy's and torch's global random state and ``os.environ`` are put back as they were
+            when ``train`` returns (or raises).
         enable_progress_bar
             Show Lightning's progress bar (``None``: follow :data:`holocell.settings` ``.progress_bar``).
         plan_kwargs

@@ -7,8 +7,10 @@ that slot); anchors new to the reference start at the mean of the reference's ro
 small random initialisation. Batch embeddings are matched by batch name; new batches start from
 the reference's "unseen batch" row, which is what a zero-shot embedding of an unseen batch uses
 anyway. All other parameters are copied as they are; modules the reference lacks (e.g. ATAC parts
-when the reference had no ATAC) keep their fresh initialisation. Buffers are always the new
-model's own (they describe the new data's features).
+when the reference had no ATAC) keep their fresh initialisation. Buffers are the new model's own
+(they describe the new data's features), except the prior matrices' rows of shared anchors and
+the count decoder's learned library statistics (:data:`LEARNED_BUFFERS`), which come from the
+reference like its weights.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ _PER_SLOT_PREFIXES = ("network.counts.weight.", "network.counts.bias.", "network
 _PER_PEAK = ("network.counts.peak_factor", "network.counts.peak_bias", "network.cell.peak_in",
              "network.peak_embedding.weight")  # fmt: skip
 """Per-peak parameters: peaks are the data set's own, so a reference's are kept only for the same peaks."""
+LEARNED_BUFFERS = ("network.counts.typical_library", "network.counts.library_batches")
+"""Buffers learned in training, like the weights: the count decoder's typical library size of each modality (the
+depth its predictions are made at, e.g. ``generate(n_steps=0)``) and the number of mini-batches it averages. A
+transferred model keeps the reference's; fine-tuning continues the running average."""
 
 
 @dataclass
@@ -100,6 +106,9 @@ def map_state(
     info = TransferState()
     new_state = {}
     for key, new in state.items():
+        if key in LEARNED_BUFFERS and key in ref_state and ref_state[key].shape == new.shape:
+            new_state[key] = ref_state[key].to(new.dtype)
+            continue
         if key in buffers:
             new_state[key] = _prior_rows(key, new, ref_state, src)
             continue
@@ -164,7 +173,8 @@ def _slot_exists(space: FeatureSpace, modality: str, src: np.ndarray | None = No
 def _prior_rows(key: str, new: torch.Tensor, ref_state: dict[str, torch.Tensor], src: np.ndarray) -> torch.Tensor:
     """A buffer of the new model; for a prior matrix, the reference's rows for the anchors it had (its own GRN
     edges included, which a checkpoint keeps only there), so that a shared gene's anchor embedding is the
-    reference's. Other buffers, and anchors new to the reference, keep the new model's values."""
+    reference's. Other buffers (but :data:`LEARNED_BUFFERS`), and anchors new to the reference, keep the new
+    model's values."""
     old = ref_state.get(key)
     if not key.startswith("network.prior_") or old is None or old.shape[1:] != new.shape[1:]:
         return new

@@ -91,7 +91,7 @@ def validate_setup(
             f"species must be one of {list(SPECIES)}, got {species!r}. holocell's gene tables cover "
             "these species only; pass species='human' or species='mouse'."
         )
-    _check_unique(mdata.obs_names, "cell names (mdata.obs_names)", "mdata.obs_names_make_unique()")
+    _check_unique(mdata.obs_names, "cell names (mdata.obs_names)", SAME_PREFIX_FIX)
     check_modality_keys(mdata, modalities)
     for m, name in modalities.items():
         if name not in mdata.mod:
@@ -107,19 +107,21 @@ def validate_setup(
                 f"Modality {name!r} has shape {adata.shape}; it needs cells and features. Leave it out "
                 f"of `modalities`, or pass the modality that holds the data."
             )
-        _check_unique(
-            adata.obs_names,
-            f"cell names in modality {name!r}",
-            f"mdata.mod[{name!r}].obs_names_make_unique(), then mdata.update()",
-        )
+        _check_unique(adata.obs_names, f"cell names in modality {name!r}", SAME_PREFIX_FIX)
         _check_unique(
             adata.var_names, f"feature names in modality {name!r}", f"mdata.mod[{name!r}].var_names_make_unique()"
         )
         layer = layers.get(m)
         if layer is not None and layer not in adata.layers:
+            raw = (
+                f" Counts kept in .raw go to a layer first: mdata[{name!r}].layers[{layer!r}] = "
+                f"mdata[{name!r}].raw[:, mdata[{name!r}].var_names].X."
+                if adata.raw is not None
+                else ""
+            )
             raise KeyError(
                 f"Layer {layer!r} not in mdata.mod[{name!r}].layers; available: {list(adata.layers)}. "
-                f"Pass {m}_layer=None to use .X, or the name of the layer with raw counts."
+                f"Pass {m}_layer=None to use .X, or the name of the layer with raw counts.{raw}"
             )
         x = adata.X if layer is None else adata.layers[layer]
         check_counts(x, name, m)
@@ -221,6 +223,16 @@ def check_name_case(var_names: pd.Index, name: str, species: str, gene_id_type: 
         HoloCellWarning,
         stacklevel=4,
     )
+
+
+#: How to make cell names unique without pairing one cell's RNA with another's ATAC: ``obs_names_make_unique`` numbers
+#: the repeats per modality, so a cell missing from one modality shifts the numbers (and it fails on a MuData).
+SAME_PREFIX_FIX = (
+    "the same rule in every modality, e.g. add each sample's name to its cells' names before the MuData is built "
+    "(anndata.concat({'s1': a1, 's2': a2}, index_unique='_') per modality makes '<barcode>_s1', or "
+    "adata.obs_names = 's1_' + adata.obs_names), then mdata.update(). Not obs_names_make_unique() per modality: it "
+    "numbers repeats in each modality's own order, so a cell missing from one modality pairs the others wrongly"
+)
 
 
 def _check_unique(names: pd.Index, what: str, fix: str) -> None:

@@ -11,7 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._checks import require_modality, require_obs_column, shown
-from ._utils import finish, new_axes
+from ._utils import NA_COLOR, finish, group_colors, groups_of, new_axes
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -157,13 +157,15 @@ def generated_vs_measured(
     layer
         Layer of the measured data with raw counts (default ``.X``).
     color
-        Column of ``mdata.obs`` to colour the cells by (e.g. the cell type).
+        Column of ``mdata.obs`` to colour the cells by (e.g. the cell type): one colour per group, in the order of
+        a categorical's categories (sorted values otherwise); cells without a value are grey (``"nan"``).
     ax
         Axes to draw on (default: a new figure).
     show
         Show the figure (default: unless ``ax`` or ``save`` is given).
     save
-        Write the figure to this path (format from the extension).
+        Write the figure to this path (format from the extension); a figure the plot made is then closed, as
+        scanpy does, unless it is shown on screen.
 
     Returns
     -------
@@ -194,11 +196,13 @@ def generated_vs_measured(
         ax.set_ylabel("generated accessibility")
     else:
         if color is not None:
-            # object -> str: a missing label is the group 'nan' on pandas 2 and 3 alike (pandas 3 keeps NaN)
-            labels = np.asarray(mdata.obs.loc[cells, color], dtype=object).astype(str)
-            for k, name in enumerate(pd.unique(labels)):
-                sel = labels == name
-                ax.scatter(x[sel], y[sel], s=6, alpha=0.7, color=f"C{k % 10}", label=name)
+            # one colour per group, in the column's order (its categories; sorted values otherwise), so that a
+            # group has the same colour in every plot; cells without a label are the group 'nan', in grey
+            codes, order = groups_of(mdata.obs.loc[cells, color])
+            for k, (name, c) in enumerate(zip([*order, "nan"], [*group_colors(len(order)), NA_COLOR], strict=True)):
+                sel = codes == (k if k < len(order) else -1)
+                if sel.any():
+                    ax.scatter(x[sel], y[sel], s=6, alpha=0.7, color=c, label=name)
             ax.legend(fontsize=6, markerscale=2, frameon=False, bbox_to_anchor=(1, 1), loc="upper left")
         else:
             ax.scatter(x, y, s=6, alpha=0.6, color="C0")
@@ -243,7 +247,8 @@ def feature_scores(
     others
         More distributions to draw beside holocell's, e.g. ``{"kNN": scores}`` (one value per feature).
     ax, show, save
-        Axes to draw on; show the figure (default: unless ``ax`` or ``save`` is given); write it to a path.
+        Axes to draw on; show the figure (default: unless ``ax`` or ``save`` is given); write it to a path (a
+        figure the plot made is then closed, as scanpy does, unless it is shown on screen).
 
     Returns
     -------
@@ -273,8 +278,8 @@ def feature_scores(
     labels = [f"{k}\n(median {np.median(v):.2f})" if len(v) else f"{k}\n(none)" for k, v in series.items()]
     ax.boxplot(list(series.values()), tick_labels=labels, showfliers=False)
     rng = np.random.default_rng(0)
-    for k, values in enumerate(series.values()):
-        ax.scatter(k + 1 + rng.uniform(-0.15, 0.15, len(values)), values, s=4, alpha=0.5, color=f"C{k % 10}")
+    for k, (values, c) in enumerate(zip(series.values(), group_colors(len(series)), strict=True)):
+        ax.scatter(k + 1 + rng.uniform(-0.15, 0.15, len(values)), values, s=4, alpha=0.5, color=c)
     if metric == "auroc":
         ax.axhline(0.5, color="0.5", lw=0.8, ls="--")
     ax.set_ylabel("per-feature Pearson r" if metric == "pearson" else "per-feature AUROC")

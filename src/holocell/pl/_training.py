@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ._checks import model_table, require_table, shown
-from ._utils import finish, new_axes
+from ._utils import finish, group_colors, new_axes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -39,7 +39,8 @@ def training_history(
     logy
         Logarithmic y axis.
     ax, show, save
-        Axes to draw on; show the figure (default: unless ``ax`` or ``save`` is given); write it to a path.
+        Axes to draw on; show the figure (default: unless ``ax`` or ``save`` is given); write it to a path (a
+        figure the plot made is then closed, as scanpy does, unless it is shown on screen).
 
     Returns
     -------
@@ -50,12 +51,20 @@ def training_history(
     TypeError
         ``model`` is neither a HoloCell nor a DataFrame.
     ValueError
-        The model is not trained, or there is no column to draw.
+        The model is not trained, or was loaded from disk (``history_`` is not saved with a model), or there is
+        no column to draw.
     KeyError
         ``keys`` names a column ``history_`` lacks (the message lists its columns). Nothing is drawn or saved.
     """
     given_ax = ax is not None
     history = model_table(model, "history_", fallback="its history_ DataFrame")
+    if history is None and getattr(model, "is_trained_", False):  # trained, then saved and loaded
+        raise ValueError(
+            "This model is trained, but has no training history: history_ is not saved with a model, so a model "
+            "from HoloCell.load (or load_pretrained) has none. Plot it in the session that trained the model, or "
+            "keep it yourself before saving (model.history_.to_csv(path)) and pass that DataFrame: "
+            "hc.pl.training_history(pd.read_csv(path, index_col='epoch'))."
+        )
     if history is None or len(history) == 0:
         raise ValueError("The model has no training history yet: call model.train(...) first.")
     if keys is None:
@@ -72,11 +81,9 @@ def training_history(
         raise KeyError(f"history_ has no columns {missing} (keys=); it has {list(history.columns)}.")
     ax = new_axes(ax, (4.5, 3.2))
     epochs = np.asarray(history.index, dtype=float)
-    for k, key in enumerate(keys):
+    for key, c in zip(keys, group_colors(len(keys)), strict=True):
         style = "--" if str(key).startswith(("validation", "val_")) else "-"
-        ax.plot(
-            epochs, history[key].to_numpy(dtype=float), style, color=f"C{k % 10}", label=str(key), marker="."
-        )
+        ax.plot(epochs, history[key].to_numpy(dtype=float), style, color=c, label=str(key), marker=".")
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
@@ -101,7 +108,8 @@ def transfer_report(
         A model from :meth:`~holocell.HoloCell.load_pretrained` (with data) or
         :meth:`~holocell.HoloCell.load_query_data`, or its ``transfer_report_`` DataFrame.
     ax, show, save
-        Axes to draw on; show the figure (default: unless ``ax`` or ``save`` is given); write it to a path.
+        Axes to draw on; show the figure (default: unless ``ax`` or ``save`` is given); write it to a path (a
+        figure the plot made is then closed, as scanpy does, unless it is shown on screen).
 
     Returns
     -------

@@ -17,6 +17,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import pandas as pd
+
 from ..data._registry import sha256sum
 
 if TYPE_CHECKING:
@@ -37,15 +40,64 @@ def finish(ax: Axes, show: bool | None, save: str | os.PathLike[str] | None, giv
     """Write the figure to ``save`` (format from its extension) and show it.
 
     ``show=None`` shows the figure unless the caller passed its own ``ax`` (it is then composing a larger
-    figure) or asked for a file.
+    figure) or asked for a file. A figure the plot made itself (no ``ax`` given) and saved is closed afterwards,
+    as scanpy closes the figures it saves, unless it is on screen (shown with an interactive backend): a loop of
+    saved plots no longer keeps every figure open. The returned Axes stays usable (its ``figure`` can still be
+    drawn or saved); a figure of the caller's own ``ax`` is left open.
     """
     import matplotlib.pyplot as plt
 
     if save is not None:
         save_figure(ax.figure, save)
-    if show if show is not None else not given_ax and save is None:
+    shown = show if show is not None else not given_ax and save is None
+    if shown:
         plt.show()
+    if save is not None and not given_ax and not (shown and on_screen(ax.figure)):
+        plt.close(ax.figure)
     return ax
+
+
+def on_screen(figure) -> bool:
+    """Whether ``figure`` is drawn by an interactive backend (a window; not Agg, PDF, SVG or Jupyter's inline
+    backend, which only renders images)."""
+    return getattr(figure.canvas, "required_interactive_framework", None) is not None
+
+
+NA_COLOR = "lightgray"
+"""Colour of the cells whose group is missing (scanpy's ``na_color``)."""
+
+
+def group_colors(n: int) -> list:
+    """``n`` distinct colours, one per group: the style's colour cycle (``"C0"``, ``"C1"``, ...) when it has ``n``
+    or more, else matplotlib's ``tab20`` up to 20 groups, else ``n`` samples of the ``turbo`` colormap."""
+    import matplotlib
+
+    n_cycle = len(matplotlib.rcParams["axes.prop_cycle"].by_key().get("color", []))
+    if n <= n_cycle:
+        return [f"C{k}" for k in range(n)]
+    if n <= 20:
+        return list(matplotlib.colormaps["tab20"].colors[:n])
+    return [tuple(c) for c in matplotlib.colormaps["turbo"].resampled(n)(np.arange(n))]
+
+
+def groups_of(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Each cell's group (its position in the groups; -1 for a missing value) and the group names in order: a
+    categorical's categories in their order (all of them, so that a group keeps its colour in every plot of the
+    column), else the sorted unique values."""
+    missing = values.isna().to_numpy()
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        order = [str(c) for c in values.cat.categories]
+    else:
+        unique = pd.unique(values[~missing].to_numpy(dtype=object))
+        try:
+            unique = sorted(unique)
+        except TypeError:  # mixed types
+            unique = sorted(unique, key=str)
+        order = list(dict.fromkeys(str(v) for v in unique))
+    names = np.asarray(values.to_numpy(dtype=object)).astype(str)
+    codes = pd.Index(order).get_indexer(names)
+    codes[missing] = -1
+    return codes, order
 
 
 #: written into every saved figure's metadata (the record of what may be replaced is :data:`FIGURES_MANIFEST`)

@@ -18,6 +18,7 @@ from ..model._args import check_count, check_weight
 from ..model._inference import modality_names, without_modalities
 from ._compat import legacy_positional
 from ._keys import check_key_added, check_outputs, working_copy
+from ._labels import missing_spellings_hint, predicted_labels, reference_labels
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -35,8 +36,7 @@ CLASS_WEIGHT: Literal["auto", "balanced"] | None = "auto"
 """Default class weighting: ``"auto"``, i.e. ``"balanced"`` for the fine-tuned head and none for the frozen logistic
 regression (each chosen on validation tasks; balanced weights lost accuracy on the frozen one, docs/design.md)."""
 CLASS_WEIGHTS = ("auto", "balanced", None)
-UNKNOWN = "unknown"
-"""Label of query cells whose confidence is below ``unknown_threshold``."""
+DEFAULT_REP = "X_holocell"
 
 
 @legacy_positional("labels_key", "query")
@@ -48,7 +48,7 @@ def annotate(
     query: Sequence[bool] | Sequence[str] | None = None,
     reference: Sequence[bool] | Sequence[str] | None = None,
     method: Literal["knn", "classifier", "both", "finetune"] = "both",
-    use_rep: str = "X_holocell",
+    use_rep: str | None = None,
     modality: str | Sequence[str] | None = None,
     n_neighbors: int = 15,
     unknown_threshold: float | None = None,
@@ -77,17 +77,26 @@ def annotate(
       is held out to stop the run, to choose the epoch kept (0, the frozen-state classifier the head starts
       from, when fine-tuning does not beat it there) and to calibrate the confidence (a softmax temperature).
       On cells measured with several modalities the head's prediction from each modality alone is pulled
-      towards the one from all of them (``consistency_weight``). ``model`` is not changed.
+      towards the one from all of them (``consistency_weight``). Every parameter of the copy is trained, also
+      those that ``model`` holds frozen (e.g. after :meth:`~holocell.HoloCell.load_query_data`, which freezes by
+      default); ``model`` itself is not changed, and stays frozen.
+
+    The predicted labels keep the type of the reference labels: integer, bool or float labels (e.g. cluster
+    numbers) are predicted as those values, not as their text, so ``mdata.obs[key_added] == mdata.obs[labels_key]``
+    compares them by value (a categorical ``labels_key``: its categories' type). Labels of mixed types are read as
+    their text (``str``).
 
     Parameters
     ----------
     mdata
         MuData with ``labels_key`` in ``mdata.obs``.
     model
-        Trained :class:`~holocell.HoloCell`; used when ``mdata.obsm[use_rep]`` is absent (the
-        embeddings are computed, not stored). May be ``None`` when ``use_rep`` exists.
+        Trained :class:`~holocell.HoloCell`; used when ``mdata.obsm[use_rep]`` is absent or ``modality`` is given
+        (the embeddings are computed, not stored). May be ``None`` when ``use_rep`` exists.
     labels_key
-        Column of ``mdata.obs`` with the reference labels.
+        Column of ``mdata.obs`` with the reference labels. Missing values (NaN, None) mark unlabelled cells; a label
+        that spells one (``"nan"``, ``"None"``, ``""``, e.g. after ``.astype(str)``) is a class like any other, with
+        a :class:`~holocell.HoloCellWarning` giving the number of reference cells that have it.
     query
         Cells to label: a boolean mask over ``mdata.obs_names`` or a list of obs names. Default:
         the cells whose label is missing.
@@ -96,15 +105,20 @@ def annotate(
     method
         ``"knn"``, ``"classifier"``, ``"both"`` or ``"finetune"`` (needs ``model``).
     use_rep
-        ``.obsm`` key of existing embeddings.
+        ``.obsm`` key of existing embeddings (default ``"X_holocell"``, what :func:`~holocell.tl.embed` writes).
+        Not read when ``modality`` is given: ``ValueError`` if both are given and ``mdata.obsm[use_rep]`` exists.
     modality
-        Embed from this modality (or list) only, when embeddings are computed.
+        Embed from this modality (or list) only: the embeddings are then computed by ``model`` (needed), even when
+        ``mdata.obsm[use_rep]`` exists, since stored embeddings may come from other modalities. Default: every
+        modality each cell has (``"finetune"``), or the stored embeddings when they exist.
     n_neighbors
         Neighbours of the kNN vote.
     unknown_threshold
         Query cells whose confidence (probability of the best label) is below this value are labelled
-        ``"unknown"`` instead, e.g. cells of a type the reference lacks. ``None`` (default) always
-        predicts a reference label.
+        ``"unknown"`` instead, e.g. cells of a type the reference lacks; with labels that are not text (numbers,
+        bools) they get a missing label (NaN) instead, so the categories keep the labels' type (their confidence,
+        below the threshold, tells them from cells left out). A reference class named ``"unknown"`` is refused
+        (``ValueError``: rename it). ``None`` (default) always predicts a reference label.
     max_epochs
         ``"finetune"``: epochs over the cells at most (early stopping on the held-out reference cells).
     classification_weight
@@ -125,16 +139,18 @@ def annotate(
     batch_size, device, progress_bar
         ``"finetune"``: cells per step (default 128), where to train, progress display.
     seed
-        Seed of the classifier.
+        Seed of the classifier (and of the fine-tuning: the global random state of torch is left as it was).
     copy
         Work on and return a copy instead of modifying ``mdata``.
 
     Returns
     -------
     ``None``, or the modified copy when ``copy=True``. Writes ``mdata.obs[key_added]`` (predicted
-    label of query cells, categorical, NaN elsewhere; ``"unknown"`` below ``unknown_threshold``),
-    ``mdata.obs[f"{key_added}_confidence"]`` (probability of the best label, NaN outside the query)
-    and ``mdata.uns[key_added]`` (``"params"`` and ``"classes"``). Cells without an embedding (measured in
+    label of query cells, categorical with the reference labels as categories, of their type; NaN elsewhere;
+    ``"unknown"`` or NaN below ``unknown_threshold``), ``mdata.obs[f"{key_added}_confidence"]`` (probability of
+    the best label, NaN outside the query) and ``mdata.uns[key_added]`` (``"params"``: the settings, with
+    ``use_rep`` when stored embeddings were read or ``modality`` (``"all"`` or the names) when ``model`` computed
+    them; ``"classes"``: the reference labels, of their type). Cells without an embedding (measured in
     none of the modalities read, or a NaN row of ``use_rep``) are left out of the reference, and as query
     cells get a NaN label and confidence, with a :class:`~holocell.HoloCellWarning` giving their count.
     """
@@ -167,6 +183,8 @@ def annotate(
             "pass another key_added (default 'holocell_label')."
         )
     check_outputs(mdata, key_added, "annotate", obs=[key_added, f"{key_added}_confidence"])
+    stored = _stored_embeddings(mdata, model, method, use_rep, modality)
+    use_rep = DEFAULT_REP if use_rep is None else use_rep
     mdata = working_copy(mdata, copy)
     labels = mdata.obs[labels_key]
     labelled = labels.notna().to_numpy()
@@ -175,7 +193,9 @@ def annotate(
     if (ref & ~labelled).any():
         raise ValueError(f"{int((ref & ~labelled).sum())} reference cells have no {labels_key!r} label.")
     if ref.sum() == 0 or q.sum() == 0:
-        raise ValueError(f"Need reference and query cells; got {int(ref.sum())} and {int(q.sum())}.")
+        hint = missing_spellings_hint(labels, labelled, labels_key) if query is None and q.sum() == 0 else ""
+        raise ValueError(f"Need reference and query cells; got {int(ref.sum())} and {int(q.sum())}.{hint}")
+    values = reference_labels(labels, ref, labels_key, unknown_threshold)  # (checks them too)
     if (ref & q).any():
         warnings.warn(
             f"{int((ref & q).sum())} query cells are also reference cells: each is labelled by a reference that "
@@ -184,22 +204,23 @@ def annotate(
             HoloCellWarning,
             stacklevel=3,
         )
-    arrays, z = None, None
+    arrays, z, keep = None, None, None
     if method == "finetune":
         _, arrays = model._arrays(mdata)
         keep = model._check_modalities(modality)  # the head learns from every modality, predicts from `keep`
         read = keep or list(model.modalities_)
         no_ref = without_modalities(arrays.present, list(model.modalities_))
         no_query = without_modalities(arrays.present, read)
-    elif use_rep in mdata.obsm:
+    elif stored:
         z = np.asarray(mdata.obsm[use_rep], dtype=np.float64)
         no_ref = no_query = np.isnan(z).all(axis=1) if z.ndim == 2 and z.shape[1] else np.zeros(len(z), bool)
     elif model is not None:
+        keep = model._check_modalities(modality)
         z, no_ref, read = model._latent(mdata, None, modality, None, None, None)
         z, no_query = z.astype(np.float64), no_ref
     else:
         raise ValueError(f"mdata.obsm has no {use_rep!r}; pass a trained model or run hc.tl.embed first.")
-    if method != "finetune" and use_rep in mdata.obsm:
+    if stored:
         source = f"NaN rows of mdata.obsm[{use_rep!r}]"
         fix = "compute the embeddings again (hc.tl.embed) where they should have one"
     else:
@@ -207,18 +228,18 @@ def annotate(
         fix = ("pass another modality= that they have" if modality is not None else
                "set a model up with a modality they are measured in")  # fmt: skip
     ref, q_ok = _drop_cells_without_data(ref, q, no_ref, no_query, source, fix)
-    n_labels = labels[ref].astype(str).nunique()
-    if n_labels == 1:
+    classes = np.unique(values[ref])
+    if len(classes) == 1:
         warnings.warn(
-            f"The reference cells have one label ({labels[ref].astype(str).iloc[0]!r}): every query cell gets it with "
+            f"The reference cells have one label ({classes[0]!r}): every query cell gets it with "
             "confidence 1, so unknown_threshold cannot flag a cell. Give a reference with two or more labels.",
             HoloCellWarning,
             stacklevel=3,
         )
     extra = {}
     if method == "finetune":
-        proba, classes, extra = _finetuned_proba(
-            model, arrays, labels, ref, q_ok, modality=keep, max_epochs=max_epochs, batch_size=batch_size,
+        proba, extra = _finetuned_proba(
+            model, arrays, values, classes, ref, q_ok, modality=keep, max_epochs=max_epochs, batch_size=batch_size,
             device=device, seed=seed, progress_bar=progress_bar, classification_weight=classification_weight,
             consistency_weight=consistency_weight, balance_classes=class_weight == "balanced",
         )  # fmt: skip
@@ -226,56 +247,63 @@ def annotate(
         bad = int((~np.isfinite(z[ref | q_ok]).all(axis=1)).sum())
         if bad:
             raise ValueError(
-                f"The embeddings{'' if use_rep not in mdata.obsm else f' mdata.obsm[{use_rep!r}]'} have NaN or "
+                f"The embeddings{f' mdata.obsm[{use_rep!r}]' if stored else ''} have NaN or "
                 f"infinite values in {bad} of the reference and query cells; compute them again (hc.tl.embed) or "
                 "pass another use_rep."
             )
-        classes = np.unique(labels[ref].astype(str).to_numpy())
         proba = np.zeros((0, len(classes)))
         if q_ok.any():
             proba, classes = transfer_labels(
-                z[ref], labels[ref].astype(str).to_numpy(), z[q_ok], method=method, n_neighbors=n_neighbors, seed=seed,
+                z[ref], values[ref], z[q_ok], method=method, n_neighbors=n_neighbors, seed=seed,
                 class_weight=class_weight,
             )  # fmt: skip
-    pred = np.full(mdata.n_obs, np.nan, dtype=object)
-    conf = np.full(mdata.n_obs, np.nan)
-    pred[q_ok] = classes[proba.argmax(1)]
-    conf[q_ok] = proba.max(1)
-    categories = list(classes)
-    if unknown_threshold is not None:
-        low = q_ok & (conf < float(unknown_threshold))
-        pred[low] = UNKNOWN
-        if UNKNOWN not in categories:
-            categories.append(UNKNOWN)
-    mdata.obs[key_added] = pd.Categorical(pred, categories=categories)
+    pred, conf = predicted_labels(classes, proba, q_ok, unknown_threshold)
+    mdata.obs[key_added] = pred
     mdata.obs[f"{key_added}_confidence"] = conf
-    mdata.uns[key_added] = {
-        "params": {
-            "labels_key": labels_key,
-            "method": method,
-            "use_rep": use_rep,
-            "n_neighbors": n_neighbors,
-            "class_weight": "none" if class_weight is None else class_weight,
-            "n_reference": int(ref.sum()),
-            "n_query": int(q.sum()),
-        },
-        "classes": list(classes),
+    params = {"labels_key": labels_key, "method": method}
+    params |= {"use_rep": use_rep} if stored else {"modality": "all" if keep is None else keep}
+    params |= {
+        "n_neighbors": n_neighbors,
+        "class_weight": "none" if class_weight is None else class_weight,
+        "n_reference": int(ref.sum()),
+        "n_query": int(q.sum()),
     }
-    mdata.uns[key_added]["params"].update(extra)
+    mdata.uns[key_added] = {"params": params | extra, "classes": classes.tolist()}
     if unknown_threshold is not None:  # (None cannot be written to .h5mu)
         mdata.uns[key_added]["params"]["unknown_threshold"] = float(unknown_threshold)
     return mdata if copy else None
 
 
+def _stored_embeddings(mdata: MuData, model: HoloCell | None, method: str, use_rep: str | None, modality) -> bool:
+    """Whether the embeddings are read from ``mdata.obsm[use_rep]`` (else ``model`` computes them); ``ValueError``
+    when ``modality`` is given without a model, or with an explicit ``use_rep`` that exists."""
+    rep = DEFAULT_REP if use_rep is None else use_rep
+    if method == "finetune":
+        return False
+    if modality is None:
+        return rep in mdata.obsm
+    if model is None:
+        raise ValueError(
+            f"modality={modality!r} chooses what the model embeds the cells from, and no model was passed: pass the "
+            f"model, or leave modality out to use the stored embeddings mdata.obsm[{rep!r}]."
+        )
+    if use_rep is not None and rep in mdata.obsm:
+        raise ValueError(
+            f"use_rep={rep!r} (stored embeddings, from whatever modalities made them) and modality={modality!r} "
+            "(embeddings the model computes from those modalities) ask for two sources: pass only one of them."
+        )
+    return False
+
+
 def _finetuned_proba(
-    model, arrays, labels, ref, q, *, modality, max_epochs, batch_size, device, seed, progress_bar, **head_kwargs
-):
+    model, arrays, values, classes, ref, q, *, modality, max_epochs, batch_size, device, seed, progress_bar,
+    **head_kwargs,
+):  # fmt: skip
     """Class probabilities of the query cells from a head fine-tuned with the encoder (``method="finetune"``)."""
     from ..model._classifier import finetune_classifier, predict_proba
 
-    classes = np.unique(labels[ref].astype(str).to_numpy())
     codes = np.full(arrays.n_cells, -1, dtype=np.int64)
-    codes[ref] = np.searchsorted(classes, labels[ref].astype(str).to_numpy())
+    codes[ref] = np.searchsorted(classes, values[ref])
     keep = modality
     size = 128 if batch_size is None else batch_size
     torch_device = model._device(device)
@@ -288,7 +316,7 @@ def _finetuned_proba(
     extra = {"temperature": clf.temperature, "epochs_run": len(clf.history) or max_epochs,
              "best_epoch": clf.best_epoch}
     weights = {k: head_kwargs[k] for k in ("classification_weight", "consistency_weight")}
-    return proba, classes, extra | weights
+    return proba, extra | weights
 
 
 def _drop_cells_without_data(
@@ -327,13 +355,14 @@ def transfer_labels(
     """Class probabilities ``(n_query, n_classes)`` and the class names, from reference embeddings
     (``class_weight``: the logistic regression's, as in scikit-learn)."""
     classes = np.unique(y_ref)
+    codes = np.searchsorted(classes, y_ref)  # the labels' positions: any type of label (floats too) is a class
     parts = []
     if method in ("knn", "both"):
         k = min(n_neighbors, len(z_ref))
         nn = NearestNeighbors(n_neighbors=k, metric="cosine").fit(z_ref)
         dist, idx = nn.kneighbors(z_query)
         w = 1.0 / (dist + 1e-6)
-        onehot = (y_ref[idx][..., None] == classes[None, None, :]).astype(float)  # (n, k, C)
+        onehot = (codes[idx][..., None] == np.arange(len(classes))[None, None, :]).astype(float)  # (n, k, C)
         votes = (w[..., None] * onehot).sum(1)
         parts.append(votes / votes.sum(1, keepdims=True))
     if method in ("classifier", "both"):
@@ -342,10 +371,9 @@ def transfer_labels(
         else:
             scaler = StandardScaler().fit(z_ref)
             clf = LogisticRegression(max_iter=2000, random_state=seed, class_weight=class_weight).fit(
-                scaler.transform(z_ref), y_ref
+                scaler.transform(z_ref), codes
             )
-            proba = clf.predict_proba(scaler.transform(z_query))
-            parts.append(proba[:, np.searchsorted(clf.classes_, classes)])
+            parts.append(clf.predict_proba(scaler.transform(z_query)))  # clf.classes_ are 0, 1, ...: in order
     return np.mean(parts, axis=0), classes
 
 

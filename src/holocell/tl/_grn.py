@@ -93,7 +93,9 @@ def grn(
     tfs
         Regulators (RNA feature names). Default: the RNA ``.var["is_tf"]`` genes when that column
         exists; otherwise the genes whose anchor is a regulator in the shipped Pathway Commons GRN
-        (:func:`holocell.priors.load_grn_edges`); every gene only when none is.
+        (:func:`holocell.priors.load_grn_edges`: any gene with a controls-expression-of edge, TFs and others
+        alike, e.g. CD2 or CD14 on PBMC); every gene only when none is. Pass ``tfs=`` (or ``var["is_tf"]``)
+        for a list of real TFs.
     targets
         Candidate targets (default: every RNA gene). Self-edges are left out.
     method

@@ -25,6 +25,7 @@ from ..nn import HoloCellModule
 from ._config import TrainingConfig
 from ._plan import MosaicDataModule, TrainingPlan, split_indices
 from ._resume import check_checkpoint_dir, check_epochs_left, check_same_model, read_checkpoint
+from ._rng import global_random_state_kept
 
 
 class HistoryLogger(Logger):
@@ -233,6 +234,9 @@ def fit(
 ) -> FitResult:
     """Train ``module`` on ``arrays`` with Lightning (arguments as in :meth:`holocell.HoloCell.train`).
 
+    The run seeds the process-wide generators from ``seed`` (reproducible runs); Python's, NumPy's and torch's
+    global random state and the environment are put back as they were afterwards (:mod:`holocell.train._rng`).
+
     Parameters
     ----------
     module
@@ -269,68 +273,71 @@ def fit(
         warnings.warn(
             f"No checkpoint at {folder / 'last.ckpt'}; training starts from scratch.", HoloCellWarning, stacklevel=3
         )
-    pl.seed_everything(seed, verbose=False)
-    train_idx, val_idx = split_indices(arrays.n_cells, validation_size, seed)
-    if len(train_idx) == 0:
-        raise ValueError(
-            f"validation_size={validation_size} holds out {len(val_idx)} of the {arrays.n_cells} cells, leaving no cell "
-            f"to train on. Lower validation_size (e.g. 0.1) so that at least one cell, better a batch of "
-            f"batch_size={batch_size}, remains for training."
-        )
-    steps_per_epoch = max(1, len(train_idx) // batch_size)
-    if max_epochs is None:
-        max_epochs = config.default_epochs(steps_per_epoch)
-    if checkpoint is not None:
-        check_epochs_left(resume_from, checkpoint, max_epochs)
-    history = HistoryLogger()
-    loggers = [history, *extra_loggers(trainer_kwargs.pop("logger", None))]
-    callbacks = list(callbacks)
-    if ema_decay is not None:
-        callbacks.append(WeightEMA(ema_decay))
-    if early_stopping and len(val_idx) > 0:
-        callbacks.append(EarlyStoppingAfterWarmup(early_stopping_patience))
-    if folder is not None:
-        # no version counter: a run writes its own last.ckpt (a fresh run into a folder holding another run's is
-        # refused above), so resume=True always reads the latest checkpoint of the run it continues
-        callbacks.append(
-            pl.callbacks.ModelCheckpoint(
-                dirpath=folder, filename="{epoch}-{step}", save_top_k=1, save_last=True, enable_version_counter=False
+    # the run seeds the process-wide generators (and PL_GLOBAL_SEED / PL_SEED_WORKERS) to be reproducible;
+    # the user's random streams and environment are put back afterwards, also when the run fails
+    with global_random_state_kept():
+        pl.seed_everything(seed, verbose=False)
+        train_idx, val_idx = split_indices(arrays.n_cells, validation_size, seed)
+        if len(train_idx) == 0:
+            raise ValueError(
+                f"validation_size={validation_size} holds out {len(val_idx)} of the {arrays.n_cells} cells, leaving no cell "
+                f"to train on. Lower validation_size (e.g. 0.1) so that at least one cell, better a batch of "
+                f"batch_size={batch_size}, remains for training."
             )
-        )
-    trainer_kwargs.setdefault("log_every_n_steps", 1)  # only epoch-level metrics are logged
-    with settings.lightning_logging():
-        trainer = pl.Trainer(
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            strategy=strategy,
-            num_nodes=num_nodes,
-            callbacks=callbacks,
-            enable_progress_bar=enable_progress_bar,
-            enable_model_summary=False,
-            enable_checkpointing=folder is not None,
-            logger=loggers,
-            gradient_clip_val=config.gradient_clip_val,
-            num_sanity_val_steps=0,
-            **trainer_kwargs,
-        )
-        # each device sees 1/world_size of the mini-batches
-        steps_per_device = max(1, -(-steps_per_epoch // trainer.world_size))
-        steps = max_epochs * steps_per_device if total_steps is None else total_steps
-        plan = TrainingPlan(module, config, total_steps=steps, run_identity=run_identity, checkpoint_dir=folder)
-        datamodule = MosaicDataModule(arrays, train_idx, val_idx, batch_size, seed)
-        # Lightning keeps each submodule's mode: a module left in eval mode by an earlier fit, load or
-        # transfer would train without dropout (and Lightning would warn about it)
-        module.train()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__`.*")  # streaming
-            if resume_from is not None:  # the folder holds the run's own checkpoints, as it should
-                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-            trainer.fit(plan, datamodule=datamodule, ckpt_path=None if resume_from is None else str(resume_from), weights_only=True)
-    device = trainer.strategy.root_device if trainer.world_size == 1 else None
-    module.eval()
-    return FitResult(train_idx, val_idx, history.frame(), device)
+        steps_per_epoch = max(1, len(train_idx) // batch_size)
+        if max_epochs is None:
+            max_epochs = config.default_epochs(steps_per_epoch)
+        if checkpoint is not None:
+            check_epochs_left(resume_from, checkpoint, max_epochs)
+        history = HistoryLogger()
+        loggers = [history, *extra_loggers(trainer_kwargs.pop("logger", None))]
+        callbacks = list(callbacks)
+        if ema_decay is not None:
+            callbacks.append(WeightEMA(ema_decay))
+        if early_stopping and len(val_idx) > 0:
+            callbacks.append(EarlyStoppingAfterWarmup(early_stopping_patience))
+        if folder is not None:
+            # no version counter: a run writes its own last.ckpt (a fresh run into a folder holding another run's is
+            # refused above), so resume=True always reads the latest checkpoint of the run it continues
+            callbacks.append(
+                pl.callbacks.ModelCheckpoint(
+                    dirpath=folder, filename="{epoch}-{step}", save_top_k=1, save_last=True, enable_version_counter=False
+                )
+            )
+        trainer_kwargs.setdefault("log_every_n_steps", 1)  # only epoch-level metrics are logged
+        with settings.lightning_logging():
+            trainer = pl.Trainer(
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                strategy=strategy,
+                num_nodes=num_nodes,
+                callbacks=callbacks,
+                enable_progress_bar=enable_progress_bar,
+                enable_model_summary=False,
+                enable_checkpointing=folder is not None,
+                logger=loggers,
+                gradient_clip_val=config.gradient_clip_val,
+                num_sanity_val_steps=0,
+                **trainer_kwargs,
+            )
+            # each device sees 1/world_size of the mini-batches
+            steps_per_device = max(1, -(-steps_per_epoch // trainer.world_size))
+            steps = max_epochs * steps_per_device if total_steps is None else total_steps
+            plan = TrainingPlan(module, config, total_steps=steps, run_identity=run_identity, checkpoint_dir=folder)
+            datamodule = MosaicDataModule(arrays, train_idx, val_idx, batch_size, seed)
+            # Lightning keeps each submodule's mode: a module left in eval mode by an earlier fit, load or
+            # transfer would train without dropout (and Lightning would warn about it)
+            module.train()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+                warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__`.*")  # streaming
+                if resume_from is not None:  # the folder holds the run's own checkpoints, as it should
+                    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+                trainer.fit(plan, datamodule=datamodule, ckpt_path=None if resume_from is None else str(resume_from), weights_only=True)
+        device = trainer.strategy.root_device if trainer.world_size == 1 else None
+        module.eval()
+        return FitResult(train_idx, val_idx, history.frame(), device)
 
 
 def extra_loggers(logger) -> list[Logger]:
