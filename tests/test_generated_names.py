@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mudata
 import pytest
 
 import holocell as hc
@@ -38,3 +39,23 @@ def test_tl_generate_uses_the_same_names(trained_pbmc):
     assert out.var_names.is_unique
     kept = hc.tl.generate(mdata, model, target="protein", n_steps=1, progress_bar=False, var_suffix=None, copy=True)
     assert kept["adt_generated"].var_names.tolist() == mdata["adt"].var_names.tolist()
+
+
+def test_generated_features_keep_the_measured_features_annotations(trained_pbmc, tmp_path):
+    """Gene ids, feature types and the like come along (only ``measured_name`` did), so scverse tools that read
+    them (e.g. peak coordinates for muon's ATAC tools) work on the generated modality; the user's data unchanged."""
+    mdata, model = trained_pbmc
+    work = mdata.copy()
+    adt = work["adt"]
+    adt.var["feature_types"] = "Antibody Capture"
+    adt.var["isotype"] = adt.var_names.str.contains("1")
+    adt.var["measured_name"] = "user's own column"
+    before = adt.var.copy()
+    gen = model.generate(work, target="protein", n_steps=1, key_added="adt_generated", progress_bar=False)
+    assert gen.var["measured_name"].tolist() == adt.var_names.tolist()  # holocell's column wins in its output
+    assert (gen.var["feature_types"] == "Antibody Capture").all()
+    assert gen.var["isotype"].tolist() == adt.var["isotype"].tolist()
+    assert work["adt"].var.equals(before)
+    out = hc.tl.generate(work, model, target="protein", n_steps=1, progress_bar=False, key_added="again", copy=True)
+    out.write(tmp_path / "g.h5mu")
+    assert mudata.read_h5mu(tmp_path / "g.h5mu")["again"].var["isotype"].tolist() == adt.var["isotype"].tolist()

@@ -81,3 +81,28 @@ def test_a_model_transferred_onto_its_own_data_generates_as_the_reference(sim, t
         np.testing.assert_array_equal(moved.library_batches.numpy(), counts.library_batches.numpy())
         out = transferred.generate(mdata, target="protein", key_added=f"by_{name}", var_suffix=f"_{name}", progress_bar=False).X
         np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_a_batch_trained_as_an_integer_is_the_same_batch_read_back_as_a_float(tmp_path):
+    """Inference matches a batch trained as ``1`` from a float column's ``1.0``; transfer (load_query_data,
+    transfer_report_) treated it as a new batch and gave its cells the unseen-batch embedding."""
+    ref_data, _ = hc.data.simulate_multiome(120, n_genes=40, n_tfs=5, n_proteins=8, modalities=("rna", "protein"),
+                                            seed=0)  # fmt: skip
+    ref_data.obs["batch"] = ref_data.obs["batch"].astype(str).map({"batch0": 1, "batch1": 2}).astype(int)
+    with pytest.warns(hc.HoloCellWarning, match=SIM_GENES):
+        hc.HoloCell.setup_mudata(ref_data, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    ref = hc.HoloCell(ref_data, **TINY)
+    ref.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
+    query = ref_data.copy()
+    query.obs["batch"] = query.obs["batch"].astype(float)  # what a merge with missing values makes of the column
+    with pytest.warns(hc.HoloCellWarning, match=SIM_GENES):
+        hc.HoloCell.setup_mudata(query, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    mapped = hc.HoloCell.load_query_data(query, ref, freeze=False)
+    assert list(mapped.batch_categories_) == ["1.0", "2.0"]
+    assert mapped.transfer_report_.loc["batches", "n_shared"] == 2
+    # the batch reaches the decoders: the same cells generate as under the reference, batch rows and all
+    expected = ref.generate(ref_data.copy(), target="protein", n_steps=0, progress_bar=False).X
+    np.testing.assert_allclose(mapped.generate(query, target="protein", n_steps=0, progress_bar=False).X, expected,
+                               atol=1e-5)  # fmt: skip
+    # "01" is not read as 1: only a float's text ("1.0") is matched by value
+    np.testing.assert_array_equal(hc.data.arrays.match_batches(["1.0", "01", "2", "x"], ["1", "2"]), [0, -1, 1, -1])

@@ -128,6 +128,34 @@ def _batch_code(value, lookup: dict[str, int], numeric: dict[float, int], unseen
     return unseen if code is None else code
 
 
+def match_batches(names: Sequence[str], categories: Sequence[str]) -> np.ndarray:
+    """Index of each batch name in a model's training batches ``categories`` (``-1``: not one of them).
+
+    By name; a name that pandas wrote from a float (``"1.0"``, a column turned to float, e.g. by a merge with NaN)
+    also finds a training batch named by the same number (``"1"``), as :func:`batch_codes` finds the cells of a
+    float column. Used when a model is transferred onto new data (batch embeddings are matched by batch).
+
+    Parameters
+    ----------
+    names
+        Batch names of the new data.
+    categories
+        The model's training batches.
+    """
+    lookup = {str(c): i for i, c in enumerate(categories)}
+    numeric = _numeric_lookup([str(c) for c in categories])
+    out = []
+    for name in map(str, names):
+        code = lookup.get(name)
+        if code is None and ("." in name or "e" in name.lower()):
+            try:
+                code = numeric.get(float(name))
+            except ValueError:
+                code = None
+        out.append(-1 if code is None else code)
+    return np.asarray(out, dtype=np.int64)
+
+
 def species_codes(mdata: MuData, species_key: str) -> np.ndarray:
     """``(n_cells,)`` species code (index in :data:`holocell.vocab.SPECIES`) from ``mdata.obs[species_key]``.
 
@@ -199,7 +227,7 @@ def mudata_arrays(
     return arrays
 
 
-__all__ = ["batch_codes", "closes_backed_path", "mudata_arrays", "read_backed", "species_codes"]
+__all__ = ["batch_codes", "closes_backed_path", "match_batches", "mudata_arrays", "read_backed", "species_codes"]
 
 
 def update_axes(mdata: MuData) -> None:

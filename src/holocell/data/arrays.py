@@ -4,7 +4,15 @@ This is holocell's internal data API (stable within a release; most users never 
 validates a MuData and then reads it only through these names.
 """
 
-from ._access import batch_codes, closes_backed_path, mudata_arrays, read_backed, species_codes, update_axes
+from ._access import (
+    batch_codes,
+    closes_backed_path,
+    match_batches,
+    mudata_arrays,
+    read_backed,
+    species_codes,
+    update_axes,
+)
 from ._mosaic import MosaicArrays, make_loader
 from ._streaming import BackedMosaicArrays, is_backed, make_chunked_loader
 
@@ -16,6 +24,7 @@ __all__ = [
     "is_backed",
     "make_chunked_loader",
     "make_loader",
+    "match_batches",
     "mudata_arrays",
     "read_backed",
     "species_codes",

@@ -119,6 +119,19 @@ def one_feature_message(model, target: str) -> str:
     )
 
 
+def generated_var(mdata: MuData, name: str, measured: pd.Index, suffix: str) -> pd.DataFrame:
+    """``.var`` of a generated modality: its feature names (``measured`` + ``suffix``), ``measured_name``, and the
+    columns of the measured modality ``name``'s own ``.var`` (gene ids, feature types, peak coordinates), when
+    it holds every generated feature once (a model transferred onto other data may not)."""
+    var = pd.DataFrame({"measured_name": measured.to_numpy()}, index=measured + suffix)
+    own = mdata.mod[name].var if name in mdata.mod else None
+    if own is None or not own.index.is_unique or not measured.isin(own.index.astype(str)).all():
+        return var
+    columns = own.drop(columns=["measured_name"], errors="ignore")
+    columns = columns.set_axis(own.index.astype(str)).loc[measured].set_axis(var.index)
+    return pd.concat([var, columns], axis=1)
+
+
 def forget_axes(mdata: MuData, key: str) -> None:
     """Drop mudata's record of the cell and feature names of a removed modality ``key``.
 
@@ -313,6 +326,10 @@ class InferenceMixin:
         without a source modality), ``layers["bins"]`` the committed value bins (RNA/protein; ``int16``,
         -1 for cells without a source modality), ``uns["holocell"]`` the settings. With a single RNA or
         protein feature, ``X`` and the bins are the same for every cell (a ``HoloCellWarning`` says so).
+        Its ``var`` holds ``measured_name`` and the measured modality's own ``var`` columns (gene ids, feature
+        types, peak ``chrom`` / ``start`` / ``end``); its ``obs`` is empty, as mudata keeps shared cell annotations
+        in ``mdata.obs``: ``mdata.push_obs()`` copies them to the modalities, e.g. for ``sc.pl.violin(
+        mdata[key_added], ..., groupby=...)``.
         """
         if var_suffix is not None and (not isinstance(var_suffix, str) or not var_suffix):
             raise ValueError(f"var_suffix must be a non-empty string or None, got {var_suffix!r}.")
@@ -364,7 +381,7 @@ class InferenceMixin:
                 warnings.warn(no_source_message(self, target, read, unmeasured), HoloCellWarning, stacklevel=4)
         # issue 19: generated features get their own names (measured name + var_suffix)
         measured = pd.Index(self.feature_space.maps[target].features.astype(str))
-        var = pd.DataFrame({"measured_name": measured.to_numpy()}, index=measured + (var_suffix or ""))
+        var = generated_var(mdata, self.modalities_[target], measured, var_suffix or "")
         generated = ad.AnnData(X=values, obs=pd.DataFrame(index=mdata.obs_names), var=var)
         if bins is not None:
             generated.layers["bins"] = bins

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from .._warnings import HoloCellWarning
+from ..data.arrays import match_batches
 from ..vocab import FeatureSpace
 
 logger = logging.getLogger("holocell")
@@ -131,7 +132,7 @@ def map_state(
             used = space.slot_exists(slot) if slot is not None else np.ones(len(new), bool)
             info.new_rows[key] = used & ~known  # rows the new data uses that have no pretrained value
         elif key in BATCH_KEYS and old.shape[1:] == new.shape[1:]:
-            b_src = np.array([ref_batches.index(b) if b in ref_batches else -1 for b in batches])
+            b_src = match_batches(batches, ref_batches)
             unseen = old[len(ref_batches)]
             mapped = torch.stack([old[i] if i >= 0 else unseen for i in b_src] + [unseen])
             new_state[key] = mapped
@@ -213,7 +214,7 @@ def overlap_report(
         known = _slot_exists(ref, m, src)
         n_ref = len(ref.maps[m].features) if m in ref.maps else 0
         rows[m] = (len(fmap.features), n_ref, int(known[fmap.anchor].sum()))
-    rows["batches"] = (len(new_batches), len(ref_batches), len(set(new_batches) & set(ref_batches)))
+    rows["batches"] = (len(new_batches), len(ref_batches), int((match_batches(new_batches, ref_batches) >= 0).sum()))
     report = pd.DataFrame.from_dict(rows, orient="index", columns=["n_query", "n_reference", "n_shared"])
     report["fraction_shared"] = report["n_shared"] / report["n_query"].clip(lower=1)
     return report
