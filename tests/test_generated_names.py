@@ -59,3 +59,20 @@ def test_generated_features_keep_the_measured_features_annotations(trained_pbmc,
     out = hc.tl.generate(work, model, target="protein", n_steps=1, progress_bar=False, key_added="again", copy=True)
     out.write(tmp_path / "g.h5mu")
     assert mudata.read_h5mu(tmp_path / "g.h5mu")["again"].var["isotype"].tolist() == adt.var["isotype"].tolist()
+
+
+def test_tl_generate_takes_what_the_method_takes(trained_pbmc):
+    """``device=``, ``seed=``, ``temperature=``, ``remasking=`` and ``transform_batch=`` reach ``HoloCell.generate``
+    (``tl.generate(device="cpu")`` was a ``TypeError``)."""
+    mdata, model = trained_pbmc
+    kwargs = {"target": "protein", "n_steps": 2, "progress_bar": False, "copy": True, "device": "cpu"}
+    a = hc.tl.generate(mdata, model, temperature=1.0, seed=1, remasking="random", **kwargs)
+    b = hc.tl.generate(mdata, model, temperature=1.0, seed=1, remasking="random", **kwargs)
+    c = hc.tl.generate(mdata, model, temperature=1.0, seed=2, remasking="random", **kwargs)
+    assert (a["adt_generated"].layers["bins"] == b["adt_generated"].layers["bins"]).all()
+    assert (a["adt_generated"].layers["bins"] != c["adt_generated"].layers["bins"]).any()
+    params = a["adt_generated"].uns["holocell"]["params"]
+    assert params["seed"] == 1 and params["temperature"] == 1.0 and params["remasking"] == "random"
+    batch = str(model.batch_categories_[0])
+    d = hc.tl.generate(mdata, model, transform_batch=batch, **kwargs)
+    assert d["adt_generated"].uns["holocell"]["params"]["transform_batch"] == batch

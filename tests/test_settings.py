@@ -134,6 +134,29 @@ def test_settings_refuse_what_they_would_ignore(restore_settings, monkeypatch):
             restore_settings.verbosity = bad
 
 
+def test_numpy_bools_are_bools_and_a_progress_bar_argument_is_checked(trained_pbmc, restore_settings, monkeypatch,
+                                                                      capsys):  # fmt: skip
+    """``np.True_`` was refused by ``huge_pages`` / ``progress_bar`` (its type is ``numpy.bool`` under NumPy 2); a
+    per-call ``progress_bar="no"`` showed a bar (any truthy value did)."""
+    import numpy as np
+
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    restore_settings.huge_pages = np.True_
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
+    restore_settings.huge_pages = np.False_
+    assert "THP_MEM_ALLOC_ENABLE" not in os.environ
+    restore_settings.progress_bar = np.False_
+    assert restore_settings.progress_bar is False
+    _, model = trained_pbmc
+    for bad in ("no", "false", 1):
+        with pytest.raises(ValueError, match="progress_bar must be True, False, 'auto' or None"):
+            model.get_latent_representation(indices=range(5), progress_bar=bad)
+    with pytest.raises(ValueError, match="progress_bar must be"):
+        model.train(max_epochs=1, enable_progress_bar="no")
+    model.get_latent_representation(indices=range(5), progress_bar=np.False_)
+    assert capsys.readouterr().err == ""
+
+
 def test_holocell_messages_print_once_after_the_user_configures_logging(monkeypatch):
     """After hc.settings.verbosity, a logging.basicConfig printed every holocell message twice."""
     import io

@@ -94,18 +94,17 @@ def test_perturb_staged_flow_reads_chromatin_then_rna(sim_model):
     mdata, truth, model = sim_model
     peak = truth.cre_gene.assign(a=truth.cre_gene.weight.abs()).sort_values("a").peak.iloc[-1]
     cells = np.arange(60)
-    only_protein = model.predict_perturbation(
-        mdata, cres=[peak], regenerate=["protein"], indices=cells, n_steps=2, progress_bar=False
-    )
-    assert only_protein.params["flow"] == "staged"
-    applied = only_protein.applied[cells]
-    assert applied.any()
-    np.testing.assert_array_equal(only_protein.shift("protein")[cells][applied], 0.0)  # RNA was not regenerated
+    # staged, protein alone: the CRE cannot reach it without the RNA stage (every shift was 0): refused
+    with pytest.raises(ValueError, match="only through the chromatin.*regenerate RNA"):
+        model.predict_perturbation(mdata, cres=[peak], regenerate=["protein"], indices=cells, progress_bar=False)
     joint = model.predict_perturbation(
         mdata, cres=[peak], regenerate=["protein"], indices=cells, n_steps=2, flow="joint", progress_bar=False
     )
+    applied = joint.applied[cells]
+    assert applied.any()
     assert np.abs(joint.shift("protein")[cells][applied]).max() > 0  # joint: ATAC conditions protein directly
     staged = model.predict_perturbation(mdata, cres=[peak], indices=cells, n_steps=2, progress_bar=False)
+    assert staged.params["flow"] == "staged"
     assert np.abs(staged.shift("rna")[cells][applied]).max() > 0
     with pytest.raises(ValueError, match="flow must be"):
         model.predict_perturbation(mdata, cres=[peak], indices=cells, flow="parallel")

@@ -220,11 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     _output_arguments(pert)
     pert.add_argument("--genes", type=_names, default=None, help="genes to edit, comma-separated")
     pert.add_argument(
-        "--cres", type=_names, default=None, help="peaks to close (knockout only), comma-separated"
+        "--cres", type=_names, default=None,
+        help="peaks to close (knockout) or open (overexpress), comma-separated, named as in the data"
     )
     pert.add_argument("--mode", default="knockout", choices=["knockout", "overexpress"], help="the edit")
     pert.add_argument(
-        "--regenerate", type=_names, default=None, help="modalities to regenerate (None: the others)"
+        "--regenerate", type=_names, default=None,
+        help="modalities to regenerate, of rna / protein (None: those the model has, the edited RNA included)"
     )
     pert.add_argument("--overexpress-quantile", type=float, default=0.99, help="value set by overexpression")
     pert.add_argument(

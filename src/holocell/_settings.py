@@ -49,6 +49,11 @@ class _FallbackHandler(logging.StreamHandler):
         super().emit(record)
 
 
+def _is_bool(value) -> bool:
+    """``True`` / ``False``, also NumPy's (``np.True_``; its type is ``numpy.bool`` under NumPy 2, ``bool_`` before)."""
+    return isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"))
+
+
 def _interactive() -> bool:
     """True in a Jupyter / IPython kernel or when stderr is a terminal."""
     shell = sys.modules.get("IPython")
@@ -140,12 +145,20 @@ class HolocellSettings:
 
     @progress_bar.setter
     def progress_bar(self, value: bool | Literal["auto"]) -> None:
-        if not (isinstance(value, bool) or value == "auto"):
+        if not (_is_bool(value) or value == "auto"):
             raise ValueError(f"progress_bar must be 'auto', True or False, got {value!r}.")
-        self._progress_bar = value
+        self._progress_bar = value if value == "auto" else bool(value)
 
     def show_progress(self, progress_bar: bool | None = None) -> bool:
-        """Whether to show a progress bar: ``progress_bar`` itself, or this setting when it is ``None``."""
+        """Whether to show a progress bar: ``progress_bar`` itself, or this setting when it is ``None``.
+
+        Raises
+        ------
+        ValueError
+            ``progress_bar`` is not ``True``, ``False``, ``None`` or ``"auto"`` (``"no"`` would show a bar).
+        """
+        if not (progress_bar is None or _is_bool(progress_bar) or progress_bar == "auto"):
+            raise ValueError(f"progress_bar must be True, False, 'auto' or None (the setting), got {progress_bar!r}.")
         choice = self._progress_bar if progress_bar is None else progress_bar
         return _interactive() if choice == "auto" else bool(choice)
 
@@ -157,7 +170,7 @@ class HolocellSettings:
 
     @huge_pages.setter
     def huge_pages(self, value: bool) -> None:
-        if not (isinstance(value, bool) or type(value).__name__ == "bool_"):  # a string "no" would turn them on
+        if not _is_bool(value):  # a string "no" would turn them on
             raise TypeError(f"huge_pages must be True or False, got {value!r}.")
         if value:
             os.environ[HUGE_PAGES_ENV] = "1"

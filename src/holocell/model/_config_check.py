@@ -107,7 +107,7 @@ INIT_PARAMS = (
     Rule("n_heads", int, 1, MAX_D_MODEL),
     Rule("n_latents", int, 1, 65_536),
     Rule("n_bins", int, 2, 65_536),
-    Rule("dropout", float, 0, 1, required=False),
+    Rule("dropout", float, 0, 1, required=False, bounds="[)"),
     Rule("p_drop_modality", float, 0, 1, required=False),
     Rule("align_weight", float, 0, 1e6, required=False),
     Rule("read_in_tokens", str, required=False, choices=("all", "values")),
@@ -127,7 +127,7 @@ NETWORK = (
     Rule("n_heads", int, 1, MAX_D_MODEL),
     Rule("n_latents", int, 1, 65_536),
     Rule("mlp_ratio", int, 1, 64),
-    Rule("dropout", float, 0, 1),
+    Rule("dropout", float, 0, 1, bounds="[)"),
     Rule("read_in_tokens", str, required=False, choices=("all", "values")),
     *(CELL_STATE := (
         Rule("cell_state", bool, required=False),

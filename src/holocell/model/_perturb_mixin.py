@@ -77,6 +77,8 @@ class PerturbMixin:
             lower = {f.lower(): f for f in features}
             close = {n: lower[n.lower()] for n in bad if n.lower() in lower}
             hint = f" Names are case-sensitive: did you mean {list(close.values())[:5]}?" if close else ""
+            if not close and modality == "atac":  # chr1-100-200 / chr1_100_200 for chr1:100-200
+                hint = f" Peaks are named as in the data, e.g. {features[0]!r}."
             raise KeyError(
                 f"Unknown {what} {bad[:5]}: the model knows {len(features)} {modality} features, the var_names of "
                 f"mdata.mod[{self.modalities_[modality]!r}] it was set up with "
@@ -110,6 +112,13 @@ class PerturbMixin:
             sources = [m for m in self.modalities_ if m not in regenerate]
         sources = [sources] if isinstance(sources, str) else list(sources)  # [] is allowed: no source
         sources = self._check_modalities(sources) if sources else []
+        if cres and ("atac" not in sources or (flow == "staged" and "rna" not in regenerate)):
+            raise ValueError(
+                f"A CRE edit reaches {regenerate} only through the chromatin: pass 'atac' among sources"
+                + (" and regenerate RNA (regenerate=['rna', 'protein']; the staged flow reads protein from the RNA)"
+                   if flow == "staged" else "")
+                + f". With sources={sources} and regenerate={regenerate} every shift would be 0."
+            )  # fmt: skip
         if genes:
             self._feature_index("rna", genes, "genes")
         if cres:

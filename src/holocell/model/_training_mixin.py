@@ -16,6 +16,7 @@ from ..train import fit
 from ..train._fit import check_cell_state, run_config
 from ..train._resume import check_checkpoint_dir
 from ._arguments import as_callbacks, check_plan_extras, check_train_call, check_training
+from ._train_safety import check_precision, weights_kept_on_failure
 
 
 class TrainingMixin:
@@ -112,7 +113,9 @@ class TrainingMixin:
             Lightning strategy: ``"auto"``, ``"ddp"`` (several devices or nodes; the trained
             weights end up in the process that called ``train``), ``"ddp_spawn"``, ...
         precision
-            Lightning precision, e.g. ``"bf16-mixed"`` (GPU, or CPU autocast); ``None``: 32-bit.
+            Lightning precision: ``"bf16-mixed"`` (GPU, or CPU autocast), ``"16-mixed"``, or ``None`` / ``32``
+            (32-bit). Precisions that cast the weights (``"64"``, ``"16-true"``, ``"bf16-true"``) are refused: the
+            network's inputs stay 32-bit.
         num_nodes
             Machines for multi-node DDP (launched by ``torchrun`` or SLURM, see the scaling docs).
         checkpoint_dir
@@ -132,7 +135,9 @@ class TrainingMixin:
         Raises
         ------
         FloatingPointError
-            When the training loss becomes NaN or infinite (naming the step).
+            When the training loss becomes NaN or infinite (naming the step). A run that fails, this way or
+            any other, leaves the model's weights as they were before the call (not the diverged ones), on
+            the device and in the dtype they had.
         ValueError
             Before any work: nothing trainable (:meth:`freeze` froze every parameter); a fresh run into a
             ``checkpoint_dir`` holding an earlier run's checkpoints (pass ``resume=True`` to continue it); a
@@ -154,10 +159,24 @@ class TrainingMixin:
         self._check_trainable()
         check_checkpoint_dir(checkpoint_dir, resume)  # again in fit(); here before the data are read
         if precision is not None:
-            trainer_kwargs["precision"] = precision
+            trainer_kwargs["precision"] = check_precision(precision)
         callbacks = [*self._train_callbacks(), *as_callbacks(trainer_kwargs.pop("callbacks", None))]
         _, arrays = self._arrays(None)
-        result = fit(
+        with weights_kept_on_failure(self.module):
+            result = self._fit(arrays, config, extra, callbacks, trainer_kwargs, max_epochs, batch_size,
+                               validation_size, early_stopping, early_stopping_patience, ema_decay, seed, accelerator,
+                               devices, strategy, num_nodes, enable_progress_bar, checkpoint_dir, resume)  # fmt: skip
+        if result.device is not None:  # Lightning hands the module back on the CPU; inference stays where training ran
+            self.module.to(result.device)
+        self.is_trained_ = True
+        self.train_indices_, self.validation_indices_ = result.train_indices, result.validation_indices
+        self.history_ = result.history
+        check_cell_state(self.history_, self.module.network.config.n_latent)  # no KL logged without a cell state
+
+    def _fit(self, arrays, config, extra, callbacks, trainer_kwargs, max_epochs, batch_size, validation_size,
+             early_stopping, early_stopping_patience, ema_decay, seed, accelerator, devices, strategy, num_nodes,
+             enable_progress_bar, checkpoint_dir, resume):  # fmt: skip
+        return fit(
             self.module,
             arrays,
             config,
@@ -180,12 +199,6 @@ class TrainingMixin:
             run_identity=self._run_identity(),
             **trainer_kwargs,
         )
-        if result.device is not None:  # Lightning hands the module back on the CPU; inference stays where training ran
-            self.module.to(result.device)
-        self.is_trained_ = True
-        self.train_indices_, self.validation_indices_ = result.train_indices, result.validation_indices
-        self.history_ = result.history
-        check_cell_state(self.history_, self.module.network.config.n_latent)  # no KL logged without a cell state
 
 
 __all__ = ["TrainingMixin"]

@@ -25,6 +25,11 @@ def generate(
     overwrite: bool = False,
     progress_bar: bool | None = None,
     var_suffix: str | None = "_generated",
+    remasking: Literal["low_confidence", "random"] = "low_confidence",
+    temperature: float = 0.0,
+    transform_batch: str | None = None,
+    device: str | None = None,
+    seed: int = 0,
     copy: bool = False,
 ) -> MuData | None:
     """Generate a modality for every cell and add it to ``mdata.mod[key_added]``.
@@ -54,6 +59,9 @@ def generate(
         Appended to the generated features' names so ``mdata.var_names`` stay unique (``cd14`` ->
         ``cd14_generated``; ``var["measured_name"]`` keeps the measured name); ``None`` keeps the
         measured names.
+    remasking, temperature, transform_batch, device, seed
+        As :meth:`~holocell.HoloCell.generate`: which slots are remasked between steps, sampling temperature
+        (``0``: the most likely values), the training batch to generate as if from, where to run, the seed.
     copy
         Work on and return a copy instead of modifying ``mdata``.
 
@@ -73,5 +81,10 @@ def generate(
         overwrite=overwrite,
         progress_bar=progress_bar,
         var_suffix=var_suffix,
+        remasking=remasking,
+        temperature=temperature,
+        transform_batch=transform_batch,
+        device=device,
+        seed=seed,
     )
     return mdata if copy else None

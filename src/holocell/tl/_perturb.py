@@ -13,7 +13,7 @@ import pandas as pd
 from ..data.arrays import update_axes
 from ..model._args import check_count
 from ._compat import legacy_positional
-from ._keys import check_key_added, check_outputs, working_copy
+from ._keys import check_key_added, check_outputs, working_copy, written_by
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -113,9 +113,10 @@ def perturb(
     - ``mdata.obsm[f"X_{key_added}_shift"]``: embedding shift (perturbed - control embedding).
     - ``mdata.obs[f"{key_added}_applied"]``: the edit applied to the cell.
     - ``mdata.uns[key_added]``: ``"params"`` and ``"summary"``, a DataFrame of the top ``n_top``
-      responders per modality with columns ``modality``, ``feature``, ``mean_shift``,
-      ``abs_mean_shift``, ``frac_up`` (fraction of cells with a positive shift), ``edited`` (the
-      feature was set by the perturbation) and ``rank`` (1 = largest ``abs_mean_shift``).
+      responders per modality (features the perturbation did not set) and the features it set, with
+      columns ``modality``, ``feature``, ``mean_shift``, ``abs_mean_shift``, ``frac_up`` (fraction of
+      cells with a positive shift), ``edited`` (the feature was set by the perturbation) and ``rank``
+      (1 = largest ``abs_mean_shift``).
 
     Examples
     --------
@@ -151,6 +152,9 @@ def perturb(
         seed=seed,
         progress_bar=progress_bar,
     )
+    stale = [f"{key_added}_{m}" for m in ("rna", "protein") if f"{key_added}_{m}" not in written]
+    for name in [n for n in stale if n in mdata.mod and written_by(mdata.uns.get(key_added), "perturb")]:
+        del mdata.mod[name]  # an earlier run of this key regenerated another modality: not this run's result
     write_perturbation(mdata, res, key_added=key_added, n_top=n_top)
     return mdata if copy else None
 
@@ -197,7 +201,8 @@ def summarize_shifts(res: PerturbationResult, n_top: int = 20) -> pd.DataFrame:
                 "edited": np.isin(features, res.edited.get(m, [])),
             }
         )
-        df = df.sort_values("abs_mean_shift", ascending=False, kind="stable").head(n_top)
+        df = df.sort_values("abs_mean_shift", ascending=False, kind="stable")
+        df = df[df["edited"] | (np.cumsum(~df["edited"].to_numpy()) <= n_top)]  # n_top responders + the edited
         df["rank"] = np.arange(1, len(df) + 1)
         frames.append(df)
     if not frames:
