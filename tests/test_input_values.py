@@ -129,7 +129,7 @@ def _table(mdata):
     [
         ({"d_model": "64"}, "'d_model' must be an integer"),
         ({"n_layers": 1.5}, "'n_layers' must be an integer"),
-        ({"dropout": 1.5}, r"'dropout' must lie in \[0, 1\]"),
+        ({"dropout": 1.5}, r"'dropout' must lie in \[0, 1\)"),
         ({"kl_weight": "a lot"}, "'kl_weight' must be a number"),
         ({"elbo_weight": float("nan")}, "'elbo_weight' must be a finite number"),
         ({"batch_adversary_weight": float("inf")}, "'batch_adversary_weight' must be a finite number"),

@@ -68,7 +68,7 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
     n_bins
         Value bins of the diffusion process (bin 0 = zero).
     dropout
-        Dropout in attention and MLPs.
+        Dropout in attention and MLPs, in [0, 1).
     p_drop_modality
         Training: probability that a cell with several modalities is a cross-modal example (one
         modality hidden, entirely or in part, while the others stay visible).
