@@ -137,6 +137,8 @@ def _table(mdata):
         ({"p_whole": 1.5}, "p_whole is a probability"),
         ({"align_mode": "both"}, "align_mode must be one of"),
         ({"no_such_setting": 1.0}, "Unknown objective settings"),
+        ({"d_modle": 32}, r"not constructor arguments either\. Did you mean 'd_model' for 'd_modle'\?"),
+        ({"n_layer": 1}, "Did you mean 'n_layers'"),
         ({"cell_state_kwargs": {"value_path": "False"}}, "'value_path' must be true or false"),
         ({"cell_state_kwargs": {"tie_peaks_to_genes": 1.5}}, "'tie_peaks_to_genes' must be true or false"),
         ({"cell_state_kwargs": {"n_hidden": 0}}, "'n_hidden'"),

@@ -7,6 +7,7 @@ instead of failing deep inside torch or silently training on NaN. numpy scalars 
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 from collections.abc import Mapping
@@ -56,6 +57,16 @@ def check_arguments(arguments: Mapping, objective_kwargs: Mapping) -> dict:
     # types and finiteness here; ranges and choices by ObjectiveConfig, whose messages say what each field is
     types_only = [replace(r, low=None, high=None, choices=()) for r in OBJECTIVE]
     known = {r.key for r in OBJECTIVE}
+    unknown = sorted(set(objective_kwargs) - known)
+    if unknown:  # a typo of a constructor argument (d_modle=) lands here too: name the close ones
+        own = sorted(set(arguments) - {"self", "mdata", "objective_kwargs", "__class__"})
+        close = {n: difflib.get_close_matches(n, [*own, *known], n=1, cutoff=0.6) for n in unknown}
+        hint = " ".join(f"Did you mean {c[0]!r} for {n!r}?" for n, c in close.items() if c)
+        raise ValueError(
+            f"HoloCell(): Unknown objective settings {unknown}, and not constructor arguments either. "
+            + (f"{hint} " if hint else "")
+            + f"HoloCell's arguments: {own}; objective settings (holocell.nn.ObjectiveConfig): {sorted(known)}."
+        )
     objective = {k: python_scalar(v) for k, v in objective_kwargs.items()}
     check_section({k: v for k, v in objective.items() if k in known}, types_only, "HoloCell()", partial=True,
                   hint=_HINT)  # fmt: skip
