@@ -184,19 +184,6 @@ def _check_counts(mdata, modalities: dict, layers: dict, item: Planned) -> None:
             ) from None
 
 
-def _check_species(inputs: list, config: dict) -> None:
-    """Inputs of several species (``datasets.<file>.species``) may bring ATAC only from human cells."""
-    if len({i.species for i in inputs}) > 1:
-        for i in inputs:
-            if "atac" in i.modalities and i.species != "human":
-                raise UsageError(
-                    f"data set {i.name!r} ({i.species}) brings ATAC to a pretraining of several species: peaks are "
-                    "linked to genes of one genome, on the shared human anchors, so only human inputs may bring ATAC. "
-                    f"Leave its ATAC out (its 'modalities' in the config's datasets) or pretrain {i.species} data on "
-                    "their own."
-                )
-
-
 def run_pretrain(args) -> None:
     """``holocell pretrain``: check, read, merge, train, save."""
     from ._cli_files import save_model_out
@@ -214,7 +201,6 @@ def run_pretrain(args) -> None:
     for item in plan_inputs(config, args.config, list(args.inputs)):
         inputs.append(open_input(item, config))
         print(f"{item.path}: {item.name}, modalities {dict(inputs[-1].modalities)}, batch_key {inputs[-1].batch_key}")
-    _check_species(inputs, config)
     merged = merge_for_pretraining(inputs, species=config.get("species", "human"))
     # several species: the RNA features are the shared human anchors, and each cell carries its species
     species = {"species": "human", "species_key": "species", "gene_id_type": "symbol"} if mixed_species(merged) else {

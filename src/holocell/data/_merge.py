@@ -79,13 +79,13 @@ def merge_for_pretraining(inputs: Sequence[MergeInput], species: str = "human") 
     of = {i.name: i.species or species for i in inputs}
     mixed = len(set(of.values())) > 1
     if mixed:
-        atac = [i.name for i in inputs if "atac" in i.modalities and of[i.name] != "human"]
-        if atac:
-            raise ValueError(
-                f"{atac}: ATAC of {[of[n] for n in atac]} cells in a pretraining of several species; peaks are linked "
-                "to genes of one genome on the human anchors, so only human inputs may bring ATAC. Leave their ATAC "
-                "out, or pretrain that species on its own."
-            )
+        for i in inputs:
+            if "atac" in i.modalities and of[i.name] != "human":
+                raise ValueError(
+                    f"data set {i.name!r} ({of[i.name]}) brings ATAC to a pretraining of several species: peaks are "
+                    "linked to genes of one genome, on the shared human anchors, so only human inputs may bring ATAC. "
+                    f"Leave its ATAC out (its 'modalities') or pretrain {of[i.name]} data on their own."
+                )
     parts: dict[str, list[ad.AnnData]] = {m: [] for m in MODALITIES}
     for item in inputs:
         for m, key in item.modalities.items():

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..train._rng import global_random_state_kept
 from ..vocab import MODALITIES
 
 if TYPE_CHECKING:
@@ -72,8 +73,8 @@ def finetune_classifier(
     """Fine-tune a copy of ``model``'s module with a cell-type head.
 
     Every parameter of the copy is trained, also those ``model`` holds frozen (``requires_grad`` False, e.g. after
-    :meth:`~holocell.HoloCell.load_query_data`): the caller asked for fine-tuning. The run is seeded by ``seed``
-    under a fork of torch's random state, so the caller's global torch random state is as it was.
+    :meth:`~holocell.HoloCell.load_query_data`): the caller asked for fine-tuning. The run is seeded by ``seed``,
+    and the caller's global random state is put back afterwards (:func:`holocell.train._rng.global_random_state_kept`).
 
     Parameters
     ----------
@@ -106,8 +107,7 @@ def finetune_classifier(
     -------
     The fine-tuned copy, its head and the calibrated temperature.
     """
-    cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []  # manual_seed seeds them all
-    with torch.random.fork_rng(devices=cuda):  # seeds torch for the run, then restores the caller's state
+    with global_random_state_kept():  # seeds torch for the run, then restores the caller's state (as train does)
         torch.manual_seed(seed)
         return _finetune(
             model, arrays, codes, classes, max_epochs=max_epochs, lr=lr, classification_weight=classification_weight,

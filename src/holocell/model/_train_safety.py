@@ -35,8 +35,9 @@ def weights_kept_on_failure(module: torch.nn.Module) -> Iterator[None]:
 
     The copy is kept on the CPU for the length of the block (the model's size in host memory).
     """
-    saved = {name: t.detach().to("cpu", copy=True) for name, t in module.state_dict(keep_vars=True).items()}
-    where = {name: (t.device, t.dtype) for name, t in module.state_dict(keep_vars=True).items()}
+    state = module.state_dict(keep_vars=True)
+    saved = {name: t.detach().to("cpu", copy=True) for name, t in state.items()}
+    where = {name: (t.device, t.dtype) for name, t in state.items()}
     try:
         yield
     except Exception:
