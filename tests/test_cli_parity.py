@@ -67,10 +67,12 @@ PARITY = {
                     "cres",
                     "mode",
                     "regenerate",
+                    "sources",
                     "overexpress_quantile",
                     "n_top",
                     "n_steps",
                     "key_added",
+                    "var_suffix",
                     "batch_size",
                     "device",
                     "seed",
@@ -236,6 +238,14 @@ def test_perturb_and_grn_commands(counts_h5mu, trained_dir, tmp_path, capsys, sn
     written = md.read_h5mu(out)
     summary = pd.DataFrame(written.uns["holocell_perturb"]["summary"])
     assert len(summary) > 0 and set(summary["modality"]) <= {"rna", "protein"}
+    assert written["holocell_perturb_rna"].var_names.equals(written["rna"].var_names)  # the measured names
+    named = tmp_path / "named.h5mu"
+    run(["perturb", str(counts_h5mu), "--model", str(trained_dir), "--out", str(named), "--genes", "SIM1",
+         "--n-steps", "1", "--sources", "none", "--var-suffix", "auto", "--regenerate", "rna"])  # fmt: skip
+    named = md.read_h5mu(named)
+    shift = named["holocell_perturb_rna"]
+    assert shift.var_names[0] == f"{shift.var['measured_name'].iloc[0]}_holocell_perturb" and named.var_names.is_unique
+    assert list(named.uns["holocell_perturb"]["params"]["sources"]) == []
     before = snapshot(tmp_path)
     with pytest.raises(SystemExit) as exit_:  # never overwritten without --overwrite
         main(["perturb", str(counts_h5mu), "--model", str(trained_dir), "--out", str(out), "--genes", "SIM1"])
@@ -257,3 +267,12 @@ def test_perturb_and_grn_commands(counts_h5mu, trained_dir, tmp_path, capsys, sn
               "--table", str(table), "--tfs", "SIM1"])  # fmt: skip
     assert exit_.value.code == 2 and "edges.tsv already exists" in capsys.readouterr().err
     assert snapshot(tmp_path) == before
+
+
+def test_grn_n_cells_takes_all(capsys):
+    parser = build_parser()
+    assert parser.parse_args(["grn", "in.h5mu", "--out", "o.h5mu", "--n-cells", "all"]).n_cells is None
+    assert parser.parse_args(["grn", "in.h5mu", "--out", "o.h5mu", "--n-cells", "50"]).n_cells == 50
+    with pytest.raises(SystemExit):
+        parser.parse_args(["grn", "in.h5mu", "--out", "o.h5mu", "--n-cells", "half"])
+    assert "expected a number of cells or 'all', got 'half'" in capsys.readouterr().err

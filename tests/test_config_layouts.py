@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from contextlib import nullcontext
 from dataclasses import fields
 
@@ -226,3 +227,39 @@ def test_pretrain_config_accepts_objective_fields_and_train_config(tmp_path):
     train_config = {"lr": 3e-4, "betas": [0.9, 0.95], "min_epochs": 2, "max_epochs": 5}
     model = {"d_model": 32, "p_hide_library": 0.1, "eps": 0.05, "train_config": train_config}
     check_pretrain_config({"model": model}, str(tmp_path / "cfg.json"))
+
+
+def _strict_json(text: str) -> dict:
+    def refuse(name):
+        raise AssertionError(f"config.json holds {name}, which is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_history_is_saved_with_the_model_and_checked_when_loaded(model, saved, tmp_path):
+    import pandas as pd
+
+    assert "history" not in _strict_json((saved / "config.json").read_text())  # an untrained model has none
+    with _sim_genes():
+        assert hc.HoloCell.load(saved, _sim()).history_ is None
+    trained = hc.HoloCell(_sim(), **TINY)
+    trained.train(max_epochs=3, batch_size=16, enable_progress_bar=False)
+    trained.history_.loc[1, "validation_loss"] = math.nan  # a metric missing in one epoch stays missing
+    trained.save(tmp_path / "trained")
+    config = _strict_json((tmp_path / "trained" / "config.json").read_text())
+    assert config["format_version"] == 5 and config["history"]["epoch"] == [0, 1, 2]
+    assert config["history"]["validation_loss"][1] is None
+    with _sim_genes():
+        loaded = hc.HoloCell.load(tmp_path / "trained", _sim())
+    pd.testing.assert_frame_equal(loaded.history_, trained.history_)
+    for edit, words in [
+        (lambda h: h["train_loss"].pop(), "'history' must map 'epoch' and each metric's name to lists of one length"),
+        (lambda h: h.__setitem__("epoch", [0, 0, 1]), "'history.epoch' has duplicated entries"),
+        (lambda h: h["train_loss"].__setitem__(0, "low"), "'history.train_loss[0]' must be a number"),
+        (lambda h: h.__setitem__("kl", 1.0), "'history' must map 'epoch' and each metric's name to lists"),
+    ]:
+        shutil.copytree(tmp_path / "trained", tmp_path / "edited", dirs_exist_ok=True)
+        _rewrite(tmp_path / "edited", lambda c, edit=edit: edit(c["history"]))
+        with pytest.raises(ValueError, match="ConfigError|history") as err:
+            hc.HoloCell.load(tmp_path / "edited", _sim())
+        assert type(err.value).__name__ == "ConfigError" and words in str(err.value), str(err.value)

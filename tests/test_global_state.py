@@ -3,6 +3,7 @@ the root logger after ``generate``, and no figure left open by a saved plot; and
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -149,14 +150,22 @@ def test_a_saved_plot_closes_the_figure_it_made(sim, tmp_path):
     plt.close("all")
 
 
-def test_training_history_of_a_loaded_model_says_the_history_is_not_saved(sim, tmp_path):
-    """A model loaded from disk is trained but has no ``history_``; the plot told the user to train it."""
+def test_training_history_of_a_loaded_model_says_when_the_file_has_none(sim, tmp_path):
+    """A model loaded from disk has its ``history_`` (format 5); one from an older file is trained but has none,
+    and the plot says so (it told the user to train it)."""
     mdata, model = sim
     model.save(tmp_path / "model")
     with pytest.warns(hc.HoloCellWarning, match=SIM_GENES):
         loaded = hc.HoloCell.load(tmp_path / "model", mdata)
+    pd.testing.assert_frame_equal(loaded.history_, model.history_)
+    assert len(hc.pl.training_history(loaded, show=False).get_lines()[0].get_xdata()) == len(model.history_)
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    del config["history"]  # as written before format 5
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    with pytest.warns(hc.HoloCellWarning, match=SIM_GENES):
+        loaded = hc.HoloCell.load(tmp_path / "model", mdata)
     assert loaded.is_trained_ and loaded.history_ is None
-    with pytest.raises(ValueError, match="history_ is not saved with a model") as err:
+    with pytest.raises(ValueError, match="loaded from a file written without one") as err:
         hc.pl.training_history(loaded, show=False)
     assert "call model.train" not in str(err.value)
     # the way out the message gives works

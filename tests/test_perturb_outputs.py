@@ -1,6 +1,7 @@
 """``tl.perturb``'s outputs say what was asked: a CRE edit that cannot reach what is regenerated is refused (every
 shift was 0), a rerun with the same key leaves no modality of the earlier run, the summary keeps ``n_top``
-responders however many genes were edited, and a peak named in another form gets the data's form in the error."""
+responders however many genes were edited, a peak named in another form gets the data's form in the error, and
+the shift modalities' features can get names of their own (``var_suffix``), so ``mdata.var_names`` stay unique."""
 
 from __future__ import annotations
 
@@ -65,3 +66,27 @@ def test_a_peak_named_in_another_form_gets_the_datas_form(sim):
     other = name.replace(":", "-")
     with pytest.raises(KeyError, match=rf"Peaks are named as in the data, e.g. '{name}'"):
         hc.tl.perturb(mdata, model, cres=[other], progress_bar=False, copy=True)
+
+
+def test_shift_features_have_names_of_their_own(sim):
+    mdata, model, _ = sim
+    work = mdata.copy()
+    genes = [str(g) for g in work["rna"].var_names[:2]]
+    default = hc.tl.perturb(mdata, model, genes=genes[:1], n_steps=1, progress_bar=False, copy=True)
+    assert default["holocell_perturb_rna"].var_names.equals(mdata["rna"].var_names)  # [:, gene] reads the shift
+    hc.tl.perturb(work, model, genes=genes[:1], n_steps=1, var_suffix="auto", progress_bar=False)
+    hc.tl.perturb(work, model, genes=genes[1:], n_steps=1, key_added="ko2", var_suffix="auto", progress_bar=False)
+    shift = work["holocell_perturb_rna"]
+    assert shift.var_names.tolist() == [f"{g}_holocell_perturb" for g in work["rna"].var_names]
+    assert shift.var["measured_name"].tolist() == work["rna"].var_names.tolist()
+    assert work["ko2_protein"].var_names[0] == f"{work['protein'].var_names[0]}_ko2"
+    assert work.var_names.is_unique  # measured features and two runs side by side
+    assert work.uns["ko2"]["params"]["var_suffix"] == "_ko2"
+    summary = work.uns["holocell_perturb"]["summary"]
+    assert set(summary["feature"]) <= set(work["rna"].var_names) | set(work["protein"].var_names)  # measured names
+    hc.pl.perturbation(work, kind="heatmap", groupby="cell_type", n_top=3, show=False)  # finds the summary's features
+    own = hc.tl.perturb(mdata, model, genes=genes[:1], n_steps=1, var_suffix=".ko", progress_bar=False, copy=True)
+    assert own["holocell_perturb_rna"].var_names[0] == f"{genes[0]}.ko"
+    for bad in ("", 5):
+        with pytest.raises(ValueError, match="var_suffix must be a non-empty string, 'auto' or None"):
+            hc.tl.perturb(mdata, model, genes=genes[:1], var_suffix=bad, progress_bar=False, copy=True)

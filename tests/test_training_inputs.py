@@ -192,6 +192,16 @@ def test_callbacks_none_and_an_extra_logger(tmp_path):
     assert list(tmp_path.glob("logs/*/metrics.csv"))
 
 
+def test_a_validation_split_of_no_cell_says_that_early_stopping_is_off():
+    model = _model()
+    with pytest.warns(hc.HoloCellWarning, match=r"holds out no cell of the 64, so early stopping is off") as caught:
+        model.train(max_epochs=1, validation_size=0.005, **RUN)  # 0.32 cells, rounded to 0
+    assert "at least 0.0156" in str(caught[0].message) and "early_stopping=False" in str(caught[0].message)
+    assert model.is_trained_ and len(model.validation_indices_) == 0 and len(model.train_indices_) == 64
+    for kwargs in ({"validation_size": 0.0}, {"validation_size": 0.005, "early_stopping": False}):  # asked for
+        _model().train(max_epochs=1, **kwargs, **RUN)  # no warning (warnings are errors here)
+
+
 # ----------------------------------------------------------------------------- 5. nothing to train
 def test_freeze_with_nothing_new_leaves_nothing_to_train():
     reference = _model()

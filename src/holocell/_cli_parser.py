@@ -51,6 +51,21 @@ def _names(text: str) -> list[str]:
     return names
 
 
+def _sources(text: str) -> list[str]:
+    """``"rna,atac"`` -> ``["rna", "atac"]``; ``"none"`` -> ``[]`` (condition on the edited genes alone)."""
+    return [] if text.strip().lower() == "none" else _names(text)
+
+
+def _cells_or_all(text: str) -> int | None:
+    """``"500"`` -> ``500``; ``"all"`` -> ``None`` (every cell)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of cells or 'all', got {text!r}") from None
+
+
 def _devices(text: str) -> int | str | list[int]:
     """``auto``, a count (``2``) or device indices (``0,1``), as Lightning's ``devices``."""
     if text == "auto":
@@ -228,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--regenerate", type=_names, default=None,
         help="modalities to regenerate, of rna / protein (None: those the model has, the edited RNA included)"
     )
+    pert.add_argument(
+        "--sources", type=_sources, default=None,
+        help="modalities kept visible as conditioning, of rna / atac / protein, or 'none' (the edited genes alone; "
+             "default: every modality of the model that is not regenerated)",
+    )  # fmt: skip
     pert.add_argument("--overexpress-quantile", type=float, default=0.99, help="value set by overexpression")
     pert.add_argument(
         "--flow", default="staged", choices=["staged", "joint"], help="chromatin -> RNA -> protein, or all at once"
@@ -240,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="prefix of the keys written: .mod[<key>_<modality>], .obsm[X_<key>_shift], .obs[<key>_applied], "
         ".uns[<key>]",
     )
+    pert.add_argument(
+        "--var-suffix", default=None,
+        help="appended to the shift modalities' feature names ('auto': _<key-added>; default: the measured names)",
+    )  # fmt: skip
     _inference_arguments(pert)
     _model_arguments(pert)
 
@@ -256,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     grn.add_argument(
         "--method", default="both", choices=["embedding", "knockout", "both"], help="how edges are scored"
     )
-    grn.add_argument("--n-cells", type=int, default=500, help="cells used for knockouts")
+    grn.add_argument("--n-cells", type=_cells_or_all, default=500, help="cells used for knockouts, or 'all'")
     grn.add_argument("--n-steps", type=int, default=4, help="denoising steps")
     grn.add_argument("--key-added", default="holocell_grn", help="key of .uns")
     grn.add_argument(

@@ -33,6 +33,7 @@ from .._warnings import HoloCellWarning
 from ._build import LEGACY_CELL_STATE
 from ._config_check import validate_config
 from ._config_header import check_header
+from ._history import history_entry
 from ._safe_write import (
     check_regular,
     fsync_path,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from ._holocell import HoloCell
 
 FORMAT = "holocell-checkpoint"
-FORMAT_VERSION = 4  # 2: config.json records the sha256 of the weights; 3: the cell state; 4: peaks' input vectors
+FORMAT_VERSION = 5  # 2: sha256 of the weights in config.json; 3: the cell state; 4: peaks' input vectors; 5: history
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 MUDATA = "mdata.h5mu"
@@ -91,7 +92,7 @@ def model_config(model: HoloCell) -> dict:
     (:class:`~holocell.nn.ObjectiveConfig`, :class:`~holocell.train.TrainingConfig`; absent from files
     written before them, which load with the defaults). Older files also hold a ``"network"`` entry
     (the network sizes, a copy of what ``init_params`` rebuilds); it is not written any more, and
-    when read it is validated (:mod:`._config_check`) but not used.
+    when read it is validated (:mod:`._config_check`) but not used. ``history`` is ``history_`` (format 5).
     """
     return {
         "format": FORMAT,
@@ -105,7 +106,7 @@ def model_config(model: HoloCell) -> dict:
         "batch_categories": list(model.batch_categories_),
         "feature_space": model.feature_space.to_dict(),
         "is_trained": bool(model.is_trained_),
-    }
+    } | history_entry(model)
 
 
 def is_checkpoint_dir(path: Path) -> bool:

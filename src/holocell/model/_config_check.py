@@ -88,6 +88,7 @@ TOP_LEVEL = (
     Rule("feature_space", dict),
     Rule("is_trained", bool, required=False),
     Rule("weights_sha256", str, required=False),  # required from format 2 on (checked below)
+    Rule("history", dict, required=False),  # history_, from format 5 on
 )
 SETUP_ARGS = (
     Rule("modalities", dict),
@@ -331,11 +332,8 @@ def validate_config(config, where: str) -> dict:
         if name in config:
             check_section(config[name], rules, where, f"{name}.")
     if config["format_version"] >= 2 and "weights_sha256" not in config:
-        raise _fail(
-            where,
-            "weights_sha256",
-            f"is missing (required from format 2 on, this is format {config['format_version']})",
-        )
+        version = config["format_version"]
+        raise _fail(where, "weights_sha256", f"is missing (required from format 2 on, this is format {version})")
     if "weights_sha256" in config and not _HEX64.fullmatch(config["weights_sha256"]):
         raise _fail(where, "weights_sha256", "must be 64 lowercase hex characters")
     init, setup = config["init_params"], config["setup_args"]
@@ -355,11 +353,8 @@ def validate_config(config, where: str) -> dict:
         )
     modalities = setup["modalities"]
     if not modalities or any(m not in MODALITIES or not isinstance(v, str) for m, v in modalities.items()):
-        raise _fail(
-            where,
-            "setup_args.modalities",
-            f"must map some of {list(MODALITIES)} to modality names, got {_short(modalities)}",
-        )
+        problem = f"must map some of {list(MODALITIES)} to modality names, got {_short(modalities)}"
+        raise _fail(where, "setup_args.modalities", problem)
     _check_list(config["batch_categories"], where, "batch_categories", str, unique=True)
     if len(config["batch_categories"]) > MAX_BATCHES:
         raise _fail(where, "batch_categories", f"has more than {MAX_BATCHES:,} batches")
@@ -368,7 +363,19 @@ def validate_config(config, where: str) -> dict:
         _check_network(config, where)
     if "training" in config:
         check_training(config["training"], where)
+    if "history" in config:
+        _check_history(config["history"], where)
     return config
+
+
+def _check_history(history: dict, where: str) -> None:
+    """``epoch`` and each metric's name -> lists of one length: epochs, then numbers or ``null``."""
+    epochs = history.get("epoch")
+    if not isinstance(epochs, list) or any(not isinstance(v, list) or len(v) != len(epochs) for v in history.values()):
+        raise _fail(where, "history", "must map 'epoch' and each metric's name to lists of one length")
+    _check_list(epochs, where, "history.epoch", int, unique=True)
+    for name, values in history.items():
+        _check_list([v for v in values if v is not None], where, f"history.{name}", float)
 
 
 def check_training(
@@ -393,11 +400,8 @@ def _check_feature_space(space: dict, modalities: dict, where: str, network: dic
         raise _fail(where, "feature_space.anchors", "is empty")
     maps = space["maps"]
     if set(maps) != set(modalities):
-        raise _fail(
-            where,
-            "feature_space.maps",
-            f"has modalities {sorted(maps)}, setup_args.modalities {sorted(modalities)}",
-        )
+        problem = f"has modalities {sorted(maps)}, setup_args.modalities {sorted(modalities)}"
+        raise _fail(where, "feature_space.maps", problem)
     n_buckets = network.get("n_buckets", N_BUCKETS)
     for m, fmap in maps.items():
         key = f"feature_space.maps.{m}"
@@ -436,13 +440,6 @@ def _check_network(config: dict, where: str) -> None:
 
 
 __all__ = [
-    "CELL_STATE",
-    "OBJECTIVE",
-    "TRAINING",
-    "ConfigError",
-    "Rule",
-    "SECTIONS",
-    "check_section",
-    "check_training",
+    "CELL_STATE", "OBJECTIVE", "TRAINING", "ConfigError", "Rule", "SECTIONS", "check_section", "check_training",
     "validate_config",
-]
+]  # fmt: skip

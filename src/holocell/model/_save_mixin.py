@@ -9,6 +9,7 @@ import torch
 
 from . import _checkpoint, _pretrained
 from ._args import check_device
+from ._history import history_from_config
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -97,6 +98,7 @@ class SaveLoadMixin:
         )
         _checkpoint.load_state(model.module, state, dir_path, config)
         model.is_trained_ = bool(config.get("is_trained", True))
+        model.history_ = history_from_config(config)
         model.module.eval()
         if device is not None:
             model.module.to(device)

@@ -90,7 +90,9 @@ class TrainingMixin:
         batch_size
             Cells per mini-batch (per device).
         validation_size
-            Fraction of cells held out to monitor the loss (and for early stopping).
+            Fraction of cells held out to monitor the loss (and for early stopping); rounded to a number of
+            cells. When that number is 0 the run has no early stopping (a ``HoloCellWarning`` says so, unless
+            ``early_stopping=False``).
         early_stopping
             Stop when the validation loss has not improved for ``early_stopping_patience`` epochs, counted
             from the end of the cell state's KL warm-up (the validation loss weighs the KL fully, the

@@ -119,7 +119,8 @@ def perturbation(
             how=f"hc.tl.perturb(..., key_added={key!r}) writes it when it regenerates {modality!r}; run it again "
             "(regenerate=None regenerates every modality the model has), or use kind='bar'.",
         )
-        cols = shift.var_names.get_indexer(top["feature"].astype(str))
+        names = pd.Index(shift.var["measured_name"].astype(str) if "measured_name" in shift.var else shift.var_names)
+        cols = names.get_indexer(top["feature"].astype(str))
         if (cols < 0).any():
             raise ValueError(
                 f"mdata.mod[{name!r}] lacks responders of the summary "

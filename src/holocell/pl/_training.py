@@ -51,8 +51,8 @@ def training_history(
     TypeError
         ``model`` is neither a HoloCell nor a DataFrame.
     ValueError
-        The model is not trained, or was loaded from disk (``history_`` is not saved with a model), or there is
-        no column to draw.
+        The model is not trained, or was loaded from a file written without its history (checkpoint format
+        below 5, e.g. the shipped ``holocell-small``, or a transferred model), or there is no column to draw.
     KeyError
         ``keys`` names a column ``history_`` lacks (the message lists its columns). Nothing is drawn or saved.
     """
@@ -60,9 +60,10 @@ def training_history(
     history = model_table(model, "history_", fallback="its history_ DataFrame")
     if history is None and getattr(model, "is_trained_", False):  # trained, then saved and loaded
         raise ValueError(
-            "This model is trained, but has no training history: history_ is not saved with a model, so a model "
-            "from HoloCell.load (or load_pretrained) has none. Plot it in the session that trained the model, or "
-            "keep it yourself before saving (model.history_.to_csv(path)) and pass that DataFrame: "
+            "This model is trained, but has no training history: it was loaded from a file written without one "
+            "(holocell saves history_ from checkpoint format 5 on; older files, the shipped checkpoints and "
+            "transferred models have none). Plot it in the session that trained the model, or pass a history you "
+            "kept (model.history_.to_csv(path)) as a DataFrame: "
             "hc.pl.training_history(pd.read_csv(path, index_col='epoch'))."
         )
     if history is None or len(history) == 0:

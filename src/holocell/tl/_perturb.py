@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..data.arrays import update_axes
 from ..model._args import check_count
+from ..model._inference import generated_var
 from ._compat import legacy_positional
 from ._keys import check_key_added, check_outputs, working_copy, written_by
 
@@ -39,6 +40,7 @@ def perturb(
     n_top: int = 20,
     n_steps: int = 8,
     key_added: str = "holocell_perturb",
+    var_suffix: str | None = None,
     batch_size: int | None = None,
     device: str | None = None,
     seed: int = 0,
@@ -92,6 +94,12 @@ def perturb(
     key_added
         Prefix of every key written. The results of an earlier ``perturb`` with the same ``key_added`` are
         replaced; any other existing key (the user's data) is never replaced: ``ValueError``.
+    var_suffix
+        Appended to the feature names of the shift modalities. ``None`` (default) keeps the measured names, so the
+        shift of gene ``g`` is ``mdata.mod[f"{key_added}_rna"][:, g]``, but ``mdata.var_names`` then repeat the
+        measured features' names and ``mu.pl.embedding(mdata, color=g)`` cannot tell them apart. ``"auto"`` is
+        ``f"_{key_added}"`` (unique names, also beside other runs: ``color="CD4_holocell_perturb"``); any other
+        non-empty string is used as given. ``var["measured_name"]`` keeps the measured name either way.
     batch_size, device, seed, progress_bar
         Cells per pass, device, random seed, progress display.
     copy
@@ -109,12 +117,13 @@ def perturb(
       ``"protein"``): all cells x the model's features of ``m``; ``X`` = predicted shift
       (perturbed - control; log1p CP10k for RNA, CLR for protein), ``layers["control"]`` and
       ``layers["perturbed"]``. Rows of cells that lack the edited modality (RNA for ``genes``, ATAC
-      for ``cres``) are NaN. The edited genes' own RNA shift is the edit itself.
+      for ``cres``) are NaN. The edited genes' own RNA shift is the edit itself. Feature names are the
+      measured ones + ``var_suffix``; ``var`` holds ``measured_name`` and the measured modality's own columns.
     - ``mdata.obsm[f"X_{key_added}_shift"]``: embedding shift (perturbed - control embedding).
     - ``mdata.obs[f"{key_added}_applied"]``: the edit applied to the cell.
     - ``mdata.uns[key_added]``: ``"params"`` and ``"summary"``, a DataFrame of the top ``n_top``
       responders per modality (features the perturbation did not set) and the features it set, with
-      columns ``modality``, ``feature``, ``mean_shift``, ``abs_mean_shift``, ``frac_up`` (fraction of
+      columns ``modality``, ``feature`` (the measured name), ``mean_shift``, ``abs_mean_shift``, ``frac_up`` (fraction of
       cells with a positive shift), ``edited`` (the feature was set by the perturbation) and ``rank``
       (1 = largest ``abs_mean_shift``).
 
@@ -125,6 +134,9 @@ def perturb(
     """
     check_count(n_top, "n_top")
     check_key_added(key_added)
+    if var_suffix is not None and (not isinstance(var_suffix, str) or not var_suffix):
+        raise ValueError(f"var_suffix must be a non-empty string, 'auto' or None, got {var_suffix!r}.")
+    suffix = "" if var_suffix is None else f"_{key_added}" if var_suffix == "auto" else var_suffix
     regen = [m for m in ("rna", "protein") if m in model.modalities_] if regenerate is None else regenerate
     regen = [regen] if isinstance(regen, str) else list(regen) if isinstance(regen, Iterable) else []
     written = [f"{key_added}_{m}" for m in regen]
@@ -155,30 +167,36 @@ def perturb(
     stale = [f"{key_added}_{m}" for m in ("rna", "protein") if f"{key_added}_{m}" not in written]
     for name in [n for n in stale if n in mdata.mod and written_by(mdata.uns.get(key_added), "perturb")]:
         del mdata.mod[name]  # an earlier run of this key regenerated another modality: not this run's result
-    write_perturbation(mdata, res, key_added=key_added, n_top=n_top)
+    write_perturbation(mdata, res, key_added=key_added, n_top=n_top, var_suffix=suffix, model=model)
     return mdata if copy else None
 
 
-def write_perturbation(mdata: MuData, res: PerturbationResult, *, key_added: str, n_top: int) -> None:
-    """Store a :class:`~holocell.model.PerturbationResult` in ``mdata`` (the keys of :func:`perturb`)."""
+def write_perturbation(
+    mdata: MuData, res: PerturbationResult, *, key_added: str, n_top: int, var_suffix: str = "", model=None
+) -> None:
+    """Store a :class:`~holocell.model.PerturbationResult` in ``mdata`` (the keys of :func:`perturb`); each shift
+    modality's features are named ``measured + var_suffix``, with the measured modality's ``.var`` columns when
+    ``model`` says which modality that is."""
     for m, features in res.features.items():
         shift = res.shift(m)
+        measured = pd.Index(features).astype(str)
+        source = model.modalities_.get(m, "") if model is not None else ""
         layer = ad.AnnData(
             X=shift.astype(np.float32),
             obs=pd.DataFrame(index=mdata.obs_names.copy()),
-            var=pd.DataFrame(index=pd.Index(features)),
+            var=generated_var(mdata, source, measured, var_suffix),
         )
         layer.layers["control"] = res.control[m]
         layer.layers["perturbed"] = res.perturbed[m]
         mdata.mod[f"{key_added}_{m}"] = layer
     with warnings.catch_warnings():
-        # the shift modalities share their feature names with the measured ones, by design
+        # the shift modalities share .var column names (measured_name, gene ids) with the measured ones
         warnings.filterwarnings("ignore", message="Cannot join columns with the same name")
         update_axes(mdata)
     mdata.obsm[f"X_{key_added}_shift"] = res.embedding_perturbed - res.embedding_control
     mdata.obs[f"{key_added}_applied"] = res.applied
     mdata.uns[key_added] = {
-        "params": {k: v for k, v in res.params.items() if v is not None},
+        "params": {k: v for k, v in res.params.items() if v is not None} | ({"var_suffix": var_suffix} if var_suffix else {}),
         "summary": summarize_shifts(res, n_top=n_top),
     }
 

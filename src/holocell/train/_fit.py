@@ -284,6 +284,14 @@ def fit(
                 f"to train on. Lower validation_size (e.g. 0.1) so that at least one cell, better a batch of "
                 f"batch_size={batch_size}, remains for training."
             )
+        if early_stopping and validation_size > 0 and len(val_idx) == 0:
+            warnings.warn(
+                f"validation_size={validation_size} holds out no cell of the {arrays.n_cells}, so early stopping is "
+                f"off and the run lasts max_epochs. Raise validation_size to at least {1 / arrays.n_cells:.3g} "
+                "for early stopping, or pass early_stopping=False to train on every cell without this warning.",
+                HoloCellWarning,
+                stacklevel=3,
+            )
         steps_per_epoch = max(1, len(train_idx) // batch_size)
         if max_epochs is None:
             max_epochs = config.default_epochs(steps_per_epoch)
