@@ -269,10 +269,10 @@ def test_default_steps_per_target(model):
     in the generated modality's settings)."""
     mdata = model.adata.copy()
     prot = model.generate(mdata, target="protein", key_added="p_default", progress_bar=False)
-    mean = model.generate(mdata, target="protein", n_steps=0, key_added="p_mean", progress_bar=False)
+    mean = model.generate(mdata, target="protein", n_steps=0, key_added="p_mean", var_suffix="_p_mean", progress_bar=False)
     np.testing.assert_array_equal(prot.X, mean.X)
     atac = model.generate(mdata, target="atac", key_added="a_default", progress_bar=False)
-    one = model.generate(mdata, target="atac", n_steps=1, key_added="a_one", progress_bar=False)
+    one = model.generate(mdata, target="atac", n_steps=1, key_added="a_one", var_suffix="_a_one", progress_bar=False)
     np.testing.assert_array_equal(atac.X, one.X)
     assert prot.uns["holocell"]["params"]["n_steps"] == 0 and atac.uns["holocell"]["params"]["n_steps"] == 1
 

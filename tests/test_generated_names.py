@@ -56,7 +56,7 @@ def test_generated_features_keep_the_measured_features_annotations(trained_pbmc,
     assert (gen.var["feature_types"] == "Antibody Capture").all()
     assert gen.var["isotype"].tolist() == adt.var["isotype"].tolist()
     assert work["adt"].var.equals(before)
-    out = hc.tl.generate(work, model, target="protein", n_steps=1, progress_bar=False, key_added="again", copy=True)
+    out = hc.tl.generate(work, model, target="protein", n_steps=1, progress_bar=False, key_added="again", var_suffix="_again", copy=True)
     out.write(tmp_path / "g.h5mu")
     assert mudata.read_h5mu(tmp_path / "g.h5mu")["again"].var["isotype"].tolist() == adt.var["isotype"].tolist()
 

@@ -136,7 +136,7 @@ def test_generate_for_cells_without_a_source(ghost):
     keep = (np.asarray(work.obsmap["rna"]) > 0) | (np.asarray(work.obsmap["atac"]) > 0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", hc.HoloCellWarning)
-        sub = model.generate(work[keep].copy(), target="protein", key_added="prot2", progress_bar=False)
+        sub = model.generate(work[keep].copy(), target="protein", key_added="prot2", var_suffix="_prot2", progress_bar=False)
     assert np.isfinite(sub.X).all()
 
 

@@ -191,8 +191,9 @@ def test_resume_after_kill(tmp_path):
         checkpoint_dir=ckpt_dir,
         resume=True,
     )
-    # continues from the saved epoch and step instead of starting over
-    assert model.history_.index.tolist() == [saved["epoch"] + 1, saved["epoch"] + 2]
+    # continues from the saved epoch and step instead of starting over; history_ holds the whole run
+    assert model.history_.index.tolist() == list(range(saved["epoch"] + 3))
+    assert model.history_["train_loss"].notna().sum() == 2 + saved["epoch"]  # the checkpoint's epoch lacks it
     resumed = torch.load(last, weights_only=True)
     steps_per_epoch = saved["global_step"] // (saved["epoch"] + 1)
     assert resumed["global_step"] == saved["global_step"] + 2 * steps_per_epoch

@@ -61,7 +61,9 @@ def test_fresh_run_into_an_earlier_runs_folder_is_refused_and_resume_continues_i
     assert snapshot(tmp_path) == before and not model.is_trained_
     # resume continues the run in the folder (epoch 0 done: one more), writing its own last.ckpt, no last-v1.ckpt
     model.train(max_epochs=2, checkpoint_dir=folder, resume=True, **RUN)
-    assert model.history_.index.tolist() == [1]
+    assert model.history_.index.tolist() == [0, 1]  # the run's epochs, the checkpoint's included (was [1])
+    # the checkpoint is written after validation, before Lightning logs the epoch's training losses
+    assert model.history_["validation_loss"].notna().all() and model.history_["train_loss"].notna().tolist() == [False, True]
     assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 1
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["epoch=1-step=6.ckpt", "last.ckpt", "notes.txt"], names  # the old epoch file was the run's own

@@ -1,6 +1,6 @@
 """Files of the command line: the input ``.h5mu`` read with one-line errors, output paths checked before any
 work (never the input, never an existing file without ``--overwrite``, of the right kind, in a folder that can
-be created), and outputs written atomically (:func:`holocell.model._safe_write.atomic_file`).
+be created: no folder above it is a file or a symlink to nothing), and outputs written atomically (:func:`holocell.model._safe_write.atomic_file`).
 
 A model output (``train --model``, ``pretrain --out``) is never a folder that is or holds an input, nor one that
 training writes its checkpoints into, nor a saved model whose ``mdata.h5mu`` the save would delete
@@ -68,11 +68,7 @@ def check_out(
         raise UsageError(
             f"{option} {out} already exists; pass --overwrite to replace it, or choose another path."
         )
-    folder = (path.resolve() if path.is_symlink() else path.absolute()).parent
-    while not folder.exists():  # created when the output is written
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UsageError(f"{option} {out} cannot be created: {folder} is a file, not a folder.")
+    folder = _existing_folder(path.resolve() if path.is_symlink() else path, f"{option} {out}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"{option} {out} cannot be created: no permission to write in {folder}.")
     return path
@@ -87,6 +83,17 @@ def cli_words(text: str) -> str:
     ):
         text = text.replace(api, option)
     return text
+
+
+def _existing_folder(path: Path, what: str) -> Path:
+    """The nearest existing folder above ``path`` (the output's folders are created below it when it is written);
+    a folder on the way that is a file or a symlink to nothing is a :class:`UsageError`, before any work."""
+    from .model._paths import existing_folder
+
+    try:
+        return existing_folder(path, what)
+    except NotADirectoryError as err:
+        raise UsageError(str(err)) from None
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -109,7 +116,8 @@ def check_model_out(
     Parameters
     ----------
     out
-        ``--model`` of ``train`` / ``--out`` of ``pretrain``, as given (``~`` expanded as ``HoloCell.save`` does).
+        ``--model`` of ``train`` / ``--out`` of ``pretrain``, as given (``~`` expanded and made absolute as
+        ``HoloCell.save`` does: ``.`` is the current folder; an empty path is refused).
     overwrite
         ``--overwrite``.
     inputs
@@ -123,10 +131,15 @@ def check_model_out(
         Where training writes its checkpoints, and the option or config key that says so: not ``out`` nor inside it.
     """
     from .model._checkpoint import MUDATA, check_save_path
+    from .model._paths import output_path
     from .model._pretrained import ARCHIVE_SUFFIX, is_checkpoint_archive
     from .model._safe_write import replaceable_target
 
-    path = Path(out).expanduser()
+    try:
+        path = output_path(out, option)  # absolute: "--model ." is the current folder
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    _existing_folder(path, f"{option} {out}")
     real = path.resolve()
     members = list(path.iterdir()) if path.is_dir() else []
     for given in inputs:

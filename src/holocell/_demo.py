@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import time
 from collections.abc import Iterator
@@ -24,14 +25,16 @@ from .data import pbmc_cite_mosaic
 from .data._registry import sha256sum
 from .model import HoloCell
 from .model._arguments import check_train_call
-from .model._safe_write import atomic_file, read_regular, write_beside
+from .model._safe_write import read_regular, write_beside
 
 HELD_OUT_BATCH = "p4_0"
 TRAIN_PAIRED_BATCH = "p3_0"
 OUTPUTS = ("results.md", "results.json", "umap.png", "pbmc_holocell.h5mu")
 """The files the demo writes into its output folder."""
 MANIFEST = ".holocell_demo.json"
-"""In the output folder: the SHA-256 of each file the demo wrote. A rerun replaces only those, unchanged."""
+"""In the output folder: the SHA-256 of each file the demo wrote. A rerun replaces only those, unchanged; a file of
+this name that is not such a record (a link, the user's own JSON) is refused before any work, never replaced."""
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -89,8 +92,8 @@ def run_demo(
     protein in ``.mod["adt_generated"]``: NaN rows for the protein-only batch p2, which has no RNA to generate
     from; the scored p4 cells all have RNA), ``out_dir/umap.png``, ``out_dir/results.json`` and
     ``out_dir/results.md``, each atomically, and records them in ``out_dir/.holocell_demo.json``. A file of
-    those names that an earlier demo did not write (or that changed since) is never replaced: ``FileExistsError``
-    before any work (and again before each write, for a file that appeared during training), as are a
+    those names that an earlier demo did not write (or that changed since), or a ``.holocell_demo.json`` that is not
+    the demo's record (a link, the user's own file), is never replaced: ``FileExistsError`` before any work (and again before each write, for a file that appeared during training), as are a
     ``max_epochs`` or ``seed`` that training refuses (``ValueError`` / ``TypeError``, before the folder is
     created). Returns the results dictionary.
     """
@@ -121,7 +124,7 @@ def run_demo(
     pred = generated[split.held_out_cells].X
     rows = [ev.score_prediction("holocell (mosaic, 8 steps)", truth, np.asarray(pred))]
     if model.config.cell_state:  # the default point prediction: the cell state's likelihood mean
-        mean = model.generate(mdata, target="protein", n_steps=0, key_added="adt_mean", seed=seed)
+        mean = model.generate(mdata, target="protein", n_steps=0, key_added="adt_mean", var_suffix="_adt_mean", seed=seed)
         rows.insert(0, ev.score_prediction("holocell (mosaic, likelihood mean)", truth, np.asarray(mean[split.held_out_cells].X)))
     rows += baseline_rows(split, full)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -162,6 +165,9 @@ def check_demo_outputs(out_dir: Path, names: tuple[str, ...]) -> None:
     and again right before each output is written (training takes minutes)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"The demo's output folder {out_dir} is a file; choose a folder (e.g. demo_output).")
+    record = out_dir / MANIFEST
+    if os.path.lexists(record) and _read_record(record) is None:
+        raise _not_record(record)
     for name in names:
         path = out_dir / name
         if os.path.lexists(path) and not _unchanged_output(path):
@@ -193,16 +199,35 @@ def _demo_file(out_dir: Path, name: str, suffix: str = "") -> Iterator[Path]:
         yield tmp
         digest = sha256sum(tmp)
     written = _manifest(out_dir) | {name: digest}
-    with atomic_file(out_dir / MANIFEST) as tmp:
+    with write_beside(out_dir / MANIFEST, lambda p: _read_record(p) is not None, _not_record, ".json") as tmp:
         tmp.write_text(json.dumps(written, indent=1))
 
 
+def _read_record(path: Path) -> dict[str, str] | None:
+    """The demo's record at ``path``, or None when what is there is not one: a link, not a regular file (a FIFO or
+    ``/dev/zero`` is never read without end), larger than 1 MiB, or not a JSON object of SHA-256 hex strings."""
+    if path.is_symlink():
+        return None
+    try:
+        written = json.loads(read_regular(path, 1 << 20))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(written, dict) or not all(isinstance(v, str) and _SHA256.fullmatch(v) for v in written.values()):
+        return None
+    return written
+
+
 def _manifest(out_dir: Path) -> dict[str, str]:
-    try:  # a regular file of at most 1 MiB (a link to /dev/zero or a FIFO would be read without end)
-        written = json.loads(read_regular(out_dir / MANIFEST, 1 << 20))
-    except (OSError, ValueError):  # none yet, or unreadable: nothing there counts as the demo's
-        return {}
-    return written if isinstance(written, dict) else {}
+    """The outputs recorded in ``out_dir`` (none when there is no record there, or it is not the demo's)."""
+    return _read_record(out_dir / MANIFEST) or {}
+
+
+def _not_record(path: Path) -> FileExistsError:
+    return FileExistsError(
+        f"{path} is not the record of outputs that holocell demo writes (it is a link, not a regular file, or not a "
+        "JSON object of SHA-256 hashes); holocell never writes over it. Move or remove it yourself, or choose another "
+        "output folder."
+    )
 
 
 def _umap_plot(mdata: md.MuData, path: Path) -> None:

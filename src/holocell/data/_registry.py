@@ -10,8 +10,9 @@ Resolution order for a registered file:
    pooch re-uses a cached file whose hash matches and sends no request;
 4. a download from the registered URL (progress bar), written to a temporary file, checked, then moved
    into the cache, and recorded there (``<file>.json``). A file whose hash does not match is refused and
-   nothing is cached. A damaged file that holocell downloaded (recorded) is downloaded again; any other file
-   at the cache name (the user's own, when ``HOLOCELL_CACHE_DIR`` is their folder) is never replaced:
+   nothing is cached. The record names the file holocell wrote (:mod:`holocell.data._cache_record`): that
+   file, damaged since, is downloaded again; any other file at the cache name (the user's own, when
+   ``HOLOCELL_CACHE_DIR`` is their folder, or a model saved over the cached copy) is never replaced:
    ``FileExistsError`` names it and the fix.
 
 The real data sets are *converted* entries: their registered URLs and hashes are those of the original
@@ -39,12 +40,12 @@ from urllib.parse import urlparse
 import pooch
 
 from .._warnings import HoloCellDeprecationWarning, HoloCellWarning
+from ._cache_record import download_record, identity, not_downloaded, record_path, recorded_download
 from ._download import (
     MAX_CHECKPOINT_BYTES,
     CappedDownloader,
     DownloadRefused,
     max_download_bytes,
-    read_stamp,
     write_stamp,
 )
 
@@ -320,7 +321,8 @@ def fetch_url(
     PermissionError, NotADirectoryError, OSError
         The cache folder cannot be created or written (naming it and ``$HOLOCELL_CACHE_DIR``).
     FileExistsError
-        A file with another sha256 that holocell did not download is at the cache name (nothing is sent).
+        A file with another sha256 that is not holocell's download is at the cache name (the user's file, or one
+        saved over the cached copy since; :mod:`holocell.data._cache_record`): nothing is sent or replaced.
     ConnectionError
         The server cannot be reached or answers with an HTTP error.
     """
@@ -330,11 +332,12 @@ def fetch_url(
         raise ValueError(f"holocell downloads over http(s) only, got {url!r}.")
     folder = cache_dir()
     cached = folder / filename
-    if cached.is_file() and sha256sum(cached) == sha256:
+    actual = sha256sum(cached) if cached.is_file() else None
+    if actual == sha256:
         return cached  # no request, and no need for a writable cache
     _prepare_cache(folder)
-    if os.path.lexists(cached) and not _recorded_download(cached):  # before any request
-        raise _not_downloaded(cached, sha256)
+    if os.path.lexists(cached) and not recorded_download(cached, actual):
+        raise not_downloaded(cached, sha256)  # before any request
     downloader = CappedDownloader(max_download_bytes(max_bytes), progressbar=progressbar)
     stage = Path(tempfile.mkdtemp(prefix=f".{filename}.", suffix=".partial", dir=folder))
     try:
@@ -344,9 +347,8 @@ def fetch_url(
         from ..model._safe_write import fsync_path, place_file
 
         fsync_path(path)
-        place_file(
-            Path(path), cached, lambda p: _replaceable(p, sha256), lambda p: _not_downloaded(p, sha256)
-        )
+        written = identity(Path(path))  # kept by the link or rename into place: the record names this file
+        place_file(Path(path), cached, lambda p: _replaceable(p, sha256), lambda p: not_downloaded(p, sha256))
     except DownloadRefused as err:
         raise ValueError(str(err)) from err
     except ValueError as err:  # pooch: hash mismatch (the downloaded file is deleted)
@@ -371,7 +373,7 @@ def fetch_url(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     try:  # the record that lets a later call replace this file if it is ever damaged
-        write_stamp(cached.with_name(f"{filename}.json"), {"kind": "download", "url": url, "sha256": sha256})
+        write_stamp(record_path(cached), download_record(url, sha256, written))
     except FileExistsError as err:
         warnings.warn(
             f"{err} (Only its record was not written; {cached} is in place.)", HoloCellWarning, stacklevel=2
@@ -379,25 +381,9 @@ def fetch_url(
     return cached
 
 
-def _recorded_download(path: Path) -> bool:
-    """Whether holocell downloaded the file at ``path`` (its record ``<file>.json`` is there): such a file is
-    replaced when its bytes are damaged; any other file in the cache folder is the user's."""
-    record = read_stamp(path.with_name(f"{path.name}.json"))
-    return not path.is_symlink() and record is not None and record.get("kind") == "download"
-
-
 def _replaceable(path: Path, sha256: str) -> bool:
-    """At the rename: holocell's recorded download, or the same bytes (a parallel download put them there)."""
-    return _recorded_download(path) or sha256sum(path) == sha256
-
-
-def _not_downloaded(path: Path, sha256: str) -> FileExistsError:
-    return FileExistsError(
-        f"{path} exists in the holocell cache folder (${CACHE_DIR_ENV}={path.parent}), but holocell did not "
-        f"download it (there is no record {path.name}.json beside it) and its sha256 is not the expected "
-        f"{sha256}; holocell never writes over it. Move or rename that file, or set ${CACHE_DIR_ENV} to another "
-        "folder, then fetch again."
-    )
+    """At the rename: holocell's own download (:mod:`._cache_record`), or the same bytes (a parallel download)."""
+    return recorded_download(path) or sha256sum(path) == sha256
 
 
 # ------------------------------------------------------------------------------------ checkpoints

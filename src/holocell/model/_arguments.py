@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 import numpy as np
+from lightning.pytorch.callbacks import Checkpoint
 
 from ..train._config import TrainingConfig
 from ._args import check_count
@@ -140,13 +141,17 @@ def as_callbacks(value) -> list:
 
 def check_train_call(
     max_epochs, batch_size, validation_size, early_stopping_patience, lr, seed, ema_decay=None
-) -> None:
+) -> tuple[int | None, int, int, int]:
     """Check the arguments of :meth:`~holocell.HoloCell.train` before anything runs (a string, a float epoch
-    count, a zero batch size or a NaN learning rate used to fail deep inside Lightning or numpy)."""
-    check_count(max_epochs, "max_epochs", none_ok=True)
-    check_count(batch_size, "batch_size")
-    check_count(early_stopping_patience, "early_stopping_patience", minimum=0)
-    check_count(seed, "seed", minimum=0)
+    count, a zero batch size or a NaN learning rate used to fail deep inside Lightning or numpy).
+
+    Returns ``(max_epochs, batch_size, early_stopping_patience, seed)`` as Python ints (``max_epochs`` may be
+    ``None``): NumPy integers passed the check but failed in Lightning (``max_epochs``, ``batch_size``) or torch
+    (``seed``)."""
+    max_epochs = check_count(max_epochs, "max_epochs", none_ok=True)
+    batch_size = check_count(batch_size, "batch_size")
+    early_stopping_patience = check_count(early_stopping_patience, "early_stopping_patience", minimum=0)
+    seed = check_count(seed, "seed", minimum=0)
     if seed > MAX_SEED:
         raise ValueError(
             f"seed must be an integer from 0 to {MAX_SEED} (2**32 - 1, the range of Lightning's seed_everything and "
@@ -157,15 +162,101 @@ def check_train_call(
         raise TypeError(f"validation_size must be a number in [0, 1), got {type(validation_size).__name__}.")
     if lr is not None:
         check_training({"lr": lr}, "train()", upper_bounds=False)
+    return max_epochs, batch_size, early_stopping_patience, seed
+
+
+#: scvi-tools ``train()`` / ``scvi.train.Trainer`` arguments that holocell does not take -> holocell's way
+SCVI_TRAIN_ARGUMENTS = {
+    "train_size": "pass validation_size=1 - train_size instead (e.g. validation_size=0.1 for train_size=0.9)",
+    "shuffle_set_split": "the train/validation split is always random, drawn from seed= (the same seed gives the "
+    "same split)",
+    "load_sparse_tensor": "holocell reads sparse and dense counts itself; leave it out",
+    "datasplitter_kwargs": "holocell builds its own data loaders: set batch_size= and validation_size=",
+    "datamodule": "holocell builds its data module from the MuData registered with setup_mudata",
+    "plan_config": "pass holocell.train.TrainingConfig fields as plan_kwargs= (or HoloCell(train_config=...))",
+    "trainer_config": "pass Lightning Trainer arguments directly as keywords of train()",
+    "early_stopping_monitor": "early stopping always monitors validation_loss (early_stopping=False turns it off)",
+    "early_stopping_min_delta": "early stopping counts any decrease of validation_loss; tune "
+    "early_stopping_patience= instead",
+    "early_stopping_mode": "early stopping always minimises validation_loss",
+    "early_stopping_warmup_epochs": "early stopping already ignores the epochs of the KL warm-up",
+    "checkpointing_monitor": "checkpoint_dir= writes a resumable last.ckpt every epoch; for best-model checkpoints "
+    "pass callbacks=[lightning.pytorch.callbacks.ModelCheckpoint(monitor='validation_loss', ...)]",
+    "learning_rate_monitor": "pass callbacks=[lightning.pytorch.callbacks.LearningRateMonitor()] and a logger=",
+    "simple_progress_bar": "use enable_progress_bar= (or holocell.settings.progress_bar)",
+    "progress_bar_refresh_rate": "pass callbacks=[lightning.pytorch.callbacks.TQDMProgressBar(refresh_rate=...)]",
+    "log_save_dir": "pass logger=lightning.pytorch.loggers.CSVLogger(folder) (history_ keeps the epoch losses)",
+}
+
+
+def check_trainer_kwargs(trainer_kwargs: Mapping) -> None:
+    """Refuse the scvi-tools ``train()`` arguments that holocell does not take (:data:`SCVI_TRAIN_ARGUMENTS`):
+    they reached Lightning's ``Trainer``, whose "unexpected keyword argument" named no holocell equivalent."""
+    known = [k for k in trainer_kwargs if k in SCVI_TRAIN_ARGUMENTS]
+    if not known:
+        return
+    size = python_scalar(trainer_kwargs.get("train_size"))
+    hints = {k: SCVI_TRAIN_ARGUMENTS[k] for k in known}
+    if "train_size" in hints and _is_number(size) and 0 < size <= 1:
+        hints["train_size"] = f"pass validation_size={1 - size:.6g} (1 - train_size) instead"
+    given = ", ".join(f"{k}={trainer_kwargs[k]!r}"[:80] for k in known)
+    raise TypeError(
+        f"train() got {given}, {'arguments' if len(known) > 1 else 'an argument'} of scvi-tools' train() that "
+        "HoloCell.train does not take. " + " ".join(f"{k}: {h}." for k, h in hints.items())
+    )
+
+
+def clip_in_plan(overrides: dict, trainer_kwargs: dict) -> dict:
+    """``train(gradient_clip_val=...)``, a Lightning ``Trainer`` argument that holocell sets from the run's
+    :class:`~holocell.train.TrainingConfig`: moved from ``trainer_kwargs`` into the run's checked ``plan_kwargs``
+    (``overrides``). ``0`` means no clipping, as in Lightning (``None`` in holocell's config)."""
+    if "gradient_clip_val" not in trainer_kwargs:
+        return overrides
+    value = python_scalar(trainer_kwargs.pop("gradient_clip_val"))
+    if "gradient_clip_val" in overrides:
+        raise ValueError(
+            "gradient_clip_val is given twice, as train(gradient_clip_val=...) and in plan_kwargs; pass it once "
+            "(plan_kwargs={'gradient_clip_val': ...} is holocell's place for it)."
+        )
+    value = None if _is_number(value) and value == 0 else value
+    check_training({"gradient_clip_val": value}, "train(gradient_clip_val=...)", upper_bounds=False)
+    return {**overrides, "gradient_clip_val": value}
+
+
+def check_checkpointing(trainer_kwargs: dict, callbacks: list, checkpoint_dir) -> None:
+    """``train(enable_checkpointing=...)``: holocell turns Lightning's checkpointing on exactly when the run writes
+    checkpoints (``checkpoint_dir``, or a :class:`~lightning.pytorch.callbacks.Checkpoint` such as ``ModelCheckpoint``
+    in ``callbacks``). A value that agrees is dropped from ``trainer_kwargs``; one that contradicts it is refused."""
+    if "enable_checkpointing" not in trainer_kwargs:
+        return
+    wanted = trainer_kwargs.pop("enable_checkpointing")
+    has_callback = any(isinstance(c, Checkpoint) for c in callbacks)
+    if bool(wanted) == (checkpoint_dir is not None or has_callback):
+        return
+    if wanted:
+        raise ValueError(
+            "train(enable_checkpointing=True) with nothing to write the checkpoints: pass checkpoint_dir='folder' "
+            "(a resumable last.ckpt every epoch, see resume=) or callbacks=[lightning.pytorch.callbacks."
+            "ModelCheckpoint(...)]; holocell then turns checkpointing on itself."
+        )
+    given = "checkpoint_dir=" if checkpoint_dir is not None else "a ModelCheckpoint in callbacks"
+    raise ValueError(
+        f"train(enable_checkpointing=False) contradicts {given}, which writes checkpoints: leave enable_checkpointing "
+        f"out (holocell turns it on exactly when the run writes checkpoints), or drop {given}."
+    )
 
 
 __all__ = [
+    "SCVI_TRAIN_ARGUMENTS",
     "as_callbacks",
     "check_arguments",
+    "check_checkpointing",
     "check_ema_decay",
     "check_plan_extras",
     "check_train_call",
     "check_train_config",
+    "check_trainer_kwargs",
     "check_training",
+    "clip_in_plan",
     "python_scalar",
 ]

@@ -34,6 +34,7 @@ from ._build import LEGACY_CELL_STATE
 from ._config_check import validate_config
 from ._config_header import check_header
 from ._history import history_entry
+from ._paths import check_backing, existing_folder, keeping_cwd, output_path
 from ._safe_write import (
     check_regular,
     fsync_path,
@@ -170,7 +171,8 @@ def check_save_path(dir_path: Path, overwrite: bool, save_mudata: bool = True) -
     """
     from ..train._resume import earlier_checkpoints
 
-    dir_path = Path(dir_path)
+    dir_path = output_path(dir_path)  # "." has a name and a parent; "" is refused
+    existing_folder(dir_path, str(dir_path))  # a folder above that links to nothing, before any work
     found = earlier_checkpoints(dir_path.resolve() if dir_path.is_symlink() else dir_path)
     if found:
         raise FileExistsError(
@@ -199,19 +201,6 @@ def check_save_path(dir_path: Path, overwrite: bool, save_mudata: bool = True) -
     return target
 
 
-def _check_backing(mdata: md.MuData, target: Path) -> None:
-    """``FileExistsError`` when ``mdata`` is backed on a file in ``target``, which the save would delete."""
-    backing = {Path(a.filename) for a in [mdata, *mdata.mod.values()] if a.isbacked and a.filename is not None}
-    for member, file in ((m, f) for m in (target.iterdir() if target.is_dir() else ()) for f in backing):
-        if file.exists() and os.path.samefile(member, file):
-            raise FileExistsError(
-                f"The model's MuData is backed on {file}, which is {member}, inside {target}: this save would "
-                "replace the folder and delete the file while it is open. Read the data into memory "
-                f"(mudata.read_h5mu({str(member)!r}) without backed=), load the model onto them "
-                "(HoloCell.load(path, mdata)) and save that, or save to another path."
-            )
-
-
 def _aside(path: Path) -> Path:
     return path.with_name(f".{path.name}.old")
 
@@ -222,8 +211,8 @@ def save_model(model: HoloCell, dir_path: Path, *, overwrite: bool, save_mudata:
     A new ``mdata.h5mu`` is written and fsynced in full before the old checkpoint (with the file the data may have
     been read from) is renamed aside and removed. Replaced files keep their modes; new ones follow the umask.
     """
-    target = check_save_path(Path(dir_path), overwrite, save_mudata)
-    _check_backing(model.adata, target)
+    target = check_save_path(dir_path, overwrite, save_mudata)
+    check_backing(model.adata, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     mode = output_mode(target, directory=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -238,27 +227,31 @@ def save_model(model: HoloCell, dir_path: Path, *, overwrite: bool, save_mudata:
             os.chmod(tmp / name, output_mode(target / name))  # a replaced file keeps its mode
         os.chmod(tmp, mode)  # mkdtemp creates 0700
         fsync_tree(tmp)
-        if target.exists() and any(target.iterdir()):  # a checkpoint: swap it out, then remove it
-            old = _aside(target)
-            if os.path.lexists(old):  # a checkpoint left by an interrupted save (checked above)
-                remove_tree(old)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            fsync_path(target.parent)
-            try:
-                remove_tree(old)
-            except OSError as err:  # the new model is in place; say what is left behind
-                warnings.warn(
-                    f"Saved {target}, but could not remove the previous model at {old}: {err}",
-                    HoloCellWarning,
-                    stacklevel=3,
-                )
-        else:  # a new path, or an empty directory (renamed over)
-            os.replace(tmp, target)
-        fsync_path(target.parent)
+        with keeping_cwd(target):  # save(".") from inside the folder: the process stays in it, not the old one
+            _swap_in(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Rename the complete checkpoint ``tmp`` onto ``target``: a checkpoint there is renamed aside, then removed."""
+    if target.exists() and any(target.iterdir()):
+        old = _aside(target)
+        if os.path.lexists(old):  # a checkpoint left by an interrupted save (checked before)
+            remove_tree(old)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        fsync_path(target.parent)
+        try:
+            remove_tree(old)
+        except OSError as err:  # the new model is in place; say what is left behind
+            warnings.warn(
+                f"Saved {target}, but could not remove the previous model at {old}: {err}", HoloCellWarning, stacklevel=4
+            )
+    else:  # a new path, or an empty directory (renamed over)
+        os.replace(tmp, target)
+    fsync_path(target.parent)
 
 
 def read_config(dir_path: Path, label: str | None = None) -> dict:

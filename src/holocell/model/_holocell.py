@@ -108,7 +108,9 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
     feature_space
         Anchors and feature maps to reuse (set by :meth:`load`); built from ``mdata`` when None.
     batch_categories
-        Batch names in code order (set by :meth:`load`); default: the registered batch categories.
+        Batch names in code order (set by :meth:`load`); default: the registered batch categories that have
+        cells (an unused category, left by subsetting a categorical column, is no training batch: its cells
+        elsewhere are read as a new batch, e.g. by :meth:`load_query_data`).
     train_config
         Optimiser and schedule settings of :meth:`train` (:class:`~holocell.train.TrainingConfig`, or a
         dict of its fields); default ``TrainingConfig()``.
@@ -189,8 +191,10 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         self.modalities_: dict[str, str] = dict(setup["modalities"])
         space = FeatureSpace.from_dict(feature_space) if loading else feature_space_for(mdata, self.modalities_, setup)
         self.feature_space = space
-        if batch_categories is None:
-            batch_categories = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
+        if batch_categories is None:  # the batches with cells: a subset (mdata[mask].copy()) keeps pandas' unused
+            mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
+            present = set(mdata.obs[setup["batch_key"]].astype(str)) if setup.get("batch_key") else None
+            batch_categories = [c for c in mapping if present is None or str(c) in present]  # categories
         self.batch_categories_: list[str] = [str(c) for c in batch_categories]
         self.config = NetworkConfig(
             n_anchors=space.n_anchors,
@@ -247,6 +251,25 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         self.init_params_ = self._get_init_params(locals())
         for saved_apart in ("feature_space", "grn_edges", "batch_categories", "train_config"):
             self.init_params_["non_kwargs"].pop(saved_apart, None)  # JSON of their own, or in the weights
+
+    @property
+    def device(self) -> torch.device:
+        """The device that holds the model's weights (scvi-tools' ``model.device``)."""
+        return next(self.module.parameters()).device
+
+    def view_anndata_setup(self, adata: MuData | None = None, hide_state_registries: bool = False) -> None:
+        """Print how the model's data are set up: the ``setup_mudata`` call, the modalities and the batches.
+
+        Replaces scvi-tools' method, which names ``setup_anndata`` (holocell registers MuData) and fails
+        on scvi-tools 1.4 (``rich.pretty`` is not imported there). ``adata``: unused, the setup is the
+        model's; ``hide_state_registries``: leave out the batch names.
+        """
+        args = ", ".join(f"{k}={v!r}" for k, v in self._setup_args.items())
+        print(f"{type(self).__name__}.setup_mudata(mdata, {args})")
+        sizes = {m: len(fmap.features) for m, fmap in self.feature_space.maps.items()}
+        print(f"modalities {self.modalities_}, features per modality {sizes}")
+        if not hide_state_registries:
+            print(f"{len(self.batch_categories_)} training batches: {self.batch_categories_}")
 
     # ------------------------------------------------------------------------------ setup
     @classmethod

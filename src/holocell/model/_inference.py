@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -62,8 +62,26 @@ def check_sampling(n_steps: int, temperature: float, remasking, seed) -> int:
     return int(seed)
 
 
+def is_presence_mask(value) -> bool:
+    """Whether an ``mdata.obsm`` entry is mudata's mask of a modality's cells (kept after the modality is removed)."""
+    return getattr(getattr(value, "dtype", None), "kind", "") == "b" and np.shape(value)[1:] in ((), (1,))
+
+
+def check_obsm_free(mdata: MuData, names: Sequence[str]) -> None:
+    """Refuse new modality ``names`` that are ``mdata.obsm`` keys of other data (e.g. ``"X_umap"``): mudata
+    writes each modality's mask of cells to ``mdata.obsm[<modality name>]``, which would replace them."""
+    taken = [k for k in names if k not in mdata.mod and k in mdata.obsm and not is_presence_mask(mdata.obsm[k])]
+    if taken:
+        raise ValueError(
+            f"The new modality name(s) {taken} are keys of mdata.obsm holding other data (e.g. an embedding): mudata "
+            "stores each modality's mask of cells in mdata.obsm[<modality name>], which would replace them, and "
+            "holocell never replaces data it did not write. Pass another key_added=."
+        )
+
+
 def check_generated_key(mdata: MuData, key: str, overwrite: bool, registered: set[str]) -> None:
     """Refuse to write the generated modality over data holocell did not generate."""
+    check_obsm_free(mdata, [key])
     if key not in mdata.mod:
         return
     if key in registered:
@@ -130,6 +148,33 @@ def generated_var(mdata: MuData, name: str, measured: pd.Index, suffix: str) -> 
     columns = own.drop(columns=["measured_name"], errors="ignore")
     columns = columns.set_axis(own.index.astype(str)).loc[measured].set_axis(var.index)
     return pd.concat([var, columns], axis=1)
+
+
+def repeated_names_message(mdata: MuData, key: str, names: pd.Index, suffix: str) -> str | None:
+    """Warning text of :meth:`InferenceMixin.generate` when the new modality ``key``'s feature ``names`` repeat
+    those of other modalities of ``mdata`` (``None`` when they do not)."""
+    others = [k for k, adata in mdata.mod.items() if k != key and names.isin(adata.var_names).any()]
+    return None if not others else (
+        f"The feature names of mdata.mod[{key!r}] (measured names + var_suffix={suffix!r}) repeat those of "
+        f"mdata.mod{others} (e.g. an earlier generate of the same target under another key_added), so "
+        "mdata.var_names are not unique: mdata[:, features] fails and plots by feature name cannot tell them apart. "
+        f'Pass var_suffix=f"_{{key_added}}" (here {"_" + key!r}) to give each output its own names.'
+    )
+
+
+def add_output_modalities(mdata: MuData, modalities: Mapping[str, ad.AnnData]) -> None:
+    """Add holocell's output ``modalities`` (name -> AnnData) to ``mdata``, replacing holocell's own earlier ones
+    of those names (removed first: mudata cannot update features renamed and filtered at once), and make mudata
+    record their cells and features (:func:`forget_axes`: also when the user removed a modality of that name)."""
+    with warnings.catch_warnings():  # var_names shared with the measured data (var_suffix=None) are allowed
+        warnings.filterwarnings("ignore", message="Cannot join columns with the same name")
+        for key in [key for key in modalities if key in mdata.mod]:
+            del mdata.mod[key]
+            update_axes(mdata)
+        for key, adata in modalities.items():
+            forget_axes(mdata, key)
+            mdata.mod[key] = adata
+        update_axes(mdata)
 
 
 def forget_axes(mdata: MuData, key: str) -> None:
@@ -292,7 +337,9 @@ class InferenceMixin:
             default training length (protein: mean 0.38 vs 0.34 Pearson on PBMC; ATAC: one step 0.57 vs 0.52
             AUROC on SNARE-seq2; more steps add nothing, see ``docs/design.md``); ``8`` for a model without one.
         key_added
-            Name of the new modality; default ``"<modality name>_generated"``. A non-empty string without ``"/"``.
+            Name of the new modality; default ``"<modality name>_generated"``. A non-empty string without ``"/"``,
+            and no ``mdata.obsm`` key of other data (e.g. ``"X_umap"``: mudata keeps each modality's mask of cells
+            in ``mdata.obsm[<modality name>]``, so it would be replaced; ``ValueError``).
         sources
             Modalities to condition on; default: all others.
         remasking
@@ -315,9 +362,12 @@ class InferenceMixin:
             Replace an existing modality named ``key_added`` that an earlier ``generate`` wrote. A modality the
             model reads, or any other modality holocell did not generate, is never replaced (``ValueError``).
         var_suffix
-            Appended to each feature name of the new modality (``cd14`` -> ``cd14_generated``), so that
-            ``mdata.var_names`` stay unique; ``var["measured_name"]`` keeps the measured feature's name.
-            ``None`` keeps the measured names (``mdata.var_names`` are then not unique).
+            Appended to each feature name of the new modality (``cd14`` -> ``cd14_generated``), so that its names
+            differ from the measured ones; ``var["measured_name"]`` keeps the measured feature's name. The default
+            does not depend on ``key_added``: a second ``generate`` of the same target under another ``key_added``
+            repeats the first one's names, so ``mdata.var_names`` are no longer unique, and a
+            :class:`~holocell.HoloCellWarning` says so; pass ``var_suffix=f"_{key_added}"`` to keep them unique.
+            ``None`` keeps the measured names (``mdata.var_names`` are then not unique; no warning).
 
         Returns
         -------
@@ -328,8 +378,11 @@ class InferenceMixin:
         protein feature, ``X`` and the bins are the same for every cell (a ``HoloCellWarning`` says so).
         Its ``var`` holds ``measured_name`` and the measured modality's own ``var`` columns (gene ids, feature
         types, peak ``chrom`` / ``start`` / ``end``); its ``obs`` is empty, as mudata keeps shared cell annotations
-        in ``mdata.obs``: ``mdata.push_obs()`` copies them to the modalities, e.g. for ``sc.pl.violin(
-        mdata[key_added], ..., groupby=...)``.
+        in ``mdata.obs``: ``mdata.push_obs(columns=["celltype"], mods=[key_added])`` copies them to it, e.g. for
+        ``sc.pl.violin(mdata[key_added], ..., groupby="celltype")`` (a plain ``push_obs()`` refuses a column that is
+        also in a modality's ``.obs``, as in the bundled data). scanpy reads the NaN rows as data (t-test scores of
+        0, ``"Input X contains NaN"``), so drop them before ``sc.tl.rank_genes_groups`` or ``sc.pp.pca``:
+        ``g = mdata[key_added][~np.isnan(mdata[key_added].X).any(axis=1)].copy()``.
         """
         if var_suffix is not None and (not isinstance(var_suffix, str) or not var_suffix):
             raise ValueError(f"var_suffix must be a non-empty string or None, got {var_suffix!r}.")
@@ -385,28 +438,12 @@ class InferenceMixin:
         generated = ad.AnnData(X=values, obs=pd.DataFrame(index=mdata.obs_names), var=var)
         if bins is not None:
             generated.layers["bins"] = bins
-        generated.uns["holocell"] = {
-            "params": {
-                "target": target,
-                "sources": read,
-                "n_steps": n_steps,
-                "remasking": remasking,
-                "temperature": temperature,
-                "transform_batch": transform_batch,
-                "seed": seed,
-                "var_suffix": var_suffix,
-            },
-            "X": GENERATED_TRANSFORM[target],
-        }
-        with warnings.catch_warnings():
-            # with var_suffix=None the generated modality shares its feature names with the measured one
-            warnings.filterwarnings("ignore", message="Cannot join columns with the same name")
-            if key_added in mdata.mod:  # holocell's own earlier output (check_generated_key): removed first, as
-                del mdata.mod[key_added]  # mudata cannot update features renamed and filtered at once
-                update_axes(mdata)
-                forget_axes(mdata, key_added)
-            mdata.mod[key_added] = generated
-            update_axes(mdata)
+        params = {"target": target, "sources": read, "n_steps": n_steps, "remasking": remasking}
+        params |= {"temperature": temperature, "transform_batch": transform_batch, "seed": seed, "var_suffix": var_suffix}
+        generated.uns["holocell"] = {"params": params, "X": GENERATED_TRANSFORM[target]}
+        if var_suffix and (repeated := repeated_names_message(mdata, key_added, var.index, var_suffix)):
+            warnings.warn(repeated, HoloCellWarning, stacklevel=4)  # e.g. a second key_added of the same target
+        add_output_modalities(mdata, {key_added: generated})  # replaces holocell's own earlier output only
         return generated
 
 

@@ -37,6 +37,7 @@ import scipy.sparse as sp
 from ..data import _download, _registry
 from . import _checkpoint
 from ._args import check_device
+from ._paths import existing_folder
 from ._safe_write import atomic_file, replaceable_target
 from ._validate import require_mudata
 
@@ -99,6 +100,7 @@ def pack_checkpoint(
     if archive_path.suffix != ARCHIVE_SUFFIX:
         raise ValueError(f"A checkpoint archive must end in {ARCHIVE_SUFFIX}, got {archive_path.name!r}.")
     _checkpoint.read_checkpoint(dir_path)  # refuse to pack something that is not a valid checkpoint
+    existing_folder(archive_path, str(archive_path))  # a folder above that links to nothing, before any work
     target = replaceable_target(archive_path, overwrite, is_checkpoint_archive, "holocell checkpoint archive")
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(target) as tmp:
@@ -119,6 +121,7 @@ def save_pretrained(model: HoloCell, archive_path: str | os.PathLike[str], overw
     archive_path = Path(archive_path)
     if archive_path.suffix != ARCHIVE_SUFFIX:
         raise ValueError(f"A checkpoint archive must end in {ARCHIVE_SUFFIX}, got {archive_path.name!r}.")
+    existing_folder(archive_path, str(archive_path))  # a folder above that links to nothing, before the save
     replaceable_target(archive_path, overwrite, is_checkpoint_archive, "holocell checkpoint archive")
     with tempfile.TemporaryDirectory(prefix="holocell-save-") as tmp:
         model.save(Path(tmp) / "model")

@@ -10,6 +10,7 @@ import torch
 from . import _checkpoint, _pretrained
 from ._args import check_device
 from ._history import history_from_config
+from ._paths import output_path
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -35,7 +36,8 @@ def init_kwargs(config: dict) -> dict:
 
 
 class SaveLoadMixin:
-    """:meth:`save`, :meth:`load` and :meth:`save_pretrained`."""
+    """:meth:`save`, :meth:`load`, :meth:`save_pretrained`, and scvi-tools' views of a saved model that read only
+    ``config.json`` (:meth:`load_registry`, :meth:`view_setup_args`)."""
 
     def save(self, dir_path: str | Path, overwrite: bool = False, save_mudata: bool = False) -> None:
         """Save weights (safetensors) and a JSON config atomically into ``dir_path``.
@@ -43,9 +45,11 @@ class SaveLoadMixin:
         Parameters
         ----------
         dir_path
-            Directory to create (``~`` is expanded). Written to a temporary sibling first and renamed
-            into place, so an interrupted save never leaves a half-written model. A new folder and
-            its files get the modes the umask gives; a replaced one keeps its modes.
+            Directory to create (``~`` is expanded; ``"."`` is the current folder, an empty path is refused with
+            ``ValueError``). Written to a temporary sibling first and renamed into place, so an interrupted save
+            never leaves a half-written model. A new folder and its files get the modes the umask gives; a
+            replaced one keeps its modes. A folder above it that is a symlink to nothing is refused
+            (``NotADirectoryError``) before anything is written.
         overwrite
             Replace an existing holocell checkpoint directory. Anything else at ``dir_path`` (a
             folder with other files or training checkpoints, a plain file, a link to something
@@ -57,7 +61,7 @@ class SaveLoadMixin:
         save_mudata
             Also write the registered MuData as ``mdata.h5mu``.
         """
-        path = Path(dir_path).expanduser()
+        path = output_path(dir_path, "dir_path")  # absolute: "." has a name and a parent like any path
         _checkpoint.save_model(self, path, overwrite=overwrite, save_mudata=save_mudata)
 
     @classmethod
@@ -110,7 +114,8 @@ class SaveLoadMixin:
         Parameters
         ----------
         archive_path
-            Output path ending in ``.zip`` (``~`` is expanded); :meth:`load_pretrained` reads it.
+            Output path ending in ``.zip`` (``~`` is expanded); :meth:`load_pretrained` reads it. A folder
+            above it that is a symlink to nothing is refused (``NotADirectoryError``) before anything is written.
         overwrite
             Replace an existing holocell checkpoint archive. Anything else at ``archive_path`` (another
             file, a directory) is refused with ``FileExistsError``; a symlink to an archive is kept
@@ -120,7 +125,46 @@ class SaveLoadMixin:
         -------
         The archive path.
         """
-        return _pretrained.save_pretrained(self, Path(archive_path).expanduser(), overwrite)
+        return _pretrained.save_pretrained(self, output_path(archive_path, "archive_path"), overwrite)
+
+    @classmethod
+    def load_registry(cls, dir_path: str | Path, prefix: str | None = None) -> dict:
+        """How a saved model's data were set up, read from its validated ``config.json``.
+
+        Replaces scvi-tools' method, which unpickles ``model.pt``: holocell never unpickles a file.
+
+        Parameters
+        ----------
+        dir_path
+            A holocell model folder (``save``'s ``dir_path``; ``~`` is expanded).
+        prefix
+            Unused: holocell checkpoints have fixed file names (``None`` only).
+
+        Returns
+        -------
+        ``{"model_name": ..., "setup_method_name": "setup_mudata", "setup_args": {...}}``.
+        """
+        if prefix is not None:
+            raise ValueError(f"holocell checkpoints have fixed file names; pass prefix=None, not {prefix!r}.")
+        config = _checkpoint.read_checkpoint(Path(dir_path).expanduser())
+        return {"model_name": config["model_name"], "setup_method_name": "setup_mudata", "setup_args": config["setup_args"]}
+
+    @classmethod
+    def view_setup_args(cls, dir_path: str | Path, prefix: str | None = None) -> None:
+        """Print the ``setup_mudata`` arguments of a saved model (:meth:`load_registry`; nothing is unpickled)."""
+        registry = cls.load_registry(dir_path, prefix)
+        args = ", ".join(f"{k}={v!r}" for k, v in registry["setup_args"].items())
+        print(f"{registry['model_name']}.setup_mudata(mdata, {args})")
+
+    @classmethod
+    def convert_legacy_save(cls, *args, **kwargs) -> None:
+        """Not a holocell operation: scvi-tools' conversion unpickles files; holocell reads only its own
+        ``model.safetensors`` + ``config.json`` checkpoints (:meth:`load`)."""
+        raise NotImplementedError(
+            "convert_legacy_save converts pickled scvi-tools saves, which holocell never reads. Load a holocell "
+            "model with HoloCell.load(dir_path), or save it again with model.save(dir_path) in the session that "
+            "trained it."
+        )
 
 
 __all__ = ["SaveLoadMixin", "init_kwargs"]

@@ -15,7 +15,15 @@ from .._settings import settings
 from ..train import fit
 from ..train._fit import check_cell_state, run_config
 from ..train._resume import check_checkpoint_dir
-from ._arguments import as_callbacks, check_plan_extras, check_train_call, check_training
+from ._arguments import (
+    as_callbacks,
+    check_checkpointing,
+    check_plan_extras,
+    check_train_call,
+    check_trainer_kwargs,
+    check_training,
+    clip_in_plan,
+)
 from ._train_safety import check_precision, weights_kept_on_failure
 
 
@@ -129,10 +137,16 @@ class TrainingMixin:
             step) when it exists; start afresh, with a warning, when it does not. The checkpoint must
             be one that ``train`` wrote for this model (the same sizes, features and cells). Lightning
             checkpoints are loaded with ``weights_only=True``; resume only from checkpoints you
-            wrote yourself.
+            wrote yourself. ``history_`` holds the whole run: the epochs the checkpoint logged (its last
+            epoch without the training losses, which Lightning logs after writing it), then the new ones.
         **trainer_kwargs
             Passed to :class:`lightning.pytorch.Trainer`: ``callbacks`` (one or a list; ``None``: none)
             are added to holocell's own, a ``logger`` (or a list) beside the one that fills ``history_``.
+            ``gradient_clip_val`` overrides ``train_config.gradient_clip_val`` for this run (as
+            ``plan_kwargs={"gradient_clip_val": ...}``; 0 means no clipping). ``enable_model_summary`` and
+            ``num_sanity_val_steps`` default to off. Checkpointing is on exactly when ``checkpoint_dir`` is given
+            or ``callbacks`` hold a ``ModelCheckpoint``. With ``limit_val_batches=0`` (no validation) there is no
+            early stopping; the ``validation_size`` cells are still held out.
 
         Raises
         ------
@@ -144,9 +158,16 @@ class TrainingMixin:
             Before any work: nothing trainable (:meth:`freeze` froze every parameter); a fresh run into a
             ``checkpoint_dir`` holding an earlier run's checkpoints (pass ``resume=True`` to continue it); a
             ``last.ckpt`` to resume that is not a holocell checkpoint, or one of another model (other sizes,
-            features or cells); a ``validation_size`` that leaves no cell to train on.
+            features or cells); a ``validation_size`` that leaves no cell to train on; an
+            ``enable_checkpointing`` that contradicts ``checkpoint_dir`` / ``callbacks``.
+        TypeError
+            Before any work: a scvi-tools ``train()`` argument holocell does not take (``train_size``,
+            ``early_stopping_monitor``, ``datasplitter_kwargs``, ...); the message names holocell's equivalent.
         NotADirectoryError
             ``checkpoint_dir`` is a file.
+        KeyboardInterrupt
+            When the run is interrupted (Ctrl+C, "Interrupt kernel"; Lightning turns it into ``SystemExit(1)``).
+            The model keeps the weights the run reached; ``is_trained_`` and ``history_`` are not updated.
 
         Warns
         -----
@@ -154,15 +175,19 @@ class TrainingMixin:
             When the cell state diverged: its mean KL in the last epoch is above 100 nats per dimension of ``z``
             (its means far outside the prior). Early stopping counts epochs only after the KL warm-up.
         """
-        check_train_call(max_epochs, batch_size, validation_size, early_stopping_patience, lr, seed, ema_decay)
+        max_epochs, batch_size, early_stopping_patience, seed = check_train_call(
+            max_epochs, batch_size, validation_size, early_stopping_patience, lr, seed, ema_decay
+        )
+        check_trainer_kwargs(trainer_kwargs)
         overrides = check_training(plan_kwargs, "train(plan_kwargs=...)", upper_bounds=False)
-        config, extra = run_config(self.train_config, lr, overrides)
+        config, extra = run_config(self.train_config, lr, clip_in_plan(overrides, trainer_kwargs))
         check_plan_extras(extra)
         self._check_trainable()
         check_checkpoint_dir(checkpoint_dir, resume)  # again in fit(); here before the data are read
         if precision is not None:
             trainer_kwargs["precision"] = check_precision(precision)
         callbacks = [*self._train_callbacks(), *as_callbacks(trainer_kwargs.pop("callbacks", None))]
+        check_checkpointing(trainer_kwargs, callbacks, checkpoint_dir)
         _, arrays = self._arrays(None)
         with weights_kept_on_failure(self.module):
             result = self._fit(arrays, config, extra, callbacks, trainer_kwargs, max_epochs, batch_size,

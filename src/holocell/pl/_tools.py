@@ -127,10 +127,10 @@ def perturbation(
                 f"{shown(top['feature'][cols < 0])}; it no longer matches mdata.uns[{key!r}]: run hc.tl.perturb again."
             )
         x = np.asarray(shift.X)[:, cols]
-        groups = pd.Series(np.asarray(mdata.obs[groupby], dtype=object).astype(str))  # NaN -> 'nan' on pandas 2 and 3
-        means = (
-            pd.DataFrame(x, index=mdata.obs_names, columns=top["feature"]).groupby(groups.to_numpy()).mean()
-        )
+        # each row's group by cell name: mudata may hold the modality's rows in another order than mdata.obs
+        # (after mdata[names] or update()), and pairing them by position put cells in other cells' groups
+        groups = np.asarray(mdata.obs[groupby].reindex(shift.obs_names), dtype=object).astype(str)  # NaN -> 'nan'
+        means = pd.DataFrame(x, index=shift.obs_names, columns=top["feature"]).groupby(groups).mean()
         if ax is None:
             _, ax = plt.subplots(figsize=(0.4 * len(top) + 2, 0.35 * len(means) + 1.5))
         lim = float(np.nanmax(np.abs(means.to_numpy()))) or 1.0

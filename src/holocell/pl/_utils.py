@@ -125,8 +125,12 @@ def save_figure(figure, save: str | os.PathLike[str]) -> Path:
         The path exists and is not a figure holocell saved there, unchanged since (a directory, the user's file, a
         holocell figure the user edited), or it is a symlink to nothing, or the folder's
         :data:`FIGURES_MANIFEST` is not holocell's.
+    NotADirectoryError
+        A folder above the path is a symlink to nothing (a moved or unmounted drive), or a file.
     """
     import matplotlib
+
+    from ..model._paths import existing_folder
 
     path = Path(save).expanduser()
     fmt = path.suffix[1:].lower()
@@ -153,6 +157,7 @@ def save_figure(figure, save: str | os.PathLike[str]) -> Path:
                 f"save={str(save)!r}: {path} is a symlink to {os.readlink(path)}, which does not exist; choose "
                 "another path, or remove the link yourself."
             )
+    existing_folder(target, f"save={str(save)!r}")  # a folder above that links to nothing: before any work
     if target.is_dir():
         raise FileExistsError(
             f"save={str(save)!r}: {target} is a directory; holocell never writes over it. Choose another path, or "

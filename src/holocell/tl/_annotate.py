@@ -82,9 +82,12 @@ def annotate(
       default); ``model`` itself is not changed, and stays frozen.
 
     The predicted labels keep the type of the reference labels: integer, bool or float labels (e.g. cluster
-    numbers) are predicted as those values, not as their text, so ``mdata.obs[key_added] == mdata.obs[labels_key]``
-    compares them by value (a categorical ``labels_key``: its categories' type). Labels of mixed types are read as
-    their text (``str``).
+    numbers) are predicted as those values, not as their text (a categorical ``labels_key``: its categories'
+    type); labels of mixed types are read as their text (``str``). The prediction is a categorical whose
+    categories are the reference's classes (plus ``"unknown"`` with ``unknown_threshold``), which may differ from
+    those of a categorical ``labels_key`` (scanpy's usual dtype): pandas compares two categoricals only when their
+    categories are the same (``TypeError`` otherwise), so compare the values, e.g. the accuracy on the query cells:
+    ``(mdata.obs[key_added].astype(object) == mdata.obs[labels_key].astype(object))[query].mean()``.
 
     Parameters
     ----------

@@ -46,7 +46,8 @@ def generate(
         Denoising steps (``0``: the cell state's likelihood mean in one shot); default as
         :meth:`~holocell.HoloCell.generate`.
     key_added
-        New modality name (default ``"<modality name>_generated"``).
+        New modality name (default ``"<modality name>_generated"``); not an ``mdata.obsm`` key of other data such
+        as ``"X_umap"`` (``ValueError``: mudata keeps each modality's mask of cells in ``mdata.obsm[<name>]``).
     sources
         Modalities to condition on (default: all others).
     batch_size
@@ -56,9 +57,11 @@ def generate(
     progress_bar
         Show a progress bar (``None``: follow ``holocell.settings.progress_bar``).
     var_suffix
-        Appended to the generated features' names so ``mdata.var_names`` stay unique (``cd14`` ->
-        ``cd14_generated``; ``var["measured_name"]`` keeps the measured name); ``None`` keeps the
-        measured names.
+        Appended to the generated features' names (``cd14`` -> ``cd14_generated``; ``var["measured_name"]`` keeps
+        the measured name). The default does not depend on ``key_added``: a second ``generate`` of the same target
+        under another ``key_added`` repeats the first one's names, so ``mdata.var_names`` are no longer unique, and
+        a :class:`~holocell.HoloCellWarning` says so; pass ``var_suffix=f"_{key_added}"`` to keep them unique.
+        ``None`` keeps the measured names (``mdata.var_names`` are then not unique; no warning).
     remasking, temperature, transform_batch, device, seed
         As :meth:`~holocell.HoloCell.generate`: which slots are remasked between steps, sampling temperature
         (``0``: the most likely values), the training batch to generate as if from, where to run, the seed.
@@ -68,7 +71,11 @@ def generate(
     Returns
     -------
     ``None``, or the modified copy when ``copy=True``. Writes ``mdata.mod[key_added]``, whose ``X``,
-    ``layers["bins"]`` and ``uns["holocell"]`` are described in :meth:`HoloCell.generate`.
+    ``layers["bins"]`` and ``uns["holocell"]`` are described in :meth:`HoloCell.generate`. Rows of cells without
+    a source modality are NaN, which scanpy reads as data (``sc.tl.rank_genes_groups`` scores of 0, ``sc.pp.pca``:
+    "Input X contains NaN"); drop them first, with ``key`` the new modality's name:
+    ``g = mdata[key][~np.isnan(mdata[key].X).any(axis=1)].copy()``. Its ``.obs`` is empty:
+    ``mdata.push_obs(columns=["celltype"], mods=[key])`` copies annotations to it.
     """
     mdata = working_copy(mdata, copy)
     model.generate(

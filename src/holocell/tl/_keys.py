@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ..model._args import check_key_added
+from ..model._inference import check_obsm_free
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -59,9 +60,11 @@ def check_outputs(
     function
         The ``holocell.tl`` function (a key of :data:`RECORDS`).
     obs, obsm, mod
-        The other keys the function writes.
+        The other keys the function writes. A new modality name of ``mod`` must not be an ``mdata.obsm`` key of
+        other data either (mudata writes each modality's mask of cells there), also on a rerun.
     """
     check_key_added(key_added)
+    check_obsm_free(mdata, mod)  # an .obsm entry under a modality name is never the function's own output
     if written_by(mdata.uns.get(key_added), function):
         return  # an earlier run of the same function: replacing it is the documented behaviour
     taken = [f"mdata.uns[{key_added!r}]"] if key_added in mdata.uns else []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -10,9 +9,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..data.arrays import update_axes
 from ..model._args import check_count
-from ..model._inference import generated_var
+from ..model._inference import add_output_modalities, forget_axes, generated_var
 from ._compat import legacy_positional
 from ._keys import check_key_added, check_outputs, working_copy, written_by
 
@@ -93,7 +91,9 @@ def perturb(
         Denoising steps.
     key_added
         Prefix of every key written. The results of an earlier ``perturb`` with the same ``key_added`` are
-        replaced; any other existing key (the user's data) is never replaced: ``ValueError``.
+        replaced; any other existing key (the user's data) is never replaced: ``ValueError``. That includes an
+        ``mdata.obsm`` key named like a shift modality (``f"{key_added}_rna"``): mudata would write the modality's
+        mask of cells there.
     var_suffix
         Appended to the feature names of the shift modalities. ``None`` (default) keeps the measured names, so the
         shift of gene ``g`` is ``mdata.mod[f"{key_added}_rna"][:, g]``, but ``mdata.var_names`` then repeat the
@@ -117,7 +117,9 @@ def perturb(
       ``"protein"``): all cells x the model's features of ``m``; ``X`` = predicted shift
       (perturbed - control; log1p CP10k for RNA, CLR for protein), ``layers["control"]`` and
       ``layers["perturbed"]``. Rows of cells that lack the edited modality (RNA for ``genes``, ATAC
-      for ``cres``) are NaN. The edited genes' own RNA shift is the edit itself. Feature names are the
+      for ``cres``) are NaN; scanpy reads them as data (``sc.tl.rank_genes_groups`` scores of 0, ``sc.pp.pca``:
+      "Input X contains NaN"), so drop them first: ``s = mdata[k][~np.isnan(mdata[k].X).any(axis=1)].copy()`` with
+      ``k = f"{key_added}_rna"``. The edited genes' own RNA shift is the edit itself. Feature names are the
       measured ones + ``var_suffix``; ``var`` holds ``measured_name`` and the measured modality's own columns.
     - ``mdata.obsm[f"X_{key_added}_shift"]``: embedding shift (perturbed - control embedding).
     - ``mdata.obs[f"{key_added}_applied"]``: the edit applied to the cell.
@@ -167,6 +169,7 @@ def perturb(
     stale = [f"{key_added}_{m}" for m in ("rna", "protein") if f"{key_added}_{m}" not in written]
     for name in [n for n in stale if n in mdata.mod and written_by(mdata.uns.get(key_added), "perturb")]:
         del mdata.mod[name]  # an earlier run of this key regenerated another modality: not this run's result
+        forget_axes(mdata, name)  # so that a later run that writes it again gets its obsmap entry
     write_perturbation(mdata, res, key_added=key_added, n_top=n_top, var_suffix=suffix, model=model)
     return mdata if copy else None
 
@@ -177,6 +180,7 @@ def write_perturbation(
     """Store a :class:`~holocell.model.PerturbationResult` in ``mdata`` (the keys of :func:`perturb`); each shift
     modality's features are named ``measured + var_suffix``, with the measured modality's ``.var`` columns when
     ``model`` says which modality that is."""
+    layers = {}
     for m, features in res.features.items():
         shift = res.shift(m)
         measured = pd.Index(features).astype(str)
@@ -188,11 +192,8 @@ def write_perturbation(
         )
         layer.layers["control"] = res.control[m]
         layer.layers["perturbed"] = res.perturbed[m]
-        mdata.mod[f"{key_added}_{m}"] = layer
-    with warnings.catch_warnings():
-        # the shift modalities share .var column names (measured_name, gene ids) with the measured ones
-        warnings.filterwarnings("ignore", message="Cannot join columns with the same name")
-        update_axes(mdata)
+        layers[f"{key_added}_{m}"] = layer
+    add_output_modalities(mdata, layers)  # replaces this key's earlier shift modalities; records their axes
     mdata.obsm[f"X_{key_added}_shift"] = res.embedding_perturbed - res.embedding_control
     mdata.obs[f"{key_added}_applied"] = res.applied
     mdata.uns[key_added] = {

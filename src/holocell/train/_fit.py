@@ -23,7 +23,7 @@ from .._warnings import HoloCellWarning
 from ..data.arrays import BackedMosaicArrays, MosaicArrays
 from ..nn import HoloCellModule
 from ._config import TrainingConfig
-from ._plan import MosaicDataModule, TrainingPlan, split_indices
+from ._plan import HISTORY_KEY, MosaicDataModule, TrainingPlan, logged_rows, split_indices
 from ._resume import check_checkpoint_dir, check_epochs_left, check_same_model, read_checkpoint
 from ._rng import global_random_state_kept
 
@@ -255,10 +255,15 @@ def fit(
         What the model is (network sizes, feature space, cells; ``HoloCell._run_identity``): written into every
         checkpoint, and compared with a resumed checkpoint's (:mod:`holocell.train._resume`).
     **trainer_kwargs
-        Passed to :class:`lightning.pytorch.Trainer`; a ``logger`` (or a list) is added beside holocell's own.
+        Passed to :class:`lightning.pytorch.Trainer`; a ``logger`` (or a list) is added beside holocell's own. They
+        override holocell's ``enable_model_summary=False``, ``num_sanity_val_steps=0``, ``config.gradient_clip_val``
+        and ``enable_checkpointing`` (on when ``callbacks`` hold a checkpoint callback). ``limit_val_batches=0``
+        leaves out early stopping.
 
     Raises
     ------
+    KeyboardInterrupt
+        The run was interrupted: Lightning's ``SystemExit(1)`` turned back into the interrupt (:func:`raise_interrupt`).
     ValueError
         ``resume=True`` without ``checkpoint_dir``; a fresh run into a folder holding an earlier run's checkpoints;
         a ``last.ckpt`` that is not a holocell checkpoint, or one of another model; no cell left for training.
@@ -298,11 +303,13 @@ def fit(
         if checkpoint is not None:
             check_epochs_left(resume_from, checkpoint, max_epochs)
         history = HistoryLogger()
+        if checkpoint is not None:  # a resumed run's history_ starts with the epochs the checkpoint logged
+            history.rows.extend(logged_rows(checkpoint.get(HISTORY_KEY)))
         loggers = [history, *extra_loggers(trainer_kwargs.pop("logger", None))]
         callbacks = list(callbacks)
         if ema_decay is not None:
             callbacks.append(WeightEMA(ema_decay))
-        if early_stopping and len(val_idx) > 0:
+        if early_stopping and len(val_idx) > 0 and trainer_kwargs.get("limit_val_batches") != 0:  # 0: no validation
             callbacks.append(EarlyStoppingAfterWarmup(early_stopping_patience))
         if folder is not None:
             # no version counter: a run writes its own last.ckpt (a fresh run into a folder holding another run's is
@@ -313,6 +320,9 @@ def fit(
                 )
             )
         trainer_kwargs.setdefault("log_every_n_steps", 1)  # only epoch-level metrics are logged
+        # holocell's defaults for these Trainer arguments; the caller's (trainer_kwargs) win
+        own = {"enable_model_summary": False, "num_sanity_val_steps": 0, "gradient_clip_val": config.gradient_clip_val,
+               "enable_checkpointing": any(isinstance(c, pl.callbacks.Checkpoint) for c in callbacks)}  # fmt: skip
         with settings.lightning_logging():
             trainer = pl.Trainer(
                 max_epochs=max_epochs,
@@ -322,17 +332,14 @@ def fit(
                 num_nodes=num_nodes,
                 callbacks=callbacks,
                 enable_progress_bar=enable_progress_bar,
-                enable_model_summary=False,
-                enable_checkpointing=folder is not None,
                 logger=loggers,
-                gradient_clip_val=config.gradient_clip_val,
-                num_sanity_val_steps=0,
-                **trainer_kwargs,
+                **{**own, **trainer_kwargs},
             )
             # each device sees 1/world_size of the mini-batches
             steps_per_device = max(1, -(-steps_per_epoch // trainer.world_size))
             steps = max_epochs * steps_per_device if total_steps is None else total_steps
             plan = TrainingPlan(module, config, total_steps=steps, run_identity=run_identity, checkpoint_dir=folder)
+            plan.history_rows = history.rows
             datamodule = MosaicDataModule(arrays, train_idx, val_idx, batch_size, seed)
             # Lightning keeps each submodule's mode: a module left in eval mode by an earlier fit, load or
             # transfer would train without dropout (and Lightning would warn about it)
@@ -342,10 +349,29 @@ def fit(
                 warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__`.*")  # streaming
                 if resume_from is not None:  # the folder holds the run's own checkpoints, as it should
                     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-                trainer.fit(plan, datamodule=datamodule, ckpt_path=None if resume_from is None else str(resume_from), weights_only=True)
+                try:
+                    trainer.fit(plan, datamodule=datamodule, ckpt_path=None if resume_from is None else str(resume_from), weights_only=True)
+                except SystemExit as exit_:
+                    raise_interrupt(trainer, exit_, module)
+                    raise
         device = trainer.strategy.root_device if trainer.world_size == 1 else None
         module.eval()
         return FitResult(train_idx, val_idx, history.frame(), device)
+
+
+def raise_interrupt(trainer: pl.Trainer, exit_: SystemExit, module: torch.nn.Module) -> None:
+    """Lightning answers Ctrl+C (a ``KeyboardInterrupt``) in ``trainer.fit`` with ``sys.exit(1)``, so a script's
+    ``except KeyboardInterrupt`` never ran: raise the ``KeyboardInterrupt`` again, with ``module`` in eval mode, on
+    the device it trained on (as after a finished run), holding the weights the run reached. Any other
+    ``SystemExit`` is left to the caller."""
+    if trainer.interrupted and isinstance(exit_.__context__, KeyboardInterrupt):
+        if trainer.world_size == 1:  # Lightning's teardown moved it to the CPU
+            module.to(trainer.strategy.root_device)
+        module.eval()
+        raise KeyboardInterrupt(
+            f"Training interrupted in epoch {trainer.current_epoch}: the model keeps the weights the run reached "
+            "(history_ and is_trained_ are not updated)."
+        ) from None
 
 
 def extra_loggers(logger) -> list[Logger]:

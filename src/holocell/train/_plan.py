@@ -15,6 +15,20 @@ from ..nn import HoloCellModule
 from ._config import TrainingConfig
 from ._resume import IDENTITY_KEY, relocate_checkpoint_paths
 
+#: Key of the epoch metrics logged so far in a training checkpoint (a resumed run's ``history_`` continues them).
+#: Lightning writes the checkpoint after the epoch's validation and before it logs the epoch's training metrics,
+#: so the checkpoint's last epoch lacks those (NaN in ``history_``).
+HISTORY_KEY = "holocell_history"
+
+
+def logged_rows(rows) -> list[dict[str, float]]:
+    """The metric rows a training checkpoint recorded (:data:`HISTORY_KEY`); rows that are
+    not ``{name: number}`` are skipped (checkpoints written before the key have none)."""
+    if not isinstance(rows, list):
+        return []
+    ok = [r for r in rows if isinstance(r, dict) and all(isinstance(k, str) and isinstance(v, int | float) for k, v in r.items())]
+    return [{k: float(v) for k, v in r.items()} for r in ok]
+
 
 class TrainingPlan(pl.LightningModule):
     """Optimises the masked-diffusion loss with AdamW, linear warm-up and cosine decay.
@@ -54,11 +68,15 @@ class TrainingPlan(pl.LightningModule):
         self.total_steps = max(total_steps, self.config.warmup_steps + 1)
         self.run_identity = run_identity
         self.checkpoint_dir = checkpoint_dir
+        self.history_rows: list[dict[str, float]] | None = None  # the run's HistoryLogger rows (set by fit)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Record the run identity in the checkpoint (plain numbers and strings: ``weights_only`` loading reads it)."""
+        """Record the run identity and the metrics logged so far in the checkpoint (plain numbers and strings:
+        ``weights_only`` loading reads them)."""
         if self.run_identity is not None:
             checkpoint[IDENTITY_KEY] = self.run_identity
+        if self.history_rows is not None:
+            checkpoint[HISTORY_KEY] = [dict(row) for row in self.history_rows]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Resuming in a checkpoint folder that has moved since: re-point the recorded checkpoint paths at it."""

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .._folders import dangling_parent
+
 #: Key of the run's identity in a Lightning checkpoint (see :meth:`TrainingPlan.on_save_checkpoint`).
 IDENTITY_KEY = "holocell_run"
 #: Names Lightning's ``ModelCheckpoint`` gives checkpoints in holocell's set-up (``{epoch}-{step}``, ``last``).
@@ -85,12 +87,20 @@ def check_checkpoint_dir(checkpoint_dir, resume: bool) -> tuple[Path | None, Pat
 
 
 def _check_folder(folder: Path) -> None:
-    """Refuse a ``checkpoint_dir`` that is a file, below a file, or a dangling link (Lightning fails on these only
-    when it first saves, after an epoch of training, with a bare ``FileExistsError``)."""
+    """Refuse a ``checkpoint_dir`` that is a file, below a file, or a dangling link, or below one (Lightning fails on
+    these only when it first saves, after an epoch of training, with a bare ``FileExistsError``, or creates folders
+    at the link's target)."""
     if folder.is_symlink() and not folder.exists():
         raise NotADirectoryError(
             f"checkpoint_dir {str(folder)!r} is a link to {str(folder.readlink())!r}, which does not exist. Create "
             "the folder it points to, or pass another checkpoint_dir."
+        )
+    link = dangling_parent(folder)  # Lightning would create the folders at the link's target
+    if link is not None:
+        raise NotADirectoryError(
+            f"checkpoint_dir {str(folder)!r} lies below {str(link)!r}, a link to {os.readlink(link)!r}, which does not "
+            "exist (a moved or unmounted drive?). Create the folder it points to (or mount the drive), or pass "
+            "another checkpoint_dir; holocell does not create folders through a link to nothing."
         )
     for path in (folder, *folder.parents):
         if path.exists():
