@@ -156,6 +156,19 @@ def server(tmp_path):
     httpd.server_close()
 
 
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty cache folder (``$HOLOCELL_CACHE_DIR``), no local data folder, and a copy of the registry that the
+    test may change."""
+    from holocell.data import _registry
+
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(_registry.CACHE_DIR_ENV, str(folder))
+    monkeypatch.delenv(_registry.DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(_registry, "REGISTRY", dict(_registry.REGISTRY))
+    return folder
+
+
 def tree_snapshot(root: Path) -> dict[str, str]:
     """Every entry under ``root`` (relative path -> sha256 of a file, ``dir``, or ``link -> target``)."""
     out = {}

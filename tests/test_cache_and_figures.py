@@ -23,7 +23,7 @@ import pytest
 
 from holocell import HoloCellWarning, _demo
 from holocell.data import _registry
-from holocell.data._registry import CACHE_DIR_ENV, DATA_DIR_ENV, REGISTRY, fetch, register
+from holocell.data._registry import CACHE_DIR_ENV, fetch, register
 from holocell.model._safe_write import write_beside
 from holocell.pl._utils import FIGURES_MANIFEST, save_figure
 
@@ -34,16 +34,6 @@ MINE = b"the user's own annotated copy - weeks of work\n"
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """An empty cache folder, no local data folder, and a registry copy the test may change."""
-    folder = tmp_path / "cache"
-    monkeypatch.setenv(CACHE_DIR_ENV, str(folder))
-    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-    monkeypatch.setattr(_registry, "REGISTRY", dict(REGISTRY))
-    return folder
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 import holocell as hc
 from holocell.data import _registry
-from holocell.data._registry import CACHE_DIR_ENV, DATA_DIR_ENV, REGISTRY
+from holocell.data._registry import DATA_DIR_ENV, REGISTRY
 
 SLICES = Path(__file__).parent / "data" / "sources"
 #: The benchmark copies and their originals: a folder of $HOLOCELL_DATA_DIR with originals/, else ../shared/data.
@@ -42,16 +42,6 @@ SHARED = next(
 ORIGINALS = SHARED / "originals"
 #: dataset -> folder of its originals (under tests/data/sources and ../shared/data/originals)
 FOLDERS = {"snareseq2_mop": "scmomat_mop", "granja2019_bmmc": "epichaos", "pbmc_multiome_1k": "muon"}
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """An empty cache, no local data directory, and a registry copy that the test may re-point."""
-    folder = tmp_path / "cache"
-    monkeypatch.setenv(CACHE_DIR_ENV, str(folder))
-    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-    monkeypatch.setattr(_registry, "REGISTRY", dict(REGISTRY))
-    return folder
 
 
 def _serve(server, dataset: str, source_root: Path, *, use_registered_hash: bool = False) -> list[str]:

@@ -20,8 +20,7 @@ import pytest
 import holocell as hc
 from holocell import _demo
 from holocell.cli import main
-from holocell.data import _registry
-from holocell.data._registry import CACHE_DIR_ENV, DATA_DIR_ENV, REGISTRY, fetch, register
+from holocell.data._registry import CACHE_DIR_ENV, fetch, register
 from holocell.model._checkpoint import is_checkpoint_dir
 
 TINY = {"d_model": 16, "n_layers": 1, "n_heads": 2, "n_latents": 4}
@@ -50,16 +49,6 @@ def trained():
     model = hc.HoloCell(_data(), **TINY)
     model.train(**RUN)
     return model
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """An empty cache folder, no local data folder, and a registry copy the test may change."""
-    folder = tmp_path / "cache"
-    monkeypatch.setenv(CACHE_DIR_ENV, str(folder))
-    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-    monkeypatch.setattr(_registry, "REGISTRY", dict(REGISTRY))
-    return folder
 
 
 # ----------------------------------------------------------------------- 1. the cache replaces only its own download

@@ -18,8 +18,7 @@ import torch
 
 import holocell as hc
 from holocell.cli import main
-from holocell.data import _registry
-from holocell.data._registry import CACHE_DIR_ENV, DATA_DIR_ENV, fetch_url
+from holocell.data._registry import CACHE_DIR_ENV, fetch_url
 
 PAYLOAD = b"holocell payload " * 400  # 6,800 bytes
 #: The simulator's genes (SIM1, SIM2, ...) are synthetic: setting its data up (`train`, or a model loaded onto
@@ -33,14 +32,6 @@ def _sim_genes():
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
-    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-    monkeypatch.setattr(_registry, "REGISTRY", dict(_registry.REGISTRY))
-    return tmp_path / "cache"
 
 
 # ----------------------------------------------------------------------------- 5. downloads: real causes

@@ -214,3 +214,32 @@ def test_freeze_with_nothing_new_leaves_nothing_to_train():
     query.unfreeze()
     query.train(max_epochs=1, **RUN)
     assert query.is_trained_
+
+
+# ----------------------------------------------------------------------------- 6. one run at a time per folder
+def test_a_second_run_into_a_folder_another_run_trains_in_is_refused(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # the other run's process
+    try:
+        marker = folder / ".holocell_run"
+        marker.write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname()}))
+        model = _model()
+        before = {k: v.clone() for k, v in model.module.state_dict().items()}
+        with pytest.raises(ValueError, match="is in use by another training run") as err:
+            model.train(max_epochs=1, checkpoint_dir=folder, **RUN)
+        assert str(marker) in str(err.value) and "its own checkpoint_dir" in str(err.value)
+        assert sorted(p.name for p in folder.iterdir()) == [".holocell_run"]  # nothing written beside it
+        assert all(torch.equal(v, model.module.state_dict()[k]) for k, v in before.items()) and not model.is_trained_
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the marker of a run that was killed (its process is gone) is taken over; a run removes its own at the end
+    model.train(max_epochs=1, checkpoint_dir=folder, **RUN)
+    assert model.is_trained_ and ".holocell_run" not in {p.name for p in folder.iterdir()}
+    assert (folder / "last.ckpt").is_file()

@@ -26,6 +26,7 @@ from ._config import TrainingConfig
 from ._plan import HISTORY_KEY, MosaicDataModule, TrainingPlan, logged_rows, split_indices
 from ._resume import check_checkpoint_dir, check_epochs_left, check_same_model, read_checkpoint
 from ._rng import global_random_state_kept
+from ._run_marker import run_claimed
 
 
 class HistoryLogger(Logger):
@@ -347,10 +348,11 @@ def fit(
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
                 warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__`.*")  # streaming
-                if resume_from is not None:  # the folder holds the run's own checkpoints, as it should
-                    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+                # the folder holds the run's marker (and, resumed, its own checkpoints); others' are refused
+                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
                 try:
-                    trainer.fit(plan, datamodule=datamodule, ckpt_path=None if resume_from is None else str(resume_from), weights_only=True)
+                    with run_claimed(folder, resume_from is not None):  # one run at a time in checkpoint_dir
+                        trainer.fit(plan, datamodule=datamodule, ckpt_path=None if resume_from is None else str(resume_from), weights_only=True)
                 except SystemExit as exit_:
                     raise_interrupt(trainer, exit_, module)
                     raise
