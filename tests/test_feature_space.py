@@ -217,14 +217,14 @@ def test_second_antibody_for_a_gene_gets_its_own_anchor():
     )
     space = build_feature_space({"rna": rna, "protein": prot})
     names = [space.anchors[i] for i in space.maps["protein"].anchor]
-    assert names == ["CD4", "protein:cd4b", "protein:iso", "CD8A", "NOTINRNA"]
+    assert names == ["CD4", "protein:cd4b", "protein:iso", "CD8A", "protein:x"]  # "NOTINRNA" is no gene
     assert space.maps["protein"].anchor[0] == space.maps["rna"].anchor[0]
     assert space.maps["protein"].report["how"].tolist() == [
         "var_column",
         "var_column",
         "unmapped",
         "var_column",
-        "var_column",
+        "unmapped",
     ]
 
 

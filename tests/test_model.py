@@ -147,6 +147,8 @@ def test_simulator_modalities(simulated, modalities):
         rna_var = mdata["rna"].var
         kwargs["genome"] = rna_var.assign(gene_name=rna_var.index)[["gene_name", "chrom", "tss", "strand"]]
     expected = pytest.warns(hc.HoloCellWarning, match=SIM_GENES) if "rna" in modalities else nullcontext()
+    if modalities == {"protein": "protein"}:  # its gene column names synthetic genes, and no RNA to join
+        expected = pytest.warns(hc.HoloCellWarning, match="No value of the 'gene' column of modality 'protein'")
     with expected:
         hc.HoloCell.setup_mudata(mdata, modalities=modalities, batch_key="batch", **kwargs)
     model = hc.HoloCell(mdata, **TINY)

@@ -8,7 +8,6 @@ Each mixin is one job in one file: ``train`` in :mod:`._training_mixin` (the Lig
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -22,14 +21,13 @@ from scvi.data import AnnDataManager, AnnDataManagerValidationCheck
 from scvi.data.fields import MuDataCategoricalObsField
 from scvi.model.base import BaseModelClass
 
-from .._warnings import HoloCellWarning
 from ..data.arrays import BackedMosaicArrays, MosaicArrays, mudata_arrays, read_backed, species_codes
 from ..nn import HoloCellModule, NetworkConfig, ObjectiveConfig
 from ..priors import check_prior_names
 from ..train import TrainingConfig
 from ..vocab import FeatureSpace
 from ._arguments import check_arguments, check_training
-from ._build import cell_state_settings, feature_space_for, prior_inputs
+from ._build import cell_state_settings, feature_space_for, prior_inputs, restore_reports
 from ._inference import InferenceMixin
 from ._perturb_mixin import PerturbMixin
 from ._save_mixin import SaveLoadMixin
@@ -103,8 +101,10 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         four, ``None`` for none. Each prior has its own projection and a gate that starts at 0.
         Mouse genes on a human anchor use the human gene's priors.
     grn_edges
-        Your own TF -> target edges (DataFrame with columns ``tf``, ``target``, named like the
-        anchors) replacing the shipped GRN of the ``"grn"`` prior.
+        Your own TF -> target edges (DataFrame with columns ``tf``, ``target``) replacing the shipped
+        GRN of the ``"grn"`` prior. Name the genes like the RNA var_names (they go to their features'
+        anchors), like the anchors (``feature_space.anchors``), or as symbols / Ensembl ids of the setup's
+        species; a warning names edges of unknown genes. Other columns (weight, sign) are ignored.
     feature_space
         Anchors and feature maps to reuse (set by :meth:`load`); built from ``mdata`` when None.
     batch_categories
@@ -190,6 +190,8 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         setup = self._setup_args
         self.modalities_: dict[str, str] = dict(setup["modalities"])
         space = FeatureSpace.from_dict(feature_space) if loading else feature_space_for(mdata, self.modalities_, setup)
+        if loading:  # a checkpoint holds the anchors, not the reports: rebuilt from the data and the setup
+            restore_reports(space, mdata, self.modalities_, setup)
         self.feature_space = space
         if batch_categories is None:  # the batches with cells: a subset (mdata[mask].copy()) keeps pandas' unused
             mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
@@ -224,15 +226,9 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
             )
         coexpression = "coexpression" in self.priors_ and "rna" in self.modalities_ and not loading
         priors_in, self.prior_report_ = prior_inputs(
-            space, self.priors_, grn_edges=grn_edges, arrays=self._arrays(None)[1] if coexpression else None, loading=loading
+            space, self.priors_, grn_edges=grn_edges, arrays=self._arrays(None)[1] if coexpression else None,
+            loading=loading, species=setup.get("species", "human"), gene_id_type=setup.get("gene_id_type", "auto"),
         )
-        if grn_edges is not None and self.prior_report_ is not None and self.prior_report_.loc["grn", "n_known"] == 0:
-            warnings.warn(
-                "None of the grn_edges' genes is an anchor of this model, so the 'grn' prior is all zeros. Name the "
-                "edges' tf and target like the RNA var_names (gene symbols of the model's species).",
-                HoloCellWarning,
-                stacklevel=2,
-            )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.module = HoloCellModule(

@@ -23,7 +23,8 @@ from ..vocab import (
     parse_peaks,
     read_tss_file,
 )
-from ..vocab._genes import _ENSEMBL_RE
+from ..vocab._feature_space import gene_column_anchors
+from ..vocab._genes import other_species_case
 from ._counts import check_counts
 from ._validate_obs import check_batch_column, check_in_sync, check_modality_keys, check_not_view
 
@@ -31,8 +32,6 @@ _LAYER_SUFFIX = "_layer"
 _BACKED_SAMPLE_ROWS = 10_000  # rows of a backed matrix summed at a time
 #: Below this share of RNA features on a known gene of the vocabulary, setup_mudata warns.
 MIN_MATCHED_SHARE = 0.5
-#: Fewest RNA symbols (names that start with a letter) whose letter case setup_mudata judges.
-MIN_CASE_NAMES = 10
 
 
 def normalise_modalities(modalities: Mapping[str, str] | None) -> dict[str, str]:
@@ -127,7 +126,7 @@ def validate_setup(
         check_counts(x, name, m)
         _warn_empty_cells(x, name)
     check_batch_column(mdata, batch_key)
-    _check_vocabulary(mdata, modalities, genome)
+    _check_vocabulary(mdata, modalities, genome, species)
     if "rna" in modalities:
         rna_names = mdata.mod[modalities["rna"]].var_names
         check_gene_matching(rna_names, modalities["rna"], species, gene_id_type, allow_unmatched_genes)
@@ -200,23 +199,15 @@ def check_name_case(var_names: pd.Index, name: str, species: str, gene_id_type: 
     Human symbols are all capitals (``CD4``), mouse symbols title case (``Cd4``). Case-insensitive
     alias matching lets many mouse symbols pass as human genes, so the gene-matching share alone
     does not reveal a forgotten ``species="mouse"``. Only names that start with a letter and are not
-    Ensembl ids are counted; fewer than :data:`MIN_CASE_NAMES` of them are not judged.
+    Ensembl ids are counted; fewer than ten of them are not judged
+    (:func:`holocell.vocab._genes.other_species_case`).
     """
-    if gene_id_type == "ensembl":
+    found = None if gene_id_type == "ensembl" else other_species_case(var_names, species)
+    if found is None:
         return
-    names = [n for n in var_names.astype(str) if n[:1].isalpha() and not _ENSEMBL_RE.match(n)]
-    if len(names) < MIN_CASE_NAMES:
-        return
-    if species == "human":
-        hits = [n for n in names if n[0].isupper() and n[1:] == n[1:].lower() and n != n.upper()]
-        other, style = "mouse", "title case, e.g. 'Cd4'"
-    else:
-        hits = [n for n in names if n == n.upper()]
-        other, style = "human", "all capitals, e.g. 'CD4'"
-    if len(hits) / len(names) <= 0.5:
-        return
+    hits, n_names, other, style = found
     warnings.warn(
-        f"{len(hits)} of {len(names)} RNA feature names of modality {name!r} (e.g. {hits[:3]}) are written like "
+        f"{len(hits)} of {n_names} RNA feature names of modality {name!r} (e.g. {hits[:3]}) are written like "
         f"{other} gene symbols ({style}), but they are read as {species} genes (species={species!r}). If the "
         f"genes are {other}, pass species={other!r}. To combine species in one MuData, rename each species' "
         "genes with holocell.vocab.rename_to_anchors before concatenating, and pass species_key.",
@@ -265,7 +256,7 @@ def _warn_empty_cells(x, name: str) -> None:
         )
 
 
-def _check_vocabulary(mdata: MuData, modalities: Mapping[str, str], genome) -> None:
+def _check_vocabulary(mdata: MuData, modalities: Mapping[str, str], genome, species: str = "human") -> None:
     """Features that cannot meet the gene vocabulary: an error where linking would silently fail."""
     if "atac" in modalities:
         try:
@@ -298,7 +289,9 @@ def _check_vocabulary(mdata: MuData, modalities: Mapping[str, str], genome) -> N
                     )
     if "protein" in modalities:
         var = mdata.mod[modalities["protein"]].var
-        if "gene" not in var.columns:
+        if "gene" in var.columns:
+            _check_gene_column(var["gene"], mdata, modalities, species)
+        else:
             mapped = map_proteins_to_genes(var.index.astype(str).tolist())
             if mapped["gene"].isna().all():
                 warnings.warn(
@@ -309,6 +302,21 @@ def _check_vocabulary(mdata: MuData, modalities: Mapping[str, str], genome) -> N
                     HoloCellWarning,
                     stacklevel=3,
                 )
+
+
+def _check_gene_column(column: pd.Series, mdata: MuData, modalities: Mapping[str, str], species: str) -> None:
+    """Warn when no value of the protein ``.var["gene"]`` column is a known gene or an RNA feature."""
+    rna = set(mdata.mod[modalities["rna"]].var_names.astype(str)) if "rna" in modalities else set()
+    if any(g is not None for g in gene_column_anchors(column.tolist(), dict.fromkeys(rna, ""), species)):
+        return
+    warnings.warn(
+        f"No value of the 'gene' column of modality {modalities['protein']!r} (e.g. {column.astype(str).tolist()[:3]}) "
+        f"is a known {species} gene (symbol or Ensembl id) or an RNA feature name, so every antibody keeps an "
+        "anchor of its own and protein shares no token with RNA or ATAC. Put the antibodies' gene symbols or "
+        "Ensembl ids in .var['gene']; the mapping is in model.feature_space.maps['protein'].report.",
+        HoloCellWarning,
+        stacklevel=4,
+    )
 
 
 def gene_table_for(mdata: MuData, modalities: Mapping[str, str], genome) -> pd.DataFrame | None:

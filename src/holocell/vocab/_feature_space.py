@@ -9,7 +9,7 @@ anchor: unmapped antibodies keep an anchor of their own, so nothing is dropped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,8 +88,37 @@ class FeatureSpace:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> FeatureSpace:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (the reports are not saved: see :meth:`attach_reports`)."""
         return cls(list(d["anchors"]), {k: ModalityMap.from_dict(v) for k, v in d["maps"].items()})
+
+    def attach_reports(self, rebuilt: FeatureSpace | None) -> None:
+        """Give each map the report of the same modality in ``rebuilt``, checked against this space's anchors.
+
+        A row whose anchor in ``rebuilt`` is not this space's anchor keeps this space's anchor and says
+        ``how="checkpoint"`` (its gene columns are cleared); a modality that ``rebuilt`` lacks, or with
+        other features, gets a report of this space's anchors with ``how="checkpoint"`` on every row.
+        """
+        for m, fmap in self.maps.items():
+            names = [self.anchors[i] for i in fmap.anchor]
+            other = None if rebuilt is None else rebuilt.maps.get(m)
+            if other is None or not np.array_equal(other.features, fmap.features) or other.report.empty:
+                fmap.report = pd.DataFrame({"anchor": names, "how": CHECKPOINT}, index=pd.Index(fmap.features))
+                continue
+            report = other.report.copy()
+            differs = report["anchor"].astype(str).to_numpy() != np.asarray(names, dtype=str)
+            if differs.any():
+                report = report.astype({c: object for c in ("anchor", "how", *_GENE_COLUMNS) if c in report})
+                report.loc[differs, "anchor"] = np.asarray(names, dtype=object)[differs]
+                report.loc[differs, "how"] = CHECKPOINT
+                for c in _GENE_COLUMNS:
+                    if c in report:
+                        report.loc[differs, c] = None
+            fmap.report = report
+
+
+#: ``how`` of a report row whose link could not be rebuilt as saved: the anchor is the checkpoint's.
+CHECKPOINT = "checkpoint"
+_GENE_COLUMNS = ("symbol", "ensembl_id", "gene")
 
 
 class _AnchorIndex:
@@ -156,7 +185,7 @@ def build_feature_space(
         idx = np.array([anchors.get(a) for a in report["anchor"]], dtype=np.int64)
         maps["rna"] = ModalityMap(np.asarray(genes, dtype=object), idx, report=report)
     if "protein" in var:
-        maps["protein"] = _map_protein(var["protein"], anchors, map_proteins, canonical, species)
+        maps["protein"] = _map_protein(var["protein"], anchors, map_proteins, canonical, species, gene_anchor)
     if "atac" in var:
         if gene_table is None:
             raise ValueError(
@@ -188,23 +217,21 @@ def _map_protein(
     map_proteins: Callable[[list[str]], pd.DataFrame] | None,
     canonical: Callable[[list[str], str], list[str]],
     species: str,
+    rna_anchor: Mapping[str, str],
 ) -> ModalityMap:
     names = var.index.astype(str).tolist()
-    if "gene" in var.columns:
-        genes = [g if isinstance(g, str) and g else None for g in var["gene"]]
-        how = ["var_column" if g else "unmapped" for g in genes]
-        gene_species = species
+    if "gene" in var.columns:  # already anchors: RNA names join their anchor, others are read as genes of species
+        genes = gene_column_anchors(var["gene"].tolist(), rna_anchor, species)
+        how = ["var_column" if g is not None else "unmapped" for g in genes]
     elif map_proteins is not None:
         mapped = map_proteins(names)
         genes = [g if isinstance(g, str) and g else None for g in mapped["gene"]]
         how = mapped["how"].astype(str).tolist()
-        gene_species = "human"  # the alias table names human genes
+        known = [g for g in genes if g is not None]
+        canon = dict(zip(known, canonical(known, "human"), strict=True))  # the alias table names human genes
+        genes = [canon[g] if g is not None else None for g in genes]
     else:
-        gene_species = species
         genes, how = [None] * len(names), ["unmapped"] * len(names)
-    known = [g for g in genes if g is not None]
-    canon = dict(zip(known, canonical(known, gene_species), strict=True))
-    genes = [canon[g] if g is not None else None for g in genes]
     taken: set[str] = set()
     anchor_names = []
     for name, gene in zip(names, genes, strict=True):
@@ -218,3 +245,19 @@ def _map_protein(
     idx = np.array([anchors.get(a) for a in anchor_names], dtype=np.int64)
     report = pd.DataFrame({"gene": genes, "anchor": anchor_names, "how": how}, index=names)
     return ModalityMap(np.asarray(names, dtype=object), idx, report=report)
+
+
+def gene_column_anchors(values: Sequence, rna_anchor: Mapping[str, str], species: str) -> list[str | None]:
+    """Anchors of the values of a protein ``.var["gene"]`` column; None for a value that is no known gene.
+
+    A value that is an RNA feature name joins that feature's anchor; any other value is read with
+    :func:`~holocell.vocab.map_genes` (``gene_id_type="auto"``: symbols, or Ensembl ids with or without
+    version).
+    """
+    text = [v if isinstance(v, str) and v.strip() else None for v in values]
+    new = [v for v in dict.fromkeys(text) if v is not None and v not in rna_anchor]
+    rep = map_genes(new, species, "auto") if new else None
+    found = {} if rep is None else {
+        n: a for n, a, h in zip(new, rep["anchor"], rep["how"], strict=True) if h != "unmapped"
+    }
+    return [None if v is None else rna_anchor.get(v, found.get(v)) for v in text]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from .._warnings import HoloCellWarning
 from ._constants import MOUSE_ANCHOR_PREFIX, SPECIES
 
 __all__ = [
@@ -94,17 +96,50 @@ def detect_gene_id_type(names: Sequence[str]) -> Literal["symbol", "ensembl"]:
     return "ensembl" if hits >= 0.5 * len(names) else "symbol"
 
 
+#: Row kinds of the human table, most trusted first: the case-insensitive fallback takes the first kind that has rows.
+_KIND_ORDER: tuple[str, ...] = ("symbol", "ncbi_symbol", "alias")
+
+
 @functools.cache
-def _human_lookup() -> tuple[dict[str, str], dict[str, tuple[str, str]], dict[str, str]]:
-    """(Ensembl id -> symbol, name -> (symbol, kind) for unambiguous names, upper-case name -> name)."""
+def _human_lookup() -> tuple[dict[str, str], dict[str, tuple[str, str]], dict[str, tuple[str, str] | None]]:
+    """(Ensembl id -> symbol, name -> (symbol, kind) for unambiguous names, upper-case name -> fallback hit).
+
+    A mixed- or lower-case alias that is another case of a canonical symbol (``"Fli1"``, alias of
+    FLII) is left to the fallback, which reads it as that symbol (FLI1). The fallback of an
+    upper-case key is the one gene that the most trusted kind of rows written that way names (canonical symbols first, so ``"alb"`` is ALB, not FBF1's alias ``Alb``), or
+    None when that kind names several genes (then the name stays unmapped, as ambiguous names do).
+    """
     tab = _human_cached()
     sym = tab[tab["kind"] == "symbol"]
     ens = dict(zip(sym["ensembl_id"], sym["symbol"], strict=True))
     n = tab.groupby("name")["symbol"].nunique()
     first = tab[tab["name"].map(n) == 1].drop_duplicates("name")
     by_name = dict(zip(first["name"], zip(first["symbol"], first["kind"], strict=True), strict=True))
-    upper = {k.upper(): k for k in by_name}
-    return ens, by_name, upper
+    canonical = set(sym["symbol"])
+    # "Fli1", "elk3": another case of a canonical symbol reads as that symbol (by the fallback), not as the alias
+    other_case = [k for k, (s, _) in by_name.items() if k != k.upper() and k.upper() in canonical and s != k.upper()]
+    for name in other_case:
+        del by_name[name]
+    return ens, by_name, _upper_fallback(tab)
+
+
+def _upper_fallback(tab: pd.DataFrame) -> dict[str, tuple[str, str] | None]:
+    rank = tab["kind"].map({k: i for i, k in enumerate(_KIND_ORDER)}).fillna(len(_KIND_ORDER))
+    tab = tab.assign(key=tab["name"].str.upper(), rank=rank)
+    best = tab[tab["rank"] == tab.groupby("key")["rank"].transform("min")]
+    n_genes = best.groupby("key")["symbol"].nunique()
+    one = best[best["key"].map(n_genes) == 1].drop_duplicates("key")
+    upper: dict[str, tuple[str, str] | None] = dict.fromkeys(n_genes.index[n_genes > 1])
+    upper.update(zip(one["key"], zip(one["symbol"], one["kind"], strict=True), strict=True))
+    return upper
+
+
+@functools.cache
+def _ambiguous_names() -> frozenset[str]:
+    """Names (as written) that the table gives to several genes: never guessed, not even by case."""
+    tab = _human_cached()
+    n = tab.groupby("name")["symbol"].nunique()
+    return frozenset(n.index[n > 1])
 
 
 @functools.cache
@@ -135,8 +170,8 @@ def _map_human(name: str, id_type: str) -> tuple[str | None, str]:
         sym = ens.get(_strip_version(name))
         return (sym, "ensembl") if sym else (None, "unmapped")
     hit = by_name.get(name)
-    if hit is None and name.upper() in upper:
-        hit = by_name[upper[name.upper()]]
+    if hit is None and name not in _ambiguous_names():
+        hit = upper.get(name.upper())  # a different case; None where the upper-case name is ambiguous
     if hit is None:
         return None, "unmapped"
     sym, kind = hit
@@ -215,18 +250,27 @@ def map_genes(
     return df.astype(object).where(df.notna(), None)
 
 
+#: ``how`` values of a weaker match: when such a name and an exact one land on one anchor, the exact one keeps it.
+_WEAK_HOW: frozenset[str] = frozenset({"alias"})
+
+
 def mark_duplicates(report: pd.DataFrame, taken: set[str] | None = None) -> pd.DataFrame:
-    """Give a name whose anchor is already taken (earlier in ``report`` or in ``taken``) its own anchor.
+    """Give a name whose anchor is already taken (in ``taken``, or by another name of ``report``) its own anchor.
 
     Used for modalities with one feature per anchor slot (RNA); ``how`` becomes ``"duplicate"``.
+    Of several names on one anchor, an exact match (symbol, Ensembl id, ortholog) keeps it before
+    an alias or a different case (``["P53", "TP53"]``: ``TP53`` keeps TP53); otherwise the first one.
     """
     report = report.copy()
     seen = set() if taken is None else set(taken)
     anchors = report["anchor"].tolist()
     how = report["how"].tolist()
-    for i, (name, anchor) in enumerate(zip(report.index, anchors, strict=True)):
-        if anchor in seen:
-            anchors[i], how[i] = name if name not in seen else f"rna:{name}", "duplicate"
+    # exact matches first; sorted() is stable, so input order decides within each rank
+    order = sorted(range(len(anchors)), key=lambda i: how[i] in _WEAK_HOW)
+    names = report.index.tolist()
+    for i in order:
+        if anchors[i] in seen:
+            anchors[i], how[i] = names[i] if names[i] not in seen else f"rna:{names[i]}", "duplicate"
         seen.add(anchors[i])
     report["anchor"], report["how"] = anchors, how
     return report
@@ -240,6 +284,47 @@ def shared_fraction(report: pd.DataFrame, expressed: np.ndarray | None = None) -
     return float(on_human.mean()) if len(on_human) else 0.0
 
 
+#: Fewer symbol-like names than this are not judged by :func:`other_species_case`.
+MIN_CASE_NAMES = 10
+
+
+def other_species_case(names: Sequence[str], species: str) -> tuple[list[str], int, str, str] | None:
+    """Whether most symbols are written in the other species' case: human symbols are all capitals (``CD4``), mouse
+    symbols title case (``Cd4``). Only names that start with a letter and are not Ensembl ids count; fewer than
+    :data:`MIN_CASE_NAMES` of them are not judged.
+
+    Returns
+    -------
+    ``None``, or ``(names in the other species' case, names counted, the other species, its case in words)``.
+    """
+    names = [n for n in map(str, names) if n[:1].isalpha() and not _ENSEMBL_RE.match(n)]
+    if len(names) < MIN_CASE_NAMES:
+        return None
+    if species == "human":
+        hits = [n for n in names if n[0].isupper() and n[1:] == n[1:].lower() and n != n.upper()]
+        other, style = "mouse", "title case, e.g. 'Cd4'"
+    else:
+        hits = [n for n in names if n == n.upper()]
+        other, style = "human", "all capitals, e.g. 'CD4'"
+    return (hits, len(names), other, style) if len(hits) / len(names) > 0.5 else None
+
+
+def _warn_other_species_case(names: Sequence[str], species: str) -> None:
+    """Warn when :func:`rename_to_anchors` reads names written in the other species' case."""
+    found = other_species_case(names, species)
+    if found is None:
+        return
+    hits, n, other, style = found
+    warnings.warn(
+        f"{len(hits)} of {n} var_names (e.g. {hits[:3]}) are written like {other} gene symbols ({style}), "
+        f"but rename_to_anchors reads them as {species} genes (species={species!r}; the default is 'mouse'). "
+        f"If the genes are {other}, pass species={other!r}: reading one species' symbols as the other's puts "
+        "genes on the wrong anchors (e.g. human CXCL1 on CXCL2 through the mouse orthologs).",
+        HoloCellWarning,
+        stacklevel=3,
+    )
+
+
 def rename_to_anchors(adata, species: Literal["human", "mouse"] = "mouse", gene_id_type: GeneIdType = "auto"):
     """A copy of ``adata`` whose ``var_names`` are the gene anchors of :func:`map_genes`.
 
@@ -250,7 +335,11 @@ def rename_to_anchors(adata, species: Literal["human", "mouse"] = "mouse", gene_
     ----------
     adata
         AnnData with genes as ``var_names``.
-    species, gene_id_type
+    species
+        ``"human"`` or ``"mouse"``. The default is ``"mouse"`` (unlike :func:`map_genes`): pass
+        ``species="human"`` for human data. A :class:`~holocell.HoloCellWarning` is raised when
+        most symbols are written in the other species' case (``CD4`` read as mouse, ``Cd4`` as human).
+    gene_id_type
         See :func:`map_genes`.
 
     Returns
@@ -259,7 +348,10 @@ def rename_to_anchors(adata, species: Literal["human", "mouse"] = "mouse", gene_
         Copy with ``var_names`` = anchors (unique: a second gene on an anchor keeps its own name,
         ``how="duplicate"``), and ``var["original_name"]``, ``var["how"]`` from the report.
     """
-    report = mark_duplicates(map_genes(list(adata.var_names.astype(str)), species, gene_id_type))
+    names = list(adata.var_names.astype(str))
+    report = mark_duplicates(map_genes(names, species, gene_id_type))
+    if gene_id_type != "ensembl":
+        _warn_other_species_case(names, species)
     out = adata.copy()
     out.var["original_name"] = report.index.to_numpy()
     out.var["how"] = report["how"].to_numpy()

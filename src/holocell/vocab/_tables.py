@@ -208,8 +208,21 @@ def alias_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
+#: Greek letters as antibody names write them in ASCII (``TCR α/β`` = ``TCRab``, ``IL-1β`` = ``IL1b``).
+_GREEK = str.maketrans(
+    {
+        **dict(zip("αβγδεζηθικλμνξοπρσςτυφχψω", "abgdezhqiklmnxoprsstufcyw", strict=True)),
+        **dict(zip("ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ", "ABGDEZHQIKLMNXOPRSTUFCYW", strict=True)),
+        "µ": "m",  # the micro sign, often typed for mu
+    }
+)
+
+#: Alias-table keys this short (``gr``, ``nk1``) name too many things: a plain ``"alias"`` hit is not taken for them.
+MAX_SHORT_ALIAS_KEY = 3
+
+
 def _strip_affixes(name: str) -> str:
-    s = str(name).strip()
+    s = str(name).strip().translate(_GREEK)
     s = _CLONE_SUFFIX_RE.sub("", s)
     prev = None
     while prev != s:
@@ -224,7 +237,8 @@ def _strip_affixes(name: str) -> str:
 def clean_antibody_name(name: str) -> str:
     """Normalise an ADT / CITE-seq antibody name to a canonical dotted lowercase form.
 
-    Rules, in order: drop a trailing clone in parentheses; strip prefixes such as ``adt_``,
+    Rules, in order: write Greek letters in ASCII (``α`` -> ``a``, ``β`` -> ``b``, ``γ`` -> ``g``,
+    ``δ`` -> ``d``, ``κ`` -> ``k``, ``λ`` -> ``l``, as in HGNC symbols); drop a trailing clone in parentheses; strip prefixes such as ``adt_``,
     ``anti-``, ``hu.``, ``human_``/``mouse_`` and suffixes such as ``_totalseqb``, ``_adt``; lowercase;
     turn every run of non-alphanumeric characters into one ``"."``; then remove a trailing duplicate tag
     ``.1``/``.2`` (also written ``_1``/``-1``) when the rest is one token containing a digit (``cd4.1``
@@ -293,13 +307,26 @@ def _alias_lookup() -> dict[str, dict[str, list[str]]]:
     return out
 
 
-def map_proteins_to_genes(names: Sequence[str], gene_universe: set[str] | None = None) -> pd.DataFrame:
+def _sources(key: str, species: str) -> tuple[str, ...]:
+    """Which parts of the alias table a cleaned key may be looked up in."""
+    if species == "mouse" or len(key) <= MAX_SHORT_ALIAS_KEY:
+        # human aliases misread mouse markers (Sca-1 -> CASP3) and short keys (gr -> NR3C1)
+        return ("override", "symbol")
+    return ("override", "symbol", "alias")
+
+
+def map_proteins_to_genes(
+    names: Sequence[str], gene_universe: set[str] | None = None, *, species: str = "human"
+) -> pd.DataFrame:
     """Map antibody (ADT) names to human gene symbols, reporting how every name was (not) mapped.
 
-    Each name is cleaned with :func:`clean_antibody_name` and looked up, in this order, in the
-    hand-curated antibody overrides (``"override"``), the official symbols (``"symbol"``) and the
-    NCBI/org.Hs.eg.db aliases of protein-coding genes (``"alias"``). Nothing is dropped: unmapped names get ``gene=None`` and
-    ``how="unmapped"``.
+    Each name is cleaned with :func:`clean_antibody_name` (Greek letters written in ASCII first:
+    ``TCR α/β`` reads as ``TCRab``) and looked up, in this order, in the hand-curated antibody
+    overrides (``"override"``), the official symbols (``"symbol"``) and the NCBI/org.Hs.eg.db aliases
+    of protein-coding genes (``"alias"``). Aliases are not used for keys of
+    :data:`MAX_SHORT_ALIAS_KEY` characters or fewer (``Gr-1`` -> ``gr``, ``NK-1.1`` -> ``nk1`` name
+    unrelated human genes) nor for mouse panels. Nothing is dropped: unmapped names get
+    ``gene=None`` and ``how="unmapped"``.
 
     Parameters
     ----------
@@ -308,6 +335,10 @@ def map_proteins_to_genes(names: Sequence[str], gene_universe: set[str] | None =
     gene_universe
         Optional set of gene symbols (e.g. the RNA ``var_names``). When given, only candidate genes in
         it are accepted; a name whose candidates are all outside the universe is ``"unmapped"``.
+    species
+        ``"human"`` (default) or ``"mouse"``: the species the antibodies target. The alias table is
+        human; for ``"mouse"`` only overrides and official symbols are taken (``Sca-1`` stays unmapped
+        instead of landing on CASP3).
 
     Returns
     -------
@@ -315,13 +346,15 @@ def map_proteins_to_genes(names: Sequence[str], gene_universe: set[str] | None =
         One row per input name, in input order, with columns ``protein`` (the input name), ``gene``
         (symbol or None) and ``how`` (``"override"``, ``"symbol"``, ``"alias"`` or ``"unmapped"``).
     """
+    if species not in ("human", "mouse"):
+        raise ValueError(f"species must be 'human' or 'mouse', got {species!r}.")
     lookup = _alias_lookup()
     rows: list[tuple[str, str | None, str]] = []
     for raw in names:
         key = alias_key(clean_antibody_name(raw))
         gene: str | None = None
         how = "unmapped"
-        for source in ("override", "symbol", "alias"):
+        for source in _sources(key, species):
             cands = lookup[source].get(key, [])
             if gene_universe is not None:
                 cands = [c for c in cands if c in gene_universe]
