@@ -206,3 +206,20 @@ def test_the_demo_keeps_its_own_record_up_to_date(tmp_path):
     with _demo._demo_file(out, "results.json") as tmp:  # its own record: replaced, the earlier entry kept
         tmp.write_text("{}")
     assert set(json.loads(record.read_text())) == {"results.md", "results.json"}
+
+
+# ----------------------------------------------------------------------- 7. long names the file system takes
+def test_long_output_names_are_written_through_temporary_siblings_of_legal_length(trained, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from holocell.pl._utils import save_figure
+
+    folder = tmp_path / ("m" * 250)  # legal (255 bytes at most); the temporary siblings used to add 10-19 bytes
+    trained.save(folder)
+    trained.save(folder, overwrite=True)  # the old checkpoint is renamed aside under a cut name, then removed
+    assert is_checkpoint_dir(folder) and sorted(p.name for p in tmp_path.iterdir()) == [folder.name]
+    fig, _ = plt.subplots()
+    figure = tmp_path / ("f" * 240 + ".png")
+    save_figure(fig, figure)
+    plt.close(fig)
+    assert figure.stat().st_size > 0 and not [p for p in tmp_path.iterdir() if "partial" in p.name or ".tmp" in p.name]

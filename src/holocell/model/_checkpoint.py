@@ -43,6 +43,7 @@ from ._safe_write import (
     read_regular,
     remove_tree,
     replaceable_target,
+    sibling_name,
 )
 
 if TYPE_CHECKING:
@@ -202,7 +203,7 @@ def check_save_path(dir_path: Path, overwrite: bool, save_mudata: bool = True) -
 
 
 def _aside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.old")
+    return path.with_name(f".{sibling_name(path.name, 5)}.old")
 
 
 def save_model(model: HoloCell, dir_path: Path, *, overwrite: bool, save_mudata: bool) -> None:
@@ -215,7 +216,7 @@ def save_model(model: HoloCell, dir_path: Path, *, overwrite: bool, save_mudata:
     check_backing(model.adata, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     mode = output_mode(target, directory=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{sibling_name(target.name, 10)}.", dir=target.parent))
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})

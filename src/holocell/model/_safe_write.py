@@ -19,6 +19,7 @@ Files holocell reads from a checkpoint are refused unless they are regular files
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
@@ -172,13 +173,29 @@ def replaceable_target(path: Path, overwrite: bool, is_ours: Callable[[Path], bo
     return path
 
 
+#: Longest file name (bytes) of the usual file systems (ext4, XFS, APFS, NTFS in UTF-16 units).
+NAME_MAX = 255
+
+
+def sibling_name(name: str, room: int) -> str:
+    """``name``, cut so that ``room`` more bytes still make a legal file name: the temporary siblings of a long name
+    (``.<name>.XXXXXXXX.tmp``) would otherwise fail with "File name too long" although ``name`` itself is legal.
+    A cut name ends in 8 hex digits of its sha256, so two long names sharing a beginning stay apart."""
+    encoded = name.encode()
+    if len(encoded) + room <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(encoded).hexdigest()[:8]
+    return encoded[: NAME_MAX - room - 9].decode(errors="ignore") + "-" + digest
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Context manager giving a temporary path beside ``path``; on success it gets the mode of the file it
     replaces (a new file: ``0o666 & ~umask``), is fsynced and renamed onto ``path`` (``os.replace``); on error it
     is removed. ``path`` is never half-written."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    room = len(f"..XXXXXXXX.tmp{suffix}".encode())  # what mkstemp adds around the name
+    fd, tmp = tempfile.mkstemp(prefix=f".{sibling_name(path.name, room)}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -230,7 +247,7 @@ def write_beside(
     ------
     The temporary path to write.
     """
-    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    stage = Path(tempfile.mkdtemp(prefix=f".{sibling_name(path.name, 18)}.", suffix=".partial", dir=path.parent))
     staged = stage / path.name
     try:
         with atomic_file(staged, suffix) as tmp:
@@ -281,5 +298,6 @@ __all__ = [
     "read_regular",
     "remove_tree",
     "replaceable_target",
+    "sibling_name",
     "write_beside",
 ]
