@@ -88,7 +88,7 @@ def cli_words(text: str) -> str:
 def _existing_folder(path: Path, what: str) -> Path:
     """The nearest existing folder above ``path`` (the output's folders are created below it when it is written);
     a folder on the way that is a file or a symlink to nothing is a :class:`UsageError`, before any work."""
-    from .model._paths import existing_folder
+    from ._folders import existing_folder
 
     try:
         return existing_folder(path, what)

@@ -29,12 +29,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .._folders import existing_folder
 from .._warnings import HoloCellWarning
 from ._build import LEGACY_CELL_STATE
 from ._config_check import validate_config
 from ._config_header import check_header
 from ._history import history_entry
-from ._paths import check_backing, existing_folder, keeping_cwd, output_path
+from ._paths import check_backing, keeping_cwd, output_path
 from ._safe_write import (
     check_regular,
     fsync_path,

@@ -2,10 +2,7 @@
 
 - :func:`output_path`: ``~`` expanded and the path made absolute, so ``"."`` (the current folder) has a name and a
   parent like any other path; an empty path is refused (it is usually an unset variable, not a choice).
-- :func:`existing_folder` (defined in :mod:`holocell._folders`, so that ``train`` can use it too): the
-  nearest existing folder above an output, refusing a folder on the way that is a symlink to nothing (a link to an
-  unmounted or moved drive) or a file. ``mkdir(parents=True)`` would fail there only after the work, with a bare
-  ``[Errno 17] File exists``, or Lightning would create folders at the link's target.
+- the folders above an output are checked by :func:`holocell._folders.existing_folder` (every layer uses it).
 - :func:`check_backing`: a save would delete the file the model's data are backed on.
 - :func:`keeping_cwd`: a save that renames a folder over the current working directory leaves the process in the
   deleted folder; this goes back to the path, now the new folder.
@@ -18,8 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from .._folders import dangling_parent, existing_folder
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -74,4 +69,4 @@ def keeping_cwd(folder: Path) -> Iterator[None]:
             os.chdir(folder)
 
 
-__all__ = ["check_backing", "dangling_parent", "existing_folder", "keeping_cwd", "output_path"]
+__all__ = ["check_backing", "keeping_cwd", "output_path"]

@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._folders import existing_folder
 from ..data import _download, _registry
 from . import _checkpoint
 from ._args import check_device
-from ._paths import existing_folder
 from ._safe_write import atomic_file, replaceable_target
 from ._validate import require_mudata
 

@@ -130,7 +130,7 @@ def save_figure(figure, save: str | os.PathLike[str]) -> Path:
     """
     import matplotlib
 
-    from ..model._paths import existing_folder
+    from .._folders import existing_folder
 
     path = Path(save).expanduser()
     fmt = path.suffix[1:].lower()
