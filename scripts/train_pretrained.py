@@ -43,6 +43,7 @@ import warnings
 from pathlib import Path
 
 import anndata as ad
+import lightning.pytorch as pl
 import mudata as md
 import numpy as np
 
@@ -55,6 +56,16 @@ HELD_OUT_BATCH = "p4_0"
 SIM_CELLS = 600
 MODEL_KWARGS = {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_latents": 16, "seed": 0}
 SIM_KWARGS = {"n_genes": 200, "n_tfs": 20, "n_proteins": 30, "n_batches": 2, "missing": {"protein": ["batch1"]}}
+
+
+class EpochPrinter(pl.Callback):
+    """Print each epoch's losses as it ends (the run is long; a diverging cell state shows early)."""
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if "loss" in k}
+        print(f"epoch {trainer.current_epoch}: {metrics}", flush=True)
 
 
 def _mouse_rna(adata: ad.AnnData, n_cells: int | None, seed: int) -> md.MuData:
@@ -148,6 +159,7 @@ def main() -> None:
         max_time={"minutes": args.max_minutes},
         batch_size=args.batch_size,
         lr=args.lr,
+        callbacks=[EpochPrinter()],
     )
     seconds = time.perf_counter() - start
     print(model.history_.to_string())
