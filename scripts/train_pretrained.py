@@ -61,9 +61,7 @@ SIM_KWARGS = {"n_genes": 200, "n_tfs": 20, "n_proteins": 30, "n_batches": 2, "mi
 class EpochPrinter(pl.Callback):
     """Print each epoch's losses as it ends (the run is long; a diverging cell state shows early)."""
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if "loss" in k}
         print(f"epoch {trainer.current_epoch}: {metrics}", flush=True)
 
