@@ -112,6 +112,12 @@ class PerturbMixin:
             sources = [m for m in self.modalities_ if m not in regenerate]
         sources = [sources] if isinstance(sources, str) else list(sources)  # [] is allowed: no source
         sources = self._check_modalities(sources) if sources else []
+        if both := [m for m in sources if m in regenerate]:
+            raise ValueError(
+                f"{both} would be both regenerated and kept as a source: a regenerated modality is hidden and "
+                f"generated again, so its measured values are not read (the edited genes' RNA is always shown). "
+                f"Pass sources without {both}, or leave {both} out of regenerate."
+            )
         if cres and ("atac" not in sources or (flow == "staged" and "rna" not in regenerate)):
             raise ValueError(
                 f"A CRE edit reaches {regenerate} only through the chromatin: pass 'atac' among sources"
@@ -178,8 +184,9 @@ class PerturbMixin:
         mode
             ``"knockout"``: RNA 0 (bin 0) / peak closed. ``"overexpress"``: RNA at the
             ``overexpress_quantile`` of the gene's log1p CP10k over the cells with RNA (top value
-            bin) / peak open. A gene too rare for that quantile to be above 0 is set to the same
-            quantile over the cells that express it; a gene no cell expresses is left as it is.
+            bin) / peak open. A gene too rare for that quantile to reach its lowest expressed value (it
+            would fall among the zeros: a knockdown) is set to the same quantile over the cells that express
+            it; a gene no cell expresses is left as it is.
         regenerate
             Modalities generated again (default: RNA and protein, those the model has).
         sources
@@ -376,12 +383,14 @@ class PerturbMixin:
 
 def overexpression_level(expr: np.ndarray, quantile: float) -> np.ndarray:
     """``(genes,)`` level of an overexpression: the ``quantile`` of each gene's ``expr`` ``(cells, genes)`` over all
-    cells, or, for a gene seen in too few cells for that quantile to be above 0, over the cells that express it (the
-    quantile over all cells would set it to 0: a knockout). A gene no cell expresses stays at 0."""
+    cells, or, for a gene seen in too few cells for that quantile to reach its lowest expressed value, over the cells
+    that express it (over all cells the quantile would fall among the zeros, or between them and the lowest value:
+    a knockdown of every cell that expresses it). A gene no cell expresses stays at 0."""
     if not len(expr):
         return np.zeros(expr.shape[1])
     level = np.quantile(expr, quantile, axis=0)
-    for j in np.flatnonzero(level <= 0):
+    lowest = np.where(expr > 0, expr, np.inf).min(axis=0)  # inf: no cell expresses the gene
+    for j in np.flatnonzero(level < lowest):
         seen = expr[:, j][expr[:, j] > 0]
         level[j] = np.quantile(seen, quantile) if len(seen) else 0.0
     return level

@@ -17,7 +17,7 @@ from .._warnings import HoloCellWarning
 from ..model._args import check_count, check_weight
 from ..model._inference import modality_names, without_modalities
 from ._compat import legacy_positional
-from ._keys import check_key_added, check_outputs, working_copy
+from ._keys import check_key_added, check_mudata, check_outputs, missing_column_message, working_copy
 from ._labels import missing_spellings_hint, predicted_labels, reference_labels
 
 if TYPE_CHECKING:
@@ -140,7 +140,8 @@ def annotate(
         Output key prefix. The results of an earlier ``annotate`` with the same ``key_added`` are replaced;
         any other existing key (the user's data, e.g. ``labels_key``) is never replaced: ``ValueError``.
     batch_size, device, progress_bar
-        ``"finetune"``: cells per step (default 128), where to train, progress display.
+        Cells per step, where to run, progress display: of the fine-tuning (``"finetune"``, default 128 cells),
+        or of the embeddings ``model`` computes for the other methods (its inference batch size by default).
     seed
         Seed of the classifier (and of the fine-tuning: the global random state of torch is left as it was).
     copy
@@ -157,8 +158,9 @@ def annotate(
     none of the modalities read, or a NaN row of ``use_rep``) are left out of the reference, and as query
     cells get a NaN label and confidence, with a :class:`~holocell.HoloCellWarning` giving their count.
     """
+    check_mudata(mdata, "annotate")
     if labels_key not in mdata.obs:
-        raise KeyError(f"mdata.obs has no column {labels_key!r}; pass labels_key= with the reference labels.")
+        raise KeyError(missing_column_message(mdata, labels_key, "labels_key"))
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if method == "finetune" and model is None:
@@ -177,7 +179,7 @@ def annotate(
     classification_weight = check_weight(classification_weight, "classification_weight", positive=True)
     if method == "finetune":
         max_epochs = check_count(max_epochs, "max_epochs")
-        batch_size = check_count(batch_size, "batch_size", none_ok=True)
+    batch_size = check_count(batch_size, "batch_size", none_ok=True)
     consistency_weight = check_weight(consistency_weight, "consistency_weight")
     check_key_added(key_added)
     if labels_key in (key_added, f"{key_added}_confidence"):
@@ -219,7 +221,7 @@ def annotate(
         no_ref = no_query = np.isnan(z).all(axis=1) if z.ndim == 2 and z.shape[1] else np.zeros(len(z), bool)
     elif model is not None:
         keep = model._check_modalities(modality)
-        z, no_ref, read = model._latent(mdata, None, modality, None, None, None)
+        z, no_ref, read = model._latent(mdata, None, modality, batch_size, device, progress_bar)
         z, no_query = z.astype(np.float64), no_ref
     else:
         raise ValueError(f"mdata.obsm has no {use_rep!r}; pass a trained model or run hc.tl.embed first.")

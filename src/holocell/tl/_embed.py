@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ._keys import check_outputs, working_copy
+from ._keys import check_mudata, check_outputs, working_copy
 
 DEFAULT_KEY = "X_holocell"
 """holocell's own ``.obsm`` name, which the docs also fill with ``model.get_latent_representation()``."""
@@ -58,6 +58,7 @@ def embed(
     from, ``"all"`` for every modality each cell has). Cells measured in none of the modalities read get a row of
     NaN, with a :class:`~holocell.HoloCellWarning` (from :meth:`~holocell.HoloCell.get_latent_representation`).
     """
+    check_mudata(mdata, "embed")
     if key_added != DEFAULT_KEY:  # holocell's own name is always its embedding (see key_added)
         check_outputs(mdata, key_added, "embed", obsm=[key_added])  # also refuses a key that is no name
     mdata = working_copy(mdata, copy)

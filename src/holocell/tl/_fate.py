@@ -12,7 +12,7 @@ import pandas as pd
 
 from .._warnings import HoloCellDeprecationWarning
 from ..model._args import as_names, check_count, modality_cells
-from ._keys import check_outputs, working_copy
+from ._keys import check_mudata, check_outputs, missing_column_message, working_copy
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -117,12 +117,10 @@ def fate_shift(
     and ``"ranking"``: a DataFrame with columns ``gene``, ``score``, ``cosine``, ``distance_before``,
     ``distance_after``, ``rank`` (1 = moves furthest toward the target), sorted by ``rank``.
     """
+    check_mudata(mdata, "fate_shift")
     check_outputs(mdata, key_added, "fate_shift")
     if not isinstance(groupby, str) or groupby not in mdata.obs:
-        raise KeyError(
-            f"mdata.obs has no column {groupby!r}; columns: {list(mdata.obs.columns)[:20]} "
-            "(a column of one modality only: mdata.pull_obs() first)."
-        )
+        raise KeyError(missing_column_message(mdata, groupby, "groupby"))
     if "rna" not in model.modalities_:
         raise ValueError("fate_shift needs a model with an RNA modality.")
     if mode not in ("knockout", "overexpress"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from ._keys import working_copy
+from ._keys import check_mudata, working_copy
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -77,6 +77,7 @@ def generate(
     ``g = mdata[key][~np.isnan(mdata[key].X).any(axis=1)].copy()``. Its ``.obs`` is empty:
     ``mdata.push_obs(columns=["celltype"], mods=[key])`` copies annotations to it.
     """
+    check_mudata(mdata, "generate")
     mdata = working_copy(mdata, copy)
     model.generate(
         mdata,

@@ -13,7 +13,7 @@ import pandas as pd
 from .._warnings import HoloCellDeprecationWarning, HoloCellWarning
 from ..model._args import as_names, check_count, modality_cells
 from ..priors import load_grn_edges
-from ._keys import check_outputs, working_copy
+from ._keys import check_mudata, check_outputs, working_copy
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -123,6 +123,7 @@ def grn(
     >>> hc.tl.grn(mdata, model, tfs=["GATA1", "SPI1"], method="embedding")
     >>> hc.pl.grn_scores(mdata.uns["holocell_grn"], "GATA1")
     """
+    check_mudata(mdata, "grn")
     check_outputs(mdata, key_added, "grn")
     mdata = working_copy(mdata, copy)
     mdata.uns[key_added] = edge_table(

@@ -9,16 +9,15 @@ never replaced: the call stops with a ``ValueError`` before anything is computed
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import pandas as pd
+from anndata import AnnData
+from mudata import MuData
 
 from ..model._args import check_key_added
 from ..model._inference import check_obsm_free
-
-if TYPE_CHECKING:
-    from mudata import MuData
 
 #: function -> what its ``mdata.uns[key_added]`` holds (the keys of a dict, or the columns of the table)
 RECORDS = {
@@ -28,6 +27,47 @@ RECORDS = {
     "fate_shift": ("params", "ranking"),
     "grn": ("tf", "target", "score", "rank"),
 }
+
+
+#: ``tl`` functions the command line runs on ``.h5mu`` files, and its command for each
+CLI_COMMANDS = {"embed": "embed", "generate": "generate", "perturb": "perturb", "grn": "grn"}
+
+
+def check_mudata(mdata, function: str) -> None:
+    """Refuse anything but a MuData: a ``tl`` function adds its results to the object it is given (``TypeError``).
+
+    A file path used to be run in full and its results dropped (``tl.generate``), or to fail with a bare
+    ``AttributeError`` after the checks (``tl.embed``, ``tl.perturb``, ``tl.annotate``).
+    """
+    if isinstance(mdata, MuData):
+        return
+    if isinstance(mdata, str | os.PathLike):
+        cli = CLI_COMMANDS.get(function)
+        terminal = f"; or run `holocell {cli} {os.fspath(mdata)} --out out.h5mu`, which reads and writes files" if cli else ""
+        raise TypeError(
+            f"hc.tl.{function} adds its results to a MuData object, and got a file path, {os.fspath(mdata)!r} "
+            "(the file is never written). Read it first, mdata = mudata.read_h5mu(path) (backed='r' keeps the "
+            f"matrices on disk), and save the results with mdata.write(new_path){terminal}."
+        )
+    if isinstance(mdata, AnnData):
+        raise TypeError(
+            f"hc.tl.{function} reads a MuData, and got an AnnData: wrap it, mdata = mudata.MuData({{'rna': adata}}) "
+            "(the key is the modality name given to setup_mudata)."
+        )
+    raise TypeError(f"hc.tl.{function} reads a MuData, got {type(mdata).__name__}.")
+
+
+def missing_column_message(mdata: MuData, key: str, argument: str) -> str:
+    """Why ``key`` (the value of ``argument``) is not a column of ``mdata.obs``: a modality's own ``.obs`` holds it
+    (e.g. after ``sc.tl.leiden(mdata["rna"])``), or it is a wrong name."""
+    holders = [name for name, mod in mdata.mod.items() if isinstance(key, str) and key in mod.obs]
+    if not holders:
+        return f"mdata.obs has no column {key!r}; pass {argument}= one of {list(mdata.obs.columns)[:20]}."
+    mod = holders[0]
+    prefixed = f"{mod}:{key}"
+    fix = (f"pass {argument}={prefixed!r}, mudata's copy of it in mdata.obs" if prefixed in mdata.obs else
+           f"copy it to mdata.obs first: mdata.pull_obs(columns=[{key!r}], mods=[{mod!r}], prefix_unique=False)")
+    return f"mdata.obs has no column {key!r}; modality {mod!r} has it in its own .obs: {fix}."
 
 
 def written_by(value, function: str) -> bool:
@@ -93,4 +133,4 @@ def working_copy(mdata: MuData, copy: bool) -> MuData:
     return mdata.copy()
 
 
-__all__ = ["RECORDS", "check_key_added", "check_outputs", "working_copy", "written_by"]
+__all__ = ["RECORDS", "check_key_added", "check_mudata", "check_outputs", "missing_column_message", "working_copy", "written_by"]

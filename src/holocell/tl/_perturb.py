@@ -12,7 +12,7 @@ import pandas as pd
 from ..model._args import check_count
 from ..model._inference import add_output_modalities, forget_axes, generated_var
 from ._compat import legacy_positional
-from ._keys import check_key_added, check_outputs, working_copy, written_by
+from ._keys import check_key_added, check_mudata, check_outputs, working_copy, written_by
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -54,8 +54,9 @@ def perturb(
 
     - CRE perturbation: the CREs' accessibility is set (knockout 0, overexpress 1).
     - Gene perturbation: the genes' RNA is set (knockout 0; overexpress the
-      ``overexpress_quantile`` of the gene's log1p CP10k over cells with RNA, top value bin) and
-      kept clamped.
+      ``overexpress_quantile`` of the gene's log1p CP10k over cells with RNA, top value bin; for a gene
+      too rare for that quantile to reach its lowest expressed value, the quantile over the cells that express
+      it) and kept clamped.
 
     With ``flow="staged"`` (default) the effect flows CRE accessibility -> RNA -> protein: RNA is
     regenerated from the (edited) chromatin and the edited genes, then protein from that RNA alone.
@@ -134,6 +135,7 @@ def perturb(
     >>> hc.tl.perturb(mdata, model, genes=["GATA1"], mode="knockout")
     >>> mdata.uns["holocell_perturb"]["summary"].head()
     """
+    check_mudata(mdata, "perturb")
     check_count(n_top, "n_top")
     check_key_added(key_added)
     if var_suffix is not None and (not isinstance(var_suffix, str) or not var_suffix):
