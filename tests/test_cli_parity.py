@@ -90,6 +90,7 @@ PARITY = {
                     "tfs",
                     "targets",
                     "method",
+                    "sources",
                     "n_cells",
                     "n_steps",
                     "key_added",
@@ -273,6 +274,9 @@ def test_grn_n_cells_takes_all(capsys):
     parser = build_parser()
     assert parser.parse_args(["grn", "in.h5mu", "--out", "o.h5mu", "--n-cells", "all"]).n_cells is None
     assert parser.parse_args(["grn", "in.h5mu", "--out", "o.h5mu", "--n-cells", "50"]).n_cells == 50
+    # the perturbation tutorial's tl.grn(..., sources=[]) from the terminal
+    assert parser.parse_args(["grn", "in.h5mu", "--out", "o.h5mu", "--sources", "none"]).sources == []
+    assert parser.parse_args(["grn", "in.h5mu", "--out", "o.h5mu", "--sources", "atac"]).sources == ["atac"]
     with pytest.raises(SystemExit):
         parser.parse_args(["grn", "in.h5mu", "--out", "o.h5mu", "--n-cells", "half"])
     assert "expected a number of cells or 'all', got 'half'" in capsys.readouterr().err

@@ -280,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     grn.add_argument(
         "--method", default="both", choices=["embedding", "knockout", "both"], help="how edges are scored"
     )
+    grn.add_argument(
+        "--sources", type=_sources, default=None,
+        help="modalities kept visible while the knockouts regenerate RNA, of atac / protein, or 'none' (the edited "
+             "genes alone; default: every modality of the model but RNA)",
+    )  # fmt: skip
     grn.add_argument("--n-cells", type=_cells_or_all, default=500, help="cells used for knockouts, or 'all'")
     grn.add_argument("--n-steps", type=int, default=4, help="denoising steps")
     grn.add_argument("--key-added", default="holocell_grn", help="key of .uns")

@@ -274,6 +274,7 @@ def _cmd_grn(args: argparse.Namespace) -> None:
         tfs=args.tfs,
         targets=args.targets,
         method=args.method,
+        sources=args.sources,
         n_cells=args.n_cells,
         n_steps=args.n_steps,
         key_added=args.key_added,

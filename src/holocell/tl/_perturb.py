@@ -125,7 +125,8 @@ def perturb(
     - ``mdata.obsm[f"X_{key_added}_shift"]``: embedding shift (perturbed - control embedding).
     - ``mdata.obs[f"{key_added}_applied"]``: the edit applied to the cell.
     - ``mdata.uns[key_added]``: ``"params"`` and ``"summary"``, a DataFrame of the top ``n_top``
-      responders per modality (features the perturbation did not set) and the features it set, with
+      responders per regenerated modality (features the perturbation did not set) and the RNA features it set
+      when RNA is regenerated (edited peaks, and genes whose RNA is not regenerated, have no row), with
       columns ``modality``, ``feature`` (the measured name), ``mean_shift``, ``abs_mean_shift``, ``frac_up`` (fraction of
       cells with a positive shift), ``edited`` (the feature was set by the perturbation) and ``rank``
       (1 = largest ``abs_mean_shift``).
