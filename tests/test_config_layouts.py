@@ -171,11 +171,11 @@ def test_old_layout_with_network_is_accepted_and_validated(model, saved):
 
 
 def test_shipped_checkpoint_has_the_old_layout_and_passes():
-    path = _pretrained.resolve("holocell-small")
+    path = _pretrained.resolve("holocell-small-v1")
     with _pretrained.unpacked(path) as ckpt:
         config = _checkpoint.read_checkpoint(ckpt, str(path))  # config rules and safetensors header
     assert "network" in config and "objective" not in config and "training" not in config
-    model = hc.HoloCell.load_pretrained("holocell-small")
+    model = hc.HoloCell.load_pretrained("holocell-small-v1")
     # format 2: trained before the distilled alignment became the default, it keeps the settings it had
     assert model.objective_config == ObjectiveConfig(align_weight=0.0, align_mode="contrastive")
     assert model.train_config == TrainingConfig()

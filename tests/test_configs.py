@@ -104,7 +104,7 @@ def test_training_settings_reach_the_optimiser_and_survive_save_load(tmp_path):
 def test_shipped_checkpoint_loads_with_default_settings():
     """The shipped checkpoint predates the alignment's default (distilled, weight 1): it keeps the settings it was
     trained with (no alignment), the others at their defaults."""
-    reference = hc.HoloCell.load_pretrained("holocell-small")
+    reference = hc.HoloCell.load_pretrained("holocell-small-v1")
     assert reference.objective_config == ObjectiveConfig(align_weight=0.0, align_mode="contrastive")
     assert reference.train_config == TrainingConfig()
 
