@@ -16,6 +16,8 @@ rather than from anywhere; the buffer (``block_size * blocks_per_buffer`` cells)
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,7 @@ import scipy.sparse as sp
 import torch
 from mudata import MuData
 
+from .._warnings import HoloCellWarning
 from ..vocab import MODALITIES
 from ._mosaic import MosaicArrays, feature_order, measured_table, rows_or_empty
 
@@ -34,6 +37,36 @@ _MAX_GAP = 64  # rows: sorted rows closer than this are read as one contiguous s
 def is_backed(mdata: MuData) -> bool:
     """Whether ``mdata`` was opened with ``backed=True`` (its matrices stay on disk)."""
     return bool(getattr(mdata, "isbacked", False))
+
+
+def warn_slow_row_reads(source: Any, mod_name: str) -> None:
+    """Warn when rows of ``source`` cannot be read without reading the whole matrix: a backed CSC matrix.
+
+    anndata reads a backed CSC matrix into memory whole to slice rows, so every chunk or mini-batch read from it
+    costs the whole matrix in memory and time. The results are the same as from CSR.
+    """
+    if sp.issparse(source) or getattr(source, "format", None) != "csc" or not hasattr(source, "group"):
+        return
+    group = source.group
+    size = sum(group[k].size * group[k].dtype.itemsize for k in ("data", "indices"))
+    warnings.warn(
+        f"Modality {mod_name!r} of this backed .h5mu stores its counts as CSC (by column): anndata reads a backed "
+        f"CSC matrix whole ({size / 1e6:.1f} MB) to take any rows, so every mini-batch or training buffer reads the "
+        "whole matrix from disk (memory is not bounded by the batch; time grows with the number of batches). Results "
+        f"are not affected. Rewrite the file with CSR rows once: mdata = mudata.read_h5mu(path); "
+        f"mdata.mod[{mod_name!r}].X = mdata.mod[{mod_name!r}].X.tocsr(); mdata.write('counts_csr.h5mu'); then open "
+        "that file backed. Or read the file into memory (backed=False).",
+        HoloCellWarning,
+        stacklevel=_user_stacklevel(),
+    )
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside holocell (and torch's decorators): the user's call."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in ("holocell", "torch"):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def read_rows(source: Any, rows: np.ndarray) -> sp.csr_matrix:
@@ -142,6 +175,7 @@ def collect_backed_arrays(
     for m, mod_name in modalities.items():
         adata = mdata.mod[mod_name]
         source = adata.X if layers.get(m) is None else adata.layers[layers[m]]
+        warn_slow_row_reads(source, mod_name)
         order = feature_order(adata.var_names, features[m], mod_name)
         rows = np.asarray(mdata.obsmap[mod_name]).astype(np.int64) - 1  # obsmap is 1-based, 0 = absent
         mods[m] = BackedModality(source, order, rows)

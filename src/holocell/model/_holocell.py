@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from mudata import MuData
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager, AnnDataManagerValidationCheck
+from scvi.data import AnnDataManagerValidationCheck
 from scvi.data.fields import MuDataCategoricalObsField
 from scvi.model.base import BaseModelClass
 
@@ -37,6 +37,7 @@ from ._validate import (
     check_mudata,
     check_unchanged,
     data_fingerprint,
+    data_manager,
     normalise_modalities,
     require_mudata,
     validate_setup,
@@ -354,7 +355,8 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
             if species_key not in mdata.obs:
                 raise KeyError(f"species_key {species_key!r} is not a column of the global mdata.obs.")
             species_codes(mdata, species_key)  # raises on values other than human / mouse
-        manager = AnnDataManager(
+        manager = data_manager(  # holds a backed MuData weakly: scvi's stores would keep its file open
+            mdata,
             fields=[MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=None)],
             setup_method_args=setup_method_args,
             validation_checks=AnnDataManagerValidationCheck(check_fully_paired_mudata=False),

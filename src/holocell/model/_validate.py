@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from mudata import MuData
+from scvi.data import AnnDataManager
 
 from .._warnings import HoloCellWarning
 from ..vocab import (
@@ -25,11 +27,10 @@ from ..vocab import (
 )
 from ..vocab._feature_space import gene_column_anchors
 from ..vocab._genes import other_species_case
-from ._counts import check_counts
+from ._counts import CHUNK_VALUES, check_counts
 from ._validate_obs import check_batch_column, check_in_sync, check_modality_keys, check_not_view
 
 _LAYER_SUFFIX = "_layer"
-_BACKED_SAMPLE_ROWS = 10_000  # rows of a backed matrix summed at a time
 #: Below this share of RNA features on a known gene of the vocabulary, setup_mudata warns.
 MIN_MATCHED_SHARE = 0.5
 
@@ -232,22 +233,38 @@ def _check_unique(names: pd.Index, what: str, fix: str) -> None:
         raise ValueError(f"Duplicated {what} (e.g. {dup}); make them unique with {fix}.")
 
 
-def _row_totals(x) -> np.ndarray:
+def _empty_rows(x) -> np.ndarray:
+    """Whether each row of ``x`` has no non-zero count; a backed matrix is read ~``CHUNK_VALUES`` values at a time
+    (a backed CSC matrix through its stored values: anndata would read it whole to slice rows)."""
     if sp.issparse(x) or isinstance(x, np.ndarray):
-        return np.asarray(x.sum(axis=1)).ravel()
-    # backed (h5py dataset / anndata sparse dataset): sum in row chunks, memory stays flat
-    step = _BACKED_SAMPLE_ROWS
-    return np.concatenate(
-        [np.asarray(x[i : i + step].sum(axis=1)).ravel() for i in range(0, x.shape[0], step)]
-    )
+        return np.asarray(x.sum(axis=1)).ravel() == 0
+    if hasattr(x, "group") and getattr(x, "format", None) in ("csr", "csc"):
+        return ~_backed_sparse_filled_rows(x)
+    step = max(1, CHUNK_VALUES // max(1, x.shape[1]))  # backed dense (h5py / zarr)
+    return np.concatenate([np.asarray(x[i : i + step]).sum(axis=1) == 0 for i in range(0, x.shape[0], step)])
+
+
+def _backed_sparse_filled_rows(x) -> np.ndarray:
+    """Rows of a backed CSR / CSC matrix with a non-zero stored value, read chunk by chunk."""
+    data, indices = x.group["data"], x.group["indices"]
+    indptr = np.asarray(x.group["indptr"]) if x.format == "csr" else None
+    filled = np.zeros(x.shape[0], dtype=bool)
+    for i in range(0, data.shape[0], CHUNK_VALUES):
+        nonzero = np.flatnonzero(np.asarray(data[i : i + CHUNK_VALUES]) != 0)
+        if indptr is None:  # CSC: the stored row index of each value
+            rows = np.asarray(indices[i : i + CHUNK_VALUES])[nonzero]
+        else:  # CSR: the row whose indptr range holds the value's position
+            rows = np.searchsorted(indptr, nonzero + i, side="right") - 1
+        filled[rows] = True
+    return filled
 
 
 def _warn_empty_cells(x, name: str) -> None:
-    totals = _row_totals(x)
-    n_empty = int((totals == 0).sum())
+    empty = _empty_rows(x)
+    n_empty = int(empty.sum())
     if n_empty:
         warnings.warn(
-            f"{n_empty} of {len(totals)} cells in modality {name!r} have no counts at all. holocell treats "
+            f"{n_empty} of {len(empty)} cells in modality {name!r} have no counts at all. holocell treats "
             "them as measured with zero counts. If they were not measured, remove them from that modality "
             "(holocell masks absent modalities); otherwise filter them, e.g. with "
             "scanpy.pp.filter_cells(adata, min_counts=1), then mdata.update().",
@@ -384,6 +401,26 @@ def check_unchanged(mdata: MuData, modalities: Mapping[str, str], fingerprint: d
             "and create a new model; to embed or generate on other cells, pass them as their own MuData "
             "(mdata=...)."
         )
+
+
+class _WeakDataManager(AnnDataManager):
+    """An ``AnnDataManager`` whose ``adata`` is a weak reference (``None`` once the data are gone)."""
+
+    @property
+    def adata(self):
+        return None if self._adata_ref is None else self._adata_ref()
+
+    @adata.setter
+    def adata(self, value) -> None:
+        self._adata_ref = None if value is None else weakref.ref(value)
+
+
+def data_manager(mdata: MuData, **kwargs) -> AnnDataManager:
+    """The ``AnnDataManager`` (``kwargs``: its arguments) that ``setup_mudata`` registers; for a backed MuData one
+    holding it weakly. scvi-tools keeps every manager in class-level stores for the whole process, so a strong
+    reference kept the ``.h5mu`` open after the user dropped the MuData and its models (a model holds its own data).
+    """
+    return (_WeakDataManager if getattr(mdata, "isbacked", False) else AnnDataManager)(**kwargs)
 
 
 def require_mudata(mdata, then: str = "") -> None:
