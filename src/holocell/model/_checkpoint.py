@@ -46,12 +46,14 @@ from ._safe_write import (
     replaceable_target,
     sibling_name,
 )
+from ._transfer_record import check_transfer_header, transfer_entry
 
 if TYPE_CHECKING:
     from ._holocell import HoloCell
 
 FORMAT = "holocell-checkpoint"
-FORMAT_VERSION = 5  # 2: sha256 of the weights in config.json; 3: the cell state; 4: peaks' input vectors; 5: history
+# 2: sha256 of the weights in config.json; 3: the cell state; 4: peaks' input vectors; 5: history; 6: transfer
+FORMAT_VERSION = 6
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 MUDATA = "mdata.h5mu"
@@ -95,7 +97,8 @@ def model_config(model: HoloCell) -> dict:
     (:class:`~holocell.nn.ObjectiveConfig`, :class:`~holocell.train.TrainingConfig`; absent from files
     written before them, which load with the defaults). Older files also hold a ``"network"`` entry
     (the network sizes, a copy of what ``init_params`` rebuilds); it is not written any more, and
-    when read it is validated (:mod:`._config_check`) but not used. ``history`` is ``history_`` (format 5).
+    when read it is validated (:mod:`._config_check`) but not used. ``history`` is ``history_`` (format 5);
+    ``transfer`` a transferred model's frozen rows, freeze and report (format 6, :mod:`._transfer_record`).
     """
     return {
         "format": FORMAT,
@@ -109,7 +112,7 @@ def model_config(model: HoloCell) -> dict:
         "batch_categories": list(model.batch_categories_),
         "feature_space": model.feature_space.to_dict(),
         "is_trained": bool(model.is_trained_),
-    } | history_entry(model)
+    } | history_entry(model) | transfer_entry(model)
 
 
 def is_checkpoint_dir(path: Path) -> bool:
@@ -314,7 +317,9 @@ def read_checkpoint(dir_path: Path, label: str | None = None) -> dict:
     """The validated config of a checkpoint directory, checked against its weights' header (no weights
     read); ``label`` names the checkpoint in messages (default: the directory)."""
     config = read_config(dir_path, None if label is None else f"{label}:{CONFIG}")
-    check_header(config, read_header(dir_path), label or str(dir_path))
+    header = read_header(dir_path)
+    check_header(config, header, label or str(dir_path))
+    check_transfer_header(config, header, label or str(dir_path))
     return config
 
 

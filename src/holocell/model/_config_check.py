@@ -89,6 +89,7 @@ TOP_LEVEL = (
     Rule("is_trained", bool, required=False),
     Rule("weights_sha256", str, required=False),  # required from format 2 on (checked below)
     Rule("history", dict, required=False),  # history_, from format 5 on
+    Rule("transfer", dict, required=False),  # a transferred model's rows, freeze and report, from format 6 on
 )
 SETUP_ARGS = (
     Rule("modalities", dict),
@@ -365,6 +366,9 @@ def validate_config(config, where: str) -> dict:
         check_training(config["training"], where)
     if "history" in config:
         _check_history(config["history"], where)
+    if "transfer" in config:
+        from ._transfer_record import check_transfer  # imported here: it builds on this module's helpers
+        check_transfer(config["transfer"], where)
     return config
 
 

@@ -11,6 +11,7 @@ from . import _checkpoint, _pretrained
 from ._args import check_device
 from ._history import history_from_config
 from ._paths import output_path
+from ._transfer_record import restore_transfer
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -85,6 +86,12 @@ class SaveLoadMixin:
             Unused placeholder for scvi-tools signature compatibility.
         device
             Device to place the weights on (default CPU).
+
+        Returns
+        -------
+        The model. A model made by :meth:`load_query_data` or ``load_pretrained(name, mdata)`` comes back as that
+        query model: its ``transfer_report_``, which rows came from the reference, and the :meth:`freeze` that was
+        active when it was saved (saved since checkpoint format 6; older files load as plain models).
         """
         device = None if device is None else check_device(device)
         return cls._from_checkpoint_dir(Path(dir_path).expanduser(), mdata, device)
@@ -106,6 +113,7 @@ class SaveLoadMixin:
         model.module.eval()
         if device is not None:
             model.module.to(device)
+        restore_transfer(model, config)  # a query model's frozen rows, freeze() and transfer_report_ (format 6)
         return model
 
     def save_pretrained(self, archive_path: str | Path, overwrite: bool = False) -> Path:
