@@ -181,9 +181,9 @@ def test_shipped_holocell_small_works_offline(pbmc, tmp_path, monkeypatch):
         hc.HoloCell.load_pretrained("pbmc_multiome_1k")
 
 
-def test_transfer_onto_other_peaks_starts_their_vectors_fresh(tmp_path):
+def test_transfer_onto_other_peaks_keeps_each_peaks_own_vector(tmp_path):
     """The encoder's per-peak input vectors were copied by position (other peaks in the same number) or refused as
-    "an incompatible holocell version" (another number of peaks)."""
+    "an incompatible holocell version" (another number of peaks); they follow each peak's coordinates now."""
     sim_genes = r"RNA features of modality .* map to a known"
     mdata, _ = hc.data.simulate_multiome(120, n_genes=30, n_tfs=4, n_proteins=0, n_distal_peaks=6,
                                          modalities=("rna", "atac"), seed=0)  # fmt: skip
@@ -203,7 +203,9 @@ def test_transfer_onto_other_peaks_starts_their_vectors_fresh(tmp_path):
         with pytest.warns(hc.HoloCellWarning, match=sim_genes):
             hc.HoloCell.setup_mudata(query, **setup)
         model = hc.HoloCell.load_pretrained(tmp_path / "ref.zip", query)
-        assert (model.module.state_dict()["network.peak_embedding.weight"] == 0).all()  # fresh, not copied
+        ref_row = {n: i for i, n in enumerate(mdata["atac"].var_names)}  # each peak's own row, by coordinates
+        rows = [ref_row[n] for n in query["atac"].var_names]
+        torch.testing.assert_close(model.module.state_dict()["network.peak_embedding.weight"], trained[rows])
         assert np.isfinite(model.get_latent_representation(query, progress_bar=False)).all()
 
 

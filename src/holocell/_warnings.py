@@ -7,7 +7,9 @@ filters keep catching them. The test suite turns both into errors (``pyproject.t
 
 from __future__ import annotations
 
-__all__ = ["HoloCellDeprecationWarning", "HoloCellWarning"]
+import sys
+
+__all__ = ["HoloCellDeprecationWarning", "HoloCellWarning", "user_stacklevel"]
 
 
 class HoloCellWarning(UserWarning):
@@ -16,3 +18,12 @@ class HoloCellWarning(UserWarning):
 
 class HoloCellDeprecationWarning(FutureWarning):
     """A holocell name or option that still works but will be removed; the message names the replacement."""
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for a ``warnings.warn`` in the calling function that points at the first frame outside
+    holocell (and torch's decorators): the user's line, however deep the call."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in ("holocell", "torch"):
+        level, frame = level + 1, frame.f_back
+    return level

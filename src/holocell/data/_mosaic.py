@@ -119,7 +119,8 @@ def collect_arrays(
     mdata
         The MuData (mosaic allowed).
     modalities
-        holocell modality -> modality name in ``mdata.mod``.
+        holocell modality -> modality name in ``mdata.mod``; a name ``mdata`` lacks is read as a modality
+        no cell was measured in.
     layers
         holocell modality -> layer holding counts (``None`` = ``.X``).
     features
@@ -134,6 +135,9 @@ def collect_arrays(
     present = np.zeros((n, len(MODALITIES)), dtype=bool)
     counts, measured = {}, {}
     for m, mod_name in modalities.items():
+        if mod_name not in mdata.mod:  # no cell measured in it (a new data set without this modality)
+            counts[m] = sp.csr_matrix((n, len(features[m])), dtype=np.float32)
+            continue
         adata = mdata.mod[mod_name]
         x = adata.X if layers.get(m) is None else adata.layers[layers[m]]
         x = sp.csr_matrix(x, dtype=np.float32)

@@ -16,7 +16,6 @@ rather than from anywhere; the buffer (``block_size * blocks_per_buffer`` cells)
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import scipy.sparse as sp
 import torch
 from mudata import MuData
 
-from .._warnings import HoloCellWarning
+from .._warnings import HoloCellWarning, user_stacklevel
 from ..vocab import MODALITIES
 from ._mosaic import MosaicArrays, feature_order, measured_table, rows_or_empty
 
@@ -57,16 +56,8 @@ def warn_slow_row_reads(source: Any, mod_name: str) -> None:
         f"mdata.mod[{mod_name!r}].X = mdata.mod[{mod_name!r}].X.tocsr(); mdata.write('counts_csr.h5mu'); then open "
         "that file backed. Or read the file into memory (backed=False).",
         HoloCellWarning,
-        stacklevel=_user_stacklevel(),
+        stacklevel=user_stacklevel(),
     )
-
-
-def _user_stacklevel() -> int:
-    """``stacklevel`` of the first frame outside holocell (and torch's decorators): the user's call."""
-    level, frame = 1, sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in ("holocell", "torch"):
-        level, frame = level + 1, frame.f_back
-    return level
 
 
 def read_rows(source: Any, rows: np.ndarray) -> sp.csr_matrix:
@@ -173,6 +164,10 @@ def collect_backed_arrays(
     """
     mods, measured = {}, {}
     for m, mod_name in modalities.items():
+        if mod_name not in mdata.mod:  # no cell measured in it
+            no_rows = np.full(mdata.n_obs, -1, dtype=np.int64)
+            mods[m] = BackedModality(sp.csr_matrix((0, len(features[m])), dtype=np.float32), np.arange(len(features[m])), no_rows)
+            continue
         adata = mdata.mod[mod_name]
         source = adata.X if layers.get(m) is None else adata.layers[layers[m]]
         warn_slow_row_reads(source, mod_name)

@@ -42,6 +42,7 @@ from ._validate import (
     require_mudata,
     validate_setup,
 )
+from ._validate_obs import absent_modalities
 
 
 class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, TransferMixin, BaseModelClass):
@@ -399,16 +400,11 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
                 f"mdata.obs has no column {species_key!r}, the species_key the model was set up with. Add it (each "
                 "cell's 'human' or 'mouse'), or run mdata.pull_obs() if a modality holds it."
             )
-        missing = [name for name in self.modalities_.values() if name not in mdata.mod]
-        if missing:
-            raise KeyError(
-                f"MuData has no modality {missing}; the model was set up with {self.modalities_}. "
-                f"Available: {list(mdata.mod)}."
-            )
+        read = absent_modalities(mdata, self.modalities_)  # the model's modalities mdata has; others: no cell
         layers = {m: setup.get(f"{m}_layer") for m in self.modalities_}
         if mdata is self.adata:
             check_unchanged(mdata, self.modalities_, self._fingerprint)
-        check_mudata(mdata, self.modalities_, layers)
+        check_mudata(mdata, read, layers)
         arrays = mudata_arrays(
             mdata,
             self.modalities_,

@@ -25,7 +25,7 @@ import torch
 
 from .._warnings import HoloCellWarning
 from ..data.arrays import match_batches
-from ..vocab import FeatureSpace
+from ..vocab import FeatureSpace, parse_peaks
 
 logger = logging.getLogger("holocell")
 
@@ -37,7 +37,8 @@ _PER_SLOT_PREFIXES = ("network.counts.weight.", "network.counts.bias.", "network
                       "network.cell.value_in.")  # fmt: skip
 _PER_PEAK = ("network.counts.peak_factor", "network.counts.peak_bias", "network.cell.peak_in",
              "network.peak_embedding.weight")  # fmt: skip
-"""Per-peak parameters: peaks are the data set's own, so a reference's are kept only for the same peaks."""
+"""Per-peak parameters: peaks are the data set's own, so a reference's rows are kept only for the same peaks (same
+coordinates, see :func:`peak_source`), whatever their order."""
 LEARNED_BUFFERS = ("network.counts.typical_library", "network.counts.library_batches")
 """Buffers learned in training, like the weights: the count decoder's typical library size of each modality (the
 depth its predictions are made at, e.g. ``generate(n_steps=0)``) and the number of mini-batches it averages. A
@@ -85,6 +86,7 @@ def map_state(
     ref_state: dict[str, torch.Tensor],
     ref_space: FeatureSpace,
     ref_batches: list[str],
+    peak_src: np.ndarray | None = None,
 ) -> tuple[dict[str, torch.Tensor], TransferState]:
     """The state dict of ``module`` (a fresh model of new data) filled from a reference's, by name.
 
@@ -96,6 +98,9 @@ def map_state(
         The new model's anchors / feature maps and batch names.
     ref_state, ref_space, ref_batches
         The reference's ``module.state_dict()``, feature space and batch names.
+    peak_src
+        Reference row of each new peak, -1 for a peak the reference lacks (:func:`peak_source`); None: no peak is
+        the reference's.
 
     Returns
     -------
@@ -137,11 +142,10 @@ def map_state(
             mapped = torch.stack([old[i] if i >= 0 else unseen for i in b_src] + [unseen])
             new_state[key] = mapped
             info.new_rows[key] = np.append(b_src < 0, False)
-        elif old.shape == new.shape and (key not in _PER_PEAK or _same_peaks(space, ref_space)):
+        elif key in _PER_PEAK:
+            new_state[key] = _peak_rows(key, new, old, peak_src, info)
+        elif old.shape == new.shape:
             new_state[key] = old
-        elif key in _PER_PEAK:  # other peaks: the decoder falls back to anchor + distance bucket rows
-            info.fresh.append(key)
-            new_state[key] = new
         else:
             raise ValueError(
                 f"Pretrained parameter {key} has shape {tuple(old.shape)}, the new model needs "
@@ -150,11 +154,65 @@ def map_state(
     return new_state, info
 
 
-def _same_peaks(space: FeatureSpace, ref_space: FeatureSpace) -> bool:
-    """Both models have the same ATAC peaks, in the same order."""
+def _peak_rows(
+    key: str, new: torch.Tensor, old: torch.Tensor, peak_src: np.ndarray | None, info: TransferState
+) -> torch.Tensor:
+    """A per-peak parameter: the reference's rows of the peaks it had, the new model's own elsewhere (the decoder
+    falls back to anchor + distance bucket rows there); records those rows as new (or the parameter as fresh)."""
+    known = np.zeros(len(new), bool) if peak_src is None or old.shape[1:] != new.shape[1:] else peak_src >= 0
+    if not known.any():
+        info.fresh.append(key)
+        return new
+    out = new.clone()
+    out[torch.from_numpy(np.flatnonzero(known))] = old[torch.from_numpy(peak_src[known])]
+    if not known.all():
+        info.new_rows[key] = ~known
+    return out
+
+
+def peak_coordinates(var: pd.DataFrame, features: np.ndarray) -> pd.DataFrame | None:
+    """``chrom``, ``start``, ``end`` of the peaks ``features`` from an ATAC ``.var`` (its columns, or names like
+    ``chr1:100-200``); None when they cannot be read (e.g. peaks named ``peak_0`` in a checkpoint, which keeps no
+    coordinates)."""
+    try:
+        coords = parse_peaks(var)
+    except ValueError:
+        return None
+    names = pd.Index([str(f) for f in features])
+    coords.index = coords.index.astype(str)
+    if not names.isin(coords.index).all():
+        return None
+    return coords[~coords.index.duplicated()].loc[names]
+
+
+def peak_source(
+    space: FeatureSpace, ref_space: FeatureSpace, coords: pd.DataFrame | None, ref_coords: pd.DataFrame | None
+) -> np.ndarray | None:
+    """Reference row of each ATAC peak of ``space`` (-1: the reference lacks it); None when either has no ATAC.
+
+    Peaks are the same when their coordinates (``chrom``, ``start``, ``end``) are, whatever their names and order.
+    When the reference's coordinates are unknown, the peaks are all the same only if the names, anchors and distance
+    buckets of both peak lists are identical, in order; otherwise none is.
+    """
     if "atac" not in space.maps or "atac" not in ref_space.maps:
-        return False
-    return list(space.maps["atac"].features) == list(ref_space.maps["atac"].features)
+        return None
+    if coords is not None and ref_coords is not None:
+        index: dict[tuple, int] = {}
+        for i, key in enumerate(_coordinate_keys(ref_coords)):
+            index.setdefault(key, i)
+        return np.array([index.get(key, -1) for key in _coordinate_keys(coords)], dtype=np.int64)
+    new, old = space.maps["atac"], ref_space.maps["atac"]
+    same = (
+        np.array_equal(new.features.astype(str), old.features.astype(str))
+        and [space.anchors[i] for i in new.anchor] == [ref_space.anchors[i] for i in old.anchor]
+        and new.bucket is not None and old.bucket is not None and np.array_equal(new.bucket, old.bucket)
+    )  # fmt: skip
+    return np.arange(len(new.features)) if same else np.full(len(new.features), -1, dtype=np.int64)
+
+
+def _coordinate_keys(coords: pd.DataFrame) -> list[tuple[str, int, int]]:
+    return list(zip(coords["chrom"].astype(str), coords["start"].astype(int).tolist(),
+                    coords["end"].astype(int).tolist(), strict=True))  # fmt: skip
 
 
 def _anchor_source(new_anchors: list[str], ref_anchors: list[str]) -> np.ndarray:

@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
+from scvi import REGISTRY_KEYS
 
+from ..data.arrays import match_batches
 from ..train import RowFreeze, RowFreezeCallback
 from ..vocab import FeatureSpace
+from ..vocab._feature_space import preferred_anchors
 from . import _checkpoint, _pretrained, _transfer
 from ._save_mixin import init_kwargs
 
@@ -104,7 +107,7 @@ class TransferMixin:
         """
         if isinstance(reference, TransferMixin):
             state = {k: v.detach().cpu() for k, v in reference.module.state_dict().items()}
-            model = cls._transferred(mdata, state, _checkpoint.model_config(reference))
+            model = cls._transferred(mdata, state, _checkpoint.model_config(reference), reference._peak_coordinates())
             model.module.to(device if device is not None else next(reference.module.parameters()).device)
         else:
             model = cls.load_pretrained(reference, mdata, sha256=sha256, device=device)
@@ -113,28 +116,56 @@ class TransferMixin:
         return model
 
     @classmethod
-    def _transferred(cls, mdata: MuData, ref_state: dict[str, torch.Tensor], ref_config: dict) -> HoloCell:
-        """A model of ``mdata`` (set up already) with the reference's sizes, settings and weights (by name)."""
+    def _transferred(
+        cls, mdata: MuData, ref_state: dict[str, torch.Tensor], ref_config: dict, ref_peaks: pd.DataFrame | None = None
+    ) -> HoloCell:
+        """A model of ``mdata`` (set up already) with the reference's sizes, settings and weights (by name).
+
+        The query's features that the reference has keep the reference's anchors; its batches are the reference's
+        followed by its own new ones (as scvi-tools' ``load_query_data``); its peaks take the reference's per-peak
+        rows by coordinates (``ref_peaks``, the reference's peak coordinates; default: read from its peak names).
+        """
         if "_scvi_uuid" not in mdata.uns:
             raise ValueError(
                 "Set up the new MuData first: HoloCell.setup_mudata(mdata, modalities={...}, batch_key=..., "
                 "species=...), then load_pretrained(name, mdata)."
             )
-        model = cls(mdata, **init_kwargs(ref_config))
         ref_space = FeatureSpace.from_dict(ref_config["feature_space"])
         ref_batches = [str(b) for b in ref_config["batch_categories"]]
+        own = cls._own_batches(mdata)
+        batches = ref_batches + [b for b, i in zip(own, match_batches(own, ref_batches), strict=True) if i < 0]
+        with preferred_anchors(ref_space):
+            model = cls(mdata, **init_kwargs(ref_config), batch_categories=batches)
+        if ref_peaks is None and "atac" in ref_space.maps:
+            features = ref_space.maps["atac"].features
+            ref_peaks = _transfer.peak_coordinates(pd.DataFrame(index=pd.Index(features.astype(str))), features)
+        peak_src = _transfer.peak_source(model.feature_space, ref_space, model._peak_coordinates(), ref_peaks)
         state, info = _transfer.map_state(
-            model.module, model.feature_space, model.batch_categories_, ref_state, ref_space, ref_batches
+            model.module, model.feature_space, model.batch_categories_, ref_state, ref_space, ref_batches, peak_src
         )
         model.module.load_state_dict(state)
         model._transfer_state = info
-        model.transfer_report_ = _transfer.overlap_report(
-            model.feature_space, ref_space, model.batch_categories_, ref_batches
-        )
+        model.transfer_report_ = _transfer.overlap_report(model.feature_space, ref_space, own, ref_batches)
         model.is_trained_ = False
         model.module.eval()
         _transfer.log_report(model.transfer_report_)
         return model
+
+    @classmethod
+    def _own_batches(cls, mdata: MuData) -> list[str]:
+        """The batches a new model of ``mdata`` has (those of the registered categories with cells)."""
+        manager = cls._get_most_recent_anndata_manager(mdata, required=True)
+        batch_key = manager.registry["setup_args"].get("batch_key")
+        mapping = manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
+        present = set(mdata.obs[batch_key].astype(str)) if batch_key else None
+        return [str(c) for c in mapping if present is None or str(c) in present]
+
+    def _peak_coordinates(self: HoloCell) -> pd.DataFrame | None:
+        """Coordinates of this model's ATAC peaks, in its feature order, from its data's ``.var`` (None: unknown)."""
+        if "atac" not in self.feature_space.maps:
+            return None
+        var = self.adata.mod[self.modalities_["atac"]].var
+        return _transfer.peak_coordinates(var, self.feature_space.maps["atac"].features)
 
     def freeze(self, except_new: bool = True) -> pd.DataFrame:
         """Freeze the pretrained parameters of a transferred model before :meth:`train`.

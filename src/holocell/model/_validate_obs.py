@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections import Counter
 from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 from mudata import MuData
+
+from .._warnings import HoloCellWarning, user_stacklevel
 
 
 def check_modality_keys(mdata: MuData, modalities: Mapping[str, str]) -> None:
@@ -110,4 +113,27 @@ def _kind(value) -> str:
     return "str" if isinstance(value, str) else type(value).__name__
 
 
-__all__ = ["check_batch_column", "check_in_sync", "check_modality_keys", "check_not_view"]
+def absent_modalities(mdata: MuData, modalities: Mapping[str, str]) -> dict[str, str]:
+    """The model's ``modalities`` that ``mdata`` has; the others are read as measured in no cell (a data set of
+    RNA only for an RNA + protein model), with a :class:`HoloCellWarning` naming them, since a modality under
+    another name (``"prot"`` for ``"adt"``) would read the same. ``KeyError`` when ``mdata`` has none of them."""
+    have = {m: name for m, name in modalities.items() if name in mdata.mod}
+    if not have:
+        example = (f", e.g. mdata.mod[{next(iter(modalities.values()))!r}] = mdata.mod.pop({next(iter(mdata.mod))!r}), "
+                   "then mdata.update()" if len(mdata.mod) else "")  # fmt: skip
+        raise KeyError(
+            f"MuData has none of the model's modalities {dict(modalities)}; available: {list(mdata.mod)}. Name "
+            f"them as the model was set up{example}."
+        )
+    if missing := {m: name for m, name in modalities.items() if name not in have.values()}:
+        warnings.warn(
+            f"mdata has no modality {list(missing.values())} (the model's {list(missing)}): every cell is read as "
+            f"not measured in it, as a mosaic cell is. If it is there under another name (available: "
+            f"{list(mdata.mod)}), rename it to {list(missing.values())} first.",
+            HoloCellWarning,
+            stacklevel=user_stacklevel(),
+        )
+    return have
+
+
+__all__ = ["absent_modalities", "check_batch_column", "check_in_sync", "check_modality_keys", "check_not_view"]

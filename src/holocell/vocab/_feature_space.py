@@ -9,7 +9,9 @@ anchor: unmapped antibodies keep an anchor of their own, so nothing is dropped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,6 +123,55 @@ CHECKPOINT = "checkpoint"
 _GENE_COLUMNS = ("symbol", "ensembl_id", "gene")
 
 
+_PREFERRED: ContextVar[FeatureSpace | None] = ContextVar("holocell_preferred_anchors", default=None)
+
+
+@contextmanager
+def preferred_anchors(space: FeatureSpace | None) -> Iterator[None]:
+    """Within the block, :func:`build_feature_space` called without ``preferred`` prefers ``space``'s anchors.
+
+    Transfer builds the query's feature space inside it (the model's constructor builds it), so that every query
+    feature the reference has keeps the reference's anchor, whatever the order of the query's ``.var``.
+    """
+    token = _PREFERRED.set(space)
+    try:
+        yield
+    finally:
+        _PREFERRED.reset(token)
+
+
+def _preferred_map(space: FeatureSpace | None, modality: str) -> dict[str, str]:
+    """Feature name -> anchor name of ``modality`` in ``space`` (empty without it)."""
+    if space is None or modality not in space.maps:
+        return {}
+    fmap = space.maps[modality]
+    return {str(f): space.anchors[int(i)] for f, i in zip(fmap.features, fmap.anchor, strict=True)}
+
+
+def _prefer_rna(report: pd.DataFrame, preferred: Mapping[str, str]) -> pd.DataFrame:
+    """Duplicates marked in a :func:`map_genes` report (``mark_duplicates``), the names in ``preferred`` fixed on
+    their anchors first.
+
+    A fixed name whose anchor is not its mapped one says ``how="duplicate"`` when it sits on an anchor of its own
+    name (as ``mark_duplicates`` names them), ``how="checkpoint"`` otherwise.
+    """
+    names = report.index.astype(str)
+    fixed = np.asarray(names.isin(list(preferred)), dtype=bool)
+    if not fixed.any():
+        return mark_duplicates(report)
+    anchor, how = report["anchor"].to_numpy(dtype=object).copy(), report["how"].to_numpy(dtype=object).copy()
+    wanted = np.array([preferred[n] for n in names[fixed]], dtype=object)
+    moved = anchor[fixed] != wanted
+    own = np.array([a in (n, f"rna:{n}") for n, a in zip(names[fixed], wanted, strict=True)], dtype=bool)
+    how[np.flatnonzero(fixed)[moved]] = np.where(own[moved], "duplicate", CHECKPOINT)
+    anchor[fixed] = wanted
+    rest = mark_duplicates(report.iloc[np.flatnonzero(~fixed)], taken=set(wanted))
+    anchor[~fixed], how[~fixed] = rest["anchor"].to_numpy(dtype=object), rest["how"].to_numpy(dtype=object)
+    report = report.copy()
+    report["anchor"], report["how"] = anchor, how
+    return report
+
+
 class _AnchorIndex:
     """Grows the anchor list while keeping names unique."""
 
@@ -142,6 +193,7 @@ def build_feature_space(
     gene_table: pd.DataFrame | None = None,
     species: str = "human",
     gene_id_type: str = "auto",
+    preferred: FeatureSpace | None = None,
 ) -> FeatureSpace:
     """Build the anchors of a dataset from its modalities' ``var`` tables.
 
@@ -160,6 +212,11 @@ def build_feature_space(
         ``"human"`` or ``"mouse"``: the species of the RNA names (and of the gene table's names).
     gene_id_type
         RNA var names are ``"symbol"``, ``"ensembl"`` or ``"auto"`` (detected per name).
+    preferred
+        A reference's feature space (default: the one of an enclosing :func:`preferred_anchors` block, else none):
+        every RNA gene and antibody it has (same name, same modality) takes its anchor there; only the others are
+        assigned as without it. Without it, of two antibodies against one gene the first in ``.var`` order takes
+        the gene's anchor (of two genes on one anchor, the exact match or else the first).
 
     Returns
     -------
@@ -168,6 +225,7 @@ def build_feature_space(
     unknown = set(var) - set(MODALITIES)
     if unknown:
         raise ValueError(f"Unknown modalities {sorted(unknown)}; holocell knows {list(MODALITIES)}.")
+    preferred = preferred if preferred is not None else _PREFERRED.get()
     anchors = _AnchorIndex()
     maps: dict[str, ModalityMap] = {}
     gene_anchor: dict[str, str] = {}  # RNA name -> anchor, so peaks and antibodies of a gene join it
@@ -180,12 +238,14 @@ def build_feature_space(
 
     if "rna" in var:
         genes = var["rna"].index.astype(str)
-        report = mark_duplicates(map_genes(list(genes), species, gene_id_type))
+        report = _prefer_rna(map_genes(list(genes), species, gene_id_type), _preferred_map(preferred, "rna"))
         gene_anchor.update(zip(genes, report["anchor"], strict=True))
         idx = np.array([anchors.get(a) for a in report["anchor"]], dtype=np.int64)
         maps["rna"] = ModalityMap(np.asarray(genes, dtype=object), idx, report=report)
     if "protein" in var:
-        maps["protein"] = _map_protein(var["protein"], anchors, map_proteins, canonical, species, gene_anchor)
+        maps["protein"] = _map_protein(
+            var["protein"], anchors, map_proteins, canonical, species, gene_anchor, _preferred_map(preferred, "protein")
+        )
     if "atac" in var:
         if gene_table is None:
             raise ValueError(
@@ -218,6 +278,7 @@ def _map_protein(
     canonical: Callable[[list[str], str], list[str]],
     species: str,
     rna_anchor: Mapping[str, str],
+    preferred: Mapping[str, str],
 ) -> ModalityMap:
     names = var.index.astype(str).tolist()
     if "gene" in var.columns:  # already anchors: RNA names join their anchor, others are read as genes of species
@@ -232,12 +293,14 @@ def _map_protein(
         genes = [canon[g] if g is not None else None for g in genes]
     else:
         genes, how = [None] * len(names), ["unmapped"] * len(names)
-    taken: set[str] = set()
+    taken = {preferred[n] for n in names if n in preferred}
     anchor_names = []
     for name, gene in zip(names, genes, strict=True):
         # One antibody per gene anchor; a second antibody against the same gene, or one with no
-        # gene, keeps an identity of its own.
-        if gene is not None and gene not in taken:
+        # gene, keeps an identity of its own. An antibody of the preferred (reference's) map keeps its anchor there.
+        if name in preferred:
+            anchor_names.append(preferred[name])
+        elif gene is not None and gene not in taken:
             taken.add(gene)
             anchor_names.append(gene)
         else:
