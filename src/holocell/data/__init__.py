@@ -2,6 +2,7 @@
 
 from ._chromatin import granja2019_bmmc, pbmc_multiome_1k, snareseq2_mop
 from ._holdout import hold_out
+from ._merge import merge_datasets
 from ._pbmc import pbmc_cite_mosaic
 from ._registry import REGISTRY, available, cache_dir, fetch, fetch_url, register
 from ._simulate import SimulationTruth, simulate_multiome
@@ -15,6 +16,7 @@ __all__ = [
     "fetch_url",
     "granja2019_bmmc",
     "hold_out",
+    "merge_datasets",
     "pbmc_cite_mosaic",
     "pbmc_multiome_1k",
     "register",

@@ -107,6 +107,76 @@ def merge_for_pretraining(inputs: Sequence[MergeInput], species: str = "human") 
     return merged
 
 
+def merge_datasets(
+    datasets: Mapping[str, md.MuData | ad.AnnData],
+    *,
+    modalities: Mapping[str, str] | None = None,
+    batch_key: str | None = None,
+    layers: Mapping[str, str] | None = None,
+    species: str | Mapping[str, str] = "human",
+    obs_columns: Sequence[str] = (),
+) -> md.MuData:
+    """Concatenate data sets, of one species or of human and mouse, into one mosaic MuData: a feature a data set did
+    not measure is **masked** in its cells, never read as a zero count.
+
+    ``ad.concat(..., join="outer", fill_value=0)`` writes zeros where a data set lacks a gene, and holocell reads
+    them as measured zeros. This writes the same matrix plus a presence table (``varm["holocell_measured"]``, features
+    x data sets, with ``uns["holocell_measured_by"] = "source"``), which setup turns into masked slots. Mouse data are
+    put on the shared human anchors first (:func:`holocell.vocab.rename_to_anchors`), so a mouse gene and its
+    one-to-one human ortholog become one feature. The inputs are only read.
+
+    Parameters
+    ----------
+    datasets
+        Data set name -> MuData (or AnnData, read as RNA). The name prefixes cell names (``"<name>:<cell>"``) and
+        batches.
+    modalities
+        holocell modality -> key of each data set's ``mod`` (default: the keys ``"rna"``, ``"atac"``, ``"protein"``
+        each data set has). A data set without one of them has no cell in that modality.
+    batch_key
+        Column of each data set's ``obs`` with its batches (default: each data set is one batch).
+    layers
+        holocell modality -> layer holding raw counts (default ``.X``).
+    species
+        ``"human"`` or ``"mouse"``, for all data sets or per data set name (the species of the cells and of the
+        feature names). ATAC may come from human data sets only when the species differ.
+    obs_columns
+        Columns of each data set's global ``obs`` (e.g. ``"celltype"``) copied to the result's ``obs``.
+
+    Returns
+    -------
+    The merged MuData: modalities ``rna`` / ``atac`` / ``protein``, ``obs["batch"]`` (``"<name>:<batch>"``),
+    ``obs["source"]`` (the data set) and, for several species, ``obs["species"]``. Set it up with
+    ``modalities={m: m for m in merged.mod}``, ``batch_key="batch"`` and, for several species,
+    ``species="human"``, ``species_key="species"``, ``gene_id_type="symbol"``.
+    """
+    of = dict.fromkeys(datasets, species) if isinstance(species, str) else dict(species)
+    if missing := [name for name in datasets if name not in of]:
+        raise KeyError(f"species has no entry for data set(s) {missing}; give one per data set, or one string.")
+    wrapped = {name: md.MuData({"rna": d}) if isinstance(d, ad.AnnData) else d for name, d in datasets.items()}
+    inputs = [
+        MergeInput(
+            name=name,
+            mdata=d,
+            modalities=dict(modalities) if modalities is not None else {m: m for m in MODALITIES if m in d.mod},
+            batch_key=batch_key,
+            layers=layers,
+            species=of[name],
+        )
+        for name, d in wrapped.items()
+    ]
+    merged = merge_for_pretraining(inputs, species=next(iter(of.values()), "human"))
+    for column in obs_columns:
+        values = []
+        for name, d in datasets.items():
+            obs = d.obs if column in d.obs else None
+            if obs is None:
+                raise KeyError(f"{name}: obs has no column {column!r} to copy (obs_columns).")
+            values.append(pd.Series(obs[column].to_numpy(), index=[f"{name}:{c}" for c in obs.index]))
+        merged.obs[column] = pd.concat(values).reindex(merged.obs_names).to_numpy()
+    return merged
+
+
 def mixed_species(merged: md.MuData) -> bool:
     """Whether ``merged`` (:func:`merge_for_pretraining`) holds cells of several species (``obs["species"]``)."""
     return SPECIES_KEY in merged.obs
@@ -164,4 +234,4 @@ def _join(m: str, parts: list[ad.AnnData]) -> ad.AnnData:
     return a
 
 
-__all__ = ["MergeInput", "merge_for_pretraining", "mixed_species"]
+__all__ = ["MergeInput", "merge_datasets", "merge_for_pretraining", "mixed_species"]
