@@ -96,14 +96,18 @@ def test_one_model_two_species(pbmc, mouse, tmp_path):
     human = pbmc["rna"][pbmc["rna"].obs["batch"].isin(["p3_0"])][:60].copy()
     assert human.n_obs == 60
     mm = rename_to_anchors(mouse[:60], species="mouse")
-    both = ad.concat({"human": human, "mouse": mm}, join="outer", label="species", fill_value=0)
-    both.obs_names_make_unique()
-    both.var = pd.DataFrame(index=both.var_names)
     shared = set(human.var_names) & set(mm.var_names)
     assert len(shared) > 0
-    mdata = md.MuData({"rna": both})
-    mdata.obs["species"] = both.obs["species"].astype(str).to_numpy()
-    mdata.obs["batch"] = mdata.obs["species"]
+    padded = ad.concat({"human": human, "mouse": mm}, join="outer", label="species", fill_value=0)
+    padded.obs_names_make_unique()
+    padded.var = pd.DataFrame(index=padded.var_names)
+    zero_filled = md.MuData({"rna": padded})  # the recipe docs gave before merge_datasets: warned
+    zero_filled.obs["species"] = zero_filled.obs["batch"] = padded.obs["species"].astype(str).to_numpy()
+    with pytest.warns(hc.HoloCellWarning, match="padded with zeros"):
+        hc.HoloCell.setup_mudata(zero_filled, modalities={"rna": "rna"}, batch_key="batch", species_key="species",
+                                 gene_id_type="symbol")  # fmt: skip
+    mdata = hc.data.merge_datasets({"human": human, "mouse": mouse[:60]}, species={"human": "human", "mouse": "mouse"})
+    assert set(mdata["rna"].var_names) == set(padded.var_names)
     hc.HoloCell.setup_mudata(
         mdata, modalities={"rna": "rna"}, batch_key="batch", species_key="species", gene_id_type="symbol"
     )

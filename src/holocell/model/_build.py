@@ -159,23 +159,26 @@ def _warn_grn_edges(n_known: int, lost: np.ndarray, unknown: list[str], species:
 
 
 def _coexpression_counts(arrays: MosaicArrays | BackedMosaicArrays) -> dict:
-    """The ``rna_counts`` / ``rna_present`` arguments of :func:`~holocell.priors.load_priors`.
+    """The ``rna_counts`` / ``rna_present`` / ``rna_measured`` arguments of :func:`~holocell.priors.load_priors`.
 
     In memory: every cell's counts and the cells with RNA. Backed: only the cells the co-expression prior uses
     (those with RNA, or the same seeded subsample of ``MAX_CELLS`` of them that it draws in memory), read chunk
     by chunk, so the prior equals that of the same data in memory and memory depends on ``MAX_CELLS``, not on the
-    file.
+    file. ``rna_measured`` is the RNA presence table (``arrays.measured``; None without one), with the group of
+    each row of ``rna_counts``: the prior reads no count where a gene was not measured.
     """
     present = arrays.present[:, MODALITIES.index("rna")]
+    measured = arrays.measured.get("rna")
     if not isinstance(arrays, BackedMosaicArrays):
-        return {"rna_counts": arrays.counts["rna"], "rna_present": present}
+        return {"rna_counts": arrays.counts["rna"], "rna_present": present, "rna_measured": measured}
     cells = np.flatnonzero(present)
     if len(cells) > _coexpression.MAX_CELLS:  # the subsample coexpression_prior(seed=0) draws in memory
         cells = np.sort(np.random.default_rng(0).choice(cells, _coexpression.MAX_CELLS, replace=False))
     parts = [counts for _, counts in iter_rna_rows(arrays, cells)]
     n_genes = len(arrays.modalities["rna"].order)
     counts = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, n_genes), dtype=np.float32)
-    return {"rna_counts": counts, "rna_present": None}
+    measured = None if measured is None else (measured[0][cells], measured[1])
+    return {"rna_counts": counts, "rna_present": None, "rna_measured": measured}
 
 
 CELL_STATE_KEYS = tuple(rule.key for rule in CELL_STATE)

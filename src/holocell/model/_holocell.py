@@ -319,7 +319,7 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
             ``"human"`` or ``"mouse"``: the species of the feature names. Genes are placed on
             canonical human gene anchors (mouse genes through one-to-one HCOP orthologs; others
             keep an anchor ``mouse:<symbol>``); see ``model.feature_space.maps["rna"].report``.
-            It is also every cell's species token unless ``species_key`` is given.
+            It is also every cell's species token unless ``species_key`` is given (then it must be ``"human"``).
         genome
             Genome build for peak -> gene links: ``"hg38"``, ``"hg19"``, ``"mm10"`` or a BED/GTF
             path. Without it, ATAC needs ``chrom``/``tss``/``strand`` columns in the RNA ``.var``.
@@ -328,8 +328,10 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
             ``"auto"`` (each name that looks like an Ensembl gene id is read as one).
         species_key
             Column of the global ``mdata.obs`` with ``"human"`` / ``"mouse"`` per cell (the species
-            token), for data sets that combine species on one anchor vocabulary (e.g. mouse genes
-            renamed with :func:`holocell.vocab.rename_to_anchors`). Default: ``species`` for every cell.
+            token), for data sets that combine species on one anchor vocabulary: RNA names are human anchors
+            (mouse genes renamed with :func:`holocell.vocab.rename_to_anchors`, or data sets merged with
+            :func:`holocell.data.merge_datasets`, which also masks genes a species did not measure).
+            Default: ``species`` for every cell.
         allow_unmatched_genes
             When no RNA feature name is a known gene of the vocabulary (wrong species, ids of
             another kind), train anyway on dataset-only anchors (no gene identity, priors or
@@ -352,9 +354,7 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         validate_setup(
             mdata, modalities, layers, batch_key, species, genome, gene_id_type, allow_unmatched_genes, species_key
         )
-        if species_key is not None:
-            if species_key not in mdata.obs:
-                raise KeyError(f"species_key {species_key!r} is not a column of the global mdata.obs.")
+        if species_key is not None:  # validate_setup checked the column and the names (_validate_species)
             species_codes(mdata, species_key)  # raises on values other than human / mouse
         manager = data_manager(  # holds a backed MuData weakly: scvi's stores would keep its file open
             mdata,

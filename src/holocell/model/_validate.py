@@ -26,9 +26,9 @@ from ..vocab import (
     read_tss_file,
 )
 from ..vocab._feature_space import gene_column_anchors
-from ..vocab._genes import other_species_case
 from ._counts import CHUNK_VALUES, check_counts
 from ._validate_obs import check_batch_column, check_in_sync, check_modality_keys, check_not_view
+from ._validate_species import check_name_case, check_species_arguments, check_species_key
 
 _LAYER_SUFFIX = "_layer"
 #: Below this share of RNA features on a known gene of the vocabulary, setup_mudata warns.
@@ -73,7 +73,8 @@ def validate_setup(
     about an antibody panel of which no antibody maps to a gene, about RNA features of which fewer
     than :data:`MIN_MATCHED_SHARE` map to a known gene (and raises when none does, unless
     ``allow_unmatched_genes``), about RNA symbols written in the other species' letter case (see
-    :func:`check_name_case`), and about non-integer ATAC values.
+    :func:`check_name_case`), and about non-integer ATAC values. With ``species_key``: ``species`` must be
+    ``"human"``, and the column and the RNA names of the species are checked (:func:`check_species_key`).
     """
     if isinstance(mdata, str | Path):
         where = "" if Path(mdata).exists() else f" (and {str(mdata)!r} does not exist: check the path)"
@@ -86,6 +87,7 @@ def validate_setup(
             f"setup_mudata needs a MuData, got {type(mdata).__name__}. Wrap an AnnData with "
             "mudata.MuData({'rna': adata})."
         )
+    check_species_arguments(species, species_key)
     if species not in SPECIES:
         raise ValueError(
             f"species must be one of {list(SPECIES)}, got {species!r}. holocell's gene tables cover "
@@ -133,6 +135,8 @@ def validate_setup(
         check_gene_matching(rna_names, modalities["rna"], species, gene_id_type, allow_unmatched_genes)
         if species_key is None:  # data that combine species on purpose mix the two cases
             check_name_case(rna_names, modalities["rna"], species, gene_id_type)
+    if species_key is not None:  # the column, mouse names not renamed to anchors, zero-padded species panels
+        check_species_key(mdata, modalities, layers, species_key, gene_id_type)
 
 
 def check_gene_matching(
@@ -192,29 +196,6 @@ def check_gene_matching(
             stacklevel=4,
         )
     return share
-
-
-def check_name_case(var_names: pd.Index, name: str, species: str, gene_id_type: str) -> None:
-    """Warn when the RNA symbols are written in the other species' case: mouse ``Cd4`` read as human, or the reverse.
-
-    Human symbols are all capitals (``CD4``), mouse symbols title case (``Cd4``). Case-insensitive
-    alias matching lets many mouse symbols pass as human genes, so the gene-matching share alone
-    does not reveal a forgotten ``species="mouse"``. Only names that start with a letter and are not
-    Ensembl ids are counted; fewer than ten of them are not judged
-    (:func:`holocell.vocab._genes.other_species_case`).
-    """
-    found = None if gene_id_type == "ensembl" else other_species_case(var_names, species)
-    if found is None:
-        return
-    hits, n_names, other, style = found
-    warnings.warn(
-        f"{len(hits)} of {n_names} RNA feature names of modality {name!r} (e.g. {hits[:3]}) are written like "
-        f"{other} gene symbols ({style}), but they are read as {species} genes (species={species!r}). If the "
-        f"genes are {other}, pass species={other!r}. To combine species in one MuData, rename each species' "
-        "genes with holocell.vocab.rename_to_anchors before concatenating, and pass species_key.",
-        HoloCellWarning,
-        stacklevel=4,
-    )
 
 
 #: How to make cell names unique without pairing one cell's RNA with another's ATAC: ``obs_names_make_unique`` numbers

@@ -46,6 +46,7 @@ def load_priors(
     rna_anchor: Sequence[int] | None = None,
     rna_present: np.ndarray | None = None,
     grn_edges: pd.DataFrame | None = None,
+    rna_measured: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, PriorMatrix]:
     """Prior matrices aligned to ``anchors``.
 
@@ -61,6 +62,10 @@ def load_priors(
         RNA: needed for ``"coexpression"``.
     grn_edges
         TF -> target edges (columns ``tf``, ``target``) replacing the shipped Pathway Commons GRN.
+    rna_measured
+        The RNA presence table, ``(group of each row of rna_counts, groups x genes bool)``, for genes measured
+        in some cells only: ``"coexpression"`` then reads no count where a gene was not measured (see
+        :func:`~holocell.priors.coexpression_prior`). Default: every gene measured in every cell.
 
     Returns
     -------
@@ -84,5 +89,7 @@ def load_priors(
                     "The 'coexpression' prior is computed from RNA counts: the model needs an RNA modality "
                     "(or drop 'coexpression' from `priors`)."
                 )
-            out[name] = coexpression_prior(len(anchors), rna_counts, rna_anchor, rna_present)
+            out[name] = coexpression_prior(
+                len(anchors), rna_counts, rna_anchor, rna_present, measured=rna_measured
+            )
     return out
