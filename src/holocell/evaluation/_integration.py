@@ -17,12 +17,16 @@ checks the values against scib-metrics itself on a fixture.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from sklearn.neighbors import NearestNeighbors
 
+from holocell._warnings import HoloCellWarning, user_stacklevel
 from holocell.evaluation._checks import check_embedding, check_labels, check_n_neighbors
 from holocell.evaluation._metrics import (
     knn_label_transfer_accuracy,
@@ -226,9 +230,15 @@ def integration_metrics(
     batch
         Batch per cell (missing batches are refused).
     transfer
-        Optional ``name -> (reference mask, query mask)``: kNN(15) label transfer accuracy from
+        Optional ``name -> (reference cells, query cells)``: kNN(15) label transfer accuracy from
         the reference cells to the query cells (e.g. protein-only -> RNA-only), reported as
-        ``"transfer_<name>"``. Each mask must select at least one cell.
+        ``"transfer_<name>"``. Each side is a boolean mask with one entry per embedding row, or the
+        integer positions of its cells (negative positions count from the end), and must select at
+        least one cell. An integer array of only 0 and 1 with one entry per row is refused as
+        ambiguous (pass ``mask.astype(bool)``, or ``np.flatnonzero(mask)``); so are floats, objects
+        and missing values. Query cells that are also reference cells vote for their own label: they
+        are kept, with a :class:`~holocell.HoloCellWarning` giving their number, as the accuracy on
+        them is optimistic.
     seed
         KMeans seed for NMI / ARI.
 
@@ -242,8 +252,7 @@ def integration_metrics(
     emb = check_embedding(embedding)
     labels = check_labels(labels, emb.shape[0])
     batch = check_labels(batch, emb.shape[0], "batch", "batch")
-    pairs = {name: (_cells(name, ref, "reference", emb.shape[0]), _cells(name, query, "query", emb.shape[0]))
-             for name, (ref, query) in (transfer or {}).items()}
+    pairs = {name: _transfer_cells(name, sides, emb.shape[0]) for name, sides in (transfer or {}).items()}
     if len(np.unique(labels)) > 1:
         out = nmi_ari(emb, labels, seed=seed)
         out["asw_label"] = silhouette_label(emb, labels)
@@ -258,17 +267,81 @@ def integration_metrics(
     return out
 
 
+def _transfer_cells(name: str, sides, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reference and query positions of one ``transfer`` entry; warns when they share cells."""
+    try:
+        ref, query = sides
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"transfer {name!r} must be a pair (reference cells, query cells), got {type(sides).__name__}."
+        ) from None
+    ref, query = _cells(name, ref, "reference", n_cells), _cells(name, query, "query", n_cells)
+    shared = np.intersect1d(ref, query)
+    if shared.size:
+        warnings.warn(
+            f"transfer {name!r}: {shared.size} of the {np.unique(query).size} query cells are also reference "
+            "cells; each votes for its own label, so the accuracy on them is optimistic. Pass a reference and a "
+            "query without common cells (e.g. reference & ~query).",
+            HoloCellWarning,
+            stacklevel=user_stacklevel(),
+        )
+    return ref, query
+
+
+def _as_array(mask: ArrayLike, what: str) -> np.ndarray:
+    """``mask`` as a numpy array; a pandas nullable boolean or integer one (``"boolean"``, ``"Int64"``) as bool
+    or int64, refused when it holds missing values (``<NA>``)."""
+    dtype = getattr(mask, "dtype", None)
+    is_bool, is_int = pd.api.types.is_bool_dtype(dtype), pd.api.types.is_integer_dtype(dtype)
+    if not isinstance(dtype, pd.api.extensions.ExtensionDtype) or not (is_bool or is_int):
+        return np.asarray(mask)
+    values = pd.array(mask)
+    missing = int(values.isna().sum())
+    if missing:
+        raise ValueError(
+            f"{what} has {missing} missing values (<NA>); fill them first, e.g. mask.fillna(False), or leave "
+            "those cells out."
+        )
+    return values.to_numpy(dtype=bool if is_bool else np.int64)
+
+
 def _cells(name: str, mask: ArrayLike, role: str, n_cells: int) -> np.ndarray:
-    """A ``transfer`` mask (boolean per cell, or cell indices), refusing one of the wrong length or selecting nothing."""
-    cells = np.asarray(mask)
-    if cells.dtype == bool and cells.shape != (n_cells,):
+    """Positions of one side of a ``transfer`` entry: a boolean mask (one entry per cell) or integer positions.
+
+    Refuses a mask of the wrong length, a 0/1 integer array with one entry per cell (a mask read as positions
+    would score cells 0 and 1 only), positions out of range, other dtypes (float, object, missing values) and a
+    side that selects no cell.
+    """
+    what = f"transfer {name!r}: the {role} mask"
+    cells = _as_array(mask, what)
+    if cells.dtype == bool:
+        if cells.shape != (n_cells,):
+            raise ValueError(
+                f"{what} has shape {cells.shape} but the embedding has {n_cells} cells; pass one boolean per "
+                "embedding row."
+            )
+        cells = np.flatnonzero(cells)
+    elif cells.ndim != 1 or (cells.size and not np.issubdtype(cells.dtype, np.integer)):
         raise ValueError(
-            f"transfer {name!r}: the {role} mask has shape {cells.shape} but the embedding has {n_cells} cells; "
-            "pass one boolean per embedding row."
+            f"{what} must be a boolean mask (one per embedding row) or integer positions, got {cells.dtype} of "
+            f"shape {cells.shape}; e.g. np.asarray(mask, dtype=bool) (fill missing values first) or "
+            "np.flatnonzero(mask)."
         )
-    if (cells.sum() if cells.dtype == bool else cells.size) == 0:
+    elif n_cells > 2 and cells.shape == (n_cells,) and np.isin(cells, (0, 1)).all():
         raise ValueError(
-            f"transfer {name!r}: the {role} mask selects no cells; pass a mask with at least one {role} cell "
-            f"(or leave {name!r} out of transfer)."
+            f"{what} has {n_cells} integers of only 0 and 1, one per embedding row: a 0/1 mask read as positions "
+            "would score cells 0 and 1 only. Pass it as a boolean mask (mask.astype(bool)), or the positions of "
+            "the cells (np.flatnonzero(mask))."
         )
-    return cells
+    if cells.size == 0:
+        raise ValueError(
+            f"{what} selects no cells; pass at least one {role} cell (or leave {name!r} out of transfer)."
+        )
+    cells = cells.astype(np.int64)
+    out = (cells < -n_cells) | (cells >= n_cells)
+    if out.any():
+        raise IndexError(
+            f"{what} has positions {cells[out][:5].tolist()} outside the embedding's {n_cells} rows (0 to "
+            f"{n_cells - 1}, or -{n_cells} to -1); pass positions of embedding rows, or a boolean mask."
+        )
+    return np.where(cells < 0, cells + n_cells, cells)

@@ -6,6 +6,8 @@ are meant for evaluation-sized data (thousands to tens of thousands of cells).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import rankdata
@@ -18,6 +20,7 @@ from sklearn.metrics import (
 )
 from sklearn.neighbors import KNeighborsClassifier
 
+from holocell._warnings import HoloCellWarning, user_stacklevel
 from holocell.evaluation._checks import check_embedding, check_labels, check_n_neighbors
 from holocell.evaluation._transforms import to_dense
 
@@ -35,10 +38,29 @@ __all__ = [
 
 
 def _paired(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Truth and prediction as dense matrices of one shape, on the cells (rows) finite in both.
+
+    Rows with a NaN or inf in either (e.g. the NaN rows :meth:`holocell.HoloCell.generate` writes for cells
+    without a source modality) are left out with a :class:`~holocell.HoloCellWarning` giving their number: a
+    NaN prediction is no prediction, never a score. Inputs without such rows are returned as they are.
+    """
     a, b = to_dense(y_true), to_dense(y_pred)
     if a.shape != b.shape:
         raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
-    return a, b
+    bad_true, bad_pred = ~np.isfinite(a).all(axis=1), ~np.isfinite(b).all(axis=1)
+    keep = ~(bad_true | bad_pred)
+    if keep.all():
+        return a, b
+    warnings.warn(
+        f"{int((~keep).sum())} of {keep.size} cells (rows) have NaN or inf values ({int(bad_pred.sum())} in the "
+        f"prediction, {int(bad_true.sum())} in the truth), e.g. the NaN rows generate writes for cells without a "
+        f"source modality; they are left out and the scores use the other {int(keep.sum())} cells. Drop them "
+        "first to silence this: rows = np.isfinite(y_pred).all(axis=1) & np.isfinite(y_true).all(axis=1).",
+        HoloCellWarning,
+        stacklevel=user_stacklevel(),
+    )
+    return a[keep], b[keep]
+
 
 
 def per_feature_pearson(y_true: ArrayLike, y_pred: ArrayLike, min_std: float = 1e-6) -> np.ndarray:
@@ -47,7 +69,10 @@ def per_feature_pearson(y_true: ArrayLike, y_pred: ArrayLike, min_std: float = 1
     Parameters
     ----------
     y_true, y_pred
-        Cells x features matrices of equal shape, dense or sparse.
+        Cells x features matrices of equal shape, dense or sparse. Cells (rows) with NaN or inf in
+        either are left out with a :class:`~holocell.HoloCellWarning` giving their number (e.g. the NaN
+        rows :meth:`~holocell.HoloCell.generate` writes for cells without a source modality); with none
+        left, every feature is ``NaN``.
     min_std
         Columns whose standard deviation (over cells) is below this in
         ``y_true`` or ``y_pred`` get ``NaN``: the correlation is undefined.
@@ -62,6 +87,8 @@ def per_feature_pearson(y_true: ArrayLike, y_pred: ArrayLike, min_std: float = 1
         treat ``NaN`` as ``0`` (no signal) for features that vary in the truth.
     """
     a, b = _paired(y_true, y_pred)
+    if a.shape[0] == 0:
+        return np.full(a.shape[1], np.nan)
     a = a - a.mean(axis=0)
     b = b - b.mean(axis=0)
     sa, sb = a.std(axis=0), b.std(axis=0)
@@ -85,7 +112,8 @@ def per_feature_auroc(
     y_true_binary
         Cells x features truth; non-zero entries are positives.
     scores
-        Cells x features predicted scores, higher meaning more likely positive.
+        Cells x features predicted scores, higher meaning more likely positive. Cells (rows) with NaN
+        or inf in either matrix are left out with a :class:`~holocell.HoloCellWarning` giving their number.
     min_positive_frac
         Columns where the fraction of positives or of negatives is below this
         (or where either class is empty) get ``NaN``.
@@ -117,7 +145,10 @@ def prediction_scores(y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
 
     The summaries run over the features that vary in the truth; a feature the prediction holds
     constant (e.g. :func:`~holocell.evaluation.mean_predict`) counts as ``r = 0`` (no signal), not
-    as missing.
+    as missing. Cells (rows) with NaN or inf in the truth or the prediction (e.g. the NaN rows
+    :meth:`~holocell.HoloCell.generate` writes for cells without a source modality) are left out of
+    every score, with a :class:`~holocell.HoloCellWarning` giving their number: a NaN prediction is
+    never scored as ``r = 0``.
 
     Parameters
     ----------
@@ -127,9 +158,12 @@ def prediction_scores(y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
     Returns
     -------
     dict
-        ``{"pearson_mean", "pearson_median", "rmse"}``.
+        ``{"pearson_mean", "pearson_median", "rmse"}`` over the finite cells; all ``NaN`` when no cell is
+        finite in both.
     """
     a, b = _paired(y_true, y_pred)
+    if a.shape[0] == 0:
+        return {"pearson_mean": float("nan"), "pearson_median": float("nan"), "rmse": float("nan")}
     r = per_feature_pearson(a, b)
     varies = a.std(axis=0) > 1e-6
     r = np.where(np.isnan(r) & varies, 0.0, r)[varies]
@@ -148,9 +182,10 @@ def auroc_scores(y_true_binary: ArrayLike, scores: ArrayLike, min_positive_frac:
     y_true_binary
         Cells x features truth; non-zero entries are positives (e.g. accessible peaks).
     scores
-        Cells x features predicted scores.
+        Cells x features predicted scores. Cells (rows) with NaN or inf in either matrix are left out with
+        a :class:`~holocell.HoloCellWarning` giving their number.
     min_positive_frac
-        Features with fewer positives or negatives than this fraction of cells are not scored.
+        Features with fewer positives or negatives than this fraction of (finite) cells are not scored.
 
     Returns
     -------
@@ -172,15 +207,16 @@ def rmse(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     Parameters
     ----------
     y_true, y_pred
-        Matrices of equal shape, dense or sparse.
+        Matrices of equal shape, dense or sparse. Cells (rows) with NaN or inf in either are left out with
+        a :class:`~holocell.HoloCellWarning` giving their number.
 
     Returns
     -------
     float
-        ``sqrt(mean((y_true - y_pred) ** 2))``.
+        ``sqrt(mean((y_true - y_pred) ** 2))`` over the finite cells (``NaN`` when there are none).
     """
     a, b = _paired(y_true, y_pred)
-    return float(np.sqrt(np.mean((a - b) ** 2)))
+    return float(np.sqrt(np.mean((a - b) ** 2))) if a.size else float("nan")
 
 
 def _transfer(emb_ref: ArrayLike, labels_ref: ArrayLike, emb_query: ArrayLike, k: int):

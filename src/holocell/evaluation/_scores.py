@@ -15,7 +15,9 @@ __all__ = ["baseline_scores", "score_prediction"]
 def score_prediction(method: str, truth: np.ndarray, pred: np.ndarray) -> dict:
     """:func:`~holocell.evaluation.prediction_scores` of one named predictor.
 
-    Per-feature Pearson (mean and median over features; constant predictions count as 0) and RMSE.
+    Per-feature Pearson (mean and median over features; constant predictions count as 0) and RMSE. Cells with
+    NaN or inf in ``truth`` or ``pred`` (e.g. generate's NaN rows for cells without a source modality) are left
+    out, with a :class:`~holocell.HoloCellWarning` giving their number.
 
     Parameters
     ----------

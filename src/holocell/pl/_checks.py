@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from ..model._args import check_count
+from ..model._counts import INTEGER_TOLERANCE, value_chunks
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -105,4 +107,61 @@ def model_table(model, attribute: str, *, fallback: str) -> pd.DataFrame | None:
     return getattr(model, attribute, None)
 
 
-__all__ = ["check_count", "model_table", "require_modality", "require_obs_column", "require_table", "shown"]
+def require_counts(x, *, what: str, target: str) -> None:
+    """``ValueError`` unless the measured values ``x`` are raw counts, the rule of
+    :meth:`holocell.HoloCell.setup_mudata`: finite, non-negative and (RNA, protein) integers.
+
+    The plots transform the measured counts themselves (CLR, log1p CP10k), so normalised values would be
+    transformed a second time. ATAC is binarised (any value > 0 is open), so non-integer ATAC values pass, as in
+    setup. The values are read in chunks (memory stays flat).
+
+    Parameters
+    ----------
+    x
+        The measured ``.X`` or layer (dense or CSR/CSC).
+    what
+        The measured data and its matrix, e.g. ``"measured='adt' (.X)"``, for the message.
+    target
+        The generated modality (``"rna"``, ``"protein"`` or ``"atac"``).
+    """
+    fix = (
+        "the plot applies CLR (protein) or log1p CP10k (RNA) to the measured counts itself, so normalised values "
+        "would be transformed twice. Pass layer='counts' (the layer with raw counts), or measured=<an AnnData "
+        "of raw counts>"
+    )
+    dtype = np.dtype(x.dtype)
+    if dtype == np.bool_:
+        if target == "atac":
+            return
+        raise ValueError(f"The measured data ({what}) holds True/False values, not counts: {fix}.")
+    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise ValueError(f"The measured data ({what}) holds {dtype} values, not counts: {fix}.")
+    is_float = np.issubdtype(dtype, np.floating)
+    for values in value_chunks(x, what):
+        if values.size == 0:
+            continue
+        if is_float and not np.isfinite(values).all():
+            raise ValueError(f"The measured data ({what}) contains NaN or inf, not counts: {fix}.")
+        if values.min() < 0:
+            raise ValueError(
+                f"The measured data ({what}) has negative values (e.g. {float(values.min())!r}): it looks "
+                f"normalised or scaled; {fix}."
+            )
+        if is_float and target != "atac":
+            frac = np.abs(values - np.rint(values)) > INTEGER_TOLERANCE
+            if frac.any():
+                raise ValueError(
+                    f"The measured data ({what}) has non-integer values (e.g. {float(values[frac][0])!r}): it looks "
+                    f"normalised; {fix}."
+                )
+
+
+__all__ = [
+    "check_count",
+    "model_table",
+    "require_counts",
+    "require_modality",
+    "require_obs_column",
+    "require_table",
+    "shown",
+]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._checks import require_modality, require_obs_column, shown
+from ._checks import require_counts, require_modality, require_obs_column, shown
 from ._utils import NA_COLOR, finish, group_colors, groups_of, new_axes
 
 if TYPE_CHECKING:
@@ -59,7 +59,10 @@ def paired_values(
     generated
         Name of the generated modality (:meth:`holocell.HoloCell.generate`'s ``key_added``).
     layer
-        Layer of the measured data with raw counts (default ``.X``).
+        Layer of the measured data with raw counts (default ``.X``). The counts are transformed here, so
+        normalised values (non-integer or negative for RNA and protein, e.g. ``.X`` after ``sc.pp.log1p`` or
+        muon's CLR; NaN or negative for ATAC) are refused, as :meth:`holocell.HoloCell.setup_mudata` refuses
+        them, never transformed a second time.
 
     Returns
     -------
@@ -75,8 +78,8 @@ def paired_values(
     TypeError
         ``mdata`` is no MuData, or ``measured`` is neither a name nor an AnnData.
     ValueError
-        The measured data and the generated modality share no cells or no features, or none of the shared cells
-        has generated values.
+        The measured data and the generated modality share no cells or no features, none of the shared cells
+        has generated values, or the measured values are not raw counts (pass ``layer='counts'``).
     """
     from ..evaluation import clr, log_normalize
 
@@ -124,6 +127,8 @@ def paired_values(
         )
     cells, prediction = cells[generated_rows], prediction[generated_rows]
     counts = meas[cells].layers[layer] if layer is not None else meas[cells].X
+    source = f"measured={measured!r}" if isinstance(measured, str) else "the measured AnnData"
+    require_counts(counts, what=f"{source}, {'.X' if layer is None else f'layer={layer!r}'}", target=target)
     transform = {"protein": clr, "rna": log_normalize}.get(target)
     truth = transform(counts) if transform else (_dense(counts) > 0).astype(np.float64)
     truth = np.asarray(truth)[:, keep]
@@ -155,10 +160,14 @@ def generated_vs_measured(
     generated
         Generated modality (name in ``mdata.mod``).
     layer
-        Layer of the measured data with raw counts (default ``.X``).
+        Layer of the measured data with raw counts (default ``.X``); normalised values are refused (see
+        :func:`paired_values`).
     color
-        Column of ``mdata.obs`` to colour the cells by (e.g. the cell type): one colour per group, in the order of
-        a categorical's categories (sorted values otherwise); cells without a value are grey (``"nan"``).
+        Column of ``mdata.obs`` to colour the cells by. A grouping column (e.g. the cell type: categorical,
+        strings, bool, or integers with at most 20 distinct values such as cluster numbers) gets one colour per
+        group, in the order of a categorical's categories (sorted values otherwise). A numeric column (floats,
+        or integers with more than 20 distinct values, e.g. counts per cell) gets a colour bar (``viridis``).
+        Cells without a value are grey (``"nan"``).
     ax
         Axes to draw on (default: a new figure).
     show
@@ -177,6 +186,8 @@ def generated_vs_measured(
     KeyError
         A missing modality or layer (see :func:`paired_values`), a ``color`` that is no column of ``mdata.obs``,
         or a ``feature`` not in both the measured and the generated data. Nothing is drawn or saved.
+    ValueError
+        The measured values are not raw counts (see :func:`paired_values`). Nothing is drawn or saved.
     """
     given_ax = ax is not None
     if color is not None:
@@ -196,14 +207,8 @@ def generated_vs_measured(
         ax.set_ylabel("generated accessibility")
     else:
         if color is not None:
-            # one colour per group, in the column's order (its categories; sorted values otherwise), so that a
-            # group has the same colour in every plot; cells without a label are the group 'nan', in grey
-            codes, order = groups_of(mdata.obs.loc[cells, color])
-            for k, (name, c) in enumerate(zip([*order, "nan"], [*group_colors(len(order)), NA_COLOR], strict=True)):
-                sel = codes == (k if k < len(order) else -1)
-                if sel.any():
-                    ax.scatter(x[sel], y[sel], s=6, alpha=0.7, color=c, label=name)
-            ax.legend(fontsize=6, markerscale=2, frameon=False, bbox_to_anchor=(1, 1), loc="upper left")
+            values = mdata.obs.loc[cells, color]
+            (_scatter_numeric if _is_numeric(values) else _scatter_groups)(ax, x, y, values, color)
         else:
             ax.scatter(x, y, s=6, alpha=0.6, color="C0")
         lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
@@ -214,6 +219,43 @@ def generated_vs_measured(
     r = np.corrcoef(x, y)[0, 1] if x.std() > 0 and y.std() > 0 else np.nan
     ax.set_title(f"{feature}: r = {r:.2f}")
     return finish(ax, show, save, given_ax)
+
+
+#: integer columns with more distinct values than this are coloured on a colour bar (counts), not by group
+_MAX_INTEGER_GROUPS = 20
+
+
+def _is_numeric(values: pd.Series) -> bool:
+    """Whether ``color=`` values get a colour bar: floats, or integers with more than 20 distinct values;
+    categoricals, strings, bools, integers with fewer values (cluster numbers) and empty columns are groups."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(dtype) or not values.notna().any():
+        return False
+    if pd.api.types.is_float_dtype(dtype):
+        return True
+    return pd.api.types.is_integer_dtype(dtype) and values.nunique() > _MAX_INTEGER_GROUPS
+
+
+def _scatter_groups(ax: Axes, x: np.ndarray, y: np.ndarray, values: pd.Series, color: str) -> None:
+    """One colour per group, in the column's order (its categories; sorted values otherwise), so that a group
+    has the same colour in every plot; cells without a label are the group 'nan', in grey."""
+    codes, order = groups_of(values)
+    for k, (name, c) in enumerate(zip([*order, "nan"], [*group_colors(len(order)), NA_COLOR], strict=True)):
+        sel = codes == (k if k < len(order) else -1)
+        if sel.any():
+            ax.scatter(x[sel], y[sel], s=6, alpha=0.7, color=c, label=name)
+    ax.legend(fontsize=6, markerscale=2, frameon=False, bbox_to_anchor=(1, 1), loc="upper left")
+
+
+def _scatter_numeric(ax: Axes, x: np.ndarray, y: np.ndarray, values: pd.Series, color: str) -> None:
+    """Cells coloured by a numeric column on a colour bar; cells without a value in grey (``"nan"``) beneath."""
+    v = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    missing = ~np.isfinite(v)
+    if missing.any():
+        ax.scatter(x[missing], y[missing], s=6, alpha=0.7, color=NA_COLOR, label="nan")
+        ax.legend(fontsize=6, markerscale=2, frameon=False, loc="upper left")
+    points = ax.scatter(x[~missing], y[~missing], s=6, alpha=0.7, c=v[~missing], cmap="viridis")
+    ax.figure.colorbar(points, ax=ax, label=color)
 
 
 def feature_scores(
@@ -239,7 +281,8 @@ def feature_scores(
     generated
         Generated modality (name in ``mdata.mod``).
     layer
-        Layer of the measured data with raw counts (default ``.X``).
+        Layer of the measured data with raw counts (default ``.X``); normalised values are refused (see
+        :func:`paired_values`).
     metric
         ``"pearson"`` (per-feature correlation; the default for RNA and protein) or ``"auroc"`` (per
         peak; the default for ATAC). Computed by :func:`holocell.evaluation.per_feature_pearson` /
@@ -259,7 +302,7 @@ def feature_scores(
     KeyError
         A missing modality or layer (see :func:`paired_values`); nothing is drawn or saved.
     ValueError
-        An unknown ``metric``.
+        An unknown ``metric``, or measured values that are not raw counts (see :func:`paired_values`).
     """
     from ..evaluation import per_feature_auroc, per_feature_pearson
 

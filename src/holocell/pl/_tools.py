@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ._checks import check_count, require_modality, require_obs_column, require_table, shown
-from ._utils import finish
+from ._utils import finish, groups_of
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -44,7 +44,9 @@ def perturbation(
         ``"bar"``: mean shift of the top responders. ``"heatmap"``: mean shift per ``groupby``
         group (rows) of the top responders (columns).
     groupby
-        Column of ``mdata.obs`` for ``kind="heatmap"``.
+        Column of ``mdata.obs`` for ``kind="heatmap"``: one row per group that has cells, in the order of a
+        categorical's categories (sorted values otherwise, numbers by value), as :func:`~holocell.pl.generated_vs_measured`
+        orders its groups; cells without a value are left out.
     n_top
         Number of features shown.
     include_edited
@@ -62,8 +64,9 @@ def perturbation(
         ``mdata.uns`` has no perturbation summary under ``key``, ``mdata.mod`` lacks the shift modality
         ``f"{key}_{modality}"`` (heatmap), or ``groupby`` is no column of ``mdata.obs``.
     TypeError, ValueError
-        ``n_top`` is not an integer >= 1, an unknown ``modality`` or ``kind``, no ``groupby`` for the heatmap, or
-        no responders to show. Nothing is drawn or saved.
+        ``n_top`` is not an integer >= 1, an unknown ``modality`` or ``kind``, no ``groupby`` for the heatmap (or
+        no cell of the shift modality with a ``groupby`` value), or no responders to show. Nothing is drawn or
+        saved.
     """
     import matplotlib.pyplot as plt
 
@@ -129,8 +132,16 @@ def perturbation(
         x = np.asarray(shift.X)[:, cols]
         # each row's group by cell name: mudata may hold the modality's rows in another order than mdata.obs
         # (after mdata[names] or update()), and pairing them by position put cells in other cells' groups
-        groups = np.asarray(mdata.obs[groupby].reindex(shift.obs_names), dtype=object).astype(str)  # NaN -> 'nan'
-        means = pd.DataFrame(x, index=shift.obs_names, columns=top["feature"]).groupby(groups).mean()
+        codes, order = groups_of(mdata.obs[groupby].reindex(shift.obs_names))
+        labelled = codes >= 0  # cells without a group are left out (not a group 'nan')
+        if not labelled.any():
+            raise ValueError(
+                f"None of the {len(codes)} cells of mdata.mod[{name!r}] has a value in mdata.obs[{groupby!r}]; "
+                "pass groupby=<a column that labels them>."
+            )
+        # groups in the column's order (its categories; sorted values otherwise), those with cells only
+        means = pd.DataFrame(x[labelled], columns=top["feature"]).groupby(codes[labelled]).mean()
+        means.index = pd.Index([order[c] for c in means.index])
         if ax is None:
             _, ax = plt.subplots(figsize=(0.4 * len(top) + 2, 0.35 * len(means) + 1.5))
         lim = float(np.nanmax(np.abs(means.to_numpy()))) or 1.0
