@@ -140,28 +140,30 @@ def test_freezing_hooks_only_the_models_own_optimiser(trained_pbmc, pbmc):
     query.obs["batch"] = "new_lab"
     hc.HoloCell.setup_mudata(query, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
     model = hc.HoloCell.load_query_data(query, reference, freeze=True)
-    # the batch embedding: row 0 (the new lab) trains, row 1 (the reference's "unseen batch") is held
+    # the batch embedding: the new lab's row trains; the reference's batches and its "unseen batch" row are held
     weight = model.module.network.batch.weight
-    assert weight.requires_grad and model._transfer_state.new_rows["network.batch.weight"].tolist() == [True, False]
+    new, frozen = list(model.batch_categories_).index("new_lab"), weight.shape[0] - 1
+    expected = [row == new for row in range(weight.shape[0])]
+    assert weight.requires_grad and model._transfer_state.new_rows["network.batch.weight"].tolist() == expected
     other = torch.nn.Linear(3, 3)  # another optimiser in the process: the model's frozen rows are not its business
     opt = torch.optim.SGD(other.parameters(), lr=0.1)
     other(torch.ones(1, 3)).sum().backward()
-    held = weight.detach()[1].clone()
+    held = weight.detach()[frozen].clone()
     with torch.no_grad():
-        weight[1] += 1.0
+        weight[frozen] += 1.0
     opt.step()
-    torch.testing.assert_close(weight.detach()[1], held + 1.0, rtol=0, atol=0)
+    torch.testing.assert_close(weight.detach()[frozen], held + 1.0, rtol=0, atol=0)
     with torch.no_grad():
-        weight[1] -= 1.0
+        weight[frozen] -= 1.0
     # the model's own training restores the frozen row after each of its steps (undoing weight decay)
-    before_new = weight.detach()[0].clone()
+    before_new = weight.detach()[new].clone()
     model.train(max_epochs=1, enable_progress_bar=False, validation_size=0.0, plan_kwargs={"weight_decay": 0.5})
-    torch.testing.assert_close(weight.detach()[1], held, rtol=0, atol=0)
-    assert not torch.equal(weight.detach()[0], before_new)
+    torch.testing.assert_close(weight.detach()[frozen], held, rtol=0, atol=0)
+    assert not torch.equal(weight.detach()[new], before_new)
     with torch.no_grad():  # after training nothing is hooked any more
-        weight[1] += 1.0
+        weight[frozen] += 1.0
     opt.step()
-    torch.testing.assert_close(weight.detach()[1], held + 1.0, rtol=0, atol=0)
+    torch.testing.assert_close(weight.detach()[frozen], held + 1.0, rtol=0, atol=0)
     model.unfreeze()
 
 
