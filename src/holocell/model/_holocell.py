@@ -42,7 +42,7 @@ from ._validate import (
     require_mudata,
     validate_setup,
 )
-from ._validate_obs import absent_modalities
+from ._validate_obs import absent_modalities, batches_with_cells
 
 
 class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, TransferMixin, BaseModelClass):
@@ -195,10 +195,8 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         if loading:  # a checkpoint holds the anchors, not the reports: rebuilt from the data and the setup
             restore_reports(space, mdata, self.modalities_, setup)
         self.feature_space = space
-        if batch_categories is None:  # the batches with cells: a subset (mdata[mask].copy()) keeps pandas' unused
-            mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
-            present = set(mdata.obs[setup["batch_key"]].astype(str)) if setup.get("batch_key") else None
-            batch_categories = [c for c in mapping if present is None or str(c) in present]  # categories
+        if batch_categories is None:
+            batch_categories = batches_with_cells(self.adata_manager, mdata)
         self.batch_categories_: list[str] = [str(c) for c in batch_categories]
         self.config = NetworkConfig(
             n_anchors=space.n_anchors,

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
-from scvi import REGISTRY_KEYS
 
 from ..data.arrays import match_batches
 from ..train import RowFreeze, RowFreezeCallback
@@ -20,6 +19,7 @@ from ..vocab import FeatureSpace
 from ..vocab._feature_space import preferred_anchors
 from . import _checkpoint, _pretrained, _transfer
 from ._save_mixin import init_kwargs
+from ._validate_obs import batches_with_cells
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -154,11 +154,7 @@ class TransferMixin:
     @classmethod
     def _own_batches(cls, mdata: MuData) -> list[str]:
         """The batches a new model of ``mdata`` has (those of the registered categories with cells)."""
-        manager = cls._get_most_recent_anndata_manager(mdata, required=True)
-        batch_key = manager.registry["setup_args"].get("batch_key")
-        mapping = manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
-        present = set(mdata.obs[batch_key].astype(str)) if batch_key else None
-        return [str(c) for c in mapping if present is None or str(c) in present]
+        return batches_with_cells(cls._get_most_recent_anndata_manager(mdata, required=True), mdata)
 
     def _peak_coordinates(self: HoloCell) -> pd.DataFrame | None:
         """Coordinates of this model's ATAC peaks, in its feature order, from its data's ``.var`` (None: unknown)."""

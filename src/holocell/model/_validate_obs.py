@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 from mudata import MuData
+from scvi import REGISTRY_KEYS
 
 from .._warnings import HoloCellWarning, user_stacklevel
 
@@ -136,4 +137,14 @@ def absent_modalities(mdata: MuData, modalities: Mapping[str, str]) -> dict[str,
     return have
 
 
-__all__ = ["absent_modalities", "check_batch_column", "check_in_sync", "check_modality_keys", "check_not_view"]
+
+def batches_with_cells(manager, mdata: MuData) -> list[str]:
+    """The registered batch categories (of scvi-tools' ``manager``) that have cells in ``mdata``: a subset
+    (``mdata[mask].copy()``) keeps pandas' unused categories, which would become batches nothing trains."""
+    mapping = manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
+    batch_key = manager.registry["setup_args"].get("batch_key")
+    present = set(mdata.obs[batch_key].astype(str)) if batch_key else None
+    return [str(c) for c in mapping if present is None or str(c) in present]
+
+
+__all__ = ["absent_modalities", "batches_with_cells", "check_batch_column", "check_in_sync", "check_modality_keys", "check_not_view"]
