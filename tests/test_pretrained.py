@@ -175,7 +175,7 @@ def test_shipped_holocell_small_works_offline(pbmc, tmp_path, monkeypatch):
     report = model.transfer_report_
     assert report.loc["rna", "fraction_shared"] == 1.0 and report.loc["protein", "fraction_shared"] > 0.95
     z = model.get_latent_representation(held_out)
-    assert z.shape == (64, reference.config.embedding_dim) and np.isfinite(z).all()
+    assert z.shape == (64, model.config.embedding_dim) and np.isfinite(z).all()
     assert not (tmp_path / "cache").exists()
     with pytest.raises(ValueError, match="not a checkpoint"):
         hc.HoloCell.load_pretrained("pbmc_multiome_1k")

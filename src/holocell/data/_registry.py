@@ -395,21 +395,37 @@ _SMALL_DESCRIPTION = (
     "cells (1,200 PBMC CITE-seq p1-p3, 600 simulated multiome, the only ATAC it saw), on shared human/mouse "
     "gene anchors. Model card: docs/pretrained.md; scripts/train_pretrained.py."
 )
+_SMALL_V2_SHA256 = "2b166eeaa68b34668f33443dd6315d181b08ff34b494d9b44069f36814db7769"
+_SMALL_V2_DESCRIPTION = (
+    "Shipped small checkpoint with the cell state (d_model 64, 2 layers), trained on 5,800 cells: 4,000 mouse "
+    "RNA-only cells (SNARE-seq2 motor cortex) and 1,800 human cells (1,200 PBMC CITE-seq p1-p3, 600 simulated "
+    "multiome, the only ATAC it saw), on shared human/mouse gene anchors. Model card: docs/pretrained.md; "
+    "scripts/train_pretrained.py."
+)
 register(
     "holocell-small",
-    "holocell-small-v1.zip",
-    _SMALL_SHA256,
+    "holocell-small-v2.zip",
+    _SMALL_V2_SHA256,
     kind="checkpoint",
-    description=_SMALL_DESCRIPTION,
-    shipped=_SHIPPED / "holocell-small-v1.zip",
+    description=_SMALL_V2_DESCRIPTION,
+    shipped=_SHIPPED / "holocell-small-v2.zip",
+)
+register(
+    "holocell-small-v2",
+    "holocell-small-v2.zip",
+    _SMALL_V2_SHA256,
+    kind="checkpoint",
+    description="Versioned name of holocell-small (same bytes; release asset, resolves to the shipped copy "
+    "until the release is published). " + _SMALL_V2_DESCRIPTION,
+    shipped=_SHIPPED / "holocell-small-v2.zip",
 )
 register(
     "holocell-small-v1",
     "holocell-small-v1.zip",
     _SMALL_SHA256,
     kind="checkpoint",
-    description="Versioned name of holocell-small (same bytes; release asset, resolves to the shipped copy "
-    "until the release is published). " + _SMALL_DESCRIPTION,
+    description="The first holocell-small (before the cell state; holocell-small until 2026-12-06). "
+    + _SMALL_DESCRIPTION,
     shipped=_SHIPPED / "holocell-small-v1.zip",
 )
 REGISTRY["holocell-pbmc-small"] = RegistryEntry(
