@@ -78,12 +78,12 @@ def test_an_anndata_is_refused_with_the_line_that_wraps_it(sim):
 def test_labels_kept_in_one_modality_obs_point_to_the_column_or_the_copy(sim):
     """After ``sc.tl.leiden(mdata["rna"])`` the labels are in the modality's ``.obs``: the error said "pass
     labels_key= with the reference labels", as if the name were wrong. It now names the modality and the fix:
-    mudata's prefixed copy ``"rna:<key>"`` when ``mdata.obs`` has it, else the ``pull_obs`` line."""
+    the line that copies it to ``mdata.obs``, and mudata's prefixed copy ``"rna:<key>"``."""
     mdata, model = sim
     data = mdata.copy()
     data["rna"].obs["leiden"] = data.obs["cell_type"].reindex(data["rna"].obs_names).astype(str).to_numpy()
     data.obs = data.obs.drop(columns=[c for c in data.obs.columns if c.endswith("leiden")])
-    fix = r"modality 'rna' has it in its own .obs: copy it to mdata.obs first: mdata.pull_obs\(columns=\['leiden'\]"
+    fix = r"Modality 'rna' holds it in its own obs: copy it to the global obs, mdata.obs\['leiden'\] = "
     with pytest.raises(KeyError, match=fix):
         hc.tl.annotate(data, model, labels_key="leiden")
     with pytest.raises(KeyError, match=fix):

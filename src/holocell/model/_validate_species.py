@@ -22,6 +22,7 @@ from ..data.arrays import species_codes
 from ..vocab import SPECIES
 from ..vocab._genes import other_species_case
 from ._counts import CHUNK_VALUES
+from ._validate_obs import obs_column_fix
 
 #: The presence table of a modality (written by :func:`holocell.data.merge_datasets`; read by ``mudata_arrays``):
 #: ``varm[MEASURED_KEY]`` features x groups, bool, and ``uns[MEASURED_BY_KEY]`` the obs column of each cell's group.
@@ -101,23 +102,12 @@ def _check_column(mdata: MuData, species_key: str) -> None:
     """``KeyError`` for a ``species_key`` that is no global column: the columns, and which modality holds it."""
     if species_key in mdata.obs:
         return
-    holders = [name for name, adata in mdata.mod.items() if species_key in adata.obs]
-    if holders:
-        h, pulled = holders[0], f"{holders[0]}:{species_key}"
-        also = (
-            f"or pass species_key={pulled!r}, the copy the global obs already has"
-            if pulled in mdata.obs
-            else f"or run mdata.pull_obs() and pass species_key={pulled!r}, the name it gets there"
-        )
-        fix = (
-            f" Modality {h!r} holds it in its own obs: copy it to the global obs, mdata.obs[{species_key!r}] = "
-            f"mdata[{h!r}].obs[{species_key!r}].reindex(mdata.obs_names), {also}."
-        )
-    else:
-        fix = " Add each cell's 'human' or 'mouse' there, or run mdata.pull_obs() if a modality holds it."
+    fix = obs_column_fix(mdata, species_key, "species_key") or (
+        "Add each cell's 'human' or 'mouse' there, or run mdata.pull_obs() if a modality holds it."
+    )
     raise KeyError(
         f"species_key {species_key!r} is not a column of the global mdata.obs (columns: "
-        f"{list(mdata.obs.columns)[:10]}).{fix}"
+        f"{list(mdata.obs.columns)[:10]}). {fix}"
     )
 
 

@@ -18,6 +18,7 @@ from mudata import MuData
 
 from ..model._args import check_key_added
 from ..model._inference import check_obsm_free
+from ..model._validate_obs import obs_column_fix
 
 #: function -> what its ``mdata.uns[key_added]`` holds (the keys of a dict, or the columns of the table)
 RECORDS = {
@@ -60,14 +61,10 @@ def check_mudata(mdata, function: str) -> None:
 def missing_column_message(mdata: MuData, key: str, argument: str) -> str:
     """Why ``key`` (the value of ``argument``) is not a column of ``mdata.obs``: a modality's own ``.obs`` holds it
     (e.g. after ``sc.tl.leiden(mdata["rna"])``), or it is a wrong name."""
-    holders = [name for name, mod in mdata.mod.items() if isinstance(key, str) and key in mod.obs]
-    if not holders:
+    fix = obs_column_fix(mdata, key, argument)
+    if not fix:
         return f"mdata.obs has no column {key!r}; pass {argument}= one of {list(mdata.obs.columns)[:20]}."
-    mod = holders[0]
-    prefixed = f"{mod}:{key}"
-    fix = (f"pass {argument}={prefixed!r}, mudata's copy of it in mdata.obs" if prefixed in mdata.obs else
-           f"copy it to mdata.obs first: mdata.pull_obs(columns=[{key!r}], mods=[{mod!r}], prefix_unique=False)")
-    return f"mdata.obs has no column {key!r}; modality {mod!r} has it in its own .obs: {fix}."
+    return f"mdata.obs has no column {key!r}. {fix}"
 
 
 def written_by(value, function: str) -> bool:
