@@ -141,7 +141,8 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
     train_config
         Training settings (:class:`~holocell.train.TrainingConfig`); saved with the model.
     priors_, prior_report_
-        Prior names in use; per prior, its columns and the anchors it knows (``None`` after load).
+        Prior names in use; per prior, its columns and the anchors it knows (``None`` after load; after a transfer
+        also ``n_new_unknown``, the anchors new to the reference it does not know).
     module
         The torch module (:class:`~holocell.nn.HoloCellModule`).
     is_trained_, history_, train_indices_, validation_indices_

@@ -10,7 +10,9 @@ anyway. All other parameters are copied as they are; modules the reference lacks
 when the reference had no ATAC) keep their fresh initialisation. Buffers are the new model's own
 (they describe the new data's features), except the prior matrices' rows of shared anchors and
 the count decoder's learned library statistics (:data:`LEARNED_BUFFERS`), which come from the
-reference like its weights.
+reference like its weights. A prior in a basis of the reference's own data (co-expression; a GRN
+from its own edges) has no row for anchors new to the reference: they get zeros and ``known=False``
+rather than a row in another basis (the query's co-expression, the shipped GRN), see :func:`own_basis`.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ import torch
 
 from .._warnings import HoloCellWarning
 from ..data.arrays import match_batches
+from ..priors import grn_prior
 from ..vocab import FeatureSpace, parse_peaks
 
 logger = logging.getLogger("holocell")
 
 ANCHOR_KEY = "network.anchor.weight"
+PRIOR_PREFIX = "network.prior_"
+"""Buffers ``network.prior_<name>``: the ``(n_anchors, k + 1)`` prior matrices, known flag last."""
 BATCH_KEY = "network.batch.weight"
 BATCH_KEYS = (BATCH_KEY, "network.counts.batch.weight")
 """Per-batch parameters: the encoder-side batch embedding and the count decoders' batch rows."""
@@ -116,7 +121,7 @@ def map_state(
             new_state[key] = ref_state[key].to(new.dtype)
             continue
         if key in buffers:
-            new_state[key] = _prior_rows(key, new, ref_state, src)
+            new_state[key] = _prior_rows(key, new, ref_state, src, ref_space.anchors)
             continue
         if key not in ref_state:
             info.fresh.append(key)
@@ -229,16 +234,61 @@ def _slot_exists(space: FeatureSpace, modality: str, src: np.ndarray | None = No
     return np.where(src >= 0, exists[np.clip(src, 0, None)], False)
 
 
-def _prior_rows(key: str, new: torch.Tensor, ref_state: dict[str, torch.Tensor], src: np.ndarray) -> torch.Tensor:
+def _prior_rows(
+    key: str, new: torch.Tensor, ref_state: dict[str, torch.Tensor], src: np.ndarray, ref_anchors: list[str]
+) -> torch.Tensor:
     """A buffer of the new model; for a prior matrix, the reference's rows for the anchors it had (its own GRN
     edges included, which a checkpoint keeps only there), so that a shared gene's anchor embedding is the
-    reference's. Other buffers (but :data:`LEARNED_BUFFERS`), and anchors new to the reference, keep the new
-    model's values."""
+    reference's. Anchors new to the reference keep the new model's rows for a prior of a fixed basis (gene family,
+    TSS position, the shipped GRN), and get zeros and ``known=False`` for one in the reference's own basis
+    (:func:`own_basis`). Other buffers (but :data:`LEARNED_BUFFERS`) keep the new model's values."""
     old = ref_state.get(key)
-    if not key.startswith("network.prior_") or old is None or old.shape[1:] != new.shape[1:]:
+    if not key.startswith(PRIOR_PREFIX) or old is None or old.shape[1:] != new.shape[1:]:
         return new
+    old = old.to(new.dtype)
     out, known = new.clone(), src >= 0
-    out[torch.from_numpy(np.flatnonzero(known))] = old.to(new.dtype)[torch.from_numpy(src[known])]
+    if not known.all() and own_basis(key.removeprefix(PRIOR_PREFIX), old, ref_anchors):
+        out[torch.from_numpy(~known)] = 0.0  # values and known flag: the prior does not know these anchors
+        logger.info(
+            "holocell transfer: the %r prior of the pretrained model is in the basis of its own data; the %d anchors "
+            "new to it get no row of it (known=False)", key.removeprefix(PRIOR_PREFIX), int((~known).sum()),
+        )  # fmt: skip
+    out[torch.from_numpy(np.flatnonzero(known))] = old[torch.from_numpy(src[known])]
+    return out
+
+
+def own_basis(name: str, rows: torch.Tensor, anchors: list[str]) -> bool:
+    """Whether a reference's prior matrix ``rows`` (on its ``anchors``) is in a basis of the reference's own data.
+
+    Co-expression always is (eigenvectors of the reference's correlations); gene family and TSS position never are
+    (shipped tables). A GRN is when its rows are not the shipped GRN's on the same anchors, recomputed here: the
+    reference was trained with its own ``grn_edges`` (a checkpoint keeps no other trace of them), or with a shipped
+    table that has changed since. Rows of the shipped GRN computed for new anchors would then be in another basis.
+    """
+    if name == "coexpression":
+        return True
+    if name != "grn":
+        return False
+    shipped = torch.from_numpy(grn_prior(anchors).network_input())
+    if shipped.shape != rows.shape or not torch.equal(shipped[:, -1], rows[:, -1].to(shipped.dtype)):
+        return True
+    # a tolerance for a checkpoint written on another machine (BLAS, threads), whose SVD may differ a little
+    return not torch.allclose(shipped, rows.to(shipped.dtype), rtol=1e-3, atol=1e-3)
+
+
+def prior_report(
+    report: pd.DataFrame | None, state: dict[str, torch.Tensor], space: FeatureSpace, ref_space: FeatureSpace
+) -> pd.DataFrame | None:
+    """A transferred model's ``prior_report_`` (``report``: the new model's own): ``n_known`` counts the anchors its
+    prior matrices (in ``state``) know once transferred, and ``n_new_unknown`` the anchors new to the reference that
+    a prior does not know (every new anchor for a prior in the reference's own basis, see :func:`own_basis`)."""
+    if report is None:
+        return None
+    new_anchor = _anchor_source(space.anchors, ref_space.anchors) < 0
+    out = report.copy()
+    known = {p: state[PRIOR_PREFIX + str(p)][:, -1].cpu().numpy() > 0.5 for p in out.index}
+    out["n_known"] = [int(known[p].sum()) for p in out.index]
+    out["n_new_unknown"] = [int((new_anchor & ~known[p]).sum()) for p in out.index]
     return out
 
 

@@ -103,7 +103,12 @@ class TransferMixin:
 
         Returns
         -------
-        The query model; ``model.transfer_report_`` says how much of the query the reference knows.
+        The query model; ``model.transfer_report_`` says how much of the query the reference knows. Its prior
+        matrices have the reference's rows for the anchors the reference had; anchors new to it get rows of the
+        shipped gene family, TSS position and GRN priors, but none (zeros, ``known=False``) of a prior in the basis
+        of the reference's own data: co-expression, and a GRN from the reference's own ``grn_edges``.
+        ``model.prior_report_`` counts them per prior in ``n_new_unknown`` (anchors new to the reference that the
+        prior does not know).
         """
         if isinstance(reference, TransferMixin):
             state = {k: v.detach().cpu() for k, v in reference.module.state_dict().items()}
@@ -146,6 +151,7 @@ class TransferMixin:
         model.module.load_state_dict(state)
         model._transfer_state = info
         model.transfer_report_ = _transfer.overlap_report(model.feature_space, ref_space, own, ref_batches)
+        model.prior_report_ = _transfer.prior_report(model.prior_report_, state, model.feature_space, ref_space)
         model.is_trained_ = False
         model.module.eval()
         _transfer.log_report(model.transfer_report_)
