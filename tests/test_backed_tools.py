@@ -13,6 +13,7 @@ import torch
 
 import holocell as hc
 import holocell.data._rna_rows as rna_rows_module
+import holocell.model._overexpression as overexpression_module
 import holocell.model._perturb_mixin as perturb_module
 from holocell.data._rna_rows import iter_rna_rows
 from holocell.data.arrays import BackedMosaicArrays, MosaicArrays
@@ -101,8 +102,8 @@ def test_predict_perturbation_overexpress_backed_equals_memory(pair, h5mu, uncha
         np.testing.assert_allclose(res.embedding_perturbed, ref.embedding_perturbed, equal_nan=True, **TOL)
     arrays = model._arrays(backed)[1]
     gidx = model._feature_index("rna", kwargs["genes"], "genes")
-    levels = perturb_module._overexpression_levels(arrays, gidx, 0.99, {})
-    expected = perturb_module._overexpression_levels(model._arrays(memory)[1], gidx, 0.99, {})
+    levels = overexpression_module.overexpression_levels(arrays, gidx, 0.99, {})
+    expected = overexpression_module.overexpression_levels(model._arrays(memory)[1], gidx, 0.99, {})
     np.testing.assert_array_equal(levels, expected)
     assert (levels > 0).all()
 
@@ -127,8 +128,8 @@ def test_fate_shift_backed_equals_memory_one_pass_per_block(pair, unchanged, mon
     n_rna = int(model._arrays(backed)[1].present[:, 0].sum())
     monkeypatch.setattr(perturb_module, "_LEVEL_BLOCK_VALUES", 2 * n_rna)  # levels of 2 genes per pass
     passes = []
-    real = perturb_module.iter_rna_rows
-    monkeypatch.setattr(perturb_module, "iter_rna_rows", lambda *a, **k: passes.append(1) or real(*a, **k))
+    real = overexpression_module.iter_rna_rows
+    monkeypatch.setattr(overexpression_module, "iter_rna_rows", lambda *a, **k: passes.append(1) or real(*a, **k))
     kwargs = {"groupby": "cell_type", "source": "type0", "target": "type1", "genes": genes, "n_cells": 20, "n_steps": 2}
     hc.tl.fate_shift(memory, model, **kwargs)
     assert not passes  # in memory: the counts are already there

@@ -404,7 +404,7 @@ def test_tl_output_keys_an_h5mu_cannot_hold_are_refused(sim, key):
 def test_overexpressing_a_rare_gene_raises_it():
     """The level was the 0.99 quantile over all cells: 0 for a gene seen in fewer than 1% of cells, so
     "overexpress" knocked it out."""
-    from holocell.model._perturb_mixin import overexpression_level
+    from holocell.model._overexpression import overexpression_level
 
     expr = np.zeros((200, 3))
     expr[:, 0] = np.linspace(0, 4, 200)  # common: the quantile over all cells, as before

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 
-from ..data._rna_rows import iter_rna_rows
 from ..data.arrays import BackedMosaicArrays
 from ..nn import SlotEdit, perturb_staged, perturb_tokens
 from ..vocab import MODALITIES
 from ._args import as_names, cell_indices, check_count, check_quantile
+from ._overexpression import overexpression_levels
 
 if TYPE_CHECKING:
     from mudata import MuData
 
 _REGENERABLE = ("rna", "protein")
-TARGET_SUM = 1e4
-"""Overexpression levels are quantiles of ``log1p`` of counts per ``TARGET_SUM`` (CP10k), as the RNA value channel."""
 _LEVEL_BLOCK_VALUES = 1 << 24
 """Backed data: :meth:`HoloCell.iter_perturbations` reads the overexpression levels of as many genes per pass over
 the file as keep ``(cells with RNA, genes)`` float64 values under this (128 MB)."""
@@ -118,6 +116,10 @@ class PerturbMixin:
                 f"generated again, so its measured values are not read (the edited genes' RNA is always shown). "
                 f"Pass sources without {both}, or leave {both} out of regenerate."
             )
+        if genes:
+            self._feature_index("rna", genes, "genes")
+        if cres:  # first: a model without ATAC says so, rather than asking for an 'atac' source it cannot take
+            self._feature_index("atac", cres, "CREs")
         if cres and ("atac" not in sources or (flow == "staged" and "rna" not in regenerate)):
             raise ValueError(
                 f"A CRE edit reaches {regenerate} only through the chromatin: pass 'atac' among sources"
@@ -125,10 +127,6 @@ class PerturbMixin:
                    if flow == "staged" else "")
                 + f". With sources={sources} and regenerate={regenerate} every shift would be 0."
             )  # fmt: skip
-        if genes:
-            self._feature_index("rna", genes, "genes")
-        if cres:
-            self._feature_index("atac", cres, "CREs")
         return {
             "genes": genes,
             "cres": cres,
@@ -191,7 +189,9 @@ class PerturbMixin:
             Modalities generated again (default: RNA and protein, those the model has).
         sources
             Modalities kept visible as conditioning (default: every modality not regenerated, e.g.
-            ATAC). Edited RNA of a regenerated RNA modality is always visible.
+            ATAC). Edited RNA of a regenerated RNA modality is always visible. With ``flow="staged"`` and
+            RNA not regenerated, the protein stage reads the cell's RNA with the edits when ``"rna"`` is a
+            source, else the edited genes alone; other sources do not reach it.
         indices
             Cells to perturb: integer positions or a boolean mask over the cells (default: all).
         overexpress_quantile
@@ -243,7 +243,15 @@ class PerturbMixin:
             raise ValueError("iter_perturbations perturbs genes' RNA: the model has no RNA modality.")
         all_genes = list(self.feature_space.maps["rna"].features.astype(str))
         genes = all_genes if genes is None else as_names(genes, "genes")
+        if not genes:
+            raise ValueError("`genes` is empty: give the genes to perturb one by one (None: every RNA gene of the model).")
+        _check_iter_kwargs(kwargs)
         self._feature_index("rna", genes, "genes")  # every name checked before the first regeneration
+        self._perturb_settings(  # every setting checked before the data are read
+            genes[:1], None, mode, kwargs.get("regenerate"), kwargs.get("sources"),
+            kwargs.get("overexpress_quantile", 0.99), kwargs.get("flow", "staged"), kwargs.get("n_steps", 8),
+            kwargs.get("batch_size"),
+        )  # fmt: skip
         mdata, arrays = self._arrays(mdata)
         totals = {}  # RNA library sizes (in memory) and overexpression levels, computed once for all genes
         block = 0
@@ -254,7 +262,7 @@ class PerturbMixin:
             block = max(1, _LEVEL_BLOCK_VALUES // max(n_rna, 1))
         for i, gene in enumerate(genes):
             if block and i % block == 0:
-                _overexpression_levels(arrays, gidx[i : i + block], quantile, totals)
+                overexpression_levels(arrays, gidx[i : i + block], quantile, totals)
             yield gene, self._perturb_arrays(arrays, [gene], None, mode, _totals=totals, **kwargs)
 
     def _perturb_arrays(
@@ -290,7 +298,7 @@ class PerturbMixin:
             if mode == "knockout":
                 values, bins = np.zeros(len(gidx)), np.zeros(len(gidx), dtype=np.int64)
             else:
-                values = _overexpression_levels(arrays, gidx, overexpress_quantile, {} if _totals is None else _totals)
+                values = overexpression_levels(arrays, gidx, overexpress_quantile, {} if _totals is None else _totals)
                 bins = np.where(values > 0, self.config.n_bins - 1, 0).astype(np.int64)  # never seen: a no-op edit
             edits.append(("rna", anchors, values, bins))
         if cres:
@@ -381,57 +389,23 @@ class PerturbMixin:
         return pd.DataFrame(emb, index=pd.Index(self.feature_space.maps[modality].features.astype(str)))
 
 
-def overexpression_level(expr: np.ndarray, quantile: float) -> np.ndarray:
-    """``(genes,)`` level of an overexpression: the ``quantile`` of each gene's ``expr`` ``(cells, genes)`` over all
-    cells, or, for a gene seen in too few cells for that quantile to reach its lowest expressed value, over the cells
-    that express it (over all cells the quantile would fall among the zeros, or between them and the lowest value:
-    a knockdown of every cell that expresses it). A gene no cell expresses stays at 0."""
-    if not len(expr):
-        return np.zeros(expr.shape[1])
-    level = np.quantile(expr, quantile, axis=0)
-    lowest = np.where(expr > 0, expr, np.inf).min(axis=0)  # inf: no cell expresses the gene
-    for j in np.flatnonzero(level < lowest):
-        seen = expr[:, j][expr[:, j] > 0]
-        level[j] = np.quantile(seen, quantile) if len(seen) else 0.0
-    return level
+_ITER_KWARGS = ("regenerate", "sources", "indices", "overexpress_quantile", "flow", "n_steps", "batch_size", "device",
+                "seed", "progress_bar")  # fmt: skip
+"""The arguments of :meth:`~PerturbMixin.predict_perturbation` that :meth:`~PerturbMixin.iter_perturbations` passes on."""
 
 
-def _overexpression_levels(arrays, columns: np.ndarray, quantile: float, cache: dict) -> np.ndarray:
-    """:func:`overexpression_level` of the RNA ``columns``; levels already in ``cache`` (a caller perturbing gene
-    after gene passes the same dict) are not computed again."""
-    levels = cache.setdefault("levels", {})
-    missing = [c for c in dict.fromkeys(int(c) for c in columns) if (c, quantile) not in levels]
-    if missing:
-        expr = _log_normalized_columns(arrays, np.asarray(missing, dtype=np.int64), cache)
-        levels.update(zip([(c, quantile) for c in missing], overexpression_level(expr, quantile), strict=True))
-    return np.array([levels[(int(c), quantile)] for c in columns], dtype=np.float64)
-
-
-def _log_normalized_columns(arrays, columns: np.ndarray, cache: dict) -> np.ndarray:
-    """``log1p(counts / library * 1e4)`` of the RNA ``columns`` over the cells with RNA (cells with no counts: 0).
-
-    In memory, the library sizes are computed once per ``cache`` dict and only the requested columns are made
-    dense. Backed data are read chunk by chunk (:func:`~holocell.data._rna_rows.iter_rna_rows`): each chunk's library
-    sizes are computed from the chunk and only its requested columns are kept, so memory holds the result, not the
-    counts; the values are those of the same data in memory.
-    """
-    if isinstance(arrays, BackedMosaicArrays):
-        parts = [
-            np.log1p(sp.csr_matrix(counts[:, columns]).toarray().astype(np.float64) * _library_scale(counts))
-            for _, counts in iter_rna_rows(arrays)
-        ]
-        return np.concatenate(parts) if parts else np.zeros((0, len(columns)))
-    if "rna" not in cache:
-        counts = arrays.counts["rna"][arrays.present[:, MODALITIES.index("rna")]]
-        cache["rna"] = (counts, _library_scale(counts))
-    counts, scale = cache["rna"]
-    return np.log1p(sp.csr_matrix(counts[:, columns]).toarray().astype(np.float64) * scale)
-
-
-def _library_scale(counts: sp.csr_matrix) -> np.ndarray:
-    """``(cells, 1)`` factor ``TARGET_SUM / library size`` (0 for a cell without counts)."""
-    total = np.asarray(counts.astype(np.float64).sum(axis=1))  # (n, 1); integer counts: exact
-    return np.divide(TARGET_SUM, total, out=np.zeros_like(total), where=total > 0)
+def _check_iter_kwargs(kwargs: dict) -> None:
+    """Refuse an argument :meth:`~PerturbMixin.iter_perturbations` cannot pass on, naming the closest one."""
+    for key in kwargs:
+        if key == "cres":
+            raise TypeError(
+                "iter_perturbations perturbs genes one at a time and takes no `cres`: call predict_perturbation(mdata, "
+                "cres=[...]) for CREs (or genes and CREs together)."
+            )
+        if key not in _ITER_KWARGS:
+            close = difflib.get_close_matches(key, _ITER_KWARGS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"iter_perturbations got an unexpected argument {key!r}; it takes {list(_ITER_KWARGS)}.{hint}")
 
 
 __all__ = ["PerturbMixin", "PerturbationResult"]

@@ -151,8 +151,12 @@ def perturb_staged(
     (sources and its own RNA, edited vs not): the denoiser carries the cis effects, the state the trans ones.
 
     Stage protein (when ``"protein"`` is a target): the protein is denoised from the RNA alone (the RNA stage's
-    output, or the cell's own RNA with the edits when RNA is not a target), and, with a cell state, the perturbed
-    run adds the shift of the protein mean decoded from the state of that RNA.
+    output; when RNA is not a target, the cell's own RNA with the edits if ``"rna"`` is among the ``sources``, else
+    the edited genes alone), and, with a cell state, the perturbed run adds the shift of the protein mean decoded
+    from the state of that RNA. Other sources do not reach the protein stage.
+
+    The embeddings are those of the final states: the RNA stage's (its sources and generated RNA) when RNA is a
+    target, else the protein stage's (the RNA it read and the generated protein).
 
     Control and perturbed runs share the hidden slots and the random seed, so the difference is the edit's.
     """
@@ -177,8 +181,12 @@ def perturb_staged(
             view = res.tokens.clone()
             view.values["rna"], view.bins["rna"] = values.to(view.values["rna"].dtype), bins
             rna_view[name] = view
+    final = {}  # the protein stage's tokens: what it read and the protein it generated
     if "protein" in targets:
         views = {n: only(t, ["rna"], network.modalities) for n, t in rna_view.items()}
+        if "rna" not in targets and "rna" not in sources:  # the edited genes alone: the rest of the RNA hidden
+            shown = _edit_mask(network, edits, "rna")
+            views = {n: _show_only(v, "rna", shown) for n, v in views.items()}
         shift = 0.0
         if with_state:
             shift = _state_mean(network, views["perturbed"], "protein") - _state_mean(network, views["control"], "protein")
@@ -191,9 +199,17 @@ def perturb_staged(
             if name == "perturbed":
                 values = values + torch.where(edited, 0.0, shift)
             out[name]["protein"] = values
-    z = {n: network.embedding(rna_view[n] if "rna" in targets else only(t, [*sources, *targets], network.modalities))
-         for n, t in states.items()}
+            final[name] = res.tokens.clone()
+            final[name].values["protein"] = values.to(final[name].values["protein"].dtype)
+    z = {n: network.embedding(rna_view[n] if "rna" in targets else final[n]) for n in states}
     return PerturbedBatch(out["control"], out["perturbed"], z["control"], z["perturbed"])
+
+
+def _show_only(tokens: Tokens, modality: str, shown: torch.Tensor) -> Tokens:
+    """Copy of ``tokens`` with every slot of ``modality`` hidden but the ``shown`` anchors ``(G,)``."""
+    out = tokens.clone()
+    out.mask[modality] = (~shown)[None, :].expand_as(out.mask[modality]).clone()
+    return out
 
 
 def _edit_mask(network: HoloCellNetwork, edits: Sequence[SlotEdit], modality: str) -> torch.Tensor:
