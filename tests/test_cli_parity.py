@@ -189,7 +189,7 @@ def test_train_reads_the_counts_layer(counts_h5mu, trained_dir, tmp_path, capsys
     with pytest.raises(SystemExit) as exit_:  # X holds decimals: the layer option is needed (one line, exit code 2)
         main(["train", str(counts_h5mu), "--model", str(tmp_path / "other"), *TRAIN])
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.startswith("holocell: error: ") and "rna_layer" in err, err
+    assert exit_.value.code == 2 and err.startswith("holocell: error: ") and "--rna-layer counts" in err, err
     out = tmp_path / "embedded.h5mu"
     run(
         [

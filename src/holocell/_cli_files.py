@@ -10,8 +10,10 @@ training writes its checkpoints into, nor a saved model whose ``mdata.h5mu`` the
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
@@ -58,6 +60,11 @@ def check_out(
         )
     if option != "--out" and path.suffix.lower() in (".h5mu", ".h5ad", ".h5"):
         raise UsageError(f"{option} {out} is an HDF5 name; {option} writes a tab-separated text table, e.g. edges.tsv.")
+    if option != "--out" and table_separator(path) is None:
+        raise UsageError(
+            f"{option} {out} does not say how to write the table: name it .tsv or .txt (tab-separated) or .csv "
+            f"(comma-separated), optionally compressed ({', '.join(TABLE_COMPRESSION)}), e.g. edges.tsv."
+        )
     if path.is_dir():
         raise UsageError(f"{option} {out} is a directory; give the path of a file to write.")
     if path.is_symlink() and not path.exists():
@@ -74,15 +81,50 @@ def check_out(
     return path
 
 
-def cli_words(text: str) -> str:
-    """A Python API message with the command line's option names (``overwrite=True`` -> ``--overwrite``)."""
+def cli_words(text: str, options: Mapping[str, tuple[str, bool]] | None = None) -> str:
+    """A Python API message with the command line's option names (``overwrite=True`` -> ``--overwrite``).
+
+    ``options`` (:func:`holocell._cli_parser.command_options`) words the command's own keywords too:
+    ``key_added='x'`` -> ``--key-added x``, a bare ``key_added=`` -> ``--key-added``, and ``flag=True`` ->
+    ``--flag`` for a switch. Numbers (``n_heads=2``) and keywords inside Python code (``model.save(d, overwrite=True)``)
+    are left as they are.
+    """
     for api, option in (
+        ("so overwrite=True does not replace it", "so holocell generate does not replace it"),
         ("overwrite=True", "--overwrite"),
         ("train(checkpoint_dir=...)", "holocell train --checkpoint-dir"),
         ("resume=True", "--resume"),
     ):
         text = text.replace(api, option)
-    return text
+    if not options:
+        return text
+    if "key_added" in options:  # "pass another key_added" (no "=")
+        text = re.sub(r"\banother key_added\b", "another --key-added", text)
+    names = "|".join(re.escape(n) for n in sorted(options, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w.\-])({names})=('[^']*'|\"[^\"]*\"|True\b)?(?=[\s.,;:)]|$)")
+    code = _call_spans(text)
+
+    def option(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        flag, is_switch = options[name]
+        if any(start <= match.start() < end for start, end in code) or (value is not None and (value == "True") != is_switch):
+            return match.group(0)  # Python code, or a value the option does not take as written
+        return flag if value is None or is_switch else f"{flag} {shlex.quote(value[1:-1])}"
+
+    return pattern.sub(option, text)
+
+
+def _call_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of the text inside each call's parentheses (``save(...)``: ``(`` right after a name)."""
+    spans, stack = [], []
+    for i, char in enumerate(text):
+        if char == "(":
+            stack.append((i, i > 0 and (text[i - 1].isalnum() or text[i - 1] in "_]")))
+        elif char == ")" and stack:
+            start, is_call = stack.pop()
+            if is_call:
+                spans.append((start, i))
+    return spans
 
 
 def _existing_folder(path: Path, what: str) -> Path:
@@ -196,14 +238,30 @@ def write_h5mu(mdata, out: Path) -> None:
         mdata.write(str(tmp))
 
 
+#: ``--table`` names and the separator of each (before an optional compression suffix, ``edges.csv.gz``)
+TABLE_SEPARATORS = {".tsv": "\t", ".txt": "\t", ".csv": ","}
+#: compression suffixes of ``--table`` (pandas compresses as the name says)
+TABLE_COMPRESSION = (".gz", ".bz2", ".xz")
+
+
+def table_separator(path: Path) -> str | None:
+    """The separator of a text table named ``path`` (``edges.csv`` -> ``,``; ``edges.tsv.gz`` -> tab), or ``None``."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in TABLE_COMPRESSION:
+        suffixes.pop()
+    return TABLE_SEPARATORS.get(suffixes[-1]) if suffixes else None
+
+
 def write_table(table, path: Path) -> None:
-    """Write a DataFrame as tab-separated text, atomically; compressed as the name says (``edges.tsv.gz``)."""
+    """Write a DataFrame as text, atomically: comma-separated for ``.csv``, else tab-separated (``.tsv``, ``.txt``);
+    compressed as the name says (``edges.tsv.gz``)."""
     from .model._safe_write import atomic_file
 
+    sep = table_separator(path) or "\t"
     target = path.resolve() if path.is_symlink() else path
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(target, suffix=target.suffix or ".tsv") as tmp:  # pandas infers compression from the suffix
-        table.to_csv(tmp, sep="\t", index=False)
+        table.to_csv(tmp, sep=sep, index=False)
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -224,6 +282,20 @@ def is_hdf5(path: str) -> bool:
     return False
 
 
+def _folder_fix(path: Path, fix: str) -> str:
+    """How to turn the folder ``path`` into an ``.h5mu`` file: a zarr store of a MuData (``mod/``) or of an AnnData
+    is converted with mudata / anndata's ``read_zarr``; any other folder gets ``fix``."""
+    if not any((path / marker).exists() for marker in (".zgroup", "zarr.json")):
+        return fix
+    where, out = repr(str(path)), repr(str(path.with_suffix(".h5mu")))
+    if (path / "mod").is_dir():
+        return f"It is a MuData zarr store; holocell reads .h5mu files: mudata.read_zarr({where}).write({out})."
+    return (
+        "It is a zarr store of an AnnData; holocell reads MuData .h5mu files: "
+        f"mudata.MuData({{'rna': anndata.read_zarr({where})}}).write({out})."
+    )
+
+
 def read(path: str):
     """The MuData in ``path``; a missing file, a folder or a file that is no ``.h5mu`` is a :class:`UsageError`."""
     import mudata as md
@@ -235,7 +307,7 @@ def read(path: str):
         "mudata.MuData({'rna': anndata.read_h5ad(path)}).write('data.h5mu')."
     )
     if Path(path).is_dir():
-        raise UsageError(f"input {path} is a directory, not an .h5mu file. {fix}")
+        raise UsageError(f"input {path} is a directory, not an .h5mu file. {_folder_fix(Path(path), fix)}")
     if not Path(path).is_file():  # a FIFO or a device: never read without end
         raise UsageError(f"input {path} is not a regular file (a pipe, a socket or a device); give an .h5mu file.")
     if not is_hdf5(path):
@@ -261,6 +333,7 @@ __all__ = [
     "read",
     "same_file",
     "save_model_out",
+    "table_separator",
     "write_h5mu",
     "write_table",
 ]

@@ -94,22 +94,52 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _data_arguments(parser: argparse.ArgumentParser, *, required_modalities: bool = False) -> None:
-    """Set-up arguments (HoloCell.setup_mudata)."""
-    parser.add_argument(
+class _Given(argparse.Action):
+    """Store the value and note the option as given (``args.given``): a saved model's set-up is compared only with
+    the set-up options the user gave, not with their defaults."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.given = frozenset(getattr(namespace, "given", frozenset())) | {self.dest}
+
+
+#: How the set-up options act with a model folder saved by ``holocell train`` (``holocell embed --help`` ...).
+SAVED_MODEL_SETUP = (
+    "How the input is set up. For a pretrained checkpoint (and with --transfer) these options set it up. A model "
+    "folder saved by `holocell train` replays its saved set-up: --batch-key and the --*-layer options describe the "
+    "input and replace the saved batch column and count layers (batches are matched to the training batches by "
+    "name); --modalities, --species and --genome describe the model and must equal the saved values (leave them "
+    "out, or the command stops and names the saved value)."
+)
+
+
+def _data_arguments(
+    parser: argparse.ArgumentParser, *, required_modalities: bool = False, description: str | None = None
+) -> None:
+    """Set-up arguments (HoloCell.setup_mudata), in a group with ``description``."""
+    group = parser.add_argument_group("set-up of the input", description)
+    group.add_argument(
         "--modalities",
         type=_parse_modalities,
+        action=_Given,
         required=required_modalities,
         default=None,
         help="which mdata.mod holds which modality, e.g. rna=rna,protein=adt"
         + ("" if required_modalities else " (None: guessed from the names)"),
     )
-    parser.add_argument("--batch-key", default=None, help="column of mdata.obs with the batch of each cell")
-    parser.add_argument("--species", default="human", choices=["human", "mouse"], help="species of the cells")
-    parser.add_argument("--genome", default=None, help="hg38, hg19, mm10 or a BED/GTF of TSSs (for ATAC)")
+    group.add_argument(
+        "--batch-key", action=_Given, default=None, help="column of mdata.obs with the batch of each cell"
+    )
+    group.add_argument(
+        "--species", action=_Given, default="human", choices=["human", "mouse"], help="species of the cells"
+    )
+    group.add_argument(
+        "--genome", action=_Given, default=None, help="hg38, hg19, mm10 or a BED/GTF of TSSs (for ATAC)"
+    )
     for modality in ("rna", "atac", "protein"):
-        parser.add_argument(
+        group.add_argument(
             f"--{modality}-layer",
+            action=_Given,
             default=None,
             help=f"layer of the {modality} modality with raw counts, e.g. counts (None: .X)",
         )
@@ -127,8 +157,11 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="expected sha256 of --model: required for a URL, checked for a .zip or folder",
     )
-    parser.add_argument("--transfer", action="store_true", help="transfer a model folder onto the input")
-    _data_arguments(parser)
+    parser.add_argument(
+        "--transfer", action="store_true",
+        help="transfer a model folder onto the input, set up with the options below (not the folder's set-up)",
+    )  # fmt: skip
+    _data_arguments(parser, description=SAVED_MODEL_SETUP)
 
 
 def _inference_arguments(parser: argparse.ArgumentParser, seed: bool = True) -> None:
@@ -289,11 +322,24 @@ def build_parser() -> argparse.ArgumentParser:
     grn.add_argument("--n-steps", type=int, default=4, help="denoising steps")
     grn.add_argument("--key-added", default="holocell_grn", help="key of .uns")
     grn.add_argument(
-        "--table", default=None, help="also write the edge table to this .tsv (.tsv.gz: compressed; atomic, replaced only with --overwrite)"
-    )
+        "--table", default=None,
+        help="also write the edge table to this file: .tsv or .txt tab-separated, .csv comma-separated (add .gz, .bz2 "
+             "or .xz to compress; atomic, replaced only with --overwrite)",
+    )  # fmt: skip
     _inference_arguments(grn)
     _model_arguments(grn)
     return parser
 
 
-__all__ = ["DEFAULT_MODEL", "build_parser"]
+def command_options(parser: argparse.ArgumentParser, command: str) -> dict[str, tuple[str, bool]]:
+    """The options of subcommand ``command`` by API keyword: ``{"key_added": ("--key-added", False), "overwrite":
+    ("--overwrite", True), ...}`` (``True``: an on-off switch), to word the Python API's messages with them."""
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    return {
+        a.dest: (max(a.option_strings, key=len), a.nargs == 0)
+        for a in sub._actions
+        if a.option_strings and a.dest not in ("help", "version")
+    }
+
+
+__all__ = ["DEFAULT_MODEL", "SAVED_MODEL_SETUP", "build_parser", "command_options"]

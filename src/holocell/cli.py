@@ -21,13 +21,13 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._cli_files import UsageError
+from ._cli_files import UsageError, cli_words
 from ._cli_files import check_out as _check_out
 from ._cli_files import read as _read
 from ._cli_files import save_model_out as _save_model_out
 from ._cli_files import write_h5mu as _write_h5mu
 from ._cli_files import write_table as _write_table
-from ._cli_parser import DEFAULT_MODEL, build_parser
+from ._cli_parser import DEFAULT_MODEL, build_parser, command_options
 
 __all__ = ["DEFAULT_MODEL", "TRACEBACK_ENV", "USER_ERRORS", "UsageError", "build_parser", "main"]
 
@@ -165,8 +165,61 @@ def _setup_kwargs(args: argparse.Namespace) -> dict:
     }
 
 
+#: set-up options that describe the input: they replace a saved model folder's (HoloCell.load(setup_overrides=))
+_INPUT_SETUP = ("batch_key", "rna_layer", "atac_layer", "protein_layer")
+#: set-up options that describe the model: a saved model folder's must not differ
+_MODEL_SETUP = ("modalities", "species", "genome")
+
+
+def _saved_setup_overrides(args: argparse.Namespace, saved: dict) -> dict:
+    """The set-up options given with a saved model folder that replace its set-up (batch column, count layers);
+    one that describes the model (modalities, species, genome) and differs from the saved value is a
+    :class:`UsageError` naming that value."""
+    given = getattr(args, "given", frozenset())
+    for name in _MODEL_SETUP:
+        value, kept = getattr(args, name), saved.get(name, "human" if name == "species" else None)
+        if name in given and value != kept:
+            also = " (and give the file's modalities the saved names)" if name == "modalities" else ""
+            raise UsageError(
+                f"--{name} {_shown(value)} differs from the set-up saved with the model in {args.model} "
+                f"({f'--{name} {_shown(kept)}' if kept is not None else f'no --{name}'}); a saved model reads its data as it was trained. Leave --{name} out{also}, or pass "
+                "--transfer to transfer the model onto the input set up with your options."
+            )
+    overrides = {name: getattr(args, name) for name in _INPUT_SETUP if name in given}
+    unread = [n for n in overrides if n != "batch_key" and n.removesuffix("_layer") not in saved["modalities"]]
+    if unread:
+        raise UsageError(
+            f"--{unread[0].replace('_', '-')} {overrides[unread[0]]}: the model in {args.model} reads no "
+            f"{unread[0].removesuffix('_layer')} modality (it reads {list(saved['modalities'])}); leave it out."
+        )
+    if "batch_key" in overrides and saved.get("batch_key") is None:
+        raise UsageError(
+            f"--batch-key {overrides['batch_key']}: the model in {args.model} was trained without batches, so it "
+            "has no batch to match the file's batches to; leave --batch-key out (or pass --transfer)."
+        )
+    return overrides
+
+
+def _check_saved_batch_key(args: argparse.Namespace, mdata, saved: str | None, overrides: dict) -> None:
+    """A saved model's batch column that the input lacks (and no ``--batch-key`` given): ask for ``--batch-key``."""
+    if saved is None or "batch_key" in overrides or saved in mdata.obs:
+        return
+    holders = [name for name, adata in mdata.mod.items() if saved in adata.obs]
+    where = f" (only mdata.mod[{holders[0]!r}].obs has it: copy it to the global obs first)" if holders else ""
+    raise UsageError(
+        f"the model in {args.model} was set up with --batch-key {saved}, which is not a column of mdata.obs in "
+        f"{args.input}{where}; pass --batch-key with the column that holds the batches (columns: "
+        f"{list(mdata.obs.columns)[:20]})."
+    )
+
+
+def _shown(value) -> str:
+    return ",".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+
+
 def _load(args: argparse.Namespace):
-    """The MuData and the model: a saved directory as is, or a pretrained model transferred onto the data."""
+    """The MuData and the model: a saved directory with its set-up (the input's batch column and count layers
+    given replace the saved ones), or a pretrained model transferred onto the data."""
     from .data._registry import check_sha256
     from .model import HoloCell
 
@@ -184,7 +237,10 @@ def _load(args: argparse.Namespace):
                 resolve(args.model, args.sha256)
             except ValueError as err:
                 raise UsageError(str(err)) from None
-        return mdata, HoloCell.load(args.model, mdata, device=args.device)
+        saved = HoloCell.load_registry(args.model)["setup_args"]
+        overrides = _saved_setup_overrides(args, saved)
+        _check_saved_batch_key(args, mdata, saved.get("batch_key"), overrides)
+        return mdata, HoloCell.load(args.model, mdata, device=args.device, setup_overrides=overrides)
     modalities = _guess_modalities(mdata, args.modalities)
     HoloCell.setup_mudata(mdata, modalities=modalities, **_setup_kwargs(args))
     model = HoloCell.load_pretrained(args.model, mdata, sha256=args.sha256, device=args.device)
@@ -224,6 +280,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=args.device,
         var_suffix=args.var_suffix or None,
+        overwrite=True,  # replaces only a modality an earlier generate wrote, never the user's (check_generated_key)
     )
     key = args.key_added or next(k for k, v in mdata.mod.items() if v is new)
     _write_h5mu(mdata, out)
@@ -321,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # a process of its own: back large CPU tensors with huge pages (before torch's first large allocation)
     settings.huge_pages = True
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     _quiet()
     try:
         _check_key_added(getattr(args, "key_added", None))
@@ -332,8 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):  # a bug report needs the whole story
             traceback.print_exc()
-        print(f"holocell: error: {_one_line(err)}", file=sys.stderr)
-        raise UsageError(_one_line(err)) from None
+        message = cli_words(_one_line(err), command_options(parser, args.command))
+        print(f"holocell: error: {message}", file=sys.stderr)
+        raise UsageError(message) from None
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,36 @@ def init_kwargs(config: dict) -> dict:
     if "training" in config:
         kwargs["train_config"] = config["training"]
     return kwargs
+
+
+#: Set-up arguments that describe the data, not the model: ``load(setup_overrides=...)`` may replace the saved ones.
+DATA_SETUP_ARGS = ("batch_key", "rna_layer", "atac_layer", "protein_layer")
+
+
+def setup_with_overrides(config: dict, overrides: Mapping[str, str | None] | None) -> dict:
+    """The saved setup arguments of ``config`` with ``overrides`` (see :meth:`SaveLoadMixin.load`) in place."""
+    args = _checkpoint.setup_args(config)
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(DATA_SETUP_ARGS))
+    if unknown:
+        raise ValueError(
+            f"setup_overrides may replace {list(DATA_SETUP_ARGS)}, which describe the data; {unknown} describe the "
+            f"model and are replayed as saved ({ {k: args.get(k) for k in unknown} }). Leave them out."
+        )
+    for key in overrides.keys() - {"batch_key"}:
+        if key.removesuffix("_layer") not in args["modalities"]:
+            raise ValueError(
+                f"setup_overrides[{key!r}]: the model reads no {key.removesuffix('_layer')} modality (it reads "
+                f"{list(args['modalities'])}). Leave it out."
+            )
+    if "batch_key" in overrides and (args.get("batch_key") is None) != (overrides["batch_key"] is None):
+        raise ValueError(
+            "setup_overrides['batch_key']: the model was trained without batches, so it has no batch to match a "
+            "batch column to. Leave it out." if args.get("batch_key") is None else
+            f"setup_overrides['batch_key'] is None, but the model was trained with batches (batch_key="
+            f"{args['batch_key']!r}); name the column of mdata.obs that holds them."
+        )  # fmt: skip
+    return {**args, **overrides}
 
 
 class SaveLoadMixin:
@@ -72,6 +103,8 @@ class SaveLoadMixin:
         mdata: MuData | None = None,
         accelerator: str = "auto",
         device: str | torch.device | None = None,
+        *,
+        setup_overrides: Mapping[str, str | None] | None = None,
     ) -> HoloCell:
         """Load a model saved with :meth:`save` onto ``mdata``.
 
@@ -86,6 +119,13 @@ class SaveLoadMixin:
             Unused placeholder for scvi-tools signature compatibility.
         device
             Device to place the weights on (default CPU).
+        setup_overrides
+            Set-up arguments that describe ``mdata`` rather than the model, used instead of the saved ones:
+            ``batch_key`` (a column of ``mdata.obs``; its batches are matched to the training batches by name, and
+            a batch not seen in training is read as a new batch) and ``rna_layer`` / ``atac_layer`` /
+            ``protein_layer`` (``None``: ``.X``). Other keys, a layer of a modality the model does not read, and a
+            ``batch_key`` for a model trained without one (or ``None`` for one trained with one) are refused with
+            ``ValueError``.
 
         Returns
         -------
@@ -94,13 +134,16 @@ class SaveLoadMixin:
         active when it was saved (saved since checkpoint format 6; older files load as plain models).
         """
         device = None if device is None else check_device(device)
-        return cls._from_checkpoint_dir(Path(dir_path).expanduser(), mdata, device)
+        return cls._from_checkpoint_dir(Path(dir_path).expanduser(), mdata, device, setup_overrides)
 
     @classmethod
-    def _from_checkpoint_dir(cls, dir_path: Path, mdata: MuData | None, device=None) -> HoloCell:
-        """The model saved in ``dir_path``, rebuilt on ``mdata`` (set up here with the saved setup arguments)."""
+    def _from_checkpoint_dir(
+        cls, dir_path: Path, mdata: MuData | None, device=None, setup_overrides: Mapping | None = None
+    ) -> HoloCell:
+        """The model saved in ``dir_path``, rebuilt on ``mdata`` (set up here with the saved setup arguments, the
+        data's own ``setup_overrides`` replacing theirs)."""
         config, state, mdata = _checkpoint.load_checkpoint(cls.__name__, dir_path, mdata)
-        cls.setup_mudata(mdata, **_checkpoint.setup_args(config))
+        cls.setup_mudata(mdata, **setup_with_overrides(config, setup_overrides))
         model = cls(
             mdata,
             **init_kwargs(config),
@@ -175,4 +218,4 @@ class SaveLoadMixin:
         )
 
 
-__all__ = ["SaveLoadMixin", "init_kwargs"]
+__all__ = ["DATA_SETUP_ARGS", "SaveLoadMixin", "init_kwargs", "setup_with_overrides"]
