@@ -25,9 +25,14 @@ from ._config_check import CELL_STATE, check_section
 from ._validate import gene_table_for
 
 
-def feature_space_for(mdata: MuData, modalities: Mapping[str, str], setup_args: Mapping) -> FeatureSpace:
-    """Gene anchors and feature maps of the registered modalities of ``mdata``."""
-    var = {m: mdata.mod[name].var for m, name in modalities.items()}
+def feature_space_for(
+    mdata: MuData, modalities: Mapping[str, str], setup_args: Mapping, absent: Mapping[str, np.ndarray] | None = None
+) -> FeatureSpace:
+    """Gene anchors and feature maps of the registered modalities of ``mdata`` (``absent``: modalities the model has
+    though ``mdata`` lacks them, with their features: those kept from a reference)."""
+    absent = absent or {}
+    var = {m: pd.DataFrame(index=pd.Index(absent[m].astype(str))) if m in absent else mdata.mod[name].var
+           for m, name in modalities.items()}  # fmt: skip
     genome = setup_args.get("genome")
     if "atac" not in var and isinstance(genome, str | os.PathLike) and not Path(genome).expanduser().is_file():
         # the TSS table links peaks only, but a typo (genome="hg99") must not pass silently and surface only when
@@ -36,7 +41,8 @@ def feature_space_for(mdata: MuData, modalities: Mapping[str, str], setup_args: 
     return build_feature_space(
         var,
         map_proteins=partial(map_proteins_to_genes, species=setup_args.get("species", "human")),  # mouse: no aliases
-        gene_table=gene_table_for(mdata, modalities, setup_args.get("genome")) if "atac" in var else None,
+        gene_table=gene_table_for(mdata, {m: n for m, n in modalities.items() if m not in absent}, setup_args.get("genome"))
+        if "atac" in var else None,
         species=setup_args.get("species", "human"),
         gene_id_type=setup_args.get("gene_id_type", "auto"),
     )

@@ -359,16 +359,17 @@ def validate_config(config, where: str) -> dict:
     _check_list(config["batch_categories"], where, "batch_categories", str, unique=True)
     if len(config["batch_categories"]) > MAX_BATCHES:
         raise _fail(where, "batch_categories", f"has more than {MAX_BATCHES:,} batches")
-    _check_feature_space(config["feature_space"], modalities, where, config.get("network", {}))
+    if "transfer" in config:  # first: it names the modalities a query model kept from its reference
+        from ._transfer_record import check_transfer  # imported here: it builds on this module's helpers
+        check_transfer(config["transfer"], where)
+    kept = config.get("transfer", {}).get("reference_modalities", {})
+    _check_feature_space(config["feature_space"], modalities | kept, where, config.get("network", {}))
     if "network" in config:
         _check_network(config, where)
     if "training" in config:
         check_training(config["training"], where)
     if "history" in config:
         _check_history(config["history"], where)
-    if "transfer" in config:
-        from ._transfer_record import check_transfer  # imported here: it builds on this module's helpers
-        check_transfer(config["transfer"], where)
     return config
 
 

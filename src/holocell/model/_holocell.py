@@ -32,6 +32,7 @@ from ._inference import InferenceMixin
 from ._perturb_mixin import PerturbMixin
 from ._save_mixin import SaveLoadMixin
 from ._training_mixin import TrainingMixin
+from ._transfer import kept_modalities
 from ._transfer_mixin import TransferMixin
 from ._validate import (
     check_mudata,
@@ -191,10 +192,13 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         super().__init__(mdata)
         loading = feature_space is not None
         setup = self._setup_args
-        self.modalities_: dict[str, str] = dict(setup["modalities"])
-        space = FeatureSpace.from_dict(feature_space) if loading else feature_space_for(mdata, self.modalities_, setup)
+        kept = kept_modalities()  # a query model: the reference's modalities its data lack (load_query_data)
+        self.modalities_: dict[str, str] = dict(setup["modalities"]) | {m: name for m, (name, _) in kept.items()}
+        space = (FeatureSpace.from_dict(feature_space) if loading
+                 else feature_space_for(mdata, self.modalities_, setup, {m: f for m, (_, f) in kept.items()}))  # fmt: skip
         if loading:  # a checkpoint holds the anchors, not the reports: rebuilt from the data and the setup
-            restore_reports(space, mdata, self.modalities_, setup)
+            restore_reports(space, mdata, dict(setup["modalities"]), setup)
+            self.modalities_ |= {m: m for m in space.maps if m not in self.modalities_}  # named by restore_transfer
         self.feature_space = space
         if batch_categories is None:
             batch_categories = batches_with_cells(self.adata_manager, mdata)
@@ -218,7 +222,7 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         if isinstance(train_config, dict):
             train_config = TrainingConfig.from_dict(check_training(train_config, "HoloCell(train_config=...)"))
         self.train_config: TrainingConfig = train_config or TrainingConfig()
-        self._fingerprint = data_fingerprint(mdata, self.modalities_)
+        self._fingerprint = data_fingerprint(mdata, setup["modalities"])
         self.priors_: list[str] = check_prior_names(priors)
         if grn_edges is not None and "grn" not in self.priors_:
             raise ValueError(
@@ -399,10 +403,11 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
                 f"mdata.obs has no column {species_key!r}, the species_key the model was set up with. Add it (each "
                 "cell's 'human' or 'mouse'), or run mdata.pull_obs() if a modality holds it."
             )
-        read = absent_modalities(mdata, self.modalities_)  # the model's modalities mdata has; others: no cell
+        # the model's modalities mdata has; others: no cell (no warning for those kept from a reference)
+        read = absent_modalities(mdata, self.modalities_, set(self.modalities_) - set(setup["modalities"]))
         layers = {m: setup.get(f"{m}_layer") for m in self.modalities_}
         if mdata is self.adata:
-            check_unchanged(mdata, self.modalities_, self._fingerprint)
+            check_unchanged(mdata, setup["modalities"], self._fingerprint)
         check_mudata(mdata, read, layers)
         arrays = mudata_arrays(
             mdata,

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -302,6 +305,39 @@ def _map_rows(
     idx = torch.from_numpy(np.flatnonzero(known))
     out[idx] = old[torch.from_numpy(src[known])]
     return out
+
+
+KEEPABLE = ("rna", "protein")
+"""Modalities a query model keeps from its reference when its data lack them (ATAC would need the peaks' TSS links)."""
+_KEPT: ContextVar[dict[str, tuple[str, np.ndarray]] | None] = ContextVar("holocell_kept_modalities", default=None)
+
+
+def reference_only_modalities(
+    ref_modalities: Mapping[str, str], query_modalities: Mapping[str, str], ref_space: FeatureSpace, mod_names
+) -> dict[str, tuple[str, np.ndarray]]:
+    """The reference's RNA / protein modalities a query's setup lacks: name -> (the reference's modality name, its
+    features). A modality whose name the query's MuData (``mod_names``) uses for other data is not kept."""
+    return {
+        m: (str(name), ref_space.maps[m].features)
+        for m, name in ref_modalities.items()
+        if m in KEEPABLE and m not in query_modalities and m in ref_space.maps and str(name) not in mod_names
+    }
+
+
+@contextmanager
+def keeping(modalities: Mapping[str, tuple[str, np.ndarray]]) -> Iterator[None]:
+    """Within the block, a new model keeps ``modalities`` (see :func:`reference_only_modalities`) though its data
+    lack them: its feature space has their features, on the reference's anchors, and no cell is measured in them."""
+    token = _KEPT.set(dict(modalities))
+    try:
+        yield
+    finally:
+        _KEPT.reset(token)
+
+
+def kept_modalities() -> dict[str, tuple[str, np.ndarray]]:
+    """The modalities a model built now keeps from its reference (empty outside :func:`keeping`)."""
+    return dict(_KEPT.get() or {})
 
 
 def overlap_report(

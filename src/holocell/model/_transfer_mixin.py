@@ -58,7 +58,9 @@ class TransferMixin:
             New data, already registered with :meth:`setup_mudata`. Its features may only partly
             overlap the checkpoint's: anchors are matched by name, known ones reuse the pretrained
             parameters, new ones start at the mean of the pretrained ones, and the overlap is in
-            ``model.transfer_report_`` (and logged). Without ``mdata``, the model sits on a
+            ``model.transfer_report_`` (and logged). The model keeps the checkpoint's RNA and protein
+            modalities that ``mdata`` lacks (no cell is measured in them), so RNA-only data can
+            ``generate(target="protein")`` zero-shot. Without ``mdata``, the model sits on a
             placeholder MuData with the checkpoint's own features: use it to inspect, to embed data
             with the very same features, or as the reference of :meth:`load_query_data`.
         sha256
@@ -91,7 +93,11 @@ class TransferMixin:
         ----------
         mdata
             Query data, registered with :meth:`setup_mudata`; its features may only partly overlap
-            the reference's.
+            the reference's. The query model keeps the reference's RNA and protein modalities that
+            ``mdata`` lacks, as scvi-tools' query models keep the reference's architecture: an RNA-only
+            query of an RNA + protein reference generates protein. It reads them in a MuData that has
+            them under the reference's names (a name ``mdata`` uses for other data is not kept).
+            ATAC is kept only when the query has it.
         reference
             A trained :class:`HoloCell`, or anything :meth:`load_pretrained` accepts.
         freeze
@@ -139,7 +145,10 @@ class TransferMixin:
         ref_batches = [str(b) for b in ref_config["batch_categories"]]
         own = cls._own_batches(mdata)
         batches = ref_batches + [b for b, i in zip(own, match_batches(own, ref_batches), strict=True) if i < 0]
-        with preferred_anchors(ref_space):
+        registered = cls._get_most_recent_anndata_manager(mdata, required=True).registry["setup_args"]["modalities"]
+        kept = _transfer.reference_only_modalities(ref_config["setup_args"]["modalities"], registered, ref_space,
+                                                   set(mdata.mod))  # fmt: skip
+        with preferred_anchors(ref_space), _transfer.keeping(kept):
             model = cls(mdata, **init_kwargs(ref_config), batch_categories=batches)
         if ref_peaks is None and "atac" in ref_space.maps:
             features = ref_space.maps["atac"].features

@@ -9,7 +9,8 @@ writes them::
         "new_rows": {"<parameter>": {"n_rows": 1200, "new": [3, 17, ...]}, ...},  # rows without a pretrained value
         "fresh": ["<parameter>", ...],                                          # parameters the reference lacked
         "freeze": {"except_new": true} | null,                                  # freeze() active, and how
-        "report": {"rows": [...], "n_query": [...], "n_reference": [...], "n_shared": [...]} | null
+        "report": {"rows": [...], "n_query": [...], "n_reference": [...], "n_shared": [...]} | null,
+        "reference_modalities": {"protein": "adt"}                              # kept, the data lack them
     }
 
 and ``load`` restores them and calls ``freeze()`` again, so that a loaded query model trains as the saved one did.
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ._config_check import MAX_ANCHORS, Rule, _check_list, _fail, check_section
-from ._transfer import BATCH_KEYS, TransferState
+from ._transfer import BATCH_KEYS, KEEPABLE, TransferState
 
 if TYPE_CHECKING:
     from ._holocell import HoloCell
@@ -38,6 +39,7 @@ TRANSFER = (
     Rule("fresh", list),
     Rule("freeze", dict, null=True),
     Rule("report", dict, null=True),
+    Rule("reference_modalities", dict, required=False),
 )
 ROWS = (Rule("n_rows", int, 1, MAX_ANCHORS), Rule("new", list))
 FREEZE = (Rule("except_new", bool),)
@@ -53,7 +55,16 @@ def transfer_entry(model: HoloCell) -> dict:
         return {}
     rows = {k: {"n_rows": len(m), "new": np.flatnonzero(m).tolist()} for k, m in info.new_rows.items()}
     section = {"new_rows": rows, "fresh": list(info.fresh), "freeze": _freeze_entry(model)}
+    if kept := reference_modalities(model):
+        section["reference_modalities"] = kept
     return {"transfer": section | {"report": _report_entry(model.transfer_report_)}}
+
+
+def reference_modalities(model: HoloCell) -> dict[str, str]:
+    """The modalities ``model`` kept from its reference that its data lack (``load_query_data``): name -> the
+    reference's modality name, read in a MuData that has it."""
+    registered = model.adata_manager.registry["setup_args"]["modalities"]
+    return {m: name for m, name in model.modalities_.items() if m not in registered}
 
 
 def _freeze_entry(model: HoloCell) -> dict | None:
@@ -89,6 +100,8 @@ def restore_transfer(model: HoloCell, config: dict) -> None:
         new_rows[key] = np.zeros(rows["n_rows"], dtype=bool)
         new_rows[key][np.asarray(rows["new"], dtype=np.int64)] = True
     model._transfer_state = TransferState(new_rows=new_rows, fresh=list(section["fresh"]))
+    registered = model.adata_manager.registry["setup_args"]["modalities"]  # kept ones get their names back
+    model.modalities_.update({m: v for m, v in section.get("reference_modalities", {}).items() if m not in registered})
     model.transfer_report_ = _report_frame(section["report"])
     if section["freeze"] is not None:
         model.freeze(**section["freeze"])
@@ -127,6 +140,9 @@ def check_transfer(section: Mapping, where: str) -> None:
         check_section(section["freeze"], FREEZE, where, "transfer.freeze.")
     if section["report"] is not None:
         _check_report(section["report"], where)
+    kept = section.get("reference_modalities", {})
+    if any(m not in KEEPABLE or not isinstance(v, str) or not v for m, v in kept.items()):
+        raise _fail(where, "transfer.reference_modalities", f"must map some of {list(KEEPABLE)} to modality names")
 
 
 def _check_report(report: Mapping, where: str) -> None:

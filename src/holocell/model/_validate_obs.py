@@ -5,7 +5,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 import pandas as pd
@@ -114,10 +114,11 @@ def _kind(value) -> str:
     return "str" if isinstance(value, str) else type(value).__name__
 
 
-def absent_modalities(mdata: MuData, modalities: Mapping[str, str]) -> dict[str, str]:
+def absent_modalities(mdata: MuData, modalities: Mapping[str, str], expected: Collection[str] = ()) -> dict[str, str]:
     """The model's ``modalities`` that ``mdata`` has; the others are read as measured in no cell (a data set of
     RNA only for an RNA + protein model), with a :class:`HoloCellWarning` naming them, since a modality under
-    another name (``"prot"`` for ``"adt"``) would read the same. ``KeyError`` when ``mdata`` has none of them."""
+    another name (``"prot"`` for ``"adt"``) would read the same; not for the ``expected`` ones (modalities a query
+    model kept from its reference). ``KeyError`` when ``mdata`` has none of them."""
     have = {m: name for m, name in modalities.items() if name in mdata.mod}
     if not have:
         example = (f", e.g. mdata.mod[{next(iter(modalities.values()))!r}] = mdata.mod.pop({next(iter(mdata.mod))!r}), "
@@ -126,7 +127,7 @@ def absent_modalities(mdata: MuData, modalities: Mapping[str, str]) -> dict[str,
             f"MuData has none of the model's modalities {dict(modalities)}; available: {list(mdata.mod)}. Name "
             f"them as the model was set up{example}."
         )
-    if missing := {m: name for m, name in modalities.items() if name not in have.values()}:
+    if missing := {m: name for m, name in modalities.items() if name not in have.values() and m not in expected}:
         warnings.warn(
             f"mdata has no modality {list(missing.values())} (the model's {list(missing)}): every cell is read as "
             f"not measured in it, as a mosaic cell is. If it is there under another name (available: "
