@@ -328,6 +328,7 @@ def test_new_outputs_follow_the_umask_and_replaced_ones_keep_their_mode(trained,
 
     with _umask(0o022):
         model.save(tmp_path / "shared")
+        assert {_mode(p) for p in (tmp_path / "shared").iterdir()} == {0o644}  # a new model: every file, weights too
         (tmp_path / "out.h5mu").chmod(0o640)
         main(["embed", str(data), "--model", str(base), "--out", str(tmp_path / "out.h5mu"), "--overwrite"])
         (tmp_path / "shared").chmod(0o750)

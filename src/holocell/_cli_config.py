@@ -153,6 +153,7 @@ def _check_layers(spec: dict, modalities, where: str, key: str) -> None:
 def _check_train(config: dict, where: str) -> None:
     """``train`` as ``HoloCell.train`` and Lightning will check it, but before any data is read."""
     from .model._arguments import check_plan_extras, check_train_call, check_training
+    from .model._train_safety import check_precision
     from .train._config import TrainingConfig
     from .train._fit import run_config
     from .train._resume import check_checkpoint_dir
@@ -174,6 +175,11 @@ def _check_train(config: dict, where: str) -> None:
         check_checkpoint_dir(train.get("checkpoint_dir"), train.get("resume", False))
     except (TypeError, ValueError, OSError) as err:
         raise ConfigError(f"{where}: section 'train': {err} {_HINT}") from None
+    if train.get("precision") is not None:  # Lightning's Trainer takes '64' and '*-true'; holocell's training does not
+        try:
+            check_precision(train["precision"])
+        except ValueError as err:
+            raise ConfigError(f"{where}: key 'train.precision': {err} {_HINT}") from None
     plan = train.get("plan_kwargs") or {}
     known = set(TrainingConfig.__dataclass_fields__) | {"ema_decay", "total_steps"}
     unknown = sorted(set(plan) - known)

@@ -214,11 +214,15 @@ def check_model_out(
         )
 
 
-def save_model_out(model, out: str, overwrite: bool, archives: bool = False) -> None:
+def save_model_out(model, out: str, overwrite: bool, archives: bool = False) -> bool:
     """``model.save`` (``save_pretrained`` for a ``.zip`` if ``archives``) with its refusals in the command line's
-    words."""
+    words. Only global rank 0 of a multi-process run (``--devices 2``: Lightning re-runs the command for each other
+    rank) writes; the others return ``False`` without writing, and the caller prints nothing."""
     from .model._pretrained import ARCHIVE_SUFFIX
+    from .model._save_mixin import other_rank
 
+    if other_rank() is not None:
+        return False
     try:
         if archives and str(out).endswith(ARCHIVE_SUFFIX):
             model.save_pretrained(out, overwrite=overwrite)
@@ -226,6 +230,7 @@ def save_model_out(model, out: str, overwrite: bool, archives: bool = False) -> 
             model.save(out, overwrite=overwrite)
     except FileExistsError as err:
         raise UsageError(cli_words(str(err))) from None
+    return True
 
 
 def write_h5mu(mdata, out: Path) -> None:

@@ -211,10 +211,10 @@ def run_pretrain(args) -> None:
     model = HoloCell(merged, **config.get("model", {}))
     print(model)
     model.train(**{"enable_progress_bar": not args.no_progress, **config.get("train", {})})
-    save_model_out(model, args.out, args.overwrite, archives=True)
-    print(
-        f"Saved pretrained model ({merged.n_obs} cells, {model.feature_space.n_anchors} anchors) to {args.out}"
-    )
+    if save_model_out(model, args.out, args.overwrite, archives=True):  # global rank 0 only (train.devices > 1)
+        print(
+            f"Saved pretrained model ({merged.n_obs} cells, {model.feature_space.n_anchors} anchors) to {args.out}"
+        )
 
 
 __all__ = ["CONFIG_KEYS", "open_input", "plan_inputs", "read_config", "run_pretrain"]

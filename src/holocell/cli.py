@@ -4,7 +4,9 @@ Each option is a parameter of the Python API with the same default (:mod:`holoce
 
 Outputs are never overwritten without ``--overwrite``, the input file never at all, and ``.h5mu``
 outputs are written to a temporary file beside the target and renamed into place. Output paths are
-checked before any work (kind, folder, existing file), so a bad one costs nothing. Problems with
+checked before any work (kind, folder, existing file), so a bad one costs nothing. With several devices
+(``train --devices 2``, ``pretrain``'s ``train.devices``) Lightning runs the command once per process; only global
+rank 0 saves the model and says so. Problems with
 the arguments or a config file end with a one-line ``holocell: error: ...`` and exit code 2, and so
 do the Python API's refusals of the user's input (:data:`USER_ERRORS`: a modality, gene, batch key or
 model that is not there, a value out of range); any other exception is a bug and keeps its traceback.
@@ -126,8 +128,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
     )
-    _save_model_out(model, args.model, args.overwrite)  # FileExistsError worded with --overwrite
-    print(f"Saved model to {args.model}")
+    if _save_model_out(model, args.model, args.overwrite):  # FileExistsError worded with --overwrite
+        print(f"Saved model to {args.model}")  # by global rank 0 only: --devices 2 runs this command twice
 
 
 def _check_accelerator(accelerator: str, devices) -> None:

@@ -228,8 +228,8 @@ def save_model(model: HoloCell, dir_path: Path, *, overwrite: bool, save_mudata:
         (tmp / CONFIG).write_text(json.dumps(config, indent=1))
         if save_mudata:
             model.adata.write(str(tmp / MUDATA))
-        for name in [n for n in CHECKPOINT_FILES if (tmp / n).exists() and (target / n).is_file()]:
-            os.chmod(tmp / name, output_mode(target / name))  # a replaced file keeps its mode
+        for name in [n for n in CHECKPOINT_FILES if (tmp / n).exists()]:  # safetensors creates its file 0600
+            os.chmod(tmp / name, output_mode(target / name))  # a replaced file keeps its mode, a new one the umask's
         os.chmod(tmp, mode)  # mkdtemp creates 0700
         fsync_tree(tmp)
         with keeping_cwd(target):  # save(".") from inside the folder: the process stays in it, not the old one

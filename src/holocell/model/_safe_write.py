@@ -270,6 +270,8 @@ def _place(
     staged: Path, path: Path, may_replace: Callable[[Path], bool], refusal: Callable[[Path], Exception]
 ) -> None:
     if not os.path.lexists(path):
+        with suppress(OSError):  # a new file gets the umask's mode, whatever helper created it (pooch's: 0600)
+            os.chmod(staged, output_mode(path))
         try:
             os.link(staged, path)  # atomic "create if absent"
             return

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from .._warnings import HoloCellWarning
 from . import _checkpoint, _pretrained
 from ._args import check_device
 from ._history import history_from_config
@@ -67,6 +70,47 @@ def setup_with_overrides(config: dict, overrides: Mapping[str, str | None] | Non
     return {**args, **overrides}
 
 
+#: Environment variables by which launchers (torchrun, Lightning's DDP, MPI wrappers) tell a process its rank.
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK")
+
+
+def other_rank() -> str | None:
+    """Which process this is when it is not the first of a multi-process run (``"rank 1 of 2"``), else ``None``.
+
+    The rank is ``torch.distributed``'s once its process group is initialised (as after
+    ``train(strategy="ddp")``, in every rank); before that, a non-zero :data:`RANK_VARIABLES` set by the launcher
+    (``"LOCAL_RANK=1"``). A single process, and global rank 0, give ``None``.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        rank = dist.get_rank()
+        return None if rank == 0 else f"rank {rank} of {dist.get_world_size()}"
+    named = []
+    for name in RANK_VARIABLES:
+        try:
+            if int(os.environ.get(name, "0") or 0) != 0:
+                named.append(f"{name}={os.environ[name]}")
+        except ValueError:  # not a rank: not ours to judge
+            continue
+    return ", ".join(named) or None
+
+
+def _skipped_on_other_rank(call: str, path: Path) -> bool:
+    """Whether ``call`` writes nothing here because this is not global rank 0 (with a warning saying so)."""
+    rank = other_rank()
+    if rank is None:
+        return False
+    warnings.warn(
+        f"{call} wrote nothing to {path}: this process is {rank} of a multi-process run, and only global rank 0 "
+        "writes (every rank holds the same trained weights). Call it from rank 0 only, e.g. under "
+        "`if not dist.is_initialized() or dist.get_rank() == 0:` (docs/scaling.md).",
+        HoloCellWarning,
+        stacklevel=3,
+    )
+    return True
+
+
 class SaveLoadMixin:
     """:meth:`save`, :meth:`load`, :meth:`save_pretrained`, and scvi-tools' views of a saved model that read only
     ``config.json`` (:meth:`load_registry`, :meth:`view_setup_args`)."""
@@ -92,8 +136,18 @@ class SaveLoadMixin:
             is backed on a file inside it.
         save_mudata
             Also write the registered MuData as ``mdata.h5mu``.
+
+        Notes
+        -----
+        In a multi-process run (``train(strategy="ddp")``, torchrun, SLURM) only global rank 0 writes: on any other
+        rank ``save`` writes nothing and warns (:class:`~holocell.HoloCellWarning`), since every rank holds the same
+        weights and their saves would race for ``dir_path``. The rank is ``torch.distributed``'s once its process
+        group is initialised (in every rank after ``train``), else the launcher's ``RANK`` / ``LOCAL_RANK`` /
+        ``NODE_RANK``.
         """
         path = output_path(dir_path, "dir_path")  # absolute: "." has a name and a parent like any path
+        if _skipped_on_other_rank("HoloCell.save", path):
+            return
         _checkpoint.save_model(self, path, overwrite=overwrite, save_mudata=save_mudata)
 
     @classmethod
@@ -174,9 +228,16 @@ class SaveLoadMixin:
 
         Returns
         -------
-        The archive path.
+        The archive path (also on a rank that writes nothing).
+
+        Notes
+        -----
+        In a multi-process run only global rank 0 writes; other ranks write nothing and warn, as :meth:`save`.
         """
-        return _pretrained.save_pretrained(self, output_path(archive_path, "archive_path"), overwrite)
+        path = output_path(archive_path, "archive_path")
+        if _skipped_on_other_rank("HoloCell.save_pretrained", path):
+            return path
+        return _pretrained.save_pretrained(self, path, overwrite)
 
     @classmethod
     def load_registry(cls, dir_path: str | Path, prefix: str | None = None) -> dict:
@@ -218,4 +279,4 @@ class SaveLoadMixin:
         )
 
 
-__all__ = ["DATA_SETUP_ARGS", "SaveLoadMixin", "init_kwargs", "setup_with_overrides"]
+__all__ = ["DATA_SETUP_ARGS", "RANK_VARIABLES", "SaveLoadMixin", "init_kwargs", "other_rank", "setup_with_overrides"]
