@@ -200,3 +200,17 @@ def one_thread():
     yield
     torch.set_num_threads(n)
 
+
+@contextmanager
+def _umask_block(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture
+def umask_block():
+    """``with umask_block(0o022): ...``: the process umask set inside the block only."""
+    return _umask_block

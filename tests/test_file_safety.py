@@ -106,15 +106,6 @@ def _deadline(seconds: int):
         signal.signal(signal.SIGALRM, old)
 
 
-@contextmanager
-def _umask(mask: int):
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 # ----------------------------------------------------------------- defect 1: inputs inside the model folder
 @pytest.mark.parametrize("how", ["inside", "symlink", "hardlink", "is_input"])
 def test_train_refuses_a_model_folder_that_holds_its_input(trained, tmp_path, capsys, how):
@@ -315,9 +306,9 @@ def test_cli_refuses_an_input_that_is_no_regular_file(trained, tmp_path, capsys)
 
 
 # ------------------------------------------------------------------------------------- defect 7: modes
-def test_new_outputs_follow_the_umask_and_replaced_ones_keep_their_mode(trained, tmp_path):
+def test_new_outputs_follow_the_umask_and_replaced_ones_keep_their_mode(trained, tmp_path, umask_block):
     data, model, base = trained
-    with _umask(0o077):
+    with umask_block(0o077):
         assert _safe_write.current_umask() == 0o077
         model.save(tmp_path / "private")
         main(["embed", str(data), "--model", str(base), "--out", str(tmp_path / "out.h5mu")])
@@ -326,7 +317,7 @@ def test_new_outputs_follow_the_umask_and_replaced_ones_keep_their_mode(trained,
     assert {_mode(p) for p in (tmp_path / "private").iterdir()} == {0o600}
     assert _mode(tmp_path / "out.h5mu") == _mode(tmp_path / "private.zip") == 0o600
 
-    with _umask(0o022):
+    with umask_block(0o022):
         model.save(tmp_path / "shared")
         assert {_mode(p) for p in (tmp_path / "shared").iterdir()} == {0o644}  # a new model: every file, weights too
         (tmp_path / "out.h5mu").chmod(0o640)
@@ -340,12 +331,12 @@ def test_new_outputs_follow_the_umask_and_replaced_ones_keep_their_mode(trained,
     assert _mode(tmp_path / "shared" / "config.json") == 0o644
 
 
-def test_umask_without_proc(tmp_path, monkeypatch):
+def test_umask_without_proc(tmp_path, monkeypatch, umask_block):
     def no_proc(*args, **kwargs):
         raise OSError("no /proc here")
 
     monkeypatch.setattr(_safe_write, "open", no_proc, raising=False)
-    with _umask(0o027):
+    with umask_block(0o027):
         assert _safe_write.current_umask() == 0o027
         assert os.umask(0o027) == 0o027  # restored
         with _safe_write.atomic_file(tmp_path / "a.txt") as tmp:

@@ -16,7 +16,6 @@ import stat
 import subprocess
 import sys
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -50,15 +49,6 @@ def model():
     return trained
 
 
-@contextmanager
-def _umask(mask: int):
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -69,8 +59,8 @@ def _modes(folder: Path) -> dict[str, int]:
 
 # ------------------------------------------------------------------------------------ finding 7: modes
 @pytest.mark.parametrize("umask", [0o022, 0o027], ids=["022", "027"])
-def test_a_new_model_folder_and_every_file_in_it_follow_the_umask(model, tmp_path, umask):
-    with _umask(umask):
+def test_a_new_model_folder_and_every_file_in_it_follow_the_umask(model, tmp_path, umask, umask_block):
+    with umask_block(umask):
         model.save(tmp_path / "model", save_mudata=True)
         model.save_pretrained(tmp_path / "model.zip")
     new_file = 0o666 & ~umask
@@ -82,21 +72,21 @@ def test_a_new_model_folder_and_every_file_in_it_follow_the_umask(model, tmp_pat
     assert all(torch.equal(loaded[k], v.cpu()) for k, v in model.module.state_dict().items())
 
 
-def test_a_replaced_model_keeps_its_files_modes_and_a_file_it_gains_follows_the_umask(model, tmp_path):
+def test_a_replaced_model_keeps_its_files_modes_and_a_file_it_gains_follows_the_umask(model, tmp_path, umask_block):
     target = tmp_path / "model"
-    with _umask(0o077):
+    with umask_block(0o077):
         model.save(target)
     (target / "config.json").chmod(0o640)
     target.chmod(0o750)
     assert _modes(target) == {"config.json": 0o640, "model.safetensors": 0o600}
-    with _umask(0o022):
+    with umask_block(0o022):
         model.save(target, overwrite=True, save_mudata=True)
     assert _modes(target) == {"config.json": 0o640, "mdata.h5mu": 0o644, "model.safetensors": 0o600}
     assert _mode(target) == 0o750
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027], ids=["022", "027"])
-def test_a_downloaded_file_follows_the_umask(server, cache, tmp_path, umask):
+def test_a_downloaded_file_follows_the_umask(server, cache, tmp_path, umask, umask_block):
     import hashlib
 
     from holocell.data._registry import fetch_url
@@ -104,7 +94,7 @@ def test_a_downloaded_file_follows_the_umask(server, cache, tmp_path, umask):
     url, root, _ = server
     payload = b"holocell mode test payload\n" * 50
     (root / "weights.bin").write_bytes(payload)
-    with _umask(umask):
+    with umask_block(umask):
         path = fetch_url(url + "weights.bin", hashlib.sha256(payload).hexdigest(), "weights.bin", progressbar=False)
     assert path.read_bytes() == payload
     assert _mode(path) == 0o666 & ~umask  # pooch's temporary file is created 0600
