@@ -12,6 +12,11 @@ blocks are read into memory together, and the cells of that buffer are shuffled 
 mini-batches. Cells left over at the end of a buffer go into the next one, so every cell is seen
 exactly once per epoch. A mini-batch therefore mixes cells from a few random places of the file
 rather than from anywhere; the buffer (``block_size * blocks_per_buffer`` cells) bounds memory.
+
+With several training processes (DDP), every process draws the same epoch order (same seed) and keeps every
+``world_size``-th mini-batch of it, reading only the cells of its own; each process gets the same number of
+mini-batches (the last round is completed with the epoch's first mini-batches, as Lightning's distributed sampler
+pads the in-memory path).
 """
 
 from __future__ import annotations
@@ -202,6 +207,9 @@ class ChunkedBatches(torch.utils.data.IterableDataset):
         Consecutive cells per contiguous read.
     blocks_per_buffer
         Blocks read and shuffled together (the memory bound is their total cells).
+    rank, world_size
+        This process's share of a multi-process (DDP) run: mini-batches ``rank``, ``rank + world_size``, ... of the
+        epoch's order, which every process draws alike; ``len()`` is the same on every process.
     """
 
     def __init__(
@@ -215,9 +223,13 @@ class ChunkedBatches(torch.utils.data.IterableDataset):
         drop_last: bool = False,
         block_size: int = 1024,
         blocks_per_buffer: int = 8,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1 or block_size < 1 or blocks_per_buffer < 1:
             raise ValueError("batch_size, block_size and blocks_per_buffer must be >= 1.")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}.")
         self.arrays = arrays
         self.indices = np.sort(np.arange(arrays.n_cells) if indices is None else np.asarray(indices))
         self.batch_size = batch_size
@@ -226,15 +238,20 @@ class ChunkedBatches(torch.utils.data.IterableDataset):
         self.drop_last = drop_last
         self.block_size = block_size
         self.blocks_per_buffer = blocks_per_buffer
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
 
-    def __len__(self) -> int:
+    def _n_batches(self) -> int:
+        """Mini-batches of an epoch over all processes."""
         n = len(self.indices)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        rng = np.random.default_rng(self.seed + self.epoch)
-        self.epoch += 1
+    def __len__(self) -> int:
+        return -(-self._n_batches() // self.world_size)
+
+    def _buffers(self, rng: np.random.Generator) -> Iterator[list[np.ndarray]]:
+        """The epoch's mini-batches as cell ids, one list per buffer (nothing is read here)."""
         blocks = [
             self.indices[i : i + self.block_size] for i in range(0, len(self.indices), self.block_size)
         ]
@@ -243,14 +260,34 @@ class ChunkedBatches(torch.utils.data.IterableDataset):
         leftover = np.zeros(0, dtype=np.int64)
         for start in range(0, len(blocks), self.blocks_per_buffer):
             cells = np.sort(np.concatenate([leftover, *blocks[start : start + self.blocks_per_buffer]]))
-            buffer = self.arrays.load(cells)
             order = rng.permutation(len(cells)) if self.shuffle else np.arange(len(cells))
             n_full = len(cells) // self.batch_size * self.batch_size
-            for i in range(0, n_full, self.batch_size):
-                yield buffer.take(order[i : i + self.batch_size])
+            yield [cells[order[i : i + self.batch_size]] for i in range(0, n_full, self.batch_size)]
             leftover = cells[order[n_full:]]
         if len(leftover) and not self.drop_last:
-            yield self.arrays.take(np.sort(leftover))
+            yield [np.sort(leftover)]
+
+    def _read(self, batches: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
+        """Mini-batch dicts of ``batches`` (cell ids), read from disk together (their cells only)."""
+        if not batches:
+            return
+        cells = np.unique(np.concatenate(batches))
+        buffer = self.arrays.load(cells)
+        for ids in batches:
+            yield buffer.take(np.searchsorted(cells, ids))
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1
+        first: list[np.ndarray] = []  # the epoch's first mini-batches: they complete the last round if needed
+        seen = 0
+        for group in self._buffers(rng):
+            first.extend(group[: max(0, self.world_size - len(first))])
+            yield from self._read([ids for j, ids in enumerate(group, seen) if j % self.world_size == self.rank])
+            seen += len(group)
+        taken = max(0, -(-(seen - self.rank) // self.world_size))
+        for k in range(taken, len(self)):  # this process's share of the last round lies past the epoch's end
+            yield from self._read([first[(self.rank + k * self.world_size) % seen]])
 
 
 def make_chunked_loader(arrays: BackedMosaicArrays, indices: np.ndarray | None = None, **kwargs):

@@ -9,7 +9,7 @@ or cast weights, still marked trained, whose every later call fails or returns N
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 
@@ -26,6 +26,29 @@ def check_precision(precision):
             "'16-true', 'bf16-true') meet the network's 32-bit inputs and fail at the first step."
         )
     return precision
+
+
+#: torch DataLoader settings that users of scvi-tools (``datasplitter_kwargs``) or of plain Lightning pass
+LOADER_ARGUMENTS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor", "multiprocessing_context")
+
+
+def check_loader_arguments(trainer_kwargs: Mapping) -> None:
+    """Refuse DataLoader settings given to ``train()`` (directly or in scvi-tools' ``datasplitter_kwargs``), before
+    any work: they reached Lightning's ``Trainer``, whose "unexpected keyword argument" did not say that holocell's
+    loaders take none."""
+    given = [k for k in LOADER_ARGUMENTS if k in trainer_kwargs]
+    nested = trainer_kwargs.get("datasplitter_kwargs")
+    if isinstance(nested, Mapping):
+        given += [f"datasplitter_kwargs[{k!r}]" for k in LOADER_ARGUMENTS if k in nested]
+    if not given:
+        return
+    raise TypeError(
+        f"train() got {', '.join(given)}: holocell's data loaders take no DataLoader settings. They read the "
+        "mini-batches in the main process, without worker processes (a backed .h5mu is streamed chunk by chunk, "
+        "docs/streaming.md), so leave these out. The loading settings train() takes are batch_size= (cells per "
+        "mini-batch and device) and validation_size= (fraction of cells held out); they replace scvi-tools' "
+        "datasplitter_kwargs."
+    )
 
 
 @contextlib.contextmanager
@@ -49,4 +72,10 @@ def weights_kept_on_failure(module: torch.nn.Module) -> Iterator[None]:
         raise
 
 
-__all__ = ["SUPPORTED_PRECISIONS", "check_precision", "weights_kept_on_failure"]
+__all__ = [
+    "LOADER_ARGUMENTS",
+    "SUPPORTED_PRECISIONS",
+    "check_loader_arguments",
+    "check_precision",
+    "weights_kept_on_failure",
+]

@@ -24,7 +24,7 @@ from ._arguments import (
     check_training,
     clip_in_plan,
 )
-from ._train_safety import check_precision, weights_kept_on_failure
+from ._train_safety import check_loader_arguments, check_precision, weights_kept_on_failure
 
 
 class TrainingMixin:
@@ -121,7 +121,10 @@ class TrainingMixin:
             :class:`~holocell.train.TrainingConfig` fields overriding ``train_config`` for this run.
         strategy
             Lightning strategy: ``"auto"``, ``"ddp"`` (several devices or nodes; the trained
-            weights end up in the process that called ``train``), ``"ddp_spawn"``, ...
+            weights end up in the process that called ``train``), ``"ddp_spawn"``, ``"ddp_notebook"``, ...
+            With several processes each device gets its share of the mini-batches (also when streaming a backed
+            file), and the epoch losses in ``history_`` are averaged over all processes. A backed file cannot be
+            streamed with ``"ddp_spawn"`` (refused before any work; use ``"ddp"`` or ``"ddp_fork"``).
         precision
             Lightning precision: ``"bf16-mixed"`` (GPU, or CPU autocast), ``"16-mixed"``, or ``None`` / ``32``
             (32-bit). Precisions that cast the weights (``"64"``, ``"16-true"``, ``"bf16-true"``) are refused: the
@@ -159,10 +162,12 @@ class TrainingMixin:
             ``checkpoint_dir`` holding an earlier run's checkpoints (pass ``resume=True`` to continue it); a
             ``last.ckpt`` to resume that is not a holocell checkpoint, or one of another model (other sizes,
             features or cells); a ``validation_size`` that leaves no cell to train on; an
-            ``enable_checkpointing`` that contradicts ``checkpoint_dir`` / ``callbacks``.
+            ``enable_checkpointing`` that contradicts ``checkpoint_dir`` / ``callbacks``; a backed MuData with a
+            strategy that spawns its processes (``"ddp_spawn"``).
         TypeError
             Before any work: a scvi-tools ``train()`` argument holocell does not take (``train_size``,
             ``early_stopping_monitor``, ``datasplitter_kwargs``, ...); the message names holocell's equivalent.
+            DataLoader settings (``num_workers``, ``pin_memory``, ...): holocell's loaders run in the main process.
         NotADirectoryError
             ``checkpoint_dir`` is a file.
         KeyboardInterrupt
@@ -178,6 +183,7 @@ class TrainingMixin:
         max_epochs, batch_size, early_stopping_patience, seed = check_train_call(
             max_epochs, batch_size, validation_size, early_stopping_patience, lr, seed, ema_decay
         )
+        check_loader_arguments(trainer_kwargs)
         check_trainer_kwargs(trainer_kwargs)
         overrides = check_training(plan_kwargs, "train(plan_kwargs=...)", upper_bounds=False)
         config, extra = run_config(self.train_config, lr, clip_in_plan(overrides, trainer_kwargs))

@@ -7,10 +7,10 @@ from ._fit import (
     HistoryLogger,
     RowFreeze,
     RowFreezeCallback,
-    WeightEMA,
     fit,
 )
 from ._plan import MosaicDataModule, TrainingPlan, split_indices
+from ._processes import WeightEMA
 
 __all__ = [
     "EarlyStoppingAfterWarmup",

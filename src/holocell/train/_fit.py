@@ -14,9 +14,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import Logger
-from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from .._settings import settings
 from .._warnings import HoloCellWarning
@@ -24,6 +22,7 @@ from ..data.arrays import BackedMosaicArrays, MosaicArrays
 from ..nn import HoloCellModule
 from ._config import TrainingConfig
 from ._plan import HISTORY_KEY, MosaicDataModule, TrainingPlan, logged_rows, split_indices
+from ._processes import WeightEMA, allow_unused_parameters, check_spawned_data, history_handed_back
 from ._resume import check_checkpoint_dir, check_epochs_left, check_same_model, read_checkpoint
 from ._rng import global_random_state_kept
 from ._run_marker import run_claimed
@@ -65,33 +64,6 @@ class HistoryLogger(Logger):
         frame = pd.DataFrame(rows)
         frame["epoch"] = frame["epoch"].astype(int)
         return frame.groupby("epoch", sort=True).first()
-
-
-class WeightEMA(WeightAveraging):
-    """Exponential moving average of the weights, updated after every optimiser step.
-
-    Lightning's :class:`~lightning.pytorch.callbacks.WeightAveraging` with the EMA update of
-    :func:`torch.optim.swa_utils.get_ema_multi_avg_fn` (``ema.lerp_(w, 1 - decay)``), over the parameters
-    (the buffers are constant). Validation runs on the averaged weights, which end up in the module
-    when training ends; checkpoints hold both. The average lives on the training device.
-
-    Parameters
-    ----------
-    decay
-        Weight of the old average at each update.
-    """
-
-    def __init__(self, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1) or None, got {decay!r}.")
-        super().__init__(use_buffers=False, multi_avg_fn=get_ema_multi_avg_fn(decay))
-        self.decay = decay
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Create the average on the device the run trains on (the module is still on the CPU here)."""
-        if self._device is None:
-            self._device = trainer.strategy.root_device
-        super().setup(trainer, pl_module, stage)
 
 
 class EarlyStoppingAfterWarmup(pl.callbacks.EarlyStopping):
@@ -267,7 +239,8 @@ def fit(
         The run was interrupted: Lightning's ``SystemExit(1)`` turned back into the interrupt (:func:`raise_interrupt`).
     ValueError
         ``resume=True`` without ``checkpoint_dir``; a fresh run into a folder holding an earlier run's checkpoints;
-        a ``last.ckpt`` that is not a holocell checkpoint, or one of another model; no cell left for training.
+        a ``last.ckpt`` that is not a holocell checkpoint, or one of another model; no cell left for training;
+        backed (streamed) ``arrays`` with a strategy that spawns its processes (``"ddp_spawn"``).
     """
     folder, resume_from = check_checkpoint_dir(checkpoint_dir, resume)
     checkpoint = None
@@ -336,7 +309,9 @@ def fit(
                 logger=loggers,
                 **{**own, **trainer_kwargs},
             )
-            # each device sees 1/world_size of the mini-batches
+            check_spawned_data(trainer, arrays, strategy)  # before any work
+            allow_unused_parameters(trainer, arrays, module.modalities)  # a mosaic mini-batch may lack a modality
+            # each device sees 1/world_size of the mini-batches (in memory: Lightning's sampler; streamed: ChunkedBatches)
             steps_per_device = max(1, -(-steps_per_epoch // trainer.world_size))
             steps = max_epochs * steps_per_device if total_steps is None else total_steps
             plan = TrainingPlan(module, config, total_steps=steps, run_identity=run_identity, checkpoint_dir=folder)
@@ -351,7 +326,8 @@ def fit(
                 # the folder holds the run's marker (and, resumed, its own checkpoints); others' are refused
                 warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
                 try:
-                    with run_claimed(folder, resume_from is not None):  # one run at a time in checkpoint_dir
+                    # one run at a time in checkpoint_dir; rank 0's epoch rows come back from spawned / forked workers
+                    with run_claimed(folder, resume_from is not None), history_handed_back(trainer, history.rows):
                         trainer.fit(plan, datamodule=datamodule, ckpt_path=None if resume_from is None else str(resume_from), weights_only=True)
                 except SystemExit as exit_:
                     raise_interrupt(trainer, exit_, module)

@@ -102,17 +102,40 @@ class TrainingPlan(pl.LightningModule):
                 "(train(lr=...)), or check the input counts for extreme values."
             )
         n = batch["present"].shape[0]
-        self.log("train_loss", out.loss, prog_bar=True, on_epoch=True, on_step=False, batch_size=n)
-        for m, v in out.per_modality.items():
-            self.log(f"train_loss_{m}", v, on_epoch=True, on_step=False, batch_size=n)
+        sync = self._distributed()
+        self.log("train_loss", out.loss, prog_bar=True, on_epoch=True, on_step=False, batch_size=n, sync_dist=sync)
+        for m, (v, size) in self._logged_parts(out.per_modality, n, sync).items():
+            self.log(f"train_loss_{m}", v, on_epoch=True, on_step=False, batch_size=size, sync_dist=sync)
         return out.loss
+
+    def _distributed(self) -> bool:
+        """Whether the run has several processes: its epoch losses are then averaged over all of them
+        (``sync_dist``), so that ``history_`` and early stopping see every cell, not one process's share."""
+        trainer = self._trainer
+        return trainer is not None and trainer.world_size > 1
+
+    def _logged_parts(self, parts: dict[str, torch.Tensor], n: int, sync: bool) -> dict[str, tuple[torch.Tensor, int]]:
+        """The loss parts to log with their weights (cells). Synchronised over processes, every process must log
+        the same names in the same order every step, so a modality missing from this mini-batch is logged with
+        weight 0 (it does not change the epoch's mean; an epoch in which no process saw it logs NaN)."""
+        if not sync:
+            return {m: (v, n) for m, v in parts.items()}
+        modalities = self.module.modalities
+        none = (torch.zeros((), device=self.device), 0)
+        logged = {m: (parts[m], n) if m in parts else none for m in modalities}
+        return {**logged, **{m: (v, n) for m, v in parts.items() if m not in modalities}}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # same masks every epoch, so validation curves are comparable
         generator = torch.Generator(device=batch["present"].device).manual_seed(self.config.validation_seed + batch_idx)
         out = self.module.loss(batch, generator=generator)
         self.log(
-            "validation_loss", out.loss, prog_bar=True, on_epoch=True, batch_size=batch["present"].shape[0]
+            "validation_loss",
+            out.loss,
+            prog_bar=True,
+            on_epoch=True,
+            batch_size=batch["present"].shape[0],
+            sync_dist=self._distributed(),
         )
 
     def _fused_optimizer(self) -> bool:
@@ -191,6 +214,9 @@ class MosaicDataModule(pl.LightningDataModule):
     def train_dataloader(self):
         drop_last = len(self.train_indices) > self.batch_size
         if isinstance(self.arrays, BackedMosaicArrays):
+            # streamed batches are shared out among the processes here (Lightning's distributed sampler
+            # does it for the in-memory loader)
+            rank, world_size = (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
             return make_chunked_loader(
                 self.arrays,
                 self.train_indices,
@@ -200,6 +226,8 @@ class MosaicDataModule(pl.LightningDataModule):
                 drop_last=drop_last,
                 block_size=self.block_size,
                 blocks_per_buffer=self.blocks_per_buffer,
+                rank=rank,
+                world_size=world_size,
             )
         return make_loader(
             self.arrays,
