@@ -119,3 +119,12 @@ def test_a_tampered_reference_modalities_entry_is_refused(reference_and_cells, t
     (tmp_path / "q" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=words):
         hc.HoloCell.load(tmp_path / "q", _rna_only(cells))
+
+
+def test_embedding_from_the_kept_modality_alone_says_no_cell_has_it(reference_and_cells):
+    reference, cells = reference_and_cells
+    rna_only = _rna_only(cells)
+    query = hc.HoloCell.load_query_data(rna_only, reference)
+    with pytest.warns(hc.HoloCellWarning, match="No cell of this MuData has them: embed from another modality="):
+        z = query.get_latent_representation(rna_only, modality="protein", progress_bar=False)
+    assert np.isnan(z).all()

@@ -257,16 +257,14 @@ class InferenceMixin:
         """
         z, empty, read = self._latent(mdata, indices, modality, batch_size, device, progress_bar)
         if empty.any():
-            fix = (
-                "or embed from another modality= that they have"
-                if modality is not None
-                else "or drop the cells measured in none of them from mdata"
-            )
+            fix = ("or embed from another modality= that they have" if modality is not None
+                   else "or drop the cells measured in none of them from mdata")  # fmt: skip
+            advice = (f"No cell of this MuData has them: {fix.removeprefix('or ')}." if empty.all()
+                      else f"Pass indices= of the cells that have them (e.g. indices={cells_with(self, read)}), {fix}.")
             warnings.warn(
                 f"{int(empty.sum())} of the {len(empty)} cells embedded have none of the modalities read "
                 f"({modality_names(self, read)}), so the model has no data for them: their rows are NaN (not a "
-                f"position in the embedding). Pass indices= of the cells that have them (e.g. "
-                f"indices={cells_with(self, read)}), {fix}.",
+                f"position in the embedding). {advice}",
                 HoloCellWarning,
                 stacklevel=3,
             )
