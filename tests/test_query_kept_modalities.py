@@ -59,6 +59,7 @@ def test_rna_only_query_keeps_the_reference_protein_and_generates_it(reference_a
         query = hc.HoloCell.load_query_data(rna_only, reference)
         generated = _protein(query, rna_only)
     assert query.modalities_ == {"rna": "rna", "protein": "adt"}
+    assert "protein" not in query.transfer_report_.index  # a row per modality of the query's data
     assert list(query.feature_space.maps["protein"].features) == list(reference.feature_space.maps["protein"].features)
     assert generated.shape == (cells.n_obs, reference.feature_space.maps["protein"].features.size)
     assert np.isfinite(generated).all()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -341,9 +341,10 @@ def kept_modalities() -> dict[str, tuple[str, np.ndarray]]:
 
 
 def overlap_report(
-    new: FeatureSpace, ref: FeatureSpace, new_batches: list[str], ref_batches: list[str]
+    new: FeatureSpace, ref: FeatureSpace, new_batches: list[str], ref_batches: list[str], kept: Collection[str] = ()
 ) -> pd.DataFrame:
-    """How much of the new data the reference knows, per anchor set, modality and batch.
+    """How much of the new data the reference knows, per anchor set, modality and batch (``kept``: the modalities
+    the new model kept from the reference, which the new data lack; they have no row).
 
     Returns
     -------
@@ -354,7 +355,7 @@ def overlap_report(
     """
     src = _anchor_source(new.anchors, ref.anchors)
     rows = {"anchors": (new.n_anchors, ref.n_anchors, int((src >= 0).sum()))}
-    for m, fmap in new.maps.items():
+    for m, fmap in ((m, f) for m, f in new.maps.items() if m not in kept):
         known = _slot_exists(ref, m, src)
         n_ref = len(ref.maps[m].features) if m in ref.maps else 0
         rows[m] = (len(fmap.features), n_ref, int(known[fmap.anchor].sum()))

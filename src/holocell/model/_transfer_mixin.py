@@ -159,7 +159,7 @@ class TransferMixin:
         )
         model.module.load_state_dict(state)
         model._transfer_state = info
-        model.transfer_report_ = _transfer.overlap_report(model.feature_space, ref_space, own, ref_batches)
+        model.transfer_report_ = _transfer.overlap_report(model.feature_space, ref_space, own, ref_batches, set(kept))
         model.prior_report_ = _transfer.prior_report(model.prior_report_, state, model.feature_space, ref_space)
         model.is_trained_ = False
         model.module.eval()
