@@ -129,3 +129,13 @@ def test_embedding_from_the_kept_modality_alone_says_no_cell_has_it(reference_an
     with pytest.warns(hc.HoloCellWarning, match="No cell of this MuData has them: embed from another modality="):
         z = query.get_latent_representation(rna_only, modality="protein", progress_bar=False)
     assert np.isnan(z).all()
+
+
+def test_a_query_model_as_the_reference_passes_its_kept_modality_on(reference_and_cells, tmp_path):
+    reference, cells = reference_and_cells
+    first = hc.HoloCell.load_query_data(_rna_only(cells[:40].copy()), reference)
+    first.save(tmp_path / "first", save_mudata=False)
+    for ref in (first, str(tmp_path / "first")):
+        second = hc.HoloCell.load_query_data(_rna_only(cells[40:].copy()), ref)
+        assert second.modalities_ == {"rna": "rna", "protein": "adt"}
+        assert np.isfinite(_protein(second, _rna_only(cells[40:].copy()))).all()

@@ -146,8 +146,9 @@ class TransferMixin:
         own = cls._own_batches(mdata)
         batches = ref_batches + [b for b, i in zip(own, match_batches(own, ref_batches), strict=True) if i < 0]
         registered = cls._get_most_recent_anndata_manager(mdata, required=True).registry["setup_args"]["modalities"]
-        kept = _transfer.reference_only_modalities(ref_config["setup_args"]["modalities"], registered, ref_space,
-                                                   set(mdata.mod))  # fmt: skip
+        ref_modalities = ref_config["setup_args"]["modalities"] | ref_config.get("transfer", {}).get(
+            "reference_modalities", {})  # a query model as the reference: its own kept ones too
+        kept = _transfer.reference_only_modalities(ref_modalities, registered, ref_space, set(mdata.mod))
         with preferred_anchors(ref_space), _transfer.keeping(kept):
             model = cls(mdata, **init_kwargs(ref_config), batch_categories=batches)
         if ref_peaks is None and "atac" in ref_space.maps:
