@@ -121,6 +121,9 @@ ARMS: dict[str, tuple[dict, str]] = {
     "fast_n_latent_64": ({**FAST_SCHEDULE, "n_latent": 64}, "property 1: a cell state of 64 dimensions (default 32)"),
     "fast_elbo_weight_30": ({**FAST_SCHEDULE, "elbo_weight": 30.0},
                             "the ELBO at weight 30 beside the diffusion loss (default 10; 1 -> 10 tripled SNARE NMI)"),
+    "fast_value_mean": ({**FAST_SCHEDULE, "cell_state_kwargs": {"value_path_mode": "modality_mean"}},
+                        "property 3: the value path normed per modality and averaged over the observed ones "
+                        "(MultiVI-style), so a subset of modalities gives a summary on the joint one's scale"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
                      "schedule: lr 1e-3 and the KL warm-up over 33% of the run (the defaults before `fast_schedule`)"),
 }

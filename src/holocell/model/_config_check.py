@@ -134,17 +134,11 @@ NETWORK = (
     *(CELL_STATE := (
         Rule("cell_state", bool, required=False),
         Rule("n_hidden", int, 1, MAX_D_MODEL, required=False),
-        Rule("peak_factors", bool, required=False),
-        Rule("peak_embeddings", bool, required=False),
-        Rule("value_path", bool, required=False),
-        Rule("latents_in_posterior", bool, required=False),
-        Rule("tie_peaks_to_genes", bool, required=False),
-        Rule("tie_peak_decoder_to_genes", bool, required=False),
-        Rule("z_in_denoiser", bool, required=False),
-        Rule("z_grad_from_denoiser", bool, required=False),
-        Rule("batch_after_norm", bool, required=False),
-        Rule("batch_in_encoder", bool, required=False),
-        Rule("library_in_encoder", bool, required=False),
+        *(Rule(name, bool, required=False) for name in (
+            "peak_factors", "peak_embeddings", "value_path", "latents_in_posterior", "tie_peaks_to_genes",
+            "tie_peak_decoder_to_genes", "z_in_denoiser", "z_grad_from_denoiser", "batch_after_norm",
+            "batch_in_encoder", "library_in_encoder")),
+        Rule("value_path_mode", str, required=False, choices=("sum", "modality_mean")),
     )),
     Rule("n_latent", int, 1, MAX_D_MODEL, required=False),
 )
