@@ -124,17 +124,10 @@ def test_save_never_writes_over_a_file_holocell_did_not_write(tmp_path):
         (paper, FileExistsError, "holocell did not write"),
         (photo, ValueError, "only as png/pdf/svg/ps/eps"),  # a JPEG cannot carry the mark: refused up front
         (tmp_path / "plots.png", FileExistsError, "is a directory"),
-        (
-            tmp_path / "results",
-            None,
-            None,
-        ),  # no extension: matplotlib's default, results.png beside the folder
+        (tmp_path / "results", FileExistsError, "is a directory"),  # an existing folder: a file inside it is meant
         (tmp_path / "data.h5mu", ValueError, "cannot write 'h5mu' figures"),
     ]:
         ax = draw()
-        if error is None:
-            finish(ax, False, path)
-            continue
         with pytest.raises(error, match=words):
             finish(ax, False, path)
         plt.close(ax.figure)
@@ -148,7 +141,7 @@ def test_save_never_writes_over_a_file_holocell_did_not_write(tmp_path):
             finish(draw(), False, tmp_path / name)
         assert (tmp_path / name).stat().st_size > 1_000
     assert sorted(p.name for p in tmp_path.rglob("*") if ".tmp." in p.name) == []  # no temporary file is left
-    assert _png(tmp_path / "results.png")
+    assert not (tmp_path / "results.png").exists()
     plt.close("all")
 
 

@@ -3,8 +3,9 @@
 Every function draws into ``ax`` (default: a new figure) and returns the Axes. ``save=`` writes the
 figure to a path as PNG, PDF, SVG, PS or EPS (from the extension; formats that cannot carry holocell's mark, such
 as JPEG or TIFF, are refused), atomically, and never over a file holocell did not write (a figure it saved before
-is replaced); ``show=`` shows it, by default unless an ``ax`` or ``save``
-was given. A figure the function made itself and saved is closed afterwards (unless it was shown in a window), so
+is replaced); a folder, or a path that ends with a path separator, is refused (``FileExistsError``: pass a file
+path inside it, e.g. ``save="figures/plot.png"``). ``save=`` is checked before anything is drawn. ``show=`` shows
+it, by default unless an ``ax`` or ``save`` was given. A figure the function made itself and saved is closed afterwards (unless it was shown in a window), so
 that plots saved in a loop do not stay open; the returned Axes can still be drawn or saved. For embeddings use scanpy's and muon's own plots on holocell's outputs, e.g.
 ``mu.pl.embedding(mdata, basis="X_umap", color=["celltype"])``.
 """

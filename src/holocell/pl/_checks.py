@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..model._args import check_count
 from ..model._counts import INTEGER_TOLERANCE, value_chunks
+from ..model._validate_obs import obs_column_fix
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -57,16 +58,30 @@ def require_modality(mdata: MuData, name: str, *, arg: str, how: str) -> ad.AnnD
 
 
 def require_obs_column(mdata: MuData, key: str, *, arg: str) -> None:
-    """``KeyError`` naming ``key`` and a few existing columns when ``mdata.obs`` has no column ``key``."""
+    """``KeyError`` naming ``key`` and a few existing columns when ``mdata.obs`` has no column ``key``; when a
+    modality's own ``.obs`` holds it (e.g. after ``sc.tl.leiden(mdata["rna"])``), how to reach it instead."""
     if not hasattr(mdata, "obs"):
         raise TypeError(
             f"mdata must be a MuData (its obs column {key!r} is read), got {type(mdata).__name__}."
         )
     obs = mdata.obs
     if not isinstance(key, str) or key not in obs.columns:
+        fix = obs_column_fix(mdata, key, arg) if hasattr(mdata, "mod") else ""
         raise KeyError(
-            f"mdata.obs has no column {key!r} ({arg}=); its columns include {shown(obs.columns)}. Pass the name of "
-            f"a column of mdata.obs (e.g. the cell type), or {arg}=None."
+            f"mdata.obs has no column {key!r} ({arg}=); its columns include {shown(obs.columns)}. "
+            + (fix or f"Pass the name of a column of mdata.obs (e.g. the cell type), or {arg}=None.")
+        )
+
+
+def require_unique(names: pd.Index, *, what: str, fix: str) -> None:
+    """``ValueError`` naming the repeated entries of ``names`` (``what``: whose names they are, for the message)
+    and ``fix`` (e.g. ``"adata.var_names_make_unique()"``): a repeated name pairs values by position wrongly or
+    not at all."""
+    repeated = names[names.duplicated()]
+    if len(repeated):
+        raise ValueError(
+            f"Repeated names in {what}: {shown(pd.unique(repeated.astype(str)))}. The plot pairs values by name, so "
+            f"each name must be unique; make them unique first: {fix}."
         )
 
 
@@ -163,5 +178,6 @@ __all__ = [
     "require_modality",
     "require_obs_column",
     "require_table",
+    "require_unique",
     "shown",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
@@ -10,8 +11,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._checks import require_counts, require_modality, require_obs_column, shown
-from ._utils import NA_COLOR, finish, group_colors, groups_of, new_axes
+from .._warnings import HoloCellWarning, user_stacklevel
+from ._checks import require_counts, require_modality, require_obs_column, require_unique, shown
+from ._utils import NA_COLOR, check_save, finish, group_colors, groups_of, new_axes
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -79,7 +81,10 @@ def paired_values(
         ``mdata`` is no MuData, or ``measured`` is neither a name nor an AnnData.
     ValueError
         The measured data and the generated modality share no cells or no features, none of the shared cells
-        has generated values, or the measured values are not raw counts (pass ``layer='counts'``).
+        has generated values, the measured values are not raw counts (pass ``layer='counts'``), or names that
+        pair the values repeat: the measured data's cells (``obs_names``) or shared features (``var_names``), or
+        the generated modality's (the message names them and ``obs_names_make_unique()`` /
+        ``var_names_make_unique()``).
     """
     from ..evaluation import clr, log_normalize
 
@@ -112,11 +117,22 @@ def paired_values(
         )
     target = _target(gen)
     names = pd.Index(gen.var["measured_name"].astype(str) if "measured_name" in gen.var else gen.var_names)
+    # values are paired by name: a repeated name would pair the wrong cells or features (or fail in pandas)
+    source = f"measured={measured!r}" if isinstance(measured, str) else "the measured AnnData"
+    meas_fix = f"mdata[{measured!r}]" if isinstance(measured, str) else "measured"
+    require_unique(names, what=f"generated={generated!r}", fix="make it again with model.generate(mdata, ...)")
+    require_unique(gen.obs_names, what=f"generated={generated!r} (its cells)", fix="mdata.obs_names_make_unique()")
     cells = meas.obs_names[meas.obs_names.isin(gen.obs_names)]
+    require_unique(cells, what=f"{source} (its cells, obs_names)", fix=f"{meas_fix}.obs_names_make_unique()")
     keep = meas.var_names.isin(names)
     if len(cells) == 0 or not keep.any():
         raise ValueError(f"The measured data and {generated!r} share no cells or no features.")
     features = meas.var_names[keep]
+    require_unique(
+        features,
+        what=f"{source} (its features, var_names)",
+        fix=f"{meas_fix}.var_names_make_unique()" + (", then mdata.update()" if isinstance(measured, str) else ""),
+    )
     prediction = _dense(gen[cells].X)[:, names.get_indexer(features)]
     # cells generate had no source modality for (NaN rows) have no prediction to compare: left out
     generated_rows = np.isfinite(prediction).all(axis=1)
@@ -127,7 +143,6 @@ def paired_values(
         )
     cells, prediction = cells[generated_rows], prediction[generated_rows]
     counts = meas[cells].layers[layer] if layer is not None else meas[cells].X
-    source = f"measured={measured!r}" if isinstance(measured, str) else "the measured AnnData"
     require_counts(counts, what=f"{source}, {'.X' if layer is None else f'layer={layer!r}'}", target=target)
     transform = {"protein": clr, "rna": log_normalize}.get(target)
     truth = transform(counts) if transform else (_dense(counts) > 0).astype(np.float64)
@@ -167,7 +182,8 @@ def generated_vs_measured(
         strings, bool, or integers with at most 20 distinct values such as cluster numbers) gets one colour per
         group, in the order of a categorical's categories (sorted values otherwise). A numeric column (floats,
         or integers with more than 20 distinct values, e.g. counts per cell) gets a colour bar (``viridis``).
-        Cells without a value are grey (``"nan"``).
+        Cells without a value are grey (``"nan"``). Colour has no effect for ATAC (a box plot of closed and
+        open cells): a :class:`~holocell.HoloCellWarning` says so.
     ax
         Axes to draw on (default: a new figure).
     show
@@ -184,15 +200,36 @@ def generated_vs_measured(
     Raises
     ------
     KeyError
-        A missing modality or layer (see :func:`paired_values`), a ``color`` that is no column of ``mdata.obs``,
-        or a ``feature`` not in both the measured and the generated data. Nothing is drawn or saved.
+        A missing modality or layer (see :func:`paired_values`), a ``color`` that is no column of ``mdata.obs``
+        (the message says how to reach a column of a modality's own ``.obs``), or a ``feature`` not in both the
+        measured and the generated data. Nothing is drawn or saved.
+    TypeError
+        ``feature`` is not one name (e.g. a list: draw one plot per feature), or ``save`` is not a path.
     ValueError
-        The measured values are not raw counts (see :func:`paired_values`). Nothing is drawn or saved.
+        The measured values are not raw counts, or cell or feature names repeat (see :func:`paired_values`).
+        Nothing is drawn or saved.
+    FileExistsError
+        ``save`` is a folder (or ends with a path separator), or a file holocell did not write (see
+        :mod:`holocell.pl`). Nothing is drawn or saved.
     """
     given_ax = ax is not None
+    if not isinstance(feature, str):
+        raise TypeError(
+            f"feature must be one feature name (str), e.g. 'cd14', got {type(feature).__name__}; for several, draw "
+            "one plot each: for f in features: hc.pl.generated_vs_measured(mdata, f, ...)."
+        )
+    check_save(save)
     if color is not None:
         require_obs_column(mdata, color, arg="color")
+        require_unique(mdata.obs_names, what="mdata (its cells, obs_names)", fix="mdata.obs_names_make_unique()")
     truth, prediction, features, cells, target = paired_values(mdata, measured, generated, layer)
+    if color is not None and target == "atac":
+        warnings.warn(
+            f"color={color!r} has no effect for ATAC: the plot is a box plot of the generated accessibility of "
+            "closed and open cells. Pass color=None, or compare groups with mdata.obs.",
+            HoloCellWarning,
+            stacklevel=user_stacklevel(),
+        )
     if feature not in features:
         raise KeyError(
             f"{feature!r} is not a feature of both the measured data and {generated!r}; shared features include "
@@ -288,7 +325,8 @@ def feature_scores(
         peak; the default for ATAC). Computed by :func:`holocell.evaluation.per_feature_pearson` /
         :func:`~holocell.evaluation.per_feature_auroc`; features that do not vary are left out.
     others
-        More distributions to draw beside holocell's, e.g. ``{"kNN": scores}`` (one value per feature).
+        More distributions to draw beside holocell's, e.g. ``{"kNN": scores}`` (a mapping of a label to numbers,
+        one value per feature).
     ax, show, save
         Axes to draw on; show the figure (default: unless ``ax`` or ``save`` is given); write it to a path (a
         figure the plot made is then closed, as scanpy does, unless it is shown on screen).
@@ -301,21 +339,26 @@ def feature_scores(
     ------
     KeyError
         A missing modality or layer (see :func:`paired_values`); nothing is drawn or saved.
+    TypeError
+        ``others`` is not a mapping of labels to numbers, or ``save`` is not a path.
     ValueError
-        An unknown ``metric``, or measured values that are not raw counts (see :func:`paired_values`).
+        An unknown ``metric``, measured values that are not raw counts, or repeated cell or feature names (see
+        :func:`paired_values`).
+    FileExistsError
+        ``save`` is a folder (or ends with a path separator), or a file holocell did not write (see
+        :mod:`holocell.pl`). Nothing is drawn or saved.
     """
     from ..evaluation import per_feature_auroc, per_feature_pearson
 
     given_ax = ax is not None
     if metric not in ("auto", "pearson", "auroc"):
         raise ValueError(f"metric must be 'auto', 'pearson' or 'auroc', got {metric!r}.")
+    extra = _other_scores(others)
+    check_save(save)
     truth, prediction, _, _, target = paired_values(mdata, measured, generated, layer)
     metric = ("auroc" if target == "atac" else "pearson") if metric == "auto" else metric
     score = per_feature_pearson if metric == "pearson" else per_feature_auroc
-    series = {
-        "holocell": score(truth, prediction),
-        **{k: np.asarray(v, dtype=float) for k, v in (others or {}).items()},
-    }
+    series = {"holocell": score(truth, prediction), **extra}
     series = {k: v[np.isfinite(v)] for k, v in series.items()}
     ax = new_axes(ax, (1.2 + 1.1 * len(series), 3.5))
     labels = [f"{k}\n(median {np.median(v):.2f})" if len(v) else f"{k}\n(none)" for k, v in series.items()]
@@ -328,6 +371,27 @@ def feature_scores(
     ax.set_ylabel("per-feature Pearson r" if metric == "pearson" else "per-feature AUROC")
     ax.set_title(f"{generated}: {metric} per feature")
     return finish(ax, show, save, given_ax)
+
+
+def _other_scores(others) -> dict[str, np.ndarray]:
+    """``others`` of :func:`feature_scores` as float arrays; ``TypeError`` naming what is not a mapping of labels to
+    numbers."""
+    example = "e.g. others={'kNN': knn_scores} (one number per feature)"
+    if others is None:
+        return {}
+    if not isinstance(others, Mapping):
+        raise TypeError(f"others must be a mapping of a label to scores, {example}; got {type(others).__name__}.")
+    extra = {}
+    for label, values in others.items():
+        try:
+            if isinstance(values, (str, bytes)):
+                raise TypeError
+            extra[label] = np.asarray(values, dtype=float)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"others[{label!r}] must be numbers, {example}; got {type(values).__name__} {str(values)[:40]!r}."
+            ) from None
+    return extra
 
 
 __all__ = ["feature_scores", "generated_vs_measured", "paired_values"]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ._checks import check_count, require_modality, require_obs_column, require_table, shown
-from ._utils import finish, groups_of
+from ._utils import check_save, finish, groups_of
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -46,7 +46,9 @@ def perturbation(
     groupby
         Column of ``mdata.obs`` for ``kind="heatmap"``: one row per group that has cells, in the order of a
         categorical's categories (sorted values otherwise, numbers by value), as :func:`~holocell.pl.generated_vs_measured`
-        orders its groups; cells without a value are left out.
+        orders its groups; cells without a value are left out. A grouping column: categorical, strings, bool or
+        integers, with at most 50 groups that have cells; a float column (e.g. counts per cell) is refused: bin
+        it first, e.g. ``mdata.obs["bin"] = pd.cut(mdata.obs["total_counts"], 5)``.
     n_top
         Number of features shown.
     include_edited
@@ -62,16 +64,21 @@ def perturbation(
     ------
     KeyError
         ``mdata.uns`` has no perturbation summary under ``key``, ``mdata.mod`` lacks the shift modality
-        ``f"{key}_{modality}"`` (heatmap), or ``groupby`` is no column of ``mdata.obs``.
+        ``f"{key}_{modality}"`` (heatmap), or ``groupby`` is no column of ``mdata.obs`` (the message says how to
+        reach a column of a modality's own ``.obs``).
     TypeError, ValueError
         ``n_top`` is not an integer >= 1, an unknown ``modality`` or ``kind``, no ``groupby`` for the heatmap (or
-        no cell of the shift modality with a ``groupby`` value), or no responders to show. Nothing is drawn or
-        saved.
+        no cell of the shift modality with a ``groupby`` value, a float ``groupby`` column, or more than 50
+        groups), no responders to show, or a ``save`` that is not a path. Nothing is drawn or saved.
+    FileExistsError
+        ``save`` is a folder (or ends with a path separator), or a file holocell did not write (see
+        :mod:`holocell.pl`). Nothing is drawn or saved.
     """
     import matplotlib.pyplot as plt
 
     given_ax = ax is not None
     check_count(n_top, "n_top")
+    check_save(save)
     if kind not in ("bar", "heatmap"):
         raise ValueError(f"kind must be 'bar' or 'heatmap', got {kind!r}.")
     if modality not in ("rna", "protein"):
@@ -114,6 +121,13 @@ def perturbation(
         if groupby is None:
             raise ValueError("kind='heatmap' needs groupby=<column of mdata.obs>, e.g. groupby='celltype'.")
         require_obs_column(mdata, groupby, arg="groupby")
+        if pd.api.types.is_float_dtype(mdata.obs[groupby].dtype):
+            raise ValueError(
+                f"groupby={groupby!r} is a float column ({mdata.obs[groupby].dtype}): the heatmap has one row per "
+                "group, and every distinct value would be a group. Bin it into a categorical column first, e.g. "
+                f"mdata.obs['{groupby}_bin'] = pd.cut(mdata.obs[{groupby!r}], 5), and pass groupby='{groupby}_bin'; "
+                "or pass a categorical column such as the cell type."
+            )
         name = f"{key}_{modality}"
         shift = require_modality(
             mdata,
@@ -139,6 +153,13 @@ def perturbation(
                 f"None of the {len(codes)} cells of mdata.mod[{name!r}] has a value in mdata.obs[{groupby!r}]; "
                 "pass groupby=<a column that labels them>."
             )
+        n_groups = len(np.unique(codes[labelled]))
+        if n_groups > _MAX_HEATMAP_GROUPS:
+            raise ValueError(
+                f"groupby={groupby!r} has {n_groups} groups with cells, one heatmap row each (at most "
+                f"{_MAX_HEATMAP_GROUPS}): pass a categorical column with fewer groups, such as the cell type, or bin "
+                f"it first, e.g. mdata.obs['{groupby}_bin'] = pd.cut(mdata.obs[{groupby!r}], 5)."
+            )
         # groups in the column's order (its categories; sorted values otherwise), those with cells only
         means = pd.DataFrame(x[labelled], columns=top["feature"]).groupby(codes[labelled]).mean()
         means.index = pd.Index([order[c] for c in means.index])
@@ -151,6 +172,10 @@ def perturbation(
         ax.figure.colorbar(im, ax=ax, label="mean predicted shift")
     ax.set_title(title)
     return finish(ax, show, save, given_ax)
+
+
+#: the heatmap of :func:`perturbation` draws at most this many groups (rows)
+_MAX_HEATMAP_GROUPS = 50
 
 
 def grn_scores(
@@ -183,14 +208,24 @@ def grn_scores(
     Raises
     ------
     TypeError
-        ``edges`` is not a DataFrame (e.g. the MuData), or ``n_top`` is not an integer.
+        ``edges`` is not a DataFrame (e.g. the MuData), ``tf`` is not one name (e.g. a list: draw one plot per
+        TF), ``n_top`` is not an integer, or ``save`` is not a path.
     ValueError
         ``edges`` lacks the columns ``tf``, ``target``, ``score`` or ``rank``, ``n_top < 1``, or ``tf`` has no edges
         in the table. Nothing is drawn or saved.
+    FileExistsError
+        ``save`` is a folder (or ends with a path separator), or a file holocell did not write (see
+        :mod:`holocell.pl`). Nothing is drawn or saved.
     """
     import matplotlib.pyplot as plt
 
     given_ax = ax is not None
+    if not isinstance(tf, str):
+        raise TypeError(
+            f"tf must be one regulator name (str), e.g. 'SPI1', got {type(tf).__name__}; for several, draw one plot "
+            "each: for tf in tfs: hc.pl.grn_scores(edges, tf, ...)."
+        )
+    check_save(save)
     edges = require_table(
         edges,
         ("tf", "target", "score", "rank"),

@@ -109,6 +109,14 @@ FIGURES_MANIFEST = ".holocell_figures.json"
 _MAX_MANIFEST_BYTES = 16 * 2**20
 
 
+def check_save(save: str | os.PathLike[str] | None) -> None:
+    """Check ``save=`` of a plot before anything is drawn: the errors :func:`save_figure` would raise (a path that
+    is no file path, a folder, a format holocell does not save, a file holocell did not write) come first, not
+    after the work of the plot. :func:`save_figure` checks again when it writes."""
+    if save is not None:
+        _save_target(save)
+
+
 def save_figure(figure, save: str | os.PathLike[str]) -> Path:
     """Write ``figure`` to ``save`` atomically (format from the extension; none: matplotlib's default format,
     whose extension is added, as matplotlib does) and return the path written.
@@ -118,55 +126,21 @@ def save_figure(figure, save: str | os.PathLike[str]) -> Path:
 
     Raises
     ------
+    TypeError
+        ``save`` is not a path (``str`` or :class:`os.PathLike`; bytes, numbers, ... are refused).
     ValueError
-        The extension names no format matplotlib writes, or one whose metadata cannot name holocell (JPEG, TIFF,
-        WebP, raw, ...). Nothing is written.
+        ``save`` is empty, or the extension names no format matplotlib writes, or one whose metadata cannot name
+        holocell (JPEG, TIFF, WebP, raw, ...). Nothing is written.
     FileExistsError
-        The path exists and is not a figure holocell saved there, unchanged since (a directory, the user's file, a
-        holocell figure the user edited), or it is a symlink to nothing, or the folder's
+        ``save`` is an existing directory or ends with a path separator (it names a folder: the message suggests a
+        file in it), or the path exists and is not a figure holocell saved there, unchanged since (a directory,
+        the user's file, a holocell figure the user edited), or it is a symlink to nothing, or the folder's
         :data:`FIGURES_MANIFEST` is not holocell's.
     NotADirectoryError
         A folder above the path is a symlink to nothing (a moved or unmounted drive), or a file.
     """
-    import matplotlib
-
-    from .._folders import existing_folder
-
-    path = Path(save).expanduser()
-    fmt = path.suffix[1:].lower()
-    if not fmt:
-        fmt = str(matplotlib.rcParams["savefig.format"])
-        path = path.with_name(f"{path.name}.{fmt}")
-    supported = figure.canvas.get_supported_filetypes()
-    if fmt not in supported:
-        raise ValueError(
-            f"save={str(save)!r}: matplotlib cannot write {fmt!r} figures; use one of {list(_MARKED_FORMATS)} "
-            "(e.g. 'figure.png' or 'figure.pdf')."
-        )
-    if fmt not in _MARKED_FORMATS:
-        raise ValueError(
-            f"save={str(save)!r}: holocell saves figures only as {'/'.join(_MARKED_FORMATS)}, whose metadata names "
-            f"holocell; a {fmt!r} file cannot carry it. Use e.g. {path.with_suffix('.png').name!r}, or write {fmt!r} "
-            "yourself with ax.figure.savefig(path)."
-        )
-    target = path
-    if path.is_symlink():  # keep the link, write the file it points to (as the command line does)
-        target = path.resolve()
-        if not target.exists():
-            raise FileExistsError(
-                f"save={str(save)!r}: {path} is a symlink to {os.readlink(path)}, which does not exist; choose "
-                "another path, or remove the link yourself."
-            )
-    existing_folder(target, f"save={str(save)!r}")  # a folder above that links to nothing: before any work
-    if target.is_dir():
-        raise FileExistsError(
-            f"save={str(save)!r}: {target} is a directory; holocell never writes over it. Choose another path, or "
-            "move or remove it yourself."
-        )
+    path, target, fmt = _save_target(save)
     manifest = target.parent / FIGURES_MANIFEST
-    _read_manifest(manifest)  # one that is not holocell's is refused before anything is written
-    if os.path.lexists(target) and not _unchanged(target, manifest):
-        raise _refusal(save, target, manifest)
     from ..model._safe_write import write_beside
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -178,6 +152,69 @@ def save_figure(figure, save: str | os.PathLike[str]) -> Path:
         digest = sha256sum(tmp)
     _record(manifest, target.name, digest)
     return path
+
+
+def _save_target(save) -> tuple[Path, Path, str]:
+    """``(path, target, format)`` of ``save=``: the path as given (with the default extension added), the file
+    written (a symlink's target) and the format; raises what :func:`save_figure` documents, writing nothing."""
+    import matplotlib
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from .._folders import existing_folder
+
+    text = os.fspath(save) if isinstance(save, (str, os.PathLike)) else None
+    if not isinstance(text, str):
+        raise TypeError(
+            f"save must be a file path (str or pathlib.Path) such as save='figures/plot.png', got "
+            f"{type(save).__name__} {save!r}."
+        )
+    if not text.strip():
+        raise ValueError(
+            f"save={text!r} names no file: pass a file path such as save='figures/plot.png', or save=None to write "
+            "no file."
+        )
+    path = Path(text).expanduser()
+    separators = tuple(c for c in (os.sep, os.altsep) if c)
+    if text.endswith(separators) or os.path.basename(text) in (".", "..") or path.is_dir():
+        what = "is a directory" if path.is_dir() else "names a folder (it ends with a path separator)"
+        raise FileExistsError(
+            f"save={text!r}: {path} {what}, not a figure file; holocell never writes over a folder or beside it. "
+            f"Pass a file path inside it, e.g. save={str(path / 'plot.png')!r}."
+        )
+    fmt = path.suffix[1:].lower()
+    if not fmt:
+        fmt = str(matplotlib.rcParams["savefig.format"])
+        path = path.with_name(f"{path.name}.{fmt}")
+    if fmt not in FigureCanvasBase.get_supported_filetypes():
+        raise ValueError(
+            f"save={text!r}: matplotlib cannot write {fmt!r} figures; use one of {list(_MARKED_FORMATS)} "
+            "(e.g. 'figure.png' or 'figure.pdf')."
+        )
+    if fmt not in _MARKED_FORMATS:
+        raise ValueError(
+            f"save={text!r}: holocell saves figures only as {'/'.join(_MARKED_FORMATS)}, whose metadata names "
+            f"holocell; a {fmt!r} file cannot carry it. Use e.g. {path.with_suffix('.png').name!r}, or write {fmt!r} "
+            "yourself with ax.figure.savefig(path)."
+        )
+    target = path
+    if path.is_symlink():  # keep the link, write the file it points to (as the command line does)
+        target = path.resolve()
+        if not target.exists():
+            raise FileExistsError(
+                f"save={text!r}: {path} is a symlink to {os.readlink(path)}, which does not exist; choose "
+                "another path, or remove the link yourself."
+            )
+    existing_folder(target, f"save={text!r}")  # a folder above that links to nothing: before any work
+    if target.is_dir():
+        raise FileExistsError(
+            f"save={text!r}: {target} is a directory; holocell never writes over it. Choose another path, or "
+            "move or remove it yourself."
+        )
+    manifest = target.parent / FIGURES_MANIFEST
+    _read_manifest(manifest)  # one that is not holocell's is refused before anything is written
+    if os.path.lexists(target) and not _unchanged(target, manifest):
+        raise _refusal(save, target, manifest)
+    return path, target, fmt
 
 
 def _read_manifest(manifest: Path) -> dict[str, str]:
