@@ -481,36 +481,3 @@ def test_gene_activity_term_ties_atac_only_cells_to_the_rna_decoder(weight):
     paired = np.flatnonzero((mdata.obs["batch"] == "batch0").to_numpy())
     both = module.tokenize(next(iter(model._batches(arrays, paired, len(paired), torch.device("cpu"), "x", False))))
     assert (gene_activity_nll(module.network.counts, torch.zeros(len(paired), 4), both) == 0).all()
-
-
-def test_value_path_per_modality_averages_the_observed_modalities(tmp_path):
-    """``value_path_mode="modality_mean"``: each modality's value map is normed on its own and a cell's summary is
-    the mean over the modalities it shows, so a cell seen through one modality gets that modality's normed map
-    (on the joint summary's scale) and the weights of a modality it lacks never touch it."""
-    mdata, _ = simulate_multiome(
-        32, n_genes=20, n_tfs=4, n_proteins=4, n_distal_peaks=4, peaks_per_gene=2, n_batches=2,
-        missing={"protein": ["batch1"]}, seed=3,
-    )
-    with pytest.warns(HoloCellWarning, match=SIM_GENES):
-        HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
-    with pytest.raises(ValueError, match="value_path_mode"):
-        HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4, cell_state_kwargs={"value_path_mode": "max"})
-    model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4, n_latent=4,
-                     cell_state_kwargs={"value_path_mode": "modality_mean"})
-    cell = model.module.network.cell
-    assert set(cell.ln_modality) == {"rna", "protein"} and not hasattr(cell, "ln_values")
-    rna_only = np.flatnonzero((mdata.obs["batch"] == "batch1").to_numpy())
-    paired = np.flatnonzero((mdata.obs["batch"] == "batch0").to_numpy())
-    before = model.get_latent_representation(progress_bar=False)
-    with torch.no_grad():
-        cell.value_in["protein"].add_(torch.randn_like(cell.value_in["protein"]))
-    after = model.get_latent_representation(progress_bar=False)
-    np.testing.assert_allclose(after[rna_only], before[rna_only], atol=1e-6)
-    assert not np.allclose(after[paired], before[paired], atol=1e-4)
-    model.train(max_epochs=1, batch_size=16, enable_progress_bar=False, early_stopping=False, seed=0)
-    model.save(tmp_path / "m")
-    with pytest.warns(HoloCellWarning, match=SIM_GENES):
-        loaded = HoloCell.load(tmp_path / "m", mdata)
-    assert loaded.module.network.config.value_path_mode == "modality_mean"
-    np.testing.assert_allclose(loaded.get_latent_representation(progress_bar=False),
-                               model.get_latent_representation(progress_bar=False), atol=1e-5)

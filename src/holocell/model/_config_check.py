@@ -138,7 +138,6 @@ NETWORK = (
             "peak_factors", "peak_embeddings", "value_path", "latents_in_posterior", "tie_peaks_to_genes",
             "tie_peak_decoder_to_genes", "z_in_denoiser", "z_grad_from_denoiser", "batch_after_norm",
             "batch_in_encoder", "library_in_encoder")),
-        Rule("value_path_mode", str, required=False, choices=("sum", "modality_mean")),
     )),
     Rule("n_latent", int, 1, MAX_D_MODEL, required=False),
 )

@@ -90,7 +90,6 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
     cell_state_kwargs
         Switches of the cell state (:class:`~holocell.nn.NetworkConfig` fields, for ablations): ``n_hidden``
         (count decoders' width), ``peak_factors``, ``peak_embeddings`` (each peak's own input vector), ``value_path``,
-        ``value_path_mode`` (``"modality_mean"``: the value path normed per modality, averaged over the observed ones),
         ``latents_in_posterior``, ``tie_peaks_to_genes`` (an open peak reaches the state through its gene's RNA
         weights), ``tie_peak_decoder_to_genes`` (a peak's decoder weights include its gene's RNA row),
         ``z_in_denoiser``, ``z_grad_from_denoiser`` (False: the denoiser reads ``z``

@@ -7,9 +7,7 @@
   open peaks), layer-normed, the input an scVI encoder reads. Hidden and absent values contribute nothing,
   so any subset of modalities gives a state. With ``tie_peaks_to_genes`` an open peak's weights are its gene's
   RNA weights plus a vector of its own, so chromatin reaches the state the way its gene's expression does (the
-  hierarchy CRE -> gene, and the idea behind gene-activity scores). With ``value_path_mode="modality_mean"``
-  each modality's map is layer-normed on its own and the cell's observed modalities are averaged, as MultiVI
-  averages its modalities' encoders, so that a subset of modalities gives a summary on the same scale.
+  hierarchy CRE -> gene, and the idea behind gene-activity scores).
 
 The batch and the library sizes are not inputs of ``q(z | x)``: they go to the count decoders
 (:mod:`._count_decoder`) and the denoiser, so nothing rewards ``z`` for carrying them.
@@ -57,9 +55,6 @@ class CellState(nn.Module):
         ``(P,)`` anchor of every peak (``None`` without ATAC).
     value_path
         Read the visible values through a linear map.
-    value_path_mode
-        ``"sum"``: one map of every visible value, layer-normed; ``"modality_mean"``: one map per modality,
-        each layer-normed, averaged over the modalities with a visible value.
     latents_in_posterior
         Read the pooled latent vectors of the encoder.
     z_in_denoiser
@@ -69,7 +64,7 @@ class CellState(nn.Module):
         it a peak has its own weights only).
     """
 
-    SWITCHES = ("value_path", "value_path_mode", "latents_in_posterior", "z_in_denoiser", "tie_peaks_to_genes")
+    SWITCHES = ("value_path", "latents_in_posterior", "z_in_denoiser", "tie_peaks_to_genes")
     """The :class:`~holocell.nn.NetworkConfig` fields this module takes as keyword arguments."""
 
     def __init__(
@@ -81,7 +76,6 @@ class CellState(nn.Module):
         peak_anchor: torch.Tensor | None,
         *,
         value_path: bool = True,
-        value_path_mode: str = "sum",
         latents_in_posterior: bool = True,
         z_in_denoiser: bool = True,
         tie_peaks_to_genes: bool = False,
@@ -95,12 +89,7 @@ class CellState(nn.Module):
                 {m: nn.Parameter(torch.randn(n_anchors, d) * 0.02) for m in slot_modalities}
             )
             self.peak_in = nn.Parameter(torch.randn(len(peak_anchor), d) * 0.02) if peak_anchor is not None else None
-            self.per_modality = value_path_mode == "modality_mean"
-            if self.per_modality:
-                names = [*slot_modalities, *(["atac"] if peak_anchor is not None else [])]
-                self.ln_modality = nn.ModuleDict({m: nn.LayerNorm(d) for m in names})
-            else:
-                self.ln_values = nn.LayerNorm(d)
+            self.ln_values = nn.LayerNorm(d)
         self.tie_peaks = bool(value_path and tie_peaks_to_genes and peak_anchor is not None and "rna" in slot_modalities)
         width = d * (int(value_path) + int(latents_in_posterior))
         self.ln = nn.LayerNorm(width)
@@ -112,22 +101,17 @@ class CellState(nn.Module):
         self, tokens: Tokens, slot_exists: dict[str, torch.Tensor], peak_anchor: torch.Tensor | None
     ) -> torch.Tensor:
         """``(B, d)`` linear map of the visible values (slots that exist and are not hidden), layer-normed."""
-        terms: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # modality -> (B, d) map, (B,) any visible
+        out = None
         for m, weight in self.value_in.items():
             visible = ~tokens.mask[m] & slot_exists[m][None, :]
             values = torch.where(visible, tokens.values[m], 0.0)  # (B, G); what is hidden is never read
-            terms[m] = values @ weight, visible.any(-1)
+            out = values @ weight if out is None else out + values @ weight
         if self.peak_in is not None:
             visible = ~tokens.mask["atac"][:, peak_anchor]  # (B, P)
             weight = self.peak_in + self.value_in["rna"][peak_anchor] if self.tie_peaks else self.peak_in
-            terms["atac"] = torch.where(visible, tokens.peaks, 0.0) @ weight, visible.any(-1)
-        if not self.per_modality:
-            return self.ln_values(sum(term for term, _ in terms.values()))
-        total, count = 0.0, 0.0
-        for m, (term, seen) in terms.items():
-            seen = seen.to(term.dtype)[:, None]
-            total, count = total + seen * self.ln_modality[m](term), count + seen
-        return total / count.clamp(min=1.0)
+            term = torch.where(visible, tokens.peaks, 0.0) @ weight
+            out = term if out is None else out + term
+        return self.ln_values(out)
 
     def forward(
         self,

@@ -54,7 +54,6 @@ class NetworkConfig:
     peak_factors: bool = True  # every peak has an output vector of its own in the ATAC count decoder
     peak_embeddings: bool = True  # every peak has an input vector of its own in the encoder's anchor tokens
     value_path: bool = True  # q(z | x) reads a linear map of the visible values
-    value_path_mode: str = "sum"  # one map of all values, or "modality_mean": each modality normed, then averaged
     latents_in_posterior: bool = True  # q(z | x) reads the pooled latents of the encoder
     tie_peaks_to_genes: bool = False  # q(z | x) reads an open peak through its gene's RNA weights + its own
     tie_peak_decoder_to_genes: bool = False  # a peak's decoder weights include its gene's RNA output row
@@ -65,8 +64,6 @@ class NetworkConfig:
     library_in_encoder: bool = False  # the encoder reads the library sizes (else only the decoders do)
 
     def __post_init__(self) -> None:
-        if self.value_path_mode not in ("sum", "modality_mean"):
-            raise ValueError(f"value_path_mode must be 'sum' or 'modality_mean', got {self.value_path_mode!r}.")
         if self.read_in_tokens not in ("all", "values"):
             raise ValueError(f"read_in_tokens must be 'all' or 'values', got {self.read_in_tokens!r}.")
         if self.cell_state and not (self.value_path or self.latents_in_posterior):
