@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import warnings
 from pathlib import Path
 
 from .model._config_check import (
@@ -27,6 +26,7 @@ from .model._config_check import (
     check_section,
     check_training,
 )
+from .train._devices import trainer_problem  # shared with HoloCell.train; named here for the command line
 from .vocab import MODALITIES, SPECIES
 
 _HINT = "Fix the config file (see docs/pretrained.md)."
@@ -107,23 +107,6 @@ def _check_modalities(value: dict, where: str, key: str) -> None:
             f"{where}: key {key!r} must map holocell modalities {list(MODALITIES)} to modality names, "
             f"got {bad}. {_HINT}"
         )
-
-
-def trainer_problem(options: dict) -> str | None:
-    """Why Lightning cannot build a ``Trainer`` with ``options`` on this machine (one line), or ``None``."""
-    import lightning.pytorch as pl
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    from ._settings import settings
-
-    try:
-        with settings.lightning_logging(), warnings.catch_warnings():  # its device notes come again in training
-            warnings.simplefilter("ignore")
-            pl.Trainer(**{"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
-                          "enable_model_summary": False, **options})  # fmt: skip
-    except (ValueError, TypeError, ImportError, MisconfigurationException) as err:  # tpu without torch_xla: ImportError
-        return " ".join(str(err).split()) or type(err).__name__
-    return None
 
 
 def _check_layers(spec: dict, modalities, where: str, key: str) -> None:

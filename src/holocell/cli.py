@@ -50,23 +50,13 @@ USER_ERRORS = (
 TRACEBACK_ENV = "HOLOCELL_TRACEBACK"
 
 
-#: mdata.mod names recognised when --modalities is not given
-_MODALITY_ALIASES = {
-    "rna": ("rna", "gex", "expression", "genes"),
-    "atac": ("atac", "peaks", "chromatin"),
-    "protein": ("protein", "prot", "adt", "cite"),
-}
-
-
 def _guess_modalities(mdata, given: dict[str, str] | None) -> dict[str, str]:
+    """``given``, or the modalities recognised by name (the table merge_datasets uses too)."""
+    from .data._modality_names import recognised_modalities
+
     if given:
         return given
-    found = {}
-    for m, aliases in _MODALITY_ALIASES.items():
-        for name in mdata.mod:
-            if name.lower() in aliases:
-                found[m] = name
-                break
+    found = recognised_modalities(mdata.mod)
     if not found:
         raise UsageError(
             f"cannot tell which of the modalities {list(mdata.mod)} is RNA, ATAC or protein; "

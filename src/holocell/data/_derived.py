@@ -54,7 +54,8 @@ def register_converted(
         Hash of the reference converted copy (the one in ``../shared/data``), checked for local copies.
     sources
         Original file name (as published) -> (URL at a pinned commit, sha256 of its bytes, cache file name).
-        Each becomes the registry entry ``"<name>:<original file name>"`` of kind ``"source"``.
+        Each becomes the registry entry ``"<name>:<original file name>"`` of kind ``"source"``; the converted
+        entry has no ``url`` (``None``): its file is made from those, not downloaded.
     description
         One line for :func:`holocell.data.available`.
     """
@@ -63,8 +64,9 @@ def register_converted(
         source = f"{name}:{original}"
         register(source, cached_as, sha, url=url, kind="source", description=f"original file of {name!r}")
         names.append(source)
-    entry = register(name, filename, sha256, url=sources[next(iter(sources))][0], description=description)
-    entry = replace(entry, sources=tuple(names))
+    entry = register(name, filename, sha256, description=description)
+    # no URL: the file is made here from the sources (each "<name>:<file>" entry holds its own URL and sha256)
+    entry = replace(entry, url=None, sources=tuple(names))
     _registry.REGISTRY[name] = entry
     return entry
 

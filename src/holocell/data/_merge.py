@@ -26,7 +26,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._warnings import HoloCellWarning, user_stacklevel
 from ..vocab import MODALITIES, map_proteins_to_genes, rename_to_anchors
+from ._modality_names import recognised_modalities
 from ._mosaic import MEASURED_BY_KEY, MEASURED_KEY
 
 BATCH_KEY = "batch"
@@ -99,7 +101,9 @@ def merge_for_pretraining(inputs: Sequence[MergeInput], species: str = "human") 
                 part.var = part.var.drop(columns=["original_name", "how"])
             parts[m].append(part)
     joined = {m: _join(m, p) for m, p in parts.items() if p}
-    merged = md.MuData(joined)
+    with warnings.catch_warnings():  # mudata 0.3 warns about its future `pull_on_update` default
+        warnings.simplefilter("ignore", FutureWarning)
+        merged = md.MuData(joined)
     obs = pd.concat([a.obs for a in joined.values()])
     merged.obs = obs[~obs.index.duplicated()].loc[merged.obs_names]
     if mixed:
@@ -131,8 +135,10 @@ def merge_datasets(
         Data set name -> MuData (or AnnData, read as RNA). The name prefixes cell names (``"<name>:<cell>"``) and
         batches.
     modalities
-        holocell modality -> key of each data set's ``mod`` (default: the keys ``"rna"``, ``"atac"``, ``"protein"``
-        each data set has). A data set without one of them has no cell in that modality.
+        holocell modality -> key of each data set's ``mod``. A data set without one of them has no cell in that
+        modality (a mosaic). Default: per data set, the keys named ``"rna"``, ``"atac"``, ``"protein"`` or a
+        common alias, as on the command line (``gex`` / ``expression`` / ``genes`` for RNA, ``peaks`` /
+        ``chromatin`` for ATAC, ``adt`` / ``prot`` / ``cite`` for protein; any case).
     batch_key
         Column of each data set's ``obs`` with its batches (default: each data set is one batch).
     layers
@@ -149,20 +155,30 @@ def merge_datasets(
     ``obs["source"]`` (the data set) and, for several species, ``obs["species"]``. Set it up with
     ``modalities={m: m for m in merged.mod}``, ``batch_key="batch"`` and, for several species,
     ``species="human"``, ``species_key="species"``, ``gene_id_type="symbol"``.
+
+    Raises
+    ------
+    KeyError
+        A data set has none of the modalities to merge, or no data set has one named in ``modalities``; a
+        ``species`` mapping or an ``obs_columns`` column misses a data set.
+    ValueError
+        ``modalities`` has a key other than ``"rna"``, ``"atac"``, ``"protein"``; ``batch_key`` is NaN for some cells;
+        a data set that is not human brings ATAC to a merge of several species.
+
+    Warns
+    -----
+    HoloCellWarning
+        A data set's modality is left out: by default, one not named as a holocell modality or an alias; with
+        ``modalities``, one not named there when that data set lacks one of the named modalities (it may be that
+        one under another name). The message names them and the ``modalities=`` that merges them.
     """
     of = dict.fromkeys(datasets, species) if isinstance(species, str) else dict(species)
     if missing := [name for name in datasets if name not in of]:
         raise KeyError(f"species has no entry for data set(s) {missing}; give one per data set, or one string.")
-    wrapped = {name: md.MuData({"rna": d}) if isinstance(d, ad.AnnData) else d for name, d in datasets.items()}
+    wrapped = {name: _as_mudata(d) for name, d in datasets.items()}
+    chosen = _chosen_modalities(wrapped, modalities)
     inputs = [
-        MergeInput(
-            name=name,
-            mdata=d,
-            modalities=dict(modalities) if modalities is not None else {m: m for m in MODALITIES if m in d.mod},
-            batch_key=batch_key,
-            layers=layers,
-            species=of[name],
-        )
+        MergeInput(name=name, mdata=d, modalities=chosen[name], batch_key=batch_key, layers=layers, species=of[name])
         for name, d in wrapped.items()
     ]
     merged = merge_for_pretraining(inputs, species=next(iter(of.values()), "human"))
@@ -175,6 +191,62 @@ def merge_datasets(
             values.append(pd.Series(obs[column].to_numpy(), index=[f"{name}:{c}" for c in obs.index]))
         merged.obs[column] = pd.concat(values).reindex(merged.obs_names).to_numpy()
     return merged
+
+
+def _as_mudata(d: md.MuData | ad.AnnData) -> md.MuData:
+    if not isinstance(d, ad.AnnData):
+        return d
+    with warnings.catch_warnings():  # mudata 0.3 warns about its future `pull_on_update` default
+        warnings.simplefilter("ignore", FutureWarning)
+        return md.MuData({"rna": d})
+
+
+def _chosen_modalities(
+    datasets: Mapping[str, md.MuData], modalities: Mapping[str, str] | None
+) -> dict[str, dict[str, str]]:
+    """Per data set, holocell modality -> its ``mod`` key: those of ``modalities`` it has (a mosaic: the others are
+    absent for its cells), or by default the keys named as holocell's modalities or their common aliases
+    (``adt``, ``gex``, ``peaks``, ...). ``KeyError`` for a data set with none of them; a ``HoloCellWarning`` names a
+    modality of a data set that is left out when it may be one of the merged ones under another name."""
+    if modalities is not None:
+        if unknown := [m for m in modalities if m not in MODALITIES]:
+            raise ValueError(f"unknown modality {unknown} in modalities=; use keys from {list(MODALITIES)}.")
+        if nowhere := {m: k for m, k in modalities.items() if not any(k in d.mod for d in datasets.values())}:
+            raise KeyError(
+                f"No data set has the modality {nowhere} named in modalities= (their modalities: "
+                f"{ {name: list(d.mod) for name, d in datasets.items()} }); fix the key or leave it out."
+            )
+    chosen, left_out = {}, {}
+    for name, d in datasets.items():
+        if modalities is None:
+            chosen[name] = recognised_modalities(d.mod)
+        else:
+            chosen[name] = {m: k for m, k in modalities.items() if k in d.mod}
+        if not chosen[name]:
+            wanted = f"the modalities {dict(modalities)}" if modalities is not None else "a modality named as " + (
+                "holocell's (rna, atac, protein) or a common alias (gex, peaks, adt, prot, ...)")
+            raise KeyError(
+                f"Data set {name!r} has none of {wanted}; its modalities are {list(d.mod)}. Pass modalities= "
+                f"mapping holocell modalities to its keys, e.g. modalities={{'rna': {next(iter(d.mod), 'rna')!r}}}."
+            )
+        rest = [k for k in d.mod if k not in chosen[name].values()]
+        if rest and (modalities is None or len(chosen[name]) < len(modalities)):
+            left_out[name] = rest
+    if left_out:
+        name, rest = next(iter(left_out.items()))
+        free = next((m for m in (modalities or ("protein", "atac", "rna")) if m not in chosen[name]), "protein")
+        example = {**(modalities or chosen[name]), free: rest[0]}
+        why = ("not named in modalities=" if modalities is not None else
+               "not named as holocell's modalities (rna, atac, protein) nor a common alias (gex, peaks, adt, ...)")
+        warnings.warn(
+            f"merge_datasets leaves out modalities {left_out} (data set: its modalities not merged), {why}. To "
+            f"merge one, pass modalities= mapping the holocell modality to its key, e.g. modalities={example} "
+            f"if {rest[0]!r} holds {free} counts; "
+            "the key is the same for every data set, so rename a differing one in a copy of its data set first.",
+            HoloCellWarning,
+            stacklevel=user_stacklevel(),
+        )
+    return chosen
 
 
 def mixed_species(merged: md.MuData) -> bool:

@@ -70,7 +70,7 @@ class RegistryEntry:
     sha256
         Hex sha256 of the file.
     url
-        Download URL.
+        Download URL; ``None`` for a converted data set (``sources`` are its files, each with its URL and sha256).
     kind
         ``"dataset"`` or ``"checkpoint"``.
     description
@@ -87,7 +87,7 @@ class RegistryEntry:
     name: str
     filename: str
     sha256: str
-    url: str
+    url: str | None
     kind: str = "dataset"
     description: str = ""
     shipped: str | None = None

@@ -29,6 +29,7 @@ from ..vocab import FeatureSpace
 from ._arguments import check_arguments, check_training
 from ._build import cell_state_settings, feature_space_for, prior_inputs, restore_reports
 from ._inference import InferenceMixin
+from ._obs_copy import obs_copy_fix
 from ._perturb_mixin import PerturbMixin
 from ._save_mixin import SaveLoadMixin
 from ._training_mixin import TrainingMixin
@@ -393,15 +394,15 @@ class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, Trans
         batch_key = setup.get("batch_key")
         if batch_key is not None and transform_batch is None and batch_key not in mdata.obs:
             raise KeyError(
-                f"mdata.obs has no column {batch_key!r}, the batch_key the model was set up with. Add it (a batch "
-                f"not seen in training is read as a new batch; training batches: {list(self.batch_categories_)[:5]}), "
-                "or run mdata.pull_obs() if a modality holds it; generate also takes transform_batch=."
+                f"mdata.obs has no column {batch_key!r}, the batch_key the model was set up with. "
+                f"{obs_copy_fix(mdata, batch_key) or 'Add it'} (a batch not seen in training is read as a new batch; "
+                f"training batches: {list(self.batch_categories_)[:5]}). generate also takes transform_batch=."
             )
         species_key = setup.get("species_key")
         if species_key is not None and species_key not in mdata.obs:
             raise KeyError(
-                f"mdata.obs has no column {species_key!r}, the species_key the model was set up with. Add it (each "
-                "cell's 'human' or 'mouse'), or run mdata.pull_obs() if a modality holds it."
+                f"mdata.obs has no column {species_key!r}, the species_key the model was set up with. "
+                f"{obs_copy_fix(mdata, species_key) or 'Add it'} (each cell's 'human' or 'mouse')."
             )
         # the model's modalities mdata has; others: no cell (no warning for those kept from a reference)
         read = absent_modalities(mdata, self.modalities_, set(self.modalities_) - set(setup["modalities"]))

@@ -361,7 +361,9 @@ def reference_mudata(config: dict) -> md.MuData:
         mods[name].var_names = features
         if setup.get(f"{m}_layer") is not None:
             mods[name].layers[setup[f"{m}_layer"]] = x.copy()
-    mdata = md.MuData(mods)
+    with warnings.catch_warnings():  # mudata 0.3 warns about its future `pull_on_update` default
+        warnings.simplefilter("ignore", FutureWarning)
+        mdata = md.MuData(mods)
     batch_key = setup.get("batch_key")
     if batch_key is not None:
         mdata.obs[batch_key] = pd.Categorical(batches)

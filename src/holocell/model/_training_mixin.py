@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 
 from .._settings import settings
 from ..train import fit
+from ..train._devices import check_devices
 from ..train._fit import check_cell_state, run_config
 from ..train._resume import check_checkpoint_dir
 from ._arguments import (
@@ -158,12 +159,13 @@ class TrainingMixin:
             any other, leaves the model's weights as they were before the call (not the diverged ones), on
             the device and in the dtype they had.
         ValueError
-            Before any work: nothing trainable (:meth:`freeze` froze every parameter); a fresh run into a
-            ``checkpoint_dir`` holding an earlier run's checkpoints (pass ``resume=True`` to continue it); a
-            ``last.ckpt`` to resume that is not a holocell checkpoint, or one of another model (other sizes,
-            features or cells); a ``validation_size`` that leaves no cell to train on; an
-            ``enable_checkpointing`` that contradicts ``checkpoint_dir`` / ``callbacks``; a backed MuData with a
-            strategy that spawns its processes (``"ddp_spawn"``).
+            Before any work: an ``accelerator`` / ``devices`` this machine lacks (``accelerator="gpu"`` without a
+            GPU; the message names the values that work); nothing trainable (:meth:`freeze` froze every
+            parameter); a fresh run into a ``checkpoint_dir`` holding an earlier run's checkpoints (pass
+            ``resume=True`` to continue it); a ``last.ckpt`` to resume that is not a holocell checkpoint, or one
+            of another model (other sizes, features or cells); a ``validation_size`` that leaves no cell to train
+            on; an ``enable_checkpointing`` that contradicts ``checkpoint_dir`` / ``callbacks``; a backed MuData
+            with a strategy that spawns its processes (``"ddp_spawn"``).
         TypeError
             Before any work: a scvi-tools ``train()`` argument holocell does not take (``train_size``,
             ``early_stopping_monitor``, ``datasplitter_kwargs``, ...); the message names holocell's equivalent.
@@ -183,6 +185,7 @@ class TrainingMixin:
         max_epochs, batch_size, early_stopping_patience, seed = check_train_call(
             max_epochs, batch_size, validation_size, early_stopping_patience, lr, seed, ema_decay
         )
+        check_devices(accelerator, devices)  # e.g. "gpu" on a machine without one: before any data work
         check_loader_arguments(trainer_kwargs)
         check_trainer_kwargs(trainer_kwargs)
         overrides = check_training(plan_kwargs, "train(plan_kwargs=...)", upper_bounds=False)

@@ -363,18 +363,21 @@ def check_unchanged(mdata: MuData, modalities: Mapping[str, str], fingerprint: d
     missing = [name for name in modalities.values() if name not in mdata.mod]
     if missing:
         problems.append(f"modalities {missing} were removed")
-    elif mdata.n_obs != fingerprint["n_obs"] or _index_digest(mdata.obs_names) != fingerprint["obs_names"]:
-        problems.append(f"its cells changed ({fingerprint['n_obs']} at setup, {mdata.n_obs} now)")
-    else:
-        now = data_fingerprint(mdata, modalities)["mods"]
+    else:  # name the modality whose cells changed; the global cells change with it
+        now, cells_named = data_fingerprint(mdata, modalities)["mods"], False
         for name, before in fingerprint["mods"].items():
-            after = now[name]
-            if after["shape"] != tuple(before["shape"]) or after["obs_names"] != before["obs_names"]:
-                problems.append(
-                    f"modality {name!r} changed cells (shape {tuple(before['shape'])} -> {after['shape']})"
-                )
-            elif after["var_names"] != before["var_names"]:
-                problems.append(f"modality {name!r} changed features")
+            after, (n_obs, n_vars) = now[name], tuple(before["shape"])
+            if after["shape"][0] != n_obs:
+                problems.append(f"modality {name!r} changed cells ({n_obs} at setup, {after['shape'][0]} now)")
+            elif after["obs_names"] != before["obs_names"]:
+                problems.append(f"modality {name!r} changed its cell names or their order (still {n_obs} cells)")
+            cells_named = cells_named or after["obs_names"] != before["obs_names"]
+            if after["var_names"] != before["var_names"]:
+                problems.append(f"modality {name!r} changed features ({n_vars} at setup, {after['shape'][1]} now)")
+        if not cells_named and mdata.n_obs != fingerprint["n_obs"]:
+            problems.append(f"its cells changed ({fingerprint['n_obs']} at setup, {mdata.n_obs} now)")
+        elif not cells_named and _index_digest(mdata.obs_names) != fingerprint["obs_names"]:
+            problems.append(f"its cell names or their order changed (still {mdata.n_obs} cells)")
     if problems:
         raise ValueError(
             "The MuData this model was set up with changed after setup: " + "; ".join(problems) + ". "

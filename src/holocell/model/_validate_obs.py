@@ -45,6 +45,19 @@ def check_not_view(mdata: MuData, name: str) -> None:
         )
 
 
+def check_not_view_output(mdata, call: str, copy_ok: bool = False) -> None:
+    """Raise when ``mdata`` is a view of another MuData and ``call`` would add modalities to it: mudata cannot add
+    one to a view, so the run would be lost at its end (and the view left half written)."""
+    if not getattr(mdata, "is_view", False):
+        return
+    copy = ", or pass copy=True (the results then go to the copy returned)" if copy_ok else ""
+    raise ValueError(
+        f"mdata is a view of another MuData (a subset such as mdata[mask]), and {call} adds new modalities to it, "
+        f"which mudata cannot do to a view. Make the subset a MuData of its own first: mdata = mdata[mask].copy()"
+        f"{copy}."
+    )
+
+
 def check_in_sync(mdata: MuData, name: str, then: str = "") -> None:
     """Raise when modality ``name`` was changed (subset, reordered, replaced) without ``mdata.update()``.
 
@@ -78,8 +91,10 @@ def check_batch_column(mdata: MuData, batch_key: str | None) -> None:
     if batch_key is None:
         return
     if batch_key not in mdata.obs:
-        pulled = [c for c in mdata.obs.columns if c.endswith(f":{batch_key}")]
-        hint = " Run mdata.pull_obs() to bring modality columns to the global obs." if pulled else ""
+        from ._obs_copy import obs_copy_fix
+
+        hint = obs_copy_fix(mdata, batch_key, "batch_key")  # works in a mosaic too; never "run pull_obs()" again
+        hint = f" {hint}." if hint else ""
         raise KeyError(
             f"batch_key {batch_key!r} is not a column of the global mdata.obs "
             f"(columns: {list(mdata.obs.columns)[:10]}).{hint}"
@@ -168,4 +183,4 @@ def obs_column_fix(mdata: MuData, key, argument: str) -> str:
     )
 
 
-__all__ = ["absent_modalities", "batches_with_cells", "obs_column_fix", "check_batch_column", "check_in_sync", "check_modality_keys", "check_not_view"]
+__all__ = ["absent_modalities", "batches_with_cells", "obs_column_fix", "check_batch_column", "check_in_sync", "check_modality_keys", "check_not_view", "check_not_view_output"]
