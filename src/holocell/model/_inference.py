@@ -18,6 +18,7 @@ from .._warnings import HoloCellWarning
 from ..data.arrays import closes_backed_path, make_loader, update_axes
 from ..vocab._constants import MODALITIES
 from ._args import cell_indices, check_count, check_device, check_key_added, check_temperature
+from ._validate_obs import check_not_view_output
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -323,9 +324,9 @@ class InferenceMixin:
         Parameters
         ----------
         mdata
-            MuData (default: the registered one). It gets a new modality ``key_added`` (in memory,
-            also for a backed MuData, whose inputs are streamed from disk; a path is opened backed
-            and closed again before this returns).
+            MuData (default: the registered one), not a view (``mdata[mask]``: ``ValueError``, copy it first). It
+            gets a new modality ``key_added`` (in memory, also for a backed MuData, whose inputs are streamed from
+            disk; a path is opened backed and closed again before this returns).
         target
             Modality to generate.
         n_steps
@@ -395,6 +396,7 @@ class InferenceMixin:
             n_steps = default_steps(target, self.config.cell_state)
         seed = check_sampling(n_steps, temperature, remasking, seed)
         key_added = f"{self.modalities_[target]}_generated" if key_added is None else check_key_added(key_added)
+        check_not_view_output(mdata, "model.generate")  # before the run: mudata cannot add its output to a view
         mdata, arrays = self._arrays(mdata, transform_batch)
         check_generated_key(mdata, key_added, overwrite, set(self.modalities_.values()))
         n_features = len(self.feature_space.maps[target].features)

@@ -45,8 +45,8 @@ def annotate(
     model: HoloCell | None = None,
     *,
     labels_key: str = "celltype",
-    query: Sequence[bool] | Sequence[str] | None = None,
-    reference: Sequence[bool] | Sequence[str] | None = None,
+    query: Sequence[bool] | Sequence[str] | str | None = None,
+    reference: Sequence[bool] | Sequence[str] | str | None = None,
     method: Literal["knn", "classifier", "both", "finetune"] = "both",
     use_rep: str | None = None,
     modality: str | Sequence[str] | None = None,
@@ -101,8 +101,8 @@ def annotate(
         that spells one (``"nan"``, ``"None"``, ``""``, e.g. after ``.astype(str)``) is a class like any other, with
         a :class:`~holocell.HoloCellWarning` giving the number of reference cells that have it.
     query
-        Cells to label: a boolean mask over ``mdata.obs_names`` or a list of obs names. Default:
-        the cells whose label is missing.
+        Cells to label: a boolean mask over ``mdata.obs_names``, a list of obs names, or one obs name (a ``str`` is
+        one cell, as ``[name]``). Default: the cells whose label is missing.
     reference
         Labelled cells to learn from (same forms); default: every labelled cell not in ``query``.
     method
@@ -382,7 +382,9 @@ def transfer_labels(
     return np.mean(parts, axis=0), classes
 
 
-def _as_mask(mdata: MuData, cells: Sequence[bool] | Sequence[str], what: str) -> np.ndarray:
+def _as_mask(mdata: MuData, cells: Sequence[bool] | Sequence[str] | str, what: str) -> np.ndarray:
+    if isinstance(cells, str):  # one cell's name, as scanpy reads a str (a list of one)
+        cells = [cells]
     if isinstance(cells, pd.Series) and pd.api.types.is_bool_dtype(cells) and not cells.index.equals(mdata.obs_names):
         aligned = cells.reindex(mdata.obs_names)  # a mask of other cells, or in another order: aligned by name
         if aligned.isna().any():
@@ -403,7 +405,7 @@ def _as_mask(mdata: MuData, cells: Sequence[bool] | Sequence[str], what: str) ->
         )
     idx = mdata.obs_names.get_indexer(arr.astype(str))
     if (idx < 0).any():
-        raise KeyError(f"`{what}` names unknown cells, e.g. {list(arr[idx < 0][:3])}.")
+        raise KeyError(f"`{what}` names unknown cells, e.g. {[str(c) for c in arr[idx < 0][:3]]}.")
     mask = np.zeros(mdata.n_obs, dtype=bool)
     mask[idx] = True
     return mask

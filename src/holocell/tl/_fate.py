@@ -12,14 +12,13 @@ import pandas as pd
 
 from .._warnings import HoloCellDeprecationWarning
 from ..model._args import as_names, check_count, modality_cells
-from ._keys import check_mudata, check_outputs, missing_column_message, working_copy
+from ._keys import FATE_COLUMNS, check_mudata, check_outputs, missing_column_message, working_copy
 
 if TYPE_CHECKING:
     from mudata import MuData
 
     from ..model import HoloCell
 
-FATE_COLUMNS = ("gene", "score", "cosine", "distance_before", "distance_after", "rank")
 _OLD_POSITIONAL = ("groupby", "source", "target")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
+from ..model._validate_obs import check_not_view_output
 from ._keys import check_mudata, working_copy
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ def generate(
     Parameters
     ----------
     mdata
-        MuData with the model's source modalities.
+        MuData with the model's source modalities. A view (``mdata[mask]``) is refused before any work
+        (``ValueError``): mudata cannot add a modality to it; pass ``mdata[mask].copy()``, or ``copy=True``.
     model
         Trained :class:`~holocell.HoloCell`.
     target
@@ -66,7 +68,7 @@ def generate(
         As :meth:`~holocell.HoloCell.generate`: which slots are remasked between steps, sampling temperature
         (``0``: the most likely values), the training batch to generate as if from, where to run, the seed.
     copy
-        Work on and return a copy instead of modifying ``mdata``.
+        Work on and return a copy instead of modifying ``mdata`` (also of a view).
 
     Returns
     -------
@@ -78,6 +80,8 @@ def generate(
     ``mdata.push_obs(columns=["celltype"], mods=[key])`` copies annotations to it.
     """
     check_mudata(mdata, "generate")
+    if not copy:  # copy=True works on a copy of its own, to which the new modality can be added
+        check_not_view_output(mdata, "hc.tl.generate", copy_ok=True)
     mdata = working_copy(mdata, copy)
     model.generate(
         mdata,

@@ -13,14 +13,12 @@ import pandas as pd
 from .._warnings import HoloCellDeprecationWarning, HoloCellWarning
 from ..model._args import as_names, check_count, modality_cells
 from ..priors import load_grn_edges
-from ._keys import check_mudata, check_outputs, working_copy
+from ._keys import GRN_COLUMNS, GRN_MARK, check_mudata, check_outputs, working_copy
 
 if TYPE_CHECKING:
     from mudata import MuData
 
     from ..model import HoloCell
-
-GRN_COLUMNS = ("tf", "target", "similarity", "knockout_effect", "score", "rank")
 
 
 def _accept_old_call(func):
@@ -107,8 +105,9 @@ def grn(
     n_steps, batch_size, device, seed, progress_bar
         Regeneration settings.
     key_added
-        ``.uns`` key of the table. A table of an earlier ``grn`` run there is replaced; any other entry (the
-        user's data) is never replaced: ``ValueError``.
+        ``.uns`` key of the table. A table of an earlier ``grn`` run there (all of grn's columns, and its index
+        named ``"holocell_grn_edge"``) is replaced; any other entry (the user's data, also another tool's edge
+        table with the same columns) is never replaced: ``ValueError``.
     copy
         Work on and return a copy instead of modifying ``mdata``.
 
@@ -116,7 +115,8 @@ def grn(
     -------
     ``None``, or the modified copy when ``copy=True``. Writes ``mdata.uns[key_added]``: a DataFrame with
     columns ``tf``, ``target``, ``similarity`` (NaN unless computed), ``knockout_effect`` (signed; NaN
-    unless computed), ``score`` and ``rank`` (1 = strongest), sorted by ``rank``.
+    unless computed), ``score`` and ``rank`` (1 = strongest), sorted by ``rank``; its index (0, 1, ...) is named
+    ``"holocell_grn_edge"``, grn's mark (kept in ``.h5mu`` files), by which a rerun knows the table as its own.
 
     Examples
     --------
@@ -254,7 +254,7 @@ def edge_table(
         ) / 2
     table = table.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
     table["rank"] = np.arange(1, len(table) + 1)
-    return table[list(GRN_COLUMNS)]
+    return table[list(GRN_COLUMNS)].rename_axis(GRN_MARK)  # grn's mark: a rerun replaces only a marked table
 
 
 def default_tfs(genes: pd.Index, anchors: Sequence[str], var: pd.DataFrame) -> list[str]:

@@ -20,14 +20,31 @@ from ..model._args import check_key_added
 from ..model._inference import check_obsm_free
 from ..model._validate_obs import obs_column_fix
 
+#: columns of ``tl.perturb``'s summary table, of ``tl.fate_shift``'s ranking and of ``tl.grn``'s edge table
+SUMMARY_COLUMNS = ("modality", "feature", "mean_shift", "abs_mean_shift", "frac_up", "edited", "rank")
+FATE_COLUMNS = ("gene", "score", "cosine", "distance_before", "distance_after", "rank")
+GRN_COLUMNS = ("tf", "target", "similarity", "knockout_effect", "score", "rank")
+#: the index name of ``tl.grn``'s edge table: the mark that tells it from another table with the same columns
+#: (``DataFrame.attrs`` would be lighter, but is lost in an ``.h5mu`` file; the index name is kept)
+GRN_MARK = "holocell_grn_edge"
+
 #: function -> what its ``mdata.uns[key_added]`` holds (the keys of a dict, or the columns of the table)
 RECORDS = {
     "embed": ("params",),
     "perturb": ("params", "summary"),
     "annotate": ("params", "classes"),
     "fate_shift": ("params", "ranking"),
-    "grn": ("tf", "target", "score", "rank"),
+    "grn": GRN_COLUMNS,
 }
+#: function -> the entries of its record's ``"params"`` that every run writes (other tools' records, scanpy's
+#: included, have a ``"params"`` too), and the table its record holds with that table's columns
+RECORD_PARAMS = {
+    "embed": ("modality",),
+    "perturb": ("mode", "n_steps"),
+    "annotate": ("labels_key", "method"),
+    "fate_shift": ("groupby", "source", "target", "mode"),
+}
+RECORD_TABLES = {"perturb": ("summary", SUMMARY_COLUMNS), "fate_shift": ("ranking", FATE_COLUMNS)}
 
 
 #: ``tl`` functions the command line runs on ``.h5mu`` files, and its command for each
@@ -68,13 +85,29 @@ def missing_column_message(mdata: MuData, key: str, argument: str) -> str:
 
 
 def written_by(value, function: str) -> bool:
-    """Whether ``value`` (an ``mdata.uns`` entry) is the record of a ``holocell.tl.<function>`` run."""
-    keys = RECORDS[function]
-    if isinstance(value, pd.DataFrame):
-        return set(keys) <= set(value.columns)
-    if function == "embed":  # "params" alone is common (scanpy's records have it): embed's names the modalities
-        return isinstance(value, Mapping) and isinstance(value.get("params"), Mapping) and "modality" in value["params"]
-    return isinstance(value, Mapping) and set(keys) <= set(value)
+    """Whether ``value`` (an ``mdata.uns`` entry) is the record of a ``holocell.tl.<function>`` run: ``grn``'s
+    table has all its columns and its mark (:data:`GRN_MARK`); a dict record has the function's entries, the
+    entries of ``"params"`` that every run writes (:data:`RECORD_PARAMS`) and its table's columns. Each survives
+    an ``.h5mu`` write and read."""
+    if function == "grn":
+        return isinstance(value, pd.DataFrame) and value.index.name == GRN_MARK and set(GRN_COLUMNS) <= set(value)
+    if not (isinstance(value, Mapping) and set(RECORDS[function]) <= set(value)):
+        return False
+    if not (isinstance(value["params"], Mapping) and set(RECORD_PARAMS[function]) <= set(value["params"])):
+        return False
+    entry, columns = RECORD_TABLES.get(function, (None, ()))
+    return entry is None or (isinstance(value[entry], pd.DataFrame) and set(columns) <= set(value[entry].columns))
+
+
+def unmarked_grn_hint(value, key_added: str) -> str:
+    """For ``check_outputs``: a table with ``grn``'s columns but not its mark (e.g. written by a holocell before
+    the mark, or renamed from another tool's edges) is not replaced; say how to replace it knowingly."""
+    if not (isinstance(value, pd.DataFrame) and set(GRN_COLUMNS) <= set(value.columns)):
+        return ""
+    return (
+        f" It has grn's columns but not grn's mark (the index name {GRN_MARK!r}), so it may be another tool's "
+        f"edges; if it is an earlier grn table you no longer need, del mdata.uns[{key_added!r}]."
+    )
 
 
 def check_outputs(
@@ -102,7 +135,8 @@ def check_outputs(
     """
     check_key_added(key_added)
     check_obsm_free(mdata, mod)  # an .obsm entry under a modality name is never the function's own output
-    if written_by(mdata.uns.get(key_added), function):
+    record = mdata.uns.get(key_added)
+    if written_by(record, function):
         return  # an earlier run of the same function: replacing it is the documented behaviour
     taken = [f"mdata.uns[{key_added!r}]"] if key_added in mdata.uns else []
     taken += [f"mdata.obs[{k!r}]" for k in obs if k in mdata.obs.columns]
@@ -113,7 +147,7 @@ def check_outputs(
             f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''} and {'was' if len(taken) == 1 else 'were'} "
             f"not written by holocell.tl.{function} (mdata.uns[{key_added!r}] holds no record of it); holocell never "
             f"replaces data it did not write. Pass another key_added=, or delete {'it' if len(taken) == 1 else 'them'} "
-            "yourself if you mean to replace it."
+            f"yourself if you mean to replace it.{unmarked_grn_hint(record, key_added) if function == 'grn' else ''}"
         )
 
 
@@ -130,4 +164,4 @@ def working_copy(mdata: MuData, copy: bool) -> MuData:
     return mdata.copy()
 
 
-__all__ = ["RECORDS", "check_key_added", "check_mudata", "check_outputs", "missing_column_message", "working_copy", "written_by"]
+__all__ = ["FATE_COLUMNS", "GRN_COLUMNS", "GRN_MARK", "RECORDS", "RECORD_PARAMS", "RECORD_TABLES", "SUMMARY_COLUMNS", "check_key_added", "check_mudata", "check_outputs", "missing_column_message", "working_copy", "written_by"]

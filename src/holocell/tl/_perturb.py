@@ -10,17 +10,16 @@ import numpy as np
 import pandas as pd
 
 from ..model._args import check_count
-from ..model._inference import add_output_modalities, forget_axes, generated_var
+from ..model._inference import add_output_modalities, forget_axes, generated_var, is_presence_mask
+from ..model._validate_obs import check_not_view_output
 from ._compat import legacy_positional
-from ._keys import check_key_added, check_mudata, check_outputs, working_copy, written_by
+from ._keys import SUMMARY_COLUMNS, check_key_added, check_mudata, check_outputs, working_copy, written_by
 
 if TYPE_CHECKING:
     from mudata import MuData
 
     from ..model import HoloCell
     from ..model._perturb_mixin import PerturbationResult
-
-SUMMARY_COLUMNS = ("modality", "feature", "mean_shift", "abs_mean_shift", "frac_up", "edited", "rank")
 
 
 @legacy_positional("genes", "cres", "mode")
@@ -67,7 +66,9 @@ def perturb(
     Parameters
     ----------
     mdata
-        MuData the model was set up with (or one with the same modalities and features).
+        MuData the model was set up with (or one with the same modalities and features). A view (``mdata[mask]``)
+        is refused before any work (``ValueError``): mudata cannot add a modality to it; pass
+        ``mdata[mask].copy()``, or ``copy=True``.
     model
         Trained :class:`~holocell.HoloCell`.
     genes
@@ -77,7 +78,9 @@ def perturb(
     mode
         ``"knockout"`` or ``"overexpress"``.
     regenerate
-        Modalities to regenerate (default RNA and protein, those the model has).
+        Modalities to regenerate (default RNA and protein, those the model has). A rerun with the same
+        ``key_added`` that regenerates fewer removes the earlier run's other shift modalities (and mudata's masks
+        of them in ``mdata.obsm`` / ``mdata.varm``).
     sources
         Modalities kept visible as conditioning (default: all the model's modalities that are not
         regenerated). ``sources=[]`` conditions on the edited genes alone, which lets a TF
@@ -104,7 +107,7 @@ def perturb(
     batch_size, device, seed, progress_bar
         Cells per pass, device, random seed, progress display.
     copy
-        Work on and return a copy instead of modifying ``mdata``.
+        Work on and return a copy instead of modifying ``mdata`` (also of a view).
 
     Returns
     -------
@@ -137,6 +140,8 @@ def perturb(
     >>> mdata.uns["holocell_perturb"]["summary"].head()
     """
     check_mudata(mdata, "perturb")
+    if not copy:  # copy=True works on a copy of its own, to which the shift modalities can be added
+        check_not_view_output(mdata, "hc.tl.perturb", copy_ok=True)
     check_count(n_top, "n_top")
     check_key_added(key_added)
     if var_suffix is not None and (not isinstance(var_suffix, str) or not var_suffix):
@@ -171,10 +176,19 @@ def perturb(
     )
     stale = [f"{key_added}_{m}" for m in ("rna", "protein") if f"{key_added}_{m}" not in written]
     for name in [n for n in stale if n in mdata.mod and written_by(mdata.uns.get(key_added), "perturb")]:
-        del mdata.mod[name]  # an earlier run of this key regenerated another modality: not this run's result
-        forget_axes(mdata, name)  # so that a later run that writes it again gets its obsmap entry
+        remove_output_modality(mdata, name)  # an earlier run of this key regenerated another modality
     write_perturbation(mdata, res, key_added=key_added, n_top=n_top, var_suffix=suffix, model=model)
     return mdata if copy else None
+
+
+def remove_output_modality(mdata: MuData, name: str) -> None:
+    """Remove holocell's shift modality ``name`` with mudata's masks of its cells and features
+    (``mdata.obsm[name]`` / ``mdata.varm[name]``, which mudata keeps after the modality is gone)."""
+    del mdata.mod[name]
+    for axis in (mdata.obsm, mdata.varm):
+        if name in axis and is_presence_mask(axis[name]):
+            del axis[name]
+    forget_axes(mdata, name)  # so that a later run that writes it again gets its obsmap entry
 
 
 def write_perturbation(
