@@ -22,7 +22,7 @@ from ..data.arrays import species_codes
 from ..vocab import SPECIES
 from ..vocab._genes import other_species_case
 from ._counts import CHUNK_VALUES
-from ._validate_obs import obs_column_fix
+from ._obs_copy import obs_copy_fix
 
 #: The presence table of a modality (written by :func:`holocell.data.merge_datasets`; read by ``mudata_arrays``):
 #: ``varm[MEASURED_KEY]`` features x groups, bool, and ``uns[MEASURED_BY_KEY]`` the obs column of each cell's group.
@@ -102,9 +102,8 @@ def _check_column(mdata: MuData, species_key: str) -> None:
     """``KeyError`` for a ``species_key`` that is no global column: the columns, and which modality holds it."""
     if species_key in mdata.obs:
         return
-    fix = obs_column_fix(mdata, species_key, "species_key") or (
-        "Add each cell's 'human' or 'mouse' there, or run mdata.pull_obs() if a modality holds it."
-    )
+    fix = obs_copy_fix(mdata, species_key, "species_key")  # every cell needs one: the modalities' copies joined
+    fix = f"{fix}." if fix else "Add each cell's 'human' or 'mouse' there."
     raise KeyError(
         f"species_key {species_key!r} is not a column of the global mdata.obs (columns: "
         f"{list(mdata.obs.columns)[:10]}). {fix}"
