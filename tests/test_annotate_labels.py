@@ -205,3 +205,47 @@ def test_finetune_leaves_the_global_torch_random_state_to_the_user(frozen_query)
     for labels, confidence in results[1:]:  # the result depends on seed=, not on the user's global seed
         pd.testing.assert_series_equal(labels, results[0][0])
         np.testing.assert_array_equal(confidence, results[0][1])
+
+
+def test_finetune_temperature_only_softens_an_overconfident_head():
+    """The fine-tuned head's calibration: on held-out cells it classifies without error the cross-entropy keeps
+    falling as the temperature falls, and a grid reaching below 1 sharpened the head (0.25 seen, with query accuracy
+    0.87 at confidence 0.99); now such a head keeps temperature 1, and an overconfident one is softened."""
+    import torch
+
+    from holocell.model._classifier import fit_temperature
+
+    right = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0]] * 5)
+    target = torch.tensor([0, 1, 2] * 5)
+    assert fit_temperature(right, target) == 1.0
+    wrong = right.clone()
+    wrong[:5] = torch.tensor([0.0, 8.0, 0.0])  # a third of the cells confidently wrong
+    assert fit_temperature(wrong * 3, target) > 1.5
+
+
+def test_a_type_the_reference_lacks_gets_a_low_confidence_and_unknown():
+    """A query type the reference lacks is still given its nearest reference label, with a high class
+    probability (a probe: 31 B cells all labelled DC at 0.93, above the known types' 0.85). Its distance to the
+    reference marks it: with ``novelty_level`` (default) its confidence falls and ``unknown_threshold`` flags it,
+    while the query cells of known types keep their class probability."""
+    rng = np.random.default_rng(0)
+    group = np.r_[rng.integers(0, 3, 300), np.full(20, 3)]  # type 3: query only
+    query = np.r_[np.arange(300) < 60, np.ones(20, bool)]
+    mdata = md.MuData({"x": ad.AnnData(np.zeros((len(group), 1), np.float32))})
+    centres = np.array([[5.0, 0, 0, 0], [0, 5.0, 0, 0], [0, 0, 5.0, 0], [3.5, 0, 0, 3.5]])  # type 3 nearest type 0
+    mdata.obsm["rep"] = centres[group] + rng.normal(0, 0.3, (len(group), 4))
+    mdata.obs["truth"] = np.array(["a", "b", "c", "new"], dtype=object)[group]
+    novel, known = group[query] == 3, group[query] < 3
+    confidence = {}
+    for level in (None, hc.tl._annotate.NOVELTY_LEVEL):
+        out = hc.tl.annotate(mdata, None, labels_key="truth", query=query, use_rep="rep", method="both",
+                             novelty_level=level, unknown_threshold=0.5, copy=True)  # fmt: skip
+        pred = out.obs["holocell_label"].astype(object).to_numpy()[query]
+        confidence[level] = out.obs["holocell_label_confidence"].to_numpy()[query]
+        assert (pred[known] == out.obs["truth"].to_numpy()[query][known]).all()
+    assert (confidence[None][novel] > 0.9).all()  # the class probability alone: confidently "a"
+    assert (pred[novel] == "unknown").all() and (confidence[0.01][novel] < 0.5).all()
+    assert np.mean(confidence[0.01][known] == confidence[None][known]) > 0.9  # known cells keep theirs
+    assert out.uns["holocell_label"]["params"]["novelty_level"] == 0.01
+    with pytest.raises(ValueError, match="novelty_level"):
+        hc.tl.annotate(mdata, None, labels_key="truth", query=query, use_rep="rep", novelty_level=0, copy=True)

@@ -193,7 +193,8 @@ def test_annotate_finetuned_head_leaves_the_model_unchanged(sim_model):
     accuracy = (pred[query].astype(str) == mdata.obs["cell_type"][query].astype(str)).mean()
     assert accuracy > 0.3  # 5 balanced types: chance is 0.2
     params = mdata.uns["holocell_label"]["params"]
-    assert params["method"] == "finetune" and params["temperature"] > 0 and 1 <= params["epochs_run"] <= 10
+    # the calibration only softens (a temperature below 1 sharpened a head that was right on every held-out cell)
+    assert params["method"] == "finetune" and params["temperature"] >= 1 and 1 <= params["epochs_run"] <= 10
     assert params["classification_weight"] == hc.tl._annotate.CLASSIFICATION_WEIGHT
     assert params["consistency_weight"] == hc.tl._annotate.CONSISTENCY_WEIGHT
     assert params["class_weight"] == "balanced"  # "auto": balanced for the fine-tuned head

@@ -19,6 +19,7 @@ from ..model._inference import modality_names, without_modalities
 from ._compat import legacy_positional
 from ._keys import check_key_added, check_mudata, check_outputs, missing_column_message, working_copy
 from ._labels import missing_spellings_hint, predicted_labels, reference_labels
+from ._novelty import novelty_factor, reference_p_values
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -36,6 +37,9 @@ CLASS_WEIGHT: Literal["auto", "balanced"] | None = "auto"
 """Default class weighting: ``"auto"``, i.e. ``"balanced"`` for the fine-tuned head and none for the frozen logistic
 regression (each chosen on validation tasks; balanced weights lost accuracy on the frozen one, docs/design.md)."""
 CLASS_WEIGHTS = ("auto", "balanced", None)
+NOVELTY_LEVEL = 0.01
+"""Default ``novelty_level``: confidence falls for query cells further from the reference than 99% of reference
+cells are from their own nearest reference cells (docs/design.md, "Annotation: cells of a type the reference lacks")."""
 DEFAULT_REP = "X_holocell"
 
 
@@ -52,6 +56,7 @@ def annotate(
     modality: str | Sequence[str] | None = None,
     n_neighbors: int = 15,
     unknown_threshold: float | None = None,
+    novelty_level: float | None = NOVELTY_LEVEL,
     max_epochs: int = 20,
     classification_weight: float = CLASSIFICATION_WEIGHT,
     consistency_weight: float = CONSISTENCY_WEIGHT,
@@ -122,6 +127,15 @@ def annotate(
         bools) they get a missing label (NaN) instead, so the categories keep the labels' type (their confidence,
         below the threshold, tells them from cells left out). A reference class named ``"unknown"`` is refused
         (``ValueError``: rename it). ``None`` (default) always predicts a reference label.
+    novelty_level
+        The confidence of a query cell further from the reference cells than they are from each other is lowered:
+        the class probability is multiplied by ``min(1, p / novelty_level)``, where ``p`` is the share of reference
+        cells whose mean cosine distance to their ``n_neighbors`` nearest other reference cells is at least the
+        query cell's mean distance to its ``n_neighbors`` nearest reference cells (a conformal p-value, on the
+        embeddings the labels are transferred on; with ``"finetune"``, those of ``model``). A cell of a type the
+        reference lacks, which gets some reference label with a high class probability, so gets a low confidence
+        (and ``"unknown"`` with ``unknown_threshold``); cells as close to the reference as most reference cells keep
+        their class probability. ``None``: the confidence is the class probability alone.
     max_epochs
         ``"finetune"``: epochs over the cells at most (early stopping on the held-out reference cells).
     classification_weight
@@ -152,7 +166,7 @@ def annotate(
     ``None``, or the modified copy when ``copy=True``. Writes ``mdata.obs[key_added]`` (predicted
     label of query cells, categorical with the reference labels as categories, of their type; NaN elsewhere;
     ``"unknown"`` or NaN below ``unknown_threshold``), ``mdata.obs[f"{key_added}_confidence"]`` (probability of
-    the best label, NaN outside the query) and ``mdata.uns[key_added]`` (``"params"``: the settings, with
+    the best label, lowered for cells far from the reference by ``novelty_level``; NaN outside the query) and ``mdata.uns[key_added]`` (``"params"``: the settings, with
     ``use_rep`` when stored embeddings were read or ``modality`` (``"all"`` or the names) when ``model`` computed
     them; ``"classes"``: the reference labels, of their type). Cells without an embedding (measured in
     none of the modalities read, or a NaN row of ``use_rep``) are left out of the reference, and as query
@@ -171,6 +185,12 @@ def annotate(
         or not 0.0 <= float(unknown_threshold) <= 1.0
     ):
         raise ValueError(f"unknown_threshold is a probability in [0, 1] (or None), got {unknown_threshold!r}.")
+    if novelty_level is not None and (
+        isinstance(novelty_level, bool)
+        or not isinstance(novelty_level, numbers.Real)
+        or not 0.0 < float(novelty_level) <= 1.0
+    ):
+        raise ValueError(f"novelty_level is a probability in (0, 1] (or None: off), got {novelty_level!r}.")
     check_count(n_neighbors, "n_neighbors")
     if not (class_weight is None or (isinstance(class_weight, str) and class_weight in CLASS_WEIGHTS)):
         raise ValueError(f"class_weight must be 'auto', 'balanced' or None, got {class_weight!r}.")
@@ -262,7 +282,14 @@ def annotate(
                 z[ref], values[ref], z[q_ok], method=method, n_neighbors=n_neighbors, seed=seed,
                 class_weight=class_weight,
             )  # fmt: skip
-    pred, conf = predicted_labels(classes, proba, q_ok, unknown_threshold)
+    fit = None
+    if novelty_level is not None and q_ok.any():
+        if z is None:  # "finetune": the distances are read on the model's own cell states
+            z = model._latent(mdata, None, modality, batch_size, device, progress_bar)[0].astype(np.float64)
+        z_ref = z[ref][np.isfinite(z[ref]).all(axis=1)]  # ("finetune": reference cells without those modalities)
+        p_values = reference_p_values(z_ref, z[q_ok], n_neighbors, seed=seed)
+        fit = novelty_factor(p_values, float(novelty_level))
+    pred, conf = predicted_labels(classes, proba, q_ok, unknown_threshold, fit)
     mdata.obs[key_added] = pred
     mdata.obs[f"{key_added}_confidence"] = conf
     params = {"labels_key": labels_key, "method": method}
@@ -276,6 +303,8 @@ def annotate(
     mdata.uns[key_added] = {"params": params | extra, "classes": classes.tolist()}
     if unknown_threshold is not None:  # (None cannot be written to .h5mu)
         mdata.uns[key_added]["params"]["unknown_threshold"] = float(unknown_threshold)
+    if novelty_level is not None:
+        mdata.uns[key_added]["params"]["novelty_level"] = float(novelty_level)
     return mdata if copy else None
 
 

@@ -102,15 +102,17 @@ def reference_labels(
 
 
 def predicted_labels(
-    classes: np.ndarray, proba: np.ndarray, q: np.ndarray, unknown_threshold: float | None
+    classes: np.ndarray, proba: np.ndarray, q: np.ndarray, unknown_threshold: float | None,
+    fit: np.ndarray | None = None,
 ) -> tuple[pd.Categorical, np.ndarray]:
     """The predicted column (categorical, categories ``classes`` with their type; NaN outside ``q``) and the
-    confidence (NaN outside ``q``). Below ``unknown_threshold`` text labels become ``"unknown"`` (an extra
+    confidence (NaN outside ``q``): the best label's probability, times ``fit`` (a factor per query cell for its
+    distance to the reference) when given. Below ``unknown_threshold`` text labels become ``"unknown"`` (an extra
     category), other labels (numbers, bools) NaN, so the categories keep one type."""
     pred = np.full(len(q), np.nan, dtype=object)
     conf = np.full(len(q), np.nan)
     pred[q] = classes[proba.argmax(1)]
-    conf[q] = proba.max(1)
+    conf[q] = proba.max(1) * (1.0 if fit is None else fit)
     categories = list(classes)
     if unknown_threshold is not None:
         low = q & (conf < float(unknown_threshold))
