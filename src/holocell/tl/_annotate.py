@@ -122,7 +122,8 @@ def annotate(
     n_neighbors
         Neighbours of the kNN vote.
     unknown_threshold
-        Query cells whose confidence (probability of the best label) is below this value are labelled
+        Query cells whose confidence (probability of the best label, lowered for cells far from the reference:
+        ``novelty_level``) is below this value are labelled
         ``"unknown"`` instead, e.g. cells of a type the reference lacks; with labels that are not text (numbers,
         bools) they get a missing label (NaN) instead, so the categories keep the labels' type (their confidence,
         below the threshold, tells them from cells left out). A reference class named ``"unknown"`` is refused
@@ -166,7 +167,8 @@ def annotate(
     ``None``, or the modified copy when ``copy=True``. Writes ``mdata.obs[key_added]`` (predicted
     label of query cells, categorical with the reference labels as categories, of their type; NaN elsewhere;
     ``"unknown"`` or NaN below ``unknown_threshold``), ``mdata.obs[f"{key_added}_confidence"]`` (probability of
-    the best label, lowered for cells far from the reference by ``novelty_level``; NaN outside the query) and ``mdata.uns[key_added]`` (``"params"``: the settings, with
+    the best label, lowered for cells far from the reference by ``novelty_level``; NaN outside the query) and
+    ``mdata.uns[key_added]`` (``"params"``: the settings, with
     ``use_rep`` when stored embeddings were read or ``modality`` (``"all"`` or the names) when ``model`` computed
     them; ``"classes"``: the reference labels, of their type). Cells without an embedding (measured in
     none of the modalities read, or a NaN row of ``use_rep``) are left out of the reference, and as query
