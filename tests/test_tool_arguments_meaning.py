@@ -94,6 +94,10 @@ def test_labels_kept_in_one_modality_obs_point_to_the_column_or_the_copy(sim):
         hc.tl.annotate(data, model, labels_key="leiden")
     with pytest.raises(KeyError, match=r"pass labels_key= one of \[.*'cell_type'"):
         hc.tl.annotate(data, model, labels_key="celltype")
+    # Only mudata's copy left (the modality's own column deleted): it is named, though some cells lack it.
+    del data["rna"].obs["leiden"]
+    with pytest.raises(KeyError, match=r"mdata.obs has mudata's copy 'rna:leiden'.*pass labels_key='rna:leiden'"):
+        hc.tl.annotate(data, model, labels_key="leiden")
 
 
 def test_annotate_checks_and_passes_on_its_cost_arguments(sim, monkeypatch):

@@ -26,7 +26,7 @@ from .model._config_check import (
     check_section,
     check_training,
 )
-from .train._devices import trainer_problem  # shared with HoloCell.train; named here for the command line
+from .train._devices import trainer_problem  # shared with HoloCell.train
 from .vocab import MODALITIES, SPECIES
 
 _HINT = "Fix the config file (see docs/pretrained.md)."
@@ -253,4 +253,4 @@ def check_pretrain_config(config: dict, path: str) -> None:
         _check_layers(spec, spec.get("modalities", config.get("modalities")), where, key)
 
 
-__all__ = ["OBJECT_OPTIONS", "SET_BY_HOLOCELL", "check_pretrain_config", "trainer_problem"]
+__all__ = ["OBJECT_OPTIONS", "SET_BY_HOLOCELL", "check_pretrain_config"]

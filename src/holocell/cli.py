@@ -124,7 +124,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _check_accelerator(accelerator: str, devices) -> None:
     """Refuse an ``--accelerator`` / ``--devices`` pair that Lightning cannot use here, before the data are read."""
-    from ._cli_config import trainer_problem
+    from .train._devices import trainer_problem
 
     problem = trainer_problem({"accelerator": accelerator, "devices": devices})
     if problem:

@@ -12,7 +12,7 @@ import pandas as pd
 from mudata import MuData
 
 
-def obs_copy_fix(mdata: MuData, key, argument: str | None = None) -> str:
+def obs_copy_fix(mdata: MuData, key, argument: str | None = None, *, partial_ok: bool = False) -> str:
     """The line that copies ``key`` into the global ``mdata.obs`` (no final full stop), or ``""`` when no modality's
     ``.obs`` and no ``"<modality>:<key>"`` column of ``mdata.obs`` holds it.
 
@@ -49,11 +49,13 @@ def obs_copy_fix(mdata: MuData, key, argument: str | None = None) -> str:
         n_missing = int(pd.isna(joined.reindex(mdata.obs_names)).sum())
     except ValueError:  # duplicated cell names: refused by set-up's own check
         n_missing = 0
-    if n_missing:
+    if n_missing and not partial_ok:
         fix += f" ({n_missing} cells are in no modality that has it and would be NaN: give them a value first)"
-    complete = [c for c in pulled if not pd.isna(mdata.obs[c]).any()]
-    if argument is not None and complete:
-        fix += f", or pass {argument}={complete[0]!r}, mudata's copy of it in mdata.obs"
+    offered = [c for c in pulled if partial_ok or not pd.isna(mdata.obs[c]).any()]
+    if argument is not None and offered:
+        fix += f", or pass {argument}={offered[0]!r}, mudata's copy of it in mdata.obs"
+    elif argument is not None and partial_ok:
+        fix += f", or run mdata.pull_obs() and pass {argument}={f'{holders[0]}:{key}'!r}, the name it gets there"
     return fix
 
 

@@ -13,6 +13,7 @@ from mudata import MuData
 from scvi import REGISTRY_KEYS
 
 from .._warnings import HoloCellWarning, user_stacklevel
+from ._obs_copy import obs_copy_fix
 
 
 def check_modality_keys(mdata: MuData, modalities: Mapping[str, str]) -> None:
@@ -91,8 +92,6 @@ def check_batch_column(mdata: MuData, batch_key: str | None) -> None:
     if batch_key is None:
         return
     if batch_key not in mdata.obs:
-        from ._obs_copy import obs_copy_fix
-
         hint = obs_copy_fix(mdata, batch_key, "batch_key")  # works in a mosaic too; never "run pull_obs()" again
         hint = f" {hint}." if hint else ""
         raise KeyError(
@@ -153,7 +152,6 @@ def absent_modalities(mdata: MuData, modalities: Mapping[str, str], expected: Co
     return have
 
 
-
 def batches_with_cells(manager, mdata: MuData) -> list[str]:
     """The registered batch categories (of scvi-tools' ``manager``) that have cells in ``mdata``: a subset
     (``mdata[mask].copy()``) keeps pandas' unused categories, which would become batches nothing trains."""
@@ -163,24 +161,4 @@ def batches_with_cells(manager, mdata: MuData) -> list[str]:
     return [str(c) for c in mapping if present is None or str(c) in present]
 
 
-
-def obs_column_fix(mdata: MuData, key, argument: str) -> str:
-    """How to reach ``key`` when a modality's own ``.obs`` holds it but the global ``mdata.obs`` does not (e.g. after
-    ``sc.tl.leiden(mdata["rna"])``); ``""`` when no modality holds it. The copy line works for any MuData (mudata's
-    ``pull_obs`` keeps the ``"<modality>:"`` prefix on a MuData of one modality)."""
-    holders = [name for name, adata in mdata.mod.items() if isinstance(key, str) and key in adata.obs]
-    if not holders:
-        return ""
-    h, pulled = holders[0], f"{holders[0]}:{key}"
-    also = (
-        f"or pass {argument}={pulled!r}, mudata's copy of it in mdata.obs"
-        if pulled in mdata.obs
-        else f"or run mdata.pull_obs() and pass {argument}={pulled!r}, the name it gets there"
-    )
-    return (
-        f"Modality {h!r} holds it in its own obs: copy it to the global obs, mdata.obs[{key!r}] = "
-        f"mdata[{h!r}].obs[{key!r}].reindex(mdata.obs_names), {also}."
-    )
-
-
-__all__ = ["absent_modalities", "batches_with_cells", "obs_column_fix", "check_batch_column", "check_in_sync", "check_modality_keys", "check_not_view", "check_not_view_output"]
+__all__ = ["absent_modalities", "batches_with_cells", "check_batch_column", "check_in_sync", "check_modality_keys", "check_not_view", "check_not_view_output"]

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..model._args import check_count
 from ..model._counts import INTEGER_TOLERANCE, value_chunks
-from ..model._validate_obs import obs_column_fix
+from ..model._obs_copy import obs_copy_fix
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -66,10 +66,10 @@ def require_obs_column(mdata: MuData, key: str, *, arg: str) -> None:
         )
     obs = mdata.obs
     if not isinstance(key, str) or key not in obs.columns:
-        fix = obs_column_fix(mdata, key, arg) if hasattr(mdata, "mod") else ""
+        fix = obs_copy_fix(mdata, key, arg, partial_ok=True) if hasattr(mdata, "mod") else ""
         raise KeyError(
             f"mdata.obs has no column {key!r} ({arg}=); its columns include {shown(obs.columns)}. "
-            + (fix or f"Pass the name of a column of mdata.obs (e.g. the cell type), or {arg}=None.")
+            + (f"{fix}." if fix else f"Pass the name of a column of mdata.obs (e.g. the cell type), or {arg}=None.")
         )
 
 

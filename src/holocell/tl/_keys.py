@@ -18,7 +18,7 @@ from mudata import MuData
 
 from ..model._args import check_key_added
 from ..model._inference import check_obsm_free
-from ..model._validate_obs import obs_column_fix
+from ..model._obs_copy import obs_copy_fix
 
 #: columns of ``tl.perturb``'s summary table, of ``tl.fate_shift``'s ranking and of ``tl.grn``'s edge table
 SUMMARY_COLUMNS = ("modality", "feature", "mean_shift", "abs_mean_shift", "frac_up", "edited", "rank")
@@ -78,10 +78,10 @@ def check_mudata(mdata, function: str) -> None:
 def missing_column_message(mdata: MuData, key: str, argument: str) -> str:
     """Why ``key`` (the value of ``argument``) is not a column of ``mdata.obs``: a modality's own ``.obs`` holds it
     (e.g. after ``sc.tl.leiden(mdata["rna"])``), or it is a wrong name."""
-    fix = obs_column_fix(mdata, key, argument)
+    fix = obs_copy_fix(mdata, key, argument, partial_ok=True)
     if not fix:
         return f"mdata.obs has no column {key!r}; pass {argument}= one of {list(mdata.obs.columns)[:20]}."
-    return f"mdata.obs has no column {key!r}. {fix}"
+    return f"mdata.obs has no column {key!r}. {fix}."
 
 
 def written_by(value, function: str) -> bool:
