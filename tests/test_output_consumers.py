@@ -160,3 +160,16 @@ def test_the_documented_label_comparison_works_with_categorical_labels(trained):
     accuracy = (work.obs["holocell_label"].astype(object) == work.obs["celltype"].astype(object))[query].mean()
     expected = np.mean([str(p) == str(t) for p, t in zip(pred[query], truth[query], strict=True)])
     assert accuracy == pytest.approx(expected)
+
+
+def test_perturbation_heatmap_refuses_repeated_cell_names(trained):
+    """Repeated cell names (two samples joined without a suffix) failed inside pandas ("cannot reindex on an axis
+    with duplicate labels"); the heatmap pairs cells with their groups by name, so it names the fix."""
+    mdata, model = trained
+    work = mdata.copy()
+    hc.tl.perturb(work, model, genes=[GENE], n_steps=1, progress_bar=False)
+    first, second = work.obs_names[:2]
+    for adata in [*work.mod.values(), work]:  # the second cell renamed as the first, in every table
+        adata.obs_names = [first if n == second else n for n in adata.obs_names]
+    with pytest.raises(ValueError, match=r"Repeated names in mdata \(its cells, obs_names\).*obs_names_make_unique"):
+        hc.pl.perturbation(work, modality="rna", kind="heatmap", groupby="celltype", n_top=5, show=False)

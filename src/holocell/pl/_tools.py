@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from ._checks import check_count, require_modality, require_obs_column, require_table, shown
+from ._checks import check_count, require_modality, require_obs_column, require_table, require_unique, shown
 from ._utils import check_save, finish, groups_of
 
 if TYPE_CHECKING:
@@ -146,6 +146,7 @@ def perturbation(
         x = np.asarray(shift.X)[:, cols]
         # each row's group by cell name: mudata may hold the modality's rows in another order than mdata.obs
         # (after mdata[names] or update()), and pairing them by position put cells in other cells' groups
+        require_unique(mdata.obs_names, what="mdata (its cells, obs_names)", fix="mdata.obs_names_make_unique()")
         codes, order = groups_of(mdata.obs[groupby].reindex(shift.obs_names))
         labelled = codes >= 0  # cells without a group are left out (not a group 'nan')
         if not labelled.any():

@@ -18,7 +18,7 @@ from ..model._args import check_count, check_weight
 from ..model._inference import modality_names, without_modalities
 from ._compat import legacy_positional
 from ._keys import check_key_added, check_mudata, check_outputs, missing_column_message, working_copy
-from ._labels import missing_spellings_hint, predicted_labels, reference_labels
+from ._labels import label_probabilities, missing_spellings_hint, predicted_labels, reference_labels
 from ._novelty import novelty_factor, reference_p_values
 
 if TYPE_CHECKING:
@@ -167,7 +167,10 @@ def annotate(
     ``None``, or the modified copy when ``copy=True``. Writes ``mdata.obs[key_added]`` (predicted
     label of query cells, categorical with the reference labels as categories, of their type; NaN elsewhere;
     ``"unknown"`` or NaN below ``unknown_threshold``), ``mdata.obs[f"{key_added}_confidence"]`` (probability of
-    the best label, lowered for cells far from the reference by ``novelty_level``; NaN outside the query) and
+    the best label, lowered for cells far from the reference by ``novelty_level``; NaN outside the query),
+    ``mdata.obsm[f"{key_added}_probabilities"]`` (a DataFrame: each query cell's probability of every reference
+    label, one column per label named by its text, rows summing to 1, before the distance factor; NaN rows
+    outside the query: the best label of a cell shown as ``"unknown"`` is its row's ``idxmax()``) and
     ``mdata.uns[key_added]`` (``"params"``: the settings, with
     ``use_rep`` when stored embeddings were read or ``modality`` (``"all"`` or the names) when ``model`` computed
     them; ``"classes"``: the reference labels, of their type). Cells without an embedding (measured in
@@ -209,7 +212,9 @@ def annotate(
             f"key_added={key_added!r} would write over the reference labels mdata.obs[{labels_key!r}]; "
             "pass another key_added (default 'holocell_label')."
         )
-    check_outputs(mdata, key_added, "annotate", obs=[key_added, f"{key_added}_confidence"])
+    check_outputs(
+        mdata, key_added, "annotate", obs=[key_added, f"{key_added}_confidence"], obsm=[f"{key_added}_probabilities"]
+    )
     stored = _stored_embeddings(mdata, model, method, use_rep, modality)
     use_rep = DEFAULT_REP if use_rep is None else use_rep
     mdata = working_copy(mdata, copy)
@@ -294,6 +299,7 @@ def annotate(
     pred, conf = predicted_labels(classes, proba, q_ok, unknown_threshold, fit)
     mdata.obs[key_added] = pred
     mdata.obs[f"{key_added}_confidence"] = conf
+    mdata.obsm[f"{key_added}_probabilities"] = label_probabilities(classes, proba, q_ok, mdata.obs_names)
     params = {"labels_key": labels_key, "method": method}
     params |= {"use_rep": use_rep} if stored else {"modality": "all" if keep is None else keep}
     params |= {

@@ -101,6 +101,15 @@ def reference_labels(
     return out
 
 
+def label_probabilities(classes: np.ndarray, proba: np.ndarray, q: np.ndarray, obs_names: pd.Index) -> pd.DataFrame:
+    """Each query cell's probability of every reference label (one column per label, named by its text; rows sum
+    to 1), NaN outside ``q``: the best label's probability before the distance factor, and the other labels,
+    which ``"unknown"`` hides in the predicted column."""
+    table = np.full((len(q), len(classes)), np.nan)
+    table[q] = proba
+    return pd.DataFrame(table, index=obs_names, columns=pd.Index([str(c) for c in classes]))
+
+
 def predicted_labels(
     classes: np.ndarray, proba: np.ndarray, q: np.ndarray, unknown_threshold: float | None,
     fit: np.ndarray | None = None,
