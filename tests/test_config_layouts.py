@@ -263,3 +263,13 @@ def test_history_is_saved_with_the_model_and_checked_when_loaded(model, saved, t
         with pytest.raises(ValueError, match="ConfigError|history") as err:
             hc.HoloCell.load(tmp_path / "edited", _sim())
         assert type(err.value).__name__ == "ConfigError" and words in str(err.value), str(err.value)
+
+
+def test_pretrain_config_takes_progress_bar_as_train_does(tmp_path):
+    """``HoloCell.train`` takes ``progress_bar=`` (session 9); a config's ``train.progress_bar`` got Lightning's
+    "unexpected keyword argument" (then the two-names error) only once training started."""
+    from holocell._cli_config import ConfigError, check_pretrain_config
+
+    check_pretrain_config({"train": {"progress_bar": False}}, str(tmp_path / "cfg.json"))
+    with pytest.raises(ConfigError, match="progress_bar"):
+        check_pretrain_config({"train": {"progress_bar": "no"}}, str(tmp_path / "cfg.json"))

@@ -6,6 +6,7 @@ import hashlib
 import socket
 
 import pytest
+import requests
 
 from holocell.data import _registry
 from holocell.data._registry import CACHE_DIR_ENV, DATA_DIR_ENV, fetch, fetch_url, register
@@ -75,8 +76,10 @@ def test_corrupted_cache_file_is_downloaded_again(server, cache, entry_name):
 
 
 def test_missing_file_and_server_down_raise_connection_error(server, cache, entry_name):
+    """A missing file is the server's answer (404, ``requests.HTTPError``), not a network problem; a server that
+    cannot be reached is a ``ConnectionError`` (tests/test_api_round9.py)."""
     url, _, _ = server
-    with pytest.raises(ConnectionError, match="Could not download"):
+    with pytest.raises(requests.HTTPError, match="answered 404 .* check the URL"):
         fetch_url(url + "absent.bin", _sha(PAYLOAD), "absent.bin", progressbar=False)
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -50,6 +50,7 @@ TRAIN = (
     Rule("ema_decay", float, 0, 1, required=False, null=True),
     Rule("seed", int, 0, 2**32 - 1, required=False),  # Lightning's seed_everything range
     Rule("enable_progress_bar", bool, required=False),
+    Rule("progress_bar", bool, required=False),  # the name of HoloCell.train's other methods, the same switch
     Rule("plan_kwargs", dict, required=False, null=True),
     Rule("accelerator", str, required=False),
     Rule("devices", (int, str, list), required=False),
@@ -192,7 +193,7 @@ def _check_setup(config: dict, where: str) -> None:
     from .vocab._tables import normalise_genome
 
     genome = config.get("genome")
-    if genome is not None and not Path(genome).is_file():
+    if genome is not None and not Path(genome).expanduser().is_file():  # "~/genes.bed" as set-up reads it
         try:
             normalise_genome(genome)
         except (ValueError, FileNotFoundError) as err:

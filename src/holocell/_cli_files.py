@@ -289,16 +289,16 @@ def is_hdf5(path: str) -> bool:
 
 def _folder_fix(path: Path, fix: str) -> str:
     """How to turn the folder ``path`` into an ``.h5mu`` file: a zarr store of a MuData (``mod/``) or of an AnnData
-    is converted with mudata / anndata's ``read_zarr``; any other folder gets ``fix``."""
-    if not any((path / marker).exists() for marker in (".zgroup", "zarr.json")):
+    is converted with the read call of :func:`holocell.data._stores.zarr_store` (the Python API's advice too) into
+    an ``.h5mu`` name that does not exist yet; any other folder gets ``fix``."""
+    from .data._stores import free_h5mu_name, zarr_store
+
+    store = zarr_store(path)
+    if store is None:
         return fix
-    where, out = repr(str(path)), repr(str(path.with_suffix(".h5mu")))
-    if (path / "mod").is_dir():
-        return f"It is a MuData zarr store; holocell reads .h5mu files: mudata.read_zarr({where}).write({out})."
-    return (
-        "It is a zarr store of an AnnData; holocell reads MuData .h5mu files: "
-        f"mudata.MuData({{'rna': anndata.read_zarr({where})}}).write({out})."
-    )
+    kind, call = store
+    reads = "holocell reads .h5mu files" if kind.startswith("a MuData") else "holocell reads MuData .h5mu files"
+    return f"It is {kind}; {reads}: {call}.write({str(free_h5mu_name(path))!r})."
 
 
 def read(path: str):

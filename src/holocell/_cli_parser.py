@@ -8,6 +8,7 @@ compares them with :func:`inspect.signature`), and ``--help`` shows it. The comm
 from __future__ import annotations
 
 import argparse
+import os
 from importlib.metadata import PackageNotFoundError, version
 
 DEFAULT_MODEL = "holocell-small"
@@ -38,6 +39,13 @@ def _parse_modalities(text: str) -> dict[str, str]:
             )
         out[key.strip()] = value.strip()
     return out
+
+
+def _path(text: str) -> str:
+    """A path argument with ``~`` expanded: the shell leaves ``--out=~/x`` as it is, and a folder named ``~`` would
+    be created (which ``rm -rf ~`` then deletes the home folder with). Names that are no path (``holocell-small``,
+    ``hg38``, a URL) are unchanged."""
+    return os.path.expanduser(text)
 
 
 def _names(text: str) -> list[str]:
@@ -134,7 +142,7 @@ def _data_arguments(
         "--species", action=_Given, default="human", choices=["human", "mouse"], help="species of the cells"
     )
     group.add_argument(
-        "--genome", action=_Given, default=None, help="hg38, hg19, mm10 or a BED/GTF of TSSs (for ATAC)"
+        "--genome", type=_path, action=_Given, default=None, help="hg38, hg19, mm10 or a BED/GTF of TSSs (for ATAC)"
     )
     for modality in ("rna", "atac", "protein"):
         group.add_argument(
@@ -148,6 +156,7 @@ def _data_arguments(
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
+        type=_path,
         default=DEFAULT_MODEL,
         help="a folder saved by `holocell train`, or a pretrained checkpoint (registry name, .zip, URL) "
         "transferred onto the input (the default is shipped and works offline)",
@@ -173,11 +182,12 @@ def _inference_arguments(parser: argparse.ArgumentParser, seed: bool = True) -> 
     )
     if seed:
         parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _output_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help=".h5mu file with raw counts")
-    parser.add_argument("--out", required=True, help="output .h5mu (written atomically)")
+    parser.add_argument("input", type=_path, help=".h5mu file with raw counts")
+    parser.add_argument("--out", type=_path, required=True, help="output .h5mu (written atomically)")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing --out file (never the input)"
     )
@@ -199,14 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter)
 
     demo = command("demo", "train on the bundled PBMC data, generate held-out protein, print scores")
-    demo.add_argument("--out", default="demo_output", help="output folder")
+    demo.add_argument("--out", type=_path, default="demo_output", help="output folder")
     demo.add_argument("--max-epochs", type=int, default=40, help="training epochs")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     train = command("train", "set up and train a model on an .h5mu file, then save it")
-    train.add_argument("input", help=".h5mu file with raw counts")
-    train.add_argument("--model", required=True, help="folder to save the model to")
+    train.add_argument("input", type=_path, help=".h5mu file with raw counts")
+    train.add_argument("--model", type=_path, required=True, help="folder to save the model to")
     _data_arguments(train, required_modalities=True)
     train.add_argument(
         "--max-epochs", type=int, default=None, help="epochs (None: about 1,500 steps, 20-400 epochs)"
@@ -224,15 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an existing model folder saved by holocell"
     )
     train.add_argument(
-        "--checkpoint-dir", default=None, help="write a training checkpoint (last.ckpt) there every epoch"
+        "--checkpoint-dir", type=_path, default=None, help="write a training checkpoint (last.ckpt) there every epoch"
     )
     train.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir/last.ckpt")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     pre = command("pretrain", "pretrain one model over several .h5mu files (a JSON config)")
-    pre.add_argument("inputs", nargs="+", help=".h5mu files with raw counts")
-    pre.add_argument("--config", required=True, help="JSON: model, train, datasets (per-file modalities...)")
-    pre.add_argument("--out", required=True, help="output: a .zip archive or a folder")
+    pre.add_argument("inputs", nargs="+", type=_path, help=".h5mu files with raw counts")
+    pre.add_argument("--config", type=_path, required=True, help="JSON: model, train, datasets (per-file modalities...)")
+    pre.add_argument("--out", type=_path, required=True, help="output: a .zip archive or a folder")
     pre.add_argument("--overwrite", action="store_true", help="replace an existing output saved by holocell")
     pre.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -322,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     grn.add_argument("--n-steps", type=int, default=4, help="denoising steps")
     grn.add_argument("--key-added", default="holocell_grn", help="key of .uns")
     grn.add_argument(
-        "--table", default=None,
+        "--table", type=_path, default=None,
         help="also write the edge table to this file: .tsv or .txt tab-separated, .csv comma-separated (add .gz, .bz2 "
              "or .xz to compress; atomic, replaced only with --overwrite)",
     )  # fmt: skip

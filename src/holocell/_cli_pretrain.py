@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,8 @@ def plan_inputs(config: dict, config_path: str, inputs: list[str]) -> list[Plann
     datasets = config.get("datasets", {})
     planned, used = [], set()
     for path in inputs:
-        keys = list(dict.fromkeys(k for k in (path, Path(path).name) if k in datasets))
+        keys = [k for k in (path, Path(path).name) if k in datasets]  # "~/a.h5mu" too: inputs are expanded
+        keys = list(dict.fromkeys([*keys, *(k for k in datasets if os.path.expanduser(k) == path)]))
         if len(keys) > 1:
             raise UsageError(
                 f"config file {config_path}: 'datasets' keys {keys} both name input {path}; keep one of them."
@@ -210,7 +212,9 @@ def run_pretrain(args) -> None:
     )
     model = HoloCell(merged, **config.get("model", {}))
     print(model)
-    model.train(**{"enable_progress_bar": not args.no_progress, **config.get("train", {})})
+    train = config.get("train", {})  # its switch, under either name, beats --no-progress's default
+    default = {} if "progress_bar" in train else {"enable_progress_bar": not args.no_progress}
+    model.train(**{**default, **train})
     if save_model_out(model, args.out, args.overwrite, archives=True):  # global rank 0 only (train.devices > 1)
         print(
             f"Saved pretrained model ({merged.n_obs} cells, {model.feature_space.n_anchors} anchors) to {args.out}"

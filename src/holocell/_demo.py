@@ -91,13 +91,13 @@ def run_demo(
     Writes ``out_dir/pbmc_holocell.h5mu`` (embedding in ``.obsm["X_holocell"]``, generated
     protein in ``.mod["adt_generated"]``: NaN rows for the protein-only batch p2, which has no RNA to generate
     from; the scored p4 cells all have RNA), ``out_dir/umap.png``, ``out_dir/results.json`` and
-    ``out_dir/results.md``, each atomically, and records them in ``out_dir/.holocell_demo.json``. A file of
+    ``out_dir/results.md`` (``~`` expanded), each atomically, and records them in ``out_dir/.holocell_demo.json``. A file of
     those names that an earlier demo did not write (or that changed since), or a ``.holocell_demo.json`` that is not
     the demo's record (a link, the user's own file), is never replaced: ``FileExistsError`` before any work (and again before each write, for a file that appeared during training), as are a
     ``max_epochs`` or ``seed`` that training refuses (``ValueError`` / ``TypeError``, before the folder is
     created). Returns the results dictionary.
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).expanduser()  # "~/demo": the home folder, not a folder named "~"
     check_train_call(max_epochs, 32, 0.1, 20, None, seed)  # before the output folder is created
     check_demo_outputs(out_dir, OUTPUTS if make_plot else tuple(n for n in OUTPUTS if n != "umap.png"))
     out_dir.mkdir(parents=True, exist_ok=True)

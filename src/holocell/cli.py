@@ -170,7 +170,9 @@ def _saved_setup_overrides(args: argparse.Namespace, saved: dict) -> dict:
     given = getattr(args, "given", frozenset())
     for name in _MODEL_SETUP:
         value, kept = getattr(args, name), saved.get(name, "human" if name == "species" else None)
-        if name in given and value != kept:
+        if name in given and value != kept and not (  # --genome=~/x.bed is the saved "~/x.bed" (parser: expanded)
+            isinstance(kept, str) and os.path.expanduser(kept) == value
+        ):
             also = " (and give the file's modalities the saved names)" if name == "modalities" else ""
             raise UsageError(
                 f"--{name} {_shown(value)} differs from the set-up saved with the model in {args.model} "
@@ -249,13 +251,19 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
     run_pretrain(args)
 
 
+def _progress(args: argparse.Namespace) -> bool | None:
+    """``progress_bar`` of a command that runs the model: ``False`` with ``--no-progress``, else ``None`` (the
+    setting, hc.settings.progress_bar: by default shown on a terminal only)."""
+    return False if args.no_progress else None
+
+
 def _cmd_embed(args: argparse.Namespace) -> None:
     out = _check_out(args.out, [args.input], args.overwrite)
     mdata, model = _load(args)
     from . import tl
 
     tl.embed(mdata, model, modality=args.modality, key_added=args.key_added, batch_size=args.batch_size,
-             device=args.device)  # never replaces an embedding holocell did not write  # fmt: skip
+             device=args.device, progress_bar=_progress(args))  # never replaces an embedding holocell did not write  # fmt: skip
     _write_h5mu(mdata, out)
     print(f"Wrote {args.out} with .obsm[{args.key_added!r}]")
 
@@ -272,6 +280,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=args.device,
         var_suffix=args.var_suffix or None,
+        progress_bar=_progress(args),
         overwrite=True,  # replaces only a modality an earlier generate wrote, never the user's (check_generated_key)
     )
     key = args.key_added or next(k for k, v in mdata.mod.items() if v is new)
@@ -303,6 +312,7 @@ def _cmd_perturb(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=args.device,
         seed=args.seed,
+        progress_bar=_progress(args),
     )
     _write_h5mu(mdata, out)
     print(f"Wrote {args.out} with .uns[{args.key_added!r}] (top responders) and the shifted values")
@@ -330,6 +340,7 @@ def _cmd_grn(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=args.device,
         seed=args.seed,
+        progress_bar=_progress(args),
     )
     _write_h5mu(mdata, out)
     edges = mdata.uns[args.key_added]

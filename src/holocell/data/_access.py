@@ -20,6 +20,7 @@ from mudata import MuData
 
 from ..vocab import SPECIES
 from ._mosaic import MosaicArrays, collect_arrays
+from ._stores import zarr_store
 from ._streaming import BackedMosaicArrays, collect_backed_arrays, is_backed
 
 
@@ -29,9 +30,25 @@ def read_backed(path: str | Path) -> MuData:
     Parameters
     ----------
     path
-        Path of the ``.h5mu`` file.
+        Path of the ``.h5mu`` file (``~`` is expanded).
+
+    Raises
+    ------
+    TypeError
+        ``path`` is a zarr store (read it with ``mudata.read_zarr``) or an ``.h5ad`` file.
+    FileNotFoundError
+        No file at ``path``.
+    ValueError
+        The file is not an ``.h5mu`` file mudata can read.
     """
-    if not Path(path).is_file():
+    path = Path(path).expanduser()
+    store = zarr_store(path)
+    if store is not None:
+        kind, call = store
+        raise TypeError(
+            f"{str(path)!r} is {kind}, not an .h5mu file; read it first, mdata = {call}, and pass that MuData."
+        )
+    if not path.is_file():
         raise FileNotFoundError(
             f"No such .h5mu file: {str(path)!r}. Pass a MuData or the path of an .h5mu file."
         )

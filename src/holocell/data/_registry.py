@@ -21,9 +21,9 @@ public files (at a pinned commit), which are downloaded, checked, and converted 
 
 A download is capped in size (``$HOLOCELL_MAX_DOWNLOAD_BYTES``, default 32 GiB; checkpoints 4 GiB),
 follows redirects only to ``http(s)://`` URLs, and its errors name the real cause: a cache path
-that is a file or not writable, a refused redirect, an oversized file, a hash mismatch, or the
-network. A sha256 is 64 hex characters, checked before anything is fetched or created, and a file
-name is a plain name, so nothing is written outside the cache.
+that is a file or not writable, a refused redirect, an oversized file, a hash mismatch, the HTTP status
+the server answered (``requests.HTTPError``), or the network (``ConnectionError``). A sha256 (64 hex
+characters) and a file name (plain: nothing is written outside the cache) are checked before any request.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from ._download import (
     max_download_bytes,
     write_stamp,
 )
+from ._download_errors import download_error
 
 #: Environment variable naming local directories searched before any download.
 DATA_DIR_ENV = "HOLOCELL_DATA_DIR"
@@ -249,6 +250,8 @@ def fetch(name: str, *, progressbar: bool = True) -> Path:
         The file's sha256 does not match (nothing is cached).
     ConnectionError
         The file is not local and the server cannot be reached.
+    requests.HTTPError
+        The server answered with an error status (404: no file at the entry's URL; 5xx: retry later).
     """
     if name not in REGISTRY:
         raise KeyError(f"{name!r} is not in the holocell registry; available: {available()}.")
@@ -324,7 +327,9 @@ def fetch_url(
         A file with another sha256 that is not holocell's download is at the cache name (the user's file, or one
         saved over the cached copy since; :mod:`holocell.data._cache_record`): nothing is sent or replaced.
     ConnectionError
-        The server cannot be reached or answers with an HTTP error.
+        The server cannot be reached (no network, connection refused, timeout).
+    requests.HTTPError
+        The server answered with an error status, named with the URL (404: check the URL; 5xx: retry later).
     """
     sha256 = check_sha256(sha256)
     check_file_name(filename)
@@ -339,39 +344,36 @@ def fetch_url(
     if os.path.lexists(cached) and not recorded_download(cached, actual):
         raise not_downloaded(cached, sha256)  # before any request
     downloader = CappedDownloader(max_download_bytes(max_bytes), progressbar=progressbar)
-    stage = Path(tempfile.mkdtemp(prefix=f".{filename}.", suffix=".partial", dir=folder))
-    try:
-        path = pooch.retrieve(
-            url, known_hash=f"sha256:{sha256}", fname=filename, path=stage, downloader=downloader
-        )
-        from ..model._safe_write import fsync_path, place_file
+    from ..model._safe_write import cleanup_on_sigterm, fsync_path, place_file
+    with cleanup_on_sigterm():  # a SIGTERM (SLURM, docker stop) removes the partial download first
+        stage = Path(tempfile.mkdtemp(prefix=f".{filename}.", suffix=".partial", dir=folder))
+        try:
+            path = pooch.retrieve(
+                url, known_hash=f"sha256:{sha256}", fname=filename, path=stage, downloader=downloader
+            )
+            fsync_path(path)
+            written = identity(Path(path))  # kept by the link or rename into place: the record names this file
+            place_file(Path(path), cached, lambda p: _replaceable(p, sha256), lambda p: not_downloaded(p, sha256))
+        except DownloadRefused as err:
+            raise ValueError(str(err)) from err
+        except ValueError as err:  # pooch: hash mismatch (the downloaded file is deleted)
+            raise ValueError(
+                f"Refusing {url}: its sha256 does not match the expected {sha256} (registered, or passed as "
+                "sha256=), so it was not cached. The server holds a different or corrupted file; check the URL or the hash."
+            ) from err
+        except PermissionError as err:
+            raise PermissionError(
+                f"Cannot write {filename!r} into the holocell cache folder {folder} (permission denied: {err}). "
+                f"Set ${CACHE_DIR_ENV} to a writable folder."
+            ) from err
+        except OSError as err:
+            import requests
 
-        fsync_path(path)
-        written = identity(Path(path))  # kept by the link or rename into place: the record names this file
-        place_file(Path(path), cached, lambda p: _replaceable(p, sha256), lambda p: not_downloaded(p, sha256))
-    except DownloadRefused as err:
-        raise ValueError(str(err)) from err
-    except ValueError as err:  # pooch: hash mismatch (the downloaded file is deleted)
-        raise ValueError(
-            f"Refusing {url}: its sha256 does not match the registered {sha256}, so it was not cached. "
-            "The server holds a different or corrupted file; check the URL or the expected hash."
-        ) from err
-    except PermissionError as err:
-        raise PermissionError(
-            f"Cannot write {filename!r} into the holocell cache folder {folder} (permission denied: {err}). "
-            f"Set ${CACHE_DIR_ENV} to a writable folder."
-        ) from err
-    except OSError as err:
-        import requests
-
-        if not isinstance(err, requests.RequestException):
-            raise  # a local file-system problem (or a file that is not holocell's, FileExistsError), as it is
-        raise ConnectionError(
-            f"Could not download {url} ({type(err).__name__}: {err}). Check the network, or put "
-            f"{filename!r} in a directory listed in ${DATA_DIR_ENV} to work offline."
-        ) from err
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+            if not isinstance(err, requests.RequestException):
+                raise  # a local file-system problem (or a file that is not holocell's, FileExistsError), as it is
+            raise download_error(err, url, filename) from err  # an HTTP status the server answered, or no network
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
     try:  # the record that lets a later call replace this file if it is ever damaged
         write_stamp(record_path(cached), download_record(url, sha256, written))
     except FileExistsError as err:

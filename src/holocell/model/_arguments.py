@@ -165,6 +165,20 @@ def check_train_call(
     return max_epochs, batch_size, early_stopping_patience, seed
 
 
+def progress_switch(enable_progress_bar, progress_bar):
+    """``train``'s progress display: ``enable_progress_bar`` (scvi-tools' name) or ``progress_bar`` (the name every
+    other holocell method uses; it reached Lightning's ``Trainer``, "unexpected keyword argument"), one switch.
+    Both given with different values is refused; ``None`` is "not given" (follow :data:`holocell.settings`)."""
+    if progress_bar is None:
+        return enable_progress_bar
+    if enable_progress_bar is not None and enable_progress_bar != progress_bar:
+        raise ValueError(
+            f"train() got enable_progress_bar={enable_progress_bar!r} and progress_bar={progress_bar!r}: two names "
+            "of the same switch, with different values. Pass one of them (e.g. progress_bar=False)."
+        )
+    return progress_bar
+
+
 #: scvi-tools ``train()`` / ``scvi.train.Trainer`` arguments that holocell does not take -> holocell's way
 SCVI_TRAIN_ARGUMENTS = {
     "train_size": "pass validation_size=1 - train_size instead (e.g. validation_size=0.1 for train_size=0.9)",
@@ -258,5 +272,6 @@ __all__ = [
     "check_trainer_kwargs",
     "check_training",
     "clip_in_plan",
+    "progress_switch",
     "python_scalar",
 ]

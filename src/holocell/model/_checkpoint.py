@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -45,8 +43,10 @@ from ._safe_write import (
     remove_tree,
     replaceable_target,
     sibling_name,
+    staging_dir,
 )
 from ._transfer_record import check_transfer_header, transfer_entry
+from ._validate import require_mudata
 
 if TYPE_CHECKING:
     from ._holocell import HoloCell
@@ -220,8 +220,7 @@ def save_model(model: HoloCell, dir_path: Path, *, overwrite: bool, save_mudata:
     check_backing(model.adata, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     mode = output_mode(target, directory=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{sibling_name(target.name, 10)}.", dir=target.parent))
-    try:
+    with staging_dir(target) as tmp:  # removed however the save ends, SIGTERM included
         state = {k: v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         config = model_config(model) | {"weights_sha256": file_sha256(tmp / WEIGHTS)}
@@ -234,9 +233,6 @@ def save_model(model: HoloCell, dir_path: Path, *, overwrite: bool, save_mudata:
         fsync_tree(tmp)
         with keeping_cwd(target):  # save(".") from inside the folder: the process stays in it, not the old one
             _swap_in(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _swap_in(tmp: Path, target: Path) -> None:
@@ -387,6 +383,8 @@ def load_checkpoint(
     before the weights are read. ``mdata`` defaults to the MuData saved with the model; its
     features must cover the model's.
     """
+    if mdata is not None:  # a path or an AnnData: the TypeError load_pretrained gives, before anything is read
+        require_mudata(mdata, ", then pass it (or leave mdata out to load the MuData saved with the model)")
     dir_path = Path(dir_path)
     config = read_checkpoint(dir_path)
     if config["model_name"] != model_name:

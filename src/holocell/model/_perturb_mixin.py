@@ -85,8 +85,9 @@ class PerturbMixin:
         return idx
 
     def _perturb_settings(self, genes, cres, mode, regenerate, sources, overexpress_quantile, flow, n_steps,
-                          batch_size) -> dict:  # fmt: skip
+                          batch_size, seed=0) -> dict:  # fmt: skip
         """The checked, normalised settings of a perturbation (before any data is read)."""
+        seed = check_seed(seed)  # was refused by torch.manual_seed only at the first mini-batch
         genes, cres = as_names(genes, "genes"), as_names(cres, "cres")
         if not genes and not cres:
             raise ValueError("Give `genes` and/or `cres` to perturb.")
@@ -137,6 +138,7 @@ class PerturbMixin:
             "flow": flow,
             "n_steps": check_count(n_steps, "n_steps"),
             "batch_size": check_count(batch_size, "batch_size", none_ok=True),
+            "seed": seed,
         }
 
     def predict_perturbation(
@@ -199,7 +201,8 @@ class PerturbMixin:
         flow
             ``"staged"`` (chromatin -> RNA -> protein) or ``"joint"``.
         n_steps, batch_size, device, seed, progress_bar
-            Denoising steps, cells per pass, device, random seed, progress display.
+            Denoising steps, cells per pass, device, random seed (an integer in ``[0, 2**63)``; anything else is
+            refused before the data are read, as by :meth:`generate`), progress display.
 
         Returns
         -------
@@ -207,12 +210,10 @@ class PerturbMixin:
         ``genes``, ATAC for ``cres``); other cells get NaN rows.
         """
         settings = self._perturb_settings(
-            genes, cres, mode, regenerate, sources, overexpress_quantile, flow, n_steps, batch_size
+            genes, cres, mode, regenerate, sources, overexpress_quantile, flow, n_steps, batch_size, seed
         )
         mdata, arrays = self._arrays(mdata)
-        return self._perturb_arrays(
-            arrays, indices=indices, device=device, seed=seed, progress_bar=progress_bar, **settings
-        )
+        return self._perturb_arrays(arrays, indices=indices, device=device, progress_bar=progress_bar, **settings)
 
     def iter_perturbations(
         self,
@@ -247,17 +248,19 @@ class PerturbMixin:
             raise ValueError("`genes` is empty: give the genes to perturb one by one (None: every RNA gene of the model).")
         _check_iter_kwargs(kwargs)
         self._feature_index("rna", genes, "genes")  # every name checked before the first regeneration
-        self._perturb_settings(  # every setting checked before the data are read
+        settings = self._perturb_settings(  # every setting checked before the data are read
             genes[:1], None, mode, kwargs.get("regenerate"), kwargs.get("sources"),
             kwargs.get("overexpress_quantile", 0.99), kwargs.get("flow", "staged"), kwargs.get("n_steps", 8),
-            kwargs.get("batch_size"),
+            kwargs.get("batch_size"), kwargs.get("seed", 0),
         )  # fmt: skip
+        # the checked values go on to every gene: a one-shot iterable (a generator) was read up by the check
+        kwargs |= {k: settings[k] for k in _ITER_KWARGS if k in settings}
         mdata, arrays = self._arrays(mdata)
         totals = {}  # RNA library sizes (in memory) and overexpression levels, computed once for all genes
         block = 0
         if mode == "overexpress" and isinstance(arrays, BackedMosaicArrays):  # levels: one pass over the file per block
             gidx = self._feature_index("rna", genes, "genes")
-            quantile = check_quantile(kwargs.get("overexpress_quantile", 0.99))
+            quantile = kwargs["overexpress_quantile"]
             n_rna = int(arrays.present[:, MODALITIES.index("rna")].sum())
             block = max(1, _LEVEL_BLOCK_VALUES // max(n_rna, 1))
         for i, gene in enumerate(genes):
@@ -285,8 +288,9 @@ class PerturbMixin:
         _totals: dict | None = None,
     ) -> PerturbationResult:
         """:meth:`predict_perturbation` on checked count arrays."""
-        s = self._perturb_settings(genes, cres, mode, regenerate, sources, overexpress_quantile, flow, n_steps, batch_size)
-        genes, cres, regenerate, sources = s["genes"], s["cres"], s["regenerate"], s["sources"]
+        s = self._perturb_settings(genes, cres, mode, regenerate, sources, overexpress_quantile, flow, n_steps, batch_size,
+                                   seed)  # fmt: skip
+        genes, cres, regenerate, sources, seed = s["genes"], s["cres"], s["regenerate"], s["sources"], s["seed"]
         overexpress_quantile, n_steps, batch_size = s["overexpress_quantile"], s["n_steps"], s["batch_size"]
         idx = cell_indices(indices, arrays.n_cells)
 
@@ -389,6 +393,14 @@ class PerturbMixin:
         return pd.DataFrame(emb, index=pd.Index(self.feature_space.maps[modality].features.astype(str)))
 
 
+def check_seed(seed) -> int:
+    """A perturbation's ``seed`` as an ``int`` in ``[0, 2**63)``, checked as :meth:`HoloCell.generate` checks its own
+    (``None``, ``1.5``, ``"3"`` or ``2**70`` failed in ``torch.manual_seed`` at the first mini-batch)."""
+    if check_count(seed, "seed", minimum=0) >= 2**63:
+        raise ValueError(f"seed must be below 2**63, got {seed!r}.")
+    return int(seed)
+
+
 _ITER_KWARGS = ("regenerate", "sources", "indices", "overexpress_quantile", "flow", "n_steps", "batch_size", "device",
                 "seed", "progress_bar")  # fmt: skip
 """The arguments of :meth:`~PerturbMixin.predict_perturbation` that :meth:`~PerturbMixin.iter_perturbations` passes on."""
@@ -408,4 +420,4 @@ def _check_iter_kwargs(kwargs: dict) -> None:
             raise TypeError(f"iter_perturbations got an unexpected argument {key!r}; it takes {list(_ITER_KWARGS)}.{hint}")
 
 
-__all__ = ["PerturbMixin", "PerturbationResult"]
+__all__ = ["PerturbMixin", "PerturbationResult", "check_seed"]

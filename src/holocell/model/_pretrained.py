@@ -38,7 +38,7 @@ from .._folders import existing_folder
 from ..data import _download, _registry
 from . import _checkpoint
 from ._args import check_device
-from ._safe_write import atomic_file, replaceable_target
+from ._safe_write import atomic_file, cleanup_on_sigterm, replaceable_target
 from ._validate import require_mudata
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def save_pretrained(model: HoloCell, archive_path: str | os.PathLike[str], overw
         raise ValueError(f"A checkpoint archive must end in {ARCHIVE_SUFFIX}, got {archive_path.name!r}.")
     existing_folder(archive_path, str(archive_path))  # a folder above that links to nothing, before the save
     replaceable_target(archive_path, overwrite, is_checkpoint_archive, "holocell checkpoint archive")
-    with tempfile.TemporaryDirectory(prefix="holocell-save-") as tmp:
+    with cleanup_on_sigterm(), tempfile.TemporaryDirectory(prefix="holocell-save-") as tmp:
         model.save(Path(tmp) / "model")
         return pack_checkpoint(Path(tmp) / "model", archive_path, overwrite=overwrite)
 
@@ -224,7 +224,7 @@ def unpacked(path: str | os.PathLike[str]) -> Iterator[Path]:
             f"{path} is neither a checkpoint directory nor a .zip checkpoint archive "
             "(made by HoloCell.save_pretrained or holocell.model._pretrained.pack_checkpoint)."
         )
-    with tempfile.TemporaryDirectory(prefix="holocell-ckpt-") as tmp:
+    with cleanup_on_sigterm(), tempfile.TemporaryDirectory(prefix="holocell-ckpt-") as tmp:
         try:
             with zipfile.ZipFile(path) as zf:
                 for name, info in _member_map(zf, path).items():

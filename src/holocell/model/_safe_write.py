@@ -13,6 +13,9 @@ write from ``/proc/self/status`` where the kernel reports it (Linux), which chan
 by setting a restrictive umask and restoring it (process-wide, so a file another thread creates in that instant
 gets the more private mode, never a more open one).
 
+A SIGTERM (a batch system's time limit, ``docker stop``, ``timeout``) that arrives during a write ends the process
+only after the write's temporary files are removed (:func:`cleanup_on_sigterm`), as Ctrl-C does.
+
 Files holocell reads from a checkpoint are refused unless they are regular files (not a FIFO, a device such as
 ``/dev/zero``, a socket or a folder), and are read with a cap (:func:`read_regular`).
 """
@@ -22,8 +25,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -188,24 +193,72 @@ def sibling_name(name: str, room: int) -> str:
     return encoded[: NAME_MAX - room - 9].decode(errors="ignore") + "-" + digest
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived during a write (raised by :func:`cleanup_on_sigterm`'s handler so that cleanup runs)."""
+
+
+@contextmanager
+def cleanup_on_sigterm() -> Iterator[None]:
+    """Around a write that stages temporary files: a SIGTERM that arrives meanwhile first lets the write's own
+    ``finally`` blocks remove them, then ends the process as SIGTERM would have (exit status 143, ``-15`` for
+    ``subprocess``). Python's default SIGTERM action skips ``finally``, which left full-size hidden copies behind.
+
+    Only when SIGTERM has its default action and only in the main thread (the only one that may set a handler):
+    a handler the user, Lightning or an outer write installed is left alone. A second SIGTERM does not cut the
+    cleanup short. The default action is restored afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    received = []
+
+    def terminated(signum, frame) -> None:
+        if not received:
+            received.append(signum)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            raise _Terminated
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if received:  # the write cleaned up on its way here: end the process as the SIGTERM would have
+            signal.raise_signal(signal.SIGTERM)
+
+
+@contextmanager
+def staging_dir(target: Path) -> Iterator[Path]:
+    """A new private folder beside ``target`` (``.<name>.XXXXXXXX``, mode 0700) to build ``target`` in, removed
+    with what is left in it when the block ends, however it ends (also on SIGTERM: :func:`cleanup_on_sigterm`)."""
+    with cleanup_on_sigterm():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{sibling_name(target.name, 10)}.", dir=target.parent))
+        try:
+            yield tmp
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Context manager giving a temporary path beside ``path``; on success it gets the mode of the file it
     replaces (a new file: ``0o666 & ~umask``), is fsynced and renamed onto ``path`` (``os.replace``); on error it
-    is removed. ``path`` is never half-written."""
+    is removed (also on SIGTERM: :func:`cleanup_on_sigterm`). ``path`` is never half-written."""
     path = Path(path)
     room = len(f"..XXXXXXXX.tmp{suffix}".encode())  # what mkstemp adds around the name
-    fd, tmp = tempfile.mkstemp(prefix=f".{sibling_name(path.name, room)}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, output_mode(path))  # mkstemp creates 0600: the mode of the file replaced, or the umask's
-        fsync_path(tmp)
-        os.replace(tmp, path)
-        fsync_path(path.parent)
-    finally:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
+    with cleanup_on_sigterm():
+        fd, tmp = tempfile.mkstemp(prefix=f".{sibling_name(path.name, room)}.", suffix=f".tmp{suffix}", dir=path.parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            os.chmod(tmp, output_mode(path))  # mkstemp creates 0600: the mode of the file replaced, or the umask's
+            fsync_path(tmp)
+            os.replace(tmp, path)
+            fsync_path(path.parent)
+        finally:
+            if os.path.lexists(tmp):
+                os.remove(tmp)
 
 
 def remove_tree(path: Path) -> None:
@@ -247,14 +300,15 @@ def write_beside(
     ------
     The temporary path to write.
     """
-    stage = Path(tempfile.mkdtemp(prefix=f".{sibling_name(path.name, 18)}.", suffix=".partial", dir=path.parent))
-    staged = stage / path.name
-    try:
-        with atomic_file(staged, suffix) as tmp:
-            yield tmp
-        place_file(staged, path, may_replace, refusal)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    with cleanup_on_sigterm():
+        stage = Path(tempfile.mkdtemp(prefix=f".{sibling_name(path.name, 18)}.", suffix=".partial", dir=path.parent))
+        staged = stage / path.name
+        try:
+            with atomic_file(staged, suffix) as tmp:
+                yield tmp
+            place_file(staged, path, may_replace, refusal)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def place_file(
@@ -292,6 +346,7 @@ __all__ = [
     "atomic_file",
     "place_file",
     "check_regular",
+    "cleanup_on_sigterm",
     "current_umask",
     "describe",
     "fsync_path",
@@ -301,5 +356,6 @@ __all__ = [
     "remove_tree",
     "replaceable_target",
     "sibling_name",
+    "staging_dir",
     "write_beside",
 ]

@@ -24,6 +24,7 @@ from ._arguments import (
     check_trainer_kwargs,
     check_training,
     clip_in_plan,
+    progress_switch,
 )
 from ._train_safety import check_loader_arguments, check_precision, weights_kept_on_failure
 
@@ -77,6 +78,7 @@ class TrainingMixin:
         num_nodes: int = 1,
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
+        progress_bar: bool | None = None,
         **trainer_kwargs,
     ) -> None:
         """Train by masked discrete diffusion with Lightning.
@@ -116,8 +118,10 @@ class TrainingMixin:
             gives the same trained model. The run seeds the process-wide generators for this; Python's
             ``random``, NumPy's and torch's global random state and ``os.environ`` are put back as they were
             when ``train`` returns (or raises).
-        enable_progress_bar
+        enable_progress_bar, progress_bar
             Show Lightning's progress bar (``None``: follow :data:`holocell.settings` ``.progress_bar``).
+            ``progress_bar`` is the name the other holocell methods use, ``enable_progress_bar`` scvi-tools'; they
+            are the same switch: give either (both with different values is refused).
         plan_kwargs
             :class:`~holocell.train.TrainingConfig` fields overriding ``train_config`` for this run.
         strategy
@@ -145,7 +149,11 @@ class TrainingMixin:
             epoch without the training losses, which Lightning logs after writing it), then the new ones.
         **trainer_kwargs
             Passed to :class:`lightning.pytorch.Trainer`: ``callbacks`` (one or a list; ``None``: none)
-            are added to holocell's own, a ``logger`` (or a list) beside the one that fills ``history_``.
+            are added to holocell's own; a ``logger`` (or a list) comes before holocell's own (which fills
+            ``history_`` and writes nothing), so ``trainer.log_dir`` and a ``ModelCheckpoint`` without ``dirpath``
+            write under your first logger's folder, as in plain Lightning; without a ``logger`` they use
+            Lightning's default ``lightning_logs/version_<N>`` (a new ``N`` per run) under ``default_root_dir``
+            (default: the working directory), never ``checkpoint_dir``.
             ``gradient_clip_val`` overrides ``train_config.gradient_clip_val`` for this run (as
             ``plan_kwargs={"gradient_clip_val": ...}``; 0 means no clipping). ``enable_model_summary`` and
             ``num_sanity_val_steps`` default to off. Checkpointing is on exactly when ``checkpoint_dir`` is given
@@ -165,7 +173,9 @@ class TrainingMixin:
             ``resume=True`` to continue it); a ``last.ckpt`` to resume that is not a holocell checkpoint, or one
             of another model (other sizes, features or cells); a ``validation_size`` that leaves no cell to train
             on; an ``enable_checkpointing`` that contradicts ``checkpoint_dir`` / ``callbacks``; a backed MuData
-            with a strategy that spawns its processes (``"ddp_spawn"``).
+            with a strategy that spawns its processes (``"ddp_spawn"``); ``enable_progress_bar`` and
+            ``progress_bar`` both given, with different values, or either not ``True``, ``False``, ``"auto"`` or
+            ``None``.
         TypeError
             Before any work: a scvi-tools ``train()`` argument holocell does not take (``train_size``,
             ``early_stopping_monitor``, ``datasplitter_kwargs``, ...); the message names holocell's equivalent.
@@ -185,6 +195,8 @@ class TrainingMixin:
         max_epochs, batch_size, early_stopping_patience, seed = check_train_call(
             max_epochs, batch_size, validation_size, early_stopping_patience, lr, seed, ema_decay
         )
+        enable_progress_bar = progress_switch(enable_progress_bar, progress_bar)
+        settings.show_progress(enable_progress_bar)  # a value such as "no" refused here, not after the data are read
         check_devices(accelerator, devices)  # e.g. "gpu" on a machine without one: before any data work
         check_loader_arguments(trainer_kwargs)
         check_trainer_kwargs(trainer_kwargs)

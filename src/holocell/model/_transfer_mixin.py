@@ -19,6 +19,7 @@ from ..vocab import FeatureSpace
 from ..vocab._feature_space import preferred_anchors
 from . import _checkpoint, _pretrained, _transfer
 from ._save_mixin import init_kwargs
+from ._validate import require_mudata
 from ._validate_obs import batches_with_cells
 
 if TYPE_CHECKING:
@@ -115,7 +116,13 @@ class TransferMixin:
         of the reference's own data: co-expression, and a GRN from the reference's own ``grn_edges``.
         ``model.prior_report_`` counts them per prior in ``n_new_unknown`` (anchors new to the reference that the
         prior does not know).
+
+        Raises
+        ------
+        TypeError
+            ``mdata`` is not a MuData (a path: read it with ``mudata.read_h5mu``; an AnnData: wrap it in one).
         """
+        require_mudata(mdata, ", set it up with HoloCell.setup_mudata, then pass it")  # before the reference is read
         if isinstance(reference, TransferMixin):
             state = {k: v.detach().cpu() for k, v in reference.module.state_dict().items()}
             model = cls._transferred(mdata, state, _checkpoint.model_config(reference), reference._peak_coordinates())

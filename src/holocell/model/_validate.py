@@ -77,10 +77,10 @@ def validate_setup(
     ``"human"``, and the column and the RNA names of the species are checked (:func:`check_species_key`).
     """
     if isinstance(mdata, str | Path):
-        where = "" if Path(mdata).exists() else f" (and {str(mdata)!r} does not exist: check the path)"
+        where = "" if Path(mdata).expanduser().exists() else f" (and {str(mdata)!r} does not exist: check the path)"
         raise TypeError(
             f"setup_mudata needs a MuData object, got the path {str(mdata)!r}{where}. Read the file first: "
-            "mdata = mudata.read_h5mu(path)."
+            f"mdata = {_read_call(mdata)}."
         )
     if not isinstance(mdata, MuData):
         raise TypeError(
@@ -321,8 +321,8 @@ def gene_table_for(mdata: MuData, modalities: Mapping[str, str], genome) -> pd.D
     """TSS table for peak -> gene links: the ``genome`` argument, else RNA ``var`` coordinates."""
     if isinstance(genome, pd.DataFrame):
         return genome
-    if isinstance(genome, str | Path) and str(genome).strip() and Path(str(genome)).is_file():
-        return read_tss_file(genome)
+    if isinstance(genome, str | Path) and str(genome).strip() and Path(str(genome)).expanduser().is_file():
+        return read_tss_file(genome)  # "~/genes.bed" as model/_build.py reads it
     if genome is not None:
         return load_gene_table(str(genome))
     if "rna" in modalities:
@@ -410,9 +410,18 @@ def data_manager(mdata: MuData, **kwargs) -> AnnDataManager:
 def require_mudata(mdata, then: str = "") -> None:
     """``TypeError`` unless ``mdata`` is a MuData: how to read a path or wrap an AnnData, and ``then`` what to do."""
     if not isinstance(mdata, MuData):
-        how = "read it with mudata.read_h5mu(path)" if isinstance(mdata, str | os.PathLike) else (
+        how = f"read it with {_read_call(mdata)}" if isinstance(mdata, str | os.PathLike) else (
             "wrap it with mudata.MuData({name: adata})")
         raise TypeError(f"Expected a MuData, got {type(mdata).__name__}: {how}{then}.")
+
+
+def _read_call(path) -> str:
+    """The call that reads ``path`` as a MuData: ``mudata.read_h5mu(path)``, or for a zarr store the call
+    :func:`holocell.data._stores.zarr_store` gives, naming what the store is."""
+    from ..data._stores import zarr_store
+
+    store = zarr_store(path)
+    return "mudata.read_h5mu(path)" if store is None else f"{store[1]} (it is {store[0]})"
 
 
 def check_mudata(mdata: MuData, modalities: Mapping[str, str], layers: Mapping[str, str | None]) -> None:

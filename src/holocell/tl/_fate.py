@@ -12,6 +12,7 @@ import pandas as pd
 
 from .._warnings import HoloCellDeprecationWarning
 from ..model._args import as_names, check_count, modality_cells
+from ..model._perturb_mixin import check_seed
 from ._keys import FATE_COLUMNS, check_mudata, check_outputs, missing_column_message, working_copy
 
 if TYPE_CHECKING:
@@ -136,6 +137,7 @@ def fate_shift(
     model._feature_index("rna", genes, "genes")  # every name checked before any work
     n_cells = check_count(n_cells, "n_cells", none_ok=True)
     check_count(n_steps, "n_steps")
+    check_seed(seed)  # before any work (iter_perturbations checks it only at its first gene)
     check_count(batch_size, "batch_size", none_ok=True)
     src = np.flatnonzero(in_source & modality_cells(mdata, model.modalities_))
     if not len(src):

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .._warnings import HoloCellDeprecationWarning, HoloCellWarning
 from ..model._args import as_names, check_count, modality_cells
+from ..model._perturb_mixin import check_seed
 from ..priors import load_grn_edges
 from ._keys import GRN_COLUMNS, GRN_MARK, check_mudata, check_outputs, working_copy
 
@@ -187,6 +188,7 @@ def edge_table(
         raise ValueError("grn needs a model with an RNA modality.")
     n_cells = check_count(n_cells, "n_cells", none_ok=True)
     check_count(n_steps, "n_steps")
+    check_seed(seed)  # before any work (iter_perturbations checks it only at its first gene)
     check_count(batch_size, "batch_size", none_ok=True)
     mdata = model.adata if mdata is None else mdata
     rna = model.modalities_["rna"]

@@ -16,6 +16,7 @@ import pandas as pd
 from anndata import AnnData
 from mudata import MuData
 
+from ..data._stores import zarr_store
 from ..model._args import check_key_added
 from ..model._inference import check_obsm_free
 from ..model._obs_copy import obs_copy_fix
@@ -62,10 +63,12 @@ def check_mudata(mdata, function: str) -> None:
     if isinstance(mdata, str | os.PathLike):
         cli = CLI_COMMANDS.get(function)
         terminal = f"; or run `holocell {cli} {os.fspath(mdata)} --out out.h5mu`, which reads and writes files" if cli else ""
+        store = zarr_store(mdata)  # a zarr folder: read_h5mu would fail on it
+        read = f"mdata = {store[1]} ({store[0]})" if store else "mdata = mudata.read_h5mu(path) (backed='r' keeps the matrices on disk)"
         raise TypeError(
             f"hc.tl.{function} adds its results to a MuData object, and got a file path, {os.fspath(mdata)!r} "
-            "(the file is never written). Read it first, mdata = mudata.read_h5mu(path) (backed='r' keeps the "
-            f"matrices on disk), and save the results with mdata.write(new_path){terminal}."
+            f"(the file is never written). Read it first, {read}, and save the results with "
+            f"mdata.write(new_path){terminal}."
         )
     if isinstance(mdata, AnnData):
         raise TypeError(

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..model._args import check_count
 from ..model._inference import add_output_modalities, forget_axes, generated_var, is_presence_mask
+from ..model._perturb_mixin import check_seed
 from ..model._validate_obs import check_not_view_output
 from ._compat import legacy_positional
 from ._keys import SUMMARY_COLUMNS, check_key_added, check_mudata, check_outputs, working_copy, written_by
@@ -105,7 +106,7 @@ def perturb(
         ``f"_{key_added}"`` (unique names, also beside other runs: ``color="CD4_holocell_perturb"``); any other
         non-empty string is used as given. ``var["measured_name"]`` keeps the measured name either way.
     batch_size, device, seed, progress_bar
-        Cells per pass, device, random seed, progress display.
+        Cells per pass, device, random seed (an integer in ``[0, 2**63)``), progress display.
     copy
         Work on and return a copy instead of modifying ``mdata`` (also of a view).
 
@@ -143,6 +144,7 @@ def perturb(
     if not copy:  # copy=True works on a copy of its own, to which the shift modalities can be added
         check_not_view_output(mdata, "hc.tl.perturb", copy_ok=True)
     check_count(n_top, "n_top")
+    check_seed(seed)  # before the copy (the model checks its settings again)
     check_key_added(key_added)
     if var_suffix is not None and (not isinstance(var_suffix, str) or not var_suffix):
         raise ValueError(f"var_suffix must be a non-empty string, 'auto' or None, got {var_suffix!r}.")

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -14,6 +16,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.loggers import Logger
 
 from .._settings import settings
@@ -33,21 +36,42 @@ class HistoryLogger(Logger):
 
     Lightning logs the validation metrics and the training-epoch metrics of an epoch in separate calls,
     each tagged with the epoch; :meth:`frame` joins them into one row per epoch.
+
+    It writes no file. It comes after the run's own loggers (``train(logger=...)``), so Lightning's folders
+    (``trainer.log_dir``, a ``ModelCheckpoint`` without ``dirpath``) are theirs, as in plain Lightning. Without one,
+    :attr:`save_dir` is Lightning's default, ``<default_root_dir>/lightning_logs/version_<N>`` (a new ``N`` per run,
+    made only when something is written there), and :attr:`name` and :attr:`version` are empty: a ``ModelCheckpoint``
+    writes to ``<save_dir>/checkpoints``, as under Lightning's default logger.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[dict[str, float]] = []
+        #: Where Lightning's default logger would put its folders (the trainer's ``default_root_dir``; set by fit).
+        self.default_root_dir: str | None = None
+        self.lead: Logger | None = None  # the run's own first logger, if any (set by fit)
+        self._save_dir: str | None = None
 
     @property
     def name(self) -> str:
-        """Logger name."""
-        return "holocell"
+        """Logger name (empty: :attr:`save_dir` is the run's whole folder)."""
+        return ""
 
     @property
-    def version(self) -> int:
-        """Logger version (one run per logger)."""
-        return 0
+    def version(self) -> int | str:
+        """The run's own first logger's version (the progress bar shows it once), else empty (see above)."""
+        return "" if self.lead is None else self.lead.version
+
+    @property
+    def save_dir(self) -> str | None:
+        """``<default_root_dir>/lightning_logs/version_<N>``, the first ``N`` free there (fixed at first use)."""
+        if self._save_dir is None and self.default_root_dir is not None:
+            logs = os.path.join(self.default_root_dir, "lightning_logs")
+            fs = get_filesystem(logs)  # a local folder or s3://...
+            found = [os.path.basename(str(p).rstrip("/")) for p in fs.ls(logs, detail=False)] if fs.isdir(logs) else []
+            taken = [int(name[8:]) for name in found if name.startswith("version_") and name[8:].isdigit()]
+            self._save_dir = os.path.join(logs, f"version_{max(taken, default=-1) + 1}")
+        return self._save_dir
 
     def log_hyperparams(self, params, *args, **kwargs) -> None:
         """Hyper-parameters are not logged (they are in the model's configs)."""
@@ -228,7 +252,8 @@ def fit(
         What the model is (network sizes, feature space, cells; ``HoloCell._run_identity``): written into every
         checkpoint, and compared with a resumed checkpoint's (:mod:`holocell.train._resume`).
     **trainer_kwargs
-        Passed to :class:`lightning.pytorch.Trainer`; a ``logger`` (or a list) is added beside holocell's own. They
+        Passed to :class:`lightning.pytorch.Trainer`; a ``logger`` (or a list) comes before holocell's own
+        (:class:`HistoryLogger`), so that its folder is ``trainer.log_dir``, as in plain Lightning. They
         override holocell's ``enable_model_summary=False``, ``num_sanity_val_steps=0``, ``config.gradient_clip_val``
         and ``enable_checkpointing`` (on when ``callbacks`` hold a checkpoint callback). ``limit_val_batches=0``
         leaves out early stopping.
@@ -279,7 +304,7 @@ def fit(
         history = HistoryLogger()
         if checkpoint is not None:  # a resumed run's history_ starts with the epochs the checkpoint logged
             history.rows.extend(logged_rows(checkpoint.get(HISTORY_KEY)))
-        loggers = [history, *extra_loggers(trainer_kwargs.pop("logger", None))]
+        loggers = [*extra_loggers(trainer_kwargs.pop("logger", None)), history]  # the user's first decides log_dir
         callbacks = list(callbacks)
         if ema_decay is not None:
             callbacks.append(WeightEMA(ema_decay))
@@ -309,6 +334,7 @@ def fit(
                 logger=loggers,
                 **{**own, **trainer_kwargs},
             )
+            history.default_root_dir, history.lead = trainer.default_root_dir, (loggers[0] if len(loggers) > 1 else None)
             check_spawned_data(trainer, arrays, strategy)  # before any work
             allow_unused_parameters(trainer, arrays, module.modalities)  # a mosaic mini-batch may lack a modality
             # each device sees 1/world_size of the mini-batches (in memory: Lightning's sampler; streamed: ChunkedBatches)
@@ -323,8 +349,9 @@ def fit(
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
                 warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__`.*")  # streaming
-                # the folder holds the run's marker (and, resumed, its own checkpoints); others' are refused
-                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+                if folder is not None:  # it holds the run's marker (resumed, its checkpoints); others' are refused
+                    ours = re.escape(os.path.realpath(folder))  # only holocell's own callback: a user's warns as usual
+                    warnings.filterwarnings("ignore", message=f"Checkpoint directory {ours} exists and is not empty")
                 try:
                     # one run at a time in checkpoint_dir; rank 0's epoch rows come back from spawned / forked workers
                     with run_claimed(folder, resume_from is not None), history_handed_back(trainer, history.rows):

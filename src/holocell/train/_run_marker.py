@@ -7,7 +7,8 @@ file in the folder, created atomically (``O_CREAT | O_EXCL``) and holding its pr
 that finds another live run's marker is refused before it writes anything, and the folder is checked again once
 the marker is held (a run that finished in the meantime left its checkpoints there). The marker is removed when
 the run ends, however it ends; one left by a killed run (its process gone, on this host) is taken over. Only the
-first process of a multi-process run (rank 0) holds it.
+first process of a multi-process run (rank 0) holds it. The folders the run created for ``checkpoint_dir`` are
+removed again when the run ends with them still empty (it failed or was interrupted before its first checkpoint).
 """
 
 from __future__ import annotations
@@ -85,15 +86,23 @@ def run_claimed(folder: Path | None, resume: bool) -> Iterator[None]:
     if folder is None or not _first_process():
         yield
         return
+    created = [p for p in (folder, *folder.parents) if not os.path.lexists(p)]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
     marker = folder / RUN_MARKER
-    _claim(marker)
     try:
-        check_checkpoint_dir(folder, resume)  # again, now that no other run can write here
-        yield
+        _claim(marker)
+        try:
+            check_checkpoint_dir(folder, resume)  # again, now that no other run can write here
+            yield
+        finally:
+            with suppress(FileNotFoundError):
+                marker.unlink()
     finally:
-        with suppress(FileNotFoundError):
-            marker.unlink()
+        for path in created:  # a run that ended before its first checkpoint leaves no empty folder it made
+            try:
+                path.rmdir()  # only an empty folder: never anything written into it
+            except OSError:
+                break
 
 
 __all__ = ["RUN_MARKER", "run_claimed"]

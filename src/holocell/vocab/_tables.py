@@ -135,6 +135,7 @@ def read_tss_file(path: str | PathLike[str]) -> pd.DataFrame:
         columns ignored; 0-based half-open; the TSS is ``start`` on ``+`` and ``end - 1`` on ``-``,
         ``+`` when the strand is missing) or a GTF/GFF2 file (``.gtf``/``.gtf.gz``; ``gene``
         features, 1-based; name from the ``gene_name`` attribute, falling back to ``gene_id``).
+        ``~`` is expanded.
 
     Returns
     -------
@@ -142,7 +143,7 @@ def read_tss_file(path: str | PathLike[str]) -> pd.DataFrame:
         Columns ``gene_name``, ``gene_id``, ``chrom``, ``tss`` (0-based), ``strand``, ``biotype``,
         like :func:`load_gene_table`. Chromosome names get a ``"chr"`` prefix if they lack one.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     name = path.name.lower()
     is_gtf = any(name.endswith(s) for s in (".gtf", ".gtf.gz", ".gff", ".gff.gz", ".gff2", ".gff2.gz"))
     rows: list[tuple[str, str, str, int, str, str]] = []
