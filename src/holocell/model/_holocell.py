@@ -28,6 +28,7 @@ from ..train import TrainingConfig
 from ..vocab import FeatureSpace
 from ._arguments import check_arguments, check_training
 from ._build import cell_state_settings, feature_space_for, prior_inputs, restore_reports
+from ._expression import ExpressionMixin
 from ._inference import InferenceMixin
 from ._obs_copy import obs_copy_fix
 from ._perturb_mixin import PerturbMixin
@@ -47,7 +48,7 @@ from ._validate import (
 from ._validate_obs import absent_modalities, batches_with_cells
 
 
-class HoloCell(TrainingMixin, InferenceMixin, PerturbMixin, SaveLoadMixin, TransferMixin, BaseModelClass):
+class HoloCell(TrainingMixin, InferenceMixin, ExpressionMixin, PerturbMixin, SaveLoadMixin, TransferMixin, BaseModelClass):
     """Generative multi-omics transformer over gene-anchored tokens (RNA, ATAC, protein).
 
     Each cell is a sequence of gene-anchor tokens whose value slots hold the accessibility of

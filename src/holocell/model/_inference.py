@@ -14,10 +14,18 @@ import torch
 from tqdm.auto import tqdm
 
 from .._settings import settings
-from .._warnings import HoloCellWarning
+from .._warnings import HoloCellWarning, user_stacklevel
 from ..data.arrays import closes_backed_path, make_loader, update_axes
-from ..vocab._constants import MODALITIES
 from ._args import cell_indices, check_count, check_device, check_key_added, check_temperature
+from ._latent import (  # noqa: F401  (tl imports modality_names from here)
+    check_posterior,
+    draw_posterior,
+    modality_names,
+    no_data_message,
+    no_source_message,
+    scvi_data_alias,
+    without_modalities,
+)
 from ._validate_obs import check_not_view_output
 
 if TYPE_CHECKING:
@@ -98,33 +106,6 @@ def check_generated_key(mdata: MuData, key: str, overwrite: bool, registered: se
             f"mdata.mod[{key!r}] was not written by holocell's generate, so overwrite=True does not replace it; "
             "pass another key_added."
         )
-
-
-def without_modalities(present: np.ndarray, modalities: Sequence[str]) -> np.ndarray:
-    """Mask of the cells (rows of the ``(n_cells, 3)`` ``present`` table) measured in none of ``modalities``."""
-    return ~present[:, [MODALITIES.index(m) for m in modalities]].any(axis=1)
-
-
-def modality_names(model, modalities: Sequence[str]) -> str:
-    """``"rna (mdata.mod['rna']), protein (mdata.mod['adt'])"``: holocell's and the MuData's name of each."""
-    return ", ".join(f"{m} (mdata.mod[{model.modalities_[m]!r}])" for m in modalities)
-
-
-def cells_with(model, modalities: Sequence[str]) -> str:
-    """The expression of a mask of the cells measured in any of ``modalities``, for messages."""
-    return " | ".join(f"(mdata.obsmap[{model.modalities_[m]!r}] > 0)" for m in modalities)
-
-
-def no_source_message(model, target: str, read: list[str], unmeasured: np.ndarray) -> str:
-    """Warning text of :meth:`InferenceMixin.generate` for the cells measured in none of the source modalities
-    and not in the target either (``unmeasured``): the call has no data of them at all."""
-    fix = "" if len(read) == len(model.modalities_) - 1 else ", or pass sources= with modalities they have"
-    return (
-        f"{int(unmeasured.sum())} of the {len(unmeasured)} cells are measured in none of the source modalities "
-        f"({modality_names(model, read)}) nor in {target}, so there is nothing to generate {target} from: their rows "
-        f"of X are NaN (and of layers['bins'] -1), not a generated profile. Generate for the cells that have a "
-        f"source, e.g. model.generate(mdata[{cells_with(model, read)}].copy(), ...){fix}."
-    )
 
 
 def one_feature_message(model, target: str) -> str:
@@ -218,6 +199,7 @@ class InferenceMixin:
         for batch in tqdm(loader, desc=desc, disable=not settings.show_progress(progress_bar)):
             yield {k: v.to(device) for k, v in batch.items()}
 
+    @scvi_data_alias
     @closes_backed_path
     def get_latent_representation(
         self,
@@ -227,7 +209,11 @@ class InferenceMixin:
         batch_size: int | None = None,
         device: str | torch.device | None = None,
         progress_bar: bool | None = None,
-    ) -> np.ndarray:
+        *,
+        give_mean: bool = True,
+        return_dist: bool = False,
+        seed: int = 0,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Cell embeddings: the posterior mean of the cell state ``z`` (the pooled latent states for a model
         saved before the cell state).
 
@@ -237,7 +223,8 @@ class InferenceMixin:
             MuData to embed (default: the registered one); needs the registered modalities' names.
             A backed MuData (``mudata.read_h5mu(path, backed=True)``) or the path of an ``.h5mu``
             file is streamed from disk in mini-batches, so memory does not grow with the cells; a
-            file opened from a path is closed again before this returns (also on error).
+            file opened from a path is closed again before this returns (also on error). ``adata=`` is
+            scvi-tools' name of the same argument (both given: ``ValueError``).
         indices
             Cells to embed, in this order: integer positions or a boolean mask over the cells (default: all).
         modality
@@ -249,49 +236,56 @@ class InferenceMixin:
             Device to run on (default: where the model is).
         progress_bar
             Show a progress bar (``None``: follow :data:`holocell.settings` ``.progress_bar``).
+        give_mean
+            ``True``: the posterior mean. ``False``: one draw per cell from the posterior
+            ``N(mean, exp(logvar))``, from a generator seeded with ``seed`` (the draw of a cell depends on its row
+            in the output, not on ``batch_size`` or the device). Needs a cell state (``ValueError`` otherwise).
+        return_dist
+            Return ``(mean, variance)`` of the posterior instead (scvi-tools' ``return_dist``; ``give_mean`` is then
+            not used). Needs a cell state (``ValueError`` otherwise).
+        seed
+            Random seed of ``give_mean=False``'s draw (an integer >= 0).
 
         Returns
         -------
-        ``(n_cells, n_latent)`` float32 array (``(n_cells, d_model)`` for a model without a cell state). Cells
-        measured in none of the modalities read (``modality``; default: every registered one) get a row of NaN
-        and a :class:`~holocell.HoloCellWarning` with their count: the model has no data to place them.
+        ``(n_cells, n_latent)`` float32 array (``(n_cells, d_model)`` for a model without a cell state; a draw with
+        ``give_mean=False``), or with ``return_dist=True`` two of them, the posterior mean and variance. Cells measured in none of the modalities
+        read (``modality``; default: every registered one) get a row of NaN and a :class:`~holocell.HoloCellWarning`
+        with their count: the model has no data to place them.
         """
-        z, empty, read = self._latent(mdata, indices, modality, batch_size, device, progress_bar)
+        dist = check_posterior(self, give_mean, return_dist, seed)
+        z, empty, read = self._latent(mdata, indices, modality, batch_size, device, progress_bar, dist)
         if empty.any():
-            fix = ("or embed from another modality= that they have" if modality is not None
-                   else "or drop the cells measured in none of them from mdata")  # fmt: skip
-            advice = (f"No cell of this MuData has them: {fix.removeprefix('or ')}." if empty.all()
-                      else f"Pass indices= of the cells that have them (e.g. indices={cells_with(self, read)}), {fix}.")
-            warnings.warn(
-                f"{int(empty.sum())} of the {len(empty)} cells embedded have none of the modalities read "
-                f"({modality_names(self, read)}), so the model has no data for them: their rows are NaN (not a "
-                f"position in the embedding). {advice}",
-                HoloCellWarning,
-                stacklevel=3,
-            )
-        return z
+            message = no_data_message(self, empty, read, modality, "embedded", "a position in the embedding", "embed from")
+            warnings.warn(message, HoloCellWarning, stacklevel=user_stacklevel())
+        if not dist:
+            return z
+        return (z[0], z[1]) if return_dist else draw_posterior(z[0], z[1], seed)
 
     @torch.inference_mode()
     def _latent(
-        self, mdata, indices, modality, batch_size, device, progress_bar
+        self, mdata, indices, modality, batch_size, device, progress_bar, variance: bool = False
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """:meth:`get_latent_representation` without its warning: the embeddings (NaN rows for the cells measured
-        in none of the modalities read), the mask of those cells, and the modalities read."""
+        in none of the modalities read; with ``variance``, stacked on the posterior variances: ``(2, n, n_latent)``),
+        the mask of those cells, and the modalities read."""
         keep = self._check_modalities(modality)
         mdata, arrays = self._arrays(mdata)
         device = self._device(device)
         self.module.eval()
         idx = cell_indices(indices, arrays.n_cells)
-        out = np.zeros((len(idx), self.config.embedding_dim), dtype=np.float32)
+        out = np.zeros((1 + variance, len(idx), self.config.embedding_dim), dtype=np.float32)
         start = 0
         for batch in self._batches(arrays, idx, self._inference_batch_size(batch_size), device, "embedding", progress_bar):
-            z = self.module.embed(batch, keep).float().cpu().numpy()
-            out[start : start + len(z)] = z
-            start += len(z)
+            z = torch.stack(self.module.posterior(batch, keep)) if variance else self.module.embed(batch, keep)[None]
+            out[:, start : start + z.shape[1]] = z.float().cpu().numpy()
+            start += z.shape[1]
+        if variance:
+            out[1] = np.exp(out[1])  # log-variance -> variance
         read = keep or list(self.modalities_)
         empty = without_modalities(arrays.present[idx], read)
-        out[empty] = np.nan  # the model's prior, the same for every such cell: no data, so no embedding
-        return out, empty, read
+        out[:, empty] = np.nan  # the model's prior, the same for every such cell: no data, so no embedding
+        return (out if variance else out[0]), empty, read
 
     @closes_backed_path
     @torch.inference_mode()

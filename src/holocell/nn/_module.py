@@ -104,6 +104,28 @@ class HoloCellModule(nn.Module):
         return self.network.embedding(tokens)
 
     @torch.no_grad()
+    def posterior(
+        self, batch: dict[str, torch.Tensor], modalities: Sequence[str] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance ``(B, n_latent)`` of the cell state ``q(z | x)`` from the given modalities (all
+        observed ones by default); needs a cell state."""
+        if not self.network.config.cell_state:
+            raise ValueError("The posterior of the cell state needs a cell state; this model has none.")
+        return self.network.cell_posterior(self.restrict(self.tokenize(batch), modalities))
+
+    @torch.no_grad()
+    def expression_scale(
+        self, batch: dict[str, torch.Tensor], modalities: Sequence[str] | None = None, target: str = "rna"
+    ) -> torch.Tensor:
+        """``(B, F)`` the count decoder's mean of ``target`` from the cell state of the given modalities (all
+        observed ones by default; ``target`` is not hidden), normalised to sum to 1 per cell (scvi-tools' "scale").
+        Needs a cell state."""
+        if not self.network.config.cell_state:
+            raise ValueError("The count decoder's mean needs a cell state; this model has none.")
+        mean = state_mean(self.network, self.restrict(self.tokenize(batch), modalities), target)
+        return mean / mean.sum(-1, keepdim=True)
+
+    @torch.no_grad()
     def generate(
         self,
         batch: dict[str, torch.Tensor],

@@ -1,0 +1,182 @@
+"""scvi-tools' :meth:`get_normalized_expression` for :class:`HoloCell`: each cell's denoised RNA expression,
+decoded from its cell state (mixed into :class:`HoloCell`)."""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._settings import settings
+from .._warnings import HoloCellWarning, user_stacklevel
+from ..data.arrays import closes_backed_path
+from ._args import as_names, cell_indices, check_count, check_device
+from ._latent import no_data_message, scvi_data_alias, without_modalities
+
+if TYPE_CHECKING:
+    from mudata import MuData
+
+
+def check_library_size(library_size) -> float:
+    """``library_size`` as a finite float > 0; scvi-tools' ``"latent"`` is refused with what is supported."""
+    if isinstance(library_size, str) and library_size == "latent":
+        raise NotImplementedError(
+            'library_size="latent" (scvi-tools\' inferred library size) is not supported: holocell has no latent '
+            "library size; pass a number, e.g. library_size=1 (the default, proportions) or 1e4 (counts per 10k)."
+        )
+    if isinstance(library_size, bool) or not isinstance(library_size, numbers.Real) or not (
+        np.isfinite(library_size) and library_size > 0
+    ):
+        raise ValueError(f"library_size must be a finite number > 0 (e.g. 1 or 1e4), got {library_size!r}.")
+    return float(library_size)
+
+
+def check_gene_list(gene_list, features: pd.Index, name: str) -> np.ndarray | None:
+    """Positions in the model's RNA ``features`` of ``gene_list``'s names, in its order (``None``: all)."""
+    if gene_list is None:
+        return None
+    genes = as_names(gene_list, "gene_list")
+    if not genes:
+        raise ValueError("gene_list is empty; pass RNA feature names, or None for all of them.")
+    missing = [g for g in genes if g not in features]
+    if missing:
+        raise KeyError(
+            f"gene_list names {len(missing)} feature(s) that are not RNA features of the model "
+            f"(mdata.mod[{name!r}]): {missing[:10]}. Pick names from model.feature_space.maps['rna'].features."
+        )
+    return features.get_indexer(genes)
+
+
+class ExpressionMixin:
+    """:meth:`get_normalized_expression`."""
+
+    def _check_expression_model(self) -> None:
+        if not self.config.cell_state:
+            raise ValueError(
+                "get_normalized_expression decodes the cell state z, and this model has none (a model saved before "
+                "the cell state, or cell_state=False). Use model.generate(target='rna') for its expression instead."
+            )
+        if "rna" not in self.modalities_:
+            raise ValueError(
+                f"get_normalized_expression gives RNA expression, and this model has no RNA modality (it reads "
+                f"{list(self.modalities_)}); set a model up with modalities={{'rna': ...}}."
+            )
+
+    @scvi_data_alias
+    @closes_backed_path
+    @torch.inference_mode()
+    def get_normalized_expression(
+        self,
+        adata: MuData | str | Path | None = None,
+        indices: Sequence[int] | None = None,
+        transform_batch: str | None = None,
+        gene_list: Sequence[str] | None = None,
+        library_size: float = 1,
+        n_samples: int = 1,
+        batch_size: int | None = None,
+        return_numpy: bool = False,
+        *,
+        modality: str | Sequence[str] | None = None,
+        device: str | torch.device | None = None,
+        progress_bar: bool | None = None,
+    ) -> pd.DataFrame | np.ndarray:
+        """Denoised RNA expression of each cell, as scvi-tools' ``get_normalized_expression``.
+
+        Each cell's cell state ``z`` (its posterior mean) is computed from the cell's own modalities (all of
+        them by default, its RNA too: nothing is hidden), and the RNA count decoder's mean given ``z`` and the
+        cell's batch is normalised to sum to ``library_size`` per cell. It is a denoised version of the cell's
+        normalised counts; :meth:`generate` instead predicts a modality from the *other* ones.
+
+        Parameters
+        ----------
+        adata
+            MuData (default: the registered one), a backed MuData or the path of an ``.h5mu`` file (streamed
+            from disk; a file opened from a path is closed again before this returns). ``mdata=`` is another
+            name of it (both given: ``ValueError``). It is not changed.
+        indices
+            Cells, in this order: integer positions or a boolean mask over the cells (default: all).
+        transform_batch
+            Decode every cell as if it came from this training batch (as :meth:`generate`'s argument);
+            default: each cell's own batch. Not a training batch: ``ValueError``.
+        gene_list
+            RNA feature names to return, in this order (default: every RNA feature of the model). A name that is
+            not one: ``KeyError`` naming it.
+        library_size
+            Each cell's row sums to this over all RNA features (before ``gene_list`` picks columns): 1 (the
+            default) gives proportions, scvi-tools' "scale"; ``1e4`` counts per 10k. scvi-tools' ``"latent"`` is
+            not supported (``NotImplementedError``).
+        n_samples
+            Only 1 is supported: the decoder's mean at the posterior mean of ``z`` (``NotImplementedError``
+            otherwise).
+        batch_size
+            Cells per forward pass (default: as :meth:`get_latent_representation`, and fewer for many genes).
+        return_numpy
+            Return a NumPy array instead of a DataFrame.
+        modality
+            Compute ``z`` from this modality (or list) only, as :meth:`get_latent_representation`; default: every
+            modality each cell has.
+        device
+            Device to run on (default: where the model is).
+        progress_bar
+            Show a progress bar (``None``: follow :data:`holocell.settings` ``.progress_bar``).
+
+        Returns
+        -------
+        ``(n_cells, n_genes)`` float32 DataFrame, indexed by the cells' ``obs_names``, with the RNA feature names
+        as columns (``gene_list``'s order), or its values with ``return_numpy=True``. Cells measured in none of
+        the modalities read get a row of NaN and a :class:`~holocell.HoloCellWarning` with their count.
+
+        Raises
+        ------
+        ValueError
+            A model without a cell state or without RNA; a bad argument value.
+        NotImplementedError
+            ``n_samples`` other than 1, ``library_size="latent"``.
+        KeyError
+            ``gene_list`` names that are not RNA features.
+        """
+        self._check_expression_model()
+        if check_count(n_samples, "n_samples") != 1:
+            raise NotImplementedError(
+                f"n_samples={n_samples}: holocell's get_normalized_expression gives the decoder's mean at the posterior "
+                "mean of z, one value per cell; pass n_samples=1 (the default)."
+            )
+        library_size = check_library_size(library_size)
+        if not isinstance(return_numpy, bool | np.bool_):
+            raise TypeError(f"return_numpy must be True or False, got {return_numpy!r}.")
+        features = pd.Index(self.feature_space.maps["rna"].features.astype(str))
+        columns = check_gene_list(gene_list, features, self.modalities_["rna"])
+        keep = self._check_modalities(modality)
+        size = self._inference_batch_size(batch_size, len(features))
+        settings.show_progress(progress_bar)  # checks it
+        if device is not None:
+            check_device(device)
+        mdata, arrays = self._arrays(adata, transform_batch)  # checks transform_batch and the data
+        idx = cell_indices(indices, arrays.n_cells)
+        device = self._device(device)
+        self.module.eval()
+        out = np.zeros((len(idx), len(features) if columns is None else len(columns)), dtype=np.float32)
+        start = 0
+        for batch in self._batches(arrays, idx, size, device, "normalized expression", progress_bar):
+            scale = self.module.expression_scale(batch, keep).float().cpu().numpy() * library_size
+            out[start : start + len(scale)] = scale if columns is None else scale[:, columns]
+            start += len(scale)
+        read = keep or list(self.modalities_)
+        empty = without_modalities(arrays.present[idx], read)
+        if empty.any():
+            out[empty] = np.nan  # the model's prior: no data of these cells
+            message = no_data_message(self, empty, read, modality, "asked for", "an expression profile", "read")
+            warnings.warn(message, HoloCellWarning, stacklevel=user_stacklevel())
+        if return_numpy:
+            return out
+        names = features if columns is None else features[columns]
+        return pd.DataFrame(out, index=pd.Index(mdata.obs_names[idx]), columns=names)
+
+
+__all__ = ["ExpressionMixin"]

@@ -1,0 +1,123 @@
+"""What :meth:`~holocell.HoloCell.get_latent_representation` and :meth:`~holocell.HoloCell.get_normalized_expression`
+share: scvi-tools' ``adata=`` name of the data argument, the cells the model has no data of, and the posterior's
+arguments (``give_mean``, ``return_dist``, ``seed``)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import numpy as np
+
+from ..vocab._constants import MODALITIES
+from ._args import check_count
+
+_F = TypeVar("_F", bound=Callable)
+
+
+def without_modalities(present: np.ndarray, modalities: Sequence[str]) -> np.ndarray:
+    """Mask of the cells (rows of the ``(n_cells, 3)`` ``present`` table) measured in none of ``modalities``."""
+    return ~present[:, [MODALITIES.index(m) for m in modalities]].any(axis=1)
+
+
+def modality_names(model, modalities: Sequence[str]) -> str:
+    """``"rna (mdata.mod['rna']), protein (mdata.mod['adt'])"``: holocell's and the MuData's name of each."""
+    return ", ".join(f"{m} (mdata.mod[{model.modalities_[m]!r}])" for m in modalities)
+
+
+def cells_with(model, modalities: Sequence[str]) -> str:
+    """The expression of a mask of the cells measured in any of ``modalities``, for messages."""
+    return " | ".join(f"(mdata.obsmap[{model.modalities_[m]!r}] > 0)" for m in modalities)
+
+
+def no_data_message(model, empty: np.ndarray, read: list[str], modality, what: str, not_a: str, verb: str) -> str:
+    """Warning text for the ``empty`` cells (measured in none of the modalities ``read``; ``modality``: the caller's
+    argument) of a call that gives each cell a row: ``what`` the rows are (``"embedded"``), ``not_a`` what a NaN row
+    is not (``"a position in the embedding"``), ``verb`` what the call does from a modality (``"embed from"``)."""
+    fix = (f"or {verb} another modality= that they have" if modality is not None
+           else "or drop the cells measured in none of them from mdata")  # fmt: skip
+    advice = (f"No cell of this MuData has them: {fix.removeprefix('or ')}." if empty.all()
+              else f"Pass indices= of the cells that have them (e.g. indices={cells_with(model, read)}), {fix}.")
+    return (
+        f"{int(empty.sum())} of the {len(empty)} cells {what} have none of the modalities read "
+        f"({modality_names(model, read)}), so the model has no data for them: their rows are NaN (not {not_a}). "
+        f"{advice}"
+    )
+
+
+def no_source_message(model, target: str, read: list[str], unmeasured: np.ndarray) -> str:
+    """Warning text of :meth:`~holocell.HoloCell.generate` for the cells measured in none of the source modalities
+    and not in the target either (``unmeasured``): the call has no data of them at all."""
+    fix = "" if len(read) == len(model.modalities_) - 1 else ", or pass sources= with modalities they have"
+    return (
+        f"{int(unmeasured.sum())} of the {len(unmeasured)} cells are measured in none of the source modalities "
+        f"({modality_names(model, read)}) nor in {target}, so there is nothing to generate {target} from: their rows "
+        f"of X are NaN (and of layers['bins'] -1), not a generated profile. Generate for the cells that have a "
+        f"source, e.g. model.generate(mdata[{cells_with(model, read)}].copy(), ...){fix}."
+    )
+
+
+def scvi_data_alias(method: _F) -> _F:
+    """Let a model method whose first argument is its data take it under scvi-tools' name too: ``mdata=`` and
+    ``adata=`` are one argument (a MuData, a backed MuData or the path of an ``.h5mu``); giving both is a
+    ``ValueError``. Put it above :func:`~holocell.data.arrays.closes_backed_path`, so a path given as ``adata=`` is
+    closed again too."""
+    signature = inspect.signature(method)
+    params = list(signature.parameters.values())
+    first = params[1].name
+    other = "adata" if first == "mdata" else "mdata"
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        given = [*args[:1], *(kwargs.pop(k) for k in ("mdata", "adata") if k in kwargs)]
+        named = [value for value in given if value is not None]
+        if len(named) > 1:
+            raise ValueError(
+                f"{method.__name__}() got its data twice (mdata= and adata=, or one of them and a positional "
+                "argument): they are one argument, adata= being scvi-tools' name of it; pass the data once."
+            )
+        return method(self, named[0] if named else None, *args[1:], **kwargs)
+
+    keyword = inspect.Parameter(other, inspect.Parameter.KEYWORD_ONLY, default=None)
+    wrapper.__signature__ = signature.replace(parameters=[*params, keyword])  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def check_posterior(model, give_mean, return_dist, seed) -> bool:
+    """Check ``get_latent_representation``'s posterior arguments; return whether the call needs the posterior's
+    variance (``give_mean=False`` or ``return_dist=True``)."""
+    for name, value in (("give_mean", give_mean), ("return_dist", return_dist)):
+        if not isinstance(value, bool | np.bool_):
+            raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}.")
+    if check_count(seed, "seed", minimum=0) >= 2**63:
+        raise ValueError(f"seed must be below 2**63, got {seed!r}.")
+    needs = not give_mean or bool(return_dist)
+    if needs and not model.config.cell_state:
+        what = "give_mean=False draws from" if not give_mean else "return_dist=True returns"
+        raise ValueError(
+            f"{what} the posterior of the cell state z, and this model has none (a model saved before the cell state, "
+            "or cell_state=False): its embedding is the mean of the pooled latents, with no distribution. Call "
+            "get_latent_representation() with give_mean=True and return_dist=False."
+        )
+    return needs
+
+
+def draw_posterior(mean: np.ndarray, variance: np.ndarray, seed: int) -> np.ndarray:
+    """One draw per cell from ``N(mean, variance)`` (diagonal), from a generator seeded with ``seed``; it depends on
+    the cell's row, not on the batching or the device (NaN rows stay NaN)."""
+    noise = np.random.default_rng(seed).standard_normal(mean.shape, dtype=np.float32)
+    return (mean + np.sqrt(variance) * noise).astype(np.float32)
+
+
+__all__ = [
+    "cells_with",
+    "check_posterior",
+    "draw_posterior",
+    "modality_names",
+    "no_data_message",
+    "no_source_message",
+    "scvi_data_alias",
+    "without_modalities",
+]
