@@ -136,6 +136,10 @@ RETIRED_ARMS: dict[str, tuple[dict, str]] = {
     "fast_value_scale_slots": (
         {**FAST_SCHEDULE, "cell_state_kwargs": {"value_scale": True, "value_scale_peaks": False}},
         "`fast_value_scale` for RNA and protein only; never on main (it ran at 5db2dc1, branch exp-value-scale)"),
+    "fast_value_scale_shrunk": (
+        {**FAST_SCHEDULE, "cell_state_kwargs": {"value_scale": True, "value_scale_shrink": 1.0}},
+        "`fast_value_scale` dividing by sqrt(mean square + the features' median mean square), so that a rare "
+        "feature is not blown up; never on main (it ran at 7d5c117, branch exp-value-scale)"),
 }
 SIZE = {"d_model": 64, "n_latents": 16, "seed": 0}
 EPOCHS = {"pbmc": 15, "snare": 40}  # about 700 and 500 optimiser steps
