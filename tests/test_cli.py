@@ -18,6 +18,7 @@ from holocell.cli import main
 #: The simulator's genes (SIM1, SIM2, ...) are synthetic: `train` sets its data up, and `embed` / `generate` load a
 #: model onto it (replaying the setup); each reports that few RNA features are vocabulary genes (issue 20).
 SIM_GENES = r"RNA features of modality .* map to a known"
+SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}  # a quick model where the size does not matter
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def test_bad_arguments_are_explained(sim_h5mu, tmp_path, capsys):
 
 
 def test_demo_job_writes_its_outputs(tmp_path):
-    results = run_demo(tmp_path, max_epochs=1, enable_progress_bar=False)
+    results = run_demo(tmp_path, max_epochs=1, enable_progress_bar=False)  # the default model, as `holocell demo`
     methods = [row["method"] for row in results["rows"]]
     assert methods[0].startswith("holocell") and "mean predictor" in methods
     by_method = {row["method"]: row for row in results["rows"]}
@@ -83,8 +84,9 @@ def test_demo_job_writes_its_outputs(tmp_path):
     assert "X_holocell" in written.obsm and "adt_generated" in written.mod
     # the held-out protein stayed hidden: p4 cells are absent from the training protein modality
     assert not (written["adt"].obs["batch"] == hc._demo.HELD_OUT_BATCH).any()
-    # a rerun replaces the demo's own outputs; one the user changed since is refused before any work
-    run_demo(tmp_path, max_epochs=1, enable_progress_bar=False, make_plot=False)
+    # a rerun (a smaller model: this checks the files) replaces the demo's own outputs; one the user changed since
+    # is refused before any work
+    run_demo(tmp_path, max_epochs=1, enable_progress_bar=False, make_plot=False, model_kwargs=SMALL)
     (tmp_path / "results.md").write_text("my notes on the demo")
     with pytest.raises(FileExistsError, match="not an unchanged output of an earlier demo"):
         run_demo(tmp_path, max_epochs=1, enable_progress_bar=False)

@@ -85,6 +85,7 @@ def run_demo(
     seed: int = 0,
     enable_progress_bar: bool = True,
     make_plot: bool = True,
+    model_kwargs: dict | None = None,
 ) -> dict:
     """Train, embed, generate p4's protein, score against the held-out truth, write outputs.
 
@@ -95,7 +96,8 @@ def run_demo(
     those names that an earlier demo did not write (or that changed since), or a ``.holocell_demo.json`` that is not
     the demo's record (a link, the user's own file), is never replaced: ``FileExistsError`` before any work (and again before each write, for a file that appeared during training), as are a
     ``max_epochs`` or ``seed`` that training refuses (``ValueError`` / ``TypeError``, before the folder is
-    created). Returns the results dictionary.
+    created). ``model_kwargs`` go to :class:`HoloCell` (default: its defaults, as ``holocell demo`` runs it; a smaller
+    model for quick checks). Returns the results dictionary.
     """
     out_dir = Path(out_dir).expanduser()  # "~/demo": the home folder, not a folder named "~"
     check_train_call(max_epochs, 32, 0.1, 20, None, seed)  # before the output folder is created
@@ -107,7 +109,7 @@ def run_demo(
     HoloCell.setup_mudata(
         mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch", species="human"
     )
-    model = HoloCell(mdata)
+    model = HoloCell(mdata, **(model_kwargs or {}))
     t0 = time.perf_counter()
     model.train(max_epochs=max_epochs, seed=seed, enable_progress_bar=enable_progress_bar)
     train_s = time.perf_counter() - t0
