@@ -215,3 +215,30 @@ def test_no_network_is_still_a_connection_error(cache):
     with pytest.raises(ConnectionError, match="Check the network") as info:
         hc.HoloCell.load_pretrained(f"http://127.0.0.1:{port}/model.zip", sha256=SHA)
     assert not isinstance(info.value, requests.HTTPError)
+
+
+# ------------------------------------------------------- scvi-tools' set-up and train() arguments holocell does not take
+@pytest.mark.parametrize(
+    ("argument", "value", "fix"),
+    [
+        ("layer", "counts", "pass rna_layer="),
+        ("labels_key", "celltype", r"hc.tl.annotate\(mdata, model, labels_key=...\)"),
+        ("categorical_covariate_keys", ["batch"], "batch_key= is the one categorical covariate"),
+        ("continuous_covariate_keys", ["n_counts"], "no continuous covariates"),
+        ("size_factor_key", "sf", "library size is read from its counts"),
+    ],
+)
+def test_setup_names_holocells_way_for_scvi_setup_arguments(pbmc, argument, value, fix):
+    """They reached scvi-tools' ``register_fields``: "unexpected keyword arguments ... passed without a
+    source_registry", which named no holocell argument. Refused before anything is registered."""
+    mdata = pbmc.copy()
+    with pytest.raises(TypeError, match=rf"setup_mudata\(\) got {argument}=.*of scvi-tools' set-up.*{fix}"):
+        hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch",
+                                 **{argument: value})  # fmt: skip
+    assert "_scvi_uuid" not in mdata.uns and "_scvi_batch" not in mdata.obs
+
+
+def test_train_names_accelerator_for_scvis_use_gpu(trained_pbmc, no_data_reads):
+    _, model = trained_pbmc
+    with pytest.raises(TypeError, match=r"use_gpu: pass accelerator='gpu' \(or 'cpu'\)"):
+        model.train(max_epochs=1, use_gpu=False)

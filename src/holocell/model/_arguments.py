@@ -200,6 +200,21 @@ SCVI_TRAIN_ARGUMENTS = {
     "simple_progress_bar": "use enable_progress_bar= (or holocell.settings.progress_bar)",
     "progress_bar_refresh_rate": "pass callbacks=[lightning.pytorch.callbacks.TQDMProgressBar(refresh_rate=...)]",
     "log_save_dir": "pass logger=lightning.pytorch.loggers.CSVLogger(folder) (history_ keeps the epoch losses)",
+    "use_gpu": "pass accelerator='gpu' (or 'cpu') and devices= instead, as scvi-tools itself does since 1.0",
+}
+#: scvi-tools ``setup_anndata`` / ``setup_mudata`` arguments that holocell does not take -> holocell's way
+SCVI_SETUP_ARGUMENTS = {
+    "layer": "each modality's counts layer is its own argument: pass rna_layer= (and atac_layer=, protein_layer=)",
+    "labels_key": "the model trains without labels; give them to hc.tl.annotate(mdata, model, labels_key=...) "
+    "after training",
+    "unlabeled_category": "the model trains without labels; hc.tl.annotate(method='finetune') trains a head "
+    "semi-supervised, as scANVI does",
+    "categorical_covariate_keys": "batch_key= is the one categorical covariate: join several columns into one, e.g. "
+    "mdata.obs['batch_cov'] = mdata.obs['a'].astype(str) + '_' + mdata.obs['b'].astype(str), and pass "
+    "batch_key='batch_cov'",
+    "continuous_covariate_keys": "the model takes no continuous covariates; each cell's library size is read from "
+    "its counts",
+    "size_factor_key": "each cell's library size is read from its counts; leave it out",
 }
 
 
@@ -218,6 +233,19 @@ def check_trainer_kwargs(trainer_kwargs: Mapping) -> None:
         f"train() got {given}, {'arguments' if len(known) > 1 else 'an argument'} of scvi-tools' train() that "
         "HoloCell.train does not take. " + " ".join(f"{k}: {h}." for k, h in hints.items())
     )
+
+
+def check_setup_kwargs(kwargs: Mapping) -> None:
+    """Refuse the scvi-tools set-up arguments holocell does not take (:data:`SCVI_SETUP_ARGUMENTS`): they reached
+    scvi-tools' ``register_fields``, whose "unexpected keyword arguments ... passed without a source_registry"
+    named no holocell equivalent."""
+    known = [k for k in kwargs if k in SCVI_SETUP_ARGUMENTS]
+    if known:
+        given = ", ".join(f"{k}={kwargs[k]!r}"[:80] for k in known)
+        raise TypeError(
+            f"setup_mudata() got {given}, {'arguments' if len(known) > 1 else 'an argument'} of scvi-tools' set-up "
+            "that HoloCell.setup_mudata does not take. " + " ".join(f"{k}: {SCVI_SETUP_ARGUMENTS[k]}." for k in known)
+        )
 
 
 def clip_in_plan(overrides: dict, trainer_kwargs: dict) -> dict:
@@ -261,6 +289,7 @@ def check_checkpointing(trainer_kwargs: dict, callbacks: list, checkpoint_dir) -
 
 
 __all__ = [
+    "SCVI_SETUP_ARGUMENTS",
     "SCVI_TRAIN_ARGUMENTS",
     "as_callbacks",
     "check_arguments",
@@ -269,6 +298,7 @@ __all__ = [
     "check_plan_extras",
     "check_train_call",
     "check_train_config",
+    "check_setup_kwargs",
     "check_trainer_kwargs",
     "check_training",
     "clip_in_plan",

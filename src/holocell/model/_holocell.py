@@ -26,7 +26,7 @@ from ..nn import HoloCellModule, NetworkConfig, ObjectiveConfig
 from ..priors import check_prior_names
 from ..train import TrainingConfig
 from ..vocab import FeatureSpace
-from ._arguments import check_arguments, check_training
+from ._arguments import check_arguments, check_setup_kwargs, check_training
 from ._build import cell_state_settings, feature_space_for, prior_inputs, restore_reports
 from ._expression import ExpressionMixin
 from ._inference import InferenceMixin
@@ -343,13 +343,16 @@ class HoloCell(TrainingMixin, InferenceMixin, ExpressionMixin, PerturbMixin, Sav
             transfer by gene) instead of raising. Below 50% matched, setup warns either way.
             Recorded in the setup arguments, so :meth:`load` replays it.
         **kwargs
-            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`. scvi-tools' set-up arguments that holocell
+            does not take (``layer``, ``labels_key``, ``categorical_covariate_keys``, ...) raise ``TypeError``
+            naming holocell's way.
 
         Notes
         -----
         Writes only what scvi-tools writes for registration: ``mdata.uns["_scvi_uuid"]``,
         ``mdata.uns["_scvi_manager_uuid"]`` and ``mdata.obs["_scvi_batch"]``.
         """
+        check_setup_kwargs(kwargs)  # scvi-tools' layer=, labels_key=, ...: holocell's way, before any work
         modalities = normalise_modalities(modalities)
         setup_method_args = cls._get_setup_method_args(**locals())
         setup_method_args["setup_args"]["modalities"] = modalities
