@@ -242,3 +242,22 @@ def test_train_names_accelerator_for_scvis_use_gpu(trained_pbmc, no_data_reads):
     _, model = trained_pbmc
     with pytest.raises(TypeError, match=r"use_gpu: pass accelerator='gpu' \(or 'cpu'\)"):
         model.train(max_epochs=1, use_gpu=False)
+
+
+def test_fate_shift_checks_its_perturbation_settings_before_the_embedding(trained_pbmc, no_data_reads):
+    """A wrong ``sources`` / ``regenerate`` was refused only when the perturbations started, after the embedding
+    pass over every cell."""
+    mdata, model = trained_pbmc
+    for bad in ({"sources": ["adt_typo"]}, {"regenerate": ["atac"]}, {"n_steps": -1}, {"mode": "delete"}):
+        with pytest.raises((ValueError, TypeError)) as err:
+            hc.tl.fate_shift(mdata, model, groupby="batch", source="p1_0", target="p2_0", genes=["PPBP"], **bad)
+        assert not isinstance(err.value, DataWasRead), bad
+
+
+def test_fate_shift_reads_a_generator_of_sources_once(trained_pbmc):
+    mdata, model = trained_pbmc
+    common = {"groupby": "batch", "source": "p3_0", "target": "p2_0", "genes": ["PPBP", "PF4"], "n_cells": 20,
+              "n_steps": 1, "regenerate": ["protein"], "progress_bar": False, "copy": True}  # fmt: skip
+    listed = hc.tl.fate_shift(mdata, model, sources=["rna"], **common).uns["holocell_fate_shift"]["ranking"]
+    generated = hc.tl.fate_shift(mdata, model, sources=iter(["rna"]), **common).uns["holocell_fate_shift"]["ranking"]
+    assert listed.equals(generated)

@@ -12,7 +12,6 @@ import pandas as pd
 
 from .._warnings import HoloCellDeprecationWarning
 from ..model._args import as_names, check_count, modality_cells
-from ..model._perturb_mixin import check_seed
 from ._keys import FATE_COLUMNS, check_mudata, check_outputs, missing_column_message, working_copy
 
 if TYPE_CHECKING:
@@ -136,9 +135,11 @@ def fate_shift(
         raise ValueError("Give at least one candidate gene.")
     model._feature_index("rna", genes, "genes")  # every name checked before any work
     n_cells = check_count(n_cells, "n_cells", none_ok=True)
-    check_count(n_steps, "n_steps")
-    check_seed(seed)  # before any work (iter_perturbations checks it only at its first gene)
-    check_count(batch_size, "batch_size", none_ok=True)
+    # every perturbation setting checked before the embedding pass (iter_perturbations checks them at its first gene);
+    # the checked values go on, so a generator of sources / regenerate is read once
+    settings = model._perturb_settings(genes[:1], None, mode, regenerate, sources, 0.99, "staged", n_steps, batch_size,
+                                       seed)  # fmt: skip
+    regenerate, sources = settings["regenerate"], settings["sources"]
     src = np.flatnonzero(in_source & modality_cells(mdata, model.modalities_))
     if not len(src):
         rna = model.modalities_["rna"]
