@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 import mudata as md
+import numpy as np
 import pytest
 import torch
 
@@ -214,3 +215,38 @@ def _umask_block(mask: int):
 def umask_block():
     """``with umask_block(0o022): ...``: the process umask set inside the block only."""
     return _umask_block
+
+
+@pytest.fixture
+def cli_fails(capsys):
+    """``cli_fails(argv, words, absent=())``: run ``holocell <argv>``, assert exit code 2 and one line
+    ``holocell: error: ...`` holding each of ``words`` and none of ``absent``; return the line."""
+    from holocell.cli import main
+
+    def fails(argv: list[str], words: list[str], absent: tuple[str, ...] = ()) -> str:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("holocell: error: "), err
+        for word in words:
+            assert word in err, (word, err)
+        for word in absent:
+            assert word not in err, (word, err)
+        return err
+
+    return fails
+
+
+@pytest.fixture(scope="module")
+def pbmc_50_per_batch(_pbmc_session):
+    """50 cells of each PBMC batch (paired and mosaic), set up for holocell (one per test module: treat as read-only)."""
+    rng = np.random.default_rng(0)
+    batches = _pbmc_session.obs["batch"].to_numpy()
+    keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(batches == b), 50, replace=False)
+                                   for b in np.unique(batches)]))  # fmt: skip
+    mdata = _pbmc_session[keep].copy()
+    mdata.update()
+    hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
+    return mdata
+

@@ -34,20 +34,6 @@ def files(tmp_path_factory, _pbmc_session):
     return data, model
 
 
-def _fails(capsys, argv: list[str], words: list[str], absent: tuple[str, ...] = ()) -> str:
-    """``holocell <argv>``: exit code 2 and one line holding each of ``words`` and none of ``absent``."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    err = capsys.readouterr().err.strip()
-    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("holocell: error: "), err
-    for word in words:
-        assert word in err, (word, err)
-    for word in absent:
-        assert word not in err, (word, err)
-    return err
-
-
 def _embed(data, model, out, *options) -> np.ndarray:
     assert main(["embed", str(data), "--model", str(model), "--out", str(out), *options]) == 0
     return md.read_h5mu(out).obsm["X_holocell"]
@@ -65,13 +51,13 @@ def _scanpy_layout(data, path) -> None:
     mdata.write(path)
 
 
-def test_saved_model_reads_the_inputs_count_layer_and_batch_column(files, tmp_path, capsys):
+def test_saved_model_reads_the_inputs_count_layer_and_batch_column(files, tmp_path, cli_fails):
     """``--rna-layer`` / ``--batch-key`` with a model folder were ignored, and the error asked for them."""
     data, model = files
     reference = _embed(data, model, tmp_path / "ref.h5mu")
     layered = tmp_path / "layered.h5mu"
     _scanpy_layout(data, layered)
-    err = _fails(capsys, ["embed", str(layered), "--model", str(model), "--out", str(tmp_path / "x.h5mu")],
+    err = cli_fails(["embed", str(layered), "--model", str(model), "--out", str(tmp_path / "x.h5mu")],
                  ["--rna-layer counts"], absent=("rna_layer=",))  # fmt: skip
     assert "normalised" in err
     np.testing.assert_allclose(_embed(layered, model, tmp_path / "l.h5mu", "--rna-layer", "counts"), reference,
@@ -80,11 +66,11 @@ def test_saved_model_reads_the_inputs_count_layer_and_batch_column(files, tmp_pa
     for table in (renamed.obs, *(renamed[m].obs for m in renamed.mod)):
         table["sample"] = table.pop("batch")
     renamed.write(tmp_path / "sample.h5mu")
-    _fails(capsys, ["embed", str(tmp_path / "sample.h5mu"), "--model", str(model), "--out", str(tmp_path / "x.h5mu")],
+    cli_fails(["embed", str(tmp_path / "sample.h5mu"), "--model", str(model), "--out", str(tmp_path / "x.h5mu")],
            ["set up with --batch-key batch", "pass --batch-key with the column", "'sample'"])  # fmt: skip
     same = _embed(tmp_path / "sample.h5mu", model, tmp_path / "s.h5mu", "--batch-key", "sample")
     np.testing.assert_allclose(same, reference, rtol=1e-5, atol=1e-6)  # batches matched by name
-    _fails(capsys, ["embed", str(data), "--model", str(model), "--out", str(tmp_path / "y.h5mu"), "--batch-key",
+    cli_fails(["embed", str(data), "--model", str(model), "--out", str(tmp_path / "y.h5mu"), "--batch-key",
                     "nope"], ["nope"])  # fmt: skip
     # the same for the other commands that load a model
     assert main(["perturb", str(layered), "--model", str(model), "--rna-layer", "counts", "--genes", "MS4A1",
@@ -92,15 +78,15 @@ def test_saved_model_reads_the_inputs_count_layer_and_batch_column(files, tmp_pa
     assert "holocell_perturb" in md.read_h5mu(tmp_path / "p.h5mu").uns
 
 
-def test_saved_model_refuses_other_modalities_species_genome(files, tmp_path, capsys, snapshot):
+def test_saved_model_refuses_other_modalities_species_genome(files, tmp_path, cli_fails, snapshot):
     data, model = files
     before = snapshot(tmp_path)
     base = ["embed", str(data), "--model", str(model), "--out", str(tmp_path / "o.h5mu")]
-    _fails(capsys, [*base, "--modalities", "rna=rna"], ["--modalities rna=rna differs", "--modalities rna=rna,protein=adt",
+    cli_fails([*base, "--modalities", "rna=rna"], ["--modalities rna=rna differs", "--modalities rna=rna,protein=adt",
                                                         "--transfer"])  # fmt: skip
-    _fails(capsys, [*base, "--species", "mouse"], ["--species mouse differs", "(--species human)"])
-    _fails(capsys, [*base, "--genome", "hg19"], ["--genome hg19 differs", "(no --genome)"])
-    _fails(capsys, [*base, "--atac-layer", "counts"], ["--atac-layer counts", "reads no atac modality"])
+    cli_fails([*base, "--species", "mouse"], ["--species mouse differs", "(--species human)"])
+    cli_fails([*base, "--genome", "hg19"], ["--genome hg19 differs", "(no --genome)"])
+    cli_fails([*base, "--atac-layer", "counts"], ["--atac-layer counts", "reads no atac modality"])
     assert snapshot(tmp_path) == before
     # the saved values themselves are accepted
     z = _embed(data, model, tmp_path / "same.h5mu", "--modalities", "rna=rna,protein=adt", "--species", "human")
@@ -139,7 +125,7 @@ def test_help_says_how_setup_options_act_with_a_saved_model(command, capsys):
     assert "replays its saved set-up" in text and "--modalities, --species and --genome describe the model" in text
 
 
-def test_generate_replaces_only_its_own_earlier_output(files, tmp_path, capsys, snapshot):
+def test_generate_replaces_only_its_own_earlier_output(files, tmp_path, cli_fails, snapshot):
     """``generate`` on its own output said "pass overwrite=True", which the command line cannot express."""
     data, model = files
     first, second = tmp_path / "g1.h5mu", tmp_path / "g2.h5mu"
@@ -153,28 +139,28 @@ def test_generate_replaces_only_its_own_earlier_output(files, tmp_path, capsys, 
     mine.update()
     mine.write(tmp_path / "mine.h5mu")
     before = snapshot(tmp_path)
-    _fails(capsys, [gen[0], str(tmp_path / "mine.h5mu"), *gen[1:], "--out", str(tmp_path / "g3.h5mu")],
+    cli_fails([gen[0], str(tmp_path / "mine.h5mu"), *gen[1:], "--out", str(tmp_path / "g3.h5mu")],
            ["was not written by holocell's generate", "--key-added"], absent=("overwrite=True", "key_added"))  # fmt: skip
     assert snapshot(tmp_path) == before
 
 
-def test_zarr_input_gets_the_read_zarr_advice(files, tmp_path, capsys):
+def test_zarr_input_gets_the_read_zarr_advice(files, tmp_path, cli_fails):
     data, model = files
     mdata = md.read_h5mu(data)
     mdata.write_zarr(tmp_path / "data.zarr")
     ad.AnnData(np.ones((3, 2), dtype=np.float32)).write_zarr(tmp_path / "adata.zarr")
     (tmp_path / "plain").mkdir()
     out = ["--model", str(model), "--out", str(tmp_path / "o.h5mu")]
-    _fails(capsys, ["embed", str(tmp_path / "data.zarr"), *out], ["MuData zarr store", "mudata.read_zarr("],
+    cli_fails(["embed", str(tmp_path / "data.zarr"), *out], ["MuData zarr store", "mudata.read_zarr("],
            absent=("wrap an AnnData",))  # fmt: skip
-    _fails(capsys, ["embed", str(tmp_path / "adata.zarr"), *out], ["anndata.read_zarr("])
-    _fails(capsys, ["embed", str(tmp_path / "plain"), *out], ["wrap an AnnData"])
+    cli_fails(["embed", str(tmp_path / "adata.zarr"), *out], ["anndata.read_zarr("])
+    cli_fails(["embed", str(tmp_path / "plain"), *out], ["wrap an AnnData"])
     converted = md.read_zarr(tmp_path / "data.zarr")  # the advice works
     converted.write(tmp_path / "data.h5mu")
     assert np.isfinite(_embed(tmp_path / "data.h5mu", model, tmp_path / "e.h5mu")).all()
 
 
-def test_grn_table_is_written_as_its_name_says(files, tmp_path, capsys, snapshot):
+def test_grn_table_is_written_as_its_name_says(files, tmp_path, cli_fails, snapshot):
     """``--table edges.csv`` was tab-separated text."""
     data, model = files
     grn = ["grn", str(data), "--model", str(model), "--tfs", "PAX5", "--targets", "MS4A1,CD79A", "--method",
@@ -187,6 +173,6 @@ def test_grn_table_is_written_as_its_name_says(files, tmp_path, capsys, snapshot
         assert f.readline().startswith("tf,target,")
     before = snapshot(tmp_path)
     for name in ("edges.xlsx", "edges", "edges.gz"):
-        _fails(capsys, [*grn, "--out", str(tmp_path / "h.h5mu"), "--table", str(tmp_path / name)],
+        cli_fails([*grn, "--out", str(tmp_path / "h.h5mu"), "--table", str(tmp_path / name)],
                [".tsv or .txt (tab-separated) or .csv (comma-separated)"])  # fmt: skip
     assert snapshot(tmp_path) == before

@@ -45,20 +45,6 @@ def home(tmp_path, monkeypatch):
     return home, cwd
 
 
-def _fails(capsys, argv: list[str], words: list[str], absent: tuple[str, ...] = ()) -> str:
-    """``holocell <argv>``: exit code 2 and one line holding each of ``words`` and none of ``absent``."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    err = capsys.readouterr().err.strip()
-    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("holocell: error: "), err
-    for word in words:
-        assert word in err, (word, err)
-    for word in absent:
-        assert word not in err, (word, err)
-    return err
-
-
 def _genes_bed(mdata, path) -> None:
     """A BED of the RNA genes' TSSs (the simulator's own coordinates)."""
     var = mdata["rna"].var
@@ -68,7 +54,7 @@ def _genes_bed(mdata, path) -> None:
 
 
 # ------------------------------------------------------------------ 1. "~" in command-line paths
-def test_tilde_in_out_table_input_and_model_is_the_home_folder(files, home, capsys):
+def test_tilde_in_out_table_input_and_model_is_the_home_folder(files, home, capsys, cli_fails):
     """``--out=~/res/g.h5mu`` (the shell leaves ``~`` after ``=``) wrote ``./~/res/g.h5mu``; ``--table`` too."""
     data, model = files
     home, cwd = home
@@ -86,7 +72,7 @@ def test_tilde_in_out_table_input_and_model_is_the_home_folder(files, home, caps
     assert (home / "e.h5mu").is_file() and f"Wrote {home / 'e.h5mu'} " in capsys.readouterr().out
     assert list(cwd.iterdir()) == []  # no folder named "~"
     # an existing output is named expanded in the refusal, and nothing is written
-    _fails(capsys, ["embed", "~/data.h5mu", "--model", "~/model", "--out=~/e.h5mu"],
+    cli_fails(["embed", "~/data.h5mu", "--model", "~/model", "--out=~/e.h5mu"],
            [f"--out {home / 'e.h5mu'} already exists"])  # fmt: skip
     assert list(cwd.iterdir()) == []
 
@@ -124,7 +110,7 @@ def test_cli_genome_tilde_is_read(home, tmp_path, capsys):
     assert list(cwd.iterdir()) == []
 
 
-def test_pretrain_tilde_in_inputs_config_out_and_its_keys(files, home, capsys):
+def test_pretrain_tilde_in_inputs_config_out_and_its_keys(files, home, cli_fails):
     """``pretrain`` reads ``~/`` in its inputs, ``--config``, ``--out``, the config's ``genome`` and the
     ``datasets`` key of an input (a key ``~/a.h5mu`` matched no input even when the shell expanded it)."""
     data, _ = files
@@ -135,8 +121,7 @@ def test_pretrain_tilde_in_inputs_config_out_and_its_keys(files, home, capsys):
               "genome": "~/genes.bed", "datasets": {"~/a.h5mu": {"layers": {"rna": "nope"}}}}  # fmt: skip
     (home / "cfg.json").write_text(json.dumps(config))
     # stopped as the input is opened (before training), by the entry keyed "~/a.h5mu": the key matched the input
-    _fails(
-        capsys,
+    cli_fails(
         ["pretrain", "--config=~/cfg.json", "~/a.h5mu", "--out=~/out/pre.zip", "--no-progress"],
         [
             f"input {home / 'a.h5mu'}: modality 'rna' (rna) has no layer 'nope'",
@@ -204,7 +189,7 @@ def test_zarr_store_given_to_the_python_api_gets_read_zarr_advice(files, stores)
     )
 
 
-def test_zarr_hint_names_an_h5mu_that_does_not_exist(files, stores, capsys, snapshot):
+def test_zarr_hint_names_an_h5mu_that_does_not_exist(files, stores, cli_fails, snapshot):
     """The command line's hint wrote ``data.zarr`` to ``data.h5mu`` even when that file existed (MuData.write
     replaces it silently)."""
     data, model = files
@@ -214,13 +199,12 @@ def test_zarr_hint_names_an_h5mu_that_does_not_exist(files, stores, capsys, snap
     (folder / "data_1.h5mu").write_bytes(b"another")
     before = snapshot(folder)
     out = ["--model", str(model), "--out", str(folder / "o.h5mu")]
-    err = _fails(
-        capsys,
+    err = cli_fails(
         ["embed", str(store), *out],
         [f"mudata.read_zarr({str(store)!r}).write({str(folder / 'data_2.h5mu')!r})"],
     )
     assert f"{str(folder / 'data.h5mu')!r}" not in err
-    _fails(capsys, ["embed", str(adata_store), *out], [f".write({str(folder / 'adata.h5mu')!r})"])
+    cli_fails(["embed", str(adata_store), *out], [f".write({str(folder / 'adata.h5mu')!r})"])
     assert snapshot(folder) == before
 
 

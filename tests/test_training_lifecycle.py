@@ -18,23 +18,10 @@ RUN = {"enable_progress_bar": False}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def _cells(_pbmc_session):
-    """50 cells of each PBMC batch (paired and mosaic), set up for holocell."""
-    rng = np.random.default_rng(0)
-    batches = _pbmc_session.obs["batch"].to_numpy()
-    keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(batches == b), 50, replace=False)
-                                   for b in np.unique(batches)]))  # fmt: skip
-    mdata = _pbmc_session[keep].copy()
-    mdata.update()
-    hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
-    return mdata
-
-
 @pytest.fixture
-def model(_cells):
+def model(pbmc_50_per_batch):
     """A fresh, untrained tiny model (the same initial weights every time)."""
-    return hc.HoloCell(_cells, **TINY)
+    return hc.HoloCell(pbmc_50_per_batch, **TINY)
 
 
 def _weights(model) -> dict[str, torch.Tensor]:
@@ -63,12 +50,12 @@ class _CtrlC(pl.Callback):
 
 
 # ----------------------------------------------------------------------------- finding 3: NumPy integers
-def test_numpy_integers_train_as_the_same_python_ints(model, _cells):
+def test_numpy_integers_train_as_the_same_python_ints(model, pbmc_50_per_batch):
     """np.int64 max_epochs / batch_size / seed (e.g. from np.min or a config read with numpy) used to crash in
     Lightning (bare AssertionError, "batch_size should be a positive integer") and torch ("an integer is required")."""
     model.train(max_epochs=np.int64(2), batch_size=np.int64(16), seed=np.int64(3),
                 early_stopping_patience=np.int64(5), **RUN)  # fmt: skip
-    plain = hc.HoloCell(_cells, **TINY)
+    plain = hc.HoloCell(pbmc_50_per_batch, **TINY)
     plain.train(max_epochs=2, batch_size=16, seed=3, early_stopping_patience=5, **RUN)
     assert len(model.history_) == 2 and model.is_trained_
     np.testing.assert_array_equal(model.validation_indices_, plain.validation_indices_)

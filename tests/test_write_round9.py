@@ -13,7 +13,6 @@ import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import pytest
 from lightning.pytorch.loggers import CSVLogger
 
@@ -25,23 +24,10 @@ SRC = Path(hc.__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def _cells(_pbmc_session):
-    """50 cells of each PBMC batch, set up for holocell."""
-    rng = np.random.default_rng(0)
-    batches = _pbmc_session.obs["batch"].to_numpy()
-    keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(batches == b), 50, replace=False)
-                                   for b in np.unique(batches)]))  # fmt: skip
-    mdata = _pbmc_session[keep].copy()
-    mdata.update()
-    hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
-    return mdata
-
-
 @pytest.fixture
-def model(_cells):
+def model(pbmc_50_per_batch):
     """A fresh, untrained tiny model."""
-    return hc.HoloCell(_cells, **TINY)
+    return hc.HoloCell(pbmc_50_per_batch, **TINY)
 
 
 # ------------------------------------------------------------------ finding 4: SIGTERM during a write

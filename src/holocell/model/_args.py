@@ -163,4 +163,13 @@ def check_key_added(key_added, what: str = "key_added") -> str:
     return key_added
 
 
-__all__ = ["as_names", "cell_indices", "check_count", "check_device", "check_key_added", "check_quantile", "modality_cells"]
+def check_seed(seed) -> int:
+    """A random ``seed`` as an ``int`` in ``[0, 2**63)``: ``TypeError`` / ``ValueError`` naming it otherwise (``None``,
+    ``1.5``, ``"3"`` or ``2**70`` failed in ``torch.manual_seed`` after the data were read). NumPy integers pass."""
+    if check_count(seed, "seed", minimum=0) >= 2**63:
+        raise ValueError(f"seed must be below 2**63, got {seed!r}.")
+    return int(seed)
+
+
+__all__ = ["as_names", "cell_indices", "check_count", "check_device", "check_key_added", "check_quantile",
+           "check_seed", "modality_cells"]  # fmt: skip

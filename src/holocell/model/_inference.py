@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .._settings import settings
 from .._warnings import HoloCellWarning, user_stacklevel
 from ..data.arrays import closes_backed_path, make_loader, update_axes
-from ._args import cell_indices, check_count, check_device, check_key_added, check_temperature
+from ._args import cell_indices, check_count, check_device, check_key_added, check_seed, check_temperature
 from ._latent import (  # noqa: F401  (tl imports modality_names from here)
     check_posterior,
     draw_posterior,
@@ -66,9 +66,7 @@ def check_sampling(n_steps: int, temperature: float, remasking, seed) -> int:
             f"temperature={temperature} samples during iterative denoising, but n_steps=0 decodes the likelihood "
             "mean in one shot (the default for RNA and protein), so nothing would be sampled; pass n_steps >= 1."
         )
-    if check_count(seed, "seed", minimum=0) >= 2**63:
-        raise ValueError(f"seed must be below 2**63, got {seed!r}.")
-    return int(seed)
+    return check_seed(seed)
 
 
 def is_presence_mask(value) -> bool:

@@ -12,7 +12,7 @@ from typing import TypeVar
 import numpy as np
 
 from ..vocab._constants import MODALITIES
-from ._args import check_count
+from ._args import check_seed
 
 _F = TypeVar("_F", bound=Callable)
 
@@ -91,8 +91,7 @@ def check_posterior(model, give_mean, return_dist, seed) -> bool:
     for name, value in (("give_mean", give_mean), ("return_dist", return_dist)):
         if not isinstance(value, bool | np.bool_):
             raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}.")
-    if check_count(seed, "seed", minimum=0) >= 2**63:
-        raise ValueError(f"seed must be below 2**63, got {seed!r}.")
+    check_seed(seed)
     needs = not give_mean or bool(return_dist)
     if needs and not model.config.cell_state:
         what = "give_mean=False draws from" if not give_mean else "return_dist=True returns"

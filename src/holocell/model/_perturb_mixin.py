@@ -14,7 +14,7 @@ import torch
 from ..data.arrays import BackedMosaicArrays
 from ..nn import SlotEdit, perturb_staged, perturb_tokens
 from ..vocab import MODALITIES
-from ._args import as_names, cell_indices, check_count, check_quantile
+from ._args import as_names, cell_indices, check_count, check_quantile, check_seed
 from ._overexpression import overexpression_levels
 
 if TYPE_CHECKING:
@@ -393,14 +393,6 @@ class PerturbMixin:
         return pd.DataFrame(emb, index=pd.Index(self.feature_space.maps[modality].features.astype(str)))
 
 
-def check_seed(seed) -> int:
-    """A perturbation's ``seed`` as an ``int`` in ``[0, 2**63)``, checked as :meth:`HoloCell.generate` checks its own
-    (``None``, ``1.5``, ``"3"`` or ``2**70`` failed in ``torch.manual_seed`` at the first mini-batch)."""
-    if check_count(seed, "seed", minimum=0) >= 2**63:
-        raise ValueError(f"seed must be below 2**63, got {seed!r}.")
-    return int(seed)
-
-
 _ITER_KWARGS = ("regenerate", "sources", "indices", "overexpress_quantile", "flow", "n_steps", "batch_size", "device",
                 "seed", "progress_bar")  # fmt: skip
 """The arguments of :meth:`~PerturbMixin.predict_perturbation` that :meth:`~PerturbMixin.iter_perturbations` passes on."""
@@ -420,4 +412,4 @@ def _check_iter_kwargs(kwargs: dict) -> None:
             raise TypeError(f"iter_perturbations got an unexpected argument {key!r}; it takes {list(_ITER_KWARGS)}.{hint}")
 
 
-__all__ = ["PerturbMixin", "PerturbationResult", "check_seed"]
+__all__ = ["PerturbMixin", "PerturbationResult"]

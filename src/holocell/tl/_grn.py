@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._warnings import HoloCellDeprecationWarning, HoloCellWarning
-from ..model._args import as_names, check_count, modality_cells
-from ..model._perturb_mixin import check_seed
+from ..model._args import as_names, check_count, check_seed, modality_cells
 from ..priors import load_grn_edges
 from ._keys import GRN_COLUMNS, GRN_MARK, check_mudata, check_outputs, working_copy
 
