@@ -148,6 +148,42 @@ def test_indices_select_and_order_the_cells(trained_pbmc):
                                full.iloc[[3, 900]], rtol=1e-5)  # fmt: skip
 
 
+def test_n_samples_averages_the_decoder_mean_over_posterior_draws(trained8):
+    """scvi-tools' ``n_samples`` / ``return_mean``: draws of z from the posterior, seeded, independent of the
+    batching; their mean is close to, but not, the mean at the posterior mean."""
+    mdata, model = trained8
+    at_mean = model.get_normalized_expression(library_size=1e4, progress_bar=False)
+    averaged = model.get_normalized_expression(library_size=1e4, n_samples=12, seed=3, progress_bar=False)
+    assert isinstance(averaged, pd.DataFrame) and averaged.index.equals(at_mean.index)
+    np.testing.assert_allclose(averaged.sum(axis=1), 1e4, rtol=1e-4)
+    assert not np.allclose(averaged, at_mean, rtol=1e-3)  # the draws differ from the mean
+    assert _row_pearson(np.log1p(averaged.to_numpy()), np.log1p(at_mean.to_numpy())).min() > 0.9
+    draws = model.get_normalized_expression(library_size=1e4, n_samples=12, seed=3, return_mean=False,
+                                            batch_size=37, progress_bar=False)  # fmt: skip
+    assert isinstance(draws, np.ndarray) and draws.shape == (12, *at_mean.shape)
+    np.testing.assert_allclose(draws.mean(0), averaged.to_numpy(), rtol=1e-4, atol=1e-4)  # batching does not matter
+    assert np.abs(draws[0] - draws[1]).max() > 1e-3 * at_mean.to_numpy().max()  # every draw its own
+    other = model.get_normalized_expression(library_size=1e4, n_samples=12, seed=4, progress_bar=False)
+    assert not np.allclose(other, averaged, rtol=1e-4)
+    one = model.get_normalized_expression(library_size=1e4, n_samples=1, seed=4, return_mean=False,
+                                          progress_bar=False)  # fmt: skip
+    np.testing.assert_allclose(one, at_mean, rtol=1e-6)  # one sample: the posterior mean, seed or not
+
+
+def test_library_size_latent_gives_each_cells_expected_counts(trained_pbmc):
+    """``library_size="latent"``: a row sums to the cell's own RNA count (scVI's observed library); cells
+    without RNA take the training cells' typical library, one value for all of them."""
+    mdata, model = trained_pbmc
+    counts = model.get_normalized_expression(library_size="latent", progress_bar=False)
+    rna = np.asarray(mdata.obsmap["rna"]) > 0
+    totals = _dense(mdata["rna"].X).sum(1)
+    np.testing.assert_allclose(counts[rna].sum(axis=1), totals, rtol=1e-4)
+    without = counts[~rna].sum(axis=1).to_numpy()
+    assert len(without) == 400 and np.allclose(without, without[0], rtol=1e-4) and without[0] > 1
+    scale = model.get_normalized_expression(progress_bar=False)
+    np.testing.assert_allclose(counts[rna], scale[rna].to_numpy() * totals[:, None], rtol=1e-4)
+
+
 def test_cells_measured_in_none_of_the_modalities_read_are_nan(trained_pbmc):
     mdata, model = trained_pbmc
     no_protein = np.asarray(mdata.obsmap["adt"]) == 0
@@ -168,9 +204,11 @@ def test_bad_arguments_are_refused_before_any_work(trained_pbmc, monkeypatch):
     monkeypatch.setattr(model, "_arrays", no_work)
     gene = _genes(model)[0]
     bad = [
-        ({"n_samples": 25}, NotImplementedError, "n_samples=1"),
         ({"n_samples": 0}, ValueError, "n_samples"),
-        ({"library_size": "latent"}, NotImplementedError, "library_size=1"),
+        ({"n_samples": 2.5}, TypeError, "n_samples"),
+        ({"library_size": "observed"}, ValueError, "latent"),
+        ({"return_mean": "yes"}, TypeError, "return_mean"),
+        ({"n_samples": 3, "seed": -1}, ValueError, "seed"),
         ({"library_size": 0}, ValueError, "library_size"),
         ({"library_size": float("nan")}, ValueError, "library_size"),
         ({"library_size": True}, ValueError, "library_size"),

@@ -28,6 +28,7 @@ from ..train import TrainingConfig
 from ..vocab import FeatureSpace
 from ._arguments import check_arguments, check_setup_kwargs, check_training
 from ._build import cell_state_settings, feature_space_for, prior_inputs, restore_reports
+from ._differential_mixin import DifferentialMixin
 from ._expression import ExpressionMixin
 from ._inference import InferenceMixin
 from ._obs_copy import obs_copy_fix
@@ -48,7 +49,8 @@ from ._validate import (
 from ._validate_obs import absent_modalities, batches_with_cells
 
 
-class HoloCell(TrainingMixin, InferenceMixin, ExpressionMixin, PerturbMixin, SaveLoadMixin, TransferMixin, BaseModelClass):
+class HoloCell(TrainingMixin, InferenceMixin, ExpressionMixin, DifferentialMixin, PerturbMixin, SaveLoadMixin,
+               TransferMixin, BaseModelClass):  # fmt: skip
     """Generative multi-omics transformer over gene-anchored tokens (RNA, ATAC, protein).
 
     Each cell is a sequence of gene-anchor tokens whose value slots hold the accessibility of

@@ -110,13 +110,32 @@ def draw_posterior(mean: np.ndarray, variance: np.ndarray, seed: int) -> np.ndar
     return (mean + np.sqrt(variance) * noise).astype(np.float32)
 
 
+NOISE_BLOCK = 1024
+"""Rows of output per seeded block of :func:`posterior_noise`."""
+
+
+def posterior_noise(seed: int, start: int, stop: int, n_samples: int, n_latent: int) -> np.ndarray:
+    """``(n_samples, stop - start, n_latent)`` standard normal draws for the output rows ``start .. stop - 1``: a
+    row's draws come from its block of :data:`NOISE_BLOCK` rows, seeded with ``(seed, block)``, so they do not
+    depend on the batching or the device."""
+    first, last = start // NOISE_BLOCK, (stop - 1) // NOISE_BLOCK
+    blocks = [
+        np.random.default_rng([seed, block]).standard_normal((n_samples, NOISE_BLOCK, n_latent), dtype=np.float32)
+        for block in range(first, last + 1)
+    ]
+    offset = start - first * NOISE_BLOCK
+    return np.concatenate(blocks, axis=1)[:, offset : offset + stop - start]
+
+
 __all__ = [
+    "NOISE_BLOCK",
     "cells_with",
     "check_posterior",
     "draw_posterior",
     "modality_names",
     "no_data_message",
     "no_source_message",
+    "posterior_noise",
     "scvi_data_alias",
     "without_modalities",
 ]

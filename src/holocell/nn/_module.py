@@ -115,15 +115,28 @@ class HoloCellModule(nn.Module):
 
     @torch.no_grad()
     def expression_scale(
-        self, batch: dict[str, torch.Tensor], modalities: Sequence[str] | None = None, target: str = "rna"
+        self,
+        batch: dict[str, torch.Tensor],
+        modalities: Sequence[str] | None = None,
+        target: str = "rna",
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``(B, F)`` the count decoder's mean of ``target`` from the cell state of the given modalities (all
         observed ones by default; ``target`` is not hidden), normalised to sum to 1 per cell (scvi-tools' "scale").
-        Needs a cell state."""
+        With ``noise`` ``(S, B, n_latent)`` (standard normal): ``(S, B, F)``, the same at the draws
+        ``z = mean + sd * noise`` of the posterior. Needs a cell state."""
         if not self.network.config.cell_state:
             raise ValueError("The count decoder's mean needs a cell state; this model has none.")
-        mean = state_mean(self.network, self.restrict(self.tokenize(batch), modalities), target)
-        return mean / mean.sum(-1, keepdim=True)
+        tokens = self.restrict(self.tokenize(batch), modalities)
+        if noise is None:
+            mean = state_mean(self.network, tokens, target)
+            return mean / mean.sum(-1, keepdim=True)
+        mu, logvar = self.network.cell_posterior(tokens)
+        decoder, out = self.network.counts, []
+        for draw in noise.to(mu.dtype):
+            mean = decoder.mean(decoder.hidden_state(mu + torch.exp(0.5 * logvar) * draw, tokens.batch), target, 1.0)
+            out.append(mean / mean.sum(-1, keepdim=True))
+        return torch.stack(out)
 
     @torch.no_grad()
     def generate(

@@ -1,0 +1,147 @@
+"""scvi-tools' ``differential_expression`` on HoloCell: Bayesian comparison of two groups' posterior draws of
+normalised RNA expression, with scvi-tools' columns, one-vs-rest comparisons, masks and names as groups."""
+
+from __future__ import annotations
+
+import warnings
+
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+
+import holocell as hc
+
+TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}
+FAST = {"n_samples_overall": 400, "m_permutation": 2000, "silent": True}
+CHANGE_COLUMNS = [
+    "proba_de", "proba_not_de", "bayes_factor", "scale1", "scale2", "pseudocounts", "delta", "lfc_mean",
+    "lfc_median", "lfc_std", "lfc_min", "lfc_max", "is_de_fdr_0.05", "raw_mean1", "non_zeros_proportion1",
+    "raw_normalized_mean1", "raw_mean2", "non_zeros_proportion2", "raw_normalized_mean2", "comparison", "group1",
+    "group2",
+]  # fmt: skip
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def trained(one_thread):
+    """The PBMC mosaic and a tiny model trained for 8 epochs (seed 0): at 2 epochs the state carries nothing yet."""
+    mdata = hc.data.pbmc_cite_mosaic()
+    hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
+    model = hc.HoloCell(mdata, **TINY)
+    model.train(max_epochs=8, enable_progress_bar=False, seed=0)
+    return mdata, model
+
+
+def _wilcoxon_top(mdata: md.MuData, group: str, n: int = 20) -> set[str]:
+    rna = mdata["rna"].copy()
+    rna.obs["celltype"] = mdata.obs.loc[rna.obs_names, "celltype"].astype(str).to_numpy()
+    sc.pp.normalize_total(rna, target_sum=1e4)
+    sc.pp.log1p(rna)
+    sc.tl.rank_genes_groups(rna, "celltype", groups=[group], reference="rest", method="wilcoxon")
+    return set(rna.uns["rank_genes_groups"]["names"][group][:n])
+
+
+def test_quality_floor_b_cells_against_the_rest(trained):
+    """B cells against every other cell: the known B-cell markers are called, up, and the top genes overlap
+    scanpy's Wilcoxon ranking on the counts. Measured when written (8 epochs, seed 0): MS4A1 / CD79A / BANK1 called
+    with lfc_mean 2.3-2.6, 6-8 of the top 20 up genes in Wilcoxon's top 20 (by chance: about 0.8)."""
+    mdata, model = trained
+    de = model.differential_expression(groupby="celltype", group1="B", **FAST)
+    assert list(de.columns) == CHANGE_COLUMNS and (de["comparison"] == "B vs rest").all()
+    assert de.index.is_unique and set(de.index) == set(model.feature_space.maps["rna"].features.astype(str))
+    assert (np.diff(de["proba_de"].to_numpy()) <= 0).all()  # sorted as scvi-tools sorts
+    for gene in ("MS4A1", "CD79A", "BANK1"):
+        assert de.loc[gene, "is_de_fdr_0.05"] and de.loc[gene, "lfc_mean"] > 1.0, de.loc[gene]
+    up = de[de["lfc_mean"] > 0].index[:20]
+    assert len(set(up) & _wilcoxon_top(mdata, "B")) >= 4
+    b = (mdata.obs["celltype"] == "B").to_numpy() & (np.asarray(mdata.obsmap["rna"]) > 0)
+    counts = mdata["rna"][mdata.obs_names[b]].X.toarray()
+    np.testing.assert_allclose(de.loc[mdata["rna"].var_names, "raw_mean1"], counts.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(de.loc[mdata["rna"].var_names, "non_zeros_proportion1"], (counts > 0).mean(0))
+    np.testing.assert_allclose(de["proba_de"] + de["proba_not_de"], 1.0)
+
+
+def test_one_against_the_rest_for_every_group_and_against_a_group(trained):
+    mdata, model = trained
+    every = model.differential_expression(groupby="celltype", all_stats=False, **FAST)
+    types = sorted(mdata.obs["celltype"].astype(str).unique())
+    assert list(every["comparison"].unique()) == [f"{t} vs rest" for t in types]
+    assert "raw_mean1" not in every.columns
+    pair = model.differential_expression(groupby="celltype", group1=["B", "NK"], group2="Mono", **FAST)
+    assert list(pair["comparison"].unique()) == ["B vs Mono", "NK vs Mono"]
+    nk = model.differential_expression(groupby="celltype", group1="NK", **FAST)
+    for gene in ("NKG7", "GNLY"):  # measured when written: lfc_mean 1.72 / 1.45, proba_de 0.94 / 0.92
+        assert nk.loc[gene, "lfc_mean"] > 1.0 and nk.loc[gene, "proba_de"] > 0.85, nk.loc[gene]
+
+
+def test_masks_positions_and_names_are_groups_and_the_seed_repeats(trained):
+    mdata, model = trained
+    b = (mdata.obs["celltype"] == "B").to_numpy()
+    by_mask = model.differential_expression(idx1=b, seed=1, **FAST)
+    by_name = model.differential_expression(idx1=list(mdata.obs_names[b]), seed=1, **FAST)
+    by_position = model.differential_expression(idx1=np.flatnonzero(b), idx2=np.flatnonzero(~b), seed=1, **FAST)
+    by_group = model.differential_expression(groupby="celltype", group1="B", seed=1, **FAST)
+    pd.testing.assert_frame_equal(by_mask, by_name)
+    numbers = [c for c in CHANGE_COLUMNS if c not in ("comparison", "group1", "group2")]
+    pd.testing.assert_frame_equal(by_mask[numbers], by_position[numbers])
+    pd.testing.assert_frame_equal(by_mask[numbers], by_group[numbers])
+    assert by_mask["comparison"].iloc[0] == "group1 vs rest" and by_position["group2"].iloc[0] == "group2"
+    other = model.differential_expression(idx1=b, seed=2, **FAST)
+    assert not np.allclose(other.loc[by_mask.index, "lfc_mean"], by_mask["lfc_mean"])
+
+
+def test_vanilla_mode_and_transform_batch(trained):
+    mdata, model = trained
+    vanilla = model.differential_expression(groupby="celltype", group1="B", mode="vanilla", **FAST)
+    assert list(vanilla.columns[:5]) == ["proba_m1", "proba_m2", "bayes_factor", "scale1", "scale2"]
+    assert "is_de_fdr_0.05" not in vanilla.columns and (np.diff(vanilla["bayes_factor"].to_numpy()) <= 0).all()
+    assert vanilla.loc["MS4A1", "proba_m1"] > 0.9
+    own = model.differential_expression(groupby="celltype", group1="B", all_stats=False, **FAST)
+    as_p3 = model.differential_expression(groupby="celltype", group1="B", all_stats=False, transform_batch="p3_0",
+                                          **FAST)  # fmt: skip
+    assert not np.allclose(as_p3.loc[own.index, "scale1"], own["scale1"])
+    with pytest.raises(ValueError, match="not a training batch"):
+        model.differential_expression(groupby="celltype", group1="B", transform_batch="p9_0", **FAST)
+
+
+def test_a_backed_file_gives_the_same_table_and_nothing_is_changed(trained, tmp_path):
+    mdata, model = trained
+    path = tmp_path / "pbmc.h5mu"
+    mdata.write(path)
+    before = path.read_bytes()
+    in_memory = model.differential_expression(groupby="celltype", group1="NK", **FAST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from_file = model.differential_expression(adata=str(path), groupby="celltype", group1="NK", **FAST)
+    pd.testing.assert_frame_equal(in_memory, from_file, rtol=1e-4, atol=1e-6)
+    assert path.read_bytes() == before
+
+
+def test_bad_arguments_name_the_problem(trained):
+    mdata, model = trained
+    b = (mdata.obs["celltype"] == "B").to_numpy()
+    bad = [
+        ({}, ValueError, "groupby="),
+        ({"groupby": "cell_type"}, KeyError, "not a column of mdata.obs"),
+        ({"groupby": "celltype", "group1": "Bcell"}, ValueError, r"'Bcell'.*not a value"),
+        ({"groupby": "celltype", "group2": "T"}, ValueError, r"'T'.*not a value"),
+        ({"groupby": "celltype", "idx1": b}, ValueError, "not both"),
+        ({"idx1": b, "idx2": b}, ValueError, "in both groups"),
+        ({"idx1": b[:10]}, ValueError, "one value per cell"),
+        ({"idx1": ["no_such_cell"]}, KeyError, "no_such_cell"),
+        ({"idx1": np.zeros(len(b), bool)}, ValueError, "without cells"),
+        ({"idx1": b, "mode": "bayes"}, ValueError, "mode"),
+        ({"idx1": b, "delta": -1}, ValueError, "delta"),
+        ({"idx1": b, "fdr_target": 1.5}, ValueError, "fdr_target"),
+        ({"idx1": b, "batch_correction": True}, ValueError, "transform_batch="),
+        ({"idx1": b, "batchid1": ["p1_0"]}, ValueError, "transform_batch="),
+        ({"idx1": b, "n_samples_overall": 0}, ValueError, "n_samples_overall"),
+        ({"idx1": b, "seed": -1}, ValueError, "seed"),
+        ({"idx1": b, "silent": "yes"}, TypeError, "silent"),
+    ]
+    for kwargs, error, match in bad:
+        with pytest.raises(error, match=match):
+            model.differential_expression(**kwargs)
