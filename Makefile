@@ -39,7 +39,7 @@ test: $(VENV)/.test-installed
 # summary.py then builds docs/benchmarks.md and the model card from those JSON files only.
 BENCH_OUT ?= benchmarks/results
 BENCH_DATA = HOLOCELL_DATA_DIR=$${HOLOCELL_DATA_DIR:-$(abspath ..)/shared/data}
-BENCH_JOBS = demo pbmc simulated cost scaling steps grn_pbmc transfer annotation_confidence
+BENCH_JOBS = demo pbmc simulated cost scaling steps grn_pbmc transfer zeroshot_scaling annotation_confidence
 BENCH_PY = cd benchmarks && $(BENCH_DATA) $(abspath $(BIN))/python
 
 bench: $(VENV)/.installed
