@@ -102,6 +102,20 @@ def trained_pbmc():
 
 
 @pytest.fixture(scope="session")
+def trained_pbmc8():
+    """The PBMC mosaic and a tiny model trained for 8 epochs (seed 0; shared, treat as read-only): at 2 epochs the
+    cell state carries nothing yet, so quality floors of the expression methods use this one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    mdata = hc.data.pbmc_cite_mosaic()
+    hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
+    model = hc.HoloCell(mdata, **TINY)
+    model.train(max_epochs=8, enable_progress_bar=False, seed=0)
+    torch.set_num_threads(n)
+    return mdata, model
+
+
+@pytest.fixture(scope="session")
 def simulated():
     """A small simulated RNA + ATAC + protein mosaic (batch1 lacks protein), with ground truth."""
     return hc.data.simulate_multiome(

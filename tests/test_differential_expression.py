@@ -11,9 +11,6 @@ import pandas as pd
 import pytest
 import scanpy as sc
 
-import holocell as hc
-
-TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}
 FAST = {"n_samples_overall": 400, "m_permutation": 2000, "silent": True}
 CHANGE_COLUMNS = [
     "proba_de", "proba_not_de", "bayes_factor", "scale1", "scale2", "pseudocounts", "delta", "lfc_mean",
@@ -25,16 +22,6 @@ CHANGE_COLUMNS = [
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def trained(one_thread):
-    """The PBMC mosaic and a tiny model trained for 8 epochs (seed 0): at 2 epochs the state carries nothing yet."""
-    mdata = hc.data.pbmc_cite_mosaic()
-    hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
-    model = hc.HoloCell(mdata, **TINY)
-    model.train(max_epochs=8, enable_progress_bar=False, seed=0)
-    return mdata, model
-
-
 def _wilcoxon_top(mdata: md.MuData, group: str, n: int = 20) -> set[str]:
     rna = mdata["rna"].copy()
     rna.obs["celltype"] = mdata.obs.loc[rna.obs_names, "celltype"].astype(str).to_numpy()
@@ -44,11 +31,11 @@ def _wilcoxon_top(mdata: md.MuData, group: str, n: int = 20) -> set[str]:
     return set(rna.uns["rank_genes_groups"]["names"][group][:n])
 
 
-def test_quality_floor_b_cells_against_the_rest(trained):
+def test_quality_floor_b_cells_against_the_rest(trained_pbmc8):
     """B cells against every other cell: the known B-cell markers are called, up, and the top genes overlap
     scanpy's Wilcoxon ranking on the counts. Measured when written (8 epochs, seed 0): MS4A1 / CD79A / BANK1 called
     with lfc_mean 2.3-2.6, 6-8 of the top 20 up genes in Wilcoxon's top 20 (by chance: about 0.8)."""
-    mdata, model = trained
+    mdata, model = trained_pbmc8
     de = model.differential_expression(groupby="celltype", group1="B", **FAST)
     assert list(de.columns) == CHANGE_COLUMNS and (de["comparison"] == "B vs rest").all()
     assert de.index.is_unique and set(de.index) == set(model.feature_space.maps["rna"].features.astype(str))
@@ -64,8 +51,8 @@ def test_quality_floor_b_cells_against_the_rest(trained):
     np.testing.assert_allclose(de["proba_de"] + de["proba_not_de"], 1.0)
 
 
-def test_one_against_the_rest_for_every_group_and_against_a_group(trained):
-    mdata, model = trained
+def test_one_against_the_rest_for_every_group_and_against_a_group(trained_pbmc8):
+    mdata, model = trained_pbmc8
     every = model.differential_expression(groupby="celltype", all_stats=False, **FAST)
     types = sorted(mdata.obs["celltype"].astype(str).unique())
     assert list(every["comparison"].unique()) == [f"{t} vs rest" for t in types]
@@ -77,8 +64,8 @@ def test_one_against_the_rest_for_every_group_and_against_a_group(trained):
         assert nk.loc[gene, "lfc_mean"] > 1.0 and nk.loc[gene, "proba_de"] > 0.85, nk.loc[gene]
 
 
-def test_masks_positions_and_names_are_groups_and_the_seed_repeats(trained):
-    mdata, model = trained
+def test_masks_positions_and_names_are_groups_and_the_seed_repeats(trained_pbmc8):
+    mdata, model = trained_pbmc8
     b = (mdata.obs["celltype"] == "B").to_numpy()
     by_mask = model.differential_expression(idx1=b, seed=1, **FAST)
     by_name = model.differential_expression(idx1=list(mdata.obs_names[b]), seed=1, **FAST)
@@ -93,8 +80,8 @@ def test_masks_positions_and_names_are_groups_and_the_seed_repeats(trained):
     assert not np.allclose(other.loc[by_mask.index, "lfc_mean"], by_mask["lfc_mean"])
 
 
-def test_vanilla_mode_and_transform_batch(trained):
-    mdata, model = trained
+def test_vanilla_mode_and_transform_batch(trained_pbmc8):
+    mdata, model = trained_pbmc8
     vanilla = model.differential_expression(groupby="celltype", group1="B", mode="vanilla", **FAST)
     assert list(vanilla.columns[:5]) == ["proba_m1", "proba_m2", "bayes_factor", "scale1", "scale2"]
     assert "is_de_fdr_0.05" not in vanilla.columns and (np.diff(vanilla["bayes_factor"].to_numpy()) <= 0).all()
@@ -107,8 +94,8 @@ def test_vanilla_mode_and_transform_batch(trained):
         model.differential_expression(groupby="celltype", group1="B", transform_batch="p9_0", **FAST)
 
 
-def test_a_backed_file_gives_the_same_table_and_nothing_is_changed(trained, tmp_path):
-    mdata, model = trained
+def test_a_backed_file_gives_the_same_table_and_nothing_is_changed(trained_pbmc8, tmp_path):
+    mdata, model = trained_pbmc8
     path = tmp_path / "pbmc.h5mu"
     mdata.write(path)
     before = path.read_bytes()
@@ -120,8 +107,8 @@ def test_a_backed_file_gives_the_same_table_and_nothing_is_changed(trained, tmp_
     assert path.read_bytes() == before
 
 
-def test_bad_arguments_name_the_problem(trained):
-    mdata, model = trained
+def test_bad_arguments_name_the_problem(trained_pbmc8):
+    mdata, model = trained_pbmc8
     b = (mdata.obs["celltype"] == "B").to_numpy()
     bad = [
         ({}, ValueError, "groupby="),

@@ -21,16 +21,6 @@ TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def trained8(one_thread):
-    """The PBMC mosaic and a tiny model trained for 8 epochs (seed 0): at 2 epochs the state carries nothing yet."""
-    mdata = hc.data.pbmc_cite_mosaic()
-    hc.HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
-    model = hc.HoloCell(mdata, **TINY)
-    model.train(max_epochs=8, enable_progress_bar=False, seed=0)
-    return mdata, model
-
-
 def _genes(model) -> pd.Index:
     return pd.Index(model.feature_space.maps["rna"].features.astype(str))
 
@@ -91,12 +81,12 @@ def test_equals_the_decoder_mean_that_generate_gives(trained_pbmc):
     np.testing.assert_allclose(rna_only, full[rna & ~protein], rtol=1e-4)
 
 
-def test_quality_floor_against_the_cells_own_counts(trained8):
+def test_quality_floor_against_the_cells_own_counts(trained_pbmc8):
     """Each RNA cell's denoised expression agrees with its own normalised counts far better than with another
     cell's. Pearson over genes of log1p CP10k, each gene centred over the cells (without centring every cell looks
     like the average profile and a shuffle scores as high). Measured when written (8 epochs, seed 0): 0.186 against
     0.010 for shuffled cells; at 2 epochs the state carried nothing (0.003)."""
-    mdata, model = trained8
+    mdata, model = trained_pbmc8
     cells = mdata["rna"].obs_names
     x = _dense(mdata["rna"][:, _genes(model)].X).astype(np.float64)
     observed = np.log1p(x / x.sum(1, keepdims=True) * 1e4)
@@ -123,8 +113,8 @@ def test_gene_list_picks_columns_in_its_order(trained_pbmc):
         model.get_normalized_expression(gene_list=[], progress_bar=False)
 
 
-def test_transform_batch_decodes_as_another_batch(trained8):
-    mdata, model = trained8
+def test_transform_batch_decodes_as_another_batch(trained_pbmc8):
+    mdata, model = trained_pbmc8
     own = model.get_normalized_expression(progress_bar=False)
     as_p2 = model.get_normalized_expression(transform_batch="p2_0", progress_bar=False)
     np.testing.assert_allclose(as_p2.sum(axis=1), 1.0, rtol=1e-5)
@@ -148,10 +138,10 @@ def test_indices_select_and_order_the_cells(trained_pbmc):
                                full.iloc[[3, 900]], rtol=1e-5)  # fmt: skip
 
 
-def test_n_samples_averages_the_decoder_mean_over_posterior_draws(trained8):
+def test_n_samples_averages_the_decoder_mean_over_posterior_draws(trained_pbmc8):
     """scvi-tools' ``n_samples`` / ``return_mean``: draws of z from the posterior, seeded, independent of the
     batching; their mean is close to, but not, the mean at the posterior mean."""
-    mdata, model = trained8
+    mdata, model = trained_pbmc8
     at_mean = model.get_normalized_expression(library_size=1e4, progress_bar=False)
     averaged = model.get_normalized_expression(library_size=1e4, n_samples=12, seed=3, progress_bar=False)
     assert isinstance(averaged, pd.DataFrame) and averaged.index.equals(at_mean.index)
