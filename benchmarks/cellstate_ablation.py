@@ -119,6 +119,8 @@ ARMS: dict[str, tuple[dict, str]] = {
     "fast_kl_weight_05": ({**FAST_SCHEDULE, "kl_weight": 0.5},
                           "property 1: KL weight 0.5 inside the ELBO (a looser bottleneck)"),
     "fast_n_latent_64": ({**FAST_SCHEDULE, "n_latent": 64}, "property 1: a cell state of 64 dimensions (default 32)"),
+    "fast_n_latent_10": ({**FAST_SCHEDULE, "n_latent": 10},
+                         "property 1: a cell state of 10 dimensions (default 32; scVI's default size)"),
     "fast_elbo_weight_30": ({**FAST_SCHEDULE, "elbo_weight": 30.0},
                             "the ELBO at weight 30 beside the diffusion loss (default 10; 1 -> 10 tripled SNARE NMI)"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
