@@ -14,10 +14,10 @@ import scanpy as sc
 FAST = {"n_samples_overall": 400, "m_permutation": 2000, "silent": True}
 CHANGE_COLUMNS = [
     "proba_de", "proba_not_de", "bayes_factor", "scale1", "scale2", "pseudocounts", "delta", "lfc_mean",
-    "lfc_median", "lfc_std", "lfc_min", "lfc_max", "is_de_fdr_0.05", "raw_mean1", "non_zeros_proportion1",
-    "raw_normalized_mean1", "raw_mean2", "non_zeros_proportion2", "raw_normalized_mean2", "comparison", "group1",
-    "group2",
-]  # fmt: skip
+    "lfc_median", "lfc_std", "lfc_min", "lfc_max", "raw_mean1", "raw_mean2", "non_zeros_proportion1",
+    "non_zeros_proportion2", "raw_normalized_mean1", "raw_normalized_mean2", "is_de_fdr_0.05", "comparison",
+    "group1", "group2",
+]  # fmt: skip  (scvi-tools' order)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,7 +37,7 @@ def test_quality_floor_b_cells_against_the_rest(trained_pbmc8):
     with lfc_mean 2.3-2.6, 6-8 of the top 20 up genes in Wilcoxon's top 20 (by chance: about 0.8)."""
     mdata, model = trained_pbmc8
     de = model.differential_expression(groupby="celltype", group1="B", **FAST)
-    assert list(de.columns) == CHANGE_COLUMNS and (de["comparison"] == "B vs rest").all()
+    assert list(de.columns) == CHANGE_COLUMNS and (de["comparison"] == "B vs Rest").all()
     assert de.index.is_unique and set(de.index) == set(model.feature_space.maps["rna"].features.astype(str))
     assert (np.diff(de["proba_de"].to_numpy()) <= 0).all()  # sorted as scvi-tools sorts
     for gene in ("MS4A1", "CD79A", "BANK1"):
@@ -55,7 +55,7 @@ def test_one_against_the_rest_for_every_group_and_against_a_group(trained_pbmc8)
     mdata, model = trained_pbmc8
     every = model.differential_expression(groupby="celltype", all_stats=False, **FAST)
     types = sorted(mdata.obs["celltype"].astype(str).unique())
-    assert list(every["comparison"].unique()) == [f"{t} vs rest" for t in types]
+    assert list(every["comparison"].unique()) == [f"{t} vs Rest" for t in types]
     assert "raw_mean1" not in every.columns
     pair = model.differential_expression(groupby="celltype", group1=["B", "NK"], group2="Mono", **FAST)
     assert list(pair["comparison"].unique()) == ["B vs Mono", "NK vs Mono"]
@@ -75,9 +75,26 @@ def test_masks_positions_and_names_are_groups_and_the_seed_repeats(trained_pbmc8
     numbers = [c for c in CHANGE_COLUMNS if c not in ("comparison", "group1", "group2")]
     pd.testing.assert_frame_equal(by_mask[numbers], by_position[numbers])
     pd.testing.assert_frame_equal(by_mask[numbers], by_group[numbers])
-    assert by_mask["comparison"].iloc[0] == "group1 vs rest" and by_position["group2"].iloc[0] == "group2"
+    assert by_mask["comparison"].iloc[0] == "group1 vs Rest" and by_position["group2"].iloc[0] == "group2"
+    by_query = model.differential_expression(idx1="celltype == 'B'", seed=1, **FAST)  # scvi-tools' string
+    pd.testing.assert_frame_equal(by_mask, by_query)
+    nullable = pd.Series(b, dtype="boolean", index=mdata.obs_names)
+    pd.testing.assert_frame_equal(by_mask, model.differential_expression(idx1=nullable, seed=1, **FAST))
     other = model.differential_expression(idx1=b, seed=2, **FAST)
     assert not np.allclose(other.loc[by_mask.index, "lfc_mean"], by_mask["lfc_mean"])
+
+
+def test_labels_are_matched_by_value_as_scvi_tools_matches_them(trained_pbmc8):
+    """A single non-string value is one group; ints match float labels; repeats run once."""
+    mdata, model = trained_pbmc8
+    work = mdata.copy()
+    codes = work.obs["celltype"].astype("category").cat.codes
+    work.obs["cluster"] = codes.to_numpy()  # integer labels, as leiden codes
+    work.obs["cluster_f"] = np.where(codes.to_numpy() == 0, np.nan, codes.to_numpy()).astype(float)
+    one = model.differential_expression(work, groupby="cluster", group1=0, **FAST)
+    assert list(one["comparison"].unique()) == ["0 vs Rest"]
+    floats = model.differential_expression(work, groupby="cluster_f", group1=[1, 1], group2=2, **FAST)
+    assert list(floats["comparison"].unique()) == ["1 vs 2"]  # 1 and 2 matched 1.0 and 2.0; the repeat ran once
 
 
 def test_vanilla_mode_and_transform_batch(trained_pbmc8):
@@ -128,6 +145,12 @@ def test_bad_arguments_name_the_problem(trained_pbmc8):
         ({"idx1": b, "n_samples_overall": 0}, ValueError, "n_samples_overall"),
         ({"idx1": b, "seed": -1}, ValueError, "seed"),
         ({"idx1": b, "silent": "yes"}, TypeError, "silent"),
+        ({"idx1": b.astype(int)}, ValueError, "0 or 1 per cell"),
+        ({"idx1": "celltype == "}, ValueError, "query of mdata.obs"),
+        ({"idx1": pd.array([pd.NA, *b[1:]], dtype="boolean")}, ValueError, "missing value"),
+        ({"groupby": "celltype", "group1": []}, ValueError, "group1 is empty"),
+        ({"groupby": "celltype", "group1": "B", "group2": ["NK"]}, ValueError, "group2 must be one value"),
+        ({"idx1": b, "delta": None}, ValueError, "estimates it when None"),
     ]
     for kwargs, error, match in bad:
         with pytest.raises(error, match=match):

@@ -155,6 +155,10 @@ def test_n_samples_averages_the_decoder_mean_over_posterior_draws(trained_pbmc8)
     assert np.abs(draws[0] - draws[1]).max() > 1e-3 * at_mean.to_numpy().max()  # every draw its own
     other = model.get_normalized_expression(library_size=1e4, n_samples=12, seed=4, progress_bar=False)
     assert not np.allclose(other, averaged, rtol=1e-4)
+    with pytest.warns(hc.HoloCellWarning, match="returned as a NumPy array"):  # scvi-tools warns the same
+        explicit = model.get_normalized_expression(n_samples=2, return_mean=False, return_numpy=False,
+                                                   progress_bar=False)  # fmt: skip
+    assert isinstance(explicit, np.ndarray) and explicit.shape == (2, *at_mean.shape)
     one = model.get_normalized_expression(library_size=1e4, n_samples=1, seed=4, return_mean=False,
                                           progress_bar=False)  # fmt: skip
     np.testing.assert_allclose(one, at_mean, rtol=1e-6)  # one sample: the posterior mean, seed or not

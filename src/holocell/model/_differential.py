@@ -4,7 +4,7 @@ Bayesian statistics of two groups' posterior draws of normalised expression (scv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -16,65 +16,94 @@ GENE_CHUNK = 512
 """Genes per block of the log-fold-change draws (``m_permutation x GENE_CHUNK`` floats at a time)."""
 
 
-def _mask(cells, n_cells: int, obs_names: pd.Index, name: str) -> np.ndarray:
-    """Boolean mask over the cells from a mask, integer positions or cell names."""
+def _mask(cells, obs: pd.DataFrame, name: str) -> np.ndarray:
+    """Boolean mask over the cells from a mask, integer positions, cell names or a query of ``obs`` (a string, as
+    scvi-tools reads it: ``"celltype == 'B'"``)."""
+    n_cells = len(obs)
+    if isinstance(cells, str):
+        try:
+            return obs.index.isin(obs.query(cells).index)
+        except Exception as err:  # pandas raises many kinds for a bad expression
+            raise ValueError(
+                f"{name}={cells!r} is read as a query of mdata.obs, as scvi-tools reads a string (e.g. \"celltype == "
+                f"'B'\"), and it failed: {err}. Pass a mask, positions or a list of cell names instead."
+            ) from err
     values = np.asarray(cells)
+    if values.dtype == object and values.ndim == 1 and all(isinstance(v, bool | np.bool_) or pd.isna(v) for v in values):
+        if any(pd.isna(v) for v in values):
+            raise ValueError(f"{name} is a boolean mask with {int(pd.isna(values).sum())} missing value(s); fill them.")
+        values = values.astype(bool)
     if values.dtype == bool:
         if values.shape != (n_cells,):
             raise ValueError(f"{name} as a boolean mask needs one value per cell ({n_cells}), got {values.shape}.")
         return values.copy()
     mask = np.zeros(n_cells, dtype=bool)
     if values.dtype.kind in "iu":
+        if n_cells > 2 and values.shape == (n_cells,) and np.isin(values, (0, 1)).all():
+            raise ValueError(
+                f"{name} has one 0 or 1 per cell: read as positions it would select cells 0 and 1 only. Pass it as a "
+                f"boolean mask (np.asarray({name}, dtype=bool)), or the positions of the cells."
+            )
         if values.size and (values.min() < -n_cells or values.max() >= n_cells):
             raise IndexError(f"{name} holds positions outside the {n_cells} cells.")
         mask[values] = True
         return mask
-    positions = obs_names.get_indexer(values.astype(str))
+    positions = obs.index.get_indexer(values.astype(str).ravel())
     if (positions < 0).any():
-        missing = list(values[positions < 0][:5])
+        missing = list(values.ravel()[positions < 0][:5])
         raise KeyError(f"{name} names cells that are not in the data: {missing}.")
     mask[positions] = True
     return mask
 
 
+def _groups(values, name: str) -> list:
+    """``group1`` as a list of distinct values (a single value, as scvi-tools takes it, becomes a list of one)."""
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        values = [values]
+    values = list(dict.fromkeys(values))
+    if not values:
+        raise ValueError(f"{name} is empty; name at least one value, or None for every value.")
+    return values
+
+
 def comparisons(
     obs: pd.DataFrame,
     groupby: str | None,
-    group1: str | Sequence[str] | None,
-    group2: str | None,
+    group1,
+    group2,
     idx1,
     idx2,
 ) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     """``(group1, group2, mask1, mask2)`` of every comparison asked for, as scvi-tools chooses them: ``idx1``
-    against ``idx2`` (default: the other cells); or with ``groupby``, each of ``group1`` (default: every category)
-    against ``group2`` (default: the rest of the labelled cells)."""
-    n = len(obs)
+    against ``idx2`` (default: the other cells); or with ``groupby``, each of ``group1`` (default: every value, in
+    category order) against ``group2`` (default: every other labelled cell, ``"Rest"``). Values are compared with
+    ``==``, so ``0`` matches a float label ``0.0``."""
     if groupby is None:
         if idx1 is None:
             raise ValueError("Pass groupby= (a column of mdata.obs) or idx1= (the cells of the first group).")
-        mask1 = _mask(idx1, n, obs.index, "idx1")
-        mask2 = _mask(idx2, n, obs.index, "idx2") if idx2 is not None else ~mask1
-        pairs = [("group1", "group2" if idx2 is not None else "rest", mask1, mask2)]
+        mask1 = _mask(idx1, obs, "idx1")
+        mask2 = _mask(idx2, obs, "idx2") if idx2 is not None else ~mask1
+        pairs = [("group1", "group2" if idx2 is not None else "Rest", mask1, mask2)]
     else:
         if idx1 is not None or idx2 is not None:
             raise ValueError("Pass either groupby= (with group1= / group2=) or idx1= / idx2=, not both.")
         if not isinstance(groupby, str) or groupby not in obs.columns:
             raise KeyError(f"groupby={groupby!r} is not a column of mdata.obs; columns: {list(obs.columns)[:20]}.")
+        if group2 is not None and not isinstance(group2, str) and isinstance(group2, Iterable):
+            raise ValueError(f"group2 must be one value of mdata.obs[{groupby!r}] (or None: the rest), got {group2!r}.")
         labels = obs[groupby]
         labelled = labels.notna().to_numpy()
-        categories = labels.astype("category").cat.categories  # scvi-tools' order of the comparisons
-        labels = labels.astype(str).to_numpy()
-        present = [str(c) for c in categories if (labels[labelled] == str(c)).any()]
-        firsts = present if group1 is None else [group1] if isinstance(group1, str) else list(group1)
+        present = [c for c in labels.astype("category").cat.categories if (labels == c).any()]
+        firsts = present if group1 is None else _groups(group1, "group1")
         for name, value in (("group1", firsts), ("group2", [] if group2 is None else [group2])):
-            unknown = [str(g) for g in value if str(g) not in present]
+            unknown = [g for g in value if not (labels == g).any()]
             if unknown:
                 raise ValueError(f"{name} names {unknown}, not a value of mdata.obs[{groupby!r}]: {present[:20]}.")
         pairs = []
         for g in firsts:
-            mask1 = labelled & (labels == str(g))
-            mask2 = labelled & (labels == str(group2) if group2 is not None else labels != str(g))
-            pairs.append((str(g), "rest" if group2 is None else str(group2), mask1, mask2))
+            mask1 = labelled & (labels == g).to_numpy()
+            mask2 = labelled & ((labels == group2).to_numpy() if group2 is not None else ~mask1)
+            pairs.append((str(g), "Rest" if group2 is None else str(group2), mask1, mask2))
     for g1, g2, mask1, mask2 in pairs:
         if not mask1.any() or not mask2.any():
             raise ValueError(f"The comparison {g1} vs {g2} has a group without cells.")

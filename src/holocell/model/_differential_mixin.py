@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 MODES = ("change", "vanilla")
 RAW_CHUNK = 4096
 """Cells per read of the raw-count statistics."""
+RAW_ORDER = ("raw_mean1", "raw_mean2", "non_zeros_proportion1", "non_zeros_proportion2", "raw_normalized_mean1",
+             "raw_normalized_mean2")  # fmt: skip
+"""scvi-tools' order of the raw-count columns."""
 
 
 def _check_arguments(mode, delta, fdr_target, pseudocounts, all_stats, silent, batch_correction, batchids) -> None:
@@ -33,7 +36,8 @@ def _check_arguments(mode, delta, fdr_target, pseudocounts, all_stats, silent, b
     for name, value, low, high in (("delta", delta, 0.0, np.inf), ("fdr_target", fdr_target, 0.0, 1.0),
                                    ("pseudocounts", pseudocounts, 0.0, np.inf)):  # fmt: skip
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value < high:
-            raise ValueError(f"{name} must be a number in [{low}, {high}), got {value!r}.")
+            scvi = " (scvi-tools estimates it when None; holocell does not: pass a number)" if value is None else ""
+            raise ValueError(f"{name} must be a number in [{low}, {high}), got {value!r}{scvi}.")
     for name, value in (("all_stats", all_stats), ("silent", silent), ("batch_correction", batch_correction)):
         if not isinstance(value, bool | np.bool_):
             raise TypeError(f"{name} must be True or False, got {value!r}.")
@@ -151,7 +155,7 @@ class DifferentialMixin:
             A group without cells, a cell in both groups, a value that is not one of ``groupby``'s, a bad argument;
             a model without a cell state or without RNA.
         """
-        self._check_expression_model()
+        self._check_expression_model("differential_expression")
         _check_arguments(mode, delta, fdr_target, pseudocounts, all_stats, silent, batch_correction,
                          (batchid1, batchid2))  # fmt: skip
         n_samples_overall = check_count(n_samples_overall, "n_samples_overall")
@@ -184,11 +188,9 @@ class DifferentialMixin:
                     raw.update(raw_statistics(*_rna_sums(arrays, np.flatnonzero(mask)), suffix=str(k)))
             stats = bayes_statistics(*draws, mode=mode, delta=float(delta), pseudocounts=float(pseudocounts),
                                      m_permutation=m_permutation, rng=rng)  # fmt: skip
-            table = pd.DataFrame(stats, index=features)
+            table = pd.DataFrame({**stats, **{k: raw[k] for k in RAW_ORDER if k in raw}}, index=features)
             if mode == "change":
                 table[f"is_de_fdr_{fdr_target}"] = fdr_calls(stats["proba_de"], fdr_target)
-            for key, value in raw.items():
-                table[key] = value
             table = table.sort_values("proba_de" if mode == "change" else "bayes_factor", ascending=False, kind="stable")
             table["comparison"], table["group1"], table["group2"] = f"{name1} vs {name2}", name1, name2
             tables.append(table)

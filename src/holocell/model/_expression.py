@@ -56,15 +56,15 @@ def check_gene_list(gene_list, features: pd.Index, name: str) -> np.ndarray | No
 class ExpressionMixin:
     """:meth:`get_normalized_expression`."""
 
-    def _check_expression_model(self) -> None:
+    def _check_expression_model(self, method: str = "get_normalized_expression") -> None:
         if not self.config.cell_state:
             raise ValueError(
-                "get_normalized_expression decodes the cell state z, and this model has none (a model saved before "
+                f"{method} decodes the cell state z, and this model has none (a model saved before "
                 "the cell state, or cell_state=False). Use model.generate(target='rna') for its expression instead."
             )
         if "rna" not in self.modalities_:
             raise ValueError(
-                f"get_normalized_expression gives RNA expression, and this model has no RNA modality (it reads "
+                f"{method} works on RNA expression, and this model has no RNA modality (it reads "
                 f"{list(self.modalities_)}); set a model up with modalities={{'rna': ...}}."
             )
 
@@ -117,7 +117,7 @@ class ExpressionMixin:
         n_samples
             1 (the default): the decoder's mean at the posterior mean of ``z``, deterministic (scvi-tools decodes
             one draw). More: the decoder's mean at ``n_samples`` draws of ``z`` from the posterior, seeded with
-            ``seed`` (a cell's draws do not depend on ``batch_size`` or the device).
+            ``seed``: a cell's draws follow from its row in the output, not from ``batch_size`` or the device.
         batch_size
             Cells per forward pass (default: as :meth:`get_latent_representation`, and fewer for many genes).
         return_numpy
@@ -177,6 +177,13 @@ class ExpressionMixin:
             message = no_data_message(self, empty, read, modality, "asked for", "an expression profile", "read")
             warnings.warn(message, HoloCellWarning, stacklevel=user_stacklevel())
         if len(out) > 1:
+            if return_numpy is False:
+                warnings.warn(
+                    "return_numpy=False with n_samples > 1 and return_mean=False: the draws are three-dimensional, so "
+                    "they are returned as a NumPy array (n_samples, n_cells, n_genes), as scvi-tools does.",
+                    HoloCellWarning,
+                    stacklevel=user_stacklevel(),
+                )
             return out
         if return_numpy:
             return out[0]
