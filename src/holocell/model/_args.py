@@ -99,32 +99,41 @@ def modality_cells(mdata, modalities: dict[str, str], modality: str = "rna") -> 
     return np.asarray(mdata.obsmap[name]).ravel() > 0
 
 
-def cell_indices(indices: Sequence[int] | np.ndarray | None, n_cells: int) -> np.ndarray:
-    """Positions of the cells to use: ``None`` (all), integer positions or a boolean mask over the cells."""
+def cell_indices(indices: Sequence[int] | np.ndarray | None, n_cells: int, what: str = "indices") -> np.ndarray:
+    """Positions of the cells to use: ``None`` (all), integer positions or a boolean mask over the cells (``what``:
+    the argument's name in the messages)."""
     if indices is None:
         return np.arange(n_cells)
     idx = np.asarray(indices)
     if idx.dtype == bool:
         if idx.shape != (n_cells,):
-            raise ValueError(f"A boolean `indices` needs one entry per cell ({n_cells}), got shape {idx.shape}.")
+            raise ValueError(f"A boolean `{what}` needs one entry per cell ({n_cells}), got shape {idx.shape}.")
         idx = np.flatnonzero(idx)
     elif idx.size and (idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer)):
         raise TypeError(
-            f"`indices` must be integer positions of cells or a boolean mask, got {idx.dtype} of shape {idx.shape}; "
+            f"`{what}` must be integer positions of cells or a boolean mask, got {idx.dtype} of shape {idx.shape}; "
             "for cell names use mdata.obs_names.get_indexer(names)."
         )
     if idx.size == 0:
-        raise ValueError("`indices` selects no cell; give at least one (None: every cell).")
+        raise ValueError(f"`{what}` selects no cell; give at least one (None: every cell).")
     if n_cells > 2 and idx.shape == (n_cells,) and np.isin(idx, (0, 1)).all():
         raise ValueError(
-            "`indices` has one 0 or 1 per cell: a 0/1 mask read as positions would repeat cells 0 and 1. Pass it as "
-            "a boolean mask (np.asarray(indices, dtype=bool)), or the positions of the cells."
+            f"`{what}` has one 0 or 1 per cell: a 0/1 mask read as positions would repeat cells 0 and 1. Pass it as "
+            f"a boolean mask (np.asarray({what}, dtype=bool)), or the positions of the cells."
         )
     idx = idx.astype(np.int64)
     out = (idx < -n_cells) | (idx >= n_cells)
     if out.any():
-        raise IndexError(f"`indices` {list(idx[out][:5])} are not cell positions of this MuData (0 to {n_cells - 1}).")
+        raise IndexError(f"`{what}` {list(idx[out][:5])} are not cell positions of this MuData (0 to {n_cells - 1}).")
     return np.where(idx < 0, idx + n_cells, idx)
+
+
+def check_flag(value, what: str) -> bool:
+    """``value`` as ``True`` / ``False`` (numpy's bool too); ``TypeError`` naming ``what`` otherwise (``"no"`` or
+    ``1`` would read as true)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{what} must be True or False, got {type(value).__name__} {value!r}.")
+    return bool(value)
 
 
 def check_device(device) -> torch.device:
@@ -171,5 +180,5 @@ def check_seed(seed) -> int:
     return int(seed)
 
 
-__all__ = ["as_names", "cell_indices", "check_count", "check_device", "check_key_added", "check_quantile",
-           "check_seed", "modality_cells"]  # fmt: skip
+__all__ = ["as_names", "cell_indices", "check_count", "check_device", "check_flag", "check_key_added",
+           "check_quantile", "check_seed", "modality_cells"]  # fmt: skip

@@ -9,6 +9,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from ._args import cell_indices
+
 EPS = 1e-8
 """Added inside the logarithms of the Bayes factor (as scvi-tools does)."""
 
@@ -38,15 +40,8 @@ def _mask(cells, obs: pd.DataFrame, name: str) -> np.ndarray:
             raise ValueError(f"{name} as a boolean mask needs one value per cell ({n_cells}), got {values.shape}.")
         return values.copy()
     mask = np.zeros(n_cells, dtype=bool)
-    if values.dtype.kind in "iu":
-        if n_cells > 2 and values.shape == (n_cells,) and np.isin(values, (0, 1)).all():
-            raise ValueError(
-                f"{name} has one 0 or 1 per cell: read as positions it would select cells 0 and 1 only. Pass it as a "
-                f"boolean mask (np.asarray({name}, dtype=bool)), or the positions of the cells."
-            )
-        if values.size and (values.min() < -n_cells or values.max() >= n_cells):
-            raise IndexError(f"{name} holds positions outside the {n_cells} cells.")
-        mask[values] = True
+    if values.dtype.kind in "iu":  # positions: the same rules as every method's `indices`
+        mask[cell_indices(values, n_cells, name)] = True
         return mask
     positions = obs.index.get_indexer(values.astype(str).ravel())
     if (positions < 0).any():

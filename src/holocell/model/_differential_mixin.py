@@ -15,7 +15,7 @@ import torch
 
 from ..data.arrays import BackedMosaicArrays, closes_backed_path
 from ..vocab import MODALITIES
-from ._args import check_count, check_device, check_seed
+from ._args import check_count, check_device, check_flag, check_seed, check_weight
 from ._differential import bayes_statistics, comparisons, draw_plan, fdr_calls, raw_statistics
 from ._latent import scvi_data_alias, without_modalities
 
@@ -33,14 +33,12 @@ RAW_ORDER = ("raw_mean1", "raw_mean2", "non_zeros_proportion1", "non_zeros_propo
 def _check_arguments(mode, delta, fdr_target, pseudocounts, all_stats, silent, batch_correction, batchids) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-    for name, value, low, high in (("delta", delta, 0.0, np.inf), ("fdr_target", fdr_target, 0.0, 1.0),
-                                   ("pseudocounts", pseudocounts, 0.0, np.inf)):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value < high:
-            scvi = " (scvi-tools estimates it when None; holocell does not: pass a number)" if value is None else ""
-            raise ValueError(f"{name} must be a number in [{low}, {high}), got {value!r}{scvi}.")
+    for name, value in (("delta", delta), ("pseudocounts", pseudocounts)):
+        check_weight(value, name, note=" (scvi-tools estimates it when None; holocell does not)" if value is None else "")
+    if isinstance(fdr_target, bool) or not isinstance(fdr_target, numbers.Real) or not 0 <= fdr_target < 1:
+        raise ValueError(f"fdr_target must be a number in [0, 1), got {fdr_target!r}.")
     for name, value in (("all_stats", all_stats), ("silent", silent), ("batch_correction", batch_correction)):
-        if not isinstance(value, bool | np.bool_):
-            raise TypeError(f"{name} must be True or False, got {value!r}.")
+        check_flag(value, name)
     if batch_correction or any(b is not None for b in batchids):
         raise ValueError(
             "batch_correction / batchid1 / batchid2 are scvi-tools' way; holocell's is transform_batch=<a training "
@@ -48,10 +46,10 @@ def _check_arguments(mode, delta, fdr_target, pseudocounts, all_stats, silent, b
         )
 
 
-def _rna_sums(arrays, cells: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
+def _rna_sums(arrays, cells: np.ndarray, n_genes: int) -> tuple[dict[str, np.ndarray], int]:
     """Column sums of one group's RNA cells (counts, cells with a count, counts per 10k) and their number."""
     cells = cells[arrays.present[cells, MODALITIES.index("rna")]]
-    sums: dict[str, np.ndarray] = {}
+    sums = {k: np.zeros(n_genes) for k in ("counts", "nonzero", "normalized")}
     for start in range(0, len(cells), RAW_CHUNK):
         part = cells[start : start + RAW_CHUNK]
         x = arrays.load(part).counts["rna"] if isinstance(arrays, BackedMosaicArrays) else arrays.counts["rna"][part]
@@ -59,11 +57,7 @@ def _rna_sums(arrays, cells: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
         library = np.asarray(x.sum(1)).ravel()
         normalized = sp.diags(1e4 / np.maximum(library, 1.0)) @ x
         for key, value in (("counts", x.sum(0)), ("nonzero", (x > 0).sum(0)), ("normalized", normalized.sum(0))):
-            sums[key] = sums.get(key, 0.0) + np.asarray(value, dtype=np.float64).ravel()
-    if not sums:
-        n_genes = arrays.counts["rna"].shape[1] if not isinstance(arrays, BackedMosaicArrays) else None
-        n_genes = n_genes if n_genes is not None else len(arrays.modalities["rna"].order)
-        sums = {k: np.zeros(n_genes) for k in ("counts", "nonzero", "normalized")}
+            sums[key] += np.asarray(value, dtype=np.float64).ravel()
     return sums, len(cells)
 
 
@@ -185,7 +179,7 @@ class DifferentialMixin:
                 scales = self._scale_rows(arrays, chosen, keep, None, 1.0, sampling, size, device, progress)
                 draws.append(scales[:per_cell].reshape(-1, len(features)))
                 if all_stats:
-                    raw.update(raw_statistics(*_rna_sums(arrays, np.flatnonzero(mask)), suffix=str(k)))
+                    raw.update(raw_statistics(*_rna_sums(arrays, np.flatnonzero(mask), len(features)), suffix=str(k)))
             stats = bayes_statistics(*draws, mode=mode, delta=float(delta), pseudocounts=float(pseudocounts),
                                      m_permutation=m_permutation, rng=rng)  # fmt: skip
             table = pd.DataFrame({**stats, **{k: raw[k] for k in RAW_ORDER if k in raw}}, index=features)

@@ -17,7 +17,7 @@ from .._settings import settings
 from .._warnings import HoloCellWarning, user_stacklevel
 from ..data.arrays import closes_backed_path
 from ..vocab import MODALITIES
-from ._args import as_names, cell_indices, check_count, check_device, check_seed
+from ._args import as_names, cell_indices, check_count, check_device, check_flag, check_seed
 from ._latent import no_data_message, posterior_noise, scvi_data_alias, without_modalities
 
 if TYPE_CHECKING:
@@ -154,10 +154,9 @@ class ExpressionMixin:
         self._check_expression_model()
         n_samples = check_count(n_samples, "n_samples")
         library_size = check_library_size(library_size)
-        if return_numpy is not None and not isinstance(return_numpy, bool | np.bool_):
-            raise TypeError(f"return_numpy must be True or False, got {return_numpy!r}.")
-        if not isinstance(return_mean, bool | np.bool_):
-            raise TypeError(f"return_mean must be True or False, got {return_mean!r}.")
+        if return_numpy is not None:
+            check_flag(return_numpy, "return_numpy")
+        check_flag(return_mean, "return_mean")
         check_seed(seed)
         features = pd.Index(self.feature_space.maps["rna"].features.astype(str))
         columns = check_gene_list(gene_list, features, self.modalities_["rna"])

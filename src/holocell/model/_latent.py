@@ -12,7 +12,7 @@ from typing import TypeVar
 import numpy as np
 
 from ..vocab._constants import MODALITIES
-from ._args import check_seed
+from ._args import check_flag, check_seed
 
 _F = TypeVar("_F", bound=Callable)
 
@@ -88,9 +88,8 @@ def scvi_data_alias(method: _F) -> _F:
 def check_posterior(model, give_mean, return_dist, seed) -> bool:
     """Check ``get_latent_representation``'s posterior arguments; return whether the call needs the posterior's
     variance (``give_mean=False`` or ``return_dist=True``)."""
-    for name, value in (("give_mean", give_mean), ("return_dist", return_dist)):
-        if not isinstance(value, bool | np.bool_):
-            raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}.")
+    check_flag(give_mean, "give_mean")
+    check_flag(return_dist, "return_dist")
     check_seed(seed)
     needs = not give_mean or bool(return_dist)
     if needs and not model.config.cell_state:
