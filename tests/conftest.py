@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import os
 import threading
+from collections import Counter
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -31,6 +32,17 @@ DOWNLOADS_ENV = "HOLOCELL_TEST_DOWNLOADS"
 REAL_DATA = ("snareseq2_mop", "granja2019_bmmc", "pbmc_multiome_1k")
 
 TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Test files with the most ``slow`` tests run first, the rest in their usual order.
+
+    ``make test`` sends whole files to its workers in this order (``--dist loadfile --no-loadscope-reorder``: a
+    file's module-scoped trained model is built once); the long files first keeps one worker from finishing the
+    tutorials alone at the end.
+    """
+    n_slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -n_slow[item.path])  # a stable sort: the order inside each file stays
 
 
 @contextmanager

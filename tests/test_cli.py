@@ -68,10 +68,14 @@ def test_bad_arguments_are_explained(sim_h5mu, tmp_path, capsys):
         )
 
 
+@pytest.mark.slow
 def test_demo_job_writes_its_outputs(tmp_path):
-    results = run_demo(tmp_path, max_epochs=1, enable_progress_bar=False)  # the default model, as `holocell demo`
+    # the default model, as `holocell demo`; one denoising step instead of the demo's 8 (the rows, not the sampler,
+    # are checked here)
+    results = run_demo(tmp_path, max_epochs=1, enable_progress_bar=False, n_steps=1)
     methods = [row["method"] for row in results["rows"]]
     assert methods[0].startswith("holocell") and "mean predictor" in methods
+    assert "holocell (mosaic, 1 step)" in methods
     by_method = {row["method"]: row for row in results["rows"]}
     assert by_method["mean predictor"]["pearson_mean"] == pytest.approx(0.0, abs=1e-9)
     assert by_method["kNN(15) on RNA PCA(50)"]["pearson_mean"] > 0.3  # the reference figure is 0.36
@@ -86,7 +90,7 @@ def test_demo_job_writes_its_outputs(tmp_path):
     assert not (written["adt"].obs["batch"] == hc._demo.HELD_OUT_BATCH).any()
     # a rerun (a smaller model: this checks the files) replaces the demo's own outputs; one the user changed since
     # is refused before any work
-    run_demo(tmp_path, max_epochs=1, enable_progress_bar=False, make_plot=False, model_kwargs=SMALL)
+    run_demo(tmp_path, max_epochs=1, enable_progress_bar=False, make_plot=False, model_kwargs=SMALL, n_steps=1)
     (tmp_path / "results.md").write_text("my notes on the demo")
     with pytest.raises(FileExistsError, match="not an unchanged output of an earlier demo"):
         run_demo(tmp_path, max_epochs=1, enable_progress_bar=False)
@@ -106,6 +110,9 @@ def test_demo_never_writes_over_the_users_files(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--out", str(tmp_path), "--max-epochs", "1"])
     assert "umap.png exists" in capsys.readouterr().err
+    for bad, error in ((0, ValueError), (2.0, TypeError)):
+        with pytest.raises(error, match="n_steps must be an integer >= 1"):
+            run_demo(tmp_path / "new", max_epochs=1, n_steps=bad)
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
     with pytest.raises(FileExistsError, match="is a file"):

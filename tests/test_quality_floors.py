@@ -13,7 +13,7 @@ import holocell as hc
 from holocell import _demo
 from holocell import evaluation as ev
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

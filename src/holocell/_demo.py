@@ -24,6 +24,7 @@ from . import evaluation as ev
 from .data import pbmc_cite_mosaic
 from .data._registry import sha256sum
 from .model import HoloCell
+from .model._args import check_count
 from .model._arguments import check_train_call
 from .model._safe_write import read_regular, write_beside
 
@@ -86,6 +87,7 @@ def run_demo(
     enable_progress_bar: bool = True,
     make_plot: bool = True,
     model_kwargs: dict | None = None,
+    n_steps: int = 8,
 ) -> dict:
     """Train, embed, generate p4's protein, score against the held-out truth, write outputs.
 
@@ -97,10 +99,12 @@ def run_demo(
     the demo's record (a link, the user's own file), is never replaced: ``FileExistsError`` before any work (and again before each write, for a file that appeared during training), as are a
     ``max_epochs`` or ``seed`` that training refuses (``ValueError`` / ``TypeError``, before the folder is
     created). ``model_kwargs`` go to :class:`HoloCell` (default: its defaults, as ``holocell demo`` runs it; a smaller
-    model for quick checks). Returns the results dictionary.
+    model for quick checks); ``n_steps`` is the number of denoising steps of the iterative row (8, as the demo runs
+    it; fewer for quick checks). Returns the results dictionary.
     """
     out_dir = Path(out_dir).expanduser()  # "~/demo": the home folder, not a folder named "~"
     check_train_call(max_epochs, 32, 0.1, 20, None, seed)  # before the output folder is created
+    n_steps = check_count(n_steps, "n_steps")
     check_demo_outputs(out_dir, OUTPUTS if make_plot else tuple(n for n in OUTPUTS if n != "umap.png"))
     out_dir.mkdir(parents=True, exist_ok=True)
     full = pbmc_cite_mosaic()
@@ -119,12 +123,13 @@ def run_demo(
     mdata.obsm["X_holocell"] = model.get_latent_representation()
     embed_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    generated = model.generate(mdata, target="protein", n_steps=8, key_added="adt_generated", seed=seed)
+    generated = model.generate(mdata, target="protein", n_steps=n_steps, key_added="adt_generated", seed=seed)
     generate_s = time.perf_counter() - t0
 
     truth = ev.clr(split.held_out_protein)
     pred = generated[split.held_out_cells].X
-    rows = [ev.score_prediction("holocell (mosaic, 8 steps)", truth, np.asarray(pred))]
+    steps = f"{n_steps} step" + ("s" if n_steps > 1 else "")
+    rows = [ev.score_prediction(f"holocell (mosaic, {steps})", truth, np.asarray(pred))]
     if model.config.cell_state:  # the default point prediction: the cell state's likelihood mean
         mean = model.generate(mdata, target="protein", n_steps=0, key_added="adt_mean", var_suffix="_adt_mean", seed=seed)
         rows.insert(0, ev.score_prediction("holocell (mosaic, likelihood mean)", truth, np.asarray(mean[split.held_out_cells].X)))

@@ -112,6 +112,12 @@ def batch_codes(
     """
     lookup = {str(c): i for i, c in enumerate(categories)}
     if transform_batch is not None:
+        if batch_key is None and len(categories) == 1:
+            raise ValueError(
+                f"transform_batch={transform_batch!r}, but this model knows one batch only (its data were set up "
+                "without batch_key), so there is no other batch to move the cells to: leave transform_batch out. "
+                "To correct batch effects, set the data up with batch_key='<obs column of the batches>' and train."
+            )
         if str(transform_batch) not in lookup:
             raise ValueError(
                 f"transform_batch {transform_batch!r} is not a training batch; choose from {list(categories)}."

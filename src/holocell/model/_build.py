@@ -22,7 +22,7 @@ from ..vocab import MODALITIES, FeatureSpace, build_feature_space, map_genes, ma
 from ..vocab._tables import normalise_genome
 from ._arguments import python_scalar
 from ._config_check import CELL_STATE, check_section
-from ._validate import gene_table_for
+from ._validate_links import gene_table_for
 
 
 def feature_space_for(

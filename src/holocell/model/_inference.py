@@ -18,6 +18,8 @@ from .._warnings import HoloCellWarning, user_stacklevel
 from ..data.arrays import closes_backed_path, make_loader, update_axes
 from ._args import cell_indices, check_count, check_device, check_key_added, check_seed, check_temperature
 from ._latent import (  # noqa: F401  (tl imports modality_names from here)
+    all_sources_missing_message,
+    check_has_source,
     check_posterior,
     draw_posterior,
     modality_names,
@@ -383,6 +385,7 @@ class InferenceMixin:
         sources = self._check_modalities(sources)
         if sources is not None and target in sources:
             raise ValueError("The target modality cannot also be a source.")
+        check_has_source(self, target, sources)
         n_steps = check_count(n_steps, "n_steps", minimum=0, none_ok=True)
         if n_steps is None:
             n_steps = default_steps(target, self.config.cell_state)
@@ -424,6 +427,8 @@ class InferenceMixin:
             unmeasured = empty & without_modalities(arrays.present, [target])
             if unmeasured.any():
                 warnings.warn(no_source_message(self, target, read, unmeasured), HoloCellWarning, stacklevel=4)
+            elif empty.all():
+                warnings.warn(all_sources_missing_message(self, target, read, len(empty)), HoloCellWarning, stacklevel=4)
         # issue 19: generated features get their own names (measured name + var_suffix)
         measured = pd.Index(self.feature_space.maps[target].features.astype(str))
         var = generated_var(mdata, self.modalities_[target], measured, var_suffix or "")

@@ -59,6 +59,27 @@ def no_source_message(model, target: str, read: list[str], unmeasured: np.ndarra
     )
 
 
+def check_has_source(model, target: str, sources) -> None:
+    """``ValueError`` when the model has no modality but ``target``: :meth:`~holocell.HoloCell.generate` makes the
+    target from the cells' other modalities, and there are none."""
+    if sources is None and set(model.modalities_) == {target}:
+        raise ValueError(
+            f"This model has only the {target} modality ({model.modalities_[target]!r}), so there is nothing to "
+            f"generate {target} from: generate makes a modality from the cells' other ones. Train a model with a "
+            f"second modality (e.g. RNA with the {target}) to generate {target} from it; for this model's own "
+            "view of the cells use get_latent_representation or get_normalized_expression."
+        )
+
+
+def all_sources_missing_message(model, target: str, read: list[str], n_cells: int) -> str:
+    """Warning text of :meth:`~holocell.HoloCell.generate` when none of the cells has a source modality."""
+    return (
+        f"None of the {n_cells} cells is measured in a source modality ({modality_names(model, read)}), so "
+        f"there is nothing to generate {target} from: every row of X is NaN (and of layers['bins'] -1). Pass "
+        f"cells that have {' or '.join(read)} (e.g. mdata[{cells_with(model, read)}].copy())."
+    )
+
+
 def scvi_data_alias(method: _F) -> _F:
     """Let a model method whose first argument is its data take it under scvi-tools' name too: ``mdata=`` and
     ``adata=`` are one argument (a MuData, a backed MuData or the path of an ``.h5mu``); giving both is a

@@ -16,6 +16,7 @@ from ._args import check_device
 from ._history import history_from_config
 from ._paths import output_path
 from ._transfer_record import restore_transfer
+from ._validate_links import saved_feature_space
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -197,7 +198,8 @@ class SaveLoadMixin:
         """The model saved in ``dir_path``, rebuilt on ``mdata`` (set up here with the saved setup arguments, the
         data's own ``setup_overrides`` replacing theirs)."""
         config, state, mdata = _checkpoint.load_checkpoint(cls.__name__, dir_path, mdata)
-        cls.setup_mudata(mdata, **setup_with_overrides(config, setup_overrides))
+        with saved_feature_space():  # the saved feature space links the peaks: no genome= needed here
+            cls.setup_mudata(mdata, **setup_with_overrides(config, setup_overrides))
         model = cls(
             mdata,
             **init_kwargs(config),

@@ -146,7 +146,8 @@ class TransferMixin:
         if "_scvi_uuid" not in mdata.uns:
             raise ValueError(
                 "Set up the new MuData first: HoloCell.setup_mudata(mdata, modalities={...}, batch_key=..., "
-                "species=...), then load_pretrained(name, mdata)."
+                "species=...), then pass it again (HoloCell.load_query_data(mdata, reference) or "
+                "HoloCell.load_pretrained(name, mdata))."
             )
         ref_space = FeatureSpace.from_dict(ref_config["feature_space"])
         ref_batches = [str(b) for b in ref_config["batch_categories"]]

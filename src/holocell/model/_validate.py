@@ -19,14 +19,10 @@ from .._warnings import HoloCellWarning
 from ..vocab import (
     MODALITIES,
     SPECIES,
-    load_gene_table,
     map_genes,
-    map_proteins_to_genes,
-    parse_peaks,
-    read_tss_file,
 )
-from ..vocab._feature_space import gene_column_anchors
 from ._counts import CHUNK_VALUES, check_counts
+from ._validate_links import check_pairing, check_vocabulary
 from ._validate_obs import check_batch_column, check_in_sync, check_modality_keys, check_not_view
 from ._validate_species import check_name_case, check_species_arguments, check_species_key
 
@@ -45,6 +41,13 @@ def normalise_modalities(modalities: Mapping[str, str] | None) -> dict[str, str]
     out = {}
     for key, name in modalities.items():
         m = key[: -len(_LAYER_SUFFIX)] if key.endswith(_LAYER_SUFFIX) else key
+        if key == "batch_key":  # scvi-tools' modalities={"batch_key": "rna"}: the modality whose .obs holds it
+            raise ValueError(
+                f"modalities={{'batch_key': {name!r}}} is scvi-tools' way to name the modality whose .obs holds the "
+                "batch; holocell reads batch_key=... from mdata.obs. Leave 'batch_key' out of `modalities` and pass "
+                f"batch_key='<column>', after copying the column if only mdata[{name!r}].obs has it "
+                f"(mdata.obs['<column>'] = mdata[{name!r}].obs['<column>'].reindex(mdata.obs_names))."
+            )
         if m not in MODALITIES:
             raise ValueError(f"Unknown modality {key!r} in `modalities`; use keys from {list(MODALITIES)}.")
         if m in out:  # "rna" and "rna_layer": the same modality twice
@@ -129,7 +132,8 @@ def validate_setup(
         check_counts(x, name, m)
         _warn_empty_cells(x, name)
     check_batch_column(mdata, batch_key)
-    _check_vocabulary(mdata, modalities, genome, species)
+    check_vocabulary(mdata, modalities, genome, species, gene_id_type)
+    check_pairing(mdata, modalities)
     if "rna" in modalities:
         rna_names = mdata.mod[modalities["rna"]].var_names
         check_gene_matching(rna_names, modalities["rna"], species, gene_id_type, allow_unmatched_genes)
@@ -252,91 +256,6 @@ def _warn_empty_cells(x, name: str) -> None:
             HoloCellWarning,
             stacklevel=3,
         )
-
-
-def _check_vocabulary(mdata: MuData, modalities: Mapping[str, str], genome, species: str = "human") -> None:
-    """Features that cannot meet the gene vocabulary: an error where linking would silently fail."""
-    if "atac" in modalities:
-        try:
-            table = gene_table_for(mdata, modalities, genome)
-        except (ValueError, OSError):
-            # e.g. a DataFrame genome saved as text in a checkpoint: the saved feature space is used
-            # then, and a bad genome for a new model fails when its feature space is built
-            table = None
-        if table is not None:
-            peaks = parse_peaks(mdata.mod[modalities["atac"]].var)
-            peak_chroms = set(peaks["chrom"].astype(str))
-            gene_chroms = set(table["chrom"].dropna().astype(str))
-            if not peak_chroms & gene_chroms:
-                raise ValueError(
-                    f"No ATAC peak lies on a chromosome of the gene TSS table (peaks: "
-                    f"{sorted(peak_chroms)[:3]}, genes: {sorted(gene_chroms)[:3]}), so no peak could link "
-                    "to a gene. Pass the genome build the peaks were called on (genome='hg38', 'hg19', "
-                    "'mm10' or a BED/GTF path), or rename chromosomes to match (e.g. '1' -> 'chr1')."
-                )
-            if "rna" in modalities and genome is not None:
-                genes = set(table["gene_name"].astype(str))
-                rna_names = mdata.mod[modalities["rna"]].var_names.astype(str)
-                if not rna_names.isin(list(genes)).any():
-                    raise ValueError(
-                        f"No RNA feature name of modality {modalities['rna']!r} (e.g. {rna_names[:3].tolist()}) "
-                        "is a gene of the TSS table (e.g. "
-                        f"{sorted(genes)[:3]}), so peaks would link to anchors the RNA does not share. Use "
-                        "gene symbols as RNA var_names (e.g. mdata.mod['rna'].var_names = "
-                        "mdata.mod['rna'].var['gene_symbols']), or pass a TSS table named like them."
-                    )
-    if "protein" in modalities:
-        var = mdata.mod[modalities["protein"]].var
-        if "gene" in var.columns:
-            _check_gene_column(var["gene"], mdata, modalities, species)
-        else:
-            mapped = map_proteins_to_genes(var.index.astype(str).tolist())
-            if mapped["gene"].isna().all():
-                warnings.warn(
-                    f"No antibody of modality {modalities['protein']!r} (e.g. {var.index[:3].tolist()}) "
-                    "maps to a gene; each keeps an anchor of its own, so protein shares no token with RNA "
-                    "or ATAC. Add a 'gene' column (gene symbols) to its .var to link them; the mapping is "
-                    "in model.feature_space.maps['protein'].report.",
-                    HoloCellWarning,
-                    stacklevel=3,
-                )
-
-
-def _check_gene_column(column: pd.Series, mdata: MuData, modalities: Mapping[str, str], species: str) -> None:
-    """Warn when no value of the protein ``.var["gene"]`` column is a known gene or an RNA feature."""
-    rna = set(mdata.mod[modalities["rna"]].var_names.astype(str)) if "rna" in modalities else set()
-    if any(g is not None for g in gene_column_anchors(column.tolist(), dict.fromkeys(rna, ""), species)):
-        return
-    warnings.warn(
-        f"No value of the 'gene' column of modality {modalities['protein']!r} (e.g. {column.astype(str).tolist()[:3]}) "
-        f"is a known {species} gene (symbol or Ensembl id) or an RNA feature name, so every antibody keeps an "
-        "anchor of its own and protein shares no token with RNA or ATAC. Put the antibodies' gene symbols or "
-        "Ensembl ids in .var['gene']; the mapping is in model.feature_space.maps['protein'].report.",
-        HoloCellWarning,
-        stacklevel=4,
-    )
-
-
-def gene_table_for(mdata: MuData, modalities: Mapping[str, str], genome) -> pd.DataFrame | None:
-    """TSS table for peak -> gene links: the ``genome`` argument, else RNA ``var`` coordinates."""
-    if isinstance(genome, pd.DataFrame):
-        return genome
-    if isinstance(genome, str | Path) and str(genome).strip() and Path(str(genome)).expanduser().is_file():
-        return read_tss_file(genome)  # "~/genes.bed" as model/_build.py reads it
-    if genome is not None:
-        return load_gene_table(str(genome))
-    if "rna" in modalities:
-        var = mdata.mod[modalities["rna"]].var
-        if {"chrom", "tss", "strand"}.issubset(var.columns):
-            return pd.DataFrame(
-                {
-                    "gene_name": var.index.astype(str),
-                    "chrom": var["chrom"].astype(str),
-                    "tss": var["tss"],
-                    "strand": var["strand"],
-                }
-            )
-    return None
 
 
 # ------------------------------------------------------------------ data seen after setup

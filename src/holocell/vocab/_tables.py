@@ -17,6 +17,7 @@ import pandas as pd
 
 __all__ = [
     "GENE_TABLE_COLUMNS",
+    "GENOME_SPECIES",
     "SUPPORTED_GENOMES",
     "alias_key",
     "clean_antibody_name",
@@ -42,6 +43,8 @@ _GENOME_ALIASES: dict[str, str] = {
     "grcm38": "mm10",
 }
 SUPPORTED_GENOMES: tuple[str, ...] = ("hg38", "hg19", "mm10")
+#: The species of each shipped build.
+GENOME_SPECIES: dict[str, str] = {"hg38": "human", "hg19": "human", "mm10": "mouse"}
 
 _PROTEIN_ALIAS_FILE = "protein_aliases_human.tsv.gz"
 

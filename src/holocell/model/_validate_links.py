@@ -1,0 +1,185 @@
+"""Set-up checks of how the modalities meet: peaks -> genes (genome, species, gene names) and cells across modalities.
+
+Each catches a mistake that would otherwise train without a word: peaks linked to the other species' genes, RNA
+names the peaks' genes never meet, or one set of cells read as two because its names differ per modality.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+
+import pandas as pd
+from mudata import MuData
+
+from .._warnings import HoloCellWarning
+from ..vocab import load_gene_table, map_genes, map_proteins_to_genes, parse_peaks, read_tss_file
+from ..vocab._feature_space import gene_column_anchors
+from ..vocab._tables import _GENOME_ALIASES, GENOME_SPECIES
+
+#: A cell name's last part after "-" (10x's "-1" GEM well, anndata's ``index_unique="-"``), which can differ per
+#: modality for the same cells.
+_SUFFIX = r"-[^-]+$"
+#: Share of a modality's cell names that must meet another modality's, once that suffix is removed, to warn.
+PAIRING_SHARE = 0.5
+#: True while a saved model is set up again on its data: its saved feature space holds the peak -> gene links.
+_SAVED_LINKS: ContextVar[bool] = ContextVar("holocell_saved_links", default=False)
+
+
+@contextmanager
+def saved_feature_space() -> Iterator[None]:
+    """Set-up inside the block belongs to a model rebuilt from a checkpoint, whose feature space has the links."""
+    token = _SAVED_LINKS.set(True)
+    try:
+        yield
+    finally:
+        _SAVED_LINKS.reset(token)
+
+
+def check_genome_species(genome, species: str) -> None:
+    """``ValueError`` when ``genome`` is a shipped build of the other species than ``species``."""
+    if not isinstance(genome, str):
+        return
+    build = _GENOME_ALIASES.get(genome.strip().lower())
+    if build is not None and GENOME_SPECIES[build] != species:
+        matching = [b for b, s in GENOME_SPECIES.items() if s == species]
+        raise ValueError(
+            f"genome={genome!r} is a {GENOME_SPECIES[build]} build, but species={species!r}: peaks would link to "
+            f"the other species' genes. Pass the build the peaks were called on (for {species}: "
+            f"{' or '.join(repr(b) for b in matching)}), or species={GENOME_SPECIES[build]!r} if the cells are "
+            f"{GENOME_SPECIES[build]}."
+        )
+
+
+def check_pairing(mdata: MuData, modalities: Mapping[str, str]) -> None:
+    """Warn when no cell is in two modalities, but most names of one meet the other's once a "-" suffix is cut."""
+    names = {m: mdata.mod[name].obs_names.astype(str) for m, name in modalities.items()}
+    if len(names) < 2 or any(len(a.intersection(b)) for a, b in itertools.combinations(names.values(), 2)):
+        return
+    for (m1, a), (m2, b) in itertools.combinations(names.items(), 2):
+        cut_a, cut_b = a.str.replace(_SUFFIX, "", regex=True), b.str.replace(_SUFFIX, "", regex=True)
+        meets = cut_b.isin(cut_a)
+        if meets.sum() >= PAIRING_SHARE * min(len(a), len(b)):
+            example = b[meets][0]
+            twin = a[cut_a == cut_b[meets][0]][0]
+            warnings.warn(
+                f"No cell is measured in two modalities: modalities {modalities[m1]!r} and {modalities[m2]!r} "
+                f"share no cell name. Yet {int(meets.sum())} of the {len(b)} cell names of {modalities[m2]!r} equal "
+                f"one of {modalities[m1]!r} once the last '-' part is cut (e.g. {example!r} and {twin!r}). If they "
+                "are the same cells, give each cell one name in every modality before building the MuData (e.g. "
+                f"mdata.mod[{modalities[m2]!r}].obs_names = <the names in {modalities[m1]!r}>, then mdata.update()), "
+                "and set it up again: holocell pairs a cell's modalities by name. Unpaired cells need no change.",
+                HoloCellWarning,
+                stacklevel=3,
+            )
+            return
+
+
+def check_vocabulary(
+    mdata: MuData, modalities: Mapping[str, str], genome, species: str = "human", gene_id_type: str = "auto"
+) -> None:
+    """Features that cannot meet the gene vocabulary: an error where linking would silently fail."""
+    if "atac" in modalities:
+        check_genome_species(genome, species)
+        try:
+            table = gene_table_for(mdata, modalities, genome)
+        except (ValueError, OSError):
+            # e.g. a DataFrame genome saved as text in a checkpoint: the saved feature space is used
+            # then, and a bad genome for a new model fails when its feature space is built
+            table = None
+        if table is None and genome is None and not _SAVED_LINKS.get():
+            raise ValueError(
+                "Linking ATAC peaks to genes needs TSS positions: pass the genome build the peaks were called on, "
+                "genome='hg38', 'hg19' or 'mm10' (on the command line: --genome hg38), a path to a BED/GTF of TSSs "
+                "or a DataFrame with columns gene_name, chrom, tss, strand; or give the RNA modality's .var the "
+                "columns 'chrom', 'tss', 'strand'."
+            )
+        if table is not None:
+            _check_peaks_meet_genes(mdata, modalities, table, genome, species, gene_id_type)
+    if "protein" in modalities:
+        var = mdata.mod[modalities["protein"]].var
+        if "gene" in var.columns:
+            _check_gene_column(var["gene"], mdata, modalities, species)
+        else:
+            mapped = map_proteins_to_genes(var.index.astype(str).tolist())
+            if mapped["gene"].isna().all():
+                warnings.warn(
+                    f"No antibody of modality {modalities['protein']!r} (e.g. {var.index[:3].tolist()}) "
+                    "maps to a gene; each keeps an anchor of its own, so protein shares no token with RNA "
+                    "or ATAC. Add a 'gene' column (gene symbols) to its .var to link them; the mapping is "
+                    "in model.feature_space.maps['protein'].report.",
+                    HoloCellWarning,
+                    stacklevel=3,
+                )
+
+
+def _check_peaks_meet_genes(
+    mdata: MuData, modalities: Mapping[str, str], table: pd.DataFrame, genome, species: str, gene_id_type: str
+) -> None:
+    peaks = parse_peaks(mdata.mod[modalities["atac"]].var)
+    peak_chroms = set(peaks["chrom"].astype(str))
+    gene_chroms = set(table["chrom"].dropna().astype(str))
+    if not peak_chroms & gene_chroms:
+        raise ValueError(
+            f"No ATAC peak lies on a chromosome of the gene TSS table (peaks: "
+            f"{sorted(peak_chroms)[:3]}, genes: {sorted(gene_chroms)[:3]}), so no peak could link "
+            "to a gene. Pass the genome build the peaks were called on (genome='hg38', 'hg19', "
+            "'mm10' or a BED/GTF path), or rename chromosomes to match (e.g. '1' -> 'chr1')."
+        )
+    if "rna" not in modalities or genome is None:
+        return
+    genes = table["gene_name"].astype(str)
+    rna_names = mdata.mod[modalities["rna"]].var_names.astype(str)
+    if rna_names.isin(genes).any():
+        return
+    # names of another kind (Ensembl ids): peaks and genes meet when their anchors do
+    rna_anchors = set(map_genes(list(rna_names), species, gene_id_type)["anchor"])
+    if rna_anchors & set(map_genes(list(genes.unique()), species, "symbol")["anchor"]):
+        return
+    raise ValueError(
+        f"No RNA feature name of modality {modalities['rna']!r} (e.g. {rna_names[:3].tolist()}) is, or maps to, a "
+        f"gene of the TSS table (e.g. {sorted(set(genes))[:3]}), so peaks would link to anchors the RNA does not "
+        "share. Use gene symbols or Ensembl ids as RNA var_names (muon's read_10x_h5 keeps the ids in "
+        "var['gene_ids']), or pass a TSS table named like them."
+    )
+
+
+def _check_gene_column(column: pd.Series, mdata: MuData, modalities: Mapping[str, str], species: str) -> None:
+    """Warn when no value of the protein ``.var["gene"]`` column is a known gene or an RNA feature."""
+    rna = set(mdata.mod[modalities["rna"]].var_names.astype(str)) if "rna" in modalities else set()
+    if any(g is not None for g in gene_column_anchors(column.tolist(), dict.fromkeys(rna, ""), species)):
+        return
+    warnings.warn(
+        f"No value of the 'gene' column of modality {modalities['protein']!r} (e.g. {column.astype(str).tolist()[:3]}) "
+        f"is a known {species} gene (symbol or Ensembl id) or an RNA feature name, so every antibody keeps an "
+        "anchor of its own and protein shares no token with RNA or ATAC. Put the antibodies' gene symbols or "
+        "Ensembl ids in .var['gene']; the mapping is in model.feature_space.maps['protein'].report.",
+        HoloCellWarning,
+        stacklevel=4,
+    )
+
+
+def gene_table_for(mdata: MuData, modalities: Mapping[str, str], genome) -> pd.DataFrame | None:
+    """TSS table for peak -> gene links: the ``genome`` argument, else RNA ``var`` coordinates."""
+    if isinstance(genome, pd.DataFrame):
+        return genome
+    if isinstance(genome, str | Path) and str(genome).strip() and Path(str(genome)).expanduser().is_file():
+        return read_tss_file(genome)  # "~/genes.bed" as model/_build.py reads it
+    if genome is not None:
+        return load_gene_table(str(genome))
+    if "rna" in modalities:
+        var = mdata.mod[modalities["rna"]].var
+        if {"chrom", "tss", "strand"}.issubset(var.columns):
+            return pd.DataFrame(
+                {
+                    "gene_name": var.index.astype(str),
+                    "chrom": var["chrom"].astype(str),
+                    "tss": var["tss"],
+                    "strand": var["strand"],
+                }
+            )
+    return None
