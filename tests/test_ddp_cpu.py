@@ -177,12 +177,55 @@ def test_ddp_spawn_with_default_ema_trains_and_keeps_history(tmp_path):
     pd.testing.assert_frame_equal(loaded.history_, history)
 
 
-def test_ddp_notebook_keeps_history():
+# A fresh process: a fork inherits this worker's OpenMP state, which earlier tests may have set (below)
+_NOTEBOOK = """
+import json, sys, warnings
+warnings.simplefilter("ignore")
+import holocell as hc
+
+mdata = hc.data.simulate_multiome(96, n_genes=20, n_tfs=4, n_proteins=5, n_distal_peaks=3, peaks_per_gene=2,
+                                  n_batches=4, missing={{"protein": ["batch1", "batch2", "batch3"]}}, seed=0)[0]
+hc.HoloCell.setup_mudata(mdata, modalities={{"rna": "rna", "protein": "protein"}}, batch_key="batch")
+model = hc.HoloCell(mdata, **{tiny})
+model.train(max_epochs=2, batch_size=8, accelerator="cpu", devices=2, strategy="ddp_notebook", enable_progress_bar=False)
+print(model.history_.to_json())
+"""
+
+
+def test_ddp_notebook_keeps_history(tmp_path):
+    script = tmp_path / "notebook.py"
+    script.write_text(textwrap.dedent(_NOTEBOOK.format(tiny=TINY)))
+    env = dict(os.environ, PYTHONPATH=str(Path(hc.__file__).parents[1]), OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    history = pd.read_json(io.StringIO(res.stdout.strip().splitlines()[-1]))
+    assert list(history.index) == [0, 1]
+    assert np.isfinite(history[["train_loss", "validation_loss"]]).all().all()
+
+
+@pytest.mark.parametrize("strategy", ["ddp_notebook", "ddp_fork"])
+def test_a_fork_after_numbas_openmp_threads_is_refused_before_any_work(strategy):
+    """scanpy's UMAP runs numba's OpenMP threads; the workers forked after it hung in their first torch operation."""
+    numba = pytest.importorskip("numba")
+    if numba.config.THREADING_LAYER not in ("default", "omp") or numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba does not run OpenMP threads here (its threading layer or thread count differs)")
+
+    @numba.njit(parallel=True)
+    def total(x):
+        s = 0.0
+        for i in numba.prange(x.shape[0]):
+            s += x[i]
+        return s
+
+    total(np.ones(1000))
+    if numba.threading_layer() != "omp":
+        pytest.skip(f"numba chose its {numba.threading_layer()!r} threading layer, which survives a fork")
     model, _ = _model()
-    model.train(max_epochs=2, batch_size=8, accelerator="cpu", devices=2, strategy="ddp_notebook",
-                enable_progress_bar=False)  # fmt: skip
-    assert list(model.history_.index) == [0, 1]
-    assert np.isfinite(model.history_[["train_loss", "validation_loss"]]).all().all()
+    before = _weights(model)
+    with pytest.raises(RuntimeError, match=rf"strategy='{strategy}' forks this process.*numba's OpenMP threads"):
+        model.train(max_epochs=1, batch_size=8, accelerator="cpu", devices=2, strategy=strategy,
+                    enable_progress_bar=False)  # fmt: skip
+    assert torch.equal(before, _weights(model)) and not model.is_trained_
 
 
 def test_backed_data_with_ddp_spawn_is_refused_before_any_work(tmp_path):

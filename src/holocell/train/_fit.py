@@ -25,7 +25,7 @@ from ..data.arrays import BackedMosaicArrays, MosaicArrays
 from ..nn import HoloCellModule
 from ._config import TrainingConfig
 from ._plan import HISTORY_KEY, MosaicDataModule, TrainingPlan, logged_rows, split_indices
-from ._processes import WeightEMA, allow_unused_parameters, check_spawned_data, history_handed_back
+from ._processes import WeightEMA, allow_unused_parameters, check_worker_processes, history_handed_back
 from ._resume import check_checkpoint_dir, check_epochs_left, check_same_model, read_checkpoint
 from ._rng import global_random_state_kept
 from ._run_marker import run_claimed
@@ -335,7 +335,7 @@ def fit(
                 **{**own, **trainer_kwargs},
             )
             history.default_root_dir, history.lead = trainer.default_root_dir, (loggers[0] if len(loggers) > 1 else None)
-            check_spawned_data(trainer, arrays, strategy)  # before any work
+            check_worker_processes(trainer, arrays, strategy)  # before any work
             allow_unused_parameters(trainer, arrays, module.modalities)  # a mosaic mini-batch may lack a modality
             # each device sees 1/world_size of the mini-batches (in memory: Lightning's sampler; streamed: ChunkedBatches)
             steps_per_device = max(1, -(-steps_per_epoch // trainer.world_size))

@@ -10,6 +10,8 @@ its ``callback_metrics``. So:
 
 - what the run holds must pickle: the weight average's update is an object (:class:`EMAUpdate`), not a closure;
 - data streamed from an open HDF5 file cannot be pickled: :func:`check_spawned_data` refuses them before any work;
+- GNU OpenMP does not survive a fork: once numba's OpenMP threads ran (UMAP), :func:`check_fork_safe` refuses a
+  forking launcher before any work (its workers hung);
 - the epoch history that rank 0's logger fills stays in the worker: :func:`history_handed_back` carries it back.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +121,34 @@ def check_spawned_data(trainer: pl.Trainer, arrays: MosaicArrays | BackedMosaicA
     )
 
 
+def check_worker_processes(trainer: pl.Trainer, arrays: MosaicArrays | BackedMosaicArrays, strategy) -> None:
+    """The checks, before any work, of the processes Lightning would start: :func:`check_spawned_data` and
+    :func:`check_fork_safe`."""
+    check_spawned_data(trainer, arrays, strategy)
+    check_fork_safe(trainer, strategy)
+
+
+def check_fork_safe(trainer: pl.Trainer, strategy) -> None:
+    """Refuse, before any work, to fork this process for training (``strategy="ddp_fork"`` / ``"ddp_notebook"``)
+    once numba has started its OpenMP threads here (scanpy's UMAP and neighbours do): GNU OpenMP is not fork-safe,
+    and the forked workers hung in their first parallel torch operation, without a message or an end."""
+    if not launches_processes(trainer) or not trainer.strategy.launcher.is_interactive_compatible:
+        return
+    numba = sys.modules.get("numba")
+    try:
+        layer = numba.threading_layer() if numba is not None else None
+    except ValueError:  # numba's threads have not started in this process
+        return
+    if layer == "omp" and numba.config.NUMBA_NUM_THREADS > 1:
+        raise RuntimeError(
+            f"strategy={strategy!r} forks this process, and this process has already run numba's OpenMP threads "
+            "(e.g. sc.pp.neighbors, sc.tl.umap): GNU OpenMP does not survive a fork, and the training processes would "
+            "hang. Train with strategy='ddp' from a script (fresh processes) or 'ddp_spawn' (not for backed data), "
+            "or train before the UMAP (in Jupyter: restart the kernel), or set the environment variable "
+            "NUMBA_THREADING_LAYER=workqueue before numba is imported."
+        )
+
+
 class HistoryHandBack(pl.Callback):
     """In a worker that Lightning started, local rank 0 writes the run's epoch rows (the training plan's
     ``history_rows``) to ``path`` when the fit ends, for the process that called ``train`` to read back.
@@ -169,6 +200,8 @@ __all__ = [
     "HistoryHandBack",
     "WeightEMA",
     "allow_unused_parameters",
+    "check_fork_safe",
     "check_spawned_data",
+    "check_worker_processes",
     "history_handed_back",
 ]
