@@ -28,14 +28,15 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests scripts benchmarks
 
-# one pytest process per core (pytest-xdist), each on one thread: tiny models are faster that way than on a
-# shared pool, and the suite fits CI's budget on 2 cores (TEST_WORKERS=0 runs it in one process); whole test files
+# one pytest process per core (pytest-xdist), each on one thread (torch's and numba's: numba's UMAP threads on top
+# of the other worker doubled the run time of the tutorials and the demo test): tiny models are faster that way
+# than on a shared pool, and the suite fits CI's budget on 2 cores (TEST_WORKERS=0 runs it in one process); whole test files
 # go to a worker in tests/conftest.py's order (the slow files first), so a file's module-scoped trained model is
 # built once
 TEST_WORKERS ?= auto
 test: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests scripts benchmarks
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} NUMBA_NUM_THREADS=$${NUMBA_NUM_THREADS:-1} $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Every benchmark script writes its own results/<name>.md|json (with date, commit, machine, command, settings);
 # summary.py then builds docs/benchmarks.md and the model card from those JSON files only.

@@ -203,29 +203,54 @@ def test_ddp_notebook_keeps_history(tmp_path):
     assert np.isfinite(history[["train_loss", "validation_loss"]]).all().all()
 
 
+# numba's OpenMP threads, then a forking strategy: in a fresh process with 2 numba threads (make test runs numba on
+# one thread, with which OpenMP starts no thread team)
+_FORK_AFTER_NUMBA = """
+import sys, warnings
+warnings.simplefilter("ignore")
+import numba
+import numpy as np
+import torch
+import holocell as hc
+
+
+@numba.njit(parallel=True)
+def total(x):
+    s = 0.0
+    for i in numba.prange(x.shape[0]):
+        s += x[i]
+    return s
+
+
+total(np.ones(1000))
+if numba.threading_layer() != "omp":
+    print("SKIP numba chose its", numba.threading_layer(), "threading layer, which survives a fork")
+    sys.exit(0)
+mdata = hc.data.simulate_multiome(48, n_genes=20, n_tfs=4, n_proteins=5, n_distal_peaks=3, peaks_per_gene=2,
+                                  n_batches=2, seed=0)[0]
+hc.HoloCell.setup_mudata(mdata, modalities={{"rna": "rna", "protein": "protein"}}, batch_key="batch")
+model = hc.HoloCell(mdata, **{tiny})
+before = torch.cat([p.detach().flatten() for p in model.module.parameters()]).clone()
+try:
+    model.train(max_epochs=1, batch_size=8, accelerator="cpu", devices=2, strategy=sys.argv[1], enable_progress_bar=False)
+except RuntimeError as err:
+    after = torch.cat([p.detach().flatten() for p in model.module.parameters()])
+    print("REFUSED", torch.equal(before, after) and not model.is_trained_, err)
+"""
+
+
 @pytest.mark.parametrize("strategy", ["ddp_notebook", "ddp_fork"])
-def test_a_fork_after_numbas_openmp_threads_is_refused_before_any_work(strategy):
+def test_a_fork_after_numbas_openmp_threads_is_refused_before_any_work(tmp_path, strategy):
     """scanpy's UMAP runs numba's OpenMP threads; the workers forked after it hung in their first torch operation."""
-    numba = pytest.importorskip("numba")
-    if numba.config.THREADING_LAYER not in ("default", "omp") or numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("numba does not run OpenMP threads here (its threading layer or thread count differs)")
-
-    @numba.njit(parallel=True)
-    def total(x):
-        s = 0.0
-        for i in numba.prange(x.shape[0]):
-            s += x[i]
-        return s
-
-    total(np.ones(1000))
-    if numba.threading_layer() != "omp":
-        pytest.skip(f"numba chose its {numba.threading_layer()!r} threading layer, which survives a fork")
-    model, _ = _model()
-    before = _weights(model)
-    with pytest.raises(RuntimeError, match=rf"strategy='{strategy}' forks this process.*numba's OpenMP threads"):
-        model.train(max_epochs=1, batch_size=8, accelerator="cpu", devices=2, strategy=strategy,
-                    enable_progress_bar=False)  # fmt: skip
-    assert torch.equal(before, _weights(model)) and not model.is_trained_
+    script = tmp_path / "fork.py"
+    script.write_text(textwrap.dedent(_FORK_AFTER_NUMBA.format(tiny=TINY)))
+    env = dict(os.environ, PYTHONPATH=str(Path(hc.__file__).parents[1]), OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="2")
+    res = subprocess.run([sys.executable, str(script), strategy], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    if res.stdout.startswith("SKIP"):
+        pytest.skip(res.stdout.strip())
+    assert res.stdout.startswith("REFUSED True"), res.stdout
+    assert f"strategy='{strategy}' forks this process" in res.stdout and "numba's OpenMP threads" in res.stdout
 
 
 def test_backed_data_with_ddp_spawn_is_refused_before_any_work(tmp_path):

@@ -17,6 +17,13 @@ import pytest
 
 import holocell as hc
 
+
+@pytest.fixture(autouse=True)
+def _no_figure_open():
+    """The tests below check that a plot leaves no figure open: start from none (earlier tests of the worker may
+    have left theirs)."""
+    plt.close("all")
+
 FEATURES = ["cd14", "cd4", "cd8", "cd19"]
 
 
