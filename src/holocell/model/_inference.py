@@ -313,7 +313,8 @@ class InferenceMixin:
         hidden), so generated and measured values can be compared. Cells measured in none of the source
         modalities have nothing to generate from: their rows of ``X`` are NaN and of ``layers["bins"]`` -1. For
         cells measured in the target only (e.g. protein-only cells of a mosaic when generating protein) that is
-        all; cells measured in neither also raise a :class:`~holocell.HoloCellWarning` giving their count.
+        all; cells measured in neither, or no cell with a source, raise a :class:`~holocell.HoloCellWarning`, and a
+        model whose only modality is ``target`` a ``ValueError``.
 
         Parameters
         ----------

@@ -66,8 +66,8 @@ def check_has_source(model, target: str, sources) -> None:
         raise ValueError(
             f"This model has only the {target} modality ({model.modalities_[target]!r}), so there is nothing to "
             f"generate {target} from: generate makes a modality from the cells' other ones. Train a model with a "
-            f"second modality (e.g. RNA with the {target}) to generate {target} from it; for this model's own "
-            "view of the cells use get_latent_representation or get_normalized_expression."
+            f"second modality (e.g. RNA with the {target}) to generate {target} from it; this model's own view of "
+            "the cells is get_latent_representation()."
         )
 
 
