@@ -19,7 +19,7 @@ from mudata import MuData
 from .._warnings import HoloCellWarning
 from ..vocab import load_gene_table, map_genes, map_proteins_to_genes, parse_peaks, read_tss_file
 from ..vocab._feature_space import gene_column_anchors
-from ..vocab._tables import _GENOME_ALIASES, GENOME_SPECIES
+from ..vocab._tables import GENOME_SPECIES, normalise_genome
 
 #: A cell name's last part after "-" (10x's "-1" GEM well, anndata's ``index_unique="-"``), which can differ per
 #: modality for the same cells.
@@ -44,8 +44,11 @@ def check_genome_species(genome, species: str) -> None:
     """``ValueError`` when ``genome`` is a shipped build of the other species than ``species``."""
     if not isinstance(genome, str):
         return
-    build = _GENOME_ALIASES.get(genome.strip().lower())
-    if build is not None and GENOME_SPECIES[build] != species:
+    try:
+        build = normalise_genome(genome)
+    except (ValueError, FileNotFoundError):  # a TSS file, or a name the model build refuses with its own message
+        return
+    if GENOME_SPECIES[build] != species:
         matching = [b for b, s in GENOME_SPECIES.items() if s == species]
         raise ValueError(
             f"genome={genome!r} is a {GENOME_SPECIES[build]} build, but species={species!r}: peaks would link to "
