@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter)
+        # no abbreviations: `--device` must not be read as `train --devices` (which then named an option not given)
+        return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter, allow_abbrev=False)
 
     demo = command("demo", "train on the bundled PBMC data, generate held-out protein, print scores")
     demo.add_argument("--out", type=_path, default="demo_output", help="output folder")

@@ -213,7 +213,7 @@ def run_pretrain(args) -> None:
     model = HoloCell(merged, **config.get("model", {}))
     print(model)
     train = config.get("train", {})  # its switch, under either name, beats --no-progress's default
-    default = {} if "progress_bar" in train else {"enable_progress_bar": not args.no_progress}
+    default = {} if "progress_bar" in train else {"enable_progress_bar": False if args.no_progress else None}
     model.train(**{**default, **train})
     if save_model_out(model, args.out, args.overwrite, archives=True):  # global rank 0 only (train.devices > 1)
         print(

@@ -84,7 +84,7 @@ def run_demo(
     *,
     max_epochs: int = 40,
     seed: int = 0,
-    enable_progress_bar: bool = True,
+    enable_progress_bar: bool | None = True,
     make_plot: bool = True,
     model_kwargs: dict | None = None,
     n_steps: int = 8,
@@ -98,7 +98,7 @@ def run_demo(
     those names that an earlier demo did not write (or that changed since), or a ``.holocell_demo.json`` that is not
     the demo's record (a link, the user's own file), is never replaced: ``FileExistsError`` before any work (and again before each write, for a file that appeared during training), as are a
     ``max_epochs`` or ``seed`` that training refuses (``ValueError`` / ``TypeError``, before the folder is
-    created). ``model_kwargs`` go to :class:`HoloCell` (default: its defaults, as ``holocell demo`` runs it; a smaller
+    created). ``seed`` starts the model's weights and seeds its training. ``model_kwargs`` go to :class:`HoloCell` (default: its defaults, as ``holocell demo`` runs it; a smaller
     model for quick checks); ``n_steps`` is the number of denoising steps of the iterative row (8, as the demo runs
     it; fewer for quick checks). Returns the results dictionary.
     """
@@ -113,7 +113,7 @@ def run_demo(
     HoloCell.setup_mudata(
         mdata, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch", species="human"
     )
-    model = HoloCell(mdata, **(model_kwargs or {}))
+    model = HoloCell(mdata, **{"seed": seed, **(model_kwargs or {})})  # the seed starts the weights as well
     t0 = time.perf_counter()
     model.train(max_epochs=max_epochs, seed=seed, enable_progress_bar=enable_progress_bar)
     train_s = time.perf_counter() - t0

@@ -69,7 +69,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from ._demo import run_demo
 
     # run_demo checks --max-epochs and --seed before creating the output folder; main() reports its refusals
-    run_demo(args.out, max_epochs=args.max_epochs, seed=args.seed, enable_progress_bar=not args.no_progress)
+    run_demo(args.out, max_epochs=args.max_epochs, seed=args.seed, enable_progress_bar=False if args.no_progress else None)
 
 
 def _check_model_out(
@@ -106,7 +106,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     HoloCell.setup_mudata(mdata, modalities=args.modalities, **_setup_kwargs(args))
     model = HoloCell(
         mdata, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, n_latents=args.n_latents,
-        n_latent=args.n_latent
+        n_latent=args.n_latent, seed=args.seed,  # --seed starts the weights as well as the run
     )
     model.train(
         max_epochs=args.max_epochs,
@@ -114,7 +114,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         accelerator=args.accelerator,
         devices=args.devices,
         seed=args.seed,
-        enable_progress_bar=not args.no_progress,
+        enable_progress_bar=False if args.no_progress else None,  # None: a bar on a terminal or in Jupyter only
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
     )

@@ -87,8 +87,11 @@ def make_loader(
     shuffle: bool = False,
     seed: int = 0,
     drop_last: bool = False,
+    keep_global_stream: bool = True,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over ``indices`` that slices sparse rows once per mini-batch.
+
+    ``keep_global_stream=False`` leaves torch's global random state alone (inference outside training).
 
     ``arrays`` may also be backed (:class:`~holocell.data._streaming.BackedMosaicArrays`): each
     mini-batch is then read from disk, which suits sequential passes (embedding, generation).
@@ -101,7 +104,10 @@ def make_loader(
     else:
         sampler = torch.utils.data.SequentialSampler(dataset)
     batches = torch.utils.data.BatchSampler(sampler, batch_size=batch_size, drop_last=drop_last)
-    return torch.utils.data.DataLoader(dataset, sampler=batches, batch_size=None)
+    # inference: a generator of its own, since iterating a loader draws its base seed from the global torch stream
+    # (the user's); training keeps drawing from the global stream, which train(seed=) seeds and restores
+    generator = None if keep_global_stream else torch.Generator()
+    return torch.utils.data.DataLoader(dataset, sampler=batches, batch_size=None, generator=generator)
 
 
 def collect_arrays(
@@ -193,7 +199,13 @@ def rows_or_empty(x: sp.csr_matrix, positions: np.ndarray) -> sp.csr_matrix:
 
 
 def feature_order(var_names, features: np.ndarray, mod_name: str) -> np.ndarray:
-    """Column of each of ``features`` in ``var_names``; a clear error when some are missing."""
+    """Column of each of ``features`` in ``var_names``; a clear error when some are missing or names repeat."""
+    if not var_names.is_unique:
+        repeated = var_names[var_names.duplicated()][:3].tolist()
+        raise ValueError(
+            f"Duplicated feature names in modality {mod_name!r} (e.g. {repeated}); make them unique with "
+            f"mdata.mod[{mod_name!r}].var_names_make_unique(), then mdata.update()."
+        )
     order = var_names.get_indexer(features)
     missing = order < 0
     if missing.any():

@@ -221,6 +221,12 @@ SCVI_SETUP_ARGUMENTS = {
 def check_trainer_kwargs(trainer_kwargs: Mapping) -> None:
     """Refuse the scvi-tools ``train()`` arguments that holocell does not take (:data:`SCVI_TRAIN_ARGUMENTS`):
     they reached Lightning's ``Trainer``, whose "unexpected keyword argument" named no holocell equivalent."""
+    if "device" in trainer_kwargs:  # the other methods' name: it reached Lightning after the data were read
+        raise TypeError(
+            f"train() got device={trainer_kwargs['device']!r}; training runs where Lightning puts it: pass "
+            "accelerator='cpu' or 'gpu' and devices= (a count, or indices such as [0] for 'cuda:0'). The other "
+            "methods (get_latent_representation, generate, ...) take device=."
+        )
     known = [k for k in trainer_kwargs if k in SCVI_TRAIN_ARGUMENTS]
     if not known:
         return

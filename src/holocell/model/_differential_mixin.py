@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from tqdm.auto import tqdm
 
+from .._settings import settings
 from ..data.arrays import BackedMosaicArrays, closes_backed_path
 from ..vocab import MODALITIES
 from ._args import check_count, check_device, check_flag, check_seed, check_weight
@@ -92,6 +94,7 @@ class DifferentialMixin:
         modality: str | Sequence[str] | None = None,
         seed: int = 0,
         device: str | torch.device | None = None,
+        progress_bar: bool | None = None,
     ) -> pd.DataFrame:
         """Differential expression between groups of cells, as scvi-tools' ``differential_expression``.
 
@@ -118,8 +121,13 @@ class DifferentialMixin:
             ``idx2`` by default every other cell).
         mode, delta, fdr_target
             As in scvi-tools (``delta``: the smallest absolute log2 fold change that counts as a change).
-        batch_size, device, silent
-            Cells per forward pass, device to run on, no progress bar.
+        batch_size, device
+            Cells per forward pass, device to run on (default: where the model is; the model moves there and
+            stays, as after ``model.module.to(device)``).
+        silent, progress_bar
+            ``silent=True`` (scvi-tools' name) hides the progress bar; ``progress_bar`` (the other holocell methods'
+            name) shows it or not (``None``: follow :data:`holocell.settings` ``.progress_bar``). With several
+            comparisons, one bar counts them.
         all_stats
             Add each group's raw count statistics over its cells with RNA (``raw_mean``,
             ``non_zeros_proportion``, ``raw_normalized_mean``: mean counts per 10k).
@@ -161,13 +169,16 @@ class DifferentialMixin:
             check_count(batch_size, "batch_size")
         if device is not None:
             check_device(device)
-        progress = False if silent else None  # None: holocell.settings.progress_bar
+        progress = False if silent else progress_bar  # None: holocell.settings.progress_bar
+        settings.show_progress(progress)  # a value such as "no" refused before any work
         mdata, arrays = self._arrays(adata, transform_batch)
         pairs = comparisons(mdata.obs, groupby, group1, group2, idx1, idx2)
         has_state = ~without_modalities(arrays.present, keep or list(self.modalities_))
         rng = np.random.default_rng(seed)
         tables = []
-        for name1, name2, mask1, mask2 in pairs:
+        several = len(pairs) > 1  # one bar over the comparisons, not two per comparison
+        bar = settings.show_progress(progress) if several else False
+        for name1, name2, mask1, mask2 in tqdm(pairs, desc="comparisons", disable=not bar):
             draws, raw = [], {}
             for k, mask in enumerate((mask1, mask2), start=1):
                 cells = np.flatnonzero(mask & has_state)
@@ -176,7 +187,8 @@ class DifferentialMixin:
                 chosen, per_cell = draw_plan(cells, n_samples_overall, rng)
                 sampling = (max(2, per_cell), False, int(rng.integers(2**31)))
                 size = self._inference_batch_size(batch_size, len(features) * sampling[0])
-                scales = self._scale_rows(arrays, chosen, keep, None, 1.0, sampling, size, device, progress)
+                scales = self._scale_rows(arrays, chosen, keep, None, 1.0, sampling, size, device,
+                                          False if several else progress)  # fmt: skip
                 draws.append(scales[:per_cell].reshape(-1, len(features)))
                 if all_stats:
                     raw.update(raw_statistics(*_rna_sums(arrays, np.flatnonzero(mask), len(features)), suffix=str(k)))

@@ -131,7 +131,8 @@ class ExpressionMixin:
             Compute ``z`` from this modality (or list) only, as :meth:`get_latent_representation`; default: every
             modality each cell has.
         device
-            Device to run on (default: where the model is).
+            Device to run on (default: where the model is; the model moves there and stays, as after
+            ``model.module.to(device)``).
         progress_bar
             Show a progress bar (``None``: follow :data:`holocell.settings` ``.progress_bar``).
 

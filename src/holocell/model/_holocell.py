@@ -46,7 +46,7 @@ from ._validate import (
     require_mudata,
     validate_setup,
 )
-from ._validate_obs import absent_modalities, batches_with_cells
+from ._validate_obs import absent_modalities, batches_with_cells, warn_unseen_batches
 
 
 class HoloCell(TrainingMixin, InferenceMixin, ExpressionMixin, DifferentialMixin, PerturbMixin, SaveLoadMixin,
@@ -381,12 +381,13 @@ class HoloCell(TrainingMixin, InferenceMixin, ExpressionMixin, DifferentialMixin
         return self.adata_manager.registry["setup_args"]
 
     def _arrays(
-        self, mdata: MuData | str | Path | None, transform_batch: str | None = None
+        self, mdata: MuData | str | Path | None, transform_batch: str | None = None, decodes: bool = True
     ) -> tuple[MuData, MosaicArrays | BackedMosaicArrays]:
         """Checked counts of ``mdata`` (default: the registered one) in the model's feature order.
 
         ``transform_batch`` gives every cell that batch's code (counterfactual batch). A backed
-        MuData (or a path to an ``.h5mu``, opened backed) is streamed from disk, not loaded.
+        MuData (or a path to an ``.h5mu``, opened backed) is streamed from disk, not loaded. New data are warned
+        about when they hold empty cells or (``decodes``: the caller reads the batch) batches not trained on.
         """
         mdata = read_backed(mdata) if isinstance(mdata, str | Path) else (self.adata if mdata is None else mdata)
         if mdata is self.adata and getattr(self, "_placeholder_data", False):
@@ -415,7 +416,8 @@ class HoloCell(TrainingMixin, InferenceMixin, ExpressionMixin, DifferentialMixin
         layers = {m: setup.get(f"{m}_layer") for m in self.modalities_}
         if mdata is self.adata:
             check_unchanged(mdata, setup["modalities"], self._fingerprint)
-        check_mudata(mdata, read, layers)
+        new_data = mdata is not self.adata
+        check_mudata(mdata, read, layers, warn_empty=new_data)
         arrays = mudata_arrays(
             mdata,
             self.modalities_,
@@ -427,6 +429,8 @@ class HoloCell(TrainingMixin, InferenceMixin, ExpressionMixin, DifferentialMixin
             species_key=setup.get("species_key"),
             transform_batch=transform_batch,
         )
+        if new_data and decodes and transform_batch is None:
+            warn_unseen_batches(mdata, batch_key, self.batch_categories_, arrays.batch)
         return mdata, arrays
 
     def _check_modalities(self, names: str | Sequence[str] | None) -> list[str] | None:

@@ -195,7 +195,7 @@ class InferenceMixin:
         self, arrays, indices, batch_size: int, device: torch.device, desc: str, progress_bar: bool | None
     ) -> Iterator[dict[str, torch.Tensor]]:
         """Mini-batches of ``arrays`` (cells ``indices``, in order) on ``device``, with a progress bar."""
-        loader = make_loader(arrays, indices, batch_size=batch_size)
+        loader = make_loader(arrays, indices, batch_size=batch_size, keep_global_stream=False)
         for batch in tqdm(loader, desc=desc, disable=not settings.show_progress(progress_bar)):
             yield {k: v.to(device) for k, v in batch.items()}
 
@@ -233,7 +233,7 @@ class InferenceMixin:
             Cells per forward pass; default: as many as keep one activation tensor near 64 MB
             (256 for a few hundred anchors, fewer for large ATAC feature sets).
         device
-            Device to run on (default: where the model is).
+            Device to run on (default: where the model is; the model moves there and stays).
         progress_bar
             Show a progress bar (``None``: follow :data:`holocell.settings` ``.progress_bar``).
         give_mean
@@ -270,7 +270,7 @@ class InferenceMixin:
         in none of the modalities read; with ``variance``, stacked on the posterior variances: ``(2, n, n_latent)``),
         the mask of those cells, and the modalities read."""
         keep = self._check_modalities(modality)
-        mdata, arrays = self._arrays(mdata)
+        mdata, arrays = self._arrays(mdata, decodes=self.config.batch_in_encoder)
         device = self._device(device)
         self.module.eval()
         idx = cell_indices(indices, arrays.n_cells)
@@ -339,13 +339,14 @@ class InferenceMixin:
         remasking
             ``"low_confidence"`` (commit the most confident predictions first) or ``"random"``.
         temperature
-            0 for the most likely values; > 0 samples bins and peaks during iterative denoising (needs
-            ``n_steps >= 1``: with ``n_steps=0`` nothing is sampled, so it is refused).
+            0 for the most likely values; > 0 samples the tokens during iterative denoising (``n_steps >= 1``):
+            the bins (``layers["bins"]``) and the peaks' open / closed state. ``X`` is not a draw but the value
+            head's estimate (the open probability for ATAC) given the committed tokens: it moves little.
         transform_batch
             Generate every cell as if it came from this training batch (e.g. one where the target
             modality was measured); default: each cell's own batch.
         batch_size, device, seed
-            Batching, device, random seed. With ``temperature > 0`` (or ``remasking="random"``) one random stream
+            Batching, device (the model moves there and stays), random seed. With ``temperature > 0`` (or ``remasking="random"``) one random stream
             runs through the mini-batches in order, so a cell's sample depends on the batching: on
             ``batch_size`` (whose default depends on the model's size) and on which cells are in the call, not
             on ``seed`` alone; the same call with the same ``seed`` gives the same samples. The deterministic

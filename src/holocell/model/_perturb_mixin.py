@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
+from .._settings import settings as holocell_settings
 from ..data.arrays import BackedMosaicArrays
 from ..nn import SlotEdit, perturb_staged, perturb_tokens
 from ..vocab import MODALITIES
@@ -234,7 +236,7 @@ class PerturbMixin:
             ``"knockout"`` or ``"overexpress"``.
         **kwargs
             Further arguments of :meth:`predict_perturbation` (``regenerate``, ``sources``, ``indices``,
-            ``n_steps``, ...).
+            ``n_steps``, ...). With several genes, ``progress_bar`` shows one bar over the genes.
 
         Yields
         ------
@@ -263,6 +265,9 @@ class PerturbMixin:
             quantile = kwargs["overexpress_quantile"]
             n_rna = int(arrays.present[:, MODALITIES.index("rna")].sum())
             block = max(1, _LEVEL_BLOCK_VALUES // max(n_rna, 1))
+        if len(genes) > 1:  # one bar over the genes, not one bar over the cells per gene
+            shown = holocell_settings.show_progress(kwargs.get("progress_bar"))
+            genes, kwargs["progress_bar"] = tqdm(genes, desc="perturbing genes", disable=not shown), False
         for i, gene in enumerate(genes):
             if block and i % block == 0:
                 overexpression_levels(arrays, gidx[i : i + block], quantile, totals)

@@ -18,6 +18,7 @@ from ..train import RowFreeze, RowFreezeCallback
 from ..vocab import FeatureSpace
 from ..vocab._feature_space import preferred_anchors
 from . import _checkpoint, _pretrained, _transfer
+from ._args import check_device
 from ._save_mixin import init_kwargs
 from ._validate import require_mudata
 from ._validate_obs import batches_with_cells
@@ -123,6 +124,7 @@ class TransferMixin:
             ``mdata`` is not a MuData (a path: read it with ``mudata.read_h5mu``; an AnnData: wrap it in one).
         """
         require_mudata(mdata, ", set it up with HoloCell.setup_mudata, then pass it")  # before the reference is read
+        device = None if device is None else check_device(device)  # before the query model is built
         if isinstance(reference, TransferMixin):
             state = {k: v.detach().cpu() for k, v in reference.module.state_dict().items()}
             model = cls._transferred(mdata, state, _checkpoint.model_config(reference), reference._peak_coordinates())

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from mudata import MuData
 from scvi.data import AnnDataManager
 
-from .._warnings import HoloCellWarning
+from .._warnings import HoloCellWarning, user_stacklevel
 from ..vocab import (
     MODALITIES,
     SPECIES,
@@ -23,7 +23,13 @@ from ..vocab import (
 )
 from ._counts import CHUNK_VALUES, check_counts
 from ._validate_links import check_pairing, check_vocabulary
-from ._validate_obs import check_batch_column, check_in_sync, check_modality_keys, check_not_view
+from ._validate_obs import (
+    check_batch_column,
+    check_in_sync,
+    check_modality_keys,
+    check_not_view,
+    warn_replaced_batch_column,
+)
 from ._validate_species import check_name_case, check_species_arguments, check_species_key
 
 _LAYER_SUFFIX = "_layer"
@@ -132,6 +138,7 @@ def validate_setup(
         check_counts(x, name, m)
         _warn_empty_cells(x, name)
     check_batch_column(mdata, batch_key)
+    warn_replaced_batch_column(mdata)
     check_vocabulary(mdata, modalities, genome, species, gene_id_type)
     check_pairing(mdata, modalities)
     if "rna" in modalities:
@@ -254,7 +261,7 @@ def _warn_empty_cells(x, name: str) -> None:
             "(holocell masks absent modalities); otherwise filter them, e.g. with "
             "scanpy.pp.filter_cells(adata, min_counts=1), then mdata.update().",
             HoloCellWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
 
 
@@ -343,16 +350,28 @@ def _read_call(path) -> str:
     return "mudata.read_h5mu(path)" if store is None else f"{store[1]} (it is {store[0]})"
 
 
-def check_mudata(mdata: MuData, modalities: Mapping[str, str], layers: Mapping[str, str | None]) -> None:
-    """Checks before reading ``mdata`` (registered or new): modalities in sync with the MuData, counts valid."""
+def check_mudata(
+    mdata: MuData, modalities: Mapping[str, str], layers: Mapping[str, str | None], *, warn_empty: bool = False
+) -> None:
+    """Checks before reading ``mdata`` (registered or new): modalities in sync with the MuData, unique cell and
+    feature names, counts valid; with ``warn_empty`` (new data, which setup did not check) the setup's warning
+    about cells without any count in a modality they are measured in."""
     require_mudata(mdata)
     for m, name in modalities.items():
         check_in_sync(mdata, name)
         adata = mdata.mod[name]
+        _check_unique(adata.obs_names, f"cell names in modality {name!r}", SAME_PREFIX_FIX)
+        _check_unique(
+            adata.var_names, f"feature names in modality {name!r}",
+            f"mdata.mod[{name!r}].var_names_make_unique(), then mdata.update()",
+        )
         layer = layers.get(m)
         if layer is not None and layer not in adata.layers:
             raise KeyError(
                 f"Layer {layer!r} not in mdata.mod[{name!r}].layers; the model was set up to read counts "
                 f"from it. Available: {list(adata.layers)}."
             )
-        check_counts(adata.X if layer is None else adata.layers[layer], name, m)
+        x = adata.X if layer is None else adata.layers[layer]
+        check_counts(x, name, m)
+        if warn_empty:
+            _warn_empty_cells(x, name)

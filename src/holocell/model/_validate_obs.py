@@ -5,7 +5,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -152,6 +152,58 @@ def absent_modalities(mdata: MuData, modalities: Mapping[str, str], expected: Co
     return have
 
 
+def warn_unseen_batches(
+    mdata: MuData, batch_key: str | None, categories: Sequence[str], codes: np.ndarray
+) -> None:
+    """:class:`HoloCellWarning` when cells of new data are in batches the model was not trained on.
+
+    Their ``codes`` are the "unseen batch" code (``len(categories)``): the count decoders and the denoiser read
+    that batch's embedding, so generated values differ from those of any training batch, and a misspelt batch
+    (another case, a trailing space, category codes instead of names) would change the results without a word.
+    The message names the batches, the training ones, spellings that meet a training batch, and the fixes.
+    """
+    unseen = codes == len(categories)
+    if batch_key is None or not unseen.any():
+        return
+    names = list(dict.fromkeys(map(str, mdata.obs[batch_key].to_numpy()[unseen])))
+    known = [str(c) for c in categories]
+    folded = {c.strip().casefold(): c for c in known}
+    near = {n: folded[n.strip().casefold()] for n in names if n.strip().casefold() in folded}
+    hint = ""
+    if near:
+        pairs = dict(list(near.items())[:3])
+        hint = (f" {list(pairs)} differ from the training batches {list(pairs.values())} only by case or spaces: "
+                f"rename them, e.g. mdata.obs[{batch_key!r}] = mdata.obs[{batch_key!r}].astype(str).replace({pairs}).")
+    elif all(n.isdigit() and int(n) < len(known) for n in names) and not any(c.isdigit() for c in known):
+        hint = (f" They look like the training batches' category codes (0 to {len(known) - 1}), not their names: "
+                f"put the names back, e.g. mdata.obs[{batch_key!r}] = pd.Categorical.from_codes("
+                f"mdata.obs[{batch_key!r}].astype(int), categories=model.batch_categories_).")
+    warnings.warn(
+        f"{int(unseen.sum())} of {len(codes)} cells are in batches the model was not trained on (mdata.obs"
+        f"[{batch_key!r}]: {names[:5]}); holocell decodes them with its 'unseen batch' embedding, so their generated "
+        f"values are not those of any training batch (the embedding itself does not read the batch). Training "
+        f"batches: {known[:8]}.{hint} To decode them as one training batch, pass transform_batch=<its name>; to "
+        f"learn the new batches, map the data with HoloCell.load_query_data(mdata, model) and train.",
+        HoloCellWarning,
+        stacklevel=user_stacklevel(),
+    )
+
+
+def warn_replaced_batch_column(mdata: MuData) -> None:
+    """:class:`HoloCellWarning` when ``mdata.obs`` holds a ``_scvi_batch`` column that no scvi-tools set-up of this
+    MuData wrote (no ``mdata.uns["_scvi_uuid"]``): registration replaces it with the batch codes."""
+    column = f"_scvi_{REGISTRY_KEYS.BATCH_KEY}"  # the column scvi-tools' MuDataCategoricalObsField writes
+    if column in mdata.obs and "_scvi_uuid" not in mdata.uns:
+        warnings.warn(
+            f"mdata.obs[{column!r}] exists, but no scvi-tools or holocell set-up of this MuData wrote it; "
+            f"setup_mudata replaces it with the batch codes it registers (scvi-tools keeps them in that column). If "
+            f"the column is yours, rename it and set up again: mdata.obs = mdata.obs.rename(columns={{{column!r}: "
+            f"'my_batch'}}).",
+            HoloCellWarning,
+            stacklevel=user_stacklevel(),
+        )
+
+
 def batches_with_cells(manager, mdata: MuData) -> list[str]:
     """The registered batch categories (of scvi-tools' ``manager``) that have cells in ``mdata``: a subset
     (``mdata[mask].copy()``) keeps pandas' unused categories, which would become batches nothing trains."""
@@ -161,4 +213,4 @@ def batches_with_cells(manager, mdata: MuData) -> list[str]:
     return [str(c) for c in mapping if present is None or str(c) in present]
 
 
-__all__ = ["absent_modalities", "batches_with_cells", "check_batch_column", "check_in_sync", "check_modality_keys", "check_not_view", "check_not_view_output"]
+__all__ = ["absent_modalities", "batches_with_cells", "check_batch_column", "check_in_sync", "check_modality_keys", "check_not_view", "check_not_view_output", "warn_replaced_batch_column", "warn_unseen_batches"]

@@ -171,7 +171,7 @@ def fate_shift(
         batch_size=batch_size,
         device=device,
         seed=seed,
-        progress_bar=False,
+        progress_bar=progress_bar,  # one bar over the genes
     )
     for gene, res in perturbations:
         cells = src[res.applied[src]]  # every one: src holds cells with RNA

@@ -10,6 +10,7 @@ never replaced: the call stops with a ``ValueError`` before anything is computed
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
@@ -164,7 +165,11 @@ def working_copy(mdata: MuData, copy: bool) -> MuData:
             "into memory first (mudata.read_h5mu(path)), or call without copy=True: the results are then added to "
             "this object in memory, and the file on disk is not changed."
         )
-    return mdata.copy()
+    state = random.getstate()  # MuData.copy draws from Python's global random module (a temporary name)
+    try:
+        return mdata.copy()
+    finally:
+        random.setstate(state)
 
 
 __all__ = ["FATE_COLUMNS", "GRN_COLUMNS", "GRN_MARK", "RECORDS", "RECORD_PARAMS", "RECORD_TABLES", "SUMMARY_COLUMNS", "check_key_added", "check_mudata", "check_outputs", "missing_column_message", "working_copy", "written_by"]
