@@ -3,13 +3,13 @@
 Each mixin is one job in one file: ``train`` in :mod:`._training_mixin` (the Lightning run itself is
 :func:`holocell.train.fit`), embedding and generation in :mod:`._inference`, in-silico perturbation in
 :mod:`._perturb_mixin`, save / load in :mod:`._save_mixin`, pretrained models, transfer and freezing in
-:mod:`._transfer_mixin`. Reading a MuData goes through :mod:`holocell.data.arrays`.
+:mod:`._transfer_mixin`. Reading a MuData (checked, in the model's feature order) is :mod:`._data_mixin`, through
+:mod:`holocell.data.arrays`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import anndata as ad
@@ -21,35 +21,33 @@ from scvi.data import AnnDataManagerValidationCheck
 from scvi.data.fields import MuDataCategoricalObsField
 from scvi.model.base import BaseModelClass
 
-from ..data.arrays import BackedMosaicArrays, MosaicArrays, mudata_arrays, read_backed, species_codes
+from ..data.arrays import species_codes
 from ..nn import HoloCellModule, NetworkConfig, ObjectiveConfig
 from ..priors import check_prior_names
 from ..train import TrainingConfig
 from ..vocab import FeatureSpace
 from ._arguments import check_arguments, check_setup_kwargs, check_training
 from ._build import cell_state_settings, feature_space_for, prior_inputs, restore_reports
+from ._data_mixin import DataMixin
 from ._differential_mixin import DifferentialMixin
 from ._expression import ExpressionMixin
 from ._inference import InferenceMixin
-from ._obs_copy import obs_copy_fix
 from ._perturb_mixin import PerturbMixin
 from ._save_mixin import SaveLoadMixin
 from ._training_mixin import TrainingMixin
 from ._transfer import kept_modalities
 from ._transfer_mixin import TransferMixin
 from ._validate import (
-    check_mudata,
-    check_unchanged,
     data_fingerprint,
     data_manager,
     normalise_modalities,
     require_mudata,
     validate_setup,
 )
-from ._validate_obs import absent_modalities, batches_with_cells, warn_unseen_batches
+from ._validate_obs import batches_with_cells
 
 
-class HoloCell(TrainingMixin, InferenceMixin, ExpressionMixin, DifferentialMixin, PerturbMixin, SaveLoadMixin,
+class HoloCell(DataMixin, TrainingMixin, InferenceMixin, ExpressionMixin, DifferentialMixin, PerturbMixin, SaveLoadMixin,
                TransferMixin, BaseModelClass):  # fmt: skip
     """Generative multi-omics transformer over gene-anchored tokens (RNA, ATAC, protein).
 
@@ -374,75 +372,6 @@ class HoloCell(TrainingMixin, InferenceMixin, ExpressionMixin, DifferentialMixin
         )
         manager.register_fields(mdata, **kwargs)
         cls.register_manager(manager)
-
-    # ------------------------------------------------------------------------------ data
-    @property
-    def _setup_args(self) -> dict:
-        return self.adata_manager.registry["setup_args"]
-
-    def _arrays(
-        self, mdata: MuData | str | Path | None, transform_batch: str | None = None, decodes: bool = True
-    ) -> tuple[MuData, MosaicArrays | BackedMosaicArrays]:
-        """Checked counts of ``mdata`` (default: the registered one) in the model's feature order.
-
-        ``transform_batch`` gives every cell that batch's code (counterfactual batch). A backed
-        MuData (or a path to an ``.h5mu``, opened backed) is streamed from disk, not loaded. New data are warned
-        about when they hold empty cells or (``decodes``: the caller reads the batch) batches not trained on.
-        """
-        mdata = read_backed(mdata) if isinstance(mdata, str | Path) else (self.adata if mdata is None else mdata)
-        if mdata is self.adata and getattr(self, "_placeholder_data", False):
-            raise ValueError(
-                "This model was loaded without data (load_pretrained(name) holds one empty placeholder cell per "
-                "batch): pass your cells, mdata=..., or load it onto them with HoloCell.load_pretrained(name, mdata) "
-                "to train."
-            )
-        setup = self._setup_args
-        require_mudata(mdata, f", naming each modality as the model was set up: {self.modalities_}")
-        batch_key = setup.get("batch_key")
-        if batch_key is not None and transform_batch is None and batch_key not in mdata.obs:
-            raise KeyError(
-                f"mdata.obs has no column {batch_key!r}, the batch_key the model was set up with. "
-                f"{obs_copy_fix(mdata, batch_key) or 'Add it'} (a batch not seen in training is read as a new batch; "
-                f"training batches: {list(self.batch_categories_)[:5]}). generate also takes transform_batch=."
-            )
-        species_key = setup.get("species_key")
-        if species_key is not None and species_key not in mdata.obs:
-            raise KeyError(
-                f"mdata.obs has no column {species_key!r}, the species_key the model was set up with. "
-                f"{obs_copy_fix(mdata, species_key) or 'Add it'} (each cell's 'human' or 'mouse')."
-            )
-        # the model's modalities mdata has; others: no cell (no warning for those kept from a reference)
-        read = absent_modalities(mdata, self.modalities_, set(self.modalities_) - set(setup["modalities"]))
-        layers = {m: setup.get(f"{m}_layer") for m in self.modalities_}
-        if mdata is self.adata:
-            check_unchanged(mdata, setup["modalities"], self._fingerprint)
-        new_data = mdata is not self.adata
-        check_mudata(mdata, read, layers, warn_empty=new_data)
-        arrays = mudata_arrays(
-            mdata,
-            self.modalities_,
-            layers,
-            {m: self.feature_space.maps[m].features for m in self.modalities_},
-            batch_key=batch_key,
-            batch_categories=self.batch_categories_,
-            species=setup.get("species", "human"),
-            species_key=setup.get("species_key"),
-            transform_batch=transform_batch,
-        )
-        if new_data and decodes and transform_batch is None:
-            warn_unseen_batches(mdata, batch_key, self.batch_categories_, arrays.batch)
-        return mdata, arrays
-
-    def _check_modalities(self, names: str | Sequence[str] | None) -> list[str] | None:
-        if names is None:
-            return None
-        names = [names] if isinstance(names, str) else list(names)
-        if not names:
-            raise ValueError(f"An empty list names no modality; pass None for all of {list(self.modalities_)}.")
-        bad = [m for m in names if m not in self.modalities_]
-        if bad:
-            raise ValueError(f"Unknown modality {bad}; this model has {list(self.modalities_)}.")
-        return names
 
 
 __all__ = ["HoloCell"]

@@ -19,8 +19,8 @@ from mudata import MuData
 
 from ..data._stores import zarr_store
 from ..model._args import check_key_added
-from ..model._inference import check_obsm_free
 from ..model._obs_copy import obs_copy_fix
+from ..model._outputs import check_obsm_free
 
 #: columns of ``tl.perturb``'s summary table, of ``tl.fate_shift``'s ranking and of ``tl.grn``'s edge table
 SUMMARY_COLUMNS = ("modality", "feature", "mean_shift", "abs_mean_shift", "frac_up", "edited", "rank")

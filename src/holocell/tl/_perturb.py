@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..model._args import check_count, check_seed
-from ..model._inference import add_output_modalities, forget_axes, generated_var, is_presence_mask
+from ..model._outputs import add_output_modalities, forget_axes, generated_var, is_presence_mask
 from ..model._validate_obs import check_not_view_output
 from ._compat import legacy_positional
 from ._keys import SUMMARY_COLUMNS, check_key_added, check_mudata, check_outputs, working_copy, written_by
