@@ -66,5 +66,12 @@ def test_one_species_and_argument_errors(pbmc):
     assert "holocell_measured" not in merged["rna"].varm  # both measured every gene: nothing to mask
     with pytest.raises(KeyError, match=r"species has no entry for data set\(s\) \['b'\]"):
         hc.data.merge_datasets({"a": human, "b": human}, species={"a": "human"})
-    with pytest.raises(KeyError, match="obs has no column 'nope'"):
+    with pytest.raises(KeyError, match="obs has no column 'nope' to copy .* in any data set"):
         hc.data.merge_datasets({"a": human}, obs_columns=["nope"])
+    # docs/own_data.md: a labelled reference beside cells without the column, whose labels are then missing
+    unlabelled = human.copy()
+    del unlabelled.obs["celltype"]
+    merged = hc.data.merge_datasets({"ref": human, "mine": unlabelled}, obs_columns=["celltype"])
+    labels = merged.obs["celltype"]
+    assert labels[merged.obs["source"] == "mine"].isna().all()
+    assert (labels[merged.obs["source"] == "ref"].to_numpy() == human.obs["celltype"].to_numpy()).all()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import holocell as hc
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -35,3 +37,24 @@ def test_the_readme_code_block_runs(tmp_path, monkeypatch):
     mdata = namespace["mdata"]
     assert {"adt_generated", "holocell_grn", "holocell_fate_shift"} <= set(mdata.mod) | set(mdata.uns)
     assert mdata.obsm["X_holocell"].shape[0] == mdata.n_obs
+
+
+#: the second block (scoring generation on held-out cells) at test size
+SHRINK_SCORING = {
+    "scored = hc.HoloCell(train)": "scored = hc.HoloCell(train, d_model=32, n_layers=1, n_latents=8)",
+    "scored.train(max_epochs=40)": "scored.train(max_epochs=2, enable_progress_bar=False)",
+}
+
+
+def test_the_readme_scores_generation_on_cells_the_model_never_saw(tmp_path, monkeypatch):
+    block = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[1]
+    for old, new in SHRINK_SCORING.items():
+        assert old in block, f"the README no longer holds {old!r}: update SHRINK_SCORING"
+        block = block.replace(old, new)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"hc": hc}  # imported by the first block, which a reader has run
+    exec(compile(block, str(README), "exec"), namespace)
+    train, truth = namespace["train"], namespace["truth"]
+    hidden = truth.obs_names
+    assert not set(hidden) & set(train["adt"].obs_names)  # the model never saw the values it is scored against
+    assert set(hidden) <= set(train["adt_generated"].obs_names)

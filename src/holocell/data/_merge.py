@@ -147,7 +147,8 @@ def merge_datasets(
         ``"human"`` or ``"mouse"``, for all data sets or per data set name (the species of the cells and of the
         feature names). ATAC may come from human data sets only when the species differ.
     obs_columns
-        Columns of each data set's global ``obs`` (e.g. ``"celltype"``) copied to the result's ``obs``.
+        Columns of the data sets' global ``obs`` (e.g. ``"celltype"``) copied to the result's ``obs``; the cells of a
+        data set without the column get missing values (e.g. the cells to label beside a labelled reference).
 
     Returns
     -------
@@ -160,7 +161,7 @@ def merge_datasets(
     ------
     KeyError
         A data set has none of the modalities to merge, or no data set has one named in ``modalities``; a
-        ``species`` mapping or an ``obs_columns`` column misses a data set.
+        ``species`` mapping misses a data set, or no data set has an ``obs_columns`` column.
     ValueError
         ``modalities`` has a key other than ``"rna"``, ``"atac"``, ``"protein"``; ``batch_key`` is NaN for some cells;
         a data set that is not human brings ATAC to a merge of several species.
@@ -183,12 +184,11 @@ def merge_datasets(
     ]
     merged = merge_for_pretraining(inputs, species=next(iter(of.values()), "human"))
     for column in obs_columns:
-        values = []
-        for name, d in datasets.items():
-            obs = d.obs if column in d.obs else None
-            if obs is None:
-                raise KeyError(f"{name}: obs has no column {column!r} to copy (obs_columns).")
-            values.append(pd.Series(obs[column].to_numpy(), index=[f"{name}:{c}" for c in obs.index]))
+        have = {name: d.obs for name, d in datasets.items() if column in d.obs}
+        if not have:
+            raise KeyError(f"obs has no column {column!r} to copy (obs_columns) in any data set ({list(datasets)}).")
+        # a data set without it (the cells to label beside a labelled reference) gets missing values
+        values = [pd.Series(obs[column].to_numpy(), index=[f"{name}:{c}" for c in obs.index]) for name, obs in have.items()]
         merged.obs[column] = pd.concat(values).reindex(merged.obs_names).to_numpy()
     return merged
 
