@@ -98,9 +98,10 @@ def run_demo(
     those names that an earlier demo did not write (or that changed since), or a ``.holocell_demo.json`` that is not
     the demo's record (a link, the user's own file), is never replaced: ``FileExistsError`` before any work (and again before each write, for a file that appeared during training), as are a
     ``max_epochs`` or ``seed`` that training refuses (``ValueError`` / ``TypeError``, before the folder is
-    created). ``seed`` starts the model's weights and seeds its training. ``model_kwargs`` go to :class:`HoloCell` (default: its defaults, as ``holocell demo`` runs it; a smaller
-    model for quick checks); ``n_steps`` is the number of denoising steps of the iterative row (8, as the demo runs
-    it; fewer for quick checks). Returns the results dictionary.
+    created). ``seed`` starts the model's weights and seeds its training. ``model_kwargs`` go to :class:`HoloCell`
+    (default: its defaults, as ``holocell demo`` runs it; a smaller model for quick checks); ``n_steps`` is the
+    number of denoising steps of the iterative row (8, as the demo runs it; fewer for quick checks). Returns the
+    results dictionary.
     """
     out_dir = Path(out_dir).expanduser()  # "~/demo": the home folder, not a folder named "~"
     check_train_call(max_epochs, 32, 0.1, 20, None, seed)  # before the output folder is created

@@ -69,7 +69,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from ._demo import run_demo
 
     # run_demo checks --max-epochs and --seed before creating the output folder; main() reports its refusals
-    run_demo(args.out, max_epochs=args.max_epochs, seed=args.seed, enable_progress_bar=False if args.no_progress else None)
+    progress = False if args.no_progress else None  # None: a bar on a terminal or in Jupyter only
+    run_demo(args.out, max_epochs=args.max_epochs, seed=args.seed, enable_progress_bar=progress)
 
 
 def _check_model_out(

@@ -251,11 +251,12 @@ class InferenceMixin:
             Generate every cell as if it came from this training batch (e.g. one where the target
             modality was measured); default: each cell's own batch.
         batch_size, device, seed
-            Batching, device (the model moves there and stays), random seed. With ``temperature > 0`` (or ``remasking="random"``) one random stream
-            runs through the mini-batches in order, so a cell's sample depends on the batching: on
-            ``batch_size`` (whose default depends on the model's size) and on which cells are in the call, not
-            on ``seed`` alone; the same call with the same ``seed`` gives the same samples. The deterministic
-            settings (``temperature=0`` with ``remasking="low_confidence"``, the default) do not depend on it.
+            Batching, device (the model moves there and stays), random seed. With ``temperature > 0`` (or
+            ``remasking="random"``) one random stream runs through the mini-batches in order, so a cell's sample
+            depends on the batching: on ``batch_size`` (whose default depends on the model's size) and on which cells
+            are in the call, not on ``seed`` alone; the same call with the same ``seed`` gives the same samples. The
+            deterministic settings (``temperature=0`` with ``remasking="low_confidence"``, the default) do not depend
+            on it.
         progress_bar
             Show a progress bar (``None``: follow :data:`holocell.settings` ``.progress_bar``).
         overwrite
