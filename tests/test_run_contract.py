@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 import torch
 
 import holocell as hc
 from holocell.cli import main
+from holocell.nn import RowNoise
 
 MODS = {"rna": "rna", "protein": "adt"}
 SMALL = ["--d-model", "32", "--n-layers", "1", "--n-heads", "2", "--n-latents", "8"]
@@ -82,3 +84,19 @@ def test_the_command_lines_seed_starts_the_weights_and_the_bar_follows_the_setti
     assert "%|" not in capsys.readouterr().err  # not a terminal: no bar (it was forced on, into log files)
     config = json.loads((model_dir / "config.json").read_text())
     assert config["init_params"]["seed"] == 3, config["init_params"]
+
+
+def test_a_cells_sample_follows_its_row_not_its_batch(trained_pbmc):
+    mdata, model = trained_pbmc
+    runs = {
+        (size, seed): model.generate(mdata.copy(), target="protein", n_steps=2, temperature=1.0, batch_size=size,
+                                     seed=seed, progress_bar=False).layers["bins"]  # fmt: skip
+        for size, seed in ((7, 3), (256, 3), (256, 4))
+    }
+    measured = runs[256, 3] >= 0
+    assert np.array_equal(runs[7, 3], runs[256, 3])  # one stream per cell: the batch size does not matter
+    assert (runs[256, 4] != runs[256, 3])[measured].mean() > 0.5  # another seed, other draws
+
+    whole = RowNoise(3, range(5)).rand((5, 4))
+    assert torch.equal(RowNoise(3, [2, 3]).rand((2, 4)), whole[2:4])  # a row's stream, whatever its batch
+    assert not torch.equal(RowNoise(4, range(5)).rand((5, 4)), whole)

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from .._settings import settings
 from .._warnings import HoloCellWarning, user_stacklevel
 from ..data.arrays import closes_backed_path, make_loader
+from ..nn import RowNoise
 from ._args import cell_indices, check_count, check_device, check_key_added, check_seed, check_temperature
 from ._latent import (  # noqa: F401  (tl imports modality_names from here)
     all_sources_missing_message,
@@ -252,11 +253,9 @@ class InferenceMixin:
             modality was measured); default: each cell's own batch.
         batch_size, device, seed
             Batching, device (the model moves there and stays), random seed. With ``temperature > 0`` (or
-            ``remasking="random"``) one random stream runs through the mini-batches in order, so a cell's sample
-            depends on the batching: on ``batch_size`` (whose default depends on the model's size) and on which cells
-            are in the call, not on ``seed`` alone; the same call with the same ``seed`` gives the same samples. The
-            deterministic settings (``temperature=0`` with ``remasking="low_confidence"``, the default) do not depend
-            on it.
+            ``remasking="random"``) each cell draws from a stream of its own, seeded by ``seed`` and its row in
+            ``mdata``, so its sample does not depend on ``batch_size`` or on the other cells in its batch; the same
+            ``seed`` gives the same samples on one device. The default settings draw nothing.
         progress_bar
             Show a progress bar (``None``: follow :data:`holocell.settings` ``.progress_bar``).
         overwrite
@@ -307,17 +306,17 @@ class InferenceMixin:
             warnings.warn(one_feature_message(self, target), HoloCellWarning, stacklevel=4)
         device = self._device(device)
         self.module.eval()
-        generator = torch.Generator(device=device).manual_seed(seed)
         # outputs are filled in place, batch by batch: no second copy of a (cells, features) matrix
         values = np.zeros((arrays.n_cells, n_features), dtype=np.float32)
         bins = np.zeros((arrays.n_cells, n_features), dtype=np.int16) if target != "atac" else None
         size = self._inference_batch_size(batch_size, n_features if target == "atac" else 0)
         start = 0
         for batch in self._batches(arrays, None, size, device, f"generating {target}", progress_bar):
-            res = self.module.generate(
-                batch, target, sources, n_steps=int(n_steps), remasking=remasking, temperature=temperature, generator=generator
-            )
             stop = start + len(batch["present"])
+            noise = RowNoise(seed, range(start, stop), device)  # a stream per cell: its row, not its batch
+            res = self.module.generate(
+                batch, target, sources, n_steps=int(n_steps), remasking=remasking, temperature=temperature, generator=noise
+            )
             if target == "atac":
                 values[start:stop] = res.values.float().cpu().numpy()
             else:

@@ -10,6 +10,7 @@ from ._diffusion import (
     sample_times,
 )
 from ._module import HoloCellModule
+from ._noise import RowNoise
 from ._perturb import PerturbedBatch, SlotEdit, apply_edits, perturb_staged, perturb_tokens
 from ._sampler import Generated, Sampled, sample
 from ._sampler import generate_modality as generate_modality  # deprecated, not in __all__
@@ -24,6 +25,7 @@ __all__ = [
     "NoisedTokens",
     "ObjectiveConfig",
     "PerturbedBatch",
+    "RowNoise",
     "Sampled",
     "SlotEdit",
     "add_noise",

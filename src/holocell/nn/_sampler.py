@@ -26,6 +26,7 @@ import torch
 
 from ..tokenize import Tokens
 from ..vocab import MODALITIES
+from ._noise import RowNoise, uniform
 from .transformer import HoloCellNetwork
 
 
@@ -75,7 +76,7 @@ def sample(
     n_steps: int = 8,
     remasking: Literal["low_confidence", "random"] = "low_confidence",
     temperature: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RowNoise | None = None,
     z: torch.Tensor | None = None,
 ) -> Sampled:
     """Generate the ``targets`` slots of every cell in ``tokens`` around the visible ones.
@@ -99,7 +100,9 @@ def sample(
         0 takes the most likely bin (and thresholds peaks at 0.5); > 0 samples bins from the
         tempered distribution (and peaks from their Bernoulli) when they are committed.
     generator
-        Random generator for sampling and random remasking.
+        Random numbers for sampling and random remasking: a generator (one stream through the batch), a
+        :class:`~holocell.nn._noise.RowNoise` (one stream per cell, so that a cell's draws do not depend on the
+        other cells of its batch), or ``None`` (torch's global stream).
     z
         ``(B, n_latent)`` cell state the denoiser is conditioned on at every step (models with a cell state);
         default: the posterior mean of the tokens visible at that step.
@@ -196,12 +199,13 @@ def _commit_slots(
     logits = out[f"{m}_logits"]  # (B, n_masked, nb)
     confidence = torch.softmax(logits, dim=-1).max(-1).values
     if remasking == "random":
-        confidence = torch.rand(confidence.shape, generator=generator, device=logits.device)
+        confidence = uniform(generator, confidence.shape, logits.device)
     top = confidence.topk(n_commit, dim=1).indices  # (B, n_commit) positions in `pending`
     committed = pending.gather(1, top)
-    if temperature > 0:
-        flat = torch.softmax(logits / temperature, dim=-1).reshape(-1, logits.shape[-1])
-        bins = torch.multinomial(flat, 1, generator=generator).view(B, -1)
+    if temperature > 0:  # inverse CDF of the tempered bins, one uniform number per slot
+        cdf = torch.softmax(logits / temperature, dim=-1).cumsum(-1)
+        u = uniform(generator, (*cdf.shape[:-1], 1), logits.device)
+        bins = (cdf < u).sum(-1).clamp(max=logits.shape[-1] - 1)
     else:
         bins = logits.argmax(-1)
     value = out[f"{m}_value"].gather(1, top)
@@ -219,12 +223,12 @@ def _commit_peaks(
     p = torch.sigmoid(network.decode(state, latents, token_emb, ["atac"], z=z)["atac_logits"])  # (B, P)
     confidence = _anchor_mean(network, torch.maximum(p, 1 - p))[:, slots]
     if remasking == "random":
-        confidence = torch.rand(confidence.shape, generator=generator, device=p.device)
+        confidence = uniform(generator, confidence.shape, p.device)
     top = confidence.masked_fill(~masked, -1.0).topk(n_commit, dim=1).indices  # all still masked
     committed = slots[top]
     chosen = torch.zeros_like(state.mask[m]).scatter_(1, committed, True)
     peaks_chosen = chosen[:, network.peak_anchor]  # (B, P)
-    draw = torch.bernoulli(p, generator=generator) if temperature > 0 else (p > 0.5).float()
+    draw = (uniform(generator, p.shape, p.device) < p).float() if temperature > 0 else (p > 0.5).float()
     state.peaks = torch.where(peaks_chosen, draw, state.peaks)
     values[m] = torch.where(peaks_chosen, p, values[m])
     state.mask[m] = state.mask[m].scatter(1, committed, False)
