@@ -101,7 +101,7 @@ def sample(
         tempered distribution (and peaks from their Bernoulli) when they are committed.
     generator
         Random numbers for sampling and random remasking: a generator (one stream through the batch), a
-        :class:`~holocell.nn._noise.RowNoise` (one stream per cell, so that a cell's draws do not depend on the
+        :class:`~holocell.nn.RowNoise` (one stream per cell, so that a cell's draws do not depend on the
         other cells of its batch), or ``None`` (torch's global stream).
     z
         ``(B, n_latent)`` cell state the denoiser is conditioned on at every step (models with a cell state);
