@@ -93,3 +93,40 @@ def test_setup_names_a_scvi_batch_column_it_replaces(pbmc):
         hc.HoloCell.setup_mudata(pbmc, modalities=MODS, batch_key="batch")
     # its own column, on a second set-up of the same data: nothing to say
     _no_holocell_warning(lambda: hc.HoloCell.setup_mudata(pbmc, modalities=MODS, batch_key="batch"))
+
+
+# ------------------------------------------------------------------ perturbations that change nothing
+def _silent_gene(mdata, cells):
+    """A gene of the model with no count in any of ``cells`` (RNA cell names), and one with counts in all of them."""
+    rna = mdata["rna"][cells]
+    counts = np.asarray((rna.X > 0).sum(0)).ravel()
+    return rna.var_names[counts == 0][0], rna.var_names[np.argmax(counts)]
+
+
+def test_a_perturbation_that_changes_nothing_says_so(trained_pbmc):
+    mdata, model = trained_pbmc
+    b_cells = mdata.obs_names[(mdata.obs["celltype"] == "B").to_numpy() & (np.asarray(mdata.obsmap["rna"]) > 0)][:20]
+    silent, expressed = _silent_gene(mdata, b_cells)
+    rows = np.flatnonzero(mdata.obs_names.isin(b_cells))
+    with pytest.warns(HoloCellWarning, match=r"knockout of \[.*\] changed nothing in the 20 cells"):
+        result = model.predict_perturbation(mdata, genes=[silent], indices=rows, n_steps=1, progress_bar=False)
+    assert result.changed_nothing
+    moved = _no_holocell_warning(lambda: model.predict_perturbation(
+        mdata, genes=[expressed], indices=rows, n_steps=1, progress_bar=False))  # fmt: skip
+    assert not moved.changed_nothing
+
+
+def test_fate_shift_ranks_genes_that_moved_no_cell_last_and_warns_about_a_long_run(trained_pbmc):
+    mdata, model = trained_pbmc
+    b_cells = mdata.obs_names[(mdata.obs["celltype"] == "B").to_numpy() & (np.asarray(mdata.obsmap["rna"]) > 0)]
+    silent, expressed = _silent_gene(mdata, b_cells)
+    with pytest.warns(HoloCellWarning, match=r"1 of 2 candidate genes moved none of the"):
+        out = hc.tl.fate_shift(mdata, model, groupby="celltype", source="B", target="CD4 T", mode="knockout",
+                               genes=[silent, expressed], n_steps=1, copy=True, progress_bar=False)  # fmt: skip
+    ranking = out.uns["holocell_fate_shift"]["ranking"]
+    assert list(ranking["gene"]) == [expressed, silent] and ranking["score"].iloc[-1] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HoloCellWarning)  # the warning comes before any regeneration
+        with pytest.raises(HoloCellWarning, match="201 genes"):
+            hc.tl.fate_shift(mdata, model, groupby="celltype", source="B", target="CD4 T",
+                             genes=list(mdata["rna"].var_names[:201]), copy=True)  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -13,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._settings import settings as holocell_settings
+from .._warnings import HoloCellWarning, user_stacklevel
 from ..data.arrays import BackedMosaicArrays
 from ..nn import SlotEdit, perturb_staged, perturb_tokens
 from ..vocab import MODALITIES
@@ -61,6 +63,15 @@ class PerturbationResult:
     def shift(self, modality: str) -> np.ndarray:
         """``perturbed - control`` of ``modality``."""
         return self.perturbed[modality] - self.control[modality]
+
+    @property
+    def changed_nothing(self) -> bool:
+        """Whether the edit moved no value and no embedding of any cell it applies to (e.g. a knockout of a gene none
+        of them expresses): its shifts are exactly 0."""
+        rows = self.applied
+        moved = [np.abs(self.embedding_perturbed[rows] - self.embedding_control[rows])]
+        moved += [np.abs(self.shift(m)[rows]) for m in self.control]
+        return not any(np.nan_to_num(x).any() for x in moved)
 
 
 class PerturbMixin:
@@ -215,7 +226,18 @@ class PerturbMixin:
             genes, cres, mode, regenerate, sources, overexpress_quantile, flow, n_steps, batch_size, seed
         )
         mdata, arrays = self._arrays(mdata)
-        return self._perturb_arrays(arrays, indices=indices, device=device, progress_bar=progress_bar, **settings)
+        result = self._perturb_arrays(arrays, indices=indices, device=device, progress_bar=progress_bar, **settings)
+        if result.changed_nothing:
+            edited = [name for names in result.edited.values() for name in names]
+            warnings.warn(
+                f"The {mode} of {edited[:5]} changed nothing in the {int(result.applied.sum())} cells it applies to: "
+                "every shift is exactly 0 (a knockout of a gene none of them expresses, an overexpression of a gene "
+                "no cell expresses, or a CRE already in the edited state). Perturb cells that express it "
+                "(`indices`), or another gene.",
+                HoloCellWarning,
+                stacklevel=user_stacklevel(),
+            )
+        return result
 
     def iter_perturbations(
         self,

@@ -138,7 +138,8 @@ def annotate(
         (and ``"unknown"`` with ``unknown_threshold``); cells as close to the reference as most reference cells keep
         their class probability. ``None``: the confidence is the class probability alone.
     max_epochs
-        ``"finetune"``: epochs over the cells at most (early stopping on the held-out reference cells).
+        ``"finetune"``: epochs over the cells at most (early stopping on the held-out reference cells); a few
+        epochs leave the head far from converged (worse than ``"classifier"``), keep the default for real use.
     classification_weight
         ``"finetune"``: weight of the head's cross-entropy beside the model's unsupervised loss (scANVI's
         classification ratio). Higher shapes the encoder more towards the reference labels.

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from .._warnings import HoloCellDeprecationWarning
+from .._warnings import HoloCellDeprecationWarning, HoloCellWarning, user_stacklevel
 from ..model._args import as_names, check_count, modality_cells
 from ._keys import FATE_COLUMNS, check_mudata, check_outputs, missing_column_message, working_copy
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
     from ..model import HoloCell
 
+LARGE_FATE_GENES = 200
+"""Above this many candidate genes (one regeneration of the source cells each) ``fate_shift`` warns before the work."""
 _OLD_POSITIONAL = ("groupby", "source", "target")
 
 
@@ -97,7 +99,8 @@ def fate_shift(
     source, target
         Values of ``groupby``: the population perturbed and the one to reach.
     genes
-        Candidate genes (RNA features); default every RNA gene (one regeneration each).
+        Candidate genes (RNA features); default every RNA gene (one regeneration each; above
+        :data:`LARGE_FATE_GENES` a ``HoloCellWarning`` gives the size of the run).
     mode
         ``"overexpress"`` (default) or ``"knockout"``.
     n_cells
@@ -114,7 +117,8 @@ def fate_shift(
     -------
     ``None``, or the modified copy when ``copy=True``. Writes ``mdata.uns[key_added]`` with ``"params"``
     and ``"ranking"``: a DataFrame with columns ``gene``, ``score``, ``cosine``, ``distance_before``,
-    ``distance_after``, ``rank`` (1 = moves furthest toward the target), sorted by ``rank``.
+    ``distance_after``, ``rank`` (1 = moves furthest toward the target), sorted by ``rank``. Genes whose edit moved
+    no sampled source cell (none of them expresses the gene) are ranked last, with a ``HoloCellWarning``.
     """
     check_mudata(mdata, "fate_shift")
     check_outputs(mdata, key_added, "fate_shift")
@@ -135,6 +139,14 @@ def fate_shift(
         raise ValueError("Give at least one candidate gene.")
     model._feature_index("rna", genes, "genes")  # every name checked before any work
     n_cells = check_count(n_cells, "n_cells", none_ok=True)
+    if len(genes) > LARGE_FATE_GENES:
+        warnings.warn(
+            f"fate_shift regenerates the {source!r} cells once per candidate gene: {len(genes):,} genes over "
+            f"{n_cells or 'all'} cells, which can take hours on a CPU. Pass genes= (e.g. transcription factors or "
+            "genes of interest) to rank fewer.",
+            HoloCellWarning,
+            stacklevel=user_stacklevel(),
+        )
     # every perturbation setting checked before the embedding pass (iter_perturbations checks them at its first gene);
     # the checked values go on, so a generator of sources / regenerate is read once
     settings = model._perturb_settings(genes[:1], None, mode, regenerate, sources, 0.99, "staged", n_steps, batch_size,
@@ -173,9 +185,12 @@ def fate_shift(
         seed=seed,
         progress_bar=progress_bar,  # one bar over the genes
     )
+    still = []  # genes whose edit moved no sampled source cell (e.g. knocked out where none expresses them)
     for gene, res in perturbations:
         cells = src[res.applied[src]]  # every one: src holds cells with RNA
         dz = res.embedding_perturbed[cells] - res.embedding_control[cells]
+        if not np.abs(np.nan_to_num(dz)).any():
+            still.append(gene)
         before = np.linalg.norm(z[cells] - c_t, axis=1).mean()
         after = np.linalg.norm(z[cells] + dz - c_t, axis=1).mean()
         mean_dz = dz.mean(0)
@@ -189,7 +204,17 @@ def fate_shift(
                 "distance_after": after,
             }
         )
-    table = pd.DataFrame(rows).sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    table = pd.DataFrame(rows)
+    table["moved"] = ~table["gene"].isin(still)  # a gene that moved no cell goes last, whatever its score of 0
+    table = table.sort_values(["moved", "score"], ascending=False, kind="stable").reset_index(drop=True)
+    if still:
+        warnings.warn(
+            f"{len(still)} of {len(table)} candidate genes moved none of the {len(src)} {source!r} cells (e.g. "
+            f"{still[:5]}): their {mode} changed nothing (a gene none of these cells expresses, or no cell for an "
+            "overexpression); they are ranked last, with score 0.",
+            HoloCellWarning,
+            stacklevel=user_stacklevel(),
+        )
     table["rank"] = np.arange(1, len(table) + 1)
     table = table[list(FATE_COLUMNS)]
     mdata.uns[key_added] = {
