@@ -130,3 +130,11 @@ def test_fate_shift_ranks_genes_that_moved_no_cell_last_and_warns_about_a_long_r
         with pytest.raises(HoloCellWarning, match="201 genes"):
             hc.tl.fate_shift(mdata, model, groupby="celltype", source="B", target="CD4 T",
                              genes=list(mdata["rna"].var_names[:201]), copy=True)  # fmt: skip
+
+
+def test_a_gene_given_by_its_ensembl_id_is_pointed_to_the_models_name(trained_pbmc):
+    mdata, model = trained_pbmc
+    with pytest.raises(KeyError, match=r"other names: \{'ENSG00000156738': 'MS4A1'\}"):  # MS4A1's Ensembl id
+        model.predict_perturbation(mdata, genes=["ENSG00000156738"], n_steps=1)
+    with pytest.raises(KeyError, match=r"Unknown genes \['NOT_A_GENE'\][^{]*$"):  # no hint where there is none
+        model.predict_perturbation(mdata, genes=["NOT_A_GENE"], n_steps=1)

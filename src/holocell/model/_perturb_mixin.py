@@ -19,6 +19,7 @@ from ..data.arrays import BackedMosaicArrays
 from ..nn import SlotEdit, perturb_staged, perturb_tokens
 from ..vocab import MODALITIES
 from ._args import as_names, cell_indices, check_count, check_quantile, check_seed
+from ._feature_names import feature_index
 from ._overexpression import overexpression_levels
 
 if TYPE_CHECKING:
@@ -79,23 +80,7 @@ class PerturbMixin:
     :meth:`get_gene_embeddings`."""
 
     def _feature_index(self, modality: str, names: Sequence[str], what: str) -> np.ndarray:
-        if modality not in self.modalities_:
-            raise ValueError(f"The model has no {modality!r} modality, so {what} cannot be perturbed.")
-        features = pd.Index(self.feature_space.maps[modality].features.astype(str))
-        idx = features.get_indexer(list(names))
-        if (idx < 0).any():
-            bad = [n for n, i in zip(names, idx, strict=True) if i < 0]
-            lower = {f.lower(): f for f in features}
-            close = {n: lower[n.lower()] for n in bad if n.lower() in lower}
-            hint = f" Names are case-sensitive: did you mean {list(close.values())[:5]}?" if close else ""
-            if not close and modality == "atac":  # chr1-100-200 / chr1_100_200 for chr1:100-200
-                hint = f" Peaks are named as in the data, e.g. {features[0]!r}."
-            raise KeyError(
-                f"Unknown {what} {bad[:5]}: the model knows {len(features)} {modality} features, the var_names of "
-                f"mdata.mod[{self.modalities_[modality]!r}] it was set up with "
-                f"(model.feature_space.maps[{modality!r}].features).{hint}"
-            )
-        return idx
+        return feature_index(self, modality, names, what)
 
     def _perturb_settings(self, genes, cres, mode, regenerate, sources, overexpress_quantile, flow, n_steps,
                           batch_size, seed=0) -> dict:  # fmt: skip
