@@ -149,7 +149,9 @@ def test_modality_with_a_model_embeds_from_that_modality_even_after_embed(tiny):
         pd.testing.assert_series_equal(embedded.obs[key], fresh.obs[key])
     params = embedded.uns["holocell_label"]["params"]
     assert params["modality"] == ["protein"] and "use_rep" not in params
-    hc.tl.annotate(embedded, model, labels_key="lab", method="classifier", key_added="stored")
+    hc.tl.annotate(embedded, model, labels_key="lab", method="classifier", key_added="passed")
+    assert embedded.uns["passed"]["params"]["modality"] == "all"  # a model passed is the model used
+    hc.tl.annotate(embedded, model, labels_key="lab", method="classifier", key_added="stored", use_rep="X_holocell")
     assert embedded.uns["stored"]["params"]["use_rep"] == "X_holocell" and "modality" not in embedded.uns["stored"]["params"]
     with pytest.raises(ValueError, match="pass only one of them"):
         hc.tl.annotate(embedded, model, labels_key="lab", modality="protein", use_rep="X_holocell", key_added="both")

@@ -41,6 +41,12 @@ def slow(self, *args, **kwargs):
     print("WRITTEN", flush=True)
     time.sleep(120)
 mudata.MuData.write = slow
+orig_function = mudata.write_h5mu
+def slow_function(*args, **kwargs):  # what save writes the MuData with
+    orig_function(*args, **kwargs)
+    print("WRITTEN", flush=True)
+    time.sleep(120)
+mudata.write_h5mu = slow_function
 import holocell as hc
 mode, folder = sys.argv[1], sys.argv[2]
 if mode == "save":

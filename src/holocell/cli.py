@@ -215,14 +215,17 @@ def _shown(value) -> str:
 def _load(args: argparse.Namespace):
     """The MuData and the model: a saved directory with its set-up (the input's batch column and count layers
     given replace the saved ones), or a pretrained model transferred onto the data."""
-    from .data._registry import check_sha256
+    from .data._registry import REGISTRY, check_sha256
     from .model import HoloCell
+    from .model._pretrained import check_not_shadowed
 
-    if args.sha256 is not None:
-        try:
+    try:
+        if args.sha256 is not None:
             check_sha256(args.sha256, "--sha256")
-        except ValueError as err:
-            raise UsageError(str(err)) from None
+        if args.model in REGISTRY:  # the API and the command read a name that is also a path alike: refused
+            check_not_shadowed(args.model)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     mdata = _read(args.input)
     if Path(args.model).expanduser().is_dir() and not args.transfer:
         if args.sha256 is not None:  # verified like any checkpoint (holocell.model.checkpoint_sha256)

@@ -118,6 +118,13 @@ def batch_codes(
                 "without batch_key), so there is no other batch to move the cells to: leave transform_batch out. "
                 "To correct batch effects, set the data up with batch_key='<obs column of the batches>' and train."
             )
+        if isinstance(transform_batch, list | tuple | set | np.ndarray | pd.Index | pd.Series):
+            raise ValueError(
+                f"transform_batch takes one training batch, got {type(transform_batch).__name__} "
+                f"{list(transform_batch)[:5]}: scvi-tools' average over several batches is not implemented. Call "
+                "once per batch and average the outputs (training batches: "
+                f"{list(categories)[:10]})."
+            )
         if str(transform_batch) not in lookup:
             raise ValueError(
                 f"transform_batch {transform_batch!r} is not a training batch; choose from {list(categories)}."

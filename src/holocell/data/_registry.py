@@ -49,9 +49,9 @@ from ._download import (
     write_stamp,
 )
 from ._download_errors import download_error
+from ._local_copies import DATA_DIR_ENV as DATA_DIR_ENV  # re-exported: its documented home
+from ._local_copies import local_copy as _local_copy
 
-#: Environment variable naming local directories searched before any download.
-DATA_DIR_ENV = "HOLOCELL_DATA_DIR"
 #: Environment variable overriding the download cache directory.
 CACHE_DIR_ENV = "HOLOCELL_CACHE_DIR"
 #: Default URL folder of an entry registered without a ``url`` (the checkpoint release assets).
@@ -201,29 +201,6 @@ def cache_dir() -> Path:
 def sha256sum(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file (:func:`pooch.file_hash`)."""
     return pooch.file_hash(str(path), alg="sha256")
-
-
-def _local_copy(entry: RegistryEntry) -> Path | None:
-    for folder in filter(None, os.environ.get(DATA_DIR_ENV, "").split(os.pathsep)):
-        candidate = Path(folder).expanduser() / entry.filename
-        if candidate.is_file():
-            actual = sha256sum(candidate)
-            if actual != entry.sha256:
-                raise ValueError(
-                    f"{candidate} (found through ${DATA_DIR_ENV}) has sha256 {actual}, but the registry "
-                    f"expects {entry.sha256} for {entry.name!r}. The file is corrupted or a different "
-                    f"version: replace it, or remove it from that directory to download a fresh copy."
-                )
-            return candidate
-    if entry.shipped is not None and Path(entry.shipped).is_file():
-        actual = sha256sum(entry.shipped)
-        if actual != entry.sha256:
-            raise ValueError(
-                f"The copy of {entry.name!r} shipped with holocell ({entry.shipped}) has sha256 {actual}, "
-                f"expected {entry.sha256}: the installation is damaged. Reinstall holocell."
-            )
-        return Path(entry.shipped)
-    return None
 
 
 def fetch(name: str, *, progressbar: bool = True) -> Path:

@@ -33,7 +33,7 @@ from ._build import LEGACY_CELL_STATE
 from ._config_check import validate_config
 from ._config_header import check_header
 from ._history import history_entry
-from ._paths import check_backing, keeping_cwd, output_path
+from ._paths import check_backing, keeping_cwd, not_a_model_folder, output_path
 from ._safe_write import (
     check_regular,
     fsync_path,
@@ -226,7 +226,8 @@ def save_model(model: HoloCell, dir_path: Path, *, overwrite: bool, save_mudata:
         config = model_config(model) | {"weights_sha256": file_sha256(tmp / WEIGHTS)}
         (tmp / CONFIG).write_text(json.dumps(config, indent=1))
         if save_mudata:
-            model.adata.write(str(tmp / MUDATA))
+            # not MuData.write, which re-points a backed MuData at the file it wrote (the staging folder's)
+            md.write_h5mu(str(tmp / MUDATA), model.adata)
         for name in [n for n in CHECKPOINT_FILES if (tmp / n).exists()]:  # safetensors creates its file 0600
             os.chmod(tmp / name, output_mode(target / name))  # a replaced file keeps its mode, a new one the umask's
         os.chmod(tmp, mode)  # mkdtemp creates 0700
@@ -275,7 +276,7 @@ def read_config(dir_path: Path, label: str | None = None) -> dict:
             f"overwrite=True was interrupted between two renames. Rename {old} to {dir_path} to recover it."
         )
     if not path.exists():
-        raise FileNotFoundError(f"No holocell checkpoint at {dir_path}: {CONFIG} is missing.")
+        raise FileNotFoundError(f"No holocell checkpoint at {dir_path}: {CONFIG} is missing.{not_a_model_folder(Path(dir_path))}")
     where = label or str(path)
     raw = read_regular(path, MAX_CONFIG_BYTES, where)  # never a FIFO or /dev/zero: they would be read without end
     if len(raw) > MAX_CONFIG_BYTES:

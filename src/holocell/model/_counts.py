@@ -95,7 +95,7 @@ def _dtype_of(x) -> np.dtype:
     return np.dtype(x.dtype)
 
 
-def check_counts(x, name: str, m: str, *, chunk: int = CHUNK_VALUES) -> None:
+def check_counts(x, name: str, m: str, *, chunk: int = CHUNK_VALUES, fix: str | None = None) -> None:
     """Raise unless every stored value of ``x`` is a finite, non-negative integer count.
 
     Parameters
@@ -110,6 +110,9 @@ def check_counts(x, name: str, m: str, *, chunk: int = CHUNK_VALUES) -> None:
         and bool values (binarised peaks) as 0/1.
     chunk
         Values checked at a time (memory stays flat).
+    fix
+        The fix the messages give (default: pass ``<m>_layer=`` to ``setup_mudata``). A model's inference calls,
+        which read where the model was set up to read, give their own.
 
     Raises
     ------
@@ -118,10 +121,9 @@ def check_counts(x, name: str, m: str, *, chunk: int = CHUNK_VALUES) -> None:
     TypeError
         A matrix format or dtype holocell cannot read (bool for RNA or protein: not counts).
     """
+    setup_fix = f"pass the layer that holds them ({m}_layer='counts')"
     if x is None:
-        raise ValueError(
-            f"Modality {name!r} has no .X; pass the layer that holds the counts ({m}_layer='counts')."
-        )
+        raise ValueError(f"Modality {name!r} has no .X; {fix or setup_fix.replace('them', 'the counts')}.")
     _check_format(x, name)
     dtype = _dtype_of(x)
     if dtype == np.bool_:
@@ -129,16 +131,16 @@ def check_counts(x, name: str, m: str, *, chunk: int = CHUNK_VALUES) -> None:
             return  # binarised peaks (True = open): read as 0/1, which is how holocell models ATAC
         raise TypeError(
             f"Modality {name!r} has bool values (True/False), e.g. binarised or a mask, not counts; holocell "
-            f"needs raw counts for {m}. Pass the layer that holds them ({m}_layer='counts'), or put the counts "
-            f"in .X (mdata.mod[{name!r}].X = counts)."
+            f"needs raw counts for {m}; "
+            + (fix or f"{setup_fix}, or put the counts in .X (mdata.mod[{name!r}].X = counts)") + "."
         )
     if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
         raise TypeError(f"Modality {name!r} has {dtype} values; holocell needs numeric raw counts.")
     if np.issubdtype(dtype, np.unsignedinteger):
         return  # unsigned integers are always counts
     is_float = np.issubdtype(dtype, np.floating)
-    layer_hint = (
-        f"pass the layer that holds them ({m}_layer='counts'); counts kept in .raw go to a layer first: "
+    layer_hint = fix or (
+        f"{setup_fix}; counts kept in .raw go to a layer first: "
         f"mdata[{name!r}].layers['counts'] = mdata[{name!r}].raw[:, mdata[{name!r}].var_names].X"
     )
     fractional = 0
@@ -161,13 +163,13 @@ def check_counts(x, name: str, m: str, *, chunk: int = CHUNK_VALUES) -> None:
                     )
                 if m != "atac":
                     example = values[bad][0]
-                    _check_negative(values, name, layer_hint)
+                    _check_negative(values, name, layer_hint, dtype)
                     raise ValueError(
                         f"Modality {name!r} has non-integer values (e.g. {float(example)!r}): it looks normalised. "
                         f"holocell needs raw counts; {layer_hint}."
                     )
                 fractional += int(bad.sum())
-        _check_negative(values, name, layer_hint)
+        _check_negative(values, name, layer_hint, dtype)
     if fractional:
         warnings.warn(
             f"Modality {name!r} (ATAC) has {fractional} non-integer values (e.g. half-counts). holocell "
@@ -178,8 +180,14 @@ def check_counts(x, name: str, m: str, *, chunk: int = CHUNK_VALUES) -> None:
         )
 
 
-def _check_negative(values: np.ndarray, name: str, layer_hint: str) -> None:
+def _check_negative(values: np.ndarray, name: str, layer_hint: str, dtype: np.dtype) -> None:
     if values.min() < 0:
+        if np.issubdtype(dtype, np.signedinteger) and dtype.itemsize <= 2:
+            raise ValueError(
+                f"Modality {name!r} has negative values in a {dtype} matrix: counts above "
+                f"{np.iinfo(dtype).max} wrap around to negative numbers in {dtype}. Store the counts as a wider "
+                f"integer type (e.g. .astype(np.int32)) before casting them, or {layer_hint}."
+            )
         raise ValueError(
             f"Modality {name!r} has negative values: it looks normalised or scaled. holocell needs raw "
             f"counts; {layer_hint}."

@@ -20,8 +20,8 @@ def feature_index(model, modality: str, names: Sequence[str], what: str) -> np.n
     if (idx < 0).any():
         bad = [n for n, i in zip(names, idx, strict=True) if i < 0]
         lower = {f.lower(): f for f in features}
-        close = {n: lower[n.lower()] for n in bad if n.lower() in lower}
-        hint = f" Names are case-sensitive: did you mean {list(close.values())[:5]}?" if close else ""
+        close = {n: lower[n.strip().lower()] for n in bad if n.strip().lower() in lower}
+        hint = f" Names must match exactly (case, spaces): did you mean {list(close.values())[:5]}?" if close else ""
         if not close and modality == "atac":  # chr1-100-200 / chr1_100_200 for chr1:100-200
             hint = f" Peaks are named as in the data, e.g. {features[0]!r}."
         if not close and modality == "rna":  # an Ensembl id (or another spelling) of a gene the model has

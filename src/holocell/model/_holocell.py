@@ -44,7 +44,7 @@ from ._validate import (
     require_mudata,
     validate_setup,
 )
-from ._validate_obs import batches_with_cells
+from ._validate_obs import batches_with_cells, check_batch_unchanged
 
 
 class HoloCell(DataMixin, TrainingMixin, InferenceMixin, ExpressionMixin, DifferentialMixin, PerturbMixin, SaveLoadMixin,
@@ -191,7 +191,16 @@ class HoloCell(DataMixin, TrainingMixin, InferenceMixin, ExpressionMixin, Differ
     ) -> None:
         require_mudata(mdata, ", set it up with HoloCell.setup_mudata, then pass it")
         objective_kwargs = check_arguments(locals(), objective_kwargs)
-        super().__init__(mdata)
+        try:
+            super().__init__(mdata)
+        except ValueError as err:  # scvi-tools' "Did you make a copy?" names no fix
+            if "make a copy" not in str(err):
+                raise
+            raise ValueError(
+                "This MuData is a copy of one set up earlier (e.g. mdata[cells].copy()), and the set-up does not "
+                "carry over to copies: run HoloCell.setup_mudata on it (with the same arguments), then create the "
+                "model."
+            ) from err
         loading = feature_space is not None
         setup = self._setup_args
         kept = kept_modalities()  # a query model: the reference's modalities its data lack (load_query_data)
@@ -203,6 +212,7 @@ class HoloCell(DataMixin, TrainingMixin, InferenceMixin, ExpressionMixin, Differ
             self.modalities_ |= {m: m for m in space.maps if m not in self.modalities_}  # named by restore_transfer
         self.feature_space = space
         if batch_categories is None:
+            check_batch_unchanged(self.adata_manager, mdata)
             batch_categories = batches_with_cells(self.adata_manager, mdata)
         self.batch_categories_: list[str] = [str(c) for c in batch_categories]
         self.config = NetworkConfig(
@@ -224,7 +234,7 @@ class HoloCell(DataMixin, TrainingMixin, InferenceMixin, ExpressionMixin, Differ
         if isinstance(train_config, dict):
             train_config = TrainingConfig.from_dict(check_training(train_config, "HoloCell(train_config=...)"))
         self.train_config: TrainingConfig = train_config or TrainingConfig()
-        self._fingerprint = data_fingerprint(mdata, setup["modalities"])
+        self._fingerprint = data_fingerprint(mdata, setup["modalities"], setup.get("batch_key"))
         self.priors_: list[str] = check_prior_names(priors)
         if grn_edges is not None and "grn" not in self.priors_:
             raise ValueError(

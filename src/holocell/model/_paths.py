@@ -69,4 +69,18 @@ def keeping_cwd(folder: Path) -> Iterator[None]:
             os.chdir(folder)
 
 
-__all__ = ["check_backing", "keeping_cwd", "output_path"]
+def not_a_model_folder(path: Path) -> str:
+    """What ``path`` is, when ``load`` found no ``config.json`` there because it is a file, and what to call instead
+    (``""`` for anything else)."""
+    if not path.is_file():
+        return ""
+    if path.suffix.lower() == ".zip":
+        return (f" {path} is a file, not the folder save() writes: for an archive from save_pretrained, call "
+                "HoloCell.load_pretrained(path, mdata).")
+    if path.suffix.lower() in (".h5mu", ".h5ad", ".zarr"):
+        return (f" {path} is a data file: load takes the model folder first, then the data: "
+                "HoloCell.load(model_dir, mdata).")
+    return f" {path} is a file, not the folder save() writes."
+
+
+__all__ = ["check_backing", "keeping_cwd", "not_a_model_folder", "output_path"]

@@ -36,9 +36,10 @@ import scipy.sparse as sp
 
 from .._folders import existing_folder
 from ..data import _download, _registry
+from ..data._local_copies import registered_places
 from . import _checkpoint
 from ._args import check_device
-from ._safe_write import atomic_file, cleanup_on_sigterm, replaceable_target
+from ._safe_write import atomic_file, check_regular, cleanup_on_sigterm, replaceable_target
 from ._validate import require_mudata
 
 if TYPE_CHECKING:
@@ -122,6 +123,12 @@ def save_pretrained(model: HoloCell, archive_path: str | os.PathLike[str], overw
     if archive_path.suffix != ARCHIVE_SUFFIX:
         raise ValueError(f"A checkpoint archive must end in {ARCHIVE_SUFFIX}, got {archive_path.name!r}.")
     existing_folder(archive_path, str(archive_path))  # a folder above that links to nothing, before the save
+    name = registered_copy(archive_path)
+    if name is not None:
+        raise FileExistsError(
+            f"{archive_path} is holocell's registered copy of {name!r} (what load_pretrained({name!r}) reads): "
+            "saving over it would break that name. Save to another path."
+        )
     replaceable_target(archive_path, overwrite, is_checkpoint_archive, "holocell checkpoint archive")
     with cleanup_on_sigterm(), tempfile.TemporaryDirectory(prefix="holocell-save-") as tmp:
         model.save(Path(tmp) / "model")
@@ -262,6 +269,7 @@ def resolve(name_or_path_or_url: str | os.PathLike[str], sha256: str | None = No
             f"checkpoints: {_registry.available('checkpoint')}."
         )
     if text in _registry.REGISTRY:
+        check_not_shadowed(text)
         entry = _registry.REGISTRY[text]
         if entry.kind != "checkpoint":
             raise ValueError(
@@ -285,6 +293,8 @@ def resolve(name_or_path_or_url: str | os.PathLike[str], sha256: str | None = No
         return _registry.fetch_url(text, sha, filename, max_bytes=MAX_ARCHIVE_BYTES)
     path = Path(text).expanduser().absolute()  # "." has no name to report otherwise
     if path.exists():
+        if not path.is_dir():
+            check_regular(path)  # a FIFO would block zipfile's read for ever
         if sha is not None:
             _verify_local(path, sha)
         return path
@@ -292,6 +302,30 @@ def resolve(name_or_path_or_url: str | os.PathLike[str], sha256: str | None = No
         f"{text!r} is not a registered checkpoint, an existing path or a URL. Registered checkpoints: "
         f"{_registry.available('checkpoint')}."
     )
+
+
+def check_not_shadowed(name: str) -> None:
+    """``ValueError`` when the registered checkpoint ``name`` is also an existing path here (e.g. a model the user
+    saved as ``holocell-small``): which one is meant is not guessed."""
+    here = Path(name).expanduser()
+    if os.path.lexists(here):
+        raise ValueError(
+            f"{name!r} is both a registered checkpoint and a path here ({here.absolute()}). Pass './{name}' (or its "
+            f"absolute path) for that path, or the registered checkpoint's file, holocell.data.fetch({name!r}), "
+            "for the registered one."
+        )
+
+
+def registered_copy(path: Path) -> str | None:
+    """The registry name of the file at ``path`` when it is one of holocell's registered copies (shipped with the
+    package, in a ``$HOLOCELL_DATA_DIR`` folder or in the cache), else ``None``."""
+    if not path.is_file():
+        return None
+    for entry in _registry.REGISTRY.values():
+        for place in registered_places(entry, _registry.cache_dir()):
+            if place.is_file() and os.path.samefile(place, path):
+                return entry.name
+    return None
 
 
 def _verify_local(path: Path, sha: str) -> None:

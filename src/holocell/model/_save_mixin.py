@@ -116,7 +116,9 @@ class SaveLoadMixin:
     """:meth:`save`, :meth:`load`, :meth:`save_pretrained`, and scvi-tools' views of a saved model that read only
     ``config.json`` (:meth:`load_registry`, :meth:`view_setup_args`)."""
 
-    def save(self, dir_path: str | Path, overwrite: bool = False, save_mudata: bool = False) -> None:
+    def save(
+        self, dir_path: str | Path, overwrite: bool = False, save_mudata: bool = False, *, save_anndata: bool | None = None
+    ) -> None:
         """Save weights (safetensors) and a JSON config atomically into ``dir_path``.
 
         Parameters
@@ -137,6 +139,8 @@ class SaveLoadMixin:
             is backed on a file inside it.
         save_mudata
             Also write the registered MuData as ``mdata.h5mu``.
+        save_anndata
+            scvi-tools' name of ``save_mudata`` (the same switch; giving both is a ``ValueError``).
 
         Notes
         -----
@@ -146,6 +150,10 @@ class SaveLoadMixin:
         group is initialised (in every rank after ``train``), else the launcher's ``RANK`` / ``LOCAL_RANK`` /
         ``NODE_RANK``.
         """
+        if save_anndata is not None:
+            if save_mudata:
+                raise ValueError("save_anndata is scvi-tools' name of save_mudata: pass one of them.")
+            save_mudata = save_anndata
         path = output_path(dir_path, "dir_path")  # absolute: "." has a name and a parent like any path
         if _skipped_on_other_rank("HoloCell.save", path):
             return
@@ -160,6 +168,8 @@ class SaveLoadMixin:
         device: str | torch.device | None = None,
         *,
         setup_overrides: Mapping[str, str | None] | None = None,
+        adata: MuData | None = None,
+        prefix: str | None = None,
     ) -> HoloCell:
         """Load a model saved with :meth:`save` onto ``mdata``.
 
@@ -181,6 +191,10 @@ class SaveLoadMixin:
             ``protein_layer`` (``None``: ``.X``). Other keys, a layer of a modality the model does not read, and a
             ``batch_key`` for a model trained without one (or ``None`` for one trained with one) are refused with
             ``ValueError``.
+        adata
+            scvi-tools' name of ``mdata`` (the same argument; giving both is a ``ValueError``).
+        prefix
+            Unused: holocell checkpoints have fixed file names (``None`` only), as in :meth:`load_registry`.
 
         Returns
         -------
@@ -188,6 +202,12 @@ class SaveLoadMixin:
         query model: its ``transfer_report_``, which rows came from the reference, and the :meth:`freeze` that was
         active when it was saved (saved since checkpoint format 6; older files load as plain models).
         """
+        if adata is not None:
+            if mdata is not None:
+                raise ValueError("load() got its data twice (mdata and adata=, scvi-tools' name of it): pass it once.")
+            mdata = adata
+        if prefix is not None:
+            raise ValueError(f"holocell checkpoints have fixed file names; pass prefix=None, not {prefix!r}.")
         device = None if device is None else check_device(device)
         return cls._from_checkpoint_dir(Path(dir_path).expanduser(), mdata, device, setup_overrides)
 

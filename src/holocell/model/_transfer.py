@@ -348,13 +348,15 @@ def overlap_report(
 
     Returns
     -------
-    DataFrame indexed by ``"anchors"``, each modality of the new data, and ``"batches"``, with
-    columns ``n_query`` (items in the new data), ``n_reference`` (in the reference), ``n_shared``
+    DataFrame indexed by ``"anchors"`` (those of the new data's features), each modality of the new data, and
+    ``"batches"``, with columns ``n_query`` (items in the new data), ``n_reference`` (in the reference), ``n_shared``
     (new items with pretrained parameters: for a modality, features whose anchor had that
     modality's slot in the reference) and ``fraction_shared`` (``n_shared / n_query``).
     """
     src = _anchor_source(new.anchors, ref.anchors)
-    rows = {"anchors": (new.n_anchors, ref.n_anchors, int((src >= 0).sum()))}
+    own = [np.asarray(f.anchor) for m, f in new.maps.items() if m not in kept]  # the new data's own anchors: not
+    own = np.unique(np.concatenate(own)) if own else np.arange(new.n_anchors)  # those of the kept modalities
+    rows = {"anchors": (len(own), ref.n_anchors, int((src[own] >= 0).sum()))}
     for m, fmap in ((m, f) for m, f in new.maps.items() if m not in kept):
         known = _slot_exists(ref, m, src)
         n_ref = len(ref.maps[m].features) if m in ref.maps else 0

@@ -212,6 +212,9 @@ class TransferMixin:
         self.unfreeze()
         rows, summary = _transfer.frozen_rows(self.module, self._transfer_state, except_new)
         self._row_freeze = RowFreeze(self.module, rows) if rows else None
+        counts = getattr(self.module.network, "counts", None)
+        if counts is not None:  # the depth predictions are made at, as the reference learned it (modalities it had)
+            counts.frozen_library = tuple(bool(n > 0) for n in counts.library_batches.tolist())
         return summary
 
     def unfreeze(self) -> None:
@@ -221,6 +224,8 @@ class TransferMixin:
         self._row_freeze = None
         for p in self.module.parameters():
             p.requires_grad_(True)
+        if getattr(self.module.network, "counts", None) is not None:
+            self.module.network.counts.frozen_library = (False, False, False)
 
     def _train_callbacks(self) -> list[pl.Callback]:
         """Callbacks :meth:`train` adds to the run: the row freeze, if any (it hooks only this run's optimiser)."""

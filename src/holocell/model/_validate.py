@@ -137,6 +137,8 @@ def validate_setup(
         x = adata.X if layer is None else adata.layers[layer]
         check_counts(x, name, m)
         _warn_empty_cells(x, name)
+        if m != "atac":
+            _warn_equal_libraries(x, name)
     check_batch_column(mdata, batch_key)
     warn_replaced_batch_column(mdata)
     check_vocabulary(mdata, modalities, genome, species, gene_id_type)
@@ -225,6 +227,27 @@ def _check_unique(names: pd.Index, what: str, fix: str) -> None:
         raise ValueError(f"Duplicated {what} (e.g. {dup}); make them unique with {fix}.")
 
 
+EQUAL_LIBRARY_CV = 0.01
+"""Raw counts whose per-cell totals vary less than this (coefficient of variation) were normalised, then rounded."""
+
+
+def _warn_equal_libraries(x, name: str) -> None:
+    """:class:`HoloCellWarning` when (in memory) nearly every cell has the same total count: raw counts vary from
+    cell to cell, counts normalised to a target sum and then rounded do not."""
+    if not (sp.issparse(x) or isinstance(x, np.ndarray)) or x.shape[0] < 20:
+        return  # a backed matrix is not read again for this
+    totals = np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
+    totals = totals[totals > 0]
+    if len(totals) >= 20 and totals.std() < EQUAL_LIBRARY_CV * totals.mean():
+        warnings.warn(
+            f"Every cell of modality {name!r} has about the same total count ({np.median(totals):.0f}, varying by "
+            f"{totals.std() / totals.mean():.2%}): raw counts vary from cell to cell, so these look normalised "
+            "(e.g. normalize_total) and then rounded. holocell needs the raw counts: pass the layer that holds them.",
+            HoloCellWarning,
+            stacklevel=user_stacklevel(),
+        )
+
+
 def _empty_rows(x) -> np.ndarray:
     """Whether each row of ``x`` has no non-zero count; a backed matrix is read ~``CHUNK_VALUES`` values at a time
     (a backed CSC matrix through its stored values: anndata would read it whole to slice rows)."""
@@ -270,8 +293,9 @@ def _index_digest(index: pd.Index) -> str:
     return hashlib.sha256(pd.util.hash_array(index.astype(str).to_numpy(dtype=object)).tobytes()).hexdigest()
 
 
-def data_fingerprint(mdata: MuData, modalities: Mapping[str, str]) -> dict:
-    """Cells and features of ``mdata`` and of its registered modalities (to detect later changes)."""
+def data_fingerprint(mdata: MuData, modalities: Mapping[str, str], batch_key: str | None = None) -> dict:
+    """Cells and features of ``mdata`` and of its registered modalities, and its cells' batches (``batch_key``), to
+    detect later changes."""
     mods = {}
     for name in modalities.values():
         adata = mdata.mod[name]
@@ -280,7 +304,10 @@ def data_fingerprint(mdata: MuData, modalities: Mapping[str, str]) -> dict:
             "obs_names": _index_digest(adata.obs_names),
             "var_names": _index_digest(adata.var_names),
         }
-    return {"n_obs": mdata.n_obs, "obs_names": _index_digest(mdata.obs_names), "mods": mods}
+    out = {"n_obs": mdata.n_obs, "obs_names": _index_digest(mdata.obs_names), "mods": mods}
+    if batch_key is not None and batch_key in mdata.obs:
+        out["batch"] = (batch_key, _index_digest(pd.Index(mdata.obs[batch_key])))
+    return out
 
 
 def check_unchanged(mdata: MuData, modalities: Mapping[str, str], fingerprint: dict) -> None:
@@ -304,6 +331,10 @@ def check_unchanged(mdata: MuData, modalities: Mapping[str, str], fingerprint: d
             problems.append(f"its cells changed ({fingerprint['n_obs']} at setup, {mdata.n_obs} now)")
         elif not cells_named and _index_digest(mdata.obs_names) != fingerprint["obs_names"]:
             problems.append(f"its cell names or their order changed (still {mdata.n_obs} cells)")
+        elif "batch" in fingerprint:
+            key, digest = fingerprint["batch"]
+            if key not in mdata.obs or _index_digest(pd.Index(mdata.obs[key])) != digest:
+                problems.append(f"the batch column mdata.obs[{key!r}] changed")
     if problems:
         raise ValueError(
             "The MuData this model was set up with changed after setup: " + "; ".join(problems) + ". "
@@ -350,6 +381,14 @@ def _read_call(path) -> str:
     return "mudata.read_h5mu(path)" if store is None else f"{store[1]} (it is {store[0]})"
 
 
+def _read_counts_fix(name: str, layer: str | None, layers: list[str]) -> str:
+    """The fix of a count error in data a set-up model reads: where the model reads them, and how to put them
+    there (``setup_mudata``'s ``<m>_layer=`` is not an argument of the model's calls)."""
+    where = f"mdata.mod[{name!r}]." + ("X" if layer is None else f"layers[{layer!r}]")
+    source = f"mdata.mod[{name!r}].layers[{layers[0]!r}]" if layer is None and layers else "<raw counts>"
+    return f"the model reads the raw counts from {where} (as it was set up); put them there, e.g. {where} = {source}"
+
+
 def check_mudata(
     mdata: MuData, modalities: Mapping[str, str], layers: Mapping[str, str | None], *, warn_empty: bool = False
 ) -> None:
@@ -369,9 +408,10 @@ def check_mudata(
         if layer is not None and layer not in adata.layers:
             raise KeyError(
                 f"Layer {layer!r} not in mdata.mod[{name!r}].layers; the model was set up to read counts "
-                f"from it. Available: {list(adata.layers)}."
+                f"from it. Available: {list(adata.layers)}. Put the raw counts there, e.g. "
+                f"mdata.mod[{name!r}].layers[{layer!r}] = mdata.mod[{name!r}].X.copy() when .X holds them."
             )
         x = adata.X if layer is None else adata.layers[layer]
-        check_counts(x, name, m)
+        check_counts(x, name, m, fix=_read_counts_fix(name, layer, list(adata.layers)))
         if warn_empty:
             _warn_empty_cells(x, name)

@@ -23,6 +23,8 @@ from ..vocab._tables import GENOME_SPECIES, normalise_genome
 
 #: A cell name's last part after "-" (10x's "-1" GEM well, anndata's ``index_unique="-"``), which can differ per
 #: modality for the same cells.
+_BARCODE = r"([ACGT]{16})"
+"""A 10x cell barcode inside a cell name."""
 _SUFFIX = r"-[^-]+$"
 #: Share of a modality's cell names that must meet another modality's, once that suffix is removed, to warn.
 PAIRING_SHARE = 0.5
@@ -58,28 +60,38 @@ def check_genome_species(genome, species: str) -> None:
         )
 
 
+def _name_keys(names: pd.Index) -> list[tuple[str, pd.Series]]:
+    """Ways two names of one cell may differ: the last ``-`` part (``-1`` vs ``-2``), or everything but the 16-base
+    10x barcode (a sample prefix, R's ``.1``, another case); a key is ``NaN`` where a name has none."""
+    text = pd.Series(names)
+    return [("once the last '-' part is cut", text.str.replace(_SUFFIX, "", regex=True)),
+            ("by their 16-base barcode", text.str.upper().str.extract(_BARCODE, expand=False))]
+
+
 def check_pairing(mdata: MuData, modalities: Mapping[str, str]) -> None:
-    """Warn when no cell is in two modalities, but most names of one meet the other's once a "-" suffix is cut."""
+    """Warn when no cell is in two modalities, but most names of one meet the other's once a "-" suffix is cut, or
+    by their 10x barcode."""
     names = {m: mdata.mod[name].obs_names.astype(str) for m, name in modalities.items()}
     if len(names) < 2 or any(len(a.intersection(b)) for a, b in itertools.combinations(names.values(), 2)):
         return
     for (m1, a), (m2, b) in itertools.combinations(names.items(), 2):
-        cut_a, cut_b = a.str.replace(_SUFFIX, "", regex=True), b.str.replace(_SUFFIX, "", regex=True)
-        meets = cut_b.isin(cut_a)
-        if meets.sum() >= PAIRING_SHARE * min(len(a), len(b)):
-            example = b[meets][0]
-            twin = a[cut_a == cut_b[meets][0]][0]
-            warnings.warn(
-                f"No cell is measured in two modalities: modalities {modalities[m1]!r} and {modalities[m2]!r} "
-                f"share no cell name. Yet {int(meets.sum())} of the {len(b)} cell names of {modalities[m2]!r} equal "
-                f"one of {modalities[m1]!r} once the last '-' part is cut (e.g. {example!r} and {twin!r}). If they "
-                "are the same cells, give each cell one name in every modality before building the MuData (e.g. "
-                f"mdata.mod[{modalities[m2]!r}].obs_names = <the names in {modalities[m1]!r}>, then mdata.update()), "
-                "and set it up again: holocell pairs a cell's modalities by name. Unpaired cells need no change.",
-                HoloCellWarning,
-                stacklevel=3,
-            )
-            return
+        for (how, key_a), (_, key_b) in zip(_name_keys(a), _name_keys(b), strict=True):
+            meets = (key_b.isin(set(key_a.dropna())) & key_b.notna()).to_numpy()
+            if meets.sum() >= PAIRING_SHARE * min(len(a), len(b)):
+                example = b[meets][0]
+                twin = a[(key_a == key_b.to_numpy()[meets][0]).to_numpy()][0]
+                warnings.warn(
+                    f"No cell is measured in two modalities: modalities {modalities[m1]!r} and {modalities[m2]!r} "
+                    f"share no cell name. Yet {int(meets.sum())} of the {len(b)} cell names of {modalities[m2]!r} "
+                    f"meet one of {modalities[m1]!r} {how} (e.g. {example!r} and {twin!r}). If they are the same "
+                    "cells, give each cell one name in every modality before building the MuData (e.g. "
+                    f"mdata.mod[{modalities[m2]!r}].obs_names = <the names in {modalities[m1]!r}>, then "
+                    "mdata.update()), and set it up again: holocell pairs a cell's modalities by name. Unpaired cells "
+                    "need no change.",
+                    HoloCellWarning,
+                    stacklevel=3,
+                )
+                return
 
 
 def check_vocabulary(

@@ -87,6 +87,10 @@ def check_in_sync(mdata: MuData, name: str, then: str = "") -> None:
         )
 
 
+MANY_BATCHES = 20
+"""More batches than this, and at least half as many as cells, is a cell-id column given as ``batch_key``."""
+
+
 def check_batch_column(mdata: MuData, batch_key: str | None) -> None:
     """Raise for a ``batch_key`` that is not a global column, has missing values or mixes value types."""
     if batch_key is None:
@@ -119,6 +123,15 @@ def check_batch_column(mdata: MuData, batch_key: str | None) -> None:
                 f"(e.g. after merging sample sheets). Make them all strings: mdata.obs[{batch_key!r}] = "
                 f"mdata.obs[{batch_key!r}].astype(str) (then 1 and '1' are one batch)."
             )
+    n_batches = col.nunique()
+    if n_batches > MANY_BATCHES and n_batches >= 0.5 * len(col):
+        warnings.warn(
+            f"mdata.obs[{batch_key!r}] has {n_batches} different values for {len(col)} cells: most batches hold one "
+            "or two cells, as a cell id or barcode column would. holocell learns an embedding per batch; pass the "
+            "column of the samples / libraries / donors as batch_key.",
+            HoloCellWarning,
+            stacklevel=user_stacklevel(),
+        )
 
 
 def _kind(value) -> str:
@@ -204,6 +217,28 @@ def warn_replaced_batch_column(mdata: MuData) -> None:
         )
 
 
+def check_batch_unchanged(manager, mdata: MuData) -> None:
+    """Raise when ``mdata.obs[batch_key]`` was edited after ``setup_mudata``: the cells' batches no longer match
+    the codes scvi-tools registered (its ``_scvi_batch`` column), so the model would train cells under batches
+    nothing registered (read as the "unseen batch") without a word."""
+    batch_key = manager.registry["setup_args"].get("batch_key")
+    column = f"_scvi_{REGISTRY_KEYS.BATCH_KEY}"
+    if batch_key is None or batch_key not in mdata.obs or column not in mdata.obs:
+        return
+    mapping = [str(c) for c in manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping]
+    now = pd.Categorical(mdata.obs[batch_key].astype(str), categories=mapping).codes
+    registered = np.asarray(mdata.obs[column])
+    changed = now != registered
+    if changed.any():
+        unregistered = sorted(set(mdata.obs[batch_key].astype(str)[now < 0]))
+        raise ValueError(
+            f"mdata.obs[{batch_key!r}] changed after setup_mudata: {int(changed.sum())} of {mdata.n_obs} cells now "
+            f"have another batch than the one registered (batches now not registered: {unregistered[:5]}; "
+            f"registered: {mapping[:5]}). Run HoloCell.setup_mudata(mdata, ..., batch_key={batch_key!r}) again "
+            "after editing the batch column, then create the model."
+        )
+
+
 def batches_with_cells(manager, mdata: MuData) -> list[str]:
     """The registered batch categories (of scvi-tools' ``manager``) that have cells in ``mdata``: a subset
     (``mdata[mask].copy()``) keeps pandas' unused categories, which would become batches nothing trains."""
@@ -213,4 +248,4 @@ def batches_with_cells(manager, mdata: MuData) -> list[str]:
     return [str(c) for c in mapping if present is None or str(c) in present]
 
 
-__all__ = ["absent_modalities", "batches_with_cells", "check_batch_column", "check_in_sync", "check_modality_keys", "check_not_view", "check_not_view_output", "warn_replaced_batch_column", "warn_unseen_batches"]
+__all__ = ["MANY_BATCHES", "absent_modalities", "batches_with_cells", "check_batch_column", "check_batch_unchanged", "check_in_sync", "check_modality_keys", "check_not_view", "check_not_view_output", "warn_replaced_batch_column", "warn_unseen_batches"]

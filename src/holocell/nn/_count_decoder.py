@@ -88,6 +88,7 @@ class CountDecoder(nn.Module):
         # standard depth; a running average over the training mini-batches (see `track_library`)
         self.register_buffer("typical_library", torch.tensor([1e4, 1e3, 1e3]))
         self.register_buffer("library_batches", torch.zeros(3))
+        self.frozen_library: tuple[bool, ...] = (False, False, False)  # set by HoloCell.freeze: kept as loaded
         self.has_atac = peak_anchor is not None
         if self.has_atac:
             assert peak_bucket is not None
@@ -170,8 +171,9 @@ class CountDecoder(nn.Module):
     @torch.no_grad()
     def track_library(self, k: int, library: torch.Tensor) -> None:
         """Fold a mini-batch's observed library sizes ``(n,)`` of modality ``k`` into ``typical_library``: a running
-        mean of the log library over the first 1,000 mini-batches, an exponential average after."""
-        if library.numel() == 0:
+        mean of the log library over the first 1,000 mini-batches, an exponential average after; not for a modality
+        in :attr:`frozen_library` (a frozen transferred model keeps its reference's)."""
+        if library.numel() == 0 or self.frozen_library[k]:
             return
         n = self.library_batches[k].clamp(max=999.0)
         log_mean = torch.log(library.clamp(min=1.0)).mean()

@@ -18,7 +18,7 @@ from ..model._args import check_count, check_weight
 from ..model._inference import modality_names, without_modalities
 from ._compat import legacy_positional
 from ._keys import check_key_added, check_mudata, check_outputs, missing_column_message, working_copy
-from ._labels import label_probabilities, missing_spellings_hint, predicted_labels, reference_labels
+from ._labels import label_probabilities, predicted_labels, reference_labels, require_reference_and_query
 from ._novelty import novelty_factor, reference_p_values
 
 if TYPE_CHECKING:
@@ -99,8 +99,10 @@ def annotate(
     mdata
         MuData with ``labels_key`` in ``mdata.obs``.
     model
-        Trained :class:`~holocell.HoloCell`; used when ``mdata.obsm[use_rep]`` is absent or ``modality`` is given
-        (the embeddings are computed, not stored). May be ``None`` when ``use_rep`` exists.
+        Trained :class:`~holocell.HoloCell`: the embeddings are computed by it, even when ``mdata.obsm["X_holocell"]``
+        exists (it may come from another model). May be ``None`` when ``mdata.obsm[use_rep]`` exists; with an
+        explicit ``use_rep`` that exists, the stored embeddings are read instead (``"finetune"`` always uses
+        ``model``).
     labels_key
         Column of ``mdata.obs`` with the reference labels. Missing values (NaN, None) mark unlabelled cells; a label
         that spells one (``"nan"``, ``"None"``, ``""``, e.g. after ``.astype(str)``) is a class like any other, with
@@ -113,7 +115,8 @@ def annotate(
     method
         ``"knn"``, ``"classifier"``, ``"both"`` or ``"finetune"`` (needs ``model``).
     use_rep
-        ``.obsm`` key of existing embeddings (default ``"X_holocell"``, what :func:`~holocell.tl.embed` writes).
+        ``.obsm`` key of existing embeddings (default ``"X_holocell"``, what :func:`~holocell.tl.embed` writes; read
+        by default only when no ``model`` is passed).
         Not read when ``modality`` is given: ``ValueError`` if both are given and ``mdata.obsm[use_rep]`` exists.
     modality
         Embed from this modality (or list) only: the embeddings are then computed by ``model`` (needed), even when
@@ -225,9 +228,7 @@ def annotate(
     ref = (labelled & ~q) if reference is None else _as_mask(mdata, reference, "reference")
     if (ref & ~labelled).any():
         raise ValueError(f"{int((ref & ~labelled).sum())} reference cells have no {labels_key!r} label.")
-    if ref.sum() == 0 or q.sum() == 0:
-        hint = missing_spellings_hint(labels, labelled, labels_key) if query is None and q.sum() == 0 else ""
-        raise ValueError(f"Need reference and query cells; got {int(ref.sum())} and {int(q.sum())}.{hint}")
+    require_reference_and_query(labels, labelled, ref, q, labels_key, query_given=query is not None)
     values = reference_labels(labels, ref, labels_key, unknown_threshold)  # (checks them too)
     if (ref & q).any():
         warnings.warn(
@@ -323,8 +324,8 @@ def _stored_embeddings(mdata: MuData, model: HoloCell | None, method: str, use_r
     rep = DEFAULT_REP if use_rep is None else use_rep
     if method == "finetune":
         return False
-    if modality is None:
-        return rep in mdata.obsm
+    if modality is None:  # a model passed is the model used, unless use_rep names stored embeddings explicitly
+        return rep in mdata.obsm and (model is None or use_rep is not None)
     if model is None:
         raise ValueError(
             f"modality={modality!r} chooses what the model embeds the cells from, and no model was passed: pass the "

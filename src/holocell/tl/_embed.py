@@ -41,7 +41,8 @@ def embed(
         ``.obsm`` and ``.uns`` key. ``"X_holocell"`` (holocell's own name, also what
         ``mdata.obsm["X_holocell"] = model.get_latent_representation()`` fills) is always replaced, and so is the
         embedding of an earlier ``embed`` with the same ``key_added``; any other existing entry (the user's data,
-        e.g. ``"X_pca"``) is never replaced: ``ValueError``.
+        e.g. ``"X_pca"``) is never replaced: ``ValueError``. ``mdata.uns["X_holocell"]`` is replaced only when it
+        is holocell's record (``{"params": ...}``).
     batch_size
         Cells per forward pass (default: chosen from the model size).
     device
@@ -61,12 +62,26 @@ def embed(
     check_mudata(mdata, "embed")
     if key_added != DEFAULT_KEY:  # holocell's own name is always its embedding (see key_added)
         check_outputs(mdata, key_added, "embed", obsm=[key_added])  # also refuses a key that is no name
+    else:
+        _check_own_record(mdata)
     mdata = working_copy(mdata, copy)
     mdata.obsm[key_added] = model.get_latent_representation(
         mdata, modality=modality, batch_size=batch_size, device=device, progress_bar=progress_bar
     )
-    params = {"modality": "all" if modality is None else modality}
+    params = {"modality": "all" if modality is None else modality if isinstance(modality, str) else list(modality)}
     if batch_size is not None:
         params["batch_size"] = batch_size
     mdata.uns[key_added] = {"params": params}
     return mdata if copy else None
+
+
+def _check_own_record(mdata: MuData) -> None:
+    """``ValueError`` when ``mdata.uns["X_holocell"]`` holds something other than holocell's ``{"params": ...}``."""
+    record = mdata.uns.get(DEFAULT_KEY)
+    if record is not None and not (isinstance(record, dict) and set(record) <= {"params"}):
+        what = f"keys {list(record)[:5]}" if isinstance(record, dict) else f"a {type(record).__name__}"
+        raise ValueError(
+            f"mdata.uns[{DEFAULT_KEY!r}] holds data holocell did not write ({what}); "
+            f"embed writes its record there. Move it (mdata.uns['my_key'] = mdata.uns.pop({DEFAULT_KEY!r})), or "
+            "pass another key_added."
+        )

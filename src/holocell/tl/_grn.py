@@ -12,6 +12,7 @@ import pandas as pd
 
 from .._warnings import HoloCellDeprecationWarning, HoloCellWarning
 from ..model._args import as_names, check_count, check_seed, modality_cells
+from ..model._feature_names import feature_index
 from ..priors import load_grn_edges
 from ._keys import GRN_COLUMNS, GRN_MARK, check_mudata, check_outputs, working_copy
 
@@ -200,9 +201,7 @@ def edge_table(
     tfs = as_names(tfs, "tfs")
     targets = list(genes) if targets is None else as_names(targets, "targets")
     for what, names in (("TFs", tfs), ("targets", targets)):
-        unknown = [n for n in names if n not in genes]
-        if unknown:
-            raise KeyError(f"Unknown {what} {unknown[:5]}: use RNA var_names the model was set up with.")
+        feature_index(model, "rna", names, what)  # KeyError naming unknown ones, with the close names
     if not tfs or not targets:
         raise ValueError("Need at least one TF and one target.")
     if len(tfs) == 1 and targets == tfs:  # names are unique, so every other choice leaves an edge

@@ -68,6 +68,20 @@ def missing_spellings_hint(labels: pd.Series, labelled: np.ndarray, labels_key: 
     )
 
 
+def require_reference_and_query(
+    labels: pd.Series, labelled: np.ndarray, ref: np.ndarray, q: np.ndarray, labels_key: str, *, query_given: bool
+) -> None:
+    """``ValueError`` naming the fix when there are no reference cells (``ref``) or no query cells (``q``)."""
+    if ref.sum() and q.sum():
+        return
+    if q.sum() == 0:  # the spelling hint, when there is one, gives the fix for its case
+        hint = "" if query_given else missing_spellings_hint(labels, labelled, labels_key)
+        fix = "" if hint else " Pass query= (the cells to label), or make their labels missing (NaN)."
+    else:
+        fix, hint = f" Pass reference= (labelled cells), or give cells a label in mdata.obs[{labels_key!r}].", ""
+    raise ValueError(f"Need reference and query cells; got {int(ref.sum())} and {int(q.sum())}.{fix}{hint}")
+
+
 def reference_labels(
     labels: pd.Series, ref: np.ndarray, labels_key: str, unknown_threshold: float | None
 ) -> np.ndarray:

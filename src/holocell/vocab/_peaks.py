@@ -44,6 +44,7 @@ def parse_peaks(var: pd.DataFrame) -> pd.DataFrame:
             index=var.index,
         )
         _check_intervals(out)
+        _check_names_agree(out)
         return out
     parsed = var.index.to_series().astype(str).str.extract(_PEAK_NAME)
     bad = parsed["chrom"].isna()
@@ -64,6 +65,35 @@ def parse_peaks(var: pd.DataFrame) -> pd.DataFrame:
     )
     _check_intervals(out)
     return out
+
+
+def _check_names_agree(columns: pd.DataFrame) -> None:
+    """``ValueError`` when peak names that are coordinates (``chr1:100-600``) disagree with the ``chrom`` /
+    ``start`` / ``end`` columns, e.g. columns assigned from a table in another order. A ``chr`` prefix on one side
+    only and one base of difference (0- vs 1-based starts) are not disagreements."""
+    parsed = columns.index.to_series().astype(str).str.extract(_PEAK_NAME)
+    named = parsed["chrom"].notna().to_numpy()
+    if not named.any():
+        return
+    parsed, cols = parsed[named], columns[named]
+
+    def bare(chrom: pd.Series) -> np.ndarray:
+        return chrom.astype(str).str.removeprefix("chr").to_numpy()
+
+    differ = (bare(parsed["chrom"]) != bare(cols["chrom"])) | (
+        np.abs(parsed["start"].astype(np.int64).to_numpy() - cols["start"].to_numpy()) > 1
+    ) | (np.abs(parsed["end"].astype(np.int64).to_numpy() - cols["end"].to_numpy()) > 1)
+    if differ.any():
+        i = int(np.flatnonzero(differ)[0])
+        row = cols.iloc[i]
+        raise ValueError(
+            f"{int(differ.sum())} of {len(differ)} ATAC peaks are named by coordinates that disagree with their "
+            f"'chrom'/'start'/'end' columns in .var, e.g. peak {cols.index[i]!r} has the columns "
+            f"{row['chrom']}:{row['start']}-{row['end']} (columns assigned from a table in another order?). "
+            "holocell links peaks to genes by these coordinates. If the names are right, fix or drop the columns "
+            "(mdata['atac'].var = mdata['atac'].var.drop(columns=['chrom', 'start', 'end']): the names are parsed "
+            "instead); if the columns are right, rename the peaks from them."
+        )
 
 
 MAX_COORDINATE = 2**40
