@@ -51,7 +51,7 @@ def test_a_genome_of_the_other_species_is_refused(data, species, genome, build):
 
 def test_atac_without_tss_positions_is_refused_at_setup(data):
     """The error came one call later, from HoloCell(mdata), after setup had registered the data."""
-    with pytest.raises(ValueError, match="needs TSS positions.*--genome hg38"):
+    with pytest.raises(ValueError, match="needs TSS positions.*genome='hg38' \\(shipped: hg38, hg19, mm10\\)"):
         _setup(data)
     assert "_scvi_uuid" not in data.uns
     _setup(data, genome="hg38")  # the fix the message names

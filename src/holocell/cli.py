@@ -173,7 +173,7 @@ def _saved_setup_overrides(args: argparse.Namespace, saved: dict) -> dict:
         value, kept = getattr(args, name), saved.get(name, "human" if name == "species" else None)
         if name in given and value != kept and not (  # --genome=~/x.bed is the saved "~/x.bed" (parser: expanded)
             isinstance(kept, str) and os.path.expanduser(kept) == value
-        ):
+        ) and not (name == "genome" and _same_build(value, kept)):
             also = " (and give the file's modalities the saved names)" if name == "modalities" else ""
             raise UsageError(
                 f"--{name} {_shown(value)} differs from the set-up saved with the model in {args.model} "
@@ -206,6 +206,16 @@ def _check_saved_batch_key(args: argparse.Namespace, mdata, saved: str | None, o
         f"{args.input}{where}; pass --batch-key with the column that holds the batches (columns: "
         f"{list(mdata.obs.columns)[:20]})."
     )
+
+
+def _same_build(value, kept) -> bool:
+    """Whether two ``--genome`` values name one shipped build (``GRCm38`` and ``mm10``)."""
+    from .vocab._tables import normalise_genome
+
+    try:
+        return normalise_genome(value) == normalise_genome(kept)
+    except (ValueError, FileNotFoundError, TypeError):
+        return False
 
 
 def _shown(value) -> str:
@@ -394,6 +404,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"holocell: error: {err}", file=sys.stderr)
         raise
+    except KeyboardInterrupt:  # Ctrl-C: one line, not the Python object's story; outputs are written atomically
+        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            traceback.print_exc()
+        folder = getattr(args, "checkpoint_dir", None)
+        resume = f"; its checkpoints are in {folder}: run it again with --resume to go on" if folder else ""
+        print(f"holocell: interrupted: {args.command} stopped; no output is left half-written{resume}.", file=sys.stderr)
+        raise SystemExit(130) from None
     except USER_ERRORS as err:
         if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):  # a bug report needs the whole story
             traceback.print_exc()

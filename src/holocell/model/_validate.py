@@ -108,7 +108,7 @@ def validate_setup(
         if name not in mdata.mod:
             raise KeyError(
                 f"Modality {name!r} (for {m!r}) is not in mdata.mod; available: {list(mdata.mod)}. "
-                f"Fix the `modalities` argument, e.g. modalities={{{m!r}: {next(iter(mdata.mod))!r}}}."
+                f"Fix the `modalities` argument{_unused_hint(mdata, modalities, m)}."
             )
         check_not_view(mdata, name)
         check_in_sync(mdata, name, ", then run HoloCell.setup_mudata again")
@@ -379,6 +379,12 @@ def _read_call(path) -> str:
 
     store = zarr_store(path)
     return "mudata.read_h5mu(path)" if store is None else f"{store[1]} (it is {store[0]})"
+
+
+def _unused_hint(mdata: MuData, modalities: Mapping[str, str], m: str) -> str:
+    """``, e.g. modalities={m: <a key of mdata.mod no other modality reads>}``, or ``""`` when every key is read."""
+    unused = [k for k in mdata.mod if k not in modalities.values()]
+    return f", e.g. modalities={{{m!r}: {unused[0]!r}}}" if unused else ""
 
 
 def _read_counts_fix(name: str, layer: str | None, layers: list[str]) -> str:

@@ -16,8 +16,15 @@ from pathlib import Path
 import pandas as pd
 from mudata import MuData
 
-from .._warnings import HoloCellWarning
-from ..vocab import load_gene_table, map_genes, map_proteins_to_genes, parse_peaks, read_tss_file
+from .._warnings import HoloCellWarning, user_stacklevel
+from ..vocab import (
+    link_peaks_to_genes,
+    load_gene_table,
+    map_genes,
+    map_proteins_to_genes,
+    parse_peaks,
+    read_tss_file,
+)
 from ..vocab._feature_space import gene_column_anchors
 from ..vocab._tables import GENOME_SPECIES, normalise_genome
 
@@ -109,8 +116,8 @@ def check_vocabulary(
         if table is None and genome is None and not _SAVED_LINKS.get():
             raise ValueError(
                 "Linking ATAC peaks to genes needs TSS positions: pass the genome build the peaks were called on, "
-                "genome='hg38', 'hg19' or 'mm10' (on the command line: --genome hg38), a path to a BED/GTF of TSSs "
-                "or a DataFrame with columns gene_name, chrom, tss, strand; or give the RNA modality's .var the "
+                "e.g. genome='hg38' (shipped: hg38, hg19, mm10), or a path to a BED/GTF of TSSs (in Python also a "
+                "DataFrame with columns gene_name, chrom, tss, strand); or give the RNA modality's .var the "
                 "columns 'chrom', 'tss', 'strand'."
             )
         if table is not None:
@@ -145,6 +152,7 @@ def _check_peaks_meet_genes(
             "to a gene. Pass the genome build the peaks were called on (genome='hg38', 'hg19', "
             "'mm10' or a BED/GTF path), or rename chromosomes to match (e.g. '1' -> 'chr1')."
         )
+    _warn_other_build(peaks, table, genome)
     if "rna" not in modalities or genome is None:
         return
     genes = table["gene_name"].astype(str)
@@ -161,6 +169,40 @@ def _check_peaks_meet_genes(
         "share. Use gene symbols or Ensembl ids as RNA var_names (muon's read_10x_h5 keeps the ids in "
         "var['gene_ids']), or pass a TSS table named like them."
     )
+
+
+BUILD_CHECK_PEAKS = 20_000
+"""Peaks (a fixed sample) the build check links against each shipped build of the species."""
+
+
+def _warn_other_build(peaks: pd.DataFrame, table: pd.DataFrame, genome) -> None:
+    """:class:`HoloCellWarning` when the peaks lie near TSSs of another shipped build of the species far more often
+    than near those of ``genome`` (the check of docs/data.md: the right build has more than twice the share of
+    peaks within 1 kb of a TSS); peaks linked through the wrong build link to the wrong genes."""
+    try:
+        given = normalise_genome(genome) if isinstance(genome, str) else None
+    except (ValueError, FileNotFoundError):
+        return
+    if given is None or len(peaks) < 50:
+        return
+    sample = peaks.sample(min(len(peaks), BUILD_CHECK_PEAKS), random_state=0) if len(peaks) > BUILD_CHECK_PEAKS else peaks
+
+    def near(genes: pd.DataFrame) -> float:
+        return float((link_peaks_to_genes(sample, genes)["distance"].abs() <= 1_000).mean())
+
+    share = near(table)
+    for other in (b for b in GENOME_SPECIES if b != given and GENOME_SPECIES[b] == GENOME_SPECIES[given]):
+        other_share = near(load_gene_table(other))
+        if other_share >= 0.05 and other_share > 2 * share:
+            warnings.warn(
+                f"The ATAC peaks look called on {other}, not genome={genome!r}: {other_share:.1%} of them lie within "
+                f"1 kb of a TSS of {other}, {share:.1%} of {given} (the right build has more than twice the share). "
+                f"Peaks are linked to genes through the build given; pass genome={other!r} if the peaks are {other} "
+                "coordinates.",
+                HoloCellWarning,
+                stacklevel=user_stacklevel(),
+            )
+            return
 
 
 def _check_gene_column(column: pd.Series, mdata: MuData, modalities: Mapping[str, str], species: str) -> None:
