@@ -15,9 +15,10 @@ TINY_ARGS = ["--d-model", "32", "--n-layers", "1", "--n-heads", "2", "--n-latent
 
 
 @pytest.fixture(scope="module")
-def multiome(require_real_data, tmp_path_factory):
+def multiome(shared_data_module, require_real_data, tmp_path_factory):
     """300 cells of the 10x PBMC Multiome (GRCh38 peaks), written as an .h5mu."""
-    mdata = hc.data.pbmc_multiome_1k()
+    require_real_data("pbmc_multiome_1k")
+    mdata = hc.data.pbmc_multiome_1k(progressbar=False)
     mdata = mdata[np.sort(np.random.default_rng(0).choice(mdata.n_obs, 300, replace=False))].copy()
     path = tmp_path_factory.mktemp("multiome") / "multiome.h5mu"
     mdata.write(path)
