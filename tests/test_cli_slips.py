@@ -66,3 +66,9 @@ def test_ctrl_c_ends_with_one_line_and_exit_code_130(pbmc, tmp_path, monkeypatch
 def test_a_wrong_modality_name_suggests_an_unused_modality(pbmc):
     with pytest.raises(KeyError, match=r"e.g. modalities=\{'protein': 'adt'\}"):  # it offered 'rna', read as rna
         hc.HoloCell.setup_mudata(pbmc, modalities={"rna": "rna", "protein": "protein"})
+
+
+def test_a_refused_number_names_its_option(pbmc, tmp_path, cli_fails):
+    pbmc.write(tmp_path / "cite.h5mu")
+    cli_fails(["embed", str(tmp_path / "cite.h5mu"), "--out", str(tmp_path / "e.h5mu"), "--batch-size", "0"],
+              ["--batch-size must be an integer >= 1"], absent=("batch_size",))  # fmt: skip

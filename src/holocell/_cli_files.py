@@ -101,6 +101,8 @@ def cli_words(text: str, options: Mapping[str, tuple[str, bool]] | None = None) 
     if "key_added" in options:  # "pass another key_added" (no "=")
         text = re.sub(r"\banother key_added\b", "another --key-added", text)
     names = "|".join(re.escape(n) for n in sorted(options, key=len, reverse=True))
+    # "batch_size must be an integer >= 1": the refusal of a value names the option it came from
+    text = re.sub(rf"(?<![\w.\-'\"])({names}) must\b", lambda m: f"{options[m.group(1)][0]} must", text)
     pattern = re.compile(rf"(?<![\w.\-])({names})=('[^']*'|\"[^\"]*\"|True\b)?(?=[\s.,;:)]|$)")
     code = _call_spans(text)
 
