@@ -79,7 +79,7 @@ API_ERRORS = {
     "generate_target": "Unknown target 'protein'",
     "perturb_genes": "Unknown genes ['NOPE']",  # a KeyError: its message without the quotes of the repr
     "train_batch_key": "batch_key 'nope' is not a column",
-    "train_epochs": "max_epochs",
+    "train_epochs": "--max-epochs must be an integer >= 1",  # the option, not the keyword max_epochs
     "train_heads": "n_heads=2 must divide d_model=15",  # was an AssertionError
     "train_accelerator": "--accelerator tpu",  # Lightning: ImportError (no torch_xla)
 }

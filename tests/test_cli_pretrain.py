@@ -147,9 +147,9 @@ def test_a_batch_key_with_missing_values_is_refused(tmp_path, _pbmc_session, cap
 
 def test_demo_refuses_bad_arguments_before_creating_its_folder(tmp_path, capsys):
     out = tmp_path / "demo_a"
-    _fails(capsys, ["demo", "--max-epochs", "0", "--out", str(out)], ["max_epochs must be an integer >= 1", "got 0"])
-    _fails(capsys, ["demo", "--seed", "-1", "--out", str(out)], ["seed must be an integer >= 0"])
-    _fails(capsys, ["demo", "--seed", str(2**40), "--out", str(out)], ["seed must be an integer from 0 to"])
+    _fails(capsys, ["demo", "--max-epochs", "0", "--out", str(out)], ["--max-epochs must be an integer >= 1", "got 0"])
+    _fails(capsys, ["demo", "--seed", "-1", "--out", str(out)], ["--seed must be an integer >= 0"])
+    _fails(capsys, ["demo", "--seed", str(2**40), "--out", str(out)], ["--seed must be an integer from 0 to"])
     with pytest.raises(ValueError, match="max_epochs must be an integer >= 1"):
         run_demo(out, max_epochs=0)
     assert not out.exists()
