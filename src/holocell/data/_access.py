@@ -212,10 +212,25 @@ def species_codes(mdata: MuData, species_key: str) -> np.ndarray:
         raise ValueError(
             f"mdata.obs[{species_key!r}] has {len(bad)} cells with values other than {list(SPECIES)} (e.g. "
             f"{shown}); every cell needs one of them, spelled exactly so. Map them, e.g. mdata.obs[{species_key!r}] = "
-            f"mdata.obs[{species_key!r}].astype(str).replace({{{shown[0]!r}: 'mouse'}}), or drop cells of other "
+            f"mdata.obs[{species_key!r}].astype(str).replace({_species_guess(shown)}), or drop cells of other "
             f"species: mdata = mdata[mdata.obs[{species_key!r}].isin({list(SPECIES)})].copy()."
         )
     return values.map({s: i for i, s in enumerate(SPECIES)}).to_numpy(dtype=np.int64)
+
+
+_SPECIES_WORDS = {"human": ("human", "homo", "sapiens", "hs", "hsa", "grch"), "mouse": ("mouse", "mus", "musculus",
+                                                                                       "mm", "mmu", "grcm")}
+
+
+def _species_guess(values: list[str]) -> str:
+    """A ``replace`` mapping for species spelled otherwise (``"Human"``, ``"Mus musculus"``): each value to the species
+    its words name, ``'<human or mouse>'`` where none does (never a guess that could swap the species)."""
+    def guess(value: str) -> str:
+        words = set(value.lower().replace("_", " ").replace(".", " ").split())
+        hits = [s for s, names in _SPECIES_WORDS.items() if words & set(names)]
+        return hits[0] if len(hits) == 1 else "<human or mouse>"
+
+    return "{" + ", ".join(f"{v!r}: {guess(v)!r}" for v in values) + "}"
 
 
 def mudata_arrays(

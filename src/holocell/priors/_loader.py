@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,11 @@ def check_prior_names(priors: str | Sequence[str] | None) -> list[str]:
         return []
     if isinstance(priors, str):
         priors = list(PRIORS) if priors == "all" else [priors]
+    if isinstance(priors, Mapping) or not isinstance(priors, Iterable):  # priors=True, a number, a dict
+        raise TypeError(
+            f"priors takes a prior name, a list of them, 'all' or None, got {type(priors).__name__} {priors!r}; "
+            f"choose from {list(PRIORS)} (priors='all' for every one)."
+        )
     bad = [p for p in priors if p not in PRIORS]
     if bad:
         raise ValueError(f"Unknown prior {bad}; choose from {list(PRIORS)} (or priors='all' / None).")

@@ -89,7 +89,7 @@ def detect_gene_id_type(names: Sequence[str]) -> Literal["symbol", "ensembl"]:
     names
         Feature names, e.g. ``adata.var_names``.
     """
-    names = [str(n) for n in names]
+    names = _names(names, "detect_gene_id_type")
     if not names:
         return "symbol"
     hits = sum(bool(_ENSEMBL_RE.match(n)) for n in names)
@@ -164,8 +164,22 @@ def _strip_version(name: str) -> str:
     return name.split(".", 1)[0] if _ENSEMBL_RE.match(name) else name
 
 
+MISSING_NAMES: frozenset[str] = frozenset({"nan", "na", "<na>", "none", "null", ""})
+"""What a missing value becomes as text (pandas' ``nan``, R's ``NA``, ``None``, an empty cell), compared in lower
+case: such a name is left unmapped (``"nan"`` was SCN11A through its alias ``NaN``, ``"NA"`` XK)."""
+
+
+def _names(names: Sequence[str], what: str) -> list[str]:
+    """``names`` as a list of text; ``TypeError`` for one string (it would be read letter by letter)."""
+    if isinstance(names, str | bytes):
+        raise TypeError(f"{what} takes a list of names, got the single string {names!r}: pass [{names!r}].")
+    return [str(n) for n in names]
+
+
 def _map_human(name: str, id_type: str) -> tuple[str | None, str]:
     ens, by_name, upper = _human_lookup()
+    if name.strip().lower() in MISSING_NAMES:
+        return None, "unmapped"
     if id_type == "ensembl":
         sym = ens.get(_strip_version(name))
         return (sym, "ensembl") if sym else (None, "unmapped")
@@ -181,6 +195,8 @@ def _map_human(name: str, id_type: str) -> tuple[str | None, str]:
 def _map_mouse(name: str, id_type: str) -> tuple[str | None, str, str]:
     """(human symbol or None, how, mouse label for an own anchor)."""
     by_key, sym_to_key, key_to_sym = _mouse_lookup()
+    if name.strip().lower() in MISSING_NAMES:
+        return None, "unmapped", name
     if id_type == "ensembl":
         key = _strip_version(name)
         label = key_to_sym.get(key, key)
@@ -219,8 +235,9 @@ def map_genes(
         and ``how``. Human: ``"symbol"``, ``"alias"`` (alias, previous or NCBI symbol, or a
         different case), ``"ensembl"``, ``"unmapped"`` (anchor = the name itself). Mouse:
         ``"one2one"`` (anchor = the human ortholog's symbol), ``"one2many"``, ``"many2one"``,
-        ``"many2many"`` or ``"unmapped"`` (anchor ``"mouse:<symbol>"``). A second name landing on
-        an anchor already taken in this list keeps its own anchor and ``how="duplicate"``.
+        ``"many2many"`` or ``"unmapped"`` (anchor ``"mouse:<symbol>"``). Two names of one list may land on one
+        anchor (e.g. a symbol and its Ensembl id); :func:`rename_to_anchors` and ``setup_mudata`` give the second
+        its own anchor and ``how="duplicate"``. A missing value as text (``"nan"``, ``"NA"``, ``""``) is unmapped.
 
     Examples
     --------
@@ -232,7 +249,7 @@ def map_genes(
         raise ValueError(f"species must be one of {list(SPECIES)}, got {species!r}.")
     if gene_id_type not in GENE_ID_TYPES:
         raise ValueError(f"gene_id_type must be one of {list(GENE_ID_TYPES)}, got {gene_id_type!r}.")
-    names = [str(n) for n in names]
+    names = _names(names, "map_genes")
     ens_of = {s: e for e, s in _human_lookup()[0].items()}
     rows = []
     for name in names:

@@ -108,9 +108,18 @@ def load_gene_table(genome: str) -> pd.DataFrame:
 
 
 def _parse_gtf_attributes(text: str) -> dict[str, str]:
+    """GTF / GFF2 attributes (``gene_id "X"; gene_name "Y";``), or GFF3's (``ID=gene:X;Name=Y;gene_id=X``), with
+    GFF3's ``Name`` / ``ID`` also under GTF's ``gene_name`` / ``gene_id`` when those are absent."""
     out: dict[str, str] = {}
     for m in re.finditer(r'(\S+)\s+"([^"]*)"', text):
         out.setdefault(m.group(1), m.group(2))
+    if not out and "=" in text:  # GFF3
+        for part in text.strip().strip(";").split(";"):
+            key, _, value = part.strip().partition("=")
+            out.setdefault(key, value)
+        out.setdefault("gene_id", out.get("ID", "").removeprefix("gene:"))
+        out.setdefault("gene_name", out.get("Name", out["gene_id"]))
+        out.setdefault("gene_biotype", out.get("biotype", "unknown"))
     return out
 
 
@@ -136,8 +145,9 @@ def read_tss_file(path: str | PathLike[str]) -> pd.DataFrame:
     path
         A BED file (optionally gzipped; columns chrom, start, end, name, score, strand, further
         columns ignored; 0-based half-open; the TSS is ``start`` on ``+`` and ``end - 1`` on ``-``,
-        ``+`` when the strand is missing) or a GTF/GFF2 file (``.gtf``/``.gtf.gz``; ``gene``
-        features, 1-based; name from the ``gene_name`` attribute, falling back to ``gene_id``).
+        ``+`` when the strand is missing; a header line before the first row is skipped) or a GTF / GFF file
+        (``.gtf``, ``.gff``, ``.gff2``, ``.gff3``, optionally gzipped; ``gene`` features, 1-based; name from the
+        ``gene_name`` attribute, falling back to ``gene_id``; GFF3's ``Name`` / ``ID=gene:...``).
         ``~`` is expanded.
 
     Returns
@@ -148,7 +158,7 @@ def read_tss_file(path: str | PathLike[str]) -> pd.DataFrame:
     """
     path = Path(path).expanduser()
     name = path.name.lower()
-    is_gtf = any(name.endswith(s) for s in (".gtf", ".gtf.gz", ".gff", ".gff.gz", ".gff2", ".gff2.gz"))
+    is_gtf = name.removesuffix(".gz").endswith((".gtf", ".gff", ".gff2", ".gff3"))
     rows: list[tuple[str, str, str, int, str, str]] = []
     with _open_text(path) as fh:
         for line in fh:
@@ -170,6 +180,10 @@ def read_tss_file(path: str | PathLike[str]) -> pd.DataFrame:
                     fields = line.split()
                 if len(fields) < 3:
                     raise ValueError(f"{path}: BED lines need at least chrom, start, end: {line!r}")
+                if not (fields[1].strip().isdigit() and fields[2].strip().isdigit()):
+                    if not rows:  # a header line (chrom, start, end, ... as DataFrame.to_csv writes it)
+                        continue
+                    raise ValueError(f"{path}: BED start and end must be integers: {line!r}")
                 chrom, start, end = fields[0], int(fields[1]), int(fields[2])
                 gname = fields[3] if len(fields) > 3 else f"{chrom}:{start}-{end}"
                 strand = fields[5] if len(fields) > 5 and fields[5] in ("+", "-") else "+"

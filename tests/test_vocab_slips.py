@@ -1,0 +1,59 @@
+"""The gene vocabulary with careless input (thirteenth session's probe of the priors and species features): missing
+values as text, one string for a list, modern GFF3 and BED files with a header, the species column's fix, and
+``priors=True``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import holocell as hc
+from holocell.vocab import detect_gene_id_type, map_genes, read_tss_file
+
+
+def test_missing_values_as_text_are_no_genes():
+    table = map_genes(["MS4A1", np.nan, "NA", "na", "", "CD3E"])  # a marker CSV with empty cells; R's NA
+    assert table["how"].tolist() == ["symbol", "unmapped", "unmapped", "unmapped", "unmapped", "symbol"]
+    assert "SCN11A" not in table["anchor"].tolist() and "XK" not in table["anchor"].tolist()  # their aliases
+    assert map_genes(["nan"], species="mouse")["how"].tolist() == ["unmapped"]
+
+
+def test_one_string_is_not_read_letter_by_letter():
+    with pytest.raises(TypeError, match=r"single string 'CD4': pass \['CD4'\]"):
+        map_genes("CD4")
+    with pytest.raises(TypeError, match="single string"):
+        detect_gene_id_type("ENSG00000010610")
+
+
+def test_gff3_and_bed_with_a_header_are_read(tmp_path):
+    gff3 = tmp_path / "genes.gff3"
+    gff3.write_text(
+        "##gff-version 3\n"
+        "chr1\tensembl\tgene\t1000\t2000\t.\t+\t.\tID=gene:ENSG01;Name=AAA;biotype=protein_coding\n"
+        "chr1\tensembl\tgene\t5000\t6000\t.\t-\t.\tID=gene:ENSG02;Name=BBB;biotype=lncRNA\n"
+        "chr1\tensembl\tmRNA\t1000\t2000\t.\t+\t.\tID=transcript:T1;Parent=gene:ENSG01\n"
+    )
+    (tmp_path / "genes.gff").write_text(gff3.read_text())  # GFF3 is what most .gff files hold today
+    for path in (gff3, tmp_path / "genes.gff"):
+        table = read_tss_file(path)
+        assert table["gene_name"].tolist() == ["AAA", "BBB"] and table["gene_id"].tolist() == ["ENSG01", "ENSG02"]
+        assert table["tss"].tolist() == [999, 5999]
+    bed = tmp_path / "genes.bed"
+    pd.DataFrame({"chrom": ["chr1"], "start": [10], "end": [20], "name": ["CCC"], "score": [0], "strand": ["+"]}).to_csv(
+        bed, sep="\t", index=False)  # fmt: skip
+    assert read_tss_file(bed)["gene_name"].tolist() == ["CCC"]
+
+
+def test_the_species_column_fix_maps_each_value_to_its_own_species(pbmc):
+    human = pbmc.copy()
+    human.obs["organism"] = np.where(np.arange(human.n_obs) % 2 == 0, "Human", "Homo sapiens")
+    with pytest.raises(ValueError) as err:
+        hc.HoloCell.setup_mudata(human, modalities={"rna": "rna", "protein": "adt"}, species_key="organism")
+    assert "replace({'Homo sapiens': 'human', 'Human': 'human'})" in str(err.value)  # it offered {'Human': 'mouse'}
+
+
+def test_priors_true_names_the_choices(pbmc):
+    hc.HoloCell.setup_mudata(pbmc, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
+    with pytest.raises(TypeError, match="priors takes a prior name, a list of them, 'all' or None, got bool True"):
+        hc.HoloCell(pbmc, priors=True)
