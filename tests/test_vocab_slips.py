@@ -57,3 +57,17 @@ def test_priors_true_names_the_choices(pbmc):
     hc.HoloCell.setup_mudata(pbmc, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
     with pytest.raises(TypeError, match="priors takes a prior name, a list of them, 'all' or None, got bool True"):
         hc.HoloCell(pbmc, priors=True)
+
+
+def test_gene_embeddings_carry_the_priors(pbmc):
+    import torch
+
+    hc.HoloCell.setup_mudata(pbmc, modalities={"rna": "rna", "protein": "adt"}, batch_key="batch")
+    model = hc.HoloCell(pbmc, d_model=32, n_layers=1, n_heads=2, n_latents=8, priors=["grn", "family"])
+    closed = model.get_gene_embeddings()
+    with torch.no_grad():
+        model.module.network.prior_gate.fill_(1.0)  # the gates open as the model learns to use the priors
+    opened = model.get_gene_embeddings()
+    d = model.config.d_model
+    assert not np.allclose(opened.iloc[:, :d], closed.iloc[:, :d])  # it read the identity weights only
+    np.testing.assert_array_equal(opened.iloc[:, d:], closed.iloc[:, d:])  # the value direction has no prior

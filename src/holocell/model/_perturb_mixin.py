@@ -381,9 +381,10 @@ class PerturbMixin:
     def get_gene_embeddings(self, modality: Literal["rna", "protein"] = "rna") -> pd.DataFrame:
         """Learned embeddings of the genes (one row per feature of ``modality``).
 
-        A gene's embedding concatenates its anchor identity embedding and the direction along
-        which the model embeds its ``modality`` value (shared + anchor-specific part), so genes the
-        model treats alike are close.
+        A gene's embedding concatenates its anchor embedding as the network reads it (the identity
+        embedding plus, with ``priors=``, the gated projections of the gene's prior rows) and the
+        direction along which the model embeds its ``modality`` value (shared + anchor-specific part),
+        so genes the model treats alike are close.
 
         Parameters
         ----------
@@ -399,7 +400,8 @@ class PerturbMixin:
         network = self.module.network
         anchors = torch.as_tensor(self.feature_space.maps[modality].anchor, dtype=torch.long)
         slot = network.slots[modality]
-        ident = network.anchor.weight.detach().cpu()[anchors]
+        with torch.no_grad():  # the priors' gated projections included, as the encoder reads the anchors
+            ident = network.anchor_embedding().detach().cpu()[anchors]
         value = (slot.value + slot.anchor_value).detach().cpu()[anchors]
         emb = torch.cat([ident, value], dim=1).float().numpy()
         return pd.DataFrame(emb, index=pd.Index(self.feature_space.maps[modality].features.astype(str)))
