@@ -88,19 +88,22 @@ def make_loader(
     seed: int = 0,
     drop_last: bool = False,
     keep_global_stream: bool = True,
+    start_epoch: int = 0,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over ``indices`` that slices sparse rows once per mini-batch.
 
     ``keep_global_stream=False`` leaves torch's global random state alone (inference outside training).
+    ``start_epoch``: a resumed run's first epoch; the shuffle continues with that epoch's order (not epoch 0's).
 
     ``arrays`` may also be backed (:class:`~holocell.data._streaming.BackedMosaicArrays`): each
     mini-batch is then read from disk, which suits sequential passes (embedding, generation).
     """
     dataset = MosaicDataset(arrays, indices)
     if shuffle:
-        sampler: torch.utils.data.Sampler = torch.utils.data.RandomSampler(
-            dataset, generator=torch.Generator().manual_seed(seed)
-        )
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(start_epoch):  # the orders of the epochs already trained (RandomSampler: one per epoch)
+            torch.randperm(len(dataset), generator=generator)
+        sampler: torch.utils.data.Sampler = torch.utils.data.RandomSampler(dataset, generator=generator)
     else:
         sampler = torch.utils.data.SequentialSampler(dataset)
     batches = torch.utils.data.BatchSampler(sampler, batch_size=batch_size, drop_last=drop_last)

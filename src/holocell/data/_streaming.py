@@ -210,6 +210,8 @@ class ChunkedBatches(torch.utils.data.IterableDataset):
     rank, world_size
         This process's share of a multi-process (DDP) run: mini-batches ``rank``, ``rank + world_size``, ... of the
         epoch's order, which every process draws alike; ``len()`` is the same on every process.
+    start_epoch
+        The first epoch (a resumed run's): its order is that epoch's, not epoch 0's.
     """
 
     def __init__(
@@ -225,6 +227,7 @@ class ChunkedBatches(torch.utils.data.IterableDataset):
         blocks_per_buffer: int = 8,
         rank: int = 0,
         world_size: int = 1,
+        start_epoch: int = 0,
     ) -> None:
         if batch_size < 1 or block_size < 1 or blocks_per_buffer < 1:
             raise ValueError("batch_size, block_size and blocks_per_buffer must be >= 1.")
@@ -240,7 +243,7 @@ class ChunkedBatches(torch.utils.data.IterableDataset):
         self.blocks_per_buffer = blocks_per_buffer
         self.rank = rank
         self.world_size = world_size
-        self.epoch = 0
+        self.epoch = start_epoch
 
     def _n_batches(self) -> int:
         """Mini-batches of an epoch over all processes."""

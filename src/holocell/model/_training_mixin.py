@@ -147,6 +147,11 @@ class TrainingMixin:
             checkpoints are loaded with ``weights_only=True``; resume only from checkpoints you
             wrote yourself. ``history_`` holds the whole run: the epochs the checkpoint logged (its last
             epoch without the training losses, which Lightning logs after writing it), then the new ones.
+            The resumed epochs see the cells in the order the uninterrupted run would (not epoch 0's again);
+            their masking draws come from a stream seeded by ``seed`` and the epoch reached, so the result is
+            not bit-identical to an uninterrupted run. Pass the run's own ``seed``, ``validation_size``,
+            ``batch_size`` and learning rate: the optimiser's state (its learning rate included) comes from
+            the checkpoint, the split from ``seed`` and ``validation_size``.
         **trainer_kwargs
             Passed to :class:`lightning.pytorch.Trainer`: ``callbacks`` (one or a list; ``None``: none)
             are added to holocell's own; a ``logger`` (or a list) comes before holocell's own (which fills

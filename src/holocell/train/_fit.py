@@ -24,9 +24,9 @@ from .._warnings import HoloCellWarning
 from ..data.arrays import BackedMosaicArrays, MosaicArrays
 from ..nn import HoloCellModule
 from ._config import TrainingConfig
-from ._plan import HISTORY_KEY, MosaicDataModule, TrainingPlan, logged_rows, split_indices
+from ._plan import HISTORY_KEY, MosaicDataModule, TrainingPlan, logged_rows, split_indices, warn_split
 from ._processes import WeightEMA, allow_unused_parameters, check_worker_processes, history_handed_back
-from ._resume import check_checkpoint_dir, check_epochs_left, check_same_model, read_checkpoint
+from ._resume import check_checkpoint_dir, check_epochs_left, check_same_model, epochs_done, read_checkpoint
 from ._rng import global_random_state_kept
 from ._run_marker import run_claimed
 
@@ -279,8 +279,9 @@ def fit(
         )
     # the run seeds the process-wide generators (and PL_GLOBAL_SEED / PL_SEED_WORKERS) to be reproducible;
     # the user's random streams and environment are put back afterwards, also when the run fails
-    with global_random_state_kept():
-        pl.seed_everything(seed, verbose=False)
+    start = 0 if checkpoint is None else epochs_done(checkpoint)  # a resumed run goes on from its epoch
+    with global_random_state_kept():  # resumed: other masking draws than epoch 0's (the data order is fast-forwarded)
+        pl.seed_everything(seed if start == 0 else (seed + 7919 * start) % 2**32, verbose=False)
         train_idx, val_idx = split_indices(arrays.n_cells, validation_size, seed)
         if len(train_idx) == 0:
             raise ValueError(
@@ -288,14 +289,7 @@ def fit(
                 f"to train on. Lower validation_size (e.g. 0.1) so that at least one cell, better a batch of "
                 f"batch_size={batch_size}, remains for training."
             )
-        if early_stopping and validation_size > 0 and len(val_idx) == 0:
-            warnings.warn(
-                f"validation_size={validation_size} holds out no cell of the {arrays.n_cells}, so early stopping is "
-                f"off and the run lasts max_epochs. Raise validation_size to at least {1 / arrays.n_cells:.3g} "
-                "for early stopping, or pass early_stopping=False to train on every cell without this warning.",
-                HoloCellWarning,
-                stacklevel=3,
-            )
+        warn_split(arrays, train_idx, val_idx, validation_size, early_stopping)
         steps_per_epoch = max(1, len(train_idx) // batch_size)
         if max_epochs is None:
             max_epochs = config.default_epochs(steps_per_epoch)
@@ -342,13 +336,15 @@ def fit(
             steps = max_epochs * steps_per_device if total_steps is None else total_steps
             plan = TrainingPlan(module, config, total_steps=steps, run_identity=run_identity, checkpoint_dir=folder)
             plan.history_rows = history.rows
-            datamodule = MosaicDataModule(arrays, train_idx, val_idx, batch_size, seed)
+            datamodule = MosaicDataModule(arrays, train_idx, val_idx, batch_size, seed, start_epoch=start)
             # Lightning keeps each submodule's mode: a module left in eval mode by an earlier fit, load or
             # transfer would train without dropout (and Lightning would warn about it)
             module.train()
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
                 warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__`.*")  # streaming
+                warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated")  # Lightning's own
+                warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")  # no validation cell
                 if folder is not None:  # it holds the run's marker (resumed, its checkpoints); others' are refused
                     ours = re.escape(os.path.realpath(folder))  # only holocell's own callback: a user's warns as usual
                     warnings.filterwarnings("ignore", message=f"Checkpoint directory {ours} exists and is not empty")

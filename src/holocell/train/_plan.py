@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from .._warnings import HoloCellWarning, user_stacklevel
 from ..data.arrays import BackedMosaicArrays, MosaicArrays, make_chunked_loader, make_loader
 from ..nn import HoloCellModule
 from ._config import TrainingConfig
@@ -201,8 +203,10 @@ class MosaicDataModule(pl.LightningDataModule):
         seed: int,
         block_size: int = 1024,
         blocks_per_buffer: int = 8,
+        start_epoch: int = 0,
     ) -> None:
         super().__init__()
+        self.start_epoch = start_epoch  # a resumed run's first epoch: the shuffle goes on from there
         self.arrays = arrays
         self.train_indices = train_indices
         self.validation_indices = validation_indices
@@ -228,6 +232,7 @@ class MosaicDataModule(pl.LightningDataModule):
                 blocks_per_buffer=self.blocks_per_buffer,
                 rank=rank,
                 world_size=world_size,
+                start_epoch=self.start_epoch,
             )
         return make_loader(
             self.arrays,
@@ -236,12 +241,37 @@ class MosaicDataModule(pl.LightningDataModule):
             shuffle=True,
             seed=self.seed,
             drop_last=drop_last,
+            start_epoch=self.start_epoch,
         )
 
     def val_dataloader(self):
         if len(self.validation_indices) == 0:
             return []
         return make_loader(self.arrays, self.validation_indices, batch_size=self.batch_size)
+
+
+def warn_split(arrays, train_idx: np.ndarray, val_idx: np.ndarray, validation_size: float, early_stopping: bool) -> None:
+    """:class:`~holocell.HoloCellWarning`s about a split: no validation cell although one was asked for (early
+    stopping is then off), and batches whose every cell landed in validation (their decoder rows never train)."""
+    n_cells = len(train_idx) + len(val_idx)
+    if early_stopping and validation_size > 0 and len(val_idx) == 0:
+        warnings.warn(
+            f"validation_size={validation_size} holds out no cell of the {n_cells}, so early stopping is "
+            f"off and the run lasts max_epochs. Raise validation_size to at least {1 / n_cells:.3g} "
+            "for early stopping, or pass early_stopping=False to train on every cell without this warning.",
+            HoloCellWarning,
+            stacklevel=user_stacklevel(),
+        )
+    batch = np.asarray(arrays.batch)
+    unseen = np.setdiff1d(np.unique(batch[val_idx]), np.unique(batch[train_idx]))
+    if len(unseen):
+        warnings.warn(
+            f"The random split of validation_size={validation_size} put every cell of {len(unseen)} batch(es) in "
+            f"validation (batch codes {unseen[:5].tolist()}): the model never trains on them, and their decoder rows "
+            "stay as initialised. Lower validation_size, or pass another seed.",
+            HoloCellWarning,
+            stacklevel=user_stacklevel(),
+        )
 
 
 def split_indices(n_cells: int, validation_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
