@@ -59,9 +59,10 @@ def local_copy(entry: RegistryEntry) -> Path | None:
     return None
 
 
-def registered_places(entry: RegistryEntry, cache: Path) -> list[Path]:
-    """Every path where holocell looks for ``entry`` (data folders, shipped copy, ``cache``), existing or not."""
-    places = [folder / entry.filename for folder in data_dirs()]
+def registered_places(entry: RegistryEntry, cache: Path, folders: list[Path]) -> list[Path]:
+    """Every path where holocell looks for ``entry`` (the data ``folders``, :func:`data_dirs`; the shipped copy;
+    ``cache``), existing or not."""
+    places = [folder / entry.filename for folder in folders]
     places += [Path(entry.shipped)] if entry.shipped is not None else []
     return [*places, cache / entry.filename]
 

@@ -36,7 +36,7 @@ import scipy.sparse as sp
 
 from .._folders import existing_folder
 from ..data import _download, _registry
-from ..data._local_copies import registered_places
+from ..data._local_copies import data_dirs, registered_places
 from . import _checkpoint
 from ._args import check_device
 from ._safe_write import atomic_file, check_regular, cleanup_on_sigterm, replaceable_target
@@ -321,8 +321,9 @@ def registered_copy(path: Path) -> str | None:
     package, in a ``$HOLOCELL_DATA_DIR`` folder or in the cache), else ``None``."""
     if not path.is_file():
         return None
+    cache, folders = _registry.cache_dir(), data_dirs()  # read once, not per registry entry
     for entry in _registry.REGISTRY.values():
-        for place in registered_places(entry, _registry.cache_dir()):
+        for place in registered_places(entry, cache, folders):
             if place.is_file() and os.path.samefile(place, path):
                 return entry.name
     return None
