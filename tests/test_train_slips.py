@@ -77,3 +77,20 @@ def test_training_leaves_lightnings_own_messages_out(small):
         model.train(max_epochs=1, enable_progress_bar=False, validation_size=0, early_stopping=False)
     text = [str(w.message) for w in rec]
     assert not [t for t in text if "LeafSpec" in t or "across ranks is zero" in t], text
+
+
+def test_resuming_with_other_settings_than_the_run_names_them(small, tmp_path):
+    """A resumed run with another seed validated cells it had trained on, without a word (thirteenth session's
+    probe, documented then): the settings the run recorded are compared."""
+    run = {"max_epochs": 3, "seed": 3, "enable_progress_bar": False, "batch_size": 32, "early_stopping": False}
+    with pytest.raises(KeyboardInterrupt):
+        hc.HoloCell(small, **TINY).train(**run, checkpoint_dir=tmp_path / "ck", callbacks=[_Orders(stop_at=2)])
+    with pytest.warns(HoloCellWarning, match=r"other settings: seed=3 in the run, 4 now \(the validation cells") as rec:
+        hc.HoloCell(small, **TINY).train(**{**run, "seed": 4, "lr": 1e-3}, checkpoint_dir=tmp_path / "ck", resume=True)
+    message = " ".join(str(w.message) for w in rec)
+    assert "train_config.lr=0.002 in the run, 0.001 now" in message and "batch_size" not in message
+    with pytest.raises(KeyboardInterrupt):
+        hc.HoloCell(small, **TINY).train(**run, checkpoint_dir=tmp_path / "ck2", callbacks=[_Orders(stop_at=2)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HoloCellWarning)  # the run's own settings resume without a word
+        hc.HoloCell(small, **TINY).train(**run, checkpoint_dir=tmp_path / "ck2", resume=True)

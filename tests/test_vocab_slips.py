@@ -4,11 +4,16 @@ values as text, one string for a list, modern GFF3 and BED files with a header, 
 
 from __future__ import annotations
 
+import warnings
+
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 import holocell as hc
+from holocell import HoloCellWarning
 from holocell.vocab import detect_gene_id_type, map_genes, read_tss_file
 
 
@@ -71,3 +76,24 @@ def test_gene_embeddings_carry_the_priors(pbmc):
     d = model.config.d_model
     assert not np.allclose(opened.iloc[:, :d], closed.iloc[:, :d])  # it read the identity weights only
     np.testing.assert_array_equal(opened.iloc[:, d:], closed.iloc[:, d:])  # the value direction has no prior
+
+
+MOUSE_PANEL = ["Cd8a", "Ms4a1", "Nkg7", "Cd4", "Cd3e", "Cd19", "Lyz2", "Gzma", "Klrb1c", "Itgam", "Cd14", "Ptprc"]
+
+
+def _mouse_cells(n: int = 30) -> ad.AnnData:
+    x = sp.csr_matrix(np.random.default_rng(2).poisson(2.0, size=(n, len(MOUSE_PANEL))).astype(np.float32))
+    return ad.AnnData(x, obs=pd.DataFrame(index=[f"m{i}" for i in range(n)]), var=pd.DataFrame(index=MOUSE_PANEL))
+
+
+def test_merging_mouse_symbols_as_human_names_the_data_set_and_the_species_mapping(pbmc):
+    """Mouse data merged under the default species="human" kept Cd4 beside CD4 without a word until setup."""
+    human = pbmc["rna"][pbmc["rna"].obs_names[:40]].copy()
+    with pytest.warns(HoloCellWarning, match=r"data set 'lab_b'.*written like mouse.*species=\{'lab_b': 'mouse'"):
+        merged = hc.data.merge_datasets({"lab_a": human, "lab_b": _mouse_cells()})
+    assert "Cd4" in merged["rna"].var_names  # the merge itself is unchanged: a warning, not a guess
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HoloCellWarning)  # the mapping the message names merges without it
+        merged = hc.data.merge_datasets({"lab_a": human, "lab_b": _mouse_cells()},
+                                        species={"lab_a": "human", "lab_b": "mouse"})  # fmt: skip
+    assert "CD4" in merged["rna"].var_names and "Cd4" not in merged["rna"].var_names

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 
 from .._warnings import HoloCellWarning, user_stacklevel
 from ..vocab import MODALITIES, map_proteins_to_genes, rename_to_anchors
+from ..vocab._genes import other_species_case
 from ._modality_names import recognised_modalities
 from ._mosaic import MEASURED_BY_KEY, MEASURED_KEY
 
@@ -99,6 +100,8 @@ def merge_for_pretraining(inputs: Sequence[MergeInput], species: str = "human") 
             if mixed and m == "rna":  # the report's columns would clash between inputs: only the names change
                 part = rename_to_anchors(part, species=of[item.name])
                 part.var = part.var.drop(columns=["original_name", "how"])
+            elif m == "rna":
+                _warn_species_case(item.name, part.var_names, of[item.name])
             parts[m].append(part)
     joined = {m: _join(m, p) for m, p in parts.items() if p}
     with warnings.catch_warnings():  # mudata 0.3 warns about its future `pull_on_update` default
@@ -171,7 +174,9 @@ def merge_datasets(
     HoloCellWarning
         A data set's modality is left out: by default, one not named as a holocell modality or an alias; with
         ``modalities``, one not named there when that data set lacks one of the named modalities (it may be that
-        one under another name). The message names them and the ``modalities=`` that merges them.
+        one under another name). The message names them and the ``modalities=`` that merges them. A data set of
+        one species whose RNA symbols are written in the other species' case (mouse ``Cd4`` merged as human):
+        the message names it and the ``species=`` mapping that merges its genes with the others'.
     """
     of = dict.fromkeys(datasets, species) if isinstance(species, str) else dict(species)
     if missing := [name for name in datasets if name not in of]:
@@ -252,6 +257,24 @@ def _chosen_modalities(
 def mixed_species(merged: md.MuData) -> bool:
     """Whether ``merged`` (:func:`merge_for_pretraining`) holds cells of several species (``obs["species"]``)."""
     return SPECIES_KEY in merged.obs
+
+
+def _warn_species_case(name: str, var_names, species: str) -> None:
+    """Warn when one data set's gene symbols are written in the other species' case (mouse ``Cd4`` merged as
+    human): joined by name, its genes would not meet the other data sets' (``Cd4`` beside ``CD4``)."""
+    found = other_species_case(var_names, species)
+    if found is None:
+        return
+    hits, n, other, style = found
+    warnings.warn(
+        f"data set {name!r}: {len(hits)} of its {n} RNA var_names (e.g. {hits[:3]}) are written like {other} gene "
+        f"symbols ({style}), but it is merged as {species} (species={species!r}). Joined by name, its genes stay "
+        f"apart from the same genes of the other data sets. If its cells are {other}, pass "
+        f"species={{{name!r}: {other!r}, ...}} (one entry per data set): the genes then meet on the shared human "
+        "anchors through the orthologs.",
+        HoloCellWarning,
+        stacklevel=user_stacklevel(),
+    )
 
 
 def _part(item: MergeInput, m: str, adata: ad.AnnData) -> ad.AnnData:

@@ -23,10 +23,10 @@ from .._settings import settings
 from .._warnings import HoloCellWarning
 from ..data.arrays import BackedMosaicArrays, MosaicArrays
 from ..nn import HoloCellModule
-from ._config import TrainingConfig
+from ._config import TrainingConfig, run_settings
 from ._plan import HISTORY_KEY, MosaicDataModule, TrainingPlan, logged_rows, split_indices, warn_split
 from ._processes import WeightEMA, allow_unused_parameters, check_worker_processes, history_handed_back
-from ._resume import check_checkpoint_dir, check_epochs_left, check_same_model, epochs_done, read_checkpoint
+from ._resume import check_checkpoint_dir, check_resumed_run, check_same_model, epochs_done, read_checkpoint
 from ._rng import global_random_state_kept
 from ._run_marker import run_claimed
 
@@ -293,8 +293,9 @@ def fit(
         steps_per_epoch = max(1, len(train_idx) // batch_size)
         if max_epochs is None:
             max_epochs = config.default_epochs(steps_per_epoch)
-        if checkpoint is not None:
-            check_epochs_left(resume_from, checkpoint, max_epochs)
+        run_setup = run_settings(seed, validation_size, batch_size, max_epochs, ema_decay, config)
+        if checkpoint is not None:  # epochs left to train; the run's own settings
+            check_resumed_run(resume_from, checkpoint, run_setup)
         history = HistoryLogger()
         if checkpoint is not None:  # a resumed run's history_ starts with the epochs the checkpoint logged
             history.rows.extend(logged_rows(checkpoint.get(HISTORY_KEY)))
@@ -335,7 +336,7 @@ def fit(
             steps_per_device = max(1, -(-steps_per_epoch // trainer.world_size))
             steps = max_epochs * steps_per_device if total_steps is None else total_steps
             plan = TrainingPlan(module, config, total_steps=steps, run_identity=run_identity, checkpoint_dir=folder)
-            plan.history_rows = history.rows
+            plan.history_rows, plan.run_settings = history.rows, run_setup
             datamodule = MosaicDataModule(arrays, train_idx, val_idx, batch_size, seed, start_epoch=start)
             # Lightning keeps each submodule's mode: a module left in eval mode by an earlier fit, load or
             # transfer would train without dropout (and Lightning would warn about it)

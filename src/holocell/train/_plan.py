@@ -15,7 +15,7 @@ from .._warnings import HoloCellWarning, user_stacklevel
 from ..data.arrays import BackedMosaicArrays, MosaicArrays, make_chunked_loader, make_loader
 from ..nn import HoloCellModule
 from ._config import TrainingConfig
-from ._resume import IDENTITY_KEY, relocate_checkpoint_paths
+from ._resume import IDENTITY_KEY, SETTINGS_KEY, relocate_checkpoint_paths
 
 #: Key of the epoch metrics logged so far in a training checkpoint (a resumed run's ``history_`` continues them).
 #: Lightning writes the checkpoint after the epoch's validation and before it logs the epoch's training metrics,
@@ -71,6 +71,7 @@ class TrainingPlan(pl.LightningModule):
         self.run_identity = run_identity
         self.checkpoint_dir = checkpoint_dir
         self.history_rows: list[dict[str, float]] | None = None  # the run's HistoryLogger rows (set by fit)
+        self.run_settings: dict | None = None  # seed, split, batch size, schedule (set by fit; resume compares)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Record the run identity and the metrics logged so far in the checkpoint (plain numbers and strings:
@@ -79,6 +80,8 @@ class TrainingPlan(pl.LightningModule):
             checkpoint[IDENTITY_KEY] = self.run_identity
         if self.history_rows is not None:
             checkpoint[HISTORY_KEY] = [dict(row) for row in self.history_rows]
+        if self.run_settings is not None:
+            checkpoint[SETTINGS_KEY] = dict(self.run_settings)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Resuming in a checkpoint folder that has moved since: re-point the recorded checkpoint paths at it."""

@@ -21,6 +21,16 @@ from .._folders import dangling_parent
 
 #: Key of the run's identity in a Lightning checkpoint (see :meth:`TrainingPlan.on_save_checkpoint`).
 IDENTITY_KEY = "holocell_run"
+#: Key of the run's settings (seed, split, batch size, schedule) in a Lightning checkpoint.
+SETTINGS_KEY = "holocell_run_settings"
+#: What a changed setting does to a resumed run (the settings :func:`run_settings` records).
+_SETTING_EFFECTS = {
+    "seed": "the validation cells and the masks differ from the run's: cells it trained on are now validated",
+    "validation_size": "the validation cells differ from the run's: cells it trained on are now validated",
+    "batch_size": "the data order and the steps per epoch differ from the run's",
+    "max_epochs": "the learning-rate schedule's length differs from the run's (its cosine decay jumps)",
+    "ema_decay": "the weight average continues with another decay",
+}
 #: Names Lightning's ``ModelCheckpoint`` gives checkpoints in holocell's set-up (``{epoch}-{step}``, ``last``).
 _LIGHTNING_NAMES = re.compile(r"(last(-v\d+)?|epoch=\d+-step=\d+(-v\d+)?)\.ckpt")
 _FIX_RESUME = "Pass resume=True to continue that run"
@@ -205,6 +215,38 @@ def identity_differences(saved: dict, current: dict) -> list[str]:
     return problems
 
 
+def check_resumed_run(path: Path, checkpoint: dict, settings: dict) -> None:
+    """Before a resumed run: epochs left to train (:func:`check_epochs_left`), and a warning for settings other than
+    the run's (:func:`warn_changed_settings`)."""
+    check_epochs_left(path, checkpoint, settings["max_epochs"])
+    warn_changed_settings(path, checkpoint, settings)
+
+
+def warn_changed_settings(path: Path, checkpoint: dict, settings: dict) -> None:
+    """Warn when ``resume=True`` continues a run with other settings than the run's (checkpoints that recorded
+    them): the result is then neither the run asked for nor the one interrupted."""
+    import warnings
+
+    from .._warnings import HoloCellWarning, user_stacklevel
+
+    saved = checkpoint.get(SETTINGS_KEY)
+    if not isinstance(saved, dict):
+        return
+    changed = [k for k in settings if k in saved and saved[k] != settings[k]]
+    if not changed:
+        return
+    said = "; ".join(
+        f"{k}={saved[k]!r} in the run, {settings[k]!r} now ({_SETTING_EFFECTS.get(k, 'the optimiser differs')})"
+        for k in changed
+    )
+    warnings.warn(
+        f"resume=True continues the run of {str(path)!r} with other settings: {said}. Pass the run's values to "
+        "continue it as it was, or start a fresh run (resume=False, another checkpoint_dir) for the new ones.",
+        HoloCellWarning,
+        stacklevel=user_stacklevel(),
+    )
+
+
 def relocate_checkpoint_paths(checkpoint: dict, folder: Path) -> None:
     """Point the paths that Lightning's ``ModelCheckpoint`` state records in ``checkpoint`` at ``folder`` when the
     checkpoint folder was moved (or is mounted elsewhere) since it was written. Without this Lightning forgets the
@@ -230,9 +272,12 @@ def relocate_checkpoint_paths(checkpoint: dict, folder: Path) -> None:
 
 __all__ = [
     "IDENTITY_KEY",
+    "SETTINGS_KEY",
     "check_checkpoint_dir",
+    "check_resumed_run",
     "check_same_model",
     "earlier_checkpoints",
     "read_checkpoint",
     "relocate_checkpoint_paths",
+    "warn_changed_settings",
 ]
