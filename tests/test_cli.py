@@ -128,7 +128,7 @@ def pbmc_small_h5mu(tmp_path, pbmc):
     return path
 
 
-def test_pretrain_over_files_then_transfer_embed(sim_h5mu, pbmc_small_h5mu, tmp_path):
+def test_pretrain_over_files_then_transfer_embed(sim_h5mu, pbmc_small_h5mu, tmp_path, capsys):
     config = {
         "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8},
         "train": {"max_epochs": 1},
@@ -141,6 +141,8 @@ def test_pretrain_over_files_then_transfer_embed(sim_h5mu, pbmc_small_h5mu, tmp_
     archive = tmp_path / "pre.zip"
     main(["pretrain", str(sim_h5mu), str(pbmc_small_h5mu), "--config", str(tmp_path / "cfg.json"),
           "--out", str(archive), "--no-progress"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "Training status: Trained" in printed and "Not Trained" not in printed  # the summary after training
     model = hc.HoloCell.load_pretrained(archive)
     assert set(model.modalities_) == {"rna", "atac", "protein"}
     assert {"sim", "pbmc_small:p1_0"} <= set(model.batch_categories_)

@@ -190,3 +190,14 @@ def test_a_frozen_query_model_keeps_the_reference_s_prediction_depth(trained_pbm
     model.unfreeze()  # trained as a whole, it follows the new data's depth again
     model.train(max_epochs=1, enable_progress_bar=False)
     assert not np.array_equal(model.module.network.counts.typical_library.numpy(), before.numpy())
+
+
+def test_fate_groups_are_found_by_the_number_a_command_line_passes():
+    """``fate_shift(groupby=<float column>, target="1")`` did not find 1.0 (the CLI passes text)."""
+    from holocell.tl._fate import _group_mask
+
+    column = pd.Series([0.0, 1.0, np.nan, 1.0])
+    assert _group_mask(column, "1", "target", "cluster").tolist() == [False, True, False, True]
+    assert _group_mask(column, 0, "source", "cluster").tolist() == [True, False, False, False]
+    with pytest.raises(ValueError, match=r"target 'nan' is not a value"):
+        _group_mask(column, "nan", "target", "cluster")  # a missing value is in no group

@@ -211,10 +211,10 @@ def run_pretrain(args) -> None:
         merged, modalities={m: m for m in merged.mod}, batch_key="batch", genome=config.get("genome"), **species
     )
     model = HoloCell(merged, **config.get("model", {}))
-    print(model)
     train = config.get("train", {})  # its switch, under either name, beats --no-progress's default
     default = {} if "progress_bar" in train else {"enable_progress_bar": False if args.no_progress else None}
     model.train(**{**default, **train})
+    print(model)  # after training: its summary says what was trained, not "Not Trained"
     if save_model_out(model, args.out, args.overwrite, archives=True):  # global rank 0 only (train.devices > 1)
         print(
             f"Saved pretrained model ({merged.n_obs} cells, {model.feature_space.n_anchors} anchors) to {args.out}"

@@ -225,8 +225,8 @@ def fate_shift(
 
 
 def _group_mask(column: pd.Series, value, what: str, groupby: str) -> np.ndarray:
-    """The cells whose ``column`` value is ``value`` (compared as text, then as a value: ``0`` finds ``0.0``;
-    missing values belong to no group)."""
+    """The cells whose ``column`` value is ``value`` (compared as text, then as a value: ``0`` finds ``0.0``, and
+    ``"1"`` finds ``1.0``; missing values belong to no group)."""
     valid = column.notna().to_numpy()
     mask = valid & (column.astype(str).to_numpy() == str(value))
     if not mask.any():
@@ -234,6 +234,13 @@ def _group_mask(column: pd.Series, value, what: str, groupby: str) -> np.ndarray
             mask = valid & np.asarray(column == value, dtype=bool)
         except (TypeError, ValueError):
             pass
+    if not mask.any():  # "1" (e.g. from the command line) for a float column's 1.0
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = None
+        if number is not None and np.isfinite(number):
+            mask = valid & (pd.to_numeric(column, errors="coerce").to_numpy(dtype=float) == number)
     if not mask.any():
         values = sorted(map(str, column.dropna().unique()))
         raise ValueError(
