@@ -97,3 +97,22 @@ def test_merging_mouse_symbols_as_human_names_the_data_set_and_the_species_mappi
         merged = hc.data.merge_datasets({"lab_a": human, "lab_b": _mouse_cells()},
                                         species={"lab_a": "human", "lab_b": "mouse"})  # fmt: skip
     assert "CD4" in merged["rna"].var_names and "Cd4" not in merged["rna"].var_names
+
+
+def test_mouse_grn_edges_of_a_two_species_model_go_through_the_orthologs(pbmc):
+    """Mouse symbols in own GRN edges of a human + mouse model were read as human spellings: mouse Cxcl1 landed on
+    human CXCL1, not on its ortholog CXCL2 (113 one-to-one mouse symbols land on another gene that way)."""
+    from holocell.model._build import grn_edges_on_anchors
+
+    human = pbmc["rna"][pbmc["rna"].obs_names[:40]].copy()
+    merged = hc.data.merge_datasets({"h": human, "m": _mouse_cells()}, species={"h": "human", "m": "mouse"})
+    hc.HoloCell.setup_mudata(merged, modalities={"rna": "rna"}, batch_key="batch", species="human",
+                             species_key="species", gene_id_type="symbol")  # fmt: skip
+    edges = pd.DataFrame({"tf": ["Cd4", "CD4", "C1orf112"], "target": ["Cxcl1", "CXCL1", "Cd14"]})
+    model = hc.HoloCell(merged, **{"d_model": 32, "n_layers": 1, "n_heads": 2, "n_latents": 8}, priors=["grn"],
+                        grn_edges=edges)  # fmt: skip
+    out, _, unknown = grn_edges_on_anchors(edges, model.feature_space, "human", "symbol", mixed_species=True)
+    assert out["target"].tolist() == ["CXCL2", "CXCL1", "CD14"]  # the mouse gene's ortholog; human names stay human
+    assert out["tf"].tolist() == ["CD4", "CD4", "C1orf112"] and unknown == []  # a human C1orf name is not mouse
+    alone, _, _ = grn_edges_on_anchors(edges, model.feature_space, "human", "symbol")
+    assert alone["target"].tolist()[0] == "CXCL1"  # one species: names are read as the setup's species

@@ -78,6 +78,7 @@ def prior_inputs(
     loading: bool = False,
     species: str = "human",
     gene_id_type: str = "auto",
+    mixed_species: bool = False,
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame | None]:
     """Prior matrices (values + known flag) for the network, and a report (columns, anchors known per prior).
 
@@ -98,6 +99,9 @@ def prior_inputs(
         there is no report.
     species, gene_id_type
         The setup arguments: how edge names that are no anchor and no RNA feature are read.
+    mixed_species
+        The cells are of several species (setup's ``species_key``): a name written like a mouse symbol goes to
+        its human ortholog's anchor.
     """
     if loading:
         return {p: np.zeros((space.n_anchors, PRIOR_INPUT_DIMS[p]), np.float32) for p in priors}, None
@@ -106,7 +110,7 @@ def prior_inputs(
         rna = {"rna_anchor": space.maps["rna"].anchor, **_coexpression_counts(arrays)}
     lost: np.ndarray | None = None
     if grn_edges is not None and "grn" in priors:
-        grn_edges, lost, unknown = grn_edges_on_anchors(grn_edges, space, species, gene_id_type)
+        grn_edges, lost, unknown = grn_edges_on_anchors(grn_edges, space, species, gene_id_type, mixed_species)
     mats = load_priors(space.anchors, list(priors), grn_edges=grn_edges, **rna)
     report = pd.DataFrame(
         {"n_columns": [m.values.shape[1] for m in mats.values()], "n_known": [m.n_known for m in mats.values()]},
@@ -122,20 +126,30 @@ GRN_UNKNOWN_SHARE = 0.1
 
 
 def grn_edges_on_anchors(
-    edges: pd.DataFrame, space: FeatureSpace, species: str, gene_id_type: str
+    edges: pd.DataFrame, space: FeatureSpace, species: str, gene_id_type: str, mixed_species: bool = False
 ) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     """Own GRN edges renamed to the model's anchors, which of them name an unknown gene, and those names.
 
     An anchor name stays, an RNA feature name goes to its feature's anchor, any other name is read with
     :func:`~holocell.vocab.map_genes` (``species``, ``gene_id_type``). Edges already named like the anchors
-    are left exactly as they are.
+    are left exactly as they are. With ``mixed_species`` (human anchors shared with mouse cells) a name in mouse
+    case (``Cxcl1``) is first read as a mouse gene, through its human ortholog: read as human it would land on
+    the human gene of that spelling, which for some genes is not the ortholog.
     """
     rna = space.maps.get("rna")
     name_to_anchor = {} if rna is None else {str(f): space.anchors[i] for f, i in zip(rna.features, rna.anchor, strict=True)}
 
-    def map_names(names: list[str]) -> list[str | None]:
-        rep = map_genes(names, species, gene_id_type)
+    def read(names: list[str], as_species: str) -> list[str | None]:
+        rep = map_genes(names, as_species, gene_id_type)
         return [a if h != "unmapped" else None for a, h in zip(rep["anchor"], rep["how"], strict=True)]
+
+    def map_names(names: list[str]) -> list[str | None]:
+        out = read(names, species)
+        mouse_case = [i for i, n in enumerate(names) if mixed_species and n[:1].isupper() and n[1:] == n[1:].lower()
+                      and n != n.upper()]  # fmt: skip
+        for i, anchor in zip(mouse_case, read([names[i] for i in mouse_case], "mouse") if mouse_case else [], strict=True):
+            out[i] = anchor if anchor is not None else out[i]
+        return out
 
     out, unknown = edges_to_anchors(edges, space.anchors, name_to_anchor, map_names)
     lost = (edges["tf"].astype(str).isin(unknown) | edges["target"].astype(str).isin(unknown)).to_numpy()

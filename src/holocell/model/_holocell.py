@@ -109,7 +109,8 @@ class HoloCell(DataMixin, TrainingMixin, InferenceMixin, ExpressionMixin, Differ
         Your own TF -> target edges (DataFrame with columns ``tf``, ``target``) replacing the shipped
         GRN of the ``"grn"`` prior. Name the genes like the RNA var_names (they go to their features'
         anchors), like the anchors (``feature_space.anchors``), or as symbols / Ensembl ids of the setup's
-        species; a warning names edges of unknown genes. Other columns (weight, sign) are ignored.
+        species (with ``species_key``, mouse symbols such as ``Cxcl1`` go to their human orthologs' anchors);
+        a warning names edges of unknown genes. Other columns (weight, sign) are ignored.
     feature_space
         Anchors and feature maps to reuse (set by :meth:`load`); built from ``mdata`` when None.
     batch_categories
@@ -245,6 +246,7 @@ class HoloCell(DataMixin, TrainingMixin, InferenceMixin, ExpressionMixin, Differ
         priors_in, self.prior_report_ = prior_inputs(
             space, self.priors_, grn_edges=grn_edges, arrays=self._arrays(None)[1] if coexpression else None,
             loading=loading, species=setup.get("species", "human"), gene_id_type=setup.get("gene_id_type", "auto"),
+            mixed_species=setup.get("species_key") is not None,
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
