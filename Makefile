@@ -2,8 +2,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# CPU build of torch, pinned here only (pyproject keeps torch>=2.3 unpinned)
+# torch pinned here only (pyproject keeps torch>=2.3 unpinned). The package index CI installs from serves its CPU
+# build; on a Linux machine whose index is PyPI, add the CPU index (docs/installation.md):
+#   make demo TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH  ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
 
 .PHONY: install demo test lint bench bench-quick bench-summary bench-tools bench-streaming bench-chromatin bench-gpu clean
 
@@ -12,7 +15,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q "$(TORCH)" $(TORCH_PIP_ARGS)
 	$(BIN)/pip install -q -e .
 	touch $@
 
