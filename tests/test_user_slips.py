@@ -94,6 +94,22 @@ def test_cells_named_by_one_barcode_in_other_spellings_are_warned_about(pbmc):
         hc.HoloCell.setup_mudata(md.MuData({"rna": rna, "adt": adt}), modalities=MODS)
 
 
+def test_unpaired_samples_whose_names_share_a_prefix_or_a_number_are_not_paired(pbmc):
+    """Fourteenth session's false-positive probe: an RNA-only and a protein-only sample named ``D1-rna0`` /
+    ``D1-adt0`` (one prefix for every cell) or ``0-rna`` / ``0-adt`` (anndata's ``index_unique`` on integer ids)
+    got "400 of the 400 cell names meet", whose advice would pair unrelated cells."""
+    rna = pbmc["rna"][(pbmc["rna"].obs["batch"] == "p1_0").to_numpy()].copy()
+    adt = pbmc["adt"][(pbmc["adt"].obs["batch"] == "p2_0").to_numpy()].copy()
+    for rna_names, adt_names in (
+        ([f"D1-rna{i}" for i in range(rna.n_obs)], [f"D1-adt{i}" for i in range(adt.n_obs)]),
+        ([f"{i}-rna" for i in range(rna.n_obs)], [f"{i}-adt" for i in range(adt.n_obs)]),
+    ):
+        rna.obs_names, adt.obs_names = rna_names, adt_names
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", HoloCellWarning)
+            hc.HoloCell.setup_mudata(md.MuData({"rna": rna.copy(), "adt": adt.copy()}), modalities=MODS)
+
+
 # ------------------------------------------------------------------------------- counts at inference
 def test_count_errors_of_new_data_give_a_fix_the_call_can_follow(trained_pbmc, pbmc):
     mdata, model = trained_pbmc
@@ -133,6 +149,20 @@ def test_rounded_normalised_counts_are_warned_about(pbmc):
         hc.HoloCell.setup_mudata(mdata, modalities=MODS, batch_key="batch")
 
 
+def test_counts_downsampled_to_one_depth_are_raw_counts(pbmc):
+    """``sc.pp.downsample_counts`` gives every cell exactly one total: raw counts, which the rounding check took for
+    normalised ones (fourteenth session's false-positive probe)."""
+    mdata = _small(pbmc)
+    x = mdata["rna"].X.toarray().astype(np.int64)
+    rng = np.random.default_rng(0)
+    depth = int(x.sum(1).min())
+    down = np.stack([rng.multivariate_hypergeometric(row, depth) for row in x])  # what downsample_counts draws
+    mdata["rna"].X = sp.csr_matrix(down.astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HoloCellWarning)
+        hc.HoloCell.setup_mudata(mdata, modalities=MODS, batch_key="batch")
+
+
 # ------------------------------------------------------------------------------- peaks
 @pytest.mark.filterwarnings("ignore:Only 2 of 20 RNA features")  # the simulator's genes are not human genes
 def test_peak_columns_that_contradict_the_peak_names_are_refused():
@@ -147,12 +177,15 @@ def test_peak_columns_that_contradict_the_peak_names_are_refused():
 
 
 # ------------------------------------------------------------------------------- set-up data, copied
-def test_a_copy_of_set_up_data_names_the_setup_again(pbmc):
+def test_a_copy_of_set_up_data_names_the_setup_again(pbmc, tmp_path):
     mdata = _small(pbmc)
     hc.HoloCell.setup_mudata(mdata, modalities=MODS, batch_key="batch")
     sub = mdata[mdata.obs_names[:100]].copy()
-    with pytest.raises(ValueError, match="is a copy of one set up earlier.*run HoloCell.setup_mudata on it"):
+    with pytest.raises(ValueError, match="set up earlier as another object: a copy.*run HoloCell.setup_mudata on it"):
         hc.HoloCell(sub, **TINY)
+    mdata.write(tmp_path / "set_up.h5mu")  # read back from a file: the same fix, in words that fit a file
+    with pytest.raises(ValueError, match="written and read back from a file.*run HoloCell.setup_mudata on it"):
+        hc.HoloCell(md.read_h5mu(tmp_path / "set_up.h5mu"), **TINY)
 
 
 # ------------------------------------------------------------------------------- near-miss names

@@ -198,9 +198,9 @@ class HoloCell(DataMixin, TrainingMixin, InferenceMixin, ExpressionMixin, Differ
             if "make a copy" not in str(err):
                 raise
             raise ValueError(
-                "This MuData is a copy of one set up earlier (e.g. mdata[cells].copy()), and the set-up does not "
-                "carry over to copies: run HoloCell.setup_mudata on it (with the same arguments), then create the "
-                "model."
+                "This MuData was set up earlier as another object: a copy (e.g. mdata[cells].copy()) or the same "
+                "data written and read back from a file. The set-up does not carry over to a copy or a file: run "
+                "HoloCell.setup_mudata on it (with the same arguments), then create the model."
             ) from err
         loading = feature_space is not None
         setup = self._setup_args

@@ -233,12 +233,13 @@ EQUAL_LIBRARY_CV = 0.01
 
 def _warn_equal_libraries(x, name: str) -> None:
     """:class:`HoloCellWarning` when (in memory) nearly every cell has the same total count: raw counts vary from
-    cell to cell, counts normalised to a target sum and then rounded do not."""
+    cell to cell, counts normalised to a target sum and then rounded do not. Exactly equal totals are raw counts
+    downsampled to one depth (``sc.pp.downsample_counts``): rounding never lands every cell on one total."""
     if not (sp.issparse(x) or isinstance(x, np.ndarray)) or x.shape[0] < 20:
         return  # a backed matrix is not read again for this
     totals = np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
     totals = totals[totals > 0]
-    if len(totals) >= 20 and totals.std() < EQUAL_LIBRARY_CV * totals.mean():
+    if len(totals) >= 20 and 0 < totals.std() < EQUAL_LIBRARY_CV * totals.mean():
         warnings.warn(
             f"Every cell of modality {name!r} has about the same total count ({np.median(totals):.0f}, varying by "
             f"{totals.std() / totals.mean():.2%}): raw counts vary from cell to cell, so these look normalised "

@@ -69,10 +69,20 @@ def check_genome_species(genome, species: str) -> None:
 
 def _name_keys(names: pd.Index) -> list[tuple[str, pd.Series]]:
     """Ways two names of one cell may differ: the last ``-`` part (``-1`` vs ``-2``), or everything but the 16-base
-    10x barcode (a sample prefix, R's ``.1``, another case); a key is ``NaN`` where a name has none."""
+    10x barcode (a sample prefix, R's ``.1``, another case); a key is ``NaN`` where a name has none, and where it
+    cannot name one cell: shared by several cells of the modality (``D1`` of ``D1-rna0``, ``D1-rna1``) or a bare
+    number (``0`` of ``0-rna``: anndata's ``index_unique`` on integer ids, which unrelated samples share)."""
     text = pd.Series(names)
-    return [("once the last '-' part is cut", text.str.replace(_SUFFIX, "", regex=True)),
+    keys = [("once the last '-' part is cut", text.str.replace(_SUFFIX, "", regex=True)),
             ("by their 16-base barcode", text.str.upper().str.extract(_BARCODE, expand=False))]
+    return [(how, _naming_one_cell(key)) for how, key in keys]
+
+
+def _naming_one_cell(key: pd.Series) -> pd.Series:
+    """``key`` with ``NaN`` where it is shared by several names or is a bare number."""
+    shared = key.map(key.value_counts()).gt(1)
+    number = key.str.fullmatch(r"\d+").astype("boolean").fillna(False).astype(bool)
+    return key.where(~shared & ~number)
 
 
 def check_pairing(mdata: MuData, modalities: Mapping[str, str]) -> None:
