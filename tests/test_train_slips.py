@@ -92,5 +92,5 @@ def test_resuming_with_other_settings_than_the_run_names_them(small, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         hc.HoloCell(small, **TINY).train(**run, checkpoint_dir=tmp_path / "ck2", callbacks=[_Orders(stop_at=2)])
     with warnings.catch_warnings():
-        warnings.simplefilter("error", HoloCellWarning)  # the run's own settings resume without a word
-        hc.HoloCell(small, **TINY).train(**run, checkpoint_dir=tmp_path / "ck2", resume=True)
+        warnings.simplefilter("error", HoloCellWarning)  # the run's own settings, and more epochs, resume quietly
+        hc.HoloCell(small, **TINY).train(**{**run, "max_epochs": 4}, checkpoint_dir=tmp_path / "ck2", resume=True)

@@ -150,10 +150,11 @@ class TrainingMixin:
             The resumed epochs see the cells in the order the uninterrupted run would (not epoch 0's again);
             their masking draws come from a stream seeded by ``seed`` and the epoch reached, so the result is
             not bit-identical to an uninterrupted run. Pass the run's own ``seed``, ``validation_size``,
-            ``batch_size``, ``max_epochs``, ``ema_decay`` and learning rate: the optimiser's state (its
-            learning rate included) comes from the checkpoint, the split from ``seed`` and
-            ``validation_size``. A ``HoloCellWarning`` names each one that differs from the run's
-            (checkpoints written before the fourteenth round do not record them and are not compared).
+            ``batch_size``, ``ema_decay`` and learning rate: the optimiser's state (its learning rate
+            included) comes from the checkpoint, the split from ``seed`` and ``validation_size``. A
+            ``HoloCellWarning`` names each one that differs from the run's (checkpoints written before the
+            fourteenth round do not record them and are not compared). A larger ``max_epochs`` extends the
+            run; its learning-rate schedule is then laid out over the new length.
         **trainer_kwargs
             Passed to :class:`lightning.pytorch.Trainer`: ``callbacks`` (one or a list; ``None``: none)
             are added to holocell's own; a ``logger`` (or a list) comes before holocell's own (which fills

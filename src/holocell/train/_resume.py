@@ -28,7 +28,6 @@ _SETTING_EFFECTS = {
     "seed": "the validation cells and the masks differ from the run's: cells it trained on are now validated",
     "validation_size": "the validation cells differ from the run's: cells it trained on are now validated",
     "batch_size": "the data order and the steps per epoch differ from the run's",
-    "max_epochs": "the learning-rate schedule's length differs from the run's (its cosine decay jumps)",
     "ema_decay": "the weight average continues with another decay",
 }
 #: Names Lightning's ``ModelCheckpoint`` gives checkpoints in holocell's set-up (``{epoch}-{step}``, ``last``).
@@ -232,7 +231,8 @@ def warn_changed_settings(path: Path, checkpoint: dict, settings: dict) -> None:
     saved = checkpoint.get(SETTINGS_KEY)
     if not isinstance(saved, dict):
         return
-    changed = [k for k in settings if k in saved and saved[k] != settings[k]]
+    # max_epochs is left out: resuming with more epochs is how a finished or interrupted run is extended
+    changed = [k for k in settings if k in saved and k != "max_epochs" and saved[k] != settings[k]]
     if not changed:
         return
     said = "; ".join(
