@@ -55,3 +55,24 @@ def test_a_users_obsm_entry_of_that_name_is_never_replaced(trained_pbmc):
         hc.tl.annotate(data, model, labels_key=labels_key, method="knn", progress_bar=False)
     assert np.array_equal(data.obsm["holocell_label_probabilities"], mine)
     assert "holocell_label" not in data.obs
+
+
+def test_labels_with_a_slash_are_stored_under_names_files_accept(trained_pbmc, tmp_path):
+    """SNARE-seq2's ``L2/3`` became a column name of the probabilities, which zarr refuses now and anndata's h5
+    writer from 0.13 on: ``mdata.write()`` after ``tl.annotate`` failed (fourteenth session's false-positive probe)."""
+    mdata, model = trained_pbmc
+    data = mdata.copy()
+    labels_key = "celltype" if "celltype" in data.obs else "cell_type"
+    first = str(data.obs[labels_key].astype(str).iloc[0])
+    data.obs["slashed"] = data.obs[labels_key].astype(str).replace({first: "L2/3 IT"})
+    query = (data.obs["batch"] == data.obs["batch"].iloc[-1]).to_numpy()
+    data.obs["ref_label"] = data.obs["slashed"].astype(object).where(~query)
+    hc.tl.annotate(data, model, labels_key="ref_label", method="knn", progress_bar=False, key_added="slash")
+    table = data.obsm["slash_probabilities"]
+    assert "L2_3 IT" in table.columns and not any("/" in c for c in table.columns)
+    assert "L2/3 IT" in list(data.uns["slash"]["classes"])  # the labels keep their text
+    assert set(data.obs["slash"].dropna().astype(str)) <= {*map(str, data.uns["slash"]["classes"]), "unknown"}
+    data.write(tmp_path / "a.h5mu")  # no slash in any key: h5 and zarr stores take it
+    data.write_zarr(tmp_path / "a.zarr")
+    back = md.read_h5mu(tmp_path / "a.h5mu").obsm["slash_probabilities"]
+    assert list(back.columns) == list(table.columns)

@@ -173,9 +173,9 @@ def annotate(
     ``"unknown"`` or NaN below ``unknown_threshold``), ``mdata.obs[f"{key_added}_confidence"]`` (probability of
     the best label, lowered for cells far from the reference by ``novelty_level``; NaN outside the query),
     ``mdata.obsm[f"{key_added}_probabilities"]`` (a DataFrame: each query cell's probability of every reference
-    label, one column per label named by its text, rows summing to 1, before the distance factor; NaN rows
-    outside the query: the best label of a cell shown as ``"unknown"`` is its row's ``idxmax()``) and
-    ``mdata.uns[key_added]`` (``"params"``: the settings, with
+    label, one column per label named by its text, ``L2/3`` as ``L2_3`` (files refuse ``/`` in a column name),
+    rows summing to 1, before the distance factor; NaN rows outside the query: the best label of a cell shown as
+    ``"unknown"`` is its row's ``idxmax()``) and ``mdata.uns[key_added]`` (``"params"``: the settings, with
     ``use_rep`` when stored embeddings were read or ``modality`` (``"all"`` or the names) when ``model`` computed
     them; ``"classes"``: the reference labels, of their type). Cells without an embedding (measured in
     none of the modalities read, or a NaN row of ``use_rep``) are left out of the reference, and as query

@@ -116,12 +116,26 @@ def reference_labels(
 
 
 def label_probabilities(classes: np.ndarray, proba: np.ndarray, q: np.ndarray, obs_names: pd.Index) -> pd.DataFrame:
-    """Each query cell's probability of every reference label (one column per label, named by its text; rows sum
-    to 1), NaN outside ``q``: the best label's probability before the distance factor, and the other labels,
-    which ``"unknown"`` hides in the predicted column."""
+    """Each query cell's probability of every reference label (one column per label, named by its text, a ``/``
+    written as ``_``: see :func:`storable_names`; rows sum to 1), NaN outside ``q``: the best label's probability
+    before the distance factor, and the other labels, which ``"unknown"`` hides in the predicted column."""
     table = np.full((len(q), len(classes)), np.nan)
     table[q] = proba
-    return pd.DataFrame(table, index=obs_names, columns=pd.Index([str(c) for c in classes]))
+    return pd.DataFrame(table, index=obs_names, columns=pd.Index(storable_names([str(c) for c in classes])))
+
+
+def storable_names(names: list[str]) -> list[str]:
+    """Column names a file can store: ``/`` becomes ``_`` (SNARE-seq2's ``L2/3``; anndata refuses ``/`` in the keys
+    of zarr stores, and of h5 files from its 0.13 on, so ``mdata.write()`` would fail); a name the replacement makes
+    equal to another gets ``#2``, ``#3``, ... The labels themselves (``obs``, ``uns[...]["classes"]``) keep theirs."""
+    out, seen = [], set()
+    for name in names:
+        safe, k = name.replace("/", "_"), 1
+        while (candidate := safe if k == 1 else f"{safe}#{k}") in seen or (k == 1 and safe != name and safe in names):
+            k += 1
+        seen.add(candidate)
+        out.append(candidate)
+    return out
 
 
 def predicted_labels(
