@@ -76,3 +76,12 @@ def test_labels_with_a_slash_are_stored_under_names_files_accept(trained_pbmc, t
     data.write_zarr(tmp_path / "a.zarr")
     back = md.read_h5mu(tmp_path / "a.h5mu").obsm["slash_probabilities"]
     assert list(back.columns) == list(table.columns)
+
+
+def test_storable_names_cover_folder_names_and_keep_every_column_apart():
+    from holocell.tl._labels import storable_names
+
+    assert storable_names(["L2/3 IT", ".", "..", "Astro"]) == ["L2_3 IT", "_", "__", "Astro"]
+    names = storable_names(["a/b", "a_b", "x"])  # the replacement meets another label: both kept apart
+    assert len(set(names)) == 3 and "a_b" in names and not any("/" in n for n in names)
+

@@ -388,9 +388,10 @@ def test_copy_leaves_the_input_untouched(sim):
     assert fingerprint(work) == before
 
 
-@pytest.mark.parametrize("key", ["a/b", "p\x00", "  "])
+@pytest.mark.parametrize("key", ["a/b", "p\x00", "  ", ".", ".."])
 def test_tl_output_keys_an_h5mu_cannot_hold_are_refused(sim, key):
-    """A key with '/' or NUL made the MuData unwritable (or unreadable once written)."""
+    """A key with '/' or NUL made the MuData unwritable (or unreadable once written); ``"."`` wrote the results
+    over the whole ``.uns`` of the file, silently (fourteenth session's audit of keys from user input)."""
     mdata, model = sim
     work = mdata.copy()
     before = fingerprint(work)

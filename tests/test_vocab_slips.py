@@ -116,3 +116,13 @@ def test_mouse_grn_edges_of_a_two_species_model_go_through_the_orthologs(pbmc):
     assert out["tf"].tolist() == ["CD4", "CD4", "C1orf112"] and unknown == []  # a human C1orf name is not mouse
     alone, _, _ = grn_edges_on_anchors(edges, model.feature_space, "human", "symbol")
     assert alone["target"].tolist()[0] == "CXCL1"  # one species: names are read as the setup's species
+
+
+@pytest.mark.parametrize("name", ["10x/v3", ".", ".."])
+def test_data_set_names_a_file_cannot_store_are_refused_before_merging(pbmc, name):
+    """A data set's name becomes a column of varm["holocell_measured"]: "10x/v3" made mdata.write_zarr() fail after
+    the merge, "." both writes (fourteenth session's audit of keys from user input)."""
+    human = pbmc["rna"][pbmc["rna"].obs_names[:20]].copy()
+    with pytest.raises(ValueError, match=r"cannot be stored.*varm\['holocell_measured'\]"):
+        hc.data.merge_datasets({name: human, "b": human.copy()})
+

@@ -79,6 +79,13 @@ def merge_for_pretraining(inputs: Sequence[MergeInput], species: str = "human") 
     names = [i.name for i in inputs]
     if len(set(names)) != len(names):
         raise ValueError(f"Data set names must be unique, got {names}.")
+    if bad := [n for n in names if "/" in str(n) or str(n).strip() in (".", "..")]:
+        raise ValueError(
+            f"Data set names {bad} cannot be stored: each names a column of the merged modalities' "
+            "varm['holocell_measured'] table, and .h5mu / .zarr files refuse '/' and the names '.' and '..' there "
+            "(mdata.write() would fail after the merge). Name each data set without them, e.g. "
+            f"{[str(n).replace('/', '_').strip('.') or 'dataset' for n in bad]}."
+        )
     of = {i.name: i.species or species for i in inputs}
     mixed = len(set(of.values())) > 1
     if mixed:

@@ -158,8 +158,8 @@ def check_device(device) -> torch.device:
 
 
 def check_key_added(key_added, what: str = "key_added") -> str:
-    """``key_added`` as a non-empty ``str`` that ``.h5mu`` files can store (no ``"/"``, HDF5's path separator, and
-    no NUL)."""
+    """``key_added`` as a non-empty ``str`` that ``.h5mu`` and ``.zarr`` files can store (no ``"/"``, HDF5's path
+    separator, no NUL, and not ``"."`` or ``".."``)."""
     if not isinstance(key_added, str) or not key_added.strip():
         raise TypeError(f"{what} must be a non-empty string (the name of the keys written), got {key_added!r}.")
     if "/" in key_added:
@@ -169,6 +169,12 @@ def check_key_added(key_added, what: str = "key_added") -> str:
         )
     if "\x00" in key_added:
         raise ValueError(f"{what}={key_added!r} holds a NUL character, which .h5mu files cannot store; remove it.")
+    if key_added.strip() in (".", ".."):
+        raise ValueError(
+            f"{what}={key_added!r} is a folder name to .h5mu and .zarr files: written there, the results would "
+            "replace the whole .uns on reading (mdata.write() said nothing and the file lost the rest of .uns); use "
+            "another name, e.g. 'holocell'."
+        )
     return key_added
 
 

@@ -126,11 +126,12 @@ def label_probabilities(classes: np.ndarray, proba: np.ndarray, q: np.ndarray, o
 
 def storable_names(names: list[str]) -> list[str]:
     """Column names a file can store: ``/`` becomes ``_`` (SNARE-seq2's ``L2/3``; anndata refuses ``/`` in the keys
-    of zarr stores, and of h5 files from its 0.13 on, so ``mdata.write()`` would fail); a name the replacement makes
+    of zarr stores, and of h5 files from its 0.13 on, so ``mdata.write()`` would fail), and so do the dots of a
+    name ``.`` or ``..`` (a folder to either file); a name the replacement makes
     equal to another gets ``#2``, ``#3``, ... The labels themselves (``obs``, ``uns[...]["classes"]``) keep theirs."""
     out, seen = [], set()
     for name in names:
-        safe, k = name.replace("/", "_"), 1
+        safe, k = ("_" * len(name) if name in (".", "..") else name.replace("/", "_")), 1
         while (candidate := safe if k == 1 else f"{safe}#{k}") in seen or (k == 1 and safe != name and safe in names):
             k += 1
         seen.add(candidate)
