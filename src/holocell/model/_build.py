@@ -19,6 +19,7 @@ from ..data.arrays import BackedMosaicArrays, MosaicArrays
 from ..priors import PRIOR_INPUT_DIMS, _coexpression, load_priors
 from ..priors._grn import edges_to_anchors
 from ..vocab import MODALITIES, FeatureSpace, build_feature_space, map_genes, map_proteins_to_genes
+from ..vocab._genes import mouse_case
 from ..vocab._tables import normalise_genome
 from ._arguments import python_scalar
 from ._config_check import CELL_STATE, check_section
@@ -145,9 +146,8 @@ def grn_edges_on_anchors(
 
     def map_names(names: list[str]) -> list[str | None]:
         out = read(names, species)
-        mouse_case = [i for i, n in enumerate(names) if mixed_species and n[:1].isupper() and n[1:] == n[1:].lower()
-                      and n != n.upper()]  # fmt: skip
-        for i, anchor in zip(mouse_case, read([names[i] for i in mouse_case], "mouse") if mouse_case else [], strict=True):
+        mouse = [i for i, n in enumerate(names) if mouse_case(n)] if mixed_species else []
+        for i, anchor in zip(mouse, read([names[i] for i in mouse], "mouse") if mouse else [], strict=True):
             out[i] = anchor if anchor is not None else out[i]
         return out
 

@@ -81,7 +81,7 @@ def _name_keys(names: pd.Index) -> list[tuple[str, pd.Series]]:
 def _naming_one_cell(key: pd.Series) -> pd.Series:
     """``key`` with ``NaN`` where it is shared by several names or is a bare number."""
     shared = key.map(key.value_counts()).gt(1)
-    number = key.str.fullmatch(r"\d+").astype("boolean").fillna(False).astype(bool)
+    number = key.str.fullmatch(r"\d+", na=False).astype(bool)
     return key.where(~shared & ~number)
 
 
@@ -91,8 +91,9 @@ def check_pairing(mdata: MuData, modalities: Mapping[str, str]) -> None:
     names = {m: mdata.mod[name].obs_names.astype(str) for m, name in modalities.items()}
     if len(names) < 2 or any(len(a.intersection(b)) for a, b in itertools.combinations(names.values(), 2)):
         return
+    keys = {m: _name_keys(n) for m, n in names.items()}  # once per modality, not per pair
     for (m1, a), (m2, b) in itertools.combinations(names.items(), 2):
-        for (how, key_a), (_, key_b) in zip(_name_keys(a), _name_keys(b), strict=True):
+        for (how, key_a), (_, key_b) in zip(keys[m1], keys[m2], strict=True):
             meets = (key_b.isin(set(key_a.dropna())) & key_b.notna()).to_numpy()
             if meets.sum() >= PAIRING_SHARE * min(len(a), len(b)):
                 example = b[meets][0]

@@ -131,9 +131,11 @@ def storable_names(names: list[str]) -> list[str]:
     equal to another gets ``#2``, ``#3``, ... The labels themselves (``obs``, ``uns[...]["classes"]``) keep theirs."""
     out, seen = [], set()
     for name in names:
-        safe, k = ("_" * len(name) if name in (".", "..") else name.replace("/", "_")), 1
-        while (candidate := safe if k == 1 else f"{safe}#{k}") in seen or (k == 1 and safe != name and safe in names):
+        safe = "_" * len(name) if name in (".", "..") else name.replace("/", "_")
+        candidate, k = safe, 1
+        while candidate in seen or (candidate != name and candidate in names):  # another label's own name
             k += 1
+            candidate = f"{safe}#{k}"
         seen.add(candidate)
         out.append(candidate)
     return out

@@ -83,12 +83,13 @@ class TrainingConfig:
         return cls(**values)
 
 
-def run_settings(seed: int, validation_size: float, batch_size: int, max_epochs: int, ema_decay, config) -> dict:
+def run_settings(seed: int, validation_size: float, batch_size: int, ema_decay, config) -> dict:
     """The settings of a run that a resumed run should repeat (plain numbers: ``weights_only`` loading reads them);
-    ``config`` is the run's :class:`~holocell.train.TrainingConfig`."""
+    ``config`` is the run's :class:`~holocell.train.TrainingConfig`. Not ``max_epochs``: a resumed run with more
+    epochs is how a run is extended."""
     optimiser = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
     return {"seed": int(seed), "validation_size": float(validation_size), "batch_size": int(batch_size),
-            "max_epochs": int(max_epochs), "ema_decay": None if ema_decay is None else float(ema_decay),
+            "ema_decay": None if ema_decay is None else float(ema_decay),
             **{f"train_config.{k}": v for k, v in optimiser.items()}}  # fmt: skip
 
 

@@ -293,9 +293,9 @@ def fit(
         steps_per_epoch = max(1, len(train_idx) // batch_size)
         if max_epochs is None:
             max_epochs = config.default_epochs(steps_per_epoch)
-        run_setup = run_settings(seed, validation_size, batch_size, max_epochs, ema_decay, config)
+        run_setup = run_settings(seed, validation_size, batch_size, ema_decay, config)
         if checkpoint is not None:  # epochs left to train; the run's own settings
-            check_resumed_run(resume_from, checkpoint, run_setup)
+            check_resumed_run(resume_from, checkpoint, max_epochs, run_setup)
         history = HistoryLogger()
         if checkpoint is not None:  # a resumed run's history_ starts with the epochs the checkpoint logged
             history.rows.extend(logged_rows(checkpoint.get(HISTORY_KEY)))

@@ -214,10 +214,10 @@ def identity_differences(saved: dict, current: dict) -> list[str]:
     return problems
 
 
-def check_resumed_run(path: Path, checkpoint: dict, settings: dict) -> None:
+def check_resumed_run(path: Path, checkpoint: dict, max_epochs: int, settings: dict) -> None:
     """Before a resumed run: epochs left to train (:func:`check_epochs_left`), and a warning for settings other than
     the run's (:func:`warn_changed_settings`)."""
-    check_epochs_left(path, checkpoint, settings["max_epochs"])
+    check_epochs_left(path, checkpoint, max_epochs)
     warn_changed_settings(path, checkpoint, settings)
 
 
@@ -231,8 +231,7 @@ def warn_changed_settings(path: Path, checkpoint: dict, settings: dict) -> None:
     saved = checkpoint.get(SETTINGS_KEY)
     if not isinstance(saved, dict):
         return
-    # max_epochs is left out: resuming with more epochs is how a finished or interrupted run is extended
-    changed = [k for k in settings if k in saved and k != "max_epochs" and saved[k] != settings[k]]
+    changed = [k for k in settings if k in saved and saved[k] != settings[k]]
     if not changed:
         return
     said = "; ".join(

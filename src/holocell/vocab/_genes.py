@@ -305,6 +305,11 @@ def shared_fraction(report: pd.DataFrame, expressed: np.ndarray | None = None) -
 MIN_CASE_NAMES = 10
 
 
+def mouse_case(name: str) -> bool:
+    """Whether ``name`` is written as a mouse symbol (title case: ``Cd4``, not ``CD4``)."""
+    return name[:1].isupper() and name[1:] == name[1:].lower() and name != name.upper()
+
+
 def other_species_case(names: Sequence[str], species: str) -> tuple[list[str], int, str, str] | None:
     """Whether most symbols are written in the other species' case: human symbols are all capitals (``CD4``), mouse
     symbols title case (``Cd4``). Only names that start with a letter and are not Ensembl ids count; fewer than
@@ -318,7 +323,7 @@ def other_species_case(names: Sequence[str], species: str) -> tuple[list[str], i
     if len(names) < MIN_CASE_NAMES:
         return None
     if species == "human":
-        hits = [n for n in names if n[0].isupper() and n[1:] == n[1:].lower() and n != n.upper()]
+        hits = [n for n in names if mouse_case(n)]
         other, style = "mouse", "title case, e.g. 'Cd4'"
     else:
         hits = [n for n in names if n == n.upper()]
