@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
+import numbers
 import os
 import sys
 from collections.abc import Iterator
@@ -87,6 +88,9 @@ class HolocellSettings:
         embedding time (docs/design.md, "CPU inference cost"). PyTorch reads the variable at its
         first large allocation, so set this before doing any work; setting it later has no effect.
         Default ``False``; the ``holocell`` command line turns it on.
+    long_run_hours
+        ``train()`` times its first steps and warns (a ``HoloCellWarning`` naming the cost and what cuts it) when
+        the run would take longer than this many hours. Default ``1.0``; ``None`` never warns.
 
     Examples
     --------
@@ -99,6 +103,7 @@ class HolocellSettings:
     def __init__(self) -> None:
         self._progress_bar: bool | Literal["auto"] = "auto"
         self._lightning_log_level = logging.WARNING
+        self._long_run_hours: float | None = 1.0
 
     # ------------------------------------------------------------------ logging
     @property
@@ -177,6 +182,18 @@ class HolocellSettings:
         else:
             os.environ.pop(HUGE_PAGES_ENV, None)
 
+    # ------------------------------------------------------------------ long runs
+    @property
+    def long_run_hours(self) -> float | None:
+        """Projected training hours above which ``train()`` warns; ``None``: never."""
+        return self._long_run_hours
+
+    @long_run_hours.setter
+    def long_run_hours(self, value: float | None) -> None:
+        if value is not None and (_is_bool(value) or not isinstance(value, numbers.Real) or not value >= 0):
+            raise ValueError(f"long_run_hours must be a number of hours >= 0, or None (never warn), got {value!r}.")
+        self._long_run_hours = None if value is None else float(value)
+
     def __setattr__(self, name: str, value) -> None:
         if not name.startswith("_") and not isinstance(getattr(type(self), name, None), property):
             known = [n for n, v in vars(type(self)).items() if isinstance(v, property)]
@@ -189,7 +206,8 @@ class HolocellSettings:
         return (
             f"holocell settings: verbosity={logging.getLevelName(self.verbosity)}, "
             f"progress_bar={self.progress_bar!r}, "
-            f"lightning_log_level={logging.getLevelName(self.lightning_log_level)}, huge_pages={self.huge_pages}"
+            f"lightning_log_level={logging.getLevelName(self.lightning_log_level)}, huge_pages={self.huge_pages}, "
+            f"long_run_hours={self.long_run_hours!r}"
         )
 
 

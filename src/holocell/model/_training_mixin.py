@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 
 from .._settings import settings
-from ..train import fit
+from ..train import RunLengthWarning, fit
 from ..train._devices import check_devices
 from ..train._fit import check_cell_state, run_config
 from ..train._resume import check_checkpoint_dir
@@ -215,7 +215,8 @@ class TrainingMixin:
         check_checkpoint_dir(checkpoint_dir, resume)  # again in fit(); here before the data are read
         if precision is not None:
             trainer_kwargs["precision"] = check_precision(precision)
-        callbacks = [*self._train_callbacks(), *as_callbacks(trainer_kwargs.pop("callbacks", None))]
+        callbacks = [*self._train_callbacks(), RunLengthWarning(self._cost_drivers()),
+                     *as_callbacks(trainer_kwargs.pop("callbacks", None))]
         check_checkpointing(trainer_kwargs, callbacks, checkpoint_dir)
         _, arrays = self._arrays(None)
         with weights_kept_on_failure(self.module):
@@ -228,6 +229,13 @@ class TrainingMixin:
         self.train_indices_, self.validation_indices_ = result.train_indices, result.validation_indices
         self.history_ = result.history
         check_cell_state(self.history_, self.module.network.config.n_latent)  # no KL logged without a cell state
+
+    def _cost_drivers(self) -> str:
+        """The sizes a training step's cost grows with, for :class:`~holocell.train.RunLengthWarning`."""
+        names = {"rna": "RNA features", "atac": "peaks", "protein": "proteins"}
+        maps = self.feature_space.maps
+        sizes = ", ".join(f"{len(maps[m].anchor):,} {names[m]}" for m in self.modalities_ if m in maps)
+        return f"{self.feature_space.n_anchors:,} gene anchors ({sizes})"
 
     def _fit(self, arrays, config, extra, callbacks, trainer_kwargs, max_epochs, batch_size, validation_size,
              early_stopping, early_stopping_patience, ema_decay, seed, accelerator, devices, strategy, num_nodes,

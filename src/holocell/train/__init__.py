@@ -11,6 +11,7 @@ from ._fit import (
 )
 from ._plan import MosaicDataModule, TrainingPlan, split_indices
 from ._processes import WeightEMA
+from ._run_length import RunLengthWarning
 
 __all__ = [
     "EarlyStoppingAfterWarmup",
@@ -19,6 +20,7 @@ __all__ = [
     "MosaicDataModule",
     "RowFreeze",
     "RowFreezeCallback",
+    "RunLengthWarning",
     "TrainingConfig",
     "TrainingPlan",
     "WeightEMA",
