@@ -1,7 +1,7 @@
 """train() warns when its run will be long (hc.settings.long_run_hours), naming the cost and what cuts it.
 
-A 10x Multiome data set with every gene and peak has about 40,000 gene anchors; on a laptop CPU a default run of it
-takes most of a day (benchmarks/results/scaling.md), and nothing said so.
+A 10x Multiome data set with every gene and peak has about 40,000 gene anchors; on a 2-core CPU a default run of
+10,000 such cells takes more than a day (benchmarks/results/scaling.md), and nothing said so.
 """
 
 from __future__ import annotations

@@ -215,7 +215,7 @@ class TrainingMixin:
         check_checkpoint_dir(checkpoint_dir, resume)  # again in fit(); here before the data are read
         if precision is not None:
             trainer_kwargs["precision"] = check_precision(precision)
-        callbacks = [*self._train_callbacks(), RunLengthWarning(self._cost_drivers()),
+        callbacks = [*self._train_callbacks(), RunLengthWarning(self._cost_drivers(), settings.long_run_hours),
                      *as_callbacks(trainer_kwargs.pop("callbacks", None))]
         check_checkpointing(trainer_kwargs, callbacks, checkpoint_dir)
         _, arrays = self._arrays(None)

@@ -1,19 +1,20 @@
 """A warning when a training run will be long: its first steps are timed and the rest projected.
 
 A step's cost grows with the number of gene anchors (every cell reads and decodes every anchor), so a data set
-with every gene and peak of a 10x Multiome run (about 40,000 anchors) trains at tens of seconds per step on a
-laptop CPU: a default run would take most of a day, and nothing said so. The warning names the cost, what drives it
+with every gene and peak of a 10x Multiome run (about 40,000 anchors) trained at 20 s per step on a 2-core CPU,
+so that a default run of 10,000 cells would take more than a day (``benchmarks/results/scaling.md``), and nothing
+said so. The warning names the cost, what drives it
 and what cuts it (docs/own_data.md, "Select features first").
 """
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 
 import lightning.pytorch as pl
 
-from .._settings import settings
 from .._warnings import HoloCellWarning
 
 TIMED_STEPS = 3
@@ -28,22 +29,26 @@ def duration(hours: float) -> str:
 
 
 class RunLengthWarning(pl.Callback):
-    """Warn once per run, on rank 0, when the projected training time exceeds ``hc.settings.long_run_hours``.
+    """Warn once per run, on rank 0, when the projected training time exceeds ``limit_hours``.
 
     Parameters
     ----------
     cost_drivers
         What makes a step of this model cost what it costs, e.g. ``"39,166 gene anchors (36,000 RNA features,
         99,990 peaks)"``; it goes into the message.
+    limit_hours
+        Hours above which it warns (``None``: never); ``train()`` passes ``hc.settings.long_run_hours`` as it is at
+        the call, so that processes a distributed run starts see the caller's value.
     """
 
-    def __init__(self, cost_drivers: str) -> None:
+    def __init__(self, cost_drivers: str, limit_hours: float | None) -> None:
         self.cost_drivers = cost_drivers
+        self.limit_hours = limit_hours
         self._ends: list[float] = []
         self._done = False
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._ends, self._done = [], settings.long_run_hours is None or not trainer.is_global_zero
+        self._ends, self._done = [], self.limit_hours is None or not trainer.is_global_zero
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if self._done:
@@ -58,7 +63,8 @@ class RunLengthWarning(pl.Callback):
 
     def _check(self, trainer: pl.Trainer, batch_idx: int) -> None:
         self._done = True
-        if trainer.max_epochs is None or trainer.max_epochs < 0:  # no epoch bound: nothing to project
+        bounded = trainer.max_epochs is not None and trainer.max_epochs >= 0
+        if not bounded or not math.isfinite(trainer.num_training_batches):  # nothing to project from
             return
         seconds = (self._ends[-1] - self._ends[0]) / (len(self._ends) - 1)
         per_epoch = int(trainer.num_training_batches)
@@ -66,16 +72,17 @@ class RunLengthWarning(pl.Callback):
         if trainer.max_steps is not None and trainer.max_steps > 0:
             remaining = min(remaining, trainer.max_steps - trainer.global_step)
         hours = remaining * seconds / 3600
-        limit = settings.long_run_hours
+        limit = self.limit_hours
         if limit is None or hours <= limit:
             return
         device = trainer.strategy.root_device.type
+        gpu = "train on a GPU (accelerator='gpu'), " if device == "cpu" else ""
         warnings.warn(
             f"This training run will take about {duration(hours)}: {remaining:,} more steps at {seconds:.2g} s each "
             f"on {device} (early stopping may end it sooner). A step's cost grows with the gene anchors: this model "
             f"has {self.cost_drivers}. To cut it, select features before setup_mudata (highly variable genes, the "
-            "peaks open in the most cells: docs/own_data.md, 'Select features first'), train on a GPU "
-            "(accelerator='gpu'), or pass max_epochs=. hc.settings.long_run_hours (now "
+            f"peaks open in the most cells: docs/own_data.md, 'Select features first'), {gpu}or pass max_epochs=. "
+            "hc.settings.long_run_hours (now "
             f"{limit:g}) sets when this warning comes; None turns it off.",
             HoloCellWarning,
             stacklevel=2,
