@@ -33,6 +33,7 @@ from lightning.pytorch import Callback
 
 from holocell.data import simulate_multiome
 from holocell.model import HoloCell
+from holocell.train import TrainingConfig
 
 
 class PeakRSS:
@@ -199,7 +200,16 @@ STEP_CASES = {
 }
 
 
-def train_step_at(case: str, seed: int, n_cells: int = 256, timed: int = 3) -> dict:
+STEP_CELLS, STEP_TIMED = 256, 3  # cells of a training-step case; steps timed after one warm-up step
+
+
+def default_run_steps(n_cells: int, validation_size: float = 0.1, batch_size: int = 32) -> tuple[int, int]:
+    """Epochs and steps per epoch of ``train()``'s default schedule for ``n_cells`` cells."""
+    per_epoch = int(n_cells * (1 - validation_size)) // batch_size
+    return TrainingConfig().default_epochs(per_epoch), per_epoch
+
+
+def train_step_at(case: str, seed: int, n_cells: int = STEP_CELLS, timed: int = STEP_TIMED) -> dict:
     """Seconds per training step of the default model (batch 32) on ``case``, and the peak memory."""
     quiet()
     import holocell as hc
@@ -215,7 +225,7 @@ def train_step_at(case: str, seed: int, n_cells: int = 256, timed: int = 3) -> d
                         enable_progress_bar=False, seed=seed, callbacks=[steps])
     per_step = (steps.ends[-1] - steps.ends[0]) / (len(steps.ends) - 1)
     features = {m: int(mdata[name].n_vars) for m, name in modalities.items()}
-    ten_k_steps = model.train_config.default_epochs(int(10_000 * 0.9) // 32) * (int(10_000 * 0.9) // 32)
+    ten_k_steps = np.prod(default_run_steps(10_000))
     return {"task": STEP_CASES[case], "anchors": model.config.n_anchors, "genes": features.get("rna", 0),
             "peaks": features.get("atac", 0), "seconds_per_step": per_step,
             "hours_per_1500_steps": per_step * 1500 / 3600,
@@ -241,6 +251,7 @@ def main() -> None:
     steps = [fresh(train_step_at, case, args.seed) for case in cases]
     results = {"quick": args.quick, "seed": args.seed, "embed": rows, "atac": atac, "train_step": steps,
                "target_peak_under_4gb_at_largest": rows[-1]["peak_rss_mb"] < 4096}
+    epochs, per_epoch = default_run_steps(10_000)
     cols = ["task", "cells", "anchors", "seconds", "seconds_per_1k_cells", "cells_per_s", "rss_before_mb",
             "peak_rss_mb", "peak_minus_before_mb"]
     notes = (
@@ -249,8 +260,9 @@ def main() -> None:
         "`seconds_per_1k_cells`; flat memory means `peak_minus_before_mb` not growing with cells. The "
         "machine is shared (2 cores): times are pessimistic. Peak memory at the largest size under 4 GB: "
         f"{'yes' if results['target_peak_under_4gb_at_largest'] else 'NO'}. Training steps: the default model "
-        "(d_model 128, batch 32) through `train()`, 256 cells, one warm-up step and three timed; "
-        "`hours_default_run_10k_cells` is the default schedule of 10,000 cells (20 epochs of 281 steps). The cost of "
+        f"(d_model 128, batch 32) through `train()`, {STEP_CELLS} cells, one warm-up step and {STEP_TIMED} timed; "
+        f"`hours_default_run_10k_cells` is the default schedule of 10,000 cells ({epochs} epochs of {per_epoch} steps). "
+        "The cost of "
         "a step grows with the gene anchors (every cell reads and decodes every anchor), not with the features as "
         "such: anchors are the genes and the genes nearest the peaks."
     )

@@ -72,8 +72,7 @@ class RunLengthWarning(pl.Callback):
         if trainer.max_steps is not None and trainer.max_steps > 0:
             remaining = min(remaining, trainer.max_steps - trainer.global_step)
         hours = remaining * seconds / 3600
-        limit = self.limit_hours
-        if limit is None or hours <= limit:
+        if hours <= self.limit_hours:  # (None never gets here: on_train_start marks the run done)
             return
         device = trainer.strategy.root_device.type
         gpu = "train on a GPU (accelerator='gpu'), " if device == "cpu" else ""
@@ -82,8 +81,7 @@ class RunLengthWarning(pl.Callback):
             f"on {device} (early stopping may end it sooner). A step's cost grows with the gene anchors: this model "
             f"has {self.cost_drivers}. To cut it, select features before setup_mudata (highly variable genes, the "
             f"peaks open in the most cells: docs/own_data.md, 'Select features first'), {gpu}or pass max_epochs=. "
-            "hc.settings.long_run_hours (now "
-            f"{limit:g}) sets when this warning comes; None turns it off.",
+            f"hc.settings.long_run_hours (now {self.limit_hours:g}) sets when this warning comes; None turns it off.",
             HoloCellWarning,
             stacklevel=2,
         )
