@@ -123,6 +123,11 @@ ARMS: dict[str, tuple[dict, str]] = {
                          "property 1: a cell state of 10 dimensions (default 32; scVI's default size)"),
     "fast_elbo_weight_30": ({**FAST_SCHEDULE, "elbo_weight": 30.0},
                             "the ELBO at weight 30 beside the diffusion loss (default 10; 1 -> 10 tripled SNARE NMI)"),
+    "fast_align_nce": ({**FAST_SCHEDULE, "align_mode": "distill_cross_nce"},
+                       "property 3: the cross-modal states also pushed from the other cells' joint states (InfoNCE "
+                       "over squared distances, temperature 0.1 x their median)"),
+    "fast_align_nce_1": ({**FAST_SCHEDULE, "align_mode": "distill_cross_nce", "align_temperature": 1.0},
+                         "property 3: as `fast_align_nce`, temperature 1 x the median squared distance"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
                      "schedule: lr 1e-3 and the KL warm-up over 33% of the run (the defaults before `fast_schedule`)"),
 }

@@ -67,9 +67,13 @@ class ObjectiveConfig:
         ``"distill_cross_symmetric"``: as ``"distill_cross"``, with gradient through the joint state too, so
         the joint state is also pulled towards the one-modality-hidden state (costs a backward pass over
         those cells).
+        ``"distill_cross_nce"``: as ``"distill_cross"``, plus a repulsion of each cross-modal state from the
+        other cells' joint states (InfoNCE over squared distances), so that a view cannot settle at the centre
+        of its cell type.
         ``"joint_contrastive"``: InfoNCE of each single-modality embedding against the fixed joint one.
     align_temperature
-        Softmax temperature of the contrastive term.
+        Softmax temperature of the contrastive terms (for ``"distill_cross_nce"``, a fraction of the median
+        squared distance between the states).
     diffusion_weight
         Weight of the masked-diffusion loss (0 trains the cell state alone, for the ablation).
     elbo_weight
@@ -381,7 +385,8 @@ def objective(
             out.loss = out.loss + config.batch_adversary_weight * confusion
     if config.align_weight > 0 and config.align_mode.startswith("distill_cross") and network.config.cell_state:
         symmetric = config.align_mode == "distill_cross_symmetric"
-        align = cross_distill_loss(network, clean, noised, outputs["qz_mu"], align_scale, symmetric)
+        temperature = config.align_temperature if config.align_mode == "distill_cross_nce" else None
+        align = cross_distill_loss(network, clean, noised, outputs["qz_mu"], align_scale, symmetric, temperature)
         out.per_modality["align"] = align.detach()
         out.loss = out.loss + config.align_weight * align
     elif config.align_weight > 0:
