@@ -398,6 +398,37 @@ def test_symmetric_alignment_also_pulls_the_joint_state(symmetric):
     assert np.isfinite(model.get_latent_representation(progress_bar=False)).all()  # it trains in that mode
 
 
+def test_contrastive_distillation_keeps_a_view_off_the_centre_of_its_cluster():
+    """``align_mode="distill_cross_nce"``: the distillation's pull plus a contrastive term. States at their own
+    joint states pay nothing; states at the centre of the joint states pay the distillation and, beyond it, the
+    contrastive term (they do not pick out their own cell); the term's size does not depend on the states' scale;
+    ``align_contrast_weight`` scales the contrastive part alone; the gradient is finite when a state equals its
+    target; the mode trains with the weight set on the model."""
+    from holocell.nn._align import _distill_nce
+
+    joint = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [4.0, 4.0]])
+    assert float(_distill_nce(joint.clone(), joint, 0.1)) < 1e-3
+    centre = joint.mean(0, keepdim=True).repeat(4, 1)
+    distill = float(((centre - joint) ** 2).mean(1).mean())
+    at_centre = float(_distill_nce(centre, joint, 0.1))
+    assert at_centre > distill + 0.1
+    torch.testing.assert_close(_distill_nce(centre * 10, joint * 10, 0.1) - 100 * distill,
+                               torch.tensor(at_centre - distill) * 100, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(_distill_nce(centre, joint, 0.1, weight=5.0) - distill,
+                               torch.tensor(at_centre - distill) * 5, rtol=1e-5, atol=1e-5)
+    assert float(_distill_nce(centre, joint, 0.1, weight=0.0)) == pytest.approx(distill)
+    cross = joint.clone().requires_grad_(True)
+    _distill_nce(cross, joint, 0.1).backward()
+    assert torch.isfinite(cross.grad).all()
+    mdata, _ = simulate_multiome(32, n_genes=20, n_tfs=4, n_proteins=4, seed=1)
+    with pytest.warns(HoloCellWarning, match=SIM_GENES):
+        HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4, n_latent=4, align_mode="distill_cross_nce", align_contrast_weight=5.0)
+    assert model.module.objective.align_contrast_weight == 5.0
+    model.train(max_epochs=1, batch_size=16, enable_progress_bar=False, early_stopping=False, seed=0)
+    assert np.isfinite(model.get_latent_representation(progress_bar=False)).all()
+
+
 @pytest.mark.parametrize("tie", [False, True])
 def test_peaks_tied_to_their_genes_reach_the_state_through_its_rna_weights(tie, tmp_path):
     """``tie_peaks_to_genes``: an ATAC-only cell's state reads its open peaks through their genes' RNA weights (plus

@@ -150,6 +150,7 @@ OBJECTIVE = (
     Rule("regression_weight", float, 0, 1e6, required=False),
     Rule("align_weight", float, 0, 1e6, required=False),
     Rule("align_temperature", float, 0, 1e6, required=False, bounds="(]"),
+    Rule("align_contrast_weight", float, 0, 1e6, required=False),
     Rule("align_mode", str, required=False, choices=ALIGN_MODES),
     Rule("diffusion_weight", float, 0, 1e6, required=False),
     Rule("elbo_weight", float, 0, 1e6, required=False),

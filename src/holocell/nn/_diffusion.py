@@ -74,6 +74,9 @@ class ObjectiveConfig:
     align_temperature
         Softmax temperature of the contrastive terms (for ``"distill_cross_nce"``, a fraction of the median
         squared distance between the states).
+    align_contrast_weight
+        ``"distill_cross_nce"``: weight of the contrastive part beside the distillation (1: the same largest
+        gradient per distance).
     diffusion_weight
         Weight of the masked-diffusion loss (0 trains the cell state alone, for the ablation).
     elbo_weight
@@ -111,6 +114,7 @@ class ObjectiveConfig:
     regression_weight: float = 1.0
     align_weight: float = 1.0
     align_temperature: float = 0.1
+    align_contrast_weight: float = 1.0
     align_mode: str = "distill_cross"
     diffusion_weight: float = 1.0
     elbo_weight: float = 10.0
@@ -138,7 +142,8 @@ class ObjectiveConfig:
             raise ValueError(f"elbo_input must be 'noised' or 'clean', got {self.elbo_input!r}.")
         if not 0.0 <= self.kl_warmup <= 1.0:
             raise ValueError(f"kl_warmup is a fraction of the run in [0, 1], got {self.kl_warmup!r}.")
-        for name in ("regression_weight", "align_weight", "diffusion_weight", "elbo_weight", "kl_weight",
+        for name in ("regression_weight", "align_weight", "align_contrast_weight", "diffusion_weight", "elbo_weight",
+                     "kl_weight",
                      "batch_mmd_weight", "batch_adversary_weight", "gene_activity_weight"):
             if not getattr(self, name) >= 0:  # NaN too
                 raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}.")
@@ -385,8 +390,8 @@ def objective(
             out.loss = out.loss + config.batch_adversary_weight * confusion
     if config.align_weight > 0 and config.align_mode.startswith("distill_cross") and network.config.cell_state:
         symmetric = config.align_mode == "distill_cross_symmetric"
-        temperature = config.align_temperature if config.align_mode == "distill_cross_nce" else None
-        align = cross_distill_loss(network, clean, noised, outputs["qz_mu"], align_scale, symmetric, temperature)
+        contrast = (config.align_temperature, config.align_contrast_weight) if config.align_mode == "distill_cross_nce" else None
+        align = cross_distill_loss(network, clean, noised, outputs["qz_mu"], align_scale, symmetric, contrast)
         out.per_modality["align"] = align.detach()
         out.loss = out.loss + config.align_weight * align
     elif config.align_weight > 0:
