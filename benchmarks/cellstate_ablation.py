@@ -128,6 +128,8 @@ ARMS: dict[str, tuple[dict, str]] = {
                        "over squared distances, temperature 0.1 x their median)"),
     "fast_align_nce_1": ({**FAST_SCHEDULE, "align_mode": "distill_cross_nce", "align_temperature": 1.0},
                          "property 3: as `fast_align_nce`, temperature 1 x the median squared distance"),
+    "fast_align_nce_c2": ({**FAST_SCHEDULE, "align_mode": "distill_cross_nce", "align_contrast_weight": 2.0},
+                          "property 3: as `fast_align_nce`, the contrastive part at weight 2"),
     "fast_align_nce_c5": ({**FAST_SCHEDULE, "align_mode": "distill_cross_nce", "align_contrast_weight": 5.0},
                           "property 3: as `fast_align_nce`, the contrastive part at weight 5"),
     "fast_align_nce_c20": ({**FAST_SCHEDULE, "align_mode": "distill_cross_nce", "align_contrast_weight": 20.0},
