@@ -67,9 +67,9 @@ class ObjectiveConfig:
         ``"distill_cross_symmetric"``: as ``"distill_cross"``, with gradient through the joint state too, so
         the joint state is also pulled towards the one-modality-hidden state (costs a backward pass over
         those cells).
-        ``"distill_cross_nce"``: as ``"distill_cross"``, plus a repulsion of each cross-modal state from the
-        other cells' joint states (InfoNCE over squared distances), so that a view cannot settle at the centre
-        of its cell type.
+        ``"distill_cross_nce"``: as ``"distill_cross"``, plus a contrastive term: each cross-modal state must
+        pick out its own joint state among the mini-batch's (InfoNCE over squared distances, weight
+        ``align_contrast_weight``), so that a view cannot settle at the centre of its cell type.
         ``"joint_contrastive"``: InfoNCE of each single-modality embedding against the fixed joint one.
     align_temperature
         Softmax temperature of the contrastive terms (for ``"distill_cross_nce"``, a fraction of the median
@@ -142,9 +142,8 @@ class ObjectiveConfig:
             raise ValueError(f"elbo_input must be 'noised' or 'clean', got {self.elbo_input!r}.")
         if not 0.0 <= self.kl_warmup <= 1.0:
             raise ValueError(f"kl_warmup is a fraction of the run in [0, 1], got {self.kl_warmup!r}.")
-        for name in ("regression_weight", "align_weight", "align_contrast_weight", "diffusion_weight", "elbo_weight",
-                     "kl_weight",
-                     "batch_mmd_weight", "batch_adversary_weight", "gene_activity_weight"):
+        for name in ("regression_weight", "align_weight", "align_contrast_weight", "diffusion_weight",
+                     "elbo_weight", "kl_weight", "batch_mmd_weight", "batch_adversary_weight", "gene_activity_weight"):
             if not getattr(self, name) >= 0:  # NaN too
                 raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}.")
         if self.align_temperature <= 0:
@@ -390,7 +389,9 @@ def objective(
             out.loss = out.loss + config.batch_adversary_weight * confusion
     if config.align_weight > 0 and config.align_mode.startswith("distill_cross") and network.config.cell_state:
         symmetric = config.align_mode == "distill_cross_symmetric"
-        contrast = (config.align_temperature, config.align_contrast_weight) if config.align_mode == "distill_cross_nce" else None
+        contrast = None
+        if config.align_mode == "distill_cross_nce":
+            contrast = (config.align_temperature, config.align_contrast_weight)
         align = cross_distill_loss(network, clean, noised, outputs["qz_mu"], align_scale, symmetric, contrast)
         out.per_modality["align"] = align.detach()
         out.loss = out.loss + config.align_weight * align
