@@ -37,6 +37,8 @@ from holocell import evaluation as ev
 OUT = Path(__file__).parent / "results" / "cellstate_ablation.json"
 #: the schedule adopted as the default (lr 2e-3, KL warm-up over 10% of the run), pinned so its arms stay fixed
 FAST_SCHEDULE = {"kl_warmup": 0.1, "train_config": {"lr": 2e-3}}
+#: the schedule with the contrastive distillation (`align_mode="distill_cross_nce"`), the base of its arms
+FAST_NCE = {**FAST_SCHEDULE, "align_mode": "distill_cross_nce"}
 #: arm name -> (HoloCell keyword arguments, what it tests)
 ARMS: dict[str, tuple[dict, str]] = {
     "defaults": ({}, "the defaults at the row's commit (before `fast_schedule` was adopted: the same model as "
@@ -123,20 +125,20 @@ ARMS: dict[str, tuple[dict, str]] = {
                          "property 1: a cell state of 10 dimensions (default 32; scVI's default size)"),
     "fast_elbo_weight_30": ({**FAST_SCHEDULE, "elbo_weight": 30.0},
                             "the ELBO at weight 30 beside the diffusion loss (default 10; 1 -> 10 tripled SNARE NMI)"),
-    "fast_align_nce": ({**FAST_SCHEDULE, "align_mode": "distill_cross_nce"},
+    "fast_align_nce": (FAST_NCE,
                        "property 3: the cross-modal states also pushed from the other cells' joint states (InfoNCE "
                        "over squared distances, temperature 0.1 x their median)"),
-    "fast_align_nce_1": ({**FAST_SCHEDULE, "align_mode": "distill_cross_nce", "align_temperature": 1.0},
+    "fast_align_nce_1": ({**FAST_NCE, "align_temperature": 1.0},
                          "property 3: as `fast_align_nce`, temperature 1 x the median squared distance"),
-    "fast_align_nce_t005": ({**FAST_SCHEDULE, "align_mode": "distill_cross_nce", "align_temperature": 0.05},
+    "fast_align_nce_t005": ({**FAST_NCE, "align_temperature": 0.05},
                             "property 3: as `fast_align_nce`, temperature 0.05 x the median squared distance"),
-    "fast_align_nce_cross_08": ({**FAST_SCHEDULE, "align_mode": "distill_cross_nce", "p_drop_modality": 0.8},
+    "fast_align_nce_cross_08": ({**FAST_NCE, "p_drop_modality": 0.8},
                                 "property 3: `fast_align_nce` with more cross-modal examples (`fast_cross_08`)"),
-    "fast_align_nce_c2": ({**FAST_SCHEDULE, "align_mode": "distill_cross_nce", "align_contrast_weight": 2.0},
+    "fast_align_nce_c2": ({**FAST_NCE, "align_contrast_weight": 2.0},
                           "property 3: as `fast_align_nce`, the contrastive part at weight 2"),
-    "fast_align_nce_c5": ({**FAST_SCHEDULE, "align_mode": "distill_cross_nce", "align_contrast_weight": 5.0},
+    "fast_align_nce_c5": ({**FAST_NCE, "align_contrast_weight": 5.0},
                           "property 3: as `fast_align_nce`, the contrastive part at weight 5"),
-    "fast_align_nce_c20": ({**FAST_SCHEDULE, "align_mode": "distill_cross_nce", "align_contrast_weight": 20.0},
+    "fast_align_nce_c20": ({**FAST_NCE, "align_contrast_weight": 20.0},
                            "property 3: as `fast_align_nce`, the contrastive part at weight 20"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
                      "schedule: lr 1e-3 and the KL warm-up over 33% of the run (the defaults before `fast_schedule`)"),

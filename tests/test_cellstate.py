@@ -404,7 +404,10 @@ def test_contrastive_distillation_keeps_a_view_off_the_centre_of_its_cluster():
     contrastive term (they do not pick out their own cell); the term's size does not depend on the states' scale;
     ``align_contrast_weight`` scales the contrastive part alone; the gradient is finite when a state equals its
     target; the mode trains with the weight set on the model."""
-    from holocell.nn._align import _distill_nce
+    from holocell.nn._align import contrastive_part
+
+    def _distill_nce(cross, joint, temperature, weight=1.0):  # the mode's alignment: distillation + contrast
+        return ((cross - joint) ** 2).mean(1).mean() + contrastive_part(cross, joint, temperature, weight)
 
     joint = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [4.0, 4.0]])
     assert float(_distill_nce(joint.clone(), joint, 0.1)) < 1e-3

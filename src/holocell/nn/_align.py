@@ -123,7 +123,7 @@ def cross_distill_loss(
     the pull goes both ways (MultiVI's penalty between its modalities' states): the joint state also moves towards
     what the cell's other modalities alone give, at the price of a backward pass over those cells. With
     ``contrast`` (temperature, weight), each cross-modal state must also pick out its own joint state among the
-    mini-batch's (:func:`_distill_nce`, ``align_mode="distill_cross_nce"``)."""
+    mini-batch's (:func:`contrastive_part`, ``align_mode="distill_cross_nce"``)."""
     cross = torch.zeros_like(clean.present[:, 0])
     hidden = torch.zeros(cross.shape, dtype=torch.long, device=cross.device)
     for m, target in (noised.cross_target or {}).items():
@@ -134,24 +134,22 @@ def cross_distill_loss(
         return qz_mu.new_zeros(())
     with torch.set_grad_enabled(symmetric and torch.is_grad_enabled()):
         joint = network.embedding(clean.select(cells))
-    if contrast is not None:
-        return _distill_nce(qz_mu[cells], joint, *contrast)
     distance = ((qz_mu[cells] - joint) ** 2).mean(1)
-    return distance.mean() if scale is None else scale(distance, hidden[cells])
+    loss = distance.mean() if scale is None else scale(distance, hidden[cells])
+    return loss if contrast is None else loss + contrastive_part(qz_mu[cells], joint, *contrast)
 
 
-def _distill_nce(cross: torch.Tensor, joint: torch.Tensor, temperature: float, weight: float = 1.0) -> torch.Tensor:
-    """The distillation term plus a contrastive one: ``weight x tau / n`` times the cross-entropy of picking each
-    cell's own joint state among the mini-batch's by squared distance ``D_ij`` (``tau`` = ``temperature`` x the
-    median ``D_ij``, held fixed; ``n`` = size of the state). The distillation pulls a cross-modal state to its joint
-    state; the contrastive term asks it to be nearer its own than its neighbours', so it cannot settle at the
-    centre of its cluster (the conditional mean a regression alone learns). Its gradient per distance is at most
-    ``weight / n`` (the distillation's is ``1 / n``), whatever the states' scale."""
-    n = cross.shape[1]
-    squared = (cross[:, None, :] - joint[None, :, :]).pow(2).sum(-1)  # (c, c): D_ij (cdist's gradient is NaN at 0)
-    distill = squared.diagonal().mean() / n
+def contrastive_part(cross: torch.Tensor, joint: torch.Tensor, temperature: float, weight: float = 1.0) -> torch.Tensor:
+    """The contrastive term of ``align_mode="distill_cross_nce"``, added to the distillation: ``weight x tau / n``
+    times the cross-entropy of picking each cell's own joint state among the mini-batch's by squared distance
+    ``D_ij`` (``tau`` = ``temperature`` x the median ``D_ij``, held fixed; ``n`` = size of the state). The
+    distillation pulls a cross-modal state to its joint state; this term asks it to be nearer its own than its
+    neighbours', so it cannot settle at the centre of its cluster (the conditional mean a regression alone learns).
+    Its gradient per distance is at most ``weight / n`` (the distillation's is ``1 / n``), whatever the states'
+    scale; 0 for fewer than two cells."""
     if len(cross) < 2 or weight == 0:
-        return distill
+        return cross.new_zeros(())
+    squared = (cross[:, None, :] - joint[None, :, :]).pow(2).sum(-1)  # (c, c): D_ij (cdist's gradient is NaN at 0)
     tau = (temperature * squared.detach().median()).clamp(min=1e-8)
     labels = torch.arange(len(cross), device=cross.device)
-    return distill + weight * tau / n * F.cross_entropy(-squared / tau, labels)
+    return weight * tau / cross.shape[1] * F.cross_entropy(-squared / tau, labels)
