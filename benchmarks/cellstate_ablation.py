@@ -140,6 +140,31 @@ ARMS: dict[str, tuple[dict, str]] = {
                           "property 3: as `fast_align_nce`, the contrastive part at weight 5"),
     "fast_align_nce_c20": ({**FAST_NCE, "align_contrast_weight": 20.0},
                            "property 3: as `fast_align_nce`, the contrastive part at weight 20"),
+    "fast_align_nce_hidden": ({**FAST_NCE, "align_mode": "distill_cross_nce_hidden_all"},
+                              "property 3: as `fast_align_nce`, each cross-modal state picks out the state of its "
+                              "cell's hidden modality alone (no input shared with the view) instead of the joint "
+                              "state, every view and hidden modality; never on main (it ran at 01e6f6c, branch "
+                              "exp-nce-hidden)"),
+    "fast_align_nce_hidden_c5": ({**FAST_NCE, "align_mode": "distill_cross_nce_hidden_all",
+                                  "align_contrast_weight": 5.0},
+                                 "`fast_align_nce_hidden` at weight 5; never on main (01e6f6c, branch exp-nce-hidden)"),
+    "fast_align_nce_hidden_rna_c5": (
+        {**FAST_NCE, "align_mode": "distill_cross_nce_hidden_rna", "align_contrast_weight": 5.0},
+        "`fast_align_nce_hidden_c5` for the views with RNA hidden only (SNARE-seq2: ATAC-only views, RNA-only "
+        "targets); never on main (0d83896, branch exp-nce-hidden)"),
+    "fast_align_nce_hidden_atac_c5": (
+        {**FAST_NCE, "align_mode": "distill_cross_nce_hidden_atac", "align_contrast_weight": 5.0},
+        "`fast_align_nce_hidden_c5` for the views with ATAC hidden only (RNA-only views, ATAC-only targets); never "
+        "on main (0d83896, branch exp-nce-hidden)"),
+    "fast_align_nce_slots_c10": (
+        {**FAST_NCE, "align_mode": "distill_cross_nce_hidden_slots", "align_contrast_weight": 10.0},
+        "the hidden-modality contrast at weight 10 for the views with RNA or protein hidden (ATAC-only views "
+        "included); never on main (4a2c0ab, branch exp-nce-hidden)"),
+    "fast_align_hidden_c10": ({**FAST_NCE, "align_mode": "distill_cross_nce_hidden", "align_contrast_weight": 10.0},
+                              "property 3: `align_mode=\"distill_cross_nce_hidden\"` at weight 10: each RNA or "
+                              "protein view picks out its cell's state from the other of the two alone"),
+    "fast_align_hidden_c5": ({**FAST_NCE, "align_mode": "distill_cross_nce_hidden", "align_contrast_weight": 5.0},
+                             "`fast_align_hidden_c10` at weight 5"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
                      "schedule: lr 1e-3 and the KL warm-up over 33% of the run (the defaults before `fast_schedule`)"),
 }

@@ -19,8 +19,12 @@ if TYPE_CHECKING:
 
 ALIGN_MODES = (
     "contrastive", "distill", "joint_contrastive", "distill_cross", "distill_cross_scaled", "distill_cross_symmetric",
-    "distill_cross_nce",
+    "distill_cross_nce", "distill_cross_nce_hidden",
 )
+CONTRAST_MODALITIES = ("rna", "protein")
+"""``align_mode="distill_cross_nce_hidden"`` contrasts a cross-modal view with its hidden modality's own state only
+when that modality is one of these and the view shows one of them too (RNA <-> protein): with an ATAC-only state as
+the target, or an ATAC-only view, the term lost SNARE-seq2's cell state on the ablation's validation data."""
 
 
 def only(tokens: Tokens, keep: Sequence[str] | None, modalities: Sequence[str]) -> Tokens:
@@ -115,6 +119,7 @@ def cross_distill_loss(
     scale: AlignmentScale | None = None,
     symmetric: bool = False,
     contrast: tuple[float, float] | None = None,
+    contrast_to_hidden: bool = False,
 ) -> torch.Tensor:
     """Squared distance of the cross-modal examples' cell states (``qz_mu``, inferred with one modality hidden) to
     the cells' joint states (all modalities visible, no gradient): the alignment at the price of one forward pass
@@ -123,7 +128,9 @@ def cross_distill_loss(
     the pull goes both ways (MultiVI's penalty between its modalities' states): the joint state also moves towards
     what the cell's other modalities alone give, at the price of a backward pass over those cells. With
     ``contrast`` (temperature, weight), each cross-modal state must also pick out its own joint state among the
-    mini-batch's (:func:`contrastive_part`, ``align_mode="distill_cross_nce"``)."""
+    mini-batch's (:func:`contrastive_part`, ``align_mode="distill_cross_nce"``), or with ``contrast_to_hidden``
+    the state of its hidden modality alone (:func:`hidden_states`, ``"distill_cross_nce_hidden"``; only the views
+    :data:`CONTRAST_MODALITIES` allows)."""
     cross = torch.zeros_like(clean.present[:, 0])
     hidden = torch.zeros(cross.shape, dtype=torch.long, device=cross.device)
     for m, target in (noised.cross_target or {}).items():
@@ -136,7 +143,42 @@ def cross_distill_loss(
         joint = network.embedding(clean.select(cells))
     distance = ((qz_mu[cells] - joint) ** 2).mean(1)
     loss = distance.mean() if scale is None else scale(distance, hidden[cells])
-    return loss if contrast is None else loss + contrastive_part(qz_mu[cells], joint, *contrast)
+    if contrast is None:
+        return loss
+    if not contrast_to_hidden:
+        return loss + contrastive_part(qz_mu[cells], joint, *contrast)
+    views = cells[contrast_views(clean.present[cells], hidden[cells])]
+    if len(views) < 2:
+        return loss
+    target = hidden_states(network, clean.select(views), hidden[views])
+    return loss + contrastive_part(qz_mu[views], target, *contrast)
+
+
+def contrast_views(present: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """``(n,)`` bool: the cross-modal views ``"distill_cross_nce_hidden"`` contrasts. ``present`` ``(n, M)``: the
+    cells' observed modalities; ``hidden`` ``(n,)``: index of the modality each view hides. A view qualifies when
+    its hidden modality is one of :data:`CONTRAST_MODALITIES` and it shows another of them."""
+    allowed = torch.zeros(len(MODALITIES), dtype=torch.bool, device=present.device)
+    allowed[[MODALITIES.index(m) for m in CONTRAST_MODALITIES]] = True
+    shown = present.clone()
+    shown[torch.arange(len(hidden), device=present.device), hidden] = False
+    return allowed[hidden] & (shown & allowed).any(1)
+
+
+@torch.no_grad()
+def hidden_states(network: HoloCellNetwork, cells: Tokens, hidden: torch.Tensor) -> torch.Tensor:
+    """``(n, d)`` each cell's state from its ``hidden`` modality alone (index per cell; no gradient): the target of
+    ``"distill_cross_nce_hidden"``, which shares no input with the view it is matched to, so the view cannot pick
+    it out by the noise of a modality both read."""
+    out = None
+    for k, m in enumerate(MODALITIES):
+        rows = (hidden == k).nonzero().squeeze(1)
+        if len(rows) == 0:
+            continue
+        state = network.embedding(only(cells.select(rows), [m], list(cells.mask)))
+        out = state.new_zeros((len(hidden), state.shape[1])) if out is None else out
+        out[rows] = state
+    return out
 
 
 def contrastive_part(cross: torch.Tensor, joint: torch.Tensor, temperature: float, weight: float = 1.0) -> torch.Tensor:

@@ -70,12 +70,16 @@ class ObjectiveConfig:
         ``"distill_cross_nce"``: as ``"distill_cross"``, plus a contrastive term: each cross-modal state must
         pick out its own joint state among the mini-batch's (InfoNCE over squared distances, weight
         ``align_contrast_weight``), so that a view cannot settle at the centre of its cell type.
+        ``"distill_cross_nce_hidden"``: as ``"distill_cross_nce"``, but a view must pick out the state of its
+        cell's hidden modality alone (one more forward pass without gradient over those views), and only RNA
+        <-> protein views take part (``holocell.nn._align.CONTRAST_MODALITIES``); an ATAC view or target lost
+        SNARE-seq2's cell state in the ablation.
         ``"joint_contrastive"``: InfoNCE of each single-modality embedding against the fixed joint one.
     align_temperature
-        Softmax temperature of the contrastive terms (for ``"distill_cross_nce"``, a fraction of the median
-        squared distance between the states).
+        Softmax temperature of the contrastive terms (for the ``"distill_cross_nce"`` modes, a fraction of the
+        median squared distance between the states).
     align_contrast_weight
-        ``"distill_cross_nce"``: weight of the contrastive part beside the distillation (1: the same largest
+        The ``"distill_cross_nce"`` modes: weight of the contrastive part beside the distillation (1: the same largest
         gradient per distance).
     diffusion_weight
         Weight of the masked-diffusion loss (0 trains the cell state alone, for the ablation).
@@ -390,9 +394,10 @@ def objective(
     if config.align_weight > 0 and config.align_mode.startswith("distill_cross") and network.config.cell_state:
         symmetric = config.align_mode == "distill_cross_symmetric"
         contrast = None
-        if config.align_mode == "distill_cross_nce":
+        if config.align_mode.startswith("distill_cross_nce"):
             contrast = (config.align_temperature, config.align_contrast_weight)
-        align = cross_distill_loss(network, clean, noised, outputs["qz_mu"], align_scale, symmetric, contrast)
+        align = cross_distill_loss(network, clean, noised, outputs["qz_mu"], align_scale, symmetric, contrast,
+                                   contrast_to_hidden=config.align_mode == "distill_cross_nce_hidden")
         out.per_modality["align"] = align.detach()
         out.loss = out.loss + config.align_weight * align
     elif config.align_weight > 0:
