@@ -432,6 +432,49 @@ def test_contrastive_distillation_keeps_a_view_off_the_centre_of_its_cluster():
     assert np.isfinite(model.get_latent_representation(progress_bar=False)).all()
 
 
+def test_hidden_modality_contrast_pairs_rna_and_protein_views_with_the_other_alone():
+    """``align_mode="distill_cross_nce_hidden"``: a cross-modal view takes part when it hides RNA or protein and
+    shows the other (never an ATAC-only view, never an ATAC target); its target is the cell's state from the hidden
+    modality alone, which the view's own modalities cannot move; the term adds to the distillation and trains on
+    three modalities."""
+    from holocell.nn._align import contrast_views, cross_distill_loss, hidden_states
+    from holocell.nn._diffusion import add_noise
+
+    #                          rna    atac   protein
+    present = torch.tensor([[True, True, True], [True, False, True], [True, True, False], [False, True, True],
+                            [True, True, True], [True, True, True]])
+    hidden = torch.tensor([0, 2, 0, 2, 1, 2])  # index into (rna, atac, protein)
+    assert contrast_views(present, hidden).tolist() == [True, True, False, False, False, True]
+
+    mdata, _ = simulate_multiome(24, n_genes=20, n_tfs=4, n_proteins=4, seed=1)
+    with pytest.warns(HoloCellWarning, match=SIM_GENES):
+        HoloCell.setup_mudata(mdata, modalities=MODS, batch_key="batch")
+    model = HoloCell(mdata, d_model=16, n_layers=1, n_heads=2, n_latents=4, n_latent=4,
+                     align_mode="distill_cross_nce_hidden", align_contrast_weight=10.0)
+    _, arrays = model._arrays(None)
+    module = model.module
+    module.eval()
+    clean = module.tokenize(arrays.take(np.arange(arrays.n_cells)))
+    which = torch.tensor([0, 2] * (clean.present.shape[0] // 2))  # RNA hidden, protein hidden
+    target = hidden_states(module.network, clean, which)
+    rna_only = module.network.embedding(clean.hide("atac").hide("protein"))
+    torch.testing.assert_close(target[::2], rna_only[::2])
+    edited = clean.hide("atac").hide("rna")  # the views' other modalities gone: the RNA targets stay
+    torch.testing.assert_close(hidden_states(module.network, edited, which)[1::2], target[1::2])
+    assert not torch.allclose(hidden_states(module.network, edited, which)[::2], target[::2])
+
+    module.train()
+    exists = {m: module.tokenizer.exists(m) for m in module.modalities}
+    noised = add_noise(clean, exists, p_drop_modality=1.0, generator=torch.Generator().manual_seed(0))
+    qz_mu = torch.zeros(clean.present.shape[0], 4)
+    distill = cross_distill_loss(module.network, clean, noised, qz_mu)
+    with_contrast = cross_distill_loss(module.network, clean, noised, qz_mu, contrast=(0.1, 10.0),
+                                       contrast_to_hidden=True)
+    assert float(with_contrast) > float(distill)
+    model.train(max_epochs=1, batch_size=12, enable_progress_bar=False, early_stopping=False, seed=0)
+    assert np.isfinite(model.get_latent_representation(progress_bar=False)).all()
+
+
 @pytest.mark.parametrize("tie", [False, True])
 def test_peaks_tied_to_their_genes_reach_the_state_through_its_rna_weights(tie, tmp_path):
     """``tie_peaks_to_genes``: an ATAC-only cell's state reads its open peaks through their genes' RNA weights (plus
