@@ -165,6 +165,8 @@ ARMS: dict[str, tuple[dict, str]] = {
                               "protein view picks out its cell's state from the other of the two alone"),
     "fast_align_hidden_c5": ({**FAST_NCE, "align_mode": "distill_cross_nce_hidden", "align_contrast_weight": 5.0},
                              "`fast_align_hidden_c10` at weight 5"),
+    "fast_align_hidden_c20": ({**FAST_NCE, "align_mode": "distill_cross_nce_hidden", "align_contrast_weight": 20.0},
+                              "`fast_align_hidden_c10` at weight 20"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},
                      "schedule: lr 1e-3 and the KL warm-up over 33% of the run (the defaults before `fast_schedule`)"),
 }
