@@ -162,7 +162,9 @@ ARMS: dict[str, tuple[dict, str]] = {
         "included); never on main (4a2c0ab, branch exp-nce-hidden)"),
     "fast_align_hidden_c10": ({**FAST_NCE, "align_mode": "distill_cross_nce_hidden", "align_contrast_weight": 10.0},
                               "property 3: `align_mode=\"distill_cross_nce_hidden\"` at weight 10: each RNA or "
-                              "protein view picks out its cell's state from the other of the two alone"),
+                              "protein view picks out its cell's state from the other of the two alone (rows before "
+                              "the final commit ran with views that show ATAC too allowed, which computes the same "
+                              "on PBMC and SNARE-seq2)"),
     "fast_align_hidden_c5": ({**FAST_NCE, "align_mode": "distill_cross_nce_hidden", "align_contrast_weight": 5.0},
                              "`fast_align_hidden_c10` at weight 5"),
     "fast_align_hidden_c20": ({**FAST_NCE, "align_mode": "distill_cross_nce_hidden", "align_contrast_weight": 20.0},

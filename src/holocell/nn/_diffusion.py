@@ -72,8 +72,8 @@ class ObjectiveConfig:
         ``align_contrast_weight``), so that a view cannot settle at the centre of its cell type.
         ``"distill_cross_nce_hidden"``: as ``"distill_cross_nce"``, but a view must pick out the state of its
         cell's hidden modality alone (one more forward pass without gradient over those views), and only RNA
-        <-> protein views take part (``holocell.nn._align.CONTRAST_MODALITIES``); an ATAC view or target lost
-        SNARE-seq2's cell state in the ablation.
+        <-> protein views take part (``holocell.nn._align.CONTRAST_MODALITIES``; a view that shows ATAC or an
+        ATAC target lost SNARE-seq2's cell state or the simulator's batch mixing in the ablation).
         ``"joint_contrastive"``: InfoNCE of each single-modality embedding against the fixed joint one.
     align_temperature
         Softmax temperature of the contrastive terms (for the ``"distill_cross_nce"`` modes, a fraction of the
