@@ -127,9 +127,9 @@ class HoloCell(DataMixin, TrainingMixin, InferenceMixin, ExpressionMixin, Differ
         ``batch_mmd_weight`` (an MMD penalty between the batches' cell states, off by default; experimental: in the
         ablation it collapsed the cell state at weights 0.1-10, see ``docs/design.md``), ``batch_adversary_weight``
         (a batch classifier on the cell state that the encoder learns to defeat, off by default),
-        ``batch_adversary_mode`` (its form,
-        ``"confusion"`` or ``"reverse"``; see ``docs/design.md``) and ``gene_activity_weight`` (ATAC-only cells
-        also reconstruct their open peaks summed per gene through the RNA decoder; off by default).
+        ``batch_adversary_mode`` (its form, ``"confusion"`` or ``"reverse"``; see ``docs/design.md``) and
+        ``gene_activity_weight`` (ATAC-only cells also reconstruct their open peaks summed per gene through the
+        RNA decoder; off by default).
 
     Attributes
     ----------

@@ -183,11 +183,12 @@ def hidden_states(network: HoloCellNetwork, cells: Tokens, hidden: torch.Tensor)
 
 
 def contrastive_part(cross: torch.Tensor, joint: torch.Tensor, temperature: float, weight: float = 1.0) -> torch.Tensor:
-    """The contrastive term of ``align_mode="distill_cross_nce"``, added to the distillation: ``weight x tau / n``
-    times the cross-entropy of picking each cell's own joint state among the mini-batch's by squared distance
-    ``D_ij`` (``tau`` = ``temperature`` x the median ``D_ij``, held fixed; ``n`` = size of the state). The
-    distillation pulls a cross-modal state to its joint state; this term asks it to be nearer its own than its
-    neighbours', so it cannot settle at the centre of its cluster (the conditional mean a regression alone learns).
+    """The contrastive term of the ``"distill_cross_nce"`` modes, added to the distillation: ``weight x tau / n``
+    times the cross-entropy of picking each cell's own target (``joint``: its joint state, or its hidden modality's
+    state for ``"distill_cross_nce_hidden"``) among the mini-batch's by squared distance ``D_ij`` (``tau`` =
+    ``temperature`` x the median ``D_ij``, held fixed; ``n`` = size of the state). The distillation pulls a
+    cross-modal state to its joint state; this term asks it to be nearer its own target than its neighbours', so it
+    cannot settle at the centre of its cluster (the conditional mean a regression alone learns).
     Its gradient per distance is at most ``weight / n`` (the distillation's is ``1 / n``), whatever the states'
     scale; 0 for fewer than two cells."""
     if len(cross) < 2 or weight == 0:
