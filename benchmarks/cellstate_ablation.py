@@ -35,14 +35,17 @@ import holocell as hc
 from holocell import evaluation as ev
 
 OUT = Path(__file__).parent / "results" / "cellstate_ablation.json"
-#: the schedule adopted as the default (lr 2e-3, KL warm-up over 10% of the run), pinned so its arms stay fixed
-FAST_SCHEDULE = {"kl_warmup": 0.1, "train_config": {"lr": 2e-3}}
-#: the schedule with the contrastive distillation (`align_mode="distill_cross_nce"`), the base of its arms
-FAST_NCE = {**FAST_SCHEDULE, "align_mode": "distill_cross_nce"}
+#: the schedule adopted as the default (lr 2e-3, KL warm-up over 10% of the run) with the alignment its rows ran
+#: with (`distill_cross`, the default until `fast_align_hidden_c5` was adopted), pinned so its arms stay fixed
+FAST_SCHEDULE = {"kl_warmup": 0.1, "train_config": {"lr": 2e-3}, "align_mode": "distill_cross"}
+#: the schedule with the contrastive distillation (`align_mode="distill_cross_nce"`, contrast weight 1 as its rows
+#: ran), the base of its arms
+FAST_NCE = {**FAST_SCHEDULE, "align_mode": "distill_cross_nce", "align_contrast_weight": 1.0}
 #: arm name -> (HoloCell keyword arguments, what it tests)
 ARMS: dict[str, tuple[dict, str]] = {
     "defaults": ({}, "the defaults at the row's commit (before `fast_schedule` was adopted: the same model as "
-                 "`old_schedule`, `align_distill_cross` and `peak_embeddings`; since: as `fast_schedule`)"),
+                 "`old_schedule`, `align_distill_cross` and `peak_embeddings`; then as `fast_schedule`; since the "
+                 "alignment default changed: as `fast_align_hidden_c5`)"),
     "default": ({"align_weight": 0.0}, "the cell state as first landed: latents + value path, ELBO x10, z in the "
                 "denoiser, no alignment term (the default until `align_distill`, which is the default now)"),
     "no_cell_state": (
@@ -83,7 +86,8 @@ ARMS: dict[str, tuple[dict, str]] = {
     "elbo_input_clean": ({"elbo_input": "clean"}, "the ELBO's z inferred from the clean subset view"),
     "vae_only": ({"diffusion_weight": 0.0}, "the cell state alone (no diffusion loss)"),
     "fast_schedule": (FAST_SCHEDULE,
-                      "schedule: lr 2e-3 and the KL warm-up over 10% of the run (the defaults since it was adopted)"),
+                      "schedule: lr 2e-3 and the KL warm-up over 10% of the run (the defaults from its adoption until "
+                      "`fast_align_hidden_c5`'s)"),
     "fast_z_detached": ({**FAST_SCHEDULE, "cell_state_kwargs": {"z_grad_from_denoiser": False}},
                         "property 5 on the new schedule: `fast_schedule` with the denoiser reading z detached"),
     "fast_kl_weight_2": ({**FAST_SCHEDULE, "kl_weight": 2.0},
@@ -166,7 +170,7 @@ ARMS: dict[str, tuple[dict, str]] = {
                               "the final commit ran with views that show ATAC too allowed, which computes the same "
                               "on PBMC and SNARE-seq2)"),
     "fast_align_hidden_c5": ({**FAST_NCE, "align_mode": "distill_cross_nce_hidden", "align_contrast_weight": 5.0},
-                             "`fast_align_hidden_c10` at weight 5"),
+                             "`fast_align_hidden_c10` at weight 5 (the defaults since it was adopted)"),
     "fast_align_hidden_c20": ({**FAST_NCE, "align_mode": "distill_cross_nce_hidden", "align_contrast_weight": 20.0},
                               "`fast_align_hidden_c10` at weight 20"),
     "old_schedule": ({"kl_warmup": 0.33, "train_config": {"lr": 1e-3}},

@@ -157,3 +157,21 @@ def test_hidden_modality_contrast_pairs_rna_and_protein_views_with_the_other_alo
             assert float(with_contrast) == float(distill)
     model.train(max_epochs=1, batch_size=12, enable_progress_bar=False, early_stopping=False, seed=0)
     assert np.isfinite(model.get_latent_representation(progress_bar=False)).all()
+
+
+def test_default_alignment_is_the_hidden_modality_contrast_and_a_saved_mode_survives_a_reload(tmp_path):
+    """A new model trains with ``"distill_cross_nce_hidden"`` at contrast weight 5 (the default since its ablation);
+    a model saved with another alignment (the previous default, ``"distill_cross"``) keeps it when loaded, so that
+    training it further optimises the objective it was trained with."""
+    mdata, _ = simulate_multiome(24, n_genes=20, n_tfs=4, n_proteins=4, seed=1)
+    with pytest.warns(HoloCellWarning, match=SIM_GENES):
+        HoloCell.setup_mudata(mdata, modalities={"rna": "rna", "protein": "protein"}, batch_key="batch")
+    sizes = {"d_model": 16, "n_layers": 1, "n_heads": 2, "n_latents": 4, "n_latent": 4}
+    default = HoloCell(mdata, **sizes).module.objective
+    assert (default.align_mode, default.align_contrast_weight) == ("distill_cross_nce_hidden", 5.0)
+    old = HoloCell(mdata, **sizes, align_mode="distill_cross", align_contrast_weight=1.0)
+    old.train(max_epochs=1, batch_size=12, enable_progress_bar=False, early_stopping=False, seed=0)
+    old.save(tmp_path / "old")
+    with pytest.warns(HoloCellWarning, match=SIM_GENES):
+        loaded = HoloCell.load(tmp_path / "old", mdata).module.objective
+    assert (loaded.align_mode, loaded.align_contrast_weight) == ("distill_cross", 1.0)

@@ -77,11 +77,14 @@ class HoloCell(DataMixin, TrainingMixin, InferenceMixin, ExpressionMixin, Differ
         modality hidden, entirely or in part, while the others stay visible).
     align_weight
         Training: weight of the term aligning the single-modality embeddings of cells measured with
-        several modalities (0 = off). By default (``align_mode="distill_cross"``) the cell state
-        inferred for a cross-modal training example (one modality hidden) regresses onto the cell's
-        joint state, held fixed, so that cells measured with one modality land where their paired
-        counterparts are; ``"distill"`` does so for every single modality (one more encoder pass
-        each), ``"contrastive"`` is InfoNCE between the modalities.
+        several modalities (0 = off). By default (``align_mode="distill_cross_nce_hidden"``) the cell
+        state inferred for a cross-modal training example (one modality hidden) regresses onto the
+        cell's joint state, held fixed, so that cells measured with one modality land where their
+        paired counterparts are, and an RNA-only or protein-only view must also pick out, among the
+        mini-batch's cells, its own cell's state from the other of the two alone (weight
+        ``align_contrast_weight``, default 5); ``"distill_cross"`` is the regression alone,
+        ``"distill"`` does it for every single modality (one more encoder pass each),
+        ``"contrastive"`` is InfoNCE between the modalities.
     read_in_tokens
         Which anchor tokens the latents read: ``"all"`` (default), or only the ``"values"``: tokens
         that carry a value (expressed genes, measured proteins, anchors with open peaks), as

@@ -59,7 +59,7 @@ class ObjectiveConfig:
         ``"contrastive"``: InfoNCE between each pair of single-modality embeddings over the mini-batch.
         ``"distill"``: each single-modality posterior mean regresses onto the cell's joint posterior mean,
         which is held fixed (no gradient), so a weak modality learns the joint state without pulling it.
-        ``"distill_cross"`` (default): the same for the state the denoiser already infers for the cross-modal
+        ``"distill_cross"``: the same for the state the denoiser already infers for the cross-modal
         examples (one modality hidden); it costs one forward pass without gradient over those cells only.
         ``"distill_cross_scaled"``: as ``"distill_cross"``, each cell's distance weighed by a learnt noise scale
         of its hidden modality (:class:`holocell.nn._align.AlignmentScale`): views that predict the joint
@@ -70,17 +70,19 @@ class ObjectiveConfig:
         ``"distill_cross_nce"``: as ``"distill_cross"``, plus a contrastive term: each cross-modal state must
         pick out its own joint state among the mini-batch's (InfoNCE over squared distances, weight
         ``align_contrast_weight``), so that a view cannot settle at the centre of its cell type.
-        ``"distill_cross_nce_hidden"``: as ``"distill_cross_nce"``, but a view must pick out the state of its
+        ``"distill_cross_nce_hidden"`` (default): as ``"distill_cross_nce"``, but a view must pick out the state of its
         cell's hidden modality alone (one more forward pass without gradient over those views), and only RNA
         <-> protein views take part (``holocell.nn._align.CONTRAST_MODALITIES``; a view that shows ATAC or an
-        ATAC target lost SNARE-seq2's cell state or the simulator's batch mixing in the ablation).
+        ATAC target lost SNARE-seq2's cell state or the simulator's batch mixing in the ablation). On data
+        without both RNA and protein no view takes part, and it is ``"distill_cross"`` exactly.
         ``"joint_contrastive"``: InfoNCE of each single-modality embedding against the fixed joint one.
     align_temperature
         Softmax temperature of the contrastive terms (for the ``"distill_cross_nce"`` modes, a fraction of the
         median squared distance between the states).
     align_contrast_weight
         The ``"distill_cross_nce"`` modes: weight of the contrastive part beside the distillation (1: the same largest
-        gradient per distance).
+        gradient per distance). Default 5, chosen with ``"distill_cross_nce_hidden"`` on PBMC validation data
+        (``docs/design.md``, "The contrastive target: the other modality alone").
     diffusion_weight
         Weight of the masked-diffusion loss (0 trains the cell state alone, for the ablation).
     elbo_weight
@@ -118,8 +120,8 @@ class ObjectiveConfig:
     regression_weight: float = 1.0
     align_weight: float = 1.0
     align_temperature: float = 0.1
-    align_contrast_weight: float = 1.0
-    align_mode: str = "distill_cross"
+    align_contrast_weight: float = 5.0
+    align_mode: str = "distill_cross_nce_hidden"
     diffusion_weight: float = 1.0
     elbo_weight: float = 10.0
     kl_weight: float = 1.0
