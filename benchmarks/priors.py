@@ -143,7 +143,9 @@ def simulator_grn(epochs: int, n_cells: int, rows: list[dict], save, seed: int =
     for priors in (None, "grn", "coexpression", ("grn", "coexpression")):
         m = mdata.copy()
         hc.HoloCell.setup_mudata(m, modalities={"rna": "rna"}, batch_key="batch")
-        model, secs = _train(m, priors, epochs, grn_edges=train[["tf", "target"]])
+        uses_grn = priors is not None and "grn" in ([priors] if isinstance(priors, str) else priors)
+        edges = {"grn_edges": train[["tf", "target"]]} if uses_grn else {}  # refused without the 'grn' prior
+        model, secs = _train(m, priors, epochs, **edges)
         space = model.feature_space
         order = [space.anchors.index(a) for a in space.maps["rna"].report["anchor"]]
         emb = model.module.network.anchor_embedding().detach().cpu().numpy()[order]
