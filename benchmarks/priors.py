@@ -40,7 +40,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import KNeighborsClassifier
 
 import holocell as hc
-from holocell.priors import grn_prior
+from holocell.priors import check_prior_names, grn_prior
 from holocell.vocab import map_genes, rename_to_anchors
 from holocell.vocab._genes import shared_fraction
 
@@ -143,8 +143,7 @@ def simulator_grn(epochs: int, n_cells: int, rows: list[dict], save, seed: int =
     for priors in (None, "grn", "coexpression", ("grn", "coexpression")):
         m = mdata.copy()
         hc.HoloCell.setup_mudata(m, modalities={"rna": "rna"}, batch_key="batch")
-        uses_grn = priors is not None and "grn" in ([priors] if isinstance(priors, str) else priors)
-        edges = {"grn_edges": train[["tf", "target"]]} if uses_grn else {}  # refused without the 'grn' prior
+        edges = {"grn_edges": train[["tf", "target"]]} if "grn" in check_prior_names(priors) else {}  # else refused
         model, secs = _train(m, priors, epochs, **edges)
         space = model.feature_space
         order = [space.anchors.index(a) for a in space.maps["rna"].report["anchor"]]
