@@ -122,13 +122,16 @@ def test_bad_registrations_are_explained(entry_name):
 
 
 def test_checkpoint_descriptions_say_what_the_shipped_model_was_trained_on():
-    """holocell-small (v2): 5,800 cells, 4,000 of them mouse; v1 (15,800 cells, 14,000 mouse) keeps its name and
-    bytes; the misleading PBMC alias of v1 warns."""
+    """holocell-small (v3): 5,800 cells, 4,000 of them mouse; v2 (the same cells, the previous alignment) and v1
+    (15,800 cells, 14,000 mouse) keep their names and bytes; the misleading PBMC alias of v1 warns."""
     from holocell import HoloCellDeprecationWarning
 
     entry = _registry.REGISTRY["holocell-small"]
     assert "5,800" in entry.description and "4,000 mouse" in entry.description and "1,800 human" in entry.description
-    assert _registry.REGISTRY["holocell-small-v2"].sha256 == entry.sha256
+    assert _registry.REGISTRY["holocell-small-v3"].sha256 == entry.sha256
+    v2 = _registry.REGISTRY["holocell-small-v2"]
+    assert v2.sha256 != entry.sha256 and "5,800" in v2.description and "distill_cross" in v2.description
+    assert fetch("holocell-small-v2", progressbar=False).name == "holocell-small-v2.zip"
     v1 = _registry.REGISTRY["holocell-small-v1"]
     assert v1.sha256 != entry.sha256 and "14,000" in v1.description
     with pytest.warns(HoloCellDeprecationWarning, match="holocell-pbmc-small.*deprecated"):

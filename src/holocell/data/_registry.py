@@ -381,21 +381,37 @@ _SMALL_V2_DESCRIPTION = (
     "multiome, the only ATAC it saw), on shared human/mouse gene anchors. Model card: docs/pretrained.md; "
     "scripts/train_pretrained.py."
 )
+_SMALL_V3_SHA256 = "c30c215a06a4ebcf9a3069f8d411c88f0b824a13a87ecf80e7f7c98e18681f5e"
+_SMALL_V3_DESCRIPTION = (
+    "Shipped small checkpoint with the cell state and the RNA <-> protein contrastive alignment (the defaults "
+    "since 2026-12-08; d_model 64, 2 layers), trained on the cells v2 saw, 5,800: 4,000 mouse RNA-only cells "
+    "(SNARE-seq2 motor cortex) and 1,800 human cells (1,200 PBMC CITE-seq p1-p3, 600 simulated multiome, the only "
+    "ATAC it saw), on shared human/mouse gene anchors. Model card: docs/pretrained.md; scripts/train_pretrained.py."
+)
 register(
     "holocell-small",
-    "holocell-small-v2.zip",
-    _SMALL_V2_SHA256,
+    "holocell-small-v3.zip",
+    _SMALL_V3_SHA256,
     kind="checkpoint",
-    description=_SMALL_V2_DESCRIPTION,
-    shipped=_SHIPPED / "holocell-small-v2.zip",
+    description=_SMALL_V3_DESCRIPTION,
+    shipped=_SHIPPED / "holocell-small-v3.zip",
+)
+register(
+    "holocell-small-v3",
+    "holocell-small-v3.zip",
+    _SMALL_V3_SHA256,
+    kind="checkpoint",
+    description="Versioned name of holocell-small (same bytes; release asset, resolves to the shipped copy "
+    "until the release is published). " + _SMALL_V3_DESCRIPTION,
+    shipped=_SHIPPED / "holocell-small-v3.zip",
 )
 register(
     "holocell-small-v2",
     "holocell-small-v2.zip",
     _SMALL_V2_SHA256,
     kind="checkpoint",
-    description="Versioned name of holocell-small (same bytes; release asset, resolves to the shipped copy "
-    "until the release is published). " + _SMALL_V2_DESCRIPTION,
+    description="The second holocell-small (the cell state with the previous alignment, `distill_cross`; "
+    "holocell-small from 2026-12-06 to 2026-12-08). " + _SMALL_V2_DESCRIPTION,
     shipped=_SHIPPED / "holocell-small-v2.zip",
 )
 register(
