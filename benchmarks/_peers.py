@@ -18,14 +18,14 @@ scvi-tools 1.4 tutorials followed (``scverse/scvi-tutorials``, last run with scv
   same cells, genes before regions, ``setup_mudata(batch_key=<the cell's modality: paired / expression /
   accessibility>, categorical_covariate_keys=[<library>])`` ("the main batch annotation should
   correspond to the modality of the cells; other batch annotations go in categorical_covariate_keys"),
-  ``MULTIVI(n_genes=, n_regions=)``, ``train()`` defaults (500 epochs at most, lr 1e-4, early stopping;
+  ``MULTIVI(n_genes=, n_regions=)``, ``train()`` defaults (500 epochs at most, lr 1e-4, early stopping on the validation reconstruction loss;
   the cap raised to ``MAX_EPOCHS_LOW_LR``: on the small subsets 500 epochs do not converge).
   Peaks are filtered to those open in >= 1% of cells, as its preprocessing does. The imputation of a
   missing modality decodes under the ``paired`` batch, the one whose decoders saw both modalities (the
   same reasoning as TOTALVI's ``transform_batch``).
 - **PEAKVI**: ``atac/PeakVI.ipynb``: peaks open in >= 5% of cells (``sc.pp.filter_genes(min_cells=...)``),
-  ``setup_anndata(batch_key=...)``, ``PEAKVI()`` defaults, ``train()`` defaults (lr 1e-4, early stopping with
-  patience 50) with the cap raised from 500 (Granja: ``chromatin.GRANJA_PEAKVI_EPOCHS``).
+  ``setup_anndata(batch_key=...)``, ``PEAKVI()`` defaults, ``train()`` defaults (lr 1e-4, early stopping on the
+  validation reconstruction loss with patience 50) with the cap raised from 500 (Granja: ``chromatin.GRANJA_PEAKVI_EPOCHS``).
 - **PCA / LSI / WNN** (scanpy and muon tutorials): RNA ``normalize_total`` -> ``log1p`` -> HVG (when there
   are more genes than the HVG count) -> ``scale(max_value=10)`` -> ``pca(50)``; ATAC ``muon.atac.pp.tfidf``
   -> ``muon.atac.tl.lsi`` with the first (depth) component dropped; WNN = ``muon.pp.neighbors`` on the RNA
@@ -48,7 +48,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 HVG_SCVI, HVG_TOTALVI = 2000, 4000
-#: epoch cap of MULTIVI and PEAKVI, which stop early on their validation ELBO (patience 50). Their documented
+#: epoch cap of MULTIVI and PEAKVI, which stop early on their validation reconstruction loss (patience 50). Their documented
 #: default cap (500) is sized for tens of thousands of cells; on the benchmark subsets (a few hundred to 2,000
 #: cells, a few mini-batches an epoch, lr 1e-4) every MULTIVI run of the 2026-12-04 pages ran all 500 epochs with
 #: its best validation ELBO in the last two, i.e. unconverged. The cap is raised so that early stopping, not the
@@ -79,16 +79,29 @@ def _hvg(adata: ad.AnnData, n_top: int, batch_key: str | None) -> ad.AnnData:
     return adata
 
 
+#: The validation metric each scvi-tools model's ``train()`` stops early on (scvi-tools 1.4: ``MULTIVI.train`` and
+#: ``PEAKVI.train`` pass ``reconstruction_loss_validation``; SCVI and TOTALVI keep the trainer's ``elbo_validation``).
+EARLY_STOPPING_MONITOR = {"MULTIVI": "reconstruction_loss_validation", "PEAKVI": "reconstruction_loss_validation"}
+
+
+def stopping_monitor(model) -> str:
+    """The history key ``model.train(early_stopping=True)`` watches."""
+    return EARLY_STOPPING_MONITOR.get(type(model).__name__, "elbo_validation")
+
+
 def train_summary(model, name: str) -> dict:
-    """Epochs run, best validation epoch and loss, and whether early stopping ended the run."""
+    """Epochs run, best validation epoch and loss, the metric early stopping watched and its best epoch."""
     hist = model.history
-    val = hist.get("elbo_validation")
     epochs = len(hist["elbo_train"]) if "elbo_train" in hist else 0
-    out = {"model": name, "epochs": epochs, "max_epochs": getattr(model, "_max_epochs", None)}
-    if val is not None and len(val):
-        v = val.iloc[:, 0].astype(float).to_numpy()
-        out.update(best_epoch=int(np.nanargmin(v)) + 1, best_validation_elbo=float(np.nanmin(v)),
-                   last_validation_elbo=float(v[-1]))
+    out = {"model": name, "epochs": epochs, "max_epochs": getattr(model, "_max_epochs", None),
+           "monitor": stopping_monitor(model)}
+    for key, prefix in (("elbo_validation", ""), (out["monitor"], "monitored_")):
+        val = hist.get(key)
+        if val is not None and len(val):
+            v = val.iloc[:, 0].astype(float).to_numpy()
+            out[f"best_{prefix}epoch"] = int(np.nanargmin(v)) + 1
+            if not prefix:
+                out.update(best_validation_elbo=float(np.nanmin(v)), last_validation_elbo=float(v[-1]))
     return out
 
 
@@ -286,6 +299,15 @@ def wnn_embedding(z_rna: np.ndarray, z_atac: np.ndarray, seed: int, n_comps: int
 
 
 # ------------------------------------------------------------------------------------------ evidence
+def _watched(rec: dict) -> str:
+    """'best validation ELBO at epoch N', and the metric early stopping watched when it is another one."""
+    text = f"best validation ELBO at epoch {rec.get('best_epoch')}"
+    monitor = rec.get("monitor", "elbo_validation")
+    if monitor != "elbo_validation":
+        text = f"watching `{monitor}`, best at epoch {rec.get('best_monitored_epoch')}; " + text
+    return text
+
+
 def below_baseline_notes(rows: Sequence[dict], deep: Sequence[str], baselines: Sequence[str], metrics: Sequence[str],
                          training: Sequence[dict], what: str) -> str:
     """Sentences naming where a deep peer scores below a plain baseline on the same rows, with its training
@@ -306,10 +328,10 @@ def below_baseline_notes(rows: Sequence[dict], deep: Sequence[str], baselines: S
         rec = next((t for t in training if t.get("model") == name), {})
         if rec:
             stopped = rec.get("max_epochs") is None or rec["epochs"] < rec["max_epochs"]
-            how = (f"early stopping ended it after {rec['epochs']} epochs (best validation ELBO at epoch "
-                   f"{rec.get('best_epoch')})" if stopped else
-                   f"it ran the full {rec['epochs']} epochs without early stopping triggering (best validation ELBO "
-                   f"at epoch {rec.get('best_epoch')}): it may still be improving")
+            watched = _watched(rec)
+            how = (f"early stopping ended it after {rec['epochs']} epochs ({watched})" if stopped else
+                   f"it ran the full {rec['epochs']} epochs without early stopping triggering ({watched}): it may "
+                   "still be improving")
         else:
             how = "no training record"
         lines.append(f"- {name} is below a plain baseline on {what}: {'; '.join(lost)}. Training: {how}.")

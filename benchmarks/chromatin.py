@@ -422,8 +422,9 @@ def write(results: dict, out: Path) -> None:
                                       "peak RSS GB"]),
         ("5. Generation of every SNARE peak", results.get("generation_cost", []),
          ["cells", "peaks", "anchors", "n_steps", "seconds", "cells/s", "peak RSS GB"]),
-        ("Peer training (early stopping on the validation ELBO; curves in `peers_*.png`)", results["peer_training"],
-         ["task", "model", "epochs", "max_epochs", "best_epoch", "best_validation_elbo"]),
+        ("Peer training (early stopping as each model's `train()` does it, on `monitor`; curves in `peers_*.png`)",
+         results["peer_training"], ["task", "model", "epochs", "max_epochs", "monitor", "best_monitored_epoch",
+                                    "best_epoch", "best_validation_elbo"]),
     ]
     notes = (
         f"Sizes: `{results['sizes']}`. Peaks: SNARE tasks keep peaks open in >= 1% of cells (MULTIVI's "

@@ -172,9 +172,10 @@ def main() -> None:
         "the paired batch p3_0. Integration uses the split-1a models; each method embeds the cells it can (column "
         "`cells`) and holocell is compared with the peers on the same cells (the verdicts use each cell's embedding "
         "from all its modalities; the row 'from RNA alone' is the same model reading only RNA, as SCVI does). "
-        "Peer training (epochs run, best "
-        "validation epoch; curves in `peers_pbmc_*.png`):\n\n"
-        + ev.format_table(training, ["model", "epochs", "max_epochs", "best_epoch", "best_validation_elbo"])
+        "Peer training (epochs run, the metric early stopping watches and its best epoch, best validation ELBO; "
+        "curves in `peers_pbmc_*.png`):\n\n"
+        + ev.format_table(training, ["model", "epochs", "max_epochs", "monitor", "best_monitored_epoch", "best_epoch",
+                                     "best_validation_elbo"])
         + "\n\nWhere a deep peer is below a plain baseline on the same cells (evidence: its training record):\n\n"
         + (below_baseline_notes(rows_int, ["SCVI", "TOTALVI"], ["PCA(50) of RNA"], ["nmi", "ari", "asw_label"],
                                 training, "the 1,200 RNA cells")

@@ -140,7 +140,8 @@ def main() -> None:
         f"the {len(paired)} paired batch0 cells. In batch1 no cell has both RNA and ATAC, so the WNN row "
         "(and its holocell row) covers batch0 only and has no batch metrics. MULTIVI training (curve: "
         "`peers_simulated_multivi.png`):\n\n"
-        + ev.format_table(training, ["model", "epochs", "max_epochs", "best_epoch", "best_validation_elbo"])
+        + ev.format_table(training, ["model", "epochs", "max_epochs", "monitor", "best_monitored_epoch", "best_epoch",
+                                     "best_validation_elbo"])
         + "\n\n" + (below_baseline_notes(rows_atac, ["MULTIVI"], ["kNN(15) on RNA PCA(50)", "ridge on RNA PCA(50)"],
                                          ["auroc_mean"], training, "RNA -> ATAC")
                      + "\n" + below_baseline_notes(rows_rna, ["MULTIVI"], ["kNN(15) on ATAC PCA(50)",

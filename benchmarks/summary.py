@@ -36,7 +36,8 @@ holocell; `better` at >= 1.1, `level` from 0.9, `worse` below; `n/a` when a valu
 
 **Peers** are set up in `benchmarks/_peers.py` the way the scvi-tools 1.4 tutorials do (HVG selection,
 TOTALVI's masked protein batches and empirical background prior, MULTIVI's modality batch, PeakVI's peak
-filter) and train until early stopping on their validation ELBO; their curves are in
+filter) and train until early stopping ends them as their `train()` does (SCVI and TOTALVI on the validation
+ELBO, MULTIVI and PeakVI on the validation reconstruction loss); their curves are in
 `benchmarks/results/peers_*.png`. **Metrics** come from `holocell.evaluation` only; iLISI, graph
 connectivity, ASW and KMeans NMI / ARI follow scib-metrics 0.5 and are checked against it
 (`tests/test_scib_reference.py`).

@@ -1,4 +1,5 @@
-"""The benchmark helpers that shape what peers see: the hidden-modality split and MULTIVI's zero padding."""
+"""The benchmark helpers that shape what peers see (the hidden-modality split, MULTIVI's zero padding) and what the
+pages say of their training."""
 
 import sys
 from pathlib import Path
@@ -7,7 +8,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from _common import hide_modality
-from _peers import MODALITY_KEY, multivi_mudata
+from _peers import MODALITY_KEY, below_baseline_notes, multivi_mudata, train_summary
 
 
 def test_hide_modality_and_multivi_padding(pbmc):
@@ -92,3 +93,28 @@ def test_annotation_bridge_imputes_the_query_from_its_nearest_paired_cells():
     out_ref, out_query = bridge(ref_x, pair_query_space, pair_ref_space, query)
     assert out_ref is ref_x  # the reference keeps its own measured features
     np.testing.assert_allclose(out_query, [[0.0, 0.0], [1.0, 1.0]])  # each query cell: its 15 neighbours' mean
+
+
+def test_peer_training_record_names_the_metric_early_stopping_watches():
+    """PeakVI and MULTIVI stop on the validation reconstruction loss (their ``train()``), SCVI on the ELBO: the record
+    and the pages' evidence sentences say which, from a real scvi-tools model's history."""
+    import anndata as ad
+    import scipy.sparse as sp
+    import scvi
+
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(sp.csr_matrix((rng.random((120, 60)) < 0.2).astype(np.float32)))
+    adata.obs["batch"] = ["a", "b"] * 60
+    scvi.model.PEAKVI.setup_anndata(adata, batch_key="batch")
+    peakvi = scvi.model.PEAKVI(adata)
+    peakvi.train(max_epochs=3, early_stopping=True, enable_progress_bar=False)
+    record = train_summary(peakvi, "PeakVI")
+    assert record["monitor"] == "reconstruction_loss_validation" and record["epochs"] == 3
+    assert 1 <= record["best_monitored_epoch"] <= 3 and 1 <= record["best_epoch"] <= 3
+    rows = [{"method": "PeakVI", "nmi": 0.1}, {"method": "LSI", "nmi": 0.5}]
+    note = below_baseline_notes(rows, ["PeakVI"], ["LSI"], ["nmi"], [{**record, "max_epochs": 10}], "toy")
+    assert "watching `reconstruction_loss_validation`" in note and "best validation ELBO at epoch" in note
+    scvi.model.SCVI.setup_anndata(adata, batch_key="batch")
+    scvi_model = scvi.model.SCVI(adata)
+    scvi_model.train(max_epochs=2, early_stopping=True, enable_progress_bar=False)
+    assert train_summary(scvi_model, "SCVI")["monitor"] == "elbo_validation"
