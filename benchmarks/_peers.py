@@ -95,14 +95,19 @@ def train_summary(model, name: str) -> dict:
     epochs = len(hist["elbo_train"]) if "elbo_train" in hist else 0
     out = {"model": name, "epochs": epochs, "max_epochs": getattr(model, "_max_epochs", None),
            "monitor": stopping_monitor(model)}
-    for key, prefix in (("elbo_validation", ""), (out["monitor"], "monitored_")):
-        val = hist.get(key)
-        if val is not None and len(val):
-            v = val.iloc[:, 0].astype(float).to_numpy()
-            out[f"best_{prefix}epoch"] = int(np.nanargmin(v)) + 1
-            if not prefix:
-                out.update(best_validation_elbo=float(np.nanmin(v)), last_validation_elbo=float(v[-1]))
+    elbo, watched = _curve(hist, "elbo_validation"), _curve(hist, out["monitor"])
+    if elbo is not None:
+        out.update(best_epoch=int(np.nanargmin(elbo)) + 1, best_validation_elbo=float(np.nanmin(elbo)),
+                   last_validation_elbo=float(elbo[-1]))
+    if watched is not None:
+        out["best_monitored_epoch"] = int(np.nanargmin(watched)) + 1
     return out
+
+
+def _curve(history: dict, key: str) -> np.ndarray | None:
+    """One validation curve of an scvi-tools history, or None when it was not logged."""
+    val = history.get(key)
+    return None if val is None or not len(val) else val.iloc[:, 0].astype(float).to_numpy()
 
 
 def _train(model, max_epochs: int | None, **kwargs) -> None:
